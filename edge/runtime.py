@@ -1,0 +1,195 @@
+"""Running a ``.tflite`` model on the device: LiteRT (``ai_edge_litert``), else ``tflite_runtime``.
+
+Never TensorFlow. The interpreter is built once per model, outputs are found by their names in
+the serving signature, and the model's embedded metadata sets the contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge import contract
+from edge.contract import ContractError, ModelMetadata
+from edge.types import Prediction
+
+BUNDLED_MODEL = Path(__file__).with_name("models") / "stamp_int8.tflite"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded or run (missing, corrupt, unknown contract, no runtime)."""
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    version: str
+    interpreter_cls: type
+
+
+def find_runtime(prefer: str | None = None) -> RuntimeInfo:
+    """The TFLite interpreter to use: LiteRT first, then tflite-runtime; never TensorFlow."""
+    candidates = [
+        ("ai_edge_litert", "ai_edge_litert.interpreter"),
+        ("tflite_runtime", "tflite_runtime.interpreter"),
+    ]
+    if prefer:
+        candidates = [c for c in candidates if c[0] == prefer]
+        if not candidates:
+            raise ModelError(f"unknown runtime {prefer!r} (expected ai_edge_litert or tflite_runtime)")
+    errors = []
+    for name, module in candidates:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+            continue
+        pkg = importlib.import_module(name)
+        version = getattr(pkg, "__version__", "unknown")
+        if name == "tflite_runtime" and int(np.__version__.split(".")[0]) >= 2 and version.startswith("2.1"):
+            errors.append(
+                f"tflite_runtime {version} was built for numpy 1 and fails with numpy {np.__version__}"
+            )
+            continue
+        return RuntimeInfo(name, version, mod.Interpreter)
+    raise ModelError(
+        "no usable TFLite runtime ("
+        + "; ".join(errors)
+        + "); install one with `pip install ai-edge-litert`, or on an old OS "
+        "`pip install tflite-runtime 'numpy<2'`"
+    )
+
+
+def model_id(model_bytes: bytes) -> str:
+    return hashlib.sha256(model_bytes).hexdigest()[:12]
+
+
+class TFLiteDetector:
+    """A ``.tflite`` model behind the one-method detector interface: image -> Prediction."""
+
+    def __init__(self, path: str | Path | None = None, threads: int = 1, runtime: str | None = None):
+        self.path = Path(path) if path is not None else BUNDLED_MODEL
+        try:
+            model_bytes = self.path.read_bytes()
+        except FileNotFoundError:
+            raise ModelError(f"{self.path}: model file not found") from None
+        except OSError as exc:
+            raise ModelError(f"{self.path}: cannot read model ({exc.strerror})") from None
+        try:
+            self.metadata = contract.read_embedded_metadata(model_bytes, str(self.path))
+        except ContractError as exc:
+            raise ModelError(str(exc)) from None
+        self.model_id = model_id(model_bytes)
+        self.runtime = find_runtime(runtime)
+        try:
+            self._interp = self.runtime.interpreter_cls(model_content=model_bytes, num_threads=int(threads))
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: {self.runtime.name} cannot load it ({exc})") from None
+        self.threads = int(threads)
+        self._bind_tensors()
+
+    def _bind_tensors(self) -> None:
+        signatures = self._interp.get_signature_list()
+        if not signatures:
+            raise ModelError(f"{self.path}: model has no serving signature; convert it with edge-convert")
+        key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        runner = self._interp.get_signature_runner(key)
+        inputs = runner.get_input_details()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected one input, found {sorted(inputs)}")
+        self._input = next(iter(inputs.values()))
+        shape = tuple(int(s) for s in self._input["shape"])
+        if shape != (1, *contract.INPUT_SHAPE):
+            raise ModelError(f"{self.path}: input shape {shape} != expected {(1, *contract.INPUT_SHAPE)}")
+        outputs = runner.get_output_details()
+        try:
+            self.metadata.check_outputs(list(outputs))
+        except ContractError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        self._outputs = {name: outputs[name] for name in self.metadata.outputs}
+        self.input_dtype = np.dtype(self._input["dtype"])
+        scale, zero = self._input["quantization"]
+        self._in_q = (float(scale), int(zero)) if scale else None
+        del runner
+
+    def set_input(self, image_rgb: np.ndarray) -> None:
+        """Put one 128x128x3 RGB uint8 image into the input tensor (quantizing if needed)."""
+        if image_rgb.shape != contract.INPUT_SHAPE:
+            raise ValueError(f"model input: expected {contract.INPUT_SHAPE}, got {image_rgb.shape}")
+        x = image_rgb[None]
+        if self.input_dtype == np.uint8 and self._in_q == (1.0, 0):
+            pass  # camera pixels go in as they are
+        elif self.input_dtype in (np.uint8, np.int8) and self._in_q:
+            scale, zero = self._in_q
+            info = np.iinfo(self.input_dtype)
+            x = np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max)
+            x = x.astype(self.input_dtype)
+        else:
+            x = x.astype(self.input_dtype)
+        self._interp.set_tensor(self._input["index"], x)
+
+    def invoke(self) -> None:
+        self._interp.invoke()
+
+    def read_outputs(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, det in self._outputs.items():
+            raw = self._interp.get_tensor(det["index"])
+            scale, zero = det["quantization"]
+            if scale and raw.dtype != np.float32:
+                raw = (raw.astype(np.float32) - zero) * scale
+            out[name] = raw
+        return out
+
+    def predict(self, image_rgb: np.ndarray) -> Prediction:
+        t0 = time.perf_counter()
+        self.set_input(image_rgb)
+        t1 = time.perf_counter()
+        self.invoke()
+        t2 = time.perf_counter()
+        pred = contract.decode_outputs(self.read_outputs(), self.metadata)
+        t3 = time.perf_counter()
+        object.__setattr__(
+            pred,
+            "timings",
+            {
+                "set_input_ms": (t1 - t0) * 1e3,
+                "invoke_ms": (t2 - t1) * 1e3,
+                "postprocess_ms": (t3 - t2) * 1e3,
+            },
+        )
+        return pred
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        return [self.predict(im) for im in images]
+
+
+class CallableDetector:
+    """Any batch function (N,128,128,3 uint8 -> outputs by name) behind the detector interface.
+
+    Training and conversion wrap their Keras model in this, so they decode outputs exactly as
+    the device does.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], Mapping[str, np.ndarray]], metadata: ModelMetadata):
+        self._fn = fn
+        self.metadata = metadata
+
+    def predict_batch(self, images: Sequence[np.ndarray], batch_size: int = 64) -> list[Prediction]:
+        preds: list[Prediction] = []
+        for i in range(0, len(images), batch_size):
+            batch = np.stack(images[i : i + batch_size]).astype(np.uint8)
+            out = {k: np.asarray(v) for k, v in self._fn(batch).items()}
+            for j in range(len(batch)):
+                preds.append(contract.decode_outputs({k: v[j] for k, v in out.items()}, self.metadata))
+        return preds
+
+    def predict(self, image_rgb: np.ndarray) -> Prediction:
+        return self.predict_batch([image_rgb])[0]

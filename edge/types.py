@@ -1,0 +1,109 @@
+"""Typed values that flow through the runtime: frame -> prediction -> verdict.
+
+Each is validated where it is built, so a malformed value fails at its source with the expected
+and the actual value, not three hops later.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One captured image: HxWx3 uint8 BGR (OpenCV order), when it was captured, its index."""
+
+    image: np.ndarray
+    t_capture: float
+    index: int
+    #: ground truth carried by synthetic sources (demo line): product id or None, has stamp
+    truth: Mapping[str, object] | None = None
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"Frame.image: expected numpy array, got {type(img).__name__}")
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"Frame.image: expected HxWx3 uint8, got {img.shape} {img.dtype}")
+        if self.index < 0:
+            raise ValueError(f"Frame.index: expected >= 0, got {self.index}")
+
+
+def _check_unit(name: str, values: tuple[float, ...], n: int) -> None:
+    if len(values) != n:
+        raise ValueError(f"Prediction.{name}: expected {n} values, got {len(values)}")
+    if not all(np.isfinite(v) for v in values):
+        raise ValueError(f"Prediction.{name}: expected finite values, got {values}")
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What the model says about one image (its region of interest).
+
+    ``box`` is ``(x_min, y_min, x_max, y_max)`` and ``center`` ``(x, y)``, normalised to the model's
+    view (see ``edge.contract``). ``label`` is set for multi-variant models.
+    """
+
+    presence: float
+    box: tuple[float, float, float, float] | None = None
+    center: tuple[float, float] | None = None
+    label: str | None = None
+    class_scores: tuple[float, ...] | None = None
+    heatmap: np.ndarray | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = float(self.presence)
+        if not (0.0 <= p <= 1.0):
+            raise ValueError(f"Prediction.presence: expected a probability in [0, 1], got {p}")
+        object.__setattr__(self, "presence", p)
+        if self.box is not None:
+            box = tuple(float(v) for v in self.box)
+            _check_unit("box", box, 4)
+            # keep x_min <= x_max, y_min <= y_max whatever the regressor said
+            box = (min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3]))
+            object.__setattr__(self, "box", box)
+            if self.center is None:
+                object.__setattr__(self, "center", ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        if self.center is not None:
+            center = tuple(float(v) for v in self.center)
+            _check_unit("center", center, 2)
+            object.__setattr__(self, "center", center)
+
+    def present(self, threshold: float) -> bool:
+        return self.presence >= threshold
+
+
+class Outcome(enum.StrEnum):
+    OK = "OK"
+    MISSING = "MISSING"
+    WRONG = "WRONG"
+
+
+@dataclass(frozen=True, eq=False)
+class Verdict:
+    """One judgement per product: OK, MISSING (no stamp) or WRONG (another variant)."""
+
+    seq: int
+    product_id: int
+    outcome: Outcome
+    wall_time: float
+    score: float
+    box: tuple[float, float, float, float] | None
+    frames: tuple[int, ...]
+    label: str | None = None
+    evidence: Frame | None = None
+    evidence_prediction: Prediction | None = None
+    truth: Mapping[str, object] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.outcome, Outcome):
+            object.__setattr__(self, "outcome", Outcome(self.outcome))
+        if not self.frames:
+            raise ValueError("Verdict.frames: expected at least one frame index, got none")
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"Verdict.score: expected [0, 1], got {self.score}")
