@@ -1,0 +1,305 @@
+"""``edge-convert``: a trained Keras model -> one ``.tflite`` the device can trust, or nothing.
+
+Calibrates int8 on a representative set, embeds the contract metadata, then proves on a
+validation set (through the device's own ``edge`` code path) that the converted model still does
+the job; on failure no output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from edge.datasets import DatasetError, load_dataset, read_image
+from tqdm import tqdm
+
+from convert.tflite import MODES, ConversionError, convert, embed_metadata, load_keras, op_names
+from edge import contract, metrics
+from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.metrics import Truth
+from edge.runtime import CallableDetector, ModelError, TFLiteDetector
+
+KEYS = ("iou_mean", "iou_median", "presence_accuracy", "precision", "recall", "f1", "center_error_mean")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-convert",
+        description="Convert a trained Keras model to TFLite (int8 by default) and prove it still agrees.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", type=Path, help="trained model (.keras)")
+    p.add_argument("--out", type=Path, required=True, help="output .tflite")
+    p.add_argument("--mode", choices=MODES, default="int8")
+    cal = p.add_argument_group("calibration and validation data (default: the synthetic recipe)")
+    cal.add_argument(
+        "--calibration", type=Path, default=None, help="labelled or plain image folder for calibration"
+    )
+    cal.add_argument("--subset", type=Path, default=None, help="restrict --calibration to the images listed")
+    cal.add_argument(
+        "--calibration-size", type=positive_int, default=300, help="representative images (>= 200)"
+    )
+    cal.add_argument("--val", type=Path, default=None, help="labelled validation set (default: synthetic)")
+    cal.add_argument("--val-subset", type=Path, default=None, help="restrict --val to the images listed")
+    cal.add_argument(
+        "--val-size", type=positive_int, default=500, help="synthetic validation images (>= 500)"
+    )
+    cal.add_argument(
+        "--stamp", action="append", type=Path, default=[], help="stamp image(s) for the synthetic recipe"
+    )
+    cal.add_argument("--backgrounds", type=Path, default=None, help="product photos for the synthetic recipe")
+    cal.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="synthetic recipe seed (calibration uses seed+2e6, validation seed+3e6)",
+    )
+    chk = p.add_argument_group("proof of agreement")
+    chk.add_argument(
+        "--max-iou-drop",
+        type=float,
+        default=0.01,
+        help="largest allowed fall of mean IoU (or centre hit rate)",
+    )
+    chk.add_argument(
+        "--min-agreement", type=unit_float, default=0.995, help="smallest allowed presence agreement"
+    )
+    chk.add_argument(
+        "--threshold",
+        type=unit_float,
+        default=None,
+        help="presence threshold stored in the model (default: the training metadata's, else 0.5)",
+    )
+    chk.add_argument(
+        "--no-verify", action="store_true", help="skip the proof of agreement (not for deployment)"
+    )
+    p.add_argument("--report", type=Path, default=None, help="write the agreement report as JSON")
+    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads for the check")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _synth(args: argparse.Namespace):
+    from edge.synth import Backgrounds, Synthesizer, load_stamps
+
+    stamps = load_stamps(args.stamp) if args.stamp else None
+    return Synthesizer(stamps, Backgrounds(args.backgrounds))
+
+
+def calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
+    n = args.calibration_size
+    if n < 200:
+        raise CliError(f"--calibration-size {n}: at least 200 representative images are needed")
+    if args.calibration is None:
+        if args.subset is not None:
+            raise CliError("--subset needs --calibration")
+        synth = _synth(args)
+        return [
+            synth.model_sample(args.seed + 2_000_000, i)[0]
+            for i in tqdm(range(n), desc="calibration", leave=False)
+        ]
+    paths: list[Path]
+    if args.calibration.is_dir() and not _looks_labelled(args.calibration):
+        paths = sorted(
+            q for q in args.calibration.rglob("*") if q.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
+        )
+    else:
+        paths = [r.image_path for r in load_dataset(args.calibration, subset=args.subset).records]
+    if not paths:
+        raise CliError(f"{args.calibration}: no calibration images found")
+    images = []
+    for path in tqdm(paths, desc="calibration", leave=False):
+        images.append(contract.prepare_input(read_image(path)))
+    reps = [images[i % len(images)] for i in range(max(n, len(images)))]
+    if len({im.tobytes() for im in images}) < 2 or max(float(im.std()) for im in images) < 1.0:
+        raise CliError(f"{args.calibration}: calibration images are blank or all alike")
+    return reps[:n] if len(images) < n else images
+
+
+def _looks_labelled(folder: Path) -> bool:
+    try:
+        load_dataset(folder)
+        return True
+    except DatasetError:
+        return False
+
+
+def validation_set(args: argparse.Namespace, labels) -> tuple[list[np.ndarray], list[Truth], str]:
+    if args.val is None:
+        synth = _synth(args)
+        images, truths = [], []
+        for i in tqdm(range(args.val_size), desc="validation set", leave=False):
+            image, box, presence, cls = synth.model_sample(args.seed + 3_000_000, i)
+            images.append(image)
+            if presence > 0.5:
+                label = labels[cls] if len(labels) > 1 and 0 <= cls < len(labels) else None
+                truths.append(Truth(True, box=tuple(float(v) for v in box), label=label))
+            else:
+                truths.append(Truth(False))
+        return images, truths, f"{args.val_size} synthetic images (seed {args.seed + 3_000_000})"
+    ds = load_dataset(args.val, subset=args.val_subset)
+    images, truths = [], []
+    for r in tqdm(ds.records, desc="validation set", leave=False):
+        image = read_image(r.image_path)
+        h, w = image.shape[:2]
+        images.append(contract.prepare_input(image))
+        obj = r.primary()
+        if obj is None:
+            truths.append(Truth(False))
+        elif obj.box is not None:
+            b = obj.box
+            truths.append(Truth(True, box=(b[0] / w, b[1] / h, b[2] / w, b[3] / h), label=obj.label))
+        else:
+            truths.append(Truth(True, center=tuple(obj.center), label=obj.label))
+    return images, truths, f"{len(images)} labelled images from {args.val}"
+
+
+def training_metadata(model_path: Path) -> dict:
+    """What edge-train wrote beside the model (labels, kind, provenance), if anything."""
+    side = model_path.with_name("model.json")
+    if side.exists():
+        try:
+            return json.loads(side.read_text())
+        except ValueError:
+            raise CliError(f"{side}: not valid JSON") from None
+    return {}
+
+
+def infer_kind(model) -> str:
+    names = set(model.output_names)
+    for kind, (required, _) in contract.KIND_OUTPUTS.items():
+        if set(required) <= names:
+            return kind
+    raise ConversionError(f"model outputs {sorted(names)} fit no model kind of the contract")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    if args.out.suffix != ".tflite":
+        raise CliError(f"--out {args.out}: expected a .tflite path")
+    t0 = time.perf_counter()
+    model = load_keras(args.model)
+    side = training_metadata(args.model)
+    kind = infer_kind(model)
+    labels = tuple(side.get("labels") or contract.DEFAULT_LABELS)
+    if contract.CLASS in model.output_names and model.output[contract.CLASS].shape[-1] != len(labels):
+        raise ConversionError(
+            f"{args.model}: class output has {model.output[contract.CLASS].shape[-1]} labels, "
+            f"model.json lists {len(labels)}"
+        )
+    threshold = (
+        args.threshold
+        if args.threshold is not None
+        else float(side.get("threshold", contract.DEFAULT_THRESHOLD))
+    )
+    provenance = dict(side.get("provenance", {}))
+    provenance.update(
+        converted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), mode=args.mode, source=args.model.name
+    )
+    reps = calibration_images(args) if args.mode == "int8" else None
+    if reps is not None:
+        provenance["calibration"] = f"{len(reps)} images from {args.calibration or 'the synthetic recipe'}"
+    log(f"edge-convert: converting {args.model} ({kind}, labels {list(labels)}) to {args.mode}")
+    raw = convert(model, args.mode, (lambda: tqdm(reps, desc="calibrating", leave=False)) if reps else None)
+    ops = op_names(raw)
+    bad_ops = [o for o in ops if o.startswith("CUSTOM") or "FLEX" in o.upper()]
+    if bad_ops:
+        raise ConversionError(f"converted model needs non-builtin ops {bad_ops}; the device cannot run it")
+    report: dict = {"mode": args.mode, "ops": ops}
+    meta_args = dict(kind=kind, labels=labels, threshold=threshold)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=".tflite", dir=args.out.parent)
+    tmp = Path(tmp_name)
+    try:
+        if not args.no_verify:
+            images, truths, vdesc = validation_set(args, labels)
+            if len(images) < 500 and args.val is None:
+                raise CliError(f"--val-size {len(images)}: the proof needs at least 500 images")
+            meta0 = contract.ModelMetadata(**meta_args, provenance=provenance)
+            os.write(fd, embed_metadata(raw, meta0))
+            os.close(fd)
+            fd = -1
+            keras_det = CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta0)
+            kp = keras_det.predict_batch(images, 100)
+            lite = TFLiteDetector(tmp, threads=args.threads)
+            lp = [lite.predict(im) for im in tqdm(images, desc="checking", leave=False)]
+            mk = metrics.summarize(kp, truths, threshold)
+            ml = metrics.summarize(lp, truths, threshold)
+            agree = metrics.agreement(kp, lp, threshold)
+            loc = "iou_mean" if not np.isnan(mk["iou_mean"]) else "center_within_0_05"
+            drop = mk[loc] - ml[loc]
+            report.update(
+                validation=vdesc,
+                keras=mk,
+                tflite=ml,
+                agreement=agree,
+                runtime=f"{lite.runtime.name} {lite.runtime.version}",
+            )
+            ok = drop <= args.max_iou_drop and agree["presence_agreement"] >= args.min_agreement
+            provenance["validation_tflite"] = {
+                k: ml[k] for k in (*KEYS, "center_within_0_05") if not np.isnan(ml[k])
+            }
+            provenance["agreement"] = agree
+            report["passed"] = bool(ok)
+            print_report(report, loc, log)
+            if not ok:
+                why = []
+                if drop > args.max_iou_drop:
+                    why.append(f"{loc} fell {drop:.4f} (> {args.max_iou_drop})")
+                if agree["presence_agreement"] < args.min_agreement:
+                    why.append(
+                        f"presence agreement {agree['presence_agreement']:.4f} (< {args.min_agreement})"
+                    )
+                raise CliError(
+                    f"converted model does not agree with the Keras model: {'; '.join(why)}; nothing written"
+                )
+        else:
+            os.close(fd)
+            fd = -1
+        final = embed_metadata(raw, contract.ModelMetadata(**meta_args, provenance=provenance))
+        tmp.write_bytes(final)
+        os.replace(tmp, args.out)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+    report["size_bytes"] = args.out.stat().st_size
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2, default=contract._json_default) + "\n")
+    log(
+        f"edge-convert: wrote {args.out} ({report['size_bytes'] / 1024:.0f} KiB, {args.mode}) "
+        f"in {time.perf_counter() - t0:.0f} s"
+    )
+    return 0
+
+
+def print_report(report: dict, loc: str, log) -> None:
+    k, t, a = report["keras"], report["tflite"], report["agreement"]
+    log(f"validation: {report['validation']} ({report['runtime']})")
+    log(f"{'metric':<22}{'keras':>10}{'tflite':>10}")
+    for key in (*KEYS, "center_within_0_05"):
+        if not (np.isnan(k[key]) and np.isnan(t[key])):
+            log(f"{key:<22}{k[key]:>10.4f}{t[key]:>10.4f}")
+    log("agreement: " + ", ".join(f"{key} {v:.4f}" for key, v in a.items()))
+    log(f"check on {loc}: {'PASSED' if report['passed'] else 'FAILED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (CliError, ConversionError, DatasetError, ModelError, contract.ContractError) as exc:
+        return fail("edge-convert", exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Localization and presence metrics, shared by edge-eval, training and the conversion check.
+
+All boxes are normalised ``x_min, y_min, x_max, y_max``. Pure numpy: arrays in, numbers out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.types import Prediction
+
+CENTER_RADIUS = 0.05
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of two (N, 4) arrays of xyxy boxes (0 where both are empty)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Ground truth for one image: present or not, and (normalised) box and/or centre, label."""
+
+    present: bool
+    box: tuple[float, float, float, float] | None = None
+    center: tuple[float, float] | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.present and self.box is None and self.center is None:
+            raise ValueError("Truth: a present object needs a box or a centre")
+        if self.box is not None and self.center is None:
+            b = self.box
+            object.__setattr__(self, "center", ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+def summarize(preds: Sequence[Prediction], truths: Sequence[Truth], threshold: float) -> dict[str, float]:
+    """The edge-eval metrics for predictions against ground truth (same order).
+
+    IoU and centre figures are taken over the images that carry the object; presence figures
+    over all images. Keys: ``iou_mean``, ``iou_median``, ``iou_ge_0_5``, ``iou_ge_0_75``,
+    ``presence_accuracy``, ``precision``, ``recall``, ``f1``, ``center_error_mean``,
+    ``center_within_0_05``, ``class_accuracy`` (labelled positives), ``n_images``, ``n_positive``.
+    """
+    if len(preds) != len(truths):
+        raise ValueError(f"summarize: {len(preds)} predictions for {len(truths)} truths")
+    pos = [i for i, t in enumerate(truths) if t.present]
+    said = np.array([p.present(threshold) for p in preds], dtype=bool)
+    real = np.array([t.present for t in truths], dtype=bool)
+    tp = int(np.sum(said & real))
+    fp = int(np.sum(said & ~real))
+    fn = int(np.sum(~said & real))
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    out: dict[str, float] = {
+        "n_images": len(preds),
+        "n_positive": len(pos),
+        "presence_accuracy": float(np.mean(said == real)) if len(preds) else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+    box_pairs = [(preds[i].box, truths[i].box) for i in pos if truths[i].box is not None]
+    if box_pairs and all(p is not None for p, _ in box_pairs):
+        ious = iou(np.array([p for p, _ in box_pairs]), np.array([t for _, t in box_pairs]))
+        out.update(
+            iou_mean=float(ious.mean()),
+            iou_median=float(np.median(ious)),
+            iou_ge_0_5=float(np.mean(ious >= 0.5)),
+            iou_ge_0_75=float(np.mean(ious >= 0.75)),
+        )
+    else:
+        out.update(iou_mean=float("nan"), iou_median=float("nan"), iou_ge_0_5=float("nan"))
+        out.update(iou_ge_0_75=float("nan"))
+    centers = [(preds[i].center, truths[i].center) for i in pos if preds[i].center is not None]
+    if centers:
+        d = np.array([np.hypot(p[0] - t[0], p[1] - t[1]) for p, t in centers])
+        out["center_error_mean"] = float(d.mean())
+        out["center_within_0_05"] = float(np.mean(d <= CENTER_RADIUS))
+    else:
+        out["center_error_mean"] = float("nan")
+        out["center_within_0_05"] = float("nan")
+    labelled = [i for i in pos if truths[i].label is not None and preds[i].class_scores is not None]
+    out["class_accuracy"] = (
+        float(np.mean([preds[i].label == truths[i].label for i in labelled])) if labelled else float("nan")
+    )
+    return out
+
+
+def agreement(a: Sequence[Prediction], b: Sequence[Prediction], threshold: float) -> dict[str, float]:
+    """How closely two models agree on the same images (float vs quantized)."""
+    pa = np.array([p.present(threshold) for p in a])
+    pb = np.array([p.present(threshold) for p in b])
+    out = {
+        "presence_agreement": float(np.mean(pa == pb)),
+        "presence_abs_diff_mean": float(
+            np.mean([abs(x.presence - y.presence) for x, y in zip(a, b, strict=True)])
+        ),
+    }
+    boxes = [(x.box, y.box) for x, y in zip(a, b, strict=True) if x.box is not None and y.box is not None]
+    if boxes:
+        diff = np.abs(np.array([x for x, _ in boxes]) - np.array([y for _, y in boxes]))
+        out["box_abs_diff_mean"] = float(diff.mean())
+    centers = [
+        (x.center, y.center)
+        for x, y in zip(a, b, strict=True)
+        if x.center is not None and y.center is not None
+    ]
+    if centers:
+        out["center_abs_diff_mean"] = float(
+            np.mean(np.abs(np.array([x for x, _ in centers]) - np.array([y for _, y in centers])))
+        )
+    return out

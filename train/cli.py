@@ -1,0 +1,244 @@
+"""``edge-train``: train the stamp localizer on synthetic composites and/or labelled photos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.datasets import DatasetError, load_dataset
+
+from edge import contract
+from edge.cli.common import CliError, fail, positive_int, unit_float
+
+EPILOG = """examples:
+  edge-train --out runs/default --minutes 25             # default procedural stamp and surfaces
+  edge-train --stamp my_stamp.png --backgrounds photos/ --out runs/mine
+  edge-train --data labelled/ --subset train.txt --out runs/real"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-train",
+        description="Train the MobileNet v1 (alpha 0.25, 128x128) stamp localizer.",
+        formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32),
+        epilog=EPILOG,
+    )
+    src = p.add_argument_group("data")
+    src.add_argument(
+        "--stamp",
+        action="append",
+        type=Path,
+        default=[],
+        help="stamp image or folder (repeat for variants); default: the procedural seal",
+    )
+    src.add_argument(
+        "--backgrounds",
+        type=Path,
+        default=None,
+        help="folder of product photos; default: procedural surfaces",
+    )
+    src.add_argument(
+        "--data", type=Path, default=None, help="labelled photos (VOC, YOLO, COCO, CSV, labels.txt)"
+    )
+    src.add_argument("--subset", type=Path, default=None, help="train only on the images listed in this file")
+    src.add_argument(
+        "--val", type=Path, default=None, help="labelled validation set (default: split from --data)"
+    )
+    src.add_argument(
+        "--val-subset",
+        type=Path,
+        default=None,
+        help="restrict --val (or --data when --val is absent) to these images",
+    )
+    src.add_argument(
+        "--val-split", type=unit_float, default=0.1, help="share of --data held out for validation"
+    )
+    src.add_argument(
+        "--synthetic",
+        type=positive_int,
+        default=None,
+        help="synthetic pool size (default 40000 without --data, 0 with it unless --stamp/--backgrounds)",
+    )
+    src.add_argument(
+        "--val-size", type=positive_int, default=1000, help="synthetic validation images (different seed)"
+    )
+    src.add_argument(
+        "--negatives", type=unit_float, default=0.3, help="share of synthetic images without the stamp"
+    )
+    src.add_argument(
+        "--copies", type=positive_int, default=40, help="augmented crops per labelled training image"
+    )
+    src.add_argument(
+        "--flip",
+        action="store_true",
+        help="mirror labelled photos at random (never for stamps: a mirrored stamp is not the stamp)",
+    )
+    m = p.add_argument_group("model and schedule")
+    m.add_argument(
+        "--kind",
+        choices=sorted(contract.KIND_OUTPUTS),
+        default=None,
+        help="model kind (default: box, or center for centre-point labels)",
+    )
+    m.add_argument("--weights", type=Path, default=None, help="local MobileNet weights (.h5) to start from")
+    m.add_argument(
+        "--init", type=Path, default=None, help="start from this trained .keras model (fine-tuning)"
+    )
+    m.add_argument("--steps", type=positive_int, default=None, help="training steps (default: from --epochs)")
+    m.add_argument(
+        "--epochs", type=positive_int, default=None, help="passes over the training pool (default 12)"
+    )
+    m.add_argument("--batch-size", type=positive_int, default=64)
+    m.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay after warm-up)")
+    m.add_argument("--eval-every", type=positive_int, default=500, help="steps between validations")
+    m.add_argument(
+        "--patience", type=positive_int, default=8, help="validations without improvement before stopping"
+    )
+    m.add_argument(
+        "--minutes", type=float, default=None, help="wall-time budget; the best checkpoint so far is kept"
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="processes generating synthetic data",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+@dataclass
+class Prepared:
+    train: object
+    val: object
+    labels: tuple[str, ...]
+    kind: str
+    description: str
+    synth_rate: float | None
+
+
+def prepare_data(args: argparse.Namespace) -> Prepared:
+    from edge.synth import Backgrounds, SynthConfig, Synthesizer, load_stamps
+
+    from train import data as D
+
+    dataset = None
+    if args.data is not None:
+        dataset = load_dataset(args.data, subset=args.subset)
+        if not dataset.records:
+            raise CliError(f"{args.data}: no labelled images found")
+    elif args.subset is not None:
+        raise CliError("--subset needs --data")
+    use_synth = (
+        args.synthetic
+        if args.synthetic is not None
+        else (0 if dataset and not (args.stamp or args.backgrounds) else 40000)
+    )
+    stamps = load_stamps(args.stamp) if args.stamp else None
+    stamp_labels = [s.label for s in stamps] if stamps else list(contract.DEFAULT_LABELS)
+    has_centers = dataset is not None and any(
+        r.primary() is not None and r.primary().box is None for r in dataset.records
+    )
+    kind = args.kind or ("center" if has_centers else "box")
+    if kind == "box" and has_centers:
+        raise CliError(
+            f"{args.data}: centre-point labels cannot train a box model (use --kind center or cam)"
+        )
+    data_labels = list(dataset.labels) if dataset else []
+    if dataset is not None and not use_synth:
+        labels = D.label_list(data_labels, [])
+    else:
+        labels = D.label_list(stamp_labels, data_labels)
+    pools, vals, desc = [], [], []
+    rate = None
+    if use_synth:
+        synth = Synthesizer(stamps, Backgrounds(args.backgrounds), SynthConfig(negative_share=args.negatives))
+        pool, rate = D.synthetic_pool(synth, args.seed, use_synth, args.workers)
+        val, _ = D.synthetic_pool(synth, args.seed + 1_000_003, args.val_size, args.workers, "validation set")
+        pools.append(pool)
+        vals.append(val)
+        desc.append(
+            f"{use_synth} synthetic composites of {', '.join(stamp_labels)} on "
+            f"{args.backgrounds or 'procedural surfaces'} (negatives {args.negatives})"
+        )
+    if dataset is not None:
+        if args.val is not None:
+            train_ds, val_ds = dataset, load_dataset(args.val, subset=args.val_subset)
+        else:
+            train_ds, val_ds = D.split_records(dataset, args.val_split, args.seed)
+        pools.append(D.labelled_pool(train_ds, labels, args.seed, copies=args.copies, flip=args.flip))
+        vals.append(D.labelled_pool(val_ds, labels, args.seed, copies=0, desc="validation set"))
+        desc.append(
+            f"{len(train_ds.records)} labelled images from {args.data} ({dataset.format}), "
+            f"{args.copies} crops each"
+        )
+    return Prepared(D.Pool.concat(pools), D.Pool.concat(vals), labels, kind, "; ".join(desc), rate)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    prep = prepare_data(args)
+    if len(prep.train) == 0:
+        raise CliError("no training images")
+    from train.loop import train_model
+
+    return train_model(args, prep, t_start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.steps is not None and args.epochs is not None:
+        parser.error("give --steps or --epochs, not both")
+    try:
+        return run(args)
+    except (CliError, DatasetError, ValueError, FileNotFoundError) as exc:
+        return fail("edge-train", exc)
+    except KeyboardInterrupt:
+        print("edge-train: interrupted", file=sys.stderr)
+        return 130
+
+
+def environment() -> dict[str, str]:
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "python": platform.python_version(), "machine": platform.machine()}
+
+
+def cosine_schedule(peak: float, total_steps: int, warmup: int):
+    import keras
+
+    warmup = max(1, min(warmup, total_steps // 10))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=0.01,
+        warmup_target=peak,
+        warmup_steps=warmup,
+    )
+
+
+def steps_for(args: argparse.Namespace, n_train: int) -> int:
+    if args.steps is not None:
+        return args.steps
+    epochs = args.epochs if args.epochs is not None else 12
+    return max(1, math.ceil(epochs * n_train / args.batch_size))
+
+
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=contract._json_default) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

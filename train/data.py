@@ -1,0 +1,291 @@
+"""Training data: synthetic composites and labelled photos, as in-memory pools of model inputs.
+
+Every image goes through ``edge.contract.prepare_input`` (the device's own resize), so training
+sees exactly what the device feeds the model. Pools are built by a process pool (numpy/OpenCV
+work, no TensorFlow) and deterministic for a seed: sample ``i`` depends only on ``(seed, i)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from edge.datasets import Dataset, read_image
+from edge.synth import Synthesizer, generate_arrays
+from tqdm import tqdm
+
+from edge import contract
+from edge.metrics import Truth
+
+
+@dataclass
+class Pool:
+    """Model inputs with their targets, all in memory."""
+
+    images: np.ndarray  # (N, 128, 128, 3) uint8 RGB
+    boxes: np.ndarray  # (N, 4) float32, normalised xyxy; zeros where absent
+    centers: np.ndarray  # (N, 2) float32, normalised
+    presence: np.ndarray  # (N,) float32 0/1
+    classes: np.ndarray  # (N,) int32, -1 where absent
+    has_box: np.ndarray  # (N,) bool: the label carries a box (centre-point labels do not)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @classmethod
+    def empty(cls) -> Pool:
+        return cls(
+            np.zeros((0, *contract.INPUT_SHAPE), np.uint8),
+            np.zeros((0, 4), np.float32),
+            np.zeros((0, 2), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0,), np.int32),
+            np.zeros((0,), bool),
+        )
+
+    @classmethod
+    def concat(cls, pools: Sequence[Pool]) -> Pool:
+        pools = [p for p in pools if len(p)]
+        if not pools:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in pools]) for f in cls.__dataclass_fields__))
+
+    def truths(self, labels: Sequence[str]) -> list[Truth]:
+        out = []
+        for i in range(len(self)):
+            if self.presence[i] < 0.5:
+                out.append(Truth(False))
+                continue
+            label = labels[self.classes[i]] if self.classes[i] >= 0 and len(labels) > 1 else None
+            box = tuple(float(v) for v in self.boxes[i]) if self.has_box[i] else None
+            out.append(Truth(True, box=box, center=tuple(float(v) for v in self.centers[i]), label=label))
+        return out
+
+
+# -- synthetic ------------------------------------------------------------------------------------
+
+_WORKER_SYNTH: Synthesizer | None = None
+
+
+def _init_worker(synth: Synthesizer) -> None:
+    global _WORKER_SYNTH
+    _WORKER_SYNTH = synth
+    cv2.setNumThreads(1)
+
+
+def _synth_chunk(args: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    seed, start, count = args
+    assert _WORKER_SYNTH is not None
+    return generate_arrays(_WORKER_SYNTH, seed, start, count)
+
+
+def synthetic_pool(
+    synth: Synthesizer, seed: int, n: int, workers: int | None = None, desc: str = "synthesizing"
+) -> tuple[Pool, float]:
+    """``n`` synthetic samples for ``seed``; returns the pool and the generator's images/s."""
+    workers = workers or os.cpu_count() or 1
+    chunk = 256
+    jobs = [(seed, s, min(chunk, n - s)) for s in range(0, n, chunk)]
+    t0 = time.perf_counter()
+    parts: list[dict[str, np.ndarray]] = []
+    with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
+        if workers <= 1:
+            _init_worker(synth)
+            for job in jobs:
+                parts.append(_synth_chunk(job))
+                bar.update(job[2])
+        else:
+            ctx = mp.get_context("fork")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool:
+                for part in pool.imap(_synth_chunk, jobs):
+                    parts.append(part)
+                    bar.update(len(part["images"]))
+    rate = n / max(time.perf_counter() - t0, 1e-9)
+    boxes = np.concatenate([p["boxes"] for p in parts]).astype(np.float32)
+    pool = Pool(
+        images=np.concatenate([p["images"] for p in parts]),
+        boxes=boxes,
+        centers=np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1),
+        presence=np.concatenate([p["presence"] for p in parts]).astype(np.float32),
+        classes=np.concatenate([p["classes"] for p in parts]).astype(np.int32),
+        has_box=np.concatenate([p["presence"] for p in parts]) > 0.5,
+    )
+    return pool, rate
+
+
+# -- labelled photos ------------------------------------------------------------------------------
+
+
+def _record_target(record, width: int, height: int, labels: Sequence[str]):
+    obj = record.primary()
+    if obj is None:
+        return None, None, -1
+    cls = labels.index(obj.label) if obj.label in labels else -1
+    if obj.box is not None:
+        b = obj.box
+        box = np.array([b[0] / width, b[1] / height, b[2] / width, b[3] / height], np.float32)
+        return np.clip(box, 0, 1), None, cls
+    return None, np.array(obj.center, np.float32), cls
+
+
+def augment_labelled(
+    image: np.ndarray,
+    box: np.ndarray | None,
+    center: np.ndarray | None,
+    rng: np.random.Generator,
+    flip: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A random crop that keeps the whole object, colour jitter, optional mirror -> model input.
+
+    ``box`` (xyxy) and ``center`` (xy) are normalised to ``image``; returned normalised to the crop.
+    """
+    h, w = image.shape[:2]
+    if box is not None:
+        ox0, oy0, ox1, oy1 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
+    else:
+        cx, cy = center[0] * w, center[1] * h
+        ox0, oy0, ox1, oy1 = cx - 0.04 * w, cy - 0.04 * h, cx + 0.04 * w, cy + 0.04 * h
+    # crop size between the object's extent and the whole image, aspect jittered
+    cw = rng.uniform(max(ox1 - ox0, 0.55 * w), w)
+    ch = float(np.clip(cw * (h / w) * rng.uniform(0.8, 1.25), max(oy1 - oy0, 0.55 * h), h))
+    x0 = rng.uniform(max(0.0, ox1 - cw), max(min(ox0, w - cw), max(0.0, ox1 - cw)) + 1e-6)
+    y0 = rng.uniform(max(0.0, oy1 - ch), max(min(oy0, h - ch), max(0.0, oy1 - ch)) + 1e-6)
+    x0, y0 = min(max(x0, 0.0), w - cw), min(max(y0, 0.0), h - ch)
+    ix0, iy0 = int(round(x0)), int(round(y0))
+    ix1, iy1 = max(int(round(x0 + cw)), ix0 + 2), max(int(round(y0 + ch)), iy0 + 2)
+    crop = image[iy0:iy1, ix0:ix1]
+    cw, ch = ix1 - ix0, iy1 - iy0
+    rgb = contract.prepare_input(crop).astype(np.float32)
+    gain, bias, gamma = rng.uniform(0.7, 1.3), rng.uniform(-25, 25), rng.uniform(0.75, 1.33)
+    rgb = 255.0 * np.clip((rgb * gain + bias) / 255.0, 0, 1) ** gamma
+    rgb = np.clip(rgb + rng.normal(0, rng.uniform(0, 6), rgb.shape), 0, 255).astype(np.uint8)
+    out_box = out_center = None
+    if box is not None:
+        out_box = np.clip(
+            np.array([(ox0 - ix0) / cw, (oy0 - iy0) / ch, (ox1 - ix0) / cw, (oy1 - iy0) / ch]), 0, 1
+        )
+    if center is not None:
+        out_center = np.clip(np.array([(center[0] * w - ix0) / cw, (center[1] * h - iy0) / ch]), 0, 1)
+    if flip and rng.random() < 0.5:
+        rgb = rgb[:, ::-1].copy()
+        if out_box is not None:
+            out_box = np.array([1 - out_box[2], out_box[1], 1 - out_box[0], out_box[3]])
+        if out_center is not None:
+            out_center = np.array([1 - out_center[0], out_center[1]])
+    return rgb, out_box, out_center
+
+
+def labelled_pool(
+    dataset: Dataset,
+    labels: Sequence[str],
+    seed: int,
+    copies: int = 0,
+    flip: bool = False,
+    desc: str = "loading",
+) -> Pool:
+    """The data set's images as model inputs: as they are (``copies=0``) or ``copies`` augmented
+    crops of each (for training)."""
+    rows = []
+    for idx, record in enumerate(tqdm(dataset.records, desc=desc, unit="img", leave=False)):
+        image = read_image(record.image_path)
+        h, w = image.shape[:2]
+        box, center, cls = _record_target(record, w, h, labels)
+        present = box is not None or center is not None
+        if center is None and box is not None:
+            center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+        if copies <= 0:
+            rows.append((contract.prepare_input(image), box, center, present, cls))
+            continue
+        rng = np.random.default_rng([seed, idx])
+        for _ in range(copies):
+            if not present:
+                rgb, b, c = augment_labelled(image, None, np.array([0.5, 0.5]), rng, flip)
+                rows.append((rgb, None, None, False, -1))
+                continue
+            rgb, b, c = augment_labelled(image, box, center, rng, flip)
+            if c is None and b is not None:
+                c = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
+            rows.append((rgb, b, c, True, cls))
+    if not rows:
+        return Pool.empty()
+    return Pool(
+        images=np.stack([r[0] for r in rows]),
+        boxes=np.stack([r[1] if r[1] is not None else np.zeros(4) for r in rows]).astype(np.float32),
+        centers=np.stack([r[2] if r[2] is not None else np.zeros(2) for r in rows]).astype(np.float32),
+        presence=np.array([r[3] for r in rows], np.float32),
+        classes=np.array([r[4] for r in rows], np.int32),
+        has_box=np.array([r[1] is not None for r in rows], bool),
+    )
+
+
+def split_records(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A deterministic train/validation split by image."""
+    n = len(dataset.records)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * fraction))) if n > 1 and fraction > 0 else 0
+    val_idx = set(order[:n_val].tolist())
+    train = tuple(r for i, r in enumerate(dataset.records) if i not in val_idx)
+    val = tuple(r for i, r in enumerate(dataset.records) if i in val_idx)
+    return (
+        Dataset(root=dataset.root, format=dataset.format, records=train, labels=dataset.labels),
+        Dataset(root=dataset.root, format=dataset.format, records=val, labels=dataset.labels),
+    )
+
+
+def label_list(stamp_labels: Sequence[str], data_labels: Sequence[str]) -> tuple[str, ...]:
+    """The model's label list: stamp variants first, then any other labels from the data."""
+    out: list[str] = []
+    for name in [*stamp_labels, *data_labels]:
+        if name not in out:
+            out.append(name)
+    return tuple(out) or contract.DEFAULT_LABELS
+
+
+def model_targets(pool: Pool, output_names: Sequence[str], idx: np.ndarray):
+    """(x, y, sample_weight) dicts for the given pool rows; box/centre losses count only where
+    the object is present (and labelled that way)."""
+    x = pool.images[idx].astype(np.float32)
+    y: dict[str, np.ndarray] = {}
+    w: dict[str, np.ndarray] = {}
+    pres = pool.presence[idx]
+    for name in output_names:
+        if name == contract.PRESENCE:
+            y[name] = pres[:, None]
+            w[name] = np.ones_like(pres)
+        elif name == contract.BOX:
+            y[name] = pool.boxes[idx]
+            w[name] = pres * pool.has_box[idx]
+        elif name == contract.CENTER:
+            y[name] = pool.centers[idx]
+            w[name] = pres
+        elif name == contract.CLASS:
+            y[name] = np.maximum(pool.classes[idx], 0)
+            w[name] = (pool.classes[idx] >= 0).astype(np.float32)
+        elif name == contract.HEATMAP:
+            continue
+    return x, y, w
+
+
+def save_preview(pool: Pool, path: Path, n: int = 32) -> None:
+    """A grid of the first ``n`` pool images with their boxes, to eyeball the data."""
+    n = min(n, len(pool))
+    if n == 0:
+        return
+    cols = 8
+    rows = (n + cols - 1) // cols
+    s = contract.INPUT_HEIGHT
+    sheet = np.full((rows * s, cols * s, 3), 255, np.uint8)
+    for i in range(n):
+        im = cv2.cvtColor(pool.images[i], cv2.COLOR_RGB2BGR)
+        if pool.presence[i] > 0.5 and pool.has_box[i]:
+            b = (pool.boxes[i] * s).astype(int)
+            cv2.rectangle(im, (b[0], b[1]), (b[2], b[3]), (0, 200, 0), 1)
+        r, c = divmod(i, cols)
+        sheet[r * s : (r + 1) * s, c * s : (c + 1) * s] = im
+    cv2.imwrite(str(path), sheet)

@@ -1,0 +1,171 @@
+"""``edge-eval``: a model's localization and presence metrics on a labelled data set.
+
+A ``.tflite`` model runs through the device's own code path (``edge.runtime``) and never imports
+TensorFlow; a ``.keras`` model is decoded by the same ``edge.contract`` functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from edge.datasets import Dataset, DatasetError, load_dataset, read_image
+
+from edge import contract, metrics
+from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.metrics import Truth
+from edge.runtime import ModelError, TFLiteDetector
+from edge.types import Prediction
+
+REPORT_KEYS = (
+    "n_images",
+    "iou_mean",
+    "iou_median",
+    "iou_ge_0_5",
+    "iou_ge_0_75",
+    "presence_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "center_error_mean",
+    "center_within_0_05",
+    "class_accuracy",
+)
+
+
+def load_detector(path: Path, threads: int = 1):
+    if path.suffix == ".tflite":
+        return TFLiteDetector(path, threads=threads)
+    if path.suffix == ".keras":
+        if not path.exists():
+            raise ModelError(f"{path}: model file not found")
+        from edge.runtime import CallableDetector
+        from train.model import load_model
+
+        side = path.with_name("model.json")
+        info = json.loads(side.read_text()) if side.exists() else {}
+        try:
+            model = load_model(path)
+        except Exception as exc:
+            raise ModelError(
+                f"{path}: not a readable Keras model ({str(exc).splitlines()[0][:160]})"
+            ) from None
+        kind = info.get("kind") or next(
+            k for k, (req, _) in contract.KIND_OUTPUTS.items() if set(req) <= set(model.output_names)
+        )
+        meta = contract.ModelMetadata(kind=kind, labels=tuple(info.get("labels") or contract.DEFAULT_LABELS))
+        return CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta)
+    raise ModelError(f"{path}: expected a .tflite or .keras model")
+
+
+def truths_and_images(dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray], list[Truth]]:
+    """Originals (for the sheet), model inputs and ground truth (normalised) of every record."""
+    originals, inputs, truths = [], [], []
+    for r in dataset.records:
+        image = read_image(r.image_path)
+        h, w = image.shape[:2]
+        originals.append(image)
+        inputs.append(contract.prepare_input(image))
+        obj = r.primary()
+        if obj is None:
+            truths.append(Truth(False))
+        elif obj.box is not None:
+            b = obj.box
+            truths.append(Truth(True, box=(b[0] / w, b[1] / h, b[2] / w, b[3] / h), label=obj.label))
+        else:
+            truths.append(Truth(True, center=(float(obj.center[0]), float(obj.center[1])), label=obj.label))
+    return originals, inputs, truths
+
+
+def contact_sheet(
+    images: Sequence[np.ndarray],
+    preds: Sequence[Prediction],
+    truths: Sequence[Truth],
+    threshold: float,
+    cell: int = 192,
+    cols: int = 8,
+    limit: int = 64,
+) -> np.ndarray:
+    """A PNG-ready grid: true box/centre green, predicted box/centre and score red."""
+    n = min(len(images), limit)
+    rows = max(1, math.ceil(n / cols))
+    sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
+    for i in range(n):
+        im = cv2.resize(images[i], (cell, cell), interpolation=cv2.INTER_AREA)
+        t, p = truths[i], preds[i]
+
+        def px(v):
+            return (int(round(v[0] * cell)), int(round(v[1] * cell)))
+
+        if t.box is not None:
+            cv2.rectangle(im, px(t.box[:2]), px(t.box[2:]), (0, 200, 0), 2)
+        elif t.center is not None:
+            cv2.drawMarker(im, px(t.center), (0, 200, 0), cv2.MARKER_CROSS, 14, 2)
+        if p.present(threshold):
+            if p.box is not None:
+                cv2.rectangle(im, px(p.box[:2]), px(p.box[2:]), (0, 0, 230), 1)
+            if p.center is not None:
+                cv2.drawMarker(im, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
+        cv2.putText(
+            im, f"{p.presence:.2f}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 230), 1, cv2.LINE_AA
+        )
+        r, c = divmod(i, cols)
+        sheet[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = im
+    return sheet
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-eval",
+        description="Evaluate a .tflite or .keras model on labelled photos.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", type=Path, required=True, help=".tflite or .keras model")
+    p.add_argument(
+        "--data", type=Path, required=True, help="labelled data (VOC, YOLO, COCO, CSV, labels.txt)"
+    )
+    p.add_argument("--subset", type=Path, default=None, help="evaluate only the images listed in this file")
+    p.add_argument(
+        "--threshold", type=unit_float, default=None, help="presence threshold (default: the model's)"
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON")
+    p.add_argument("--sheet", type=Path, default=None, help="write a PNG contact sheet")
+    p.add_argument("--threads", type=positive_int, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        dataset = load_dataset(args.data, subset=args.subset)
+        if not dataset.records:
+            raise CliError(f"{args.data}: no labelled images")
+        det = load_detector(args.model, args.threads)
+        originals, inputs, truths = truths_and_images(dataset)
+        preds = det.predict_batch(inputs)
+        threshold = args.threshold if args.threshold is not None else det.metadata.threshold
+        result = metrics.summarize(preds, truths, threshold)
+    except (CliError, DatasetError, ModelError, contract.ContractError) as exc:
+        return fail("edge-eval", exc)
+    result = {k: result[k] for k in REPORT_KEYS}
+    result.update(model=str(args.model), data=str(args.data), threshold=threshold)
+    for k in REPORT_KEYS:
+        v = result[k]
+        shown = "n/a" if isinstance(v, float) and np.isnan(v) else (f"{v:.4f}" if isinstance(v, float) else v)
+        print(f"{k:<22}{shown}")
+    if args.json:
+        clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}
+        args.json.write_text(json.dumps(clean, indent=2) + "\n")
+    if args.sheet:
+        cv2.imwrite(str(args.sheet), contact_sheet(originals, preds, truths, threshold))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The training loop behind ``edge-train``: tf.data over the in-memory pool, validation with the
+device's own decoding and metrics, best checkpoint, early stop, time budget, curves."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge import contract, metrics
+from edge.runtime import CallableDetector
+from train.cli import Prepared, cosine_schedule, environment, steps_for, write_json
+from train.data import model_targets, save_preview
+
+
+def score_of(kind: str, m: dict[str, float]) -> float:
+    """One number to pick the best checkpoint by: localization plus presence."""
+    loc = m["iou_mean"] if kind == "box" and not np.isnan(m["iou_mean"]) else m["center_within_0_05"]
+    loc = 0.0 if np.isnan(loc) else loc
+    pres = m["presence_accuracy"] if not np.isnan(m["presence_accuracy"]) else 0.0
+    return float(loc + pres)
+
+
+def make_dataset(pool, output_names, batch_size: int, seed: int):
+    import tensorflow as tf
+
+    n = len(pool)
+    names = list(output_names)
+
+    def gather(idx):
+        x, y, w = model_targets(pool, names, idx)
+        flat = [x]
+        for k in names:
+            if k in y:
+                flat += [
+                    y[k].astype(np.float32 if k != contract.CLASS else np.int32),
+                    w[k].astype(np.float32),
+                ]
+        return flat
+
+    targets = [k for k in names if k != contract.HEATMAP]
+    tout = [tf.float32]
+    for k in targets:
+        tout += [tf.int32 if k == contract.CLASS else tf.float32, tf.float32]
+
+    def to_struct(idx):
+        flat = tf.numpy_function(gather, [idx], tout)
+        x = tf.ensure_shape(flat[0], (batch_size, *contract.INPUT_SHAPE))
+        y, w = {}, {}
+        for i, k in enumerate(targets):
+            y[k] = flat[1 + 2 * i]
+            w[k] = tf.ensure_shape(flat[2 + 2 * i], (batch_size,))
+        return x, y, w
+
+    ds = tf.data.Dataset.range(n).repeat().shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(to_struct, num_parallel_calls=2, deterministic=True)
+    return ds.prefetch(4)
+
+
+def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int:
+    import keras
+    import tensorflow as tf
+
+    from train.model import build_model, compile_model, load_model
+
+    keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
+    out: Path = args.out
+    save_preview(prep.train, out / "train_preview.png")
+    n_classes = len(prep.labels)
+    if args.init is not None:
+        model = load_model(args.init)
+        if model.output_names and contract.PRESENCE not in model.output_names:
+            raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
+    else:
+        model = build_model(prep.kind, n_classes if prep.kind == "box" else 1, args.weights)
+    total = steps_for(args, len(prep.train))
+    compile_model(model, cosine_schedule(args.lr, total, warmup=300), n_classes)
+    names = list(model.output_names)
+    ds = make_dataset(prep.train, names, args.batch_size, args.seed)
+    meta = contract.ModelMetadata(kind=prep.kind, labels=prep.labels)
+    val_truth = prep.val.truths(prep.labels)
+    val_images = list(prep.val.images)
+
+    def validate() -> dict[str, float]:
+        det = CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta)
+        return metrics.summarize(det.predict_batch(val_images, 128), val_truth, meta.threshold)
+
+    history: list[dict[str, float]] = []
+    best = {"score": -1.0}
+    bad = 0
+    every = min(args.eval_every, total)
+    it = iter(ds)
+    t_train = time.perf_counter()
+    deadline = t_train + args.minutes * 60 if args.minutes else None
+    step = 0
+    stop_reason = "steps done"
+    while step < total:
+        n = min(every, total - step)
+        t0 = time.perf_counter()
+        logs = {}
+        for _ in range(n):
+            x, y, w = next(it)
+            logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
+            step += 1
+            if deadline and time.perf_counter() > deadline:
+                break
+        step_s = (time.perf_counter() - t0) / max(n, 1)
+        m = validate() if len(val_images) else {}
+        score = score_of(prep.kind, m) if m else -float(logs.get("loss", 0))
+        row = {"step": step, "minutes": (time.perf_counter() - t_train) / 60, "step_s": step_s}
+        row.update({f"train_{k}": float(v) for k, v in logs.items()})
+        row.update({f"val_{k}": v for k, v in m.items()})
+        history.append(row)
+        improved = score > best["score"]
+        if improved:
+            best = {"score": score, "step": step, "metrics": m}
+            model.save(out / "model.keras")
+            bad = 0
+        else:
+            bad += 1
+        if not args.quiet:
+            shown = ", ".join(
+                f"{k} {m[k]:.4f}"
+                for k in ("iou_mean", "center_within_0_05", "presence_accuracy", "class_accuracy")
+                if k in m and not np.isnan(m[k])
+            )
+            print(
+                f"step {step}/{total} loss {logs.get('loss', float('nan')):.4f} | val {shown}"
+                f" | {step_s * 1000:.0f} ms/step{' *' if improved else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if deadline and time.perf_counter() > deadline:
+            stop_reason = f"time budget of {args.minutes} min"
+            break
+        if bad >= args.patience:
+            stop_reason = f"no improvement in {args.patience} validations"
+            break
+    train_minutes = (time.perf_counter() - t_train) / 60
+    images_per_s = args.batch_size / np.median([h["step_s"] for h in history]) if history else float("nan")
+    result = {
+        "kind": prep.kind,
+        "labels": list(prep.labels),
+        "best_step": best.get("step"),
+        "steps_run": step,
+        "stop_reason": stop_reason,
+        "train_minutes": train_minutes,
+        "total_minutes": (time.perf_counter() - t_start) / 60,
+        "train_images_per_s": images_per_s,
+        "synth_images_per_s": prep.synth_rate,
+        "n_train": len(prep.train),
+        "n_val": len(prep.val),
+        "val": best.get("metrics", {}),
+        "data": prep.description,
+        "seed": args.seed,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": environment(),
+    }
+    write_json(out / "metrics.json", result)
+    write_json(out / "history.json", history)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["stamp"] = [str(s) for s in args.stamp]
+    config.update(kind=prep.kind, labels=list(prep.labels), total_steps=total)
+    write_json(out / "config.json", config)
+    (out / "model.json").write_text(
+        json.dumps(
+            {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(result)}, indent=2
+        )
+    )
+    plot_curves(history, out / "curves.png")
+    if not args.quiet:
+        v = result["val"]
+        print(
+            f"edge-train: best at step {result['best_step']} ({stop_reason}); "
+            + ", ".join(
+                f"{k} {v[k]:.4f}" for k in ("iou_mean", "center_within_0_05", "presence_accuracy") if k in v
+            )
+            + f"; {train_minutes:.1f} min training, {images_per_s:.0f} img/s"
+            + (f", generator {prep.synth_rate:.0f} img/s" if prep.synth_rate else "")
+            + f" -> {out / 'model.keras'}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def provenance(result: dict) -> dict:
+    """What a converted model says about where it came from (embedded in the .tflite)."""
+    return {
+        "training_data": result["data"],
+        "seed": result["seed"],
+        "trained": result["date"],
+        "steps": result["best_step"],
+        "validation": {k: v for k, v in result["val"].items() if isinstance(v, float) and not np.isnan(v)},
+    }
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for k in [k for k in history[0] if k.startswith("train_") and k.endswith("loss")]:
+        a.plot(steps, [h.get(k, np.nan) for h in history], label=k[6:])
+    a.set_xlabel("step")
+    a.set_yscale("log")
+    a.set_title("training loss")
+    a.legend()
+    for k in ("val_iou_mean", "val_presence_accuracy", "val_center_within_0_05", "val_class_accuracy"):
+        vals = [h.get(k, np.nan) for h in history]
+        if not all(np.isnan(vals)):
+            b.plot(steps, vals, label=k[4:])
+    b.set_xlabel("step")
+    b.set_ylim(0, 1.01)
+    b.set_title("validation")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
