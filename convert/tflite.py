@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -57,30 +59,51 @@ def convert(
     def serve(image):
         return model(image, training=False)
 
-    fn = serve.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if mode in ("int8", "dynamic", "float16"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if mode == "int8":
-        if representative is None:
-            raise ConversionError("int8 needs a representative (calibration) set")
+    # Keras 3 variables reach the converter as resource handles (VAR_HANDLE ops, batch norm left
+    # unfolded, NaN outputs on the device), so freeze them into constants first; then save the
+    # frozen graph with one serving signature whose output names the runtime binds by.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        def rep():
-            for image in representative():
-                yield [image[None].astype(np.float32)]
+    concrete = serve.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    structure = concrete.structured_outputs
 
-        converter.representative_dataset = rep
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-    try:
-        return converter.convert()
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"conversion failed: {first[:200]}") from None
+    @tf.function(input_signature=[tf.TensorSpec((1, *contract.INPUT_SHAPE), tf.float32, name="image")])
+    def serve_frozen(image):
+        return tf.nest.pack_sequence_as(structure, frozen(image))
+
+    module = tf.Module()
+    with tempfile.TemporaryDirectory(prefix="stampline-savedmodel-") as tmp:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": serve_frozen.get_concrete_function()})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if mode in ("int8", "dynamic", "float16"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+            if representative is None:
+                raise ConversionError("int8 needs a representative (calibration) set")
+
+            def rep():
+                # one full-range ramp pins the uint8 input's scale to exactly 1 (zero point 0), so the
+                # device feeds camera pixels unchanged even if no calibration image reaches 0 or 255
+                ramp = np.broadcast_to(
+                    np.linspace(0, 255, contract.INPUT_WIDTH)[None, :, None], contract.INPUT_SHAPE
+                )
+                yield {"image": ramp[None].astype(np.float32)}
+                for image in representative():
+                    yield {"image": image[None].astype(np.float32)}
+
+            converter.representative_dataset = rep
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+        try:
+            return converter.convert()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConversionError(f"conversion failed: {first[:200]}") from None
 
 
 def embed_metadata(model_bytes: bytes, meta: ModelMetadata) -> bytes:

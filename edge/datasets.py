@@ -1,0 +1,1372 @@
+"""Labelled photos in the formats a station engineer may already have, loaded into one typed form.
+
+``load_dataset(path)`` detects the format from the path and returns a :class:`Dataset` of
+:class:`Record` values (an image path, its objects, its size). :class:`DatasetWriter` writes the
+same formats, in a layout the loader accepts. Parsing is pure (text in, values out: ``parse_*``,
+``format_*``); file reading and writing stay in ``load_dataset``, ``read_image`` and the writer.
+
+Formats and layouts (``path`` may be the folder or, for the last three, the label file itself)
+
+``voc``      Pascal VOC: ``annotations/*.xml`` (or ``Annotations/``) with images in ``images/``
+             (or ``JPEGImages/``), or ``.xml`` files beside the images. The image is ``<filename>``
+             in the images folder, else the xml's stem with a common image extension.
+``yolo``     ``images/``, ``labels/`` (the same relative paths, ``.txt``) and ``classes.txt`` (in the
+             folder or in ``labels/``) or ``data.yaml`` (``names:`` as a list or an id -> name map).
+             Lines ``class x_center y_center width height``, normalised.
+``coco``     a ``.json`` file: ``images``, ``annotations`` (``bbox`` = x, y, w, h pixels), ``categories``;
+             images relative to the json's folder, else in ``images/`` beside it.
+``csv``      a ``.csv`` file with a header naming ``filename`` and ``x_min``/``xmin`` .. ``y_max``/``ymax``
+             (optional ``label``/``class``, ``width``, ``height``), or headerless rows
+             ``filename,x_min,y_min,x_max,y_max[,label]``. Several rows per image are several objects.
+             Images relative to the csv's folder, else in ``images/`` beside it.
+``centers``  a ``labels.txt`` with lines ``name x y`` (normalised centre); images beside it (or in
+             ``images/``). Objects are named by the first line of an optional ``classes.txt`` beside
+             it, else ``"stamp"`` (``edge.contract.DEFAULT_LABELS[0]``).
+
+A folder is detected in this order: ``images/`` + ``labels/`` -> YOLO; ``.xml`` files in
+``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``, ``.csv`` or ``.json`` in it.
+
+Choices
+
+- Negatives are images whose labels say "nothing here": a VOC file without ``<object>``, an empty
+  YOLO label file, a COCO image without annotations, a CSV row with empty box fields. An image
+  that no label file mentions is *not* a negative (it may simply not be labelled yet): in VOC and
+  YOLO folders it is skipped, listed in ``Dataset.unlabelled`` and counted in a logged warning.
+- Boxes are pixels ``x_min, y_min, x_max, y_max`` as the files state them (VOC's 1-based
+  convention is not shifted, so VOC and CSV exports of one set agree). A box may overhang the image
+  by up to ``BOX_TOLERANCE_PX`` and is then clipped; further out, or inverted, is an error.
+- A size the labels declare (VOC ``<size>``, COCO ``width``/``height``, CSV ``width``/``height``)
+  must match the image as ``read_image`` decodes it (EXIF orientation applied); otherwise the
+  size comes from the image header.
+- ``Record.primary()`` is the largest box by area (ties: the first); for centre labels the first.
+- ``Dataset.labels`` are the class names in first-seen order (YOLO, COCO: their class list), taken
+  from the whole set before ``subset`` filtering, so the splits of one set share one list.
+- Records are in label-file order (COCO, CSV, centres) or sorted by path (VOC, YOLO).
+- VOC ``difficult``/``truncated`` and COCO ``iscrowd`` are not interpreted.
+- The centres format cannot hold negatives: the writer skips them and counts them
+  (``DatasetWriter.skipped_negatives``, logged at close).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import re
+import struct
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from edge.contract import DEFAULT_LABELS
+
+__all__ = [
+    "BOX_TOLERANCE_PX",
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "Dataset",
+    "DatasetError",
+    "DatasetWriter",
+    "ImageLabels",
+    "ObjectLabel",
+    "Record",
+    "detect_format",
+    "format_centers",
+    "format_coco",
+    "format_csv",
+    "format_voc",
+    "format_yolo_labels",
+    "image_size",
+    "image_size_from_header",
+    "load_dataset",
+    "normalised_box",
+    "normalised_center",
+    "parse_centers",
+    "parse_classes_txt",
+    "parse_coco",
+    "parse_csv",
+    "parse_subset",
+    "parse_voc",
+    "parse_yaml_names",
+    "parse_yolo_labels",
+    "read_image",
+    "read_subset",
+]
+
+_log = logging.getLogger(__name__)
+
+FORMATS = ("voc", "yolo", "coco", "csv", "centers")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: how far (pixels) a box may overhang the image before it is an error; it is clipped to the image
+BOX_TOLERANCE_PX = 1.0
+DEFAULT_LABEL = DEFAULT_LABELS[0]
+JPEG_QUALITY = 95
+
+_BOX_FIELDS = ("x_min", "y_min", "x_max", "y_max")
+
+
+class DatasetError(ValueError):
+    """A label or image file is not what the loader expects; the message names file, place, expectation."""
+
+
+# -- typed values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectLabel:
+    """One labelled object: a class name and a pixel box and/or a normalised centre."""
+
+    label: str
+    box: tuple[float, float, float, float] | None = None
+    center: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise ValueError(f"ObjectLabel.label: expected a non-empty class name, got {self.label!r}")
+        if self.box is None and self.center is None:
+            raise ValueError("ObjectLabel: expected a box or a center, got neither")
+        if self.box is not None:
+            box = tuple(float(v) for v in self.box)
+            if len(box) != 4 or not all(math.isfinite(v) for v in box):
+                raise ValueError(f"ObjectLabel.box: expected 4 finite numbers, got {self.box!r}")
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise ValueError(
+                    f"ObjectLabel.box: expected x_min < x_max and y_min < y_max, got {self.box!r}"
+                )
+            object.__setattr__(self, "box", box)
+        if self.center is not None:
+            center = tuple(float(v) for v in self.center)
+            if len(center) != 2 or not all(0.0 <= v <= 1.0 for v in center):
+                raise ValueError(f"ObjectLabel.center: expected 2 numbers in [0, 1], got {self.center!r}")
+            object.__setattr__(self, "center", center)
+
+    @property
+    def area(self) -> float:
+        """Box area in square pixels (0 for a centre-only label)."""
+        if self.box is None:
+            return 0.0
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled image. ``objects == ()`` is a negative (no stamp in view)."""
+
+    image_path: Path
+    objects: tuple[ObjectLabel, ...] = ()
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_path", Path(self.image_path))
+        object.__setattr__(self, "objects", tuple(self.objects))
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value <= 0):
+                raise ValueError(f"Record.{name}: expected a positive integer, got {value!r}")
+
+    @property
+    def name(self) -> str:
+        return self.image_path.name
+
+    @property
+    def is_negative(self) -> bool:
+        return not self.objects
+
+    def primary(self) -> ObjectLabel | None:
+        """*The* stamp: the largest box by area (ties: the first); centre labels: the first."""
+        if not self.objects:
+            return None
+        boxed = [o for o in self.objects if o.box is not None]
+        if not boxed:
+            return self.objects[0]
+        return max(boxed, key=lambda o: o.area)  # max keeps the first of equal keys
+
+    def normalised_box(self) -> tuple[float, float, float, float] | None:
+        """The primary object's box normalised to the image, or None (negative, or centre only)."""
+        obj = self.primary()
+        if obj is None or obj.box is None:
+            return None
+        return normalised_box(obj, *self._size())
+
+    def normalised_center(self) -> tuple[float, float] | None:
+        """The primary object's centre normalised to the image, or None for a negative."""
+        obj = self.primary()
+        if obj is None:
+            return None
+        if obj.center is not None:
+            return obj.center
+        return normalised_center(obj, *self._size())
+
+    def _size(self) -> tuple[int, int]:
+        if self.width is None or self.height is None:
+            raise ValueError(f"Record {self.image_path}: image size unknown, cannot normalise its box")
+        return self.width, self.height
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded data set. ``root`` is its folder, ``source`` the folder or label file loaded."""
+
+    root: Path
+    format: str
+    records: tuple[Record, ...]
+    labels: tuple[str, ...]
+    source: Path | None = None
+    #: images found in a VOC/YOLO folder with no label file; skipped, not negatives
+    unlabelled: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"Dataset.format: expected one of {FORMATS}, got {self.format!r}")
+        object.__setattr__(self, "records", tuple(self.records))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "unlabelled", tuple(self.unlabelled))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def negatives(self) -> int:
+        return sum(1 for r in self.records if r.is_negative)
+
+
+@dataclass(frozen=True)
+class ImageLabels:
+    """One image's labels as a label file states them, before the image is looked up on disk."""
+
+    name: str  # the image as the labels name it ("" when the label file is named after the image)
+    objects: tuple[ObjectLabel, ...] = ()
+    width: int | None = None
+    height: int | None = None
+    where: str = ""  # where the labels were read ("labels.csv line 7"), for messages about the image
+    places: tuple[str, ...] = ()  # where each object was read
+
+
+def normalised_box(obj: ObjectLabel, width: int, height: int) -> tuple[float, float, float, float]:
+    """A pixel box -> ``x_min, y_min, x_max, y_max`` in [0, 1] of a ``width`` x ``height`` image."""
+    if obj.box is None:
+        raise ValueError(f"normalised_box: object {obj.label!r} has no box (centre label)")
+    x0, y0, x1, y1 = obj.box
+    return (
+        min(max(x0 / width, 0.0), 1.0),
+        min(max(y0 / height, 0.0), 1.0),
+        min(max(x1 / width, 0.0), 1.0),
+        min(max(y1 / height, 0.0), 1.0),
+    )
+
+
+def normalised_center(obj: ObjectLabel, width: int, height: int) -> tuple[float, float]:
+    """The object's centre in [0, 1]: its centre label, else its box centre."""
+    if obj.center is not None:
+        return obj.center
+    x0, y0, x1, y1 = normalised_box(obj, width, height)
+    return (x0 + x1) / 2.0, (y0 + y1) / 2.0
+
+
+# -- checks shared by the parsers ---------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _number(text: str | None, where: str, name: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise DatasetError(f"{where}: {name} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{where}: {name} {text!r} is not a finite number")
+    return value
+
+
+def _positive_int(text: str | int | float | None, where: str, name: str) -> int:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value.is_integer() and value > 0):
+        raise DatasetError(f"{where}: {name} {text!r} is not a positive integer")
+    return int(value)
+
+
+def _check_order(box: Sequence[float], where: str, names: Sequence[str] = _BOX_FIELDS) -> None:
+    x0, y0, x1, y1 = box
+    if not x0 < x1:
+        raise DatasetError(f"{where}: expected {names[0]} < {names[2]}, got {_fmt(x0)} >= {_fmt(x1)}")
+    if not y0 < y1:
+        raise DatasetError(f"{where}: expected {names[1]} < {names[3]}, got {_fmt(y0)} >= {_fmt(y1)}")
+
+
+def _check_bounds(
+    box: Sequence[float], where: str, width: int, height: int
+) -> tuple[float, float, float, float]:
+    """The box clipped to the image; DatasetError if it lies further out than the tolerance."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    tol = BOX_TOLERANCE_PX
+    if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+        raise DatasetError(
+            f"{where}: box ({_fmt(x0)}, {_fmt(y0)}, {_fmt(x1)}, {_fmt(y1)}) lies outside the "
+            f"{width}x{height} image (expected 0 <= x <= {width}, 0 <= y <= {height})"
+        )
+    clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
+        raise DatasetError(
+            f"{where}: box ({_fmt(x0)}, {_fmt(y0)}, {_fmt(x1)}, {_fmt(y1)}) has no area inside the "
+            f"{width}x{height} image"
+        )
+    return clipped
+
+
+def _label_name(text: str | None, where: str) -> str:
+    name = (text or "").strip()
+    if not name:
+        raise DatasetError(f"{where}: expected a class name, got nothing")
+    return name
+
+
+# -- Pascal VOC -------------------------------------------------------------------------------------
+
+
+def parse_voc(data: str | bytes, source: str) -> ImageLabels:
+    """One Pascal VOC annotation (XML text) -> its image's labels. ``source`` names it in errors."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise DatasetError(f"{source}: not valid XML ({exc})") from None
+    if root.tag != "annotation":
+        raise DatasetError(f"{source} <{root.tag}>: expected the root element <annotation>")
+    filename = (root.findtext("filename") or "").strip()
+    width = height = None
+    size = root.find("size")
+    if size is not None:
+        w_text, h_text = size.findtext("width"), size.findtext("height")
+        # labelling tools write 0 or leave the size out when they do not know it
+        if w_text and h_text and w_text.strip() not in ("0", "") and h_text.strip() not in ("0", ""):
+            width = _positive_int(w_text, f"{source} <size>", "width")
+            height = _positive_int(h_text, f"{source} <size>", "height")
+    elements = root.findall("object")
+    objects: list[ObjectLabel] = []
+    places: list[str] = []
+    for i, obj in enumerate(elements, 1):
+        place = f"{source} <object> {i}" if len(elements) > 1 else source
+        label = _label_name(obj.findtext("name"), f"{place} <name>")
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise DatasetError(f"{place} <object>: expected a <bndbox> with xmin, ymin, xmax, ymax")
+        where = f"{place} <bndbox>"
+        values = []
+        for key in ("xmin", "ymin", "xmax", "ymax"):
+            text = bndbox.findtext(key)
+            if text is None:
+                raise DatasetError(f"{where}: expected <{key}>, it is missing")
+            values.append(_number(text, where, key))
+        _check_order(values, where, ("xmin", "ymin", "xmax", "ymax"))
+        if width is not None and height is not None:
+            values = list(_check_bounds(values, where, width, height))
+        objects.append(ObjectLabel(label, box=tuple(values)))
+        places.append(where)
+    return ImageLabels(filename, tuple(objects), width, height, f"{source} <filename>", tuple(places))
+
+
+def format_voc(filename: str, width: int, height: int, objects: Sequence[ObjectLabel]) -> str:
+    """A Pascal VOC annotation (XML text); box coordinates rounded to whole pixels."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "images"
+    ET.SubElement(root, "filename").text = filename
+    size = ET.SubElement(root, "size")
+    ET.SubElement(size, "width").text = str(width)
+    ET.SubElement(size, "height").text = str(height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(root, "segmented").text = "0"
+    for obj in objects:
+        if obj.box is None:
+            raise ValueError(f"VOC needs boxes; object {obj.label!r} has only a centre")
+        element = ET.SubElement(root, "object")
+        ET.SubElement(element, "name").text = obj.label
+        ET.SubElement(element, "pose").text = "Unspecified"
+        ET.SubElement(element, "truncated").text = "0"
+        ET.SubElement(element, "difficult").text = "0"
+        bndbox = ET.SubElement(element, "bndbox")
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), _whole_pixels(obj.box), strict=True):
+            ET.SubElement(bndbox, key).text = str(value)
+    ET.indent(root, space="\t")
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _whole_pixels(box: Sequence[float]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (round(v) for v in box)
+    # rounding must not collapse a thin box into an invalid one
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+# -- YOLO ---------------------------------------------------------------------------------------------
+
+
+def parse_classes_txt(text: str, source: str) -> tuple[str, ...]:
+    """``classes.txt``: one class name a line (class id = line index); trailing blank lines ignored."""
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = []
+    for n, line in enumerate(lines, 1):
+        names.append(_label_name(line, f"{source} line {n}"))
+    if not names:
+        raise DatasetError(f"{source}: expected one class name a line, the file is empty")
+    _check_unique(names, source)
+    return tuple(names)
+
+
+def _check_unique(names: Sequence[str], source: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise DatasetError(f"{source}: class name {name!r} appears twice; expected unique names")
+        seen.add(name)
+
+
+def _strip_yaml_comment(line: str) -> str:
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
+def _split_flow(text: str) -> list[str]:
+    parts, quote, start = [], None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ",":
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _yaml_scalar(text: str, where: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        value = text[1:-1].replace("''", "'")
+    elif len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text[1:-1]
+    else:
+        value = text
+    return _label_name(value, where)
+
+
+class _YamlFormUnknown(Exception):
+    pass
+
+
+def parse_yaml_names(text: str, source: str) -> tuple[str, ...]:
+    """Class names from a YOLO ``data.yaml``: ``names: [a, b]``, ``names: {0: a, 1: b}``, or the
+    same as an indented block (``- a`` lines or ``0: a`` lines). Other YAML needs PyYAML."""
+    try:
+        names = _parse_yaml_names(text, source)
+    except _YamlFormUnknown as exc:
+        try:
+            import yaml  # optional: only for YAML beyond the standard forms above
+        except ImportError:
+            raise DatasetError(
+                f"{source} line {exc.args[0]}: this form of 'names:' is not understood without PyYAML; "
+                "write it as 'names: [a, b]' or install PyYAML (`pip install pyyaml`)"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise DatasetError(f"{source}: not valid YAML ({err})".replace("\n", " ")) from None
+        raw = data.get("names") if isinstance(data, dict) else None
+        if isinstance(raw, dict):
+            names = _names_from_map({str(k): str(v) for k, v in raw.items()}, f"{source} names")
+        elif isinstance(raw, list):
+            names = [_label_name(str(v), f"{source} names") for v in raw]
+        else:
+            raise DatasetError(f"{source} names: expected a list or an id -> name map") from None
+    if not names:
+        raise DatasetError(f"{source} names: expected at least one class name, got none")
+    _check_unique(names, f"{source} names")
+    nc = re.search(r"^nc\s*:\s*(\d+)\s*(?:#.*)?$", text, re.MULTILINE)
+    if nc and int(nc.group(1)) != len(names):
+        raise DatasetError(f"{source} nc: says {nc.group(1)} classes but names lists {len(names)}")
+    return tuple(names)
+
+
+def _names_from_map(pairs: dict[str, str], where: str) -> list[str]:
+    try:
+        ids = {int(k): v for k, v in pairs.items()}
+    except ValueError:
+        raise DatasetError(f"{where}: expected integer class ids as keys, got {sorted(pairs)}") from None
+    if sorted(ids) != list(range(len(ids))):
+        raise DatasetError(f"{where}: expected class ids 0..{len(ids) - 1}, got {sorted(ids)}")
+    return [ids[i] for i in range(len(ids))]
+
+
+def _parse_yaml_names(text: str, source: str) -> list[str]:
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if re.match(r"names\s*:", line)), None)
+    if start is None:
+        raise DatasetError(f"{source}: expected a top-level 'names:' key listing the class names")
+    where = f"{source} line {start + 1}"
+    rest = _strip_yaml_comment(lines[start].split(":", 1)[1]).strip()
+    if rest:
+        if rest[0] not in "[{":
+            raise _YamlFormUnknown(start + 1)
+        closing = "]" if rest[0] == "[" else "}"
+        end = start
+        while not rest.endswith(closing) and end + 1 < len(lines):
+            end += 1
+            rest += " " + _strip_yaml_comment(lines[end]).strip()
+        if not rest.endswith(closing):
+            raise DatasetError(f"{where}: expected the names to end with {closing!r}")
+        items = _split_flow(rest[1:-1])
+        if closing == "]":
+            return [_yaml_scalar(item, where) for item in items]
+        pairs = {}
+        for item in items:
+            if ":" not in item:
+                raise DatasetError(f"{where}: expected 'id: name' pairs, got {item!r}")
+            key, value = item.split(":", 1)
+            pairs[key.strip()] = _yaml_scalar(value, where)
+        return _names_from_map(pairs, where)
+    items_list: list[str] = []
+    pairs = {}
+    for n in range(start + 1, len(lines)):
+        raw = _strip_yaml_comment(lines[n])
+        if not raw.strip():
+            continue
+        if not raw[0].isspace():
+            break
+        entry = raw.strip()
+        line_where = f"{source} line {n + 1}"
+        if entry.startswith("- ") or entry == "-":
+            items_list.append(_yaml_scalar(entry[1:], line_where))
+        elif re.match(r"-?\d+\s*:", entry):
+            key, value = entry.split(":", 1)
+            pairs[key.strip()] = _yaml_scalar(value, line_where)
+        else:
+            raise _YamlFormUnknown(n + 1)
+    if items_list and pairs:
+        raise DatasetError(f"{where}: expected either '- name' lines or 'id: name' lines, got both")
+    return items_list or _names_from_map(pairs, where)
+
+
+def parse_yolo_labels(text: str, source: str, classes: Sequence[str], width: int, height: int) -> ImageLabels:
+    """A YOLO label file (``class x_center y_center width height`` a line, normalised) -> pixel boxes
+    in a ``width`` x ``height`` image. An empty file is a negative."""
+    objects, places = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{source} line {n}"
+        if len(fields) != 5:
+            raise DatasetError(
+                f"{where}: expected 5 values 'class x_center y_center width height', got {len(fields)}"
+            )
+        class_id = _number(fields[0], where, "class id")
+        if not class_id.is_integer() or not 0 <= class_id < len(classes):
+            raise DatasetError(
+                f"{where}: class id {fields[0]!r} is out of range (expected 0..{len(classes) - 1}, "
+                f"{len(classes)} classes)"
+            )
+        cx, cy, w, h = (
+            _number(v, where, k)
+            for v, k in zip(fields[1:], ("x_center", "y_center", "width", "height"), strict=True)
+        )
+        if w <= 0 or h <= 0:
+            raise DatasetError(f"{where}: expected width > 0 and height > 0, got {_fmt(w)}, {_fmt(h)}")
+        box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        box = _check_bounds(box, where, width, height)
+        objects.append(ObjectLabel(classes[int(class_id)], box=box))
+        places.append(where)
+    return ImageLabels("", tuple(objects), width, height, source, tuple(places))
+
+
+def format_yolo_labels(
+    objects: Sequence[ObjectLabel], classes: Sequence[str], width: int, height: int
+) -> str:
+    """YOLO label lines for pixel boxes in a ``width`` x ``height`` image ("" for a negative)."""
+    index = {name: i for i, name in enumerate(classes)}
+    lines = []
+    for obj in objects:
+        x0, y0, x1, y1 = normalised_box(obj, width, height)
+        lines.append(
+            f"{index[obj.label]} {(x0 + x1) / 2:.6f} {(y0 + y1) / 2:.6f} {x1 - x0:.6f} {y1 - y0:.6f}"
+        )
+    return "".join(line + "\n" for line in lines)
+
+
+# -- COCO -----------------------------------------------------------------------------------------
+
+
+def _coco_list(data: dict, key: str, source: str) -> list:
+    if key not in data:
+        raise DatasetError(f"{source}: expected a key {key!r} (a list), it is missing")
+    value = data[key]
+    if not isinstance(value, list):
+        raise DatasetError(f"{source} {key}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _coco_field(item: object, key: str, where: str, types: tuple[type, ...]) -> object:
+    if not isinstance(item, dict):
+        raise DatasetError(f"{where}: expected an object, got {type(item).__name__}")
+    if key not in item:
+        raise DatasetError(f"{where}: expected a key {key!r}, it is missing")
+    value = item[key]
+    if not isinstance(value, types) or isinstance(value, bool):
+        names = " or ".join(t.__name__ for t in types)
+        raise DatasetError(f"{where}.{key}: expected {names}, got {value!r}")
+    return value
+
+
+def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[ImageLabels]]:
+    """A COCO detection json -> (category names in list order, one ImageLabels per image, in order)."""
+    try:
+        doc = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{source} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{source}: not UTF-8 text ({exc.reason})") from None
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{source}: expected a JSON object with images, annotations, categories")
+    images, annotations = _coco_list(doc, "images", source), _coco_list(doc, "annotations", source)
+    categories = _coco_list(doc, "categories", source)
+    names: dict[object, str] = {}
+    for i, cat in enumerate(categories):
+        where = f"{source} categories[{i}]"
+        cat_id = _coco_field(cat, "id", where, (int, str))
+        if cat_id in names:
+            raise DatasetError(f"{where}.id: {cat_id!r} is used twice; expected unique ids")
+        names[cat_id] = _label_name(str(_coco_field(cat, "name", where, (str,))), f"{where}.name")
+    _check_unique(list(names.values()), f"{source} categories")
+    entries: dict[object, dict] = {}
+    for i, image in enumerate(images):
+        where = f"{source} images[{i}]"
+        image_id = _coco_field(image, "id", where, (int, str))
+        if image_id in entries:
+            raise DatasetError(f"{where}.id: {image_id!r} is used twice; expected unique ids")
+        file_name = str(_coco_field(image, "file_name", where, (str,))).strip()
+        if not file_name:
+            raise DatasetError(f"{where}.file_name: expected an image file name, got ''")
+        size: list[int | None] = [None, None]
+        for k, key in enumerate(("width", "height")):
+            if image.get(key) is not None:
+                size[k] = _positive_int(image[key], f"{where}.{key}", key)
+        entries[image_id] = {"name": file_name, "size": size, "where": where, "objects": [], "places": []}
+    for i, ann in enumerate(annotations):
+        where = f"{source} annotations[{i}]"
+        image_id = _coco_field(ann, "image_id", where, (int, str))
+        if image_id not in entries:
+            raise DatasetError(f"{where}.image_id: {image_id!r} is not the id of any image in 'images'")
+        cat_id = _coco_field(ann, "category_id", where, (int, str))
+        if cat_id not in names:
+            raise DatasetError(f"{where}.category_id: {cat_id!r} is not the id of any category")
+        bbox = _coco_field(ann, "bbox", where, (list,))
+        if len(bbox) != 4 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
+        ):
+            raise DatasetError(f"{where}.bbox: expected [x, y, width, height] numbers, got {bbox!r}")
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            raise DatasetError(f"{where}.bbox: expected width > 0 and height > 0, got {_fmt(w)}, {_fmt(h)}")
+        entry = entries[image_id]
+        box: tuple[float, ...] = (x, y, x + w, y + h)
+        if entry["size"][0] is not None and entry["size"][1] is not None:
+            box = _check_bounds(box, f"{where}.bbox", *entry["size"])
+        entry["objects"].append(ObjectLabel(names[cat_id], box=box))
+        entry["places"].append(f"{where}.bbox")
+    labels = [
+        ImageLabels(
+            e["name"], tuple(e["objects"]), e["size"][0], e["size"][1], e["where"], tuple(e["places"])
+        )
+        for e in entries.values()
+    ]
+    return tuple(names.values()), labels
+
+
+def format_coco(images: Sequence[tuple[str, int, int, Sequence[ObjectLabel]]], classes: Sequence[str]) -> str:
+    """A COCO detection json for ``(file_name, width, height, objects)`` entries; ids count from 1."""
+    category = {name: i for i, name in enumerate(classes, 1)}
+    doc: dict[str, list] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in category.items()],
+    }
+    for image_id, (file_name, width, height, objects) in enumerate(images, 1):
+        doc["images"].append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        for obj in objects:
+            if obj.box is None:
+                raise ValueError(f"COCO needs boxes; object {obj.label!r} has only a centre")
+            x0, y0, x1, y1 = (round(v, 2) for v in obj.box)
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": category[obj.label],
+                    "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "area": round((x1 - x0) * (y1 - y0), 2),
+                    "iscrowd": 0,
+                }
+            )
+    return json.dumps(doc, indent=1) + "\n"
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+
+_CSV_COLUMNS = {
+    "filename": ("filename", "file_name", "image", "image_name", "image_path"),
+    "x_min": ("x_min", "xmin"),
+    "y_min": ("y_min", "ymin"),
+    "x_max": ("x_max", "xmax"),
+    "y_max": ("y_max", "ymax"),
+    "label": ("label", "class", "class_name", "category"),
+    "width": ("width",),
+    "height": ("height",),
+}
+_CSV_HEADERLESS = ("filename", *_BOX_FIELDS, "label")
+
+
+def parse_csv(text: str, source: str) -> list[ImageLabels]:
+    """Box labels as CSV -> one ImageLabels per image, in first-row order.
+
+    With a header: columns ``filename``, ``x_min``/``xmin`` .. ``y_max``/``ymax`` and optional
+    ``label``/``class``, ``width``, ``height``, in any order. Without: ``filename,x_min,y_min,x_max,
+    y_max[,label]``. A row with all four box fields empty is a negative.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns: dict[str, int] | None = None
+    names: dict[str, str] = {}
+    n_cols = 0
+    images: dict[str, dict] = {}
+    for row in reader:
+        n = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{source} line {n}"
+        if columns is None:
+            cells = [cell.strip().lower() for cell in row]
+            if any(cell in _CSV_COLUMNS["filename"] for cell in cells):
+                columns = {}
+                for key, aliases in _CSV_COLUMNS.items():
+                    found = [i for i, cell in enumerate(cells) if cell in aliases]
+                    if len(found) > 1:
+                        raise DatasetError(f"{where}: header names {key} twice ({', '.join(aliases)})")
+                    if found:
+                        columns[key] = found[0]
+                        names[key] = row[found[0]].strip()
+                    elif key in ("filename", *_BOX_FIELDS):
+                        raise DatasetError(
+                            f"{where}: header lacks a column for {key} (expected one of {', '.join(aliases)})"
+                        )
+                n_cols = len(row)
+                continue
+            if len(row) not in (5, 6):
+                raise DatasetError(
+                    f"{where}: expected a header or 5 or 6 columns 'filename,x_min,y_min,x_max,y_max"
+                    f"[,label]', got {len(row)}"
+                )
+            n_cols = len(row)
+            columns = {key: i for i, key in enumerate(_CSV_HEADERLESS[:n_cols])}
+            names = {key: key for key in columns}
+        if len(row) != n_cols:
+            raise DatasetError(f"{where}: expected {n_cols} columns (as on the first line), got {len(row)}")
+        cell = {key: row[i].strip() for key, i in columns.items()}
+        filename = cell["filename"]
+        if not filename:
+            raise DatasetError(f"{where}: {names['filename']} is empty; expected an image file name")
+        entry = images.setdefault(
+            filename, {"size": [None, None], "objects": [], "places": [], "negative": None, "where": where}
+        )
+        for k, key in enumerate(("width", "height")):
+            if cell.get(key):
+                value = _positive_int(cell[key], where, names[key])
+                if entry["size"][k] is not None and entry["size"][k] != value:
+                    raise DatasetError(
+                        f"{where}: {names[key]} {value} differs from {entry['size'][k]} on an earlier row "
+                        f"for {filename!r}"
+                    )
+                entry["size"][k] = value
+        raw = [cell[key] for key in _BOX_FIELDS]
+        if not any(raw):
+            entry["negative"] = entry["negative"] or where
+        elif not all(raw):
+            empty = [names[key] for key in _BOX_FIELDS if not cell[key]]
+            raise DatasetError(
+                f"{where}: {', '.join(empty)} empty; expected all four box fields, or none for a negative"
+            )
+        else:
+            box = [_number(cell[key], where, names[key]) for key in _BOX_FIELDS]
+            _check_order(box, where, [names[key] for key in _BOX_FIELDS])
+            if entry["size"][0] is not None and entry["size"][1] is not None:
+                box = list(_check_bounds(box, where, *entry["size"]))
+            entry["objects"].append(ObjectLabel(cell.get("label") or DEFAULT_LABEL, box=tuple(box)))
+            entry["places"].append(where)
+        if entry["negative"] and entry["objects"]:
+            raise DatasetError(
+                f"{where}: {filename!r} has boxes ({entry['places'][0]}) and an empty, negative row "
+                f"({entry['negative']}); expected one or the other"
+            )
+    return [
+        ImageLabels(name, tuple(e["objects"]), e["size"][0], e["size"][1], e["where"], tuple(e["places"]))
+        for name, e in images.items()
+    ]
+
+
+def format_csv(rows: Sequence[tuple[str, Sequence[ObjectLabel]]]) -> str:
+    """``filename,x_min,y_min,x_max,y_max,label`` rows (whole pixels); a negative is one empty-box row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(_CSV_HEADERLESS)
+    for filename, objects in rows:
+        if not objects:
+            writer.writerow([filename, "", "", "", "", ""])
+        for obj in objects:
+            if obj.box is None:
+                raise ValueError(f"CSV needs boxes; object {obj.label!r} has only a centre")
+            writer.writerow([filename, *_whole_pixels(obj.box), obj.label])
+    return out.getvalue()
+
+
+# -- centre points ------------------------------------------------------------------------------------
+
+
+def parse_centers(text: str, source: str, label: str = DEFAULT_LABEL) -> list[ImageLabels]:
+    """``name x y`` lines (normalised centre, origin top-left) -> one ImageLabels per image, in order.
+    Several lines for one image are several objects."""
+    images: dict[str, tuple[list[ObjectLabel], list[str]]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{source} line {n}"
+        if len(fields) != 3:
+            raise DatasetError(f"{where}: expected 3 fields 'name x y', got {len(fields)}")
+        x, y = _number(fields[1], where, "x"), _number(fields[2], where, "y")
+        for name, value in (("x", x), ("y", y)):
+            if not 0.0 <= value <= 1.0:
+                raise DatasetError(f"{where}: centre {name} {_fmt(value)} is outside 0..1 (normalised)")
+        objects, places = images.setdefault(fields[0], ([], []))
+        objects.append(ObjectLabel(label, center=(x, y)))
+        places.append(where)
+    return [
+        ImageLabels(name, tuple(objects), None, None, places[0], tuple(places))
+        for name, (objects, places) in images.items()
+    ]
+
+
+def format_centers(rows: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> str:
+    """``name x y`` lines, one per centre."""
+    return "".join(f"{name} {x:.6f} {y:.6f}\n" for name, centers in rows for x, y in centers)
+
+
+# -- subsets --------------------------------------------------------------------------------------
+
+
+def _subset_lines(text: str) -> list[tuple[int, str]]:
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            out.append((n, entry))
+    return out
+
+
+def parse_subset(text: str) -> list[str]:
+    """Image names, one a line; blank lines and ``#`` comments ignored."""
+    return [entry for _, entry in _subset_lines(text)]
+
+
+def read_subset(path: Path | str) -> list[str]:
+    """The image names listed in a subset file (``train.txt``)."""
+    return parse_subset(_read_text(Path(path), Path(path).name))
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    try:
+        endian = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        ifd = struct.unpack_from(endian + "I", tiff, 4)[0]
+        (count,) = struct.unpack_from(endian + "H", tiff, ifd)
+        for k in range(count):
+            tag, _type, _n, value = struct.unpack_from(endian + "HHIH", tiff, ifd + 2 + 12 * k)
+            if tag == 0x0112:
+                return value
+    except (KeyError, struct.error):
+        pass
+    return 1
+
+
+def image_size_from_header(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG, PNG or BMP from its first bytes, as ``read_image`` returns it
+    (JPEG EXIF orientation 5..8 swaps the two); None if not found in ``data``."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"BM" and len(data) >= 26:
+        (dib,) = struct.unpack_from("<I", data, 14)
+        if dib == 12:
+            return struct.unpack_from("<HH", data, 18)
+        w, h = struct.unpack_from("<ii", data, 18)
+        return abs(w), abs(h)
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, orientation = 2, 1
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, i + 2)
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+            orientation = _exif_orientation(data[i + 10 : i + 2 + length])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
+                return None
+            h, w = struct.unpack_from(">HH", data, i + 5)
+            return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header when possible, else by decoding it."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+            size = image_size_from_header(head)
+            if size is None and head[:2] == b"\xff\xd8":  # a large EXIF block before the frame header
+                size = image_size_from_header(head + fh.read())
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the image ({exc.strerror or exc})") from None
+    if size is not None and size[0] > 0 and size[1] > 0:
+        return int(size[0]), int(size[1])
+    h, w = read_image(path).shape[:2]
+    return w, h
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """An image file as BGR uint8 HxWx3 (grey and BGRA converted); DatasetError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file not found")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(f"{path}: not a readable image (OpenCV cannot decode it)")
+    return image
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def _read_text(path: Path, shown: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DatasetError(f"{shown}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
+    return next((root / n for n in names if (root / n).is_dir()), None)
+
+
+def _voc_layout(root: Path) -> tuple[Path, Path] | None:
+    """(annotations folder, images folder) of a VOC folder, or None."""
+    ann = _first_dir(root, ("annotations", "Annotations"))
+    if ann is not None and any(ann.glob("*.xml")):
+        return ann, _first_dir(root, ("images", "JPEGImages")) or root
+    if any(root.glob("*.xml")):
+        return root, root
+    return None
+
+
+def detect_format(path: Path | str) -> tuple[str, Path]:
+    """``(format, what to load)`` for a folder or label file; DatasetError saying what was looked for."""
+    path = Path(path)
+    if path.is_file():
+        fmt = {".json": "coco", ".csv": "csv", ".txt": "centers"}.get(path.suffix.lower())
+        if fmt is None:
+            raise DatasetError(
+                f"{path}: expected a folder, or a .json (COCO), .csv or .txt (centre points) label file"
+            )
+        return fmt, path
+    if not path.is_dir():
+        raise DatasetError(f"{path}: no such file or folder")
+    if (path / "images").is_dir() and (path / "labels").is_dir():
+        return "yolo", path
+    if _voc_layout(path) is not None:
+        return "voc", path
+    candidates = sorted(
+        [p for p in path.glob("labels.txt") if p.is_file()]
+        + [p for p in path.glob("*.csv") if p.is_file()]
+        + [p for p in path.glob("*.json") if p.is_file()]
+    )
+    if len(candidates) == 1:
+        return detect_format(candidates[0])[0], candidates[0]
+    if candidates:
+        listed = ", ".join(_rel(p, path) for p in candidates)
+        raise DatasetError(f"{path}: holds several label files ({listed}); pass the one to load")
+    raise DatasetError(
+        f"{path}: no labels found; expected images/ + labels/ (YOLO), .xml files (VOC), "
+        "or one labels.txt, .csv or .json file"
+    )
+
+
+def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
+    rel = Path(name.replace("\\", "/"))
+    for d in dirs:
+        for candidate in (d / rel, d / rel.name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:
+    """Check the labels against the image on disk (size, bounds) -> a Record."""
+    actual = image_size(image)
+    if entry.width is not None and entry.height is not None:
+        if (entry.width, entry.height) != actual:
+            raise DatasetError(
+                f"{size_where}: says the image is {entry.width}x{entry.height} but {image.name} is "
+                f"{actual[0]}x{actual[1]} (as decoded, EXIF orientation applied)"
+            )
+    width, height = actual
+    objects = tuple(
+        ObjectLabel(obj.label, box=_check_bounds(obj.box, place, width, height), center=obj.center)
+        if obj.box is not None
+        else obj
+        for obj, place in zip(entry.objects, entry.places, strict=True)
+    )
+    return Record(image, objects, width, height)
+
+
+def _unlabelled(root: Path, found: Sequence[Path], labelled: set[Path]) -> tuple[Path, ...]:
+    skipped = tuple(p for p in found if p not in labelled)
+    if skipped:
+        _log.warning(
+            "%s: %d image(s) have no label file and were skipped (not negatives), e.g. %s",
+            root,
+            len(skipped),
+            _rel(skipped[0], root),
+        )
+    return skipped
+
+
+def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
+    ann_dir, img_dir = _voc_layout(root) or (root, root)
+    dirs = [img_dir] if ann_dir == img_dir else [img_dir, ann_dir]
+    records: list[Record] = []
+    owner: dict[Path, str] = {}
+    for xml_path in sorted(ann_dir.glob("*.xml")):
+        shown = _rel(xml_path, root)
+        try:
+            data = xml_path.read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+        entry = parse_voc(data, shown)
+        image = _find_image(entry.name, dirs) if entry.name else None
+        if image is None:  # <filename> missing or wrong: the image named like the xml
+            stems = (d / (xml_path.stem + ext) for d in dirs for ext in IMAGE_EXTENSIONS)
+            image = next((p for p in stems if _is_image(p)), None)
+        if image is None:
+            raise DatasetError(
+                f"{shown} <filename>: image {entry.name!r} not found in {_rel(img_dir, root) or '.'}/ "
+                f"(nor {xml_path.stem} with {', '.join(IMAGE_EXTENSIONS)})"
+            )
+        if image in owner:
+            raise DatasetError(
+                f"{shown} <filename>: image {image.name!r} is already labelled by {owner[image]}"
+            )
+        owner[image] = shown
+        records.append(_to_record(entry, image, f"{shown} <size>"))
+    found = sorted(p for p in img_dir.iterdir() if _is_image(p))
+    return records, _unlabelled(root, found, set(owner))
+
+
+def _load_yolo(root: Path) -> tuple[list[Record], tuple[str, ...], tuple[Path, ...]]:
+    img_dir, lbl_dir = root / "images", root / "labels"
+    classes = None
+    for txt in (root / "classes.txt", lbl_dir / "classes.txt"):
+        if txt.is_file():
+            classes = parse_classes_txt(_read_text(txt, _rel(txt, root)), _rel(txt, root))
+            break
+    yaml_path = next((root / n for n in ("data.yaml", "data.yml") if (root / n).is_file()), None)
+    if yaml_path is not None:
+        yaml_names = parse_yaml_names(_read_text(yaml_path, yaml_path.name), yaml_path.name)
+        if classes is not None and yaml_names != classes:
+            raise DatasetError(
+                f"{yaml_path.name} names: {list(yaml_names)} differ from classes.txt {list(classes)}"
+            )
+        classes = yaml_names
+    if classes is None:
+        raise DatasetError(f"{root}: YOLO folder without classes.txt or data.yaml naming the classes")
+    images = sorted(p for p in img_dir.rglob("*") if _is_image(p))
+    by_label: dict[Path, Path] = {}
+    for image in images:
+        label_path = lbl_dir / image.relative_to(img_dir).with_suffix(".txt")
+        if label_path in by_label:
+            raise DatasetError(
+                f"{_rel(label_path, root)}: labels two images, {_rel(by_label[label_path], root)} and "
+                f"{_rel(image, root)}; expected one image per label file"
+            )
+        by_label[label_path] = image
+    for label_path in sorted(lbl_dir.rglob("*.txt")):
+        if label_path not in by_label and label_path != lbl_dir / "classes.txt":
+            stem = label_path.relative_to(lbl_dir).with_suffix("").as_posix()
+            raise DatasetError(
+                f"{_rel(label_path, root)}: no image for these labels (expected images/{stem} with one of "
+                f"{', '.join(IMAGE_EXTENSIONS)})"
+            )
+    records = []
+    for label_path, image in by_label.items():
+        if not label_path.is_file():
+            continue
+        shown = _rel(label_path, root)
+        width, height = image_size(image)
+        entry = parse_yolo_labels(_read_text(label_path, shown), shown, classes, width, height)
+        records.append(Record(image, entry.objects, width, height))
+    labelled = {r.image_path for r in records}
+    return records, classes, _unlabelled(root, images, labelled)
+
+
+def _records_from_entries(entries: Sequence[ImageLabels], dirs: Sequence[Path], root: Path) -> list[Record]:
+    records, seen = [], {}
+    for entry in entries:
+        image = _find_image(entry.name, dirs)
+        if image is None:
+            looked = " and ".join(f"{_rel(d, root) if d != root else '.'}/" for d in dirs)
+            raise DatasetError(f"{entry.where}: image {entry.name!r} not found (looked in {looked})")
+        if image in seen:
+            raise DatasetError(f"{entry.where}: image {image.name!r} is already listed at {seen[image]}")
+        seen[image] = entry.where
+        records.append(_to_record(entry, image, entry.where))
+    return records
+
+
+def _first_seen_labels(records: Sequence[Record]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(o.label for r in records for o in r.objects))
+
+
+def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
+    """Load a labelled data set, its format detected from ``path`` (see the module docstring).
+
+    ``subset``: a file listing image names (one a line); only those images are kept, and a listed
+    name that is not in the data set is an error.
+    """
+    fmt, source = detect_format(path)
+    root = source if source.is_dir() else source.parent
+    shown = source.name
+    classes: tuple[str, ...] | None = None
+    unlabelled: tuple[Path, ...] = ()
+    if fmt == "voc":
+        records, unlabelled = _load_voc(root)
+    elif fmt == "yolo":
+        records, classes, unlabelled = _load_yolo(root)
+    elif fmt == "coco":
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+        classes, entries = parse_coco(data, shown)
+        records = _records_from_entries(entries, [root, root / "images"], root)
+    elif fmt == "csv":
+        entries = parse_csv(_read_text(source, shown), shown)
+        records = _records_from_entries(entries, [root, root / "images"], root)
+    else:
+        label = DEFAULT_LABEL
+        if (root / "classes.txt").is_file():
+            names = parse_classes_txt(_read_text(root / "classes.txt", "classes.txt"), "classes.txt")
+            if len(names) != 1:
+                raise DatasetError(f"classes.txt: expected one class name beside {shown}, got {len(names)}")
+            label = names[0]
+        entries = parse_centers(_read_text(source, shown), shown, label)
+        records = _records_from_entries(entries, [root, root / "images"], root)
+    labels = classes if classes is not None else _first_seen_labels(records)
+    if subset is not None:
+        records = _apply_subset(records, Path(subset), root)
+    return Dataset(root, fmt, tuple(records), labels, source, unlabelled)
+
+
+def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[Record]:
+    wanted = _subset_lines(_read_text(subset, str(subset)))
+    names = {Path(entry.replace("\\", "/")).name for _, entry in wanted}
+    present = {r.name for r in records}
+    missing = [(n, entry) for n, entry in wanted if Path(entry.replace("\\", "/")).name not in present]
+    if missing:
+        n, entry = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"{subset.name} line {n}: image {entry!r} is not in the data set at {root}{more}")
+    return [r for r in records if r.name in names]
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+class DatasetWriter:
+    """Writes a labelled data set in one of ``FORMATS``, in a layout ``load_dataset`` detects.
+
+    Use as a context manager: the index files (COCO json, CSV, ``labels.txt``, ``classes.txt``) are
+    written by ``close()`` on a clean exit; after an exception they are not, so a half-written set
+    fails to load instead of passing for a complete one (VOC has no index file: the images added
+    so far form a valid set). ``out_dir`` must be empty or absent.
+    """
+
+    def __init__(self, out_dir: Path | str, fmt: str, classes: Sequence[str]) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"DatasetWriter: format {fmt!r} is unknown (expected one of {FORMATS})")
+        classes = tuple(classes)
+        if not classes or not all(isinstance(c, str) and c.strip() == c and c for c in classes):
+            raise ValueError(
+                f"DatasetWriter: expected non-empty class names without edge spaces, got {classes!r}"
+            )
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"DatasetWriter: class names must be unique, got {classes!r}")
+        if fmt == "centers" and len(classes) != 1:
+            raise ValueError(f"DatasetWriter: the centers format holds one class, got {classes!r}")
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+            raise FileExistsError(f"DatasetWriter: {self.out_dir} exists and is not an empty folder")
+        self.format = fmt
+        self.classes = classes
+        self.skipped_negatives = 0
+        self._entries: list[tuple[str, int, int, tuple[ObjectLabel, ...]]] = []
+        self._names: set[str] = set()
+        self._closed = False
+        self._image_dir = self.out_dir if fmt == "centers" else self.out_dir / "images"
+        self._image_dir.mkdir(parents=True, exist_ok=True)
+        if fmt == "voc":
+            (self.out_dir / "annotations").mkdir()
+        elif fmt == "yolo":
+            (self.out_dir / "labels").mkdir()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._closed = True
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, name: str, image_bgr: np.ndarray, objects: Sequence[ObjectLabel]) -> None:
+        """Write one image (JPEG, quality 95) and its labels; ``name`` has no extension."""
+        if self._closed:
+            raise ValueError("DatasetWriter.add: the writer is closed")
+        if (
+            not name
+            or any(ch in name for ch in "/\\")
+            or name.startswith(".")
+            or Path(name).suffix.lower() in IMAGE_EXTENSIONS
+            or (self.format == "centers" and any(ch.isspace() for ch in name))
+        ):
+            raise ValueError(
+                f"DatasetWriter.add: expected a file name without folder or image extension, got {name!r}"
+            )
+        if name in self._names:
+            raise ValueError(f"DatasetWriter.add: name {name!r} was already added")
+        image = np.asarray(image_bgr)
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ValueError(f"DatasetWriter.add: expected HxWx3 uint8 BGR, got {image.shape} {image.dtype}")
+        height, width = image.shape[:2]
+        checked = []
+        for i, obj in enumerate(objects):
+            where = f"DatasetWriter.add({name!r}) object {i}"
+            if obj.label not in self.classes:
+                raise ValueError(f"{where}: label {obj.label!r} is not one of {self.classes}")
+            if obj.box is None and self.format != "centers":
+                raise ValueError(f"{where}: the {self.format} format needs a box, got only a centre")
+            if obj.box is not None:
+                obj = ObjectLabel(obj.label, _check_bounds(obj.box, where, width, height), obj.center)
+            checked.append(obj)
+        if self.format == "centers" and not checked:
+            self.skipped_negatives += 1
+            return
+        filename = f"{name}.jpg"
+        if not cv2.imwrite(str(self._image_dir / filename), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+            raise OSError(f"DatasetWriter.add: OpenCV could not write {self._image_dir / filename}")
+        self._names.add(name)
+        objs = tuple(checked)
+        self._entries.append((filename, width, height, objs))
+        if self.format == "voc":
+            text = format_voc(filename, width, height, objs)
+            (self.out_dir / "annotations" / f"{name}.xml").write_text(text, encoding="utf-8")
+        elif self.format == "yolo":
+            text = format_yolo_labels(objs, self.classes, width, height)
+            (self.out_dir / "labels" / f"{name}.txt").write_text(text, encoding="utf-8")
+
+    def close(self) -> None:
+        """Write the index files (once); further ``add`` calls are refused."""
+        if self._closed:
+            return
+        self._closed = True
+        out, classes_txt = self.out_dir, "".join(c + "\n" for c in self.classes)
+        if self.format == "yolo":
+            (out / "classes.txt").write_text(classes_txt, encoding="utf-8")
+        elif self.format == "coco":
+            (out / "annotations.json").write_text(format_coco(self._entries, self.classes), encoding="utf-8")
+        elif self.format == "csv":
+            rows = [(filename, objs) for filename, _, _, objs in self._entries]
+            (out / "labels.csv").write_text(format_csv(rows), encoding="utf-8")
+        elif self.format == "centers":
+            rows = [
+                (filename, [normalised_center(o, w, h) for o in objs])
+                for filename, w, h, objs in self._entries
+            ]
+            (out / "labels.txt").write_text(format_centers(rows), encoding="utf-8")
+            (out / "classes.txt").write_text(classes_txt, encoding="utf-8")
+            if self.skipped_negatives:
+                _log.warning(
+                    "%s: %d negative image(s) skipped: the centers format cannot hold images without a stamp",
+                    out,
+                    self.skipped_negatives,
+                )

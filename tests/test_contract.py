@@ -1,0 +1,121 @@
+"""The model contract: preprocessing, metadata round trip, flatbuffer reading, output decoding."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge import contract
+from edge.contract import ContractError, ModelMetadata
+from edge.metrics import Truth, agreement, iou, summarize
+from edge.types import Prediction
+
+
+@pytest.mark.parametrize(
+    ("shape", "roi"),
+    [
+        ((480, 640, 3), None),
+        ((128, 128, 3), None),
+        ((60, 90, 3), None),
+        ((1080, 1920, 3), (0.25, 0.1, 0.5, 0.8)),
+    ],
+)
+def test_prepare_input_gives_model_input(shape, roi):
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    out = contract.prepare_input(img, roi)
+    assert out.shape == contract.INPUT_SHAPE and out.dtype == np.uint8 and out.flags.c_contiguous
+
+
+def test_prepare_input_swaps_bgr_to_rgb_and_crops_roi():
+    img = np.zeros((200, 400, 3), np.uint8)
+    img[:, 200:] = (255, 0, 0)  # blue in BGR, right half
+    full = contract.prepare_input(img)
+    assert full[64, 100, 2] == 255 and full[64, 100, 0] == 0  # RGB: blue is channel 2
+    right = contract.prepare_input(img, (0.5, 0.0, 0.5, 1.0))
+    assert right[:, :, 2].min() == 255
+
+
+def test_resize_two_step_is_close_to_area_reference():
+    rng = np.random.default_rng(1)
+    import cv2
+
+    img = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 1.0)
+    ref = cv2.resize(img.astype(np.float32), (128, 128), interpolation=cv2.INTER_AREA)
+    ours = contract.resize_to_input(img).astype(np.float32)
+    naive = cv2.resize(img, (128, 128), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    assert np.abs(ours - ref).mean() < 0.3 * np.abs(naive - ref).mean()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"contract_version": 99}, "contract version 99"),
+        ({"kind": "segmentation"}, "kind 'segmentation'"),
+        ({"labels": ()}, "labels"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"input_shape": (224, 224, 3)}, "input"),
+    ],
+)
+def test_metadata_refuses_what_it_does_not_know(fields, message):
+    with pytest.raises(ContractError, match=message):
+        ModelMetadata(**fields)
+
+
+def test_metadata_json_round_trip_and_unknown_keys():
+    meta = ModelMetadata(kind="box", labels=("a", "b"), threshold=0.4, provenance={"seed": 3})
+    back = ModelMetadata.from_json(meta.to_json())
+    assert back == meta and set(back.outputs) == {"presence", "box", "class"}
+    data = json.loads(meta.to_json())
+    data["colour"] = "red"
+    with pytest.raises(ContractError, match="unknown key"):
+        ModelMetadata.from_json(json.dumps(data))
+    with pytest.raises(ContractError, match="not valid JSON"):
+        ModelMetadata.from_json(b"{oops")
+
+
+def test_read_embedded_metadata_rejects_non_tflite():
+    with pytest.raises(ContractError, match="not a TFLite"):
+        contract.read_embedded_metadata(b"hello world, not a model", "x.tflite")
+
+
+def test_decode_outputs_per_kind():
+    meta = ModelMetadata(kind="box", labels=("a", "b", "c"))
+    p = contract.decode_outputs(
+        {
+            "presence": np.array([[0.9]]),
+            "box": np.array([[0.1, 0.2, 0.5, 0.6]]),
+            "class": np.array([[0.1, 0.7, 0.2]]),
+        },
+        meta,
+    )
+    assert p.presence == pytest.approx(0.9) and p.label == "b" and p.center == pytest.approx((0.3, 0.4))
+    cam = ModelMetadata(kind="cam")
+    hm = np.zeros((1, 8, 8), np.float32)
+    hm[0, 2, 5] = 1.0
+    q = contract.decode_outputs({"presence": np.array([[0.8]]), "heatmap": hm}, cam)
+    assert q.center == pytest.approx(((5 + 0.5) / 8, (2 + 0.5) / 8), abs=1e-3)
+
+
+def test_iou_and_summary_on_known_values():
+    a = np.array([[0, 0, 0.5, 0.5], [0, 0, 1, 1], [0, 0, 0.2, 0.2]])
+    b = np.array([[0.25, 0.25, 0.75, 0.75], [0, 0, 1, 1], [0.5, 0.5, 0.7, 0.7]])
+    assert iou(a, b) == pytest.approx([0.0625 / 0.4375, 1.0, 0.0])
+    preds = [
+        Prediction(0.9, box=(0.1, 0.1, 0.5, 0.5)),
+        Prediction(0.2, box=(0.1, 0.1, 0.5, 0.5)),
+        Prediction(0.7, box=(0.0, 0.0, 0.1, 0.1)),
+        Prediction(0.1, box=(0.0, 0.0, 0.1, 0.1)),
+    ]
+    truths = [
+        Truth(True, box=(0.1, 0.1, 0.5, 0.5)),
+        Truth(True, box=(0.1, 0.1, 0.3, 0.5)),
+        Truth(False),
+        Truth(False),
+    ]
+    m = summarize(preds, truths, 0.5)
+    assert m["iou_mean"] == pytest.approx(0.75)
+    assert m["presence_accuracy"] == pytest.approx(0.5)
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
+    assert m["center_within_0_05"] == pytest.approx(0.5)
+    ag = agreement(preds, list(reversed(preds)), 0.5)
+    assert ag["presence_agreement"] == pytest.approx(0.0)

@@ -1,0 +1,805 @@
+"""edge.datasets: every loader, malformed inputs, writer -> loader round trips, the shared real sets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.datasets import (
+    FORMATS,
+    DatasetError,
+    DatasetWriter,
+    ObjectLabel,
+    Record,
+    detect_format,
+    image_size,
+    image_size_from_header,
+    load_dataset,
+    parse_subset,
+    parse_yaml_names,
+    read_image,
+    read_subset,
+)
+
+W, H = 64, 48  # size of the fixture images
+
+
+def _image(path: Path, w: int = W, h: int = H) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, :, 1] = 120
+    assert cv2.imwrite(str(path), img)
+
+
+def _build(root: Path, files: dict[str, object]) -> None:
+    """Write a fixture: a str value is a text file, a (w, h) tuple an image of that size."""
+    for rel, content in files.items():
+        path = root / rel
+        if isinstance(content, tuple):
+            _image(path, *content)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(content), encoding="utf-8")
+
+
+def _voc(filename: str, objects: list[tuple[str, object, object, object, object]], size=(W, H)) -> str:
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>"
+        for n, a, b, c, d in objects
+    )
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+    return f"<annotation><filename>{filename}</filename>{size_xml}{objs}</annotation>"
+
+
+def _by_name(ds) -> dict[str, Record]:
+    return {r.name: r for r in ds.records}
+
+
+# -- loaders -----------------------------------------------------------------------------------------
+
+
+def test_voc_annotations_folder_with_negatives_multi_objects_and_unlabelled(tmp_path, caplog):
+    _build(
+        tmp_path,
+        {
+            "images/a.jpg": (W, H),
+            "images/b.jpg": (W, H),
+            "images/c.png": (W, H),
+            "annotations/a.xml": _voc("a.jpg", [("small", 1, 2, 11, 12), ("big", 10, 10, 60, 40)]),
+            "annotations/b.xml": _voc("b.jpg", []),
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        ds = load_dataset(tmp_path)
+    assert ds.format == "voc" and ds.root == tmp_path and len(ds) == 2
+    recs = _by_name(ds)
+    assert recs["a.jpg"].image_path == tmp_path / "images" / "a.jpg"
+    assert (recs["a.jpg"].width, recs["a.jpg"].height) == (W, H)
+    assert [o.box for o in recs["a.jpg"].objects] == [(1, 2, 11, 12), (10, 10, 60, 40)]
+    assert recs["a.jpg"].primary().label == "big"
+    assert recs["b.jpg"].is_negative and recs["b.jpg"].primary() is None
+    assert ds.labels == ("small", "big") and ds.negatives == 1
+    assert ds.unlabelled == (tmp_path / "images" / "c.png",)
+    assert "1 image(s) have no label file" in caplog.text
+
+
+def test_voc_xml_beside_images_falls_back_to_xml_stem(tmp_path):
+    _build(
+        tmp_path,
+        {
+            "p.png": (W, H),
+            "p.xml": _voc("renamed-later.jpg", [("stamp", 0, 0, 64, 48)]),
+        },
+    )
+    ds = load_dataset(tmp_path)
+    assert ds.format == "voc" and [r.name for r in ds.records] == ["p.png"]
+    assert ds.records[0].normalised_box() == (0.0, 0.0, 1.0, 1.0)
+
+
+def test_voc_box_overhanging_by_a_pixel_is_clipped(tmp_path):
+    _build(tmp_path, {"a.jpg": (W, H), "a.xml": _voc("a.jpg", [("s", -0.5, 1, 64.8, 48)])})
+    assert load_dataset(tmp_path).records[0].objects[0].box == (0.0, 1.0, 64.0, 48.0)
+
+
+def test_yolo_classes_txt_negatives_and_pixel_boxes(tmp_path, caplog):
+    _build(
+        tmp_path,
+        {
+            "classes.txt": "round\nsquare\n\n",
+            "images/train/a.jpg": (W, H),
+            "images/train/b.jpg": (W, H),
+            "images/c.jpg": (W, H),
+            "labels/train/a.txt": "1 0.5 0.5 0.25 0.5\n\n0 0.25 0.25 0.5 0.5\n",
+            "labels/train/b.txt": "",
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        ds = load_dataset(tmp_path)
+    assert ds.format == "yolo" and ds.labels == ("round", "square") and len(ds) == 2
+    a = _by_name(ds)["a.jpg"]
+    assert a.objects[0] == ObjectLabel("square", box=(24.0, 12.0, 40.0, 36.0))
+    assert a.objects[1] == ObjectLabel("round", box=(0.0, 0.0, 32.0, 24.0))
+    assert a.primary().label == "round"  # 32x24 beats 16x24
+    assert _by_name(ds)["b.jpg"].is_negative
+    assert ds.unlabelled == (tmp_path / "images" / "c.jpg",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("names: [a, 'b c', \"d\"]\n", ("a", "b c", "d")),
+        ("path: .\nnames: ['x', # comment\n  'y']\nnc: 2\n", ("x", "y")),
+        ("names:\n  - a  # first\n  - 'it''s'\ntrain: images\n", ("a", "it's")),
+        ("names:\n  0: zero\n  1: 'one'\n", ("zero", "one")),
+        ("names: {1: b, 0: a}\n", ("a", "b")),
+    ],
+)
+def test_yaml_names_standard_forms(text, expected):
+    assert parse_yaml_names(text, "data.yaml") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("nc: 2\n", r"data\.yaml: expected a top-level 'names:'"),
+        ("names: {0: a, 2: b}\n", r"data\.yaml line 1: expected class ids 0\.\.1, got \[0, 2\]"),
+        ("names: [a, a]\n", r"class name 'a' appears twice"),
+        ("names: [a, b]\nnc: 3\n", r"data\.yaml nc: says 3 classes but names lists 2"),
+        ("names: !!seq [a]\n", r"data\.yaml line 1: this form of 'names:' is not understood without PyYAML"),
+    ],
+)
+def test_yaml_names_errors(text, match):
+    if "PyYAML" in match and importlib.util.find_spec("yaml") is not None:
+        pytest.skip("PyYAML is installed, so the unusual form is parsed")
+    with pytest.raises(DatasetError, match=match):
+        parse_yaml_names(text, "data.yaml")
+
+
+def test_yolo_data_yaml_in_place_of_classes_txt(tmp_path):
+    _build(
+        tmp_path,
+        {
+            "data.yaml": "names:\n  0: round\n  1: square\n",
+            "images/a.jpg": (W, H),
+            "labels/a.txt": "1 0.5 0.5 0.5 0.5\n",
+        },
+    )
+    ds = load_dataset(tmp_path)
+    assert ds.labels == ("round", "square") and ds.records[0].objects[0].label == "square"
+
+
+def test_coco_negatives_category_order_and_images_folder(tmp_path):
+    doc = {
+        "images": [
+            {"id": 7, "file_name": "a.jpg", "width": W, "height": H},
+            {"id": 8, "file_name": "b.jpg"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [1, 2, 10, 10]},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [20, 10, 30.5, 20]},
+        ],
+        "categories": [{"id": 3, "name": "zeta"}, {"id": 1, "name": "alpha"}],
+    }
+    _build(tmp_path, {"images/a.jpg": (W, H), "images/b.jpg": (W, H), "data.json": json.dumps(doc)})
+    ds = load_dataset(tmp_path)
+    assert ds.format == "coco" and ds.labels == ("zeta", "alpha")
+    a, b = ds.records
+    assert [o.box for o in a.objects] == [(1, 2, 11, 12), (20, 10, 50.5, 30)]
+    assert a.primary().label == "alpha" and b.is_negative and (b.width, b.height) == (W, H)
+    assert load_dataset(tmp_path / "data.json").records == ds.records
+
+
+def test_csv_with_header_reordered_columns_negative_row_and_images_folder(tmp_path):
+    text = (
+        "class,filename,ymin,xmin,ymax,xmax,width,height\n"
+        "cat,a.jpg,2,1,12,11,64,48\n"
+        "dog,a.jpg,10,10,40,60,64,48\n"
+        ",b.jpg,,,,,64,48\n"
+    )
+    _build(tmp_path, {"images/a.jpg": (W, H), "images/b.jpg": (W, H), "labels.csv": text})
+    ds = load_dataset(tmp_path)
+    assert ds.format == "csv" and ds.labels == ("cat", "dog")
+    a, b = ds.records
+    assert [o.box for o in a.objects] == [(1, 2, 11, 12), (10, 10, 60, 40)]
+    assert a.primary().label == "dog" and b.is_negative
+
+
+def test_csv_headerless_beside_images_with_default_label(tmp_path):
+    _build(tmp_path, {"a.jpg": (W, H), "b.jpg": (W, H), "boxes.csv": "a.jpg,1,2,11,12\nb.jpg,,,,\n"})
+    ds = load_dataset(tmp_path / "boxes.csv")
+    assert ds.labels == ("stamp",) and ds.records[0].objects == (ObjectLabel("stamp", (1, 2, 11, 12)),)
+    assert ds.records[1].is_negative and ds.records[1].width == W
+
+
+def test_centers_multiple_points_and_class_name(tmp_path):
+    _build(
+        tmp_path,
+        {"a.jpg": (W, H), "b.jpg": (W, H), "labels.txt": "a.jpg 0.5 0.25\nb.jpg 0 1\na.jpg 0.1 0.2\n"},
+    )
+    ds = load_dataset(tmp_path)
+    assert ds.format == "centers" and ds.labels == ("stamp",)
+    a = _by_name(ds)["a.jpg"]
+    assert [o.center for o in a.objects] == [(0.5, 0.25), (0.1, 0.2)]
+    assert a.primary().center == (0.5, 0.25) and a.normalised_center() == (0.5, 0.25)
+    assert a.normalised_box() is None and (a.width, a.height) == (W, H)
+    (tmp_path / "classes.txt").write_text("phone\n")
+    assert load_dataset(tmp_path / "labels.txt").labels == ("phone",)
+    (tmp_path / "classes.txt").write_text("phone\nmug\n")
+    with pytest.raises(
+        DatasetError, match=r"^classes\.txt: expected one class name beside labels\.txt, got 2$"
+    ):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("objects", "expected"),
+    [
+        ((), None),
+        ((ObjectLabel("a", (0, 0, 2, 2)), ObjectLabel("b", (0, 0, 3, 3))), "b"),
+        ((ObjectLabel("a", (0, 0, 2, 2)), ObjectLabel("b", (5, 5, 7, 7))), "a"),  # tie: first
+        ((ObjectLabel("a", center=(0.1, 0.1)), ObjectLabel("b", center=(0.9, 0.9))), "a"),
+        ((ObjectLabel("a", center=(0.1, 0.1)), ObjectLabel("b", (0, 0, 1, 1))), "b"),
+    ],
+)
+def test_primary_is_the_largest_box(objects, expected):
+    primary = Record(Path("x.jpg"), objects).primary()
+    assert (primary.label if primary else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"label": "", "box": (0, 0, 1, 1)}, "expected a non-empty class name"),
+        ({"label": "a"}, "expected a box or a center"),
+        ({"label": "a", "box": (5, 0, 1, 1)}, "expected x_min < x_max"),
+        ({"label": "a", "center": (0.5, 1.5)}, r"expected 2 numbers in \[0, 1\]"),
+    ],
+)
+def test_object_label_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ObjectLabel(**kwargs)
+
+
+# -- malformed input: one table for every format --------------------------------------------------
+
+IMG = (W, H)
+VOC_BASE = {"images/a.jpg": IMG}
+YOLO_BASE = {"images/a.jpg": IMG, "classes.txt": "round\nsquare\n"}
+CSV_BASE = {"images/a.jpg": IMG}
+CENTERS_BASE = {"a.jpg": IMG}
+
+
+def _coco(images=None, annotations=None, categories=None, drop=None) -> str:
+    doc = {
+        "images": images
+        if images is not None
+        else [{"id": 1, "file_name": "a.jpg", "width": W, "height": H}],
+        "annotations": annotations if annotations is not None else [],
+        "categories": categories if categories is not None else [{"id": 1, "name": "stamp"}],
+    }
+    doc.pop(drop, None)
+    return json.dumps(doc, indent=1)
+
+
+def _ann(**kw) -> list[dict]:
+    return [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], **kw}]
+
+
+MALFORMED = [
+    # Pascal VOC
+    (
+        "voc-bad-xml",
+        {**VOC_BASE, "annotations/a.xml": "<annotation><filename>a.jpg"},
+        ".",
+        r"^annotations/a\.xml: not valid XML \(.*line 1",
+    ),
+    (
+        "voc-root",
+        {**VOC_BASE, "annotations/a.xml": "<foo/>"},
+        ".",
+        r"^annotations/a\.xml <foo>: expected the root element <annotation>",
+    ),
+    (
+        "voc-missing-field",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [("s", 1, 1, 5, 5)]).replace("<ymax>5</ymax>", "")},
+        ".",
+        r"^annotations/a\.xml <bndbox>: expected <ymax>, it is missing$",
+    ),
+    (
+        "voc-no-bndbox",
+        {**VOC_BASE, "annotations/a.xml": "<annotation><object><name>s</name></object></annotation>"},
+        ".",
+        r"^annotations/a\.xml <object>: expected a <bndbox>",
+    ),
+    (
+        "voc-no-name",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [(" ", 1, 1, 5, 5)])},
+        ".",
+        r"^annotations/a\.xml <name>: expected a class name, got nothing$",
+    ),
+    (
+        "voc-not-number",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [("s", "abc", 1, 5, 5)])},
+        ".",
+        r"^annotations/a\.xml <bndbox>: xmin 'abc' is not a number$",
+    ),
+    (
+        "voc-inverted",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [("s", 30, 1, 10, 5)])},
+        ".",
+        r"^annotations/a\.xml <bndbox>: expected xmin < xmax, got 30 >= 10$",
+    ),
+    (
+        "voc-second-object",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [("s", 1, 1, 5, 5), ("s", 1, 9, 5, 5)])},
+        ".",
+        r"^annotations/a\.xml <object> 2 <bndbox>: expected ymin < ymax, got 9 >= 5$",
+    ),
+    (
+        "voc-outside",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [("s", 1, 1, 100, 5)])},
+        ".",
+        r"^annotations/a\.xml <bndbox>: box \(1, 1, 100, 5\) lies outside the 64x48 image",
+    ),
+    (
+        "voc-size-mismatch",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [], size=(100, 90))},
+        ".",
+        r"^annotations/a\.xml <size>: says the image is 100x90 but a\.jpg is 64x48",
+    ),
+    (
+        "voc-bad-size",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [], size=("wide", 90))},
+        ".",
+        r"^annotations/a\.xml <size>: width 'wide' is not a positive integer$",
+    ),
+    (
+        "voc-missing-image",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", []), "annotations/b.xml": _voc("b.jpg", [])},
+        ".",
+        r"^annotations/b\.xml <filename>: image 'b\.jpg' not found in images/",
+    ),
+    (
+        "voc-image-twice",
+        {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", []), "annotations/b.xml": _voc("a.jpg", [])},
+        ".",
+        r"^annotations/b\.xml <filename>: image 'a\.jpg' is already "
+        r"labelled by annotations/a\.xml$",
+    ),
+    # YOLO
+    (
+        "yolo-class-range",
+        {**YOLO_BASE, "labels/a.txt": "2 0.5 0.5 0.2 0.2\n"},
+        ".",
+        r"^labels/a\.txt line 1: class id '2' is out of range \(expected 0\.\.1, 2 classes\)$",
+    ),
+    (
+        "yolo-class-float",
+        {**YOLO_BASE, "labels/a.txt": "\n0.5 0.5 0.5 0.2 0.2\n"},
+        ".",
+        r"^labels/a\.txt line 2: class id '0\.5' is out of range",
+    ),
+    (
+        "yolo-columns",
+        {**YOLO_BASE, "labels/a.txt": "0 0.5 0.5 0.2\n"},
+        ".",
+        r"^labels/a\.txt line 1: expected 5 values 'class x_center y_center width height', got 4$",
+    ),
+    (
+        "yolo-not-number",
+        {**YOLO_BASE, "labels/a.txt": "0 0.5 abc 0.2 0.2\n"},
+        ".",
+        r"^labels/a\.txt line 1: y_center 'abc' is not a number$",
+    ),
+    (
+        "yolo-zero-size",
+        {**YOLO_BASE, "labels/a.txt": "0 0.5 0.5 0 0.2\n"},
+        ".",
+        r"^labels/a\.txt line 1: expected width > 0 and height > 0, got 0, 0\.2$",
+    ),
+    (
+        "yolo-outside",
+        {**YOLO_BASE, "labels/a.txt": "0 0.95 0.5 0.3 0.2\n"},
+        ".",
+        r"^labels/a\.txt line 1: box \(.*\) lies outside the 64x48 image",
+    ),
+    (
+        "yolo-orphan-label",
+        {**YOLO_BASE, "labels/a.txt": "", "labels/z.txt": ""},
+        ".",
+        r"^labels/z\.txt: no image for these labels \(expected images/z with one of \.jpg",
+    ),
+    (
+        "yolo-no-classes",
+        {"images/a.jpg": IMG, "labels/a.txt": ""},
+        ".",
+        r"YOLO folder without classes\.txt or data\.yaml",
+    ),
+    (
+        "yolo-classes-disagree",
+        {**YOLO_BASE, "labels/a.txt": "", "data.yaml": "names: [x, y]\n"},
+        ".",
+        r"^data\.yaml names: \['x', 'y'\] differ from classes\.txt \['round', 'square'\]$",
+    ),
+    (
+        "yolo-empty-class-name",
+        {**YOLO_BASE, "classes.txt": "a\n\nb\n", "labels/a.txt": ""},
+        ".",
+        r"^classes\.txt line 2: expected a class name, got nothing$",
+    ),
+    # COCO
+    (
+        "coco-bad-json",
+        {**CSV_BASE, "d.json": '{"images": [,]}'},
+        "d.json",
+        r"^d\.json line 1: not valid JSON",
+    ),
+    (
+        "coco-missing-key",
+        {**CSV_BASE, "d.json": _coco(drop="annotations")},
+        "d.json",
+        r"^d\.json: expected a key 'annotations' \(a list\), it is missing$",
+    ),
+    (
+        "coco-unknown-image",
+        {**CSV_BASE, "d.json": _coco(annotations=_ann(image_id=7))},
+        "d.json",
+        r"^d\.json annotations\[0\]\.image_id: 7 is not the id of any image in 'images'$",
+    ),
+    (
+        "coco-unknown-category",
+        {**CSV_BASE, "d.json": _coco(annotations=_ann(category_id=9))},
+        "d.json",
+        r"^d\.json annotations\[0\]\.category_id: 9 is not the id of any category$",
+    ),
+    (
+        "coco-bbox-shape",
+        {**CSV_BASE, "d.json": _coco(annotations=_ann(bbox=[1, 2, 3]))},
+        "d.json",
+        r"^d\.json annotations\[0\]\.bbox: expected \[x, y, width, height\] numbers, got \[1, 2, 3\]$",
+    ),
+    (
+        "coco-bbox-text",
+        {**CSV_BASE, "d.json": _coco(annotations=_ann(bbox=[1, 2, "3", 4]))},
+        "d.json",
+        r"^d\.json annotations\[0\]\.bbox: expected \[x, y, width, height\] numbers",
+    ),
+    (
+        "coco-bbox-empty",
+        {**CSV_BASE, "d.json": _coco(annotations=_ann(bbox=[1, 2, 0, 4]))},
+        "d.json",
+        r"^d\.json annotations\[0\]\.bbox: expected width > 0 and height > 0, got 0, 4$",
+    ),
+    (
+        "coco-outside",
+        {**CSV_BASE, "d.json": _coco(annotations=_ann(bbox=[50, 2, 30, 4]))},
+        "d.json",
+        r"^d\.json annotations\[0\]\.bbox: box \(50, 2, 80, 6\) lies outside the 64x48 image",
+    ),
+    (
+        "coco-no-bbox",
+        {**CSV_BASE, "d.json": _coco(annotations=[{"image_id": 1, "category_id": 1}])},
+        "d.json",
+        r"^d\.json annotations\[0\]: expected a key 'bbox', it is missing$",
+    ),
+    (
+        "coco-missing-image",
+        {**CSV_BASE, "d.json": _coco(images=[{"id": 1, "file_name": "zz.jpg"}])},
+        "d.json",
+        r"^d\.json images\[0\]: image 'zz\.jpg' not found \(looked in \./ and images/\)$",
+    ),
+    (
+        "coco-size-mismatch",
+        {**CSV_BASE, "d.json": _coco(images=[{"id": 1, "file_name": "a.jpg", "width": 48, "height": 64}])},
+        "d.json",
+        r"^d\.json images\[0\]: says the image is 48x64 but a\.jpg is 64x48",
+    ),
+    # CSV
+    (
+        "csv-not-number",
+        {**CSV_BASE, "l.csv": "filename,x_min,y_min,x_max,y_max\na.jpg,1,1,5,5\na.jpg,1,1,abc,5\n"},
+        "l.csv",
+        r"^l\.csv line 3: x_max 'abc' is not a number$",
+    ),
+    (
+        "csv-columns",
+        {**CSV_BASE, "l.csv": "filename,x_min,y_min,x_max,y_max,label\na.jpg,1,1,5,5,s\na.jpg,1,1\n"},
+        "l.csv",
+        r"^l\.csv line 3: expected 6 columns \(as on the first line\), got 3$",
+    ),
+    (
+        "csv-headerless-columns",
+        {**CSV_BASE, "l.csv": "a.jpg,1,1,5\n"},
+        "l.csv",
+        r"^l\.csv line 1: expected a header or 5 or 6 columns "
+        r"'filename,x_min,y_min,x_max,y_max\[,label\]', got 4$",
+    ),
+    (
+        "csv-inverted",
+        {**CSV_BASE, "l.csv": "filename,xmin,ymin,xmax,ymax\na.jpg,50,1,10,5\n"},
+        "l.csv",
+        r"^l\.csv line 2: expected xmin < xmax, got 50 >= 10$",
+    ),
+    (
+        "csv-header-column",
+        {**CSV_BASE, "l.csv": "filename,xmin,ymin,xmax,bottom\na.jpg,1,1,5,5\n"},
+        "l.csv",
+        r"^l\.csv line 1: header lacks a column for y_max \(expected one of y_max, ymax\)$",
+    ),
+    (
+        "csv-partial-box",
+        {**CSV_BASE, "l.csv": "a.jpg,1,,5,5\n"},
+        "l.csv",
+        r"^l\.csv line 1: y_min empty; expected all four box fields, or none for a negative$",
+    ),
+    (
+        "csv-negative-and-box",
+        {**CSV_BASE, "l.csv": "a.jpg,1,1,5,5\na.jpg,,,,\n"},
+        "l.csv",
+        r"^l\.csv line 2: 'a\.jpg' has boxes \(l\.csv line 1\) and an empty, negative row",
+    ),
+    (
+        "csv-outside",
+        {**CSV_BASE, "l.csv": "a.jpg,1,1,5,50\n"},
+        "l.csv",
+        r"^l\.csv line 1: box \(1, 1, 5, 50\) lies outside the 64x48 image",
+    ),
+    (
+        "csv-bad-width",
+        {**CSV_BASE, "l.csv": "filename,width,height,xmin,ymin,xmax,ymax\na.jpg,-3,48,1,1,5,5\n"},
+        "l.csv",
+        r"^l\.csv line 2: width '-3' is not a positive integer$",
+    ),
+    (
+        "csv-missing-image",
+        {**CSV_BASE, "l.csv": "a.jpg,1,1,5,5\nzz.jpg,1,1,5,5\n"},
+        "l.csv",
+        r"^l\.csv line 2: image 'zz\.jpg' not found \(looked in \./ and images/\)$",
+    ),
+    # centre points
+    (
+        "centers-range",
+        {**CENTERS_BASE, "labels.txt": "a.jpg 0.5 0.5\na.jpg 1.5 0.5\n"},
+        ".",
+        r"^labels\.txt line 2: centre x 1\.5 is outside 0\.\.1 \(normalised\)$",
+    ),
+    (
+        "centers-fields",
+        {**CENTERS_BASE, "labels.txt": "a.jpg 0.5\n"},
+        ".",
+        r"^labels\.txt line 1: expected 3 fields 'name x y', got 2$",
+    ),
+    (
+        "centers-not-number",
+        {**CENTERS_BASE, "labels.txt": "a.jpg 0.5 abc\n"},
+        ".",
+        r"^labels\.txt line 1: y 'abc' is not a number$",
+    ),
+    (
+        "centers-missing-image",
+        {**CENTERS_BASE, "labels.txt": "\nzz.jpg 0.5 0.5\n"},
+        ".",
+        r"^labels\.txt line 2: image 'zz\.jpg' not found \(looked in \./ and images/\)$",
+    ),
+    # detection
+    (
+        "detect-several",
+        {**CENTERS_BASE, "labels.txt": "a.jpg 0.5 0.5\n", "x.csv": "", "y.json": "{}"},
+        ".",
+        r"holds several label files \(labels\.txt, x\.csv, y\.json\); pass the one to load$",
+    ),
+    (
+        "detect-nothing",
+        {**CENTERS_BASE, "notes.txt": "hello"},
+        ".",
+        r"no labels found; expected images/ \+ labels/",
+    ),
+    ("detect-file-type", {**CENTERS_BASE}, "a.jpg", r"a\.jpg: expected a folder, or a \.json \(COCO\)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("files", "target", "match"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED]
+)
+def test_malformed_input_names_file_place_and_expectation(tmp_path, files, target, match):
+    _build(tmp_path, files)
+    with pytest.raises(DatasetError, match=match) as info:
+        load_dataset(tmp_path / target)
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    _build(tmp_path, {"a.jpg": "not a jpeg", "labels.txt": "a.jpg 0.5 0.5\n"})
+    with pytest.raises(DatasetError, match=r"a\.jpg: not a readable image"):
+        load_dataset(tmp_path)
+
+
+# -- writer -> loader round trips ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_round_trip(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    classes = ("stamp",) if fmt == "centers" else ("round", "square")
+    other = classes[-1]
+    items = {
+        "two": (
+            80,
+            60,
+            [ObjectLabel(classes[0], (3.4, 5.6, 20.2, 30.7)), ObjectLabel(other, (30, 10, 79.6, 59))],
+        ),
+        "one": (50, 70, [ObjectLabel(other, (0.0, 0.0, 50.0, 70.0))]),
+        "none": (40, 30, []),
+    }
+    out = tmp_path / "out"
+    with DatasetWriter(out, fmt, classes) as writer:
+        for name, (w, h, objects) in items.items():
+            writer.add(name, rng.integers(0, 256, (h, w, 3), dtype=np.uint8), objects)
+    ds = load_dataset(out)
+    assert ds.format == fmt and set(ds.labels) == set(classes)
+    recs = _by_name(ds)
+    if fmt == "centers":
+        assert writer.skipped_negatives == 1 and set(recs) == {"two.jpg", "one.jpg"}
+    else:
+        assert set(recs) == {"two.jpg", "one.jpg", "none.jpg"} and recs["none.jpg"].is_negative
+    for name, (w, h, objects) in items.items():
+        if not objects and fmt == "centers":
+            continue
+        rec = recs[f"{name}.jpg"]
+        assert (rec.width, rec.height) == (w, h) and rec.image_path.is_file()
+        assert read_image(rec.image_path).shape == (h, w, 3)
+        assert [o.label for o in rec.objects] == [o.label for o in objects]
+        for got, want in zip(rec.objects, objects, strict=True):
+            if fmt == "centers":
+                cx, cy = (want.box[0] + want.box[2]) / 2 / w, (want.box[1] + want.box[3]) / 2 / h
+                assert got.center == pytest.approx((cx, cy), abs=1e-5)
+            else:
+                assert got.box == pytest.approx(want.box, abs=1.0)
+        want_primary = max(objects, key=lambda o: o.area).label if objects else None
+        assert (rec.primary().label if rec.objects else None) == want_primary
+
+
+def test_writer_refuses_misuse_and_leaves_no_index_after_an_error(tmp_path):
+    img = np.zeros((20, 30, 3), np.uint8)
+    with pytest.raises(ValueError, match="holds one class"):
+        DatasetWriter(tmp_path / "c", "centers", ["a", "b"])
+    with pytest.raises(ValueError, match="format 'tfrecord' is unknown"):
+        DatasetWriter(tmp_path / "t", "tfrecord", ["a"])
+    with pytest.raises(RuntimeError), DatasetWriter(tmp_path / "w", "coco", ["a"]) as writer:
+        writer.add("x", img, [ObjectLabel("a", (1, 1, 5, 5))])
+        with pytest.raises(ValueError, match="label 'b' is not one of"):
+            writer.add("y", img, [ObjectLabel("b", (1, 1, 5, 5))])
+        with pytest.raises(ValueError, match="was already added"):
+            writer.add("x", img, [])
+        with pytest.raises(ValueError, match="without folder or image extension"):
+            writer.add("z.jpg", img, [])
+        with pytest.raises(ValueError, match="needs a box"):
+            writer.add("z", img, [ObjectLabel("a", center=(0.5, 0.5))])
+        with pytest.raises(DatasetError, match="lies outside the 30x20 image"):
+            writer.add("z", img, [ObjectLabel("a", (1, 1, 50, 5))])
+        raise RuntimeError("generator crashed")
+    assert not (tmp_path / "w" / "annotations.json").exists()
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        DatasetWriter(tmp_path / "w", "coco", ["a"])
+
+
+def test_writer_grey_image_and_thin_box_survive_whole_pixel_formats(tmp_path):
+    with DatasetWriter(tmp_path / "v", "voc", ["a"]) as writer:
+        writer.add("g", np.full((20, 30), 200, np.uint8), [ObjectLabel("a", (10.2, 4.0, 10.4, 9.0))])
+    rec = load_dataset(tmp_path / "v").records[0]
+    assert rec.objects[0].box == (10.0, 4.0, 11.0, 9.0)
+
+
+# -- subsets, detection, images ---------------------------------------------------------------------
+
+
+def test_subset_keeps_listed_images_and_names_a_missing_one(tmp_path):
+    _build(
+        tmp_path,
+        {"a.jpg": IMG, "b.jpg": IMG, "c.jpg": IMG, "labels.txt": "a.jpg .1 .1\nb.jpg .2 .2\nc.jpg 0 0\n"},
+    )
+    (tmp_path / "train.txt").write_text("# training split\nc.jpg\n\n  a.jpg  \n")
+    assert read_subset(tmp_path / "train.txt") == ["c.jpg", "a.jpg"]
+    ds = load_dataset(tmp_path, subset=tmp_path / "train.txt")
+    assert [r.name for r in ds.records] == ["a.jpg", "c.jpg"]
+    (tmp_path / "bad.txt").write_text("a.jpg\nq.jpg\nr.jpg\n")
+    with pytest.raises(
+        DatasetError, match=r"^bad\.txt line 2: image 'q\.jpg' is not in the data set at .* \(and 1 more\)$"
+    ):
+        load_dataset(tmp_path, subset=str(tmp_path / "bad.txt"))
+    assert parse_subset("x.jpg\r\n# c\n\ny.jpg") == ["x.jpg", "y.jpg"]
+
+
+def test_detect_format_of_folders_and_files(tmp_path):
+    _build(
+        tmp_path,
+        {"y/images/a.jpg": IMG, "y/labels/a.txt": "", "v/a.xml": "", "c/d.json": "{}", "t/labels.txt": ""},
+    )
+    assert detect_format(tmp_path / "y") == ("yolo", tmp_path / "y")
+    assert detect_format(tmp_path / "v") == ("voc", tmp_path / "v")
+    assert detect_format(tmp_path / "c") == ("coco", tmp_path / "c" / "d.json")
+    assert detect_format(tmp_path / "t") == ("centers", tmp_path / "t" / "labels.txt")
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        detect_format(tmp_path / "nope")
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
+    tiff += struct.pack("<I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp", ".webp", "exif-6.jpg", "exif-3.jpg"])
+def test_image_size_from_header_matches_decoding(tmp_path, ext):
+    path = tmp_path / f"img{ext}"
+    img = np.zeros((21, 40, 3), np.uint8)
+    _ok, buf = cv2.imencode("." + ext.rsplit(".", 1)[1], img)
+    data = buf.tobytes()
+    if ext.startswith("exif-"):
+        data = _with_exif_orientation(data, int(ext[5]))
+    path.write_bytes(data)
+    decoded = read_image(path)
+    assert image_size(path) == (decoded.shape[1], decoded.shape[0])
+    if ext == "exif-6.jpg":
+        assert image_size_from_header(data) == (21, 40)
+
+
+def test_read_image_converts_grey_and_bgra_and_names_missing_files(tmp_path):
+    cv2.imwrite(str(tmp_path / "g.png"), np.full((5, 6), 9, np.uint8))
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((5, 6, 4), 9, np.uint8))
+    for name in ("g.png", "a.png"):
+        img = read_image(tmp_path / name)
+        assert img.shape == (5, 6, 3) and img.dtype == np.uint8
+    with pytest.raises(DatasetError, match=r"missing\.jpg: image file not found"):
+        read_image(tmp_path / "missing.jpg")
+
+
+# -- the shared real data sets ------------------------------------------------------------------------
+
+
+def _shared() -> Path:
+    for base in (
+        Path("/work/shared/datasets"),
+        Path(__file__).resolve().parents[1].parent / "shared" / "datasets",
+    ):
+        if base.is_dir():
+            return base
+    pytest.skip("shared data sets not present")
+
+
+def test_raccoon_voc_and_csv_agree():
+    root = _shared() / "raccoon"
+    if not root.is_dir():
+        pytest.skip("raccoon data set not present")
+    voc, table = load_dataset(root), load_dataset(root / "raccoon_labels.csv")
+    assert (voc.format, table.format) == ("voc", "csv")
+    assert len(voc) == len(table) == 200 and voc.labels == table.labels == ("raccoon",)
+    assert sum(len(r.objects) for r in voc.records) == 217 and voc.negatives == 0
+
+    def key(ds):
+        return {
+            r.name: (r.image_path, r.width, r.height, sorted(o.box for o in r.objects)) for r in ds.records
+        }
+
+    assert key(voc) == key(table)
+    assert len(load_dataset(root, subset=root / "test.txt")) == 40
+
+
+def test_find_phone_centres():
+    root = _shared() / "find_phone"
+    if not root.is_dir():
+        pytest.skip("find_phone data set not present")
+    ds = load_dataset(root)
+    assert ds.format == "centers" and len(ds) == 129
+    assert all(len(r.objects) == 1 and r.objects[0].center is not None for r in ds.records)
+    assert {(r.width, r.height) for r in ds.records} == {(490, 326)}
+    assert len(load_dataset(root, subset=root / "train.txt")) == 103
