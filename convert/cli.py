@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from edge.datasets import DatasetError, load_dataset, read_image
 from tqdm import tqdm
 
 from convert.tflite import MODES, ConversionError, convert, embed_metadata, load_keras, op_names
 from edge import contract, metrics
 from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.datasets import DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector
 
@@ -227,44 +227,34 @@ def run(args: argparse.Namespace) -> int:
             os.close(fd)
             fd = -1
             keras_det = CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta0)
-            kp = keras_det.predict_batch(images, 100)
             lite = TFLiteDetector(tmp, threads=args.threads)
-            lp = [lite.predict(im) for im in tqdm(images, desc="checking", leave=False)]
-            mk = metrics.summarize(kp, truths, threshold)
-            ml = metrics.summarize(lp, truths, threshold)
-            agree = metrics.agreement(kp, lp, threshold)
-            loc = "iou_mean" if not np.isnan(mk["iou_mean"]) else "center_within_0_05"
-            drop = mk[loc] - ml[loc]
-            report.update(
-                validation=vdesc,
-                keras=mk,
-                tflite=ml,
-                agreement=agree,
-                runtime=f"{lite.runtime.name} {lite.runtime.version}",
+            check = proof_of_agreement(
+                keras_det,
+                lite,
+                images,
+                truths,
+                threshold,
+                args.max_iou_drop,
+                args.min_agreement,
+                not args.quiet,
             )
-            ok = drop <= args.max_iou_drop and agree["presence_agreement"] >= args.min_agreement
+            report.update(check, validation=vdesc, runtime=f"{lite.runtime.name} {lite.runtime.version}")
+            ml = check["tflite"]
             provenance["validation_tflite"] = {
                 k: ml[k] for k in (*KEYS, "center_within_0_05") if not np.isnan(ml[k])
             }
-            provenance["agreement"] = agree
-            report["passed"] = bool(ok)
-            print_report(report, loc, log)
-            if not ok:
-                why = []
-                if drop > args.max_iou_drop:
-                    why.append(f"{loc} fell {drop:.4f} (> {args.max_iou_drop})")
-                if agree["presence_agreement"] < args.min_agreement:
-                    why.append(
-                        f"presence agreement {agree['presence_agreement']:.4f} (< {args.min_agreement})"
-                    )
+            provenance["agreement"] = check["agreement"]
+            print_report(report, check["metric"], log)
+            if not check["passed"]:
                 raise CliError(
-                    f"converted model does not agree with the Keras model: {'; '.join(why)}; nothing written"
+                    f"converted model does not agree with the Keras model: {check['why']}; nothing written"
                 )
         else:
             os.close(fd)
             fd = -1
         final = embed_metadata(raw, contract.ModelMetadata(**meta_args, provenance=provenance))
         tmp.write_bytes(final)
+        tmp.chmod(0o644)
         os.replace(tmp, args.out)
     finally:
         if fd >= 0:
@@ -278,6 +268,41 @@ def run(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - t0:.0f} s"
     )
     return 0
+
+
+def proof_of_agreement(
+    reference,
+    candidate,
+    images: list[np.ndarray],
+    truths: list[Truth],
+    threshold: float,
+    max_drop: float,
+    min_agreement: float,
+    progress: bool = False,
+) -> dict:
+    """Both detectors on the same images: edge-eval metrics for each, their agreement, and
+    whether the candidate (the converted model) still does the job."""
+    kp = reference.predict_batch(images, 100)
+    lp = [candidate.predict(im) for im in tqdm(images, desc="checking", leave=False, disable=not progress)]
+    mk = metrics.summarize(kp, truths, threshold)
+    ml = metrics.summarize(lp, truths, threshold)
+    agree = metrics.agreement(kp, lp, threshold)
+    loc = "iou_mean" if not np.isnan(mk["iou_mean"]) else "center_within_0_05"
+    drop = mk[loc] - ml[loc]
+    why = []
+    if not drop <= max_drop:
+        why.append(f"{loc} fell {drop:.4f} (> {max_drop})")
+    if not agree["presence_agreement"] >= min_agreement:
+        why.append(f"presence agreement {agree['presence_agreement']:.4f} (< {min_agreement})")
+    return {
+        "keras": mk,
+        "tflite": ml,
+        "agreement": agree,
+        "metric": loc,
+        "drop": drop,
+        "passed": not why,
+        "why": "; ".join(why),
+    }
 
 
 def print_report(report: dict, loc: str, log) -> None:

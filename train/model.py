@@ -48,9 +48,9 @@ def build_model(
     else:
         drop = keras.layers.Dropout(0.2)(pooled)
         outputs[contract.PRESENCE] = keras.layers.Dense(1, activation="sigmoid", name=contract.PRESENCE)(drop)
-        s = keras.layers.Conv2D(64, 1, activation="relu", name="loc_reduce")(feats)
+        s = keras.layers.Conv2D(48, 1, activation="relu", name="loc_reduce")(feats)
         s = keras.layers.Flatten(name="loc_flatten")(s)
-        s = keras.layers.Dense(256, activation="relu", name="loc_hidden")(s)
+        s = keras.layers.Dense(128, activation="relu", name="loc_hidden")(s)
         if kind == "box":
             outputs[contract.BOX] = keras.layers.Dense(4, activation="sigmoid", name=contract.BOX)(s)
             if n_classes > 1:

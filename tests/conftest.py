@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny Keras model trained in seconds on an easy task, and its conversions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def blob_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy grey images, half of them with one bright square: an easy, learnable stand-in task."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(40, 120, (n, 128, 128, 3)).astype(np.uint8)
+    boxes = np.zeros((n, 4), np.float32)
+    presence = (np.arange(n) % 2 == 0).astype(np.float32)
+    for i in np.flatnonzero(presence):
+        s = int(rng.integers(24, 56))
+        x, y = (int(v) for v in rng.integers(0, 128 - s, 2))
+        images[i, y : y + s, x : x + s] = (250, 240, 60)
+        boxes[i] = (x / 128, y / 128, (x + s) / 128, (y + s) / 128)
+    return images, boxes, presence
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A box model trained for a few hundred steps on blobs, saved as edge-train saves it."""
+    import keras
+
+    from train.model import build_model, compile_model
+
+    keras.utils.set_random_seed(0)
+    out = tmp_path_factory.mktemp("tiny_model")
+    images, boxes, presence = blob_set(768, 0)
+    model = build_model("box")
+    for layer in model.get_layer(index=2).layers:  # the backbone: let batch-norm statistics settle fast
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.6
+    compile_model(model, 3e-3)
+    model.fit(
+        images.astype(np.float32),
+        {"presence": presence[:, None], "box": boxes},
+        sample_weight={"presence": np.ones_like(presence), "box": presence},
+        batch_size=32,
+        epochs=3,
+        verbose=0,
+    )
+    model.save(out / "model.keras")
+    (out / "model.json").write_text(
+        json.dumps({"kind": "box", "labels": ["stamp"], "provenance": {"seed": 0}})
+    )
+    return out
