@@ -1,0 +1,226 @@
+"""edge-synth: write a labelled synthetic data set, a stamp composited onto product surfaces.
+
+    edge-synth --out data/synth --n 5000 --stamp stamps/qc.png --format yolo
+
+Images ``i`` of a run are ``Synthesizer.sample_at(seed, i)``, so a run is reproducible and the
+same whatever ``--workers``. Ctrl-C (or SIGTERM) stops early and still writes a loadable set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
+from edge.synth import Backgrounds, SynthConfig, Synthesizer, SynthSample, load_stamps
+
+PROG = "edge-synth"
+#: what DatasetWriter lays out; --overwrite deletes these and refuses to delete anything else
+_WRITTEN = {"images", "annotations", "labels", "classes.txt", "annotations.json", "labels.csv", "labels.txt"}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown in --help, except for required options and options without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become CliError: one line on stderr and status 2, also when called as main([...])."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CliError(message)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Write a labelled synthetic data set: a stamp composited onto product surfaces.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder to write; must be absent or empty (see --overwrite)",
+    )
+    p.add_argument("--n", type=positive_int, required=True, metavar="N", help="number of images")
+    p.add_argument(
+        "--stamp",
+        action="append",
+        type=Path,
+        metavar="PNG",
+        help="stamp image (PNG with transparency, or on a plain background) or a folder of them; "
+        "repeatable; labels are the file stems (default: a procedural 'QC PASSED' seal, 'stamp')",
+    )
+    p.add_argument(
+        "--backgrounds",
+        type=Path,
+        metavar="DIR",
+        help="folder of product photos without stamps (default: procedural)",
+    )
+    p.add_argument(
+        "--procedural-share",
+        type=unit_float,
+        default=0.0,
+        metavar="SHARE",
+        help="with --backgrounds, the share of procedural surfaces anyway",
+    )
+    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="the run's seed")
+    p.add_argument("--format", choices=FORMATS, default="voc", help="label format to write")
+    p.add_argument(
+        "--negatives",
+        type=unit_float,
+        default=SynthConfig().negative_share,
+        metavar="SHARE",
+        help="share of images without the stamp (the centers format cannot hold them: 0 there)",
+    )
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="processes generating images")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier edge-synth output in --out")
+    return p
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Make ``out`` absent or empty; only ever deletes what a DatasetWriter lays out."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a folder")
+    entries = sorted(out.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise CliError(f"--out {out} is not empty; pass --overwrite to replace an earlier edge-synth output")
+    foreign = [e.name for e in entries if e.name not in _WRITTEN and not (e.is_file() and e.suffix == ".jpg")]
+    if foreign:
+        raise CliError(
+            f"--out {out} holds files edge-synth does not write (e.g. {foreign[0]!r}); "
+            "refusing to delete them"
+        )
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+_worker_synth: Synthesizer | None = None
+
+
+def _init_worker(synth: Synthesizer) -> None:
+    global _worker_synth
+    cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run
+    _worker_synth = synth
+
+
+def _worker_sample(job: tuple[int, int]) -> tuple[int, SynthSample]:
+    assert _worker_synth is not None
+    seed, index = job
+    return index, _worker_synth.sample_at(seed, index)
+
+
+def _samples(synth: Synthesizer, seed: int, n: int, workers: int) -> Iterator[tuple[int, SynthSample]]:
+    if workers == 1:
+        for index in range(n):
+            yield index, synth.sample_at(seed, index)
+        return
+    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool:
+        yield from pool.imap(_worker_sample, ((seed, i) for i in range(n)), chunksize=8)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run(args: argparse.Namespace) -> int:
+    stamps = load_stamps(args.stamp) if args.stamp else None
+    backgrounds = Backgrounds(args.backgrounds, procedural_share=args.procedural_share)
+    negatives = args.negatives
+    if args.format == "centers":
+        if stamps is not None and len(stamps) > 1:
+            raise CliError(f"the centers format holds one class, got {len(stamps)} stamps")
+        if negatives > 0:
+            print(
+                f"{PROG}: note: the centers format cannot hold negatives; writing stamps only",
+                file=sys.stderr,
+            )
+            negatives = 0.0
+    synth = Synthesizer(stamps, backgrounds, SynthConfig(negative_share=negatives))
+    _check_out(args.out, args.overwrite)
+    digits = max(6, len(str(args.n - 1)))
+    written = positives = 0
+    stopped = None
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    try:
+        with (
+            DatasetWriter(args.out, args.format, synth.labels) as writer,
+            tqdm(total=args.n, desc=PROG, unit="img", file=sys.stderr) as bar,
+        ):
+            try:
+                for index, sample in _samples(synth, args.seed, args.n, args.workers):
+                    objects = [] if sample.box is None else [ObjectLabel(sample.label, box=sample.box)]
+                    writer.add(f"synth_{index:0{digits}d}", sample.image, objects)
+                    written += 1
+                    positives += bool(objects)
+                    bar.update()
+            except (KeyboardInterrupt, _Terminated) as exc:  # stop, and close the set cleanly
+                stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    print(
+        f"{PROG}: wrote {written} images ({positives} with a stamp, {written - positives} without) "
+        f"to {args.out} as {args.format}"
+    )
+    if stopped:
+        print(f"{PROG}: {stopped} after {written} of {args.n} images", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except CliError as exc:
+        return fail(PROG, exc)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    try:
+        return _run(args)
+    except (CliError, ValueError, OSError) as exc:
+        return fail(PROG, exc)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

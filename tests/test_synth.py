@@ -1,0 +1,440 @@
+"""Synthetic data: boxes match the visible ink, determinism, stamp loading, the edge-synth CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import synth
+from edge.cli.synth import main as synth_main
+from edge.contract import INPUT_SHAPE
+from edge.synth import (
+    BOX_ALPHA_THRESHOLD,
+    Backgrounds,
+    Stamp,
+    SynthConfig,
+    Synthesizer,
+    composite,
+    default_stamp,
+    generate_arrays,
+    load_stamp,
+    load_stamps,
+    procedural_background,
+)
+
+SURFACE = 110  # grey level of the plain test surface
+# no colour change of the ink and no blending with the surface: the green channel then says alpha
+EXACT_INK = {"ink_shift": 0.0, "ink_multiply": (0.0, 0.0)}
+NO_CAMERA = {
+    "blur_share": 0.0,
+    "motion_blur_share": 0.0,
+    "shadow_share": 0.0,
+    "noise": (0.0, 0.0),
+    "jpeg_share": 0.0,
+    "brightness": (0.0, 0.0),
+    "contrast": (1.0, 1.0),
+    "gamma": (1.0, 1.0),
+    "white_balance": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def green_stamp() -> Stamp:
+    """A seal in pure green, a colour nothing else in the tests has."""
+    rgba = default_stamp(160, "TEST SEAL", (0, 255, 0))
+    return Stamp("green", rgba)
+
+
+def visible_extent(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Box of the pixels whose green channel says alpha > BOX_ALPHA_THRESHOLD on the grey surface."""
+    alpha = (image[..., 1].astype(np.float32) - SURFACE) / (255 - SURFACE)
+    ys, xs = np.nonzero(alpha > BOX_ALPHA_THRESHOLD)
+    if ys.size == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def assert_box_close(box, expected, tol: float = 1.5) -> None:
+    if box is None or expected is None:  # nothing visible: then both say so
+        assert box is None and expected is None, (box, expected)
+        return
+    assert np.abs(np.subtract(box, expected)).max() <= tol, (box, expected)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"negative_share": 1.5}, "negative_share"),
+        ({"distractor_share": -0.1}, "distractor_share"),
+        ({"scale": (0.7, 0.2)}, "scale"),
+        ({"scale": (0.0, 0.5)}, "scale"),
+        ({"image_size": (160.5, 640)}, "image_size"),
+        ({"image_size": (160,)}, "image_size"),
+        ({"opacity": (0.0, 1.0)}, "opacity"),
+        ({"jpeg_quality": (35, 101)}, "jpeg_quality"),
+        ({"rotation": "any"}, "rotation"),
+        ({"min_visible": 0.0}, "min_visible"),
+        ({"noise": (0.0, float("nan"))}, "noise"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"SynthConfig.{field}"):
+        SynthConfig(**kwargs)
+
+
+def test_config_accepts_lists_and_normalises_them_to_tuples() -> None:
+    cfg = SynthConfig(scale=[0.2, 0.4], image_size=[200, 300], jpeg_quality=[50.0, 60.0])
+    assert cfg.scale == (0.2, 0.4) and cfg.image_size == (200, 300) and cfg.jpeg_quality == (50, 60)
+
+
+# -- boxes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # every geometric and ink variation
+        {"tilt": (0.0, 0.0), "rotation": (0.0, 0.0), "fade_share": 0.0, "partial_share": 0.0},
+        {"scale": (0.6, 0.7), "cut_share": 1.0, "ink_blur": (1.0, 1.2)},
+        {"scale": (0.15, 0.2), "partial_share": 1.0, "fade_share": 1.0, "opacity": (0.5, 0.6)},
+        {"tilt": (35.0, 40.0), "rotation": (40.0, 50.0), "cut_share": 0.5},
+    ],
+)
+def test_composite_box_is_the_extent_of_the_visible_ink(green_stamp: Stamp, overrides: dict) -> None:
+    cfg = SynthConfig(**EXACT_INK, **overrides)
+    cut = invisible = 0
+    for seed in range(40):
+        rng = np.random.default_rng([11, seed])
+        h, w = (int(v) for v in rng.integers(90, 320, 2))
+        surface = np.full((h, w, 3), SURFACE, np.uint8)
+        image, box = composite(surface, green_stamp, rng, cfg)
+        assert_box_close(box, visible_extent(image))
+        assert np.array_equal(surface, np.full((h, w, 3), SURFACE, np.uint8)), "surface must not change"
+        if box is None:  # a small, faint, blurred and partial imprint can fade below the threshold
+            invisible += 1
+            continue
+        x0, y0, x1, y1 = box
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        cut += x0 == 0 or y0 == 0 or x1 == w or y1 == h
+    assert invisible <= 3
+    if overrides.get("cut_share") == 1.0:
+        assert cut >= 30  # most placements cut by an edge (the rest would lose > 40% of the ink)
+
+
+@pytest.mark.parametrize(
+    ("center", "scale"),
+    [((100.0, 70.0), 0.5), ((0.0, 0.0), 0.4), ((239.0, 159.0), 0.3), ((120.3, 80.7), 0.15)],
+)
+def test_composite_at_a_given_place_and_scale(green_stamp: Stamp, center, scale: float) -> None:
+    surface = np.full((160, 240, 3), SURFACE, np.uint8)
+    cfg = SynthConfig(**EXACT_INK, tilt=(0.0, 0.0), partial_share=0.0, fade_share=0.0)
+    image, box = composite(surface, green_stamp, np.random.default_rng(3), cfg, center=center, scale=scale)
+    assert_box_close(box, visible_extent(image))
+    x0, y0, x1, y1 = box
+    if x0 > 0 and y0 > 0 and x1 < 240 and y1 < 160:  # all in view: the asked size, centred there
+        assert 0.85 * scale * 160 <= max(x1 - x0, y1 - y0) <= 1.15 * scale * 160
+        # a pixel's centre is at +0.5 in box (edge) coordinates
+        assert abs((x0 + x1) / 2 - 0.5 - center[0]) <= 2 and abs((y0 + y1) / 2 - 0.5 - center[1]) <= 2
+    else:
+        assert center in ((0.0, 0.0), (239.0, 159.0))
+
+
+def test_composite_rejects_a_bad_surface(green_stamp: Stamp) -> None:
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        composite(np.zeros((10, 10), np.uint8), green_stamp, np.random.default_rng(0))
+
+
+def test_sample_box_is_the_extent_of_the_visible_ink(green_stamp: Stamp, tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "plain.png"), np.full((300, 400, 3), SURFACE, np.uint8))
+    cfg = SynthConfig(
+        negative_share=0.0, positive_distractor_share=0.0, min_contrast=0.0, **EXACT_INK, **NO_CAMERA
+    )
+    synth_ = Synthesizer([green_stamp], Backgrounds(tmp_path), cfg)
+    for index in range(25):
+        s = synth_.sample_at(5, index)
+        assert s.label == "green" and not s.distractor
+        assert_box_close(s.box, visible_extent(s.image))
+        longer = max(s.image.shape[:2])
+        assert cfg.image_size[0] <= longer <= cfg.image_size[1]
+
+
+def test_negatives_carry_no_box() -> None:
+    synth_ = Synthesizer(config=SynthConfig(negative_share=1.0, distractor_share=1.0))
+    for index in range(6):
+        s = synth_.sample_at(0, index)
+        assert s.box is None and s.label is None and s.distractor
+        image, box, presence, cls = synth_.model_sample(0, index)
+        assert image.shape == INPUT_SHAPE and image.dtype == np.uint8
+        assert box.dtype == np.float32 and not box.any() and presence == 0.0 and cls == -1
+
+
+def test_positives_carry_a_normalised_box_and_class() -> None:
+    stamps = [Stamp("red", default_stamp(128)), Stamp("blue", default_stamp(128, "CHECKED", (200, 80, 20)))]
+    synth_ = Synthesizer(stamps, config=SynthConfig(negative_share=0.0))
+    seen = set()
+    for index in range(12):
+        s = synth_.sample_at(1, index)
+        image, box, presence, cls = synth_.model_sample(1, index)
+        h, w = s.image.shape[:2]
+        assert image.shape == INPUT_SHAPE
+        assert presence == 1.0 and synth_.labels[cls] == s.label
+        np.testing.assert_allclose(box, np.divide(s.box, [w, h, w, h]), rtol=1e-6)
+        assert 0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0
+        seen.add(s.label)
+    assert seen == {"red", "blue"}
+
+
+# -- determinism ------------------------------------------------------------------------------------
+
+
+def test_same_seed_and_index_give_the_same_sample_in_a_fresh_generator() -> None:
+    a = Synthesizer()
+    for index in range(8):  # history (caches, pools) must not matter
+        a.sample_at(3, index)
+    b = Synthesizer()
+    for index in (7, 2):
+        sa, sb = a.sample_at(3, index), b.sample_at(3, index)
+        assert np.array_equal(sa.image, sb.image)
+        assert (sa.box, sa.label, sa.distractor) == (sb.box, sb.label, sb.distractor)
+    assert not np.array_equal(prep(a, 3, 2), prep(a, 3, 7))
+    assert not np.array_equal(prep(a, 3, 2), prep(a, 4, 2))
+
+
+def prep(s: Synthesizer, seed: int, index: int) -> np.ndarray:
+    return s.model_sample(seed, index)[0]
+
+
+def test_generate_arrays_is_a_chunk_of_model_samples() -> None:
+    s = Synthesizer()
+    chunk = generate_arrays(s, 9, 4, 3)
+    assert chunk["images"].shape == (3, *INPUT_SHAPE) and chunk["images"].dtype == np.uint8
+    assert chunk["boxes"].shape == (3, 4) and chunk["boxes"].dtype == np.float32
+    assert chunk["presence"].dtype == np.float32 and chunk["classes"].dtype == np.int32
+    for i in range(3):
+        image, box, presence, cls = s.model_sample(9, 4 + i)
+        assert np.array_equal(chunk["images"][i], image) and np.array_equal(chunk["boxes"][i], box)
+        assert chunk["presence"][i] == presence and chunk["classes"][i] == cls
+    assert generate_arrays(s, 9, 0, 0)["images"].shape == (0, *INPUT_SHAPE)
+
+
+# -- stamps and surfaces ----------------------------------------------------------------------------
+
+
+def test_default_stamp_looks_different_for_other_texts() -> None:
+    a = default_stamp()
+    assert a.shape == (256, 256, 4) and a.dtype == np.uint8
+    assert (a[..., 3] > 128).mean() > 0.1 and tuple(a[0, 0, :3]) == (40, 40, 200)
+    b = default_stamp(text="APPROVED")
+    assert np.abs(a[..., 3].astype(int) - b[..., 3]).mean() > 10
+    with pytest.raises(ValueError, match="size"):
+        default_stamp(8)
+
+
+def test_distractor_inks_avoid_the_stamps_colour_family() -> None:
+    red = Stamp("red", default_stamp(96))
+    for bgr in synth._distractor_inks([red]):
+        h, s, v = synth._hsv(bgr)
+        assert s < 70 or v < 60 or synth._hue_distance(h, 0.0) >= 25, bgr
+    black = Stamp("black", default_stamp(96, "OK", (30, 30, 30)))
+    for bgr in synth._distractor_inks([black]):
+        _, s, v = synth._hsv(bgr)
+        assert s >= 70 and v >= 60, bgr
+
+
+def write_photo_of_stamp(path: Path, quality: int = 90) -> np.ndarray:
+    """A red seal "scanned" on off-white paper with a lighting gradient and noise, as a JPEG."""
+    rgba = default_stamp(200)
+    alpha = rgba[..., 3:4].astype(np.float32) / 255
+    pad = 30
+    h, w = 200 + 2 * pad, 200 + 2 * pad
+    gx = np.linspace(0, 12, w, dtype=np.float32)[None, :, None]
+    paper = np.array([214, 226, 236], np.float32) + gx + np.random.default_rng(0).normal(0, 2, (h, w, 3))
+    inner = paper[pad:-pad, pad:-pad]
+    paper[pad:-pad, pad:-pad] = inner * (1 - alpha) + rgba[..., :3] * alpha
+    cv2.imwrite(str(path), np.clip(paper, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    full = np.zeros((h, w), np.uint8)
+    full[pad:-pad, pad:-pad] = rgba[..., 3]
+    return full
+
+
+@pytest.mark.parametrize("crop", [0, 35])  # 35: the ring runs out of the picture
+def test_jpg_stamp_has_its_background_keyed_out(tmp_path: Path, crop: int) -> None:
+    truth = write_photo_of_stamp(tmp_path / "qc seal.jpg")
+    if crop:
+        photo = cv2.imread(str(tmp_path / "qc seal.jpg"))[crop:-crop, crop:-crop]
+        cv2.imwrite(str(tmp_path / "qc seal.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        truth = truth[crop:-crop, crop:-crop]
+    stamp = load_stamp(tmp_path / "qc seal.jpg")
+    assert stamp.label == "qc seal" and stamp.rgba.shape == (*truth.shape, 4)
+    alpha = stamp.rgba[..., 3]
+    edge = np.ones(truth.shape, bool)
+    edge[10:-10, 10:-10] = False
+    far = cv2.dilate(truth, np.ones((5, 5), np.uint8)) == 0  # 2 px from the ink: JPEG ringing
+    assert (alpha[edge & far] < 0.1 * 255).mean() > 0.98  # the border is background
+    assert (alpha[truth > 200] > 0).mean() > 0.97
+    assert (alpha[far] < 0.2 * 255).mean() > 0.98
+    ink = stamp.rgba[truth > 200][:, :3].astype(int).mean(axis=0)
+    assert ink[2] > ink[0] + 80  # still red ink
+
+
+def test_png_with_transparency_is_used_as_is(tmp_path: Path) -> None:
+    rgba = default_stamp(64, "PNG", (200, 30, 30))
+    cv2.imwrite(str(tmp_path / "seal.png"), rgba)
+    stamp = load_stamp(tmp_path / "seal.png", label="mine")
+    assert stamp.label == "mine" and np.array_equal(stamp.rgba, rgba)
+
+
+def _blank_jpg(path: Path) -> None:
+    cv2.imwrite(str(path), np.full((64, 64, 3), 230, np.uint8))
+
+
+def _transparent_png(path: Path) -> None:
+    cv2.imwrite(str(path), np.zeros((32, 32, 4), np.uint8))
+
+
+def _not_an_image(path: Path) -> None:
+    path.write_text("not an image")
+
+
+def _empty_file(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("missing.png", None, "does not exist"),
+        ("text.png", _not_an_image, "cannot be read as an image"),
+        ("empty.jpg", _empty_file, "cannot be read as an image"),
+        ("blank.jpg", _blank_jpg, "nothing is left after keying"),
+        ("clear.png", _transparent_png, "transparent"),
+    ],
+)
+def test_bad_stamp_files_are_named_in_the_error(tmp_path: Path, name: str, make, message: str) -> None:
+    path = tmp_path / name
+    if make is not None:
+        make(path)
+    with pytest.raises(ValueError, match=message) as info:
+        load_stamp(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_stamps_takes_folders_sorted_and_refuses_duplicate_labels(tmp_path: Path) -> None:
+    folder = tmp_path / "stamps"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "b.png"), default_stamp(48, "B"))
+    cv2.imwrite(str(folder / "a.png"), default_stamp(48, "A"))
+    (folder / "notes.txt").write_text("ignored")
+    assert [s.label for s in load_stamps([folder])] == ["a", "b"]
+    other = tmp_path / "other"
+    other.mkdir()
+    cv2.imwrite(str(other / "a.png"), default_stamp(48, "C"))
+    with pytest.raises(ValueError, match="'a' comes from both"):
+        load_stamps([folder, other / "a.png"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        load_stamps([empty])
+
+
+def test_backgrounds_from_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="holds no images") as info:
+        Backgrounds(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    (tmp_path / "broken.jpg").write_text("no image")
+    with pytest.raises(ValueError, match="no readable images"):
+        Backgrounds(tmp_path)
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "sub" / "box.png"), np.full((120, 200, 3), (20, 90, 160), np.uint8))
+    bg = Backgrounds(tmp_path)
+    assert len(bg) == 2
+    for width, height in [(300, 200), (64, 180)]:
+        img = bg.draw(np.random.default_rng(width), width, height)
+        assert img.shape == (height, width, 3) and img.dtype == np.uint8
+        assert np.abs(img.astype(int) - (20, 90, 160)).max() <= 1
+
+
+@pytest.mark.parametrize(("width", "height"), [(160, 90), (640, 356), (200, 333), (17, 9)])
+def test_procedural_backgrounds_have_the_asked_size(width: int, height: int) -> None:
+    for seed in range(5):
+        img = procedural_background(np.random.default_rng(seed), width, height)
+        assert img.shape == (height, width, 3) and img.dtype == np.uint8
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def count_images(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.suffix in {".jpg", ".png"})
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "coco", "csv", "centers"])
+def test_cli_writes_n_images_in_each_format(tmp_path: Path, fmt: str, capsys) -> None:
+    datasets = pytest.importorskip("edge.datasets")
+    out = tmp_path / fmt
+    assert synth_main(["--out", str(out), "--n", "5", "--format", fmt, "--seed", "2"]) == 0
+    assert count_images(out) == 5
+    assert "wrote 5 images" in capsys.readouterr().out
+    loaded = datasets.load_dataset(out)
+    assert len(loaded) == 5 and loaded.labels == ("stamp",)
+
+
+def test_cli_overwrites_only_its_own_output(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "set"
+    args = ["--out", str(out), "--n", "2", "--negatives", "0"]
+    assert synth_main(args) == 0
+    assert synth_main([*args, "--overwrite"]) == 0
+    (out / "mine.txt").write_text("keep me")
+    assert synth_main([*args, "--overwrite"]) == 2
+    assert (out / "mine.txt").exists()
+    assert "refusing to delete" in capsys.readouterr().err
+
+
+def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
+    (tmp_path / "no_images").mkdir()
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x.txt").write_text("x")
+    out = str(tmp_path / "out")
+    return [
+        (["--out", out, "--n", "3", "--stamp", str(tmp_path / "missing.png")], "does not exist"),
+        (["--out", out, "--n", "3", "--backgrounds", str(tmp_path / "no_images")], "holds no images"),
+        (["--out", out, "--n", "0"], "--n"),
+        (["--out", out, "--n", "-4"], "--n"),
+        (["--out", out, "--n", "many"], "--n"),
+        (["--out", str(full), "--n", "3"], "not empty"),
+        (["--out", out, "--n", "3", "--format", "xml"], "--format"),
+        (["--n", "3"], "--out"),
+    ]
+
+
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys) -> None:
+    for argv, message in _bad_input_cases(tmp_path):
+        assert synth_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("edge-synth: ") and err.count("\n") == 1, (argv, err)
+        assert message in err and "Traceback" not in err, (argv, err)
+        assert not (tmp_path / "out").exists()
+
+
+def test_cli_help_shows_defaults(capsys) -> None:
+    assert synth_main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--negatives SHARE" in text and "(default: 0.3)" in text
+
+
+def test_importing_edge_synth_pulls_in_no_tensorflow() -> None:
+    code = (
+        "import sys, edge.synth, edge.cli.synth\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'picamera2') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
