@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from convert.tflite import MODES, ConversionError, convert, embed_metadata, load_keras, op_names
+from convert.tflite import (
+    INTEGER_MODES,
+    MODES,
+    ConversionError,
+    convert,
+    embed_metadata,
+    load_keras,
+    op_names,
+)
 from edge import contract, metrics
 from edge.cli.common import CliError, fail, positive_int, unit_float
 from edge.datasets import DatasetError, load_dataset, read_image
@@ -203,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     provenance.update(
         converted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), mode=args.mode, source=args.model.name
     )
-    reps = calibration_images(args) if args.mode == "int8" else None
+    reps = calibration_images(args) if args.mode in INTEGER_MODES else None
     if reps is not None:
         provenance["calibration"] = f"{len(reps)} images from {args.calibration or 'the synthetic recipe'}"
     log(f"edge-convert: converting {args.model} ({kind}, labels {list(labels)}) to {args.mode}")

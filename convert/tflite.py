@@ -11,7 +11,8 @@ import numpy as np
 from edge import contract
 from edge.contract import ModelMetadata
 
-MODES = ("int8", "float16", "dynamic", "float32")
+MODES = ("int8", "int8-float-stem", "float16", "dynamic", "float32")
+INTEGER_MODES = ("int8", "int8-float-stem")
 
 
 class ConversionError(ValueError):
@@ -50,13 +51,14 @@ def convert(
     """Convert with the batch fixed at 1 and only builtin ops; int8 takes uint8 pixels in and
     gives integer outputs, calibrated on ``representative`` (model inputs, uint8 RGB).
 
-    int8 leaves the stem (pixel scaling and the first convolution, 3 -> 8 channels, 6% of the
-    multiply-adds) in float and quantizes everything after it. The uint8 pixels then go straight
-    into a DEQUANTIZE that XNNPACK runs, instead of a uint8 -> int8 QUANTIZE it cannot delegate
-    (0.05 ms in TFLite's own kernel), and the 3-input-channel convolution, which XNNPACK's int8
-    kernels handle worst (on this AMX x86 machine 0.24 ms against 0.07 ms in float), stays float.
-    Invoke time against the float32 model (x86 dev machine, 1 thread, scripts/bench_invoke.py):
-    fully int8 1.3x, this 0.9x. The input contract (uint8, scale 1, zero 0) is unchanged.
+    ``int8`` is full-integer quantization (the converter's own). ``int8-float-stem`` leaves the
+    stem (pixel scaling and the first convolution, 3 -> 8 channels, 6% of the multiply-adds) in
+    float and quantizes everything after it: on x86 CPUs with AMX, XNNPACK's int8 kernels handle
+    that 3-channel convolution worst (0.24 ms against 0.07 ms in float), and the uint8 pixels go
+    straight into a DEQUANTIZE that XNNPACK runs instead of a QUANTIZE it cannot delegate.
+    Invoke time against float32 (x86 dev machine with AMX, 1 thread, scripts/bench_invoke.py):
+    int8 1.3x with AMX, 0.85-0.9x with AMX denied (see ``edge.runtime.deny_amx``); int8-float-stem
+    0.9x. The input contract (uint8, scale 1, zero 0) is the same for both.
     """
     import tensorflow as tf
 
@@ -85,11 +87,11 @@ def convert(
         tf.saved_model.save(module, tmp, signatures={"serving_default": serve_frozen.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if mode in ("int8", "dynamic", "float16"):
+        if mode in (*INTEGER_MODES, "dynamic", "float16"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if mode == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        if mode == "int8":
+        if mode in INTEGER_MODES:
             if representative is None:
                 raise ConversionError("int8 needs a representative (calibration) set")
 
@@ -109,10 +111,10 @@ def convert(
             converter.inference_output_type = tf.uint8
             # calibrate here, quantize below with the stem left in float (the route
             # tf.lite.experimental.QuantizationDebugger takes for its denylisted nodes)
-            converter._experimental_calibrate_only = True
+            converter._experimental_calibrate_only = mode == "int8-float-stem"
         try:
             out = converter.convert()
-            return _quantize_with_float_stem(out) if mode == "int8" else out
+            return _quantize_with_float_stem(out) if mode == "int8-float-stem" else out
         except ConversionError:
             raise
         except Exception as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import platform
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,73 @@ from edge.contract import ContractError, ModelMetadata
 from edge.types import Prediction
 
 BUNDLED_MODEL = Path(__file__).with_name("models") / "stamp_int8.tflite"
+
+
+_AMX_DENIED = False
+
+
+def cpu_has_amx() -> bool:
+    """True on x86-64 Linux CPUs with AMX tiles (Sapphire Rapids and later Xeons)."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        return " amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def deny_amx() -> bool:
+    """Refuse this process the AMX tile permission (a seccomp filter on one arch_prctl call).
+
+    XNNPACK asks for it when its first delegate starts and, refused, uses its AVX512-VNNI int8
+    kernels. On this network AMX is the slow path: its 16x64 tiles are mostly empty for the thin
+    early layers (the 3->8 first convolution took 0.24 ms with AMX, 0.04 ms without), which made
+    the int8 model 1.3x slower than float32; without AMX it is 0.85-0.9x. Call before the first
+    interpreter is created; irreversible for the process (and its children). Returns whether it
+    is in force; never raises (off x86 Linux there is nothing to deny).
+    """
+    global _AMX_DENIED
+    if _AMX_DENIED:
+        return True
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    import ctypes
+    import struct
+
+    def ins(code: int, jt: int, jf: int, k: int) -> bytes:
+        return struct.pack("HBBI", code, jt, jf, k)
+
+    ld, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    allow, eperm = 0x7FFF0000, 0x00050000 | 1
+    prog = b"".join(
+        [
+            ins(ld, 0, 0, 4),  # seccomp_data.arch
+            ins(jeq, 1, 0, 0xC000003E),  # AUDIT_ARCH_X86_64
+            ins(ret, 0, 0, allow),
+            ins(ld, 0, 0, 0),  # seccomp_data.nr
+            ins(jeq, 0, 3, 158),  # __NR_arch_prctl
+            ins(ld, 0, 0, 16),  # args[0], low 32 bits
+            ins(jeq, 0, 1, 0x1023),  # ARCH_REQ_XCOMP_PERM
+            ins(ret, 0, 0, eperm),
+            ins(ret, 0, 0, allow),
+        ]
+    )
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            return False
+        if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+            return False
+    except (OSError, AttributeError):
+        return False
+    _AMX_DENIED = True
+    return True
 
 
 class ModelError(RuntimeError):
@@ -73,7 +142,9 @@ def model_id(model_bytes: bytes) -> str:
 class TFLiteDetector:
     """A ``.tflite`` model behind the one-method detector interface: image -> Prediction."""
 
-    def __init__(self, path: str | Path | None = None, threads: int = 1, runtime: str | None = None):
+    def __init__(
+        self, path: str | Path | None = None, threads: int = 1, runtime: str | None = None, amx: bool = False
+    ):
         self.path = Path(path) if path is not None else BUNDLED_MODEL
         try:
             model_bytes = self.path.read_bytes()
@@ -87,6 +158,8 @@ class TFLiteDetector:
             raise ModelError(str(exc)) from None
         self.model_id = model_id(model_bytes)
         self.runtime = find_runtime(runtime)
+        # AMX makes this network's int8 path slower, not faster (see deny_amx); allow it on request
+        self.amx_denied = (not amx) and cpu_has_amx() and deny_amx()
         try:
             self._interp = self.runtime.interpreter_cls(model_content=model_bytes, num_threads=int(threads))
             self._interp.allocate_tensors()

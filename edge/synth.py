@@ -143,19 +143,19 @@ class SynthConfig:
 
     negative_share: float = 0.3
     distractor_share: float = 0.5
-    positive_distractor_share: float = 0.15
-    scale: tuple[float, float] = (0.15, 0.7)
+    positive_distractor_share: float = 0.1
+    scale: tuple[float, float] = (0.2, 0.65)
     image_size: tuple[int, int] = (160, 640)
     aspect: tuple[float, float] = (0.6, 1.8)
-    min_contrast: float = 40.0
+    min_contrast: float = 60.0
     cut_share: float = 0.15
     min_visible: float = 0.6
     rotation: tuple[float, float] = (-180.0, 180.0)
     tilt: tuple[float, float] = (0.0, 40.0)
-    opacity: tuple[float, float] = (0.5, 1.0)
+    opacity: tuple[float, float] = (0.6, 1.0)
     fade_share: float = 0.5
-    fade: tuple[float, float] = (0.2, 0.7)
-    partial_share: float = 0.3
+    fade: tuple[float, float] = (0.2, 0.6)
+    partial_share: float = 0.25
     ink_shift: float = 0.15
     ink_multiply: tuple[float, float] = (0.0, 0.8)
     ink_blur: tuple[float, float] = (0.0, 1.2)

@@ -40,7 +40,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     images, boxes, presence = blob_set(768, 0)
     model = build_model("box")
-    for layer in model.get_layer(index=2).layers:  # the backbone: let batch-norm statistics settle fast
+    for layer in model.get_layer("backbone").layers:  # the backbone: let batch-norm statistics settle fast
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.6
     compile_model(model, 3e-3)

@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.datasets import DatasetError, load_dataset
-
 from edge import contract
 from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.datasets import DatasetError, load_dataset
 
 EPILOG = """examples:
   edge-train --out runs/default --minutes 25             # default procedural stamp and surfaces
@@ -128,7 +127,6 @@ class Prepared:
 
 def prepare_data(args: argparse.Namespace) -> Prepared:
     from edge.synth import Backgrounds, SynthConfig, Synthesizer, load_stamps
-
     from train import data as D
 
     dataset = None
@@ -162,8 +160,10 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     rate = None
     if use_synth:
         synth = Synthesizer(stamps, Backgrounds(args.backgrounds), SynthConfig(negative_share=args.negatives))
-        pool, rate = D.synthetic_pool(synth, args.seed, use_synth, args.workers)
-        val, _ = D.synthetic_pool(synth, args.seed + 1_000_003, args.val_size, args.workers, "validation set")
+        pool, rate = D.synthetic_pool(synth, args.seed, use_synth, args.workers, progress=not args.quiet)
+        val, _ = D.synthetic_pool(
+            synth, args.seed + 1_000_003, args.val_size, args.workers, "validation set", not args.quiet
+        )
         pools.append(pool)
         vals.append(val)
         desc.append(
@@ -175,8 +175,16 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
             train_ds, val_ds = dataset, load_dataset(args.val, subset=args.val_subset)
         else:
             train_ds, val_ds = D.split_records(dataset, args.val_split, args.seed)
-        pools.append(D.labelled_pool(train_ds, labels, args.seed, copies=args.copies, flip=args.flip))
-        vals.append(D.labelled_pool(val_ds, labels, args.seed, copies=0, desc="validation set"))
+        pools.append(
+            D.labelled_pool(
+                train_ds, labels, args.seed, copies=args.copies, flip=args.flip, progress=not args.quiet
+            )
+        )
+        vals.append(
+            D.labelled_pool(
+                val_ds, labels, args.seed, copies=0, desc="validation set", progress=not args.quiet
+            )
+        )
         desc.append(
             f"{len(train_ds.records)} labelled images from {args.data} ({dataset.format}), "
             f"{args.copies} crops each"

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from edge.datasets import Dataset, read_image
-from edge.synth import Synthesizer, generate_arrays
 from tqdm import tqdm
 
 from edge import contract
+from edge.datasets import Dataset, read_image
 from edge.metrics import Truth
+from edge.synth import Synthesizer, generate_arrays
 
 
 @dataclass
@@ -86,7 +86,12 @@ def _synth_chunk(args: tuple[int, int, int]) -> dict[str, np.ndarray]:
 
 
 def synthetic_pool(
-    synth: Synthesizer, seed: int, n: int, workers: int | None = None, desc: str = "synthesizing"
+    synth: Synthesizer,
+    seed: int,
+    n: int,
+    workers: int | None = None,
+    desc: str = "synthesizing",
+    progress: bool = True,
 ) -> tuple[Pool, float]:
     """``n`` synthetic samples for ``seed``; returns the pool and the generator's images/s."""
     workers = workers or os.cpu_count() or 1
@@ -94,7 +99,7 @@ def synthetic_pool(
     jobs = [(seed, s, min(chunk, n - s)) for s in range(0, n, chunk)]
     t0 = time.perf_counter()
     parts: list[dict[str, np.ndarray]] = []
-    with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
+    with tqdm(total=n, desc=desc, unit="img", leave=False, disable=not progress) as bar:
         if workers <= 1:
             _init_worker(synth)
             for job in jobs:
@@ -188,11 +193,14 @@ def labelled_pool(
     copies: int = 0,
     flip: bool = False,
     desc: str = "loading",
+    progress: bool = True,
 ) -> Pool:
     """The data set's images as model inputs: as they are (``copies=0``) or ``copies`` augmented
     crops of each (for training)."""
     rows = []
-    for idx, record in enumerate(tqdm(dataset.records, desc=desc, unit="img", leave=False)):
+    for idx, record in enumerate(
+        tqdm(dataset.records, desc=desc, unit="img", leave=False, disable=not progress)
+    ):
         image = read_image(record.image_path)
         h, w = image.shape[:2]
         box, center, cls = _record_target(record, w, h, labels)

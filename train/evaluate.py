@@ -15,10 +15,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 
 from edge import contract, metrics
 from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import ModelError, TFLiteDetector
 from edge.types import Prediction

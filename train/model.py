@@ -14,6 +14,7 @@ from keras import ops
 from edge import contract
 
 ALPHA = 0.25
+STRIDE16_LAYER = "conv_pw_11_relu"
 
 
 def build_model(
@@ -30,12 +31,16 @@ def build_model(
         raise ValueError(f"model kind {kind!r} is unknown (expected one of {sorted(contract.KIND_OUTPUTS)})")
     inp = keras.Input(contract.INPUT_SHAPE, name="image")
     x = keras.layers.Rescaling(contract.PIXEL_SCALE, contract.PIXEL_OFFSET, name="scale_pixels")(inp)
-    backbone = keras.applications.MobileNet(
+    mobilenet = keras.applications.MobileNet(
         input_shape=contract.INPUT_SHAPE, alpha=ALPHA, include_top=False, weights=None
     )
     if weights is not None:
-        backbone.load_weights(str(weights), skip_mismatch=True)
-    feats = backbone(x)
+        mobilenet.load_weights(str(weights), skip_mismatch=True)
+    # two scales for localization: stride 16 (8x8) keeps where the edges are, stride 32 (4x4) what
+    backbone = keras.Model(
+        mobilenet.input, [mobilenet.get_layer(STRIDE16_LAYER).output, mobilenet.output], name="backbone"
+    )
+    feats16, feats = backbone(x)
     outputs: dict[str, keras.KerasTensor] = {}
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(feats)
     if kind == "cam":
@@ -48,8 +53,11 @@ def build_model(
     else:
         drop = keras.layers.Dropout(0.2)(pooled)
         outputs[contract.PRESENCE] = keras.layers.Dense(1, activation="sigmoid", name=contract.PRESENCE)(drop)
-        s = keras.layers.Conv2D(48, 1, activation="relu", name="loc_reduce")(feats)
-        s = keras.layers.Flatten(name="loc_flatten")(s)
+        fine = keras.layers.Conv2D(16, 1, activation="relu", name="loc_reduce16")(feats16)
+        coarse = keras.layers.Conv2D(32, 1, activation="relu", name="loc_reduce32")(feats)
+        s = keras.layers.Concatenate(name="loc_concat")(
+            [keras.layers.Flatten(name="loc_flat16")(fine), keras.layers.Flatten(name="loc_flat32")(coarse)]
+        )
         s = keras.layers.Dense(128, activation="relu", name="loc_hidden")(s)
         if kind == "box":
             outputs[contract.BOX] = keras.layers.Dense(4, activation="sigmoid", name=contract.BOX)(s)
