@@ -28,7 +28,7 @@ from convert.tflite import (
     op_names,
 )
 from edge import contract, metrics
-from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.cli.common import CliError, fail, positive_int, unit_float, write_json
 from edge.datasets import DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         tmp.unlink(missing_ok=True)
     report["size_bytes"] = args.out.stat().st_size
     if args.report:
-        args.report.write_text(json.dumps(report, indent=2, default=contract._json_default) + "\n")
+        write_json(args.report, report)
     log(
         f"edge-convert: wrote {args.out} ({report['size_bytes'] / 1024:.0f} KiB, {args.mode}) "
         f"in {time.perf_counter() - t0:.0f} s"

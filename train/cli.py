@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -242,10 +241,6 @@ def steps_for(args: argparse.Namespace, n_train: int) -> int:
         return args.steps
     epochs = args.epochs if args.epochs is not None else 12
     return max(1, math.ceil(epochs * n_train / args.batch_size))
-
-
-def write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=contract._json_default) + "\n")
 
 
 if __name__ == "__main__":

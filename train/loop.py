@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from edge import contract, metrics
+from edge.cli.common import write_json
 from edge.runtime import CallableDetector
-from train.cli import Prepared, cosine_schedule, environment, steps_for, write_json
+from train.cli import Prepared, cosine_schedule, environment, steps_for
 from train.data import model_targets, save_preview
 
 
@@ -169,10 +169,8 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     config["stamp"] = [str(s) for s in args.stamp]
     config.update(kind=prep.kind, labels=list(prep.labels), total_steps=total)
     write_json(out / "config.json", config)
-    (out / "model.json").write_text(
-        json.dumps(
-            {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(result)}, indent=2
-        )
+    write_json(
+        out / "model.json", {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(result)}
     )
     plot_curves(history, out / "curves.png")
     if not args.quiet:

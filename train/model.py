@@ -101,7 +101,7 @@ def center_loss(y_true, y_pred):
 def compile_model(model: keras.Model, learning_rate, n_classes: int = 1) -> None:
     names = set(model.output_names)
     losses: dict[str, object] = {contract.PRESENCE: keras.losses.BinaryCrossentropy()}
-    weights = {contract.PRESENCE: 1.0}
+    weights = {contract.PRESENCE: 2.0}
     if contract.BOX in names:
         losses[contract.BOX] = box_loss
         weights[contract.BOX] = 1.0

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+from pathlib import Path
+
+import numpy as np
 
 USAGE_ERROR = 2
 
@@ -36,3 +41,23 @@ def unit_float(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
     return value
+
+
+def _finite(obj: object) -> object:
+    """NaN (a metric with nothing to measure) -> null, numpy scalars -> Python: strict JSON."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented, strict JSON (NaN as null)."""
+    path.write_text(json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
