@@ -82,6 +82,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "shadow": (0.0, 0.95, False),
     "noise": (0.0, 50.0, False),
     "jpeg_quality": (1, 100, True),
+    "framed_fill": (0.2, 1.0, False),
 }
 # field -> (lowest, highest) for single numbers
 _SCALARS: dict[str, tuple[float, float]] = {
@@ -99,6 +100,7 @@ _SCALARS: dict[str, tuple[float, float]] = {
     "white_balance": (0.0, 0.5),
     "shadow_share": (0.0, 1.0),
     "jpeg_share": (0.0, 1.0),
+    "framed_share": (0.0, 1.0),
 }
 
 
@@ -139,6 +141,11 @@ class SynthConfig:
         ``shadow_share``/``shadow``  a shadow gradient or edge, darkening at its deepest point.
         ``noise``  sensor noise sigma, grey levels (rounded to whole levels).
         ``jpeg_share``/``jpeg_quality``  JPEG re-compression at this quality.
+    Framing
+        ``framed_share``  share of images where the product does not fill the view: it is shrunk
+            to ``framed_fill`` of the image (per side) and placed off-centre on a conveyor belt
+            (plain or textured, any colour) with a shadow band along two of its edges -- what a
+            station camera sees around a product.
     """
 
     negative_share: float = 0.3
@@ -172,6 +179,8 @@ class SynthConfig:
     noise: tuple[float, float] = (0.0, 8.0)
     jpeg_share: float = 0.4
     jpeg_quality: tuple[int, int] = (35, 95)
+    framed_share: float = 0.4
+    framed_fill: tuple[float, float] = (0.6, 0.97)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -1578,6 +1587,44 @@ def _shadow(image: np.ndarray, rng: np.random.Generator, cfg: SynthConfig) -> np
 # -- the generator ------------------------------------------------------------------------------------
 
 
+def _belt(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A conveyor belt: a plain or faintly textured surface of any colour."""
+    colour = np.array(_random_colour(rng, (0, 200), (25, 235)), np.float32)
+    if rng.random() < 0.5:
+        colour = colour * rng.uniform(0.2, 0.7)  # belts are mostly dark or muted
+    belt = np.empty((height, width, 3), np.float32)
+    belt[:] = colour
+    if rng.random() < 0.5:  # weave or grooves along the direction of travel
+        period = rng.uniform(2.0, 8.0)
+        phase = np.sin(np.arange(width, dtype=np.float32) * (2 * np.pi / period))[None, :, None]
+        belt += phase * rng.uniform(2.0, 10.0)
+    belt += _noise(rng, height, width).astype(np.float32)[..., None] * rng.uniform(0.0, 0.15)
+    return np.clip(belt, 0, 255).astype(np.uint8)
+
+
+def _frame_on_belt(
+    image: np.ndarray, box: Box | None, rng: np.random.Generator, cfg: SynthConfig
+) -> tuple[np.ndarray, Box | None]:
+    """The product (``image``) shrunk and placed off-centre on a belt, with a shadow band."""
+    h, w = image.shape[:2]
+    pw = max(8, round(w * _uniform(rng, cfg.framed_fill)))
+    ph = max(8, round(h * _uniform(rng, cfg.framed_fill)))
+    x0, y0 = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
+    canvas = _belt(rng, w, h)
+    sx, sy = rng.choice([-1, 1]), rng.choice([-1, 1])
+    depth = max(1, round(min(w, h) * rng.uniform(0.0, 0.04)))
+    if depth > 1:  # the product's shadow on the belt, on the side away from the light
+        shadow = canvas.astype(np.float32)
+        gx0, gy0 = min(max(x0 + sx * depth, 0), w), min(max(y0 + sy * depth, 0), h)
+        shadow[gy0 : min(gy0 + ph, h), gx0 : min(gx0 + pw, w)] *= rng.uniform(0.35, 0.75)
+        canvas = shadow.astype(np.uint8)
+    canvas[y0 : y0 + ph, x0 : x0 + pw] = cv2.resize(image, (pw, ph), interpolation=cv2.INTER_AREA)
+    if box is None:
+        return canvas, None
+    fx, fy = pw / w, ph / h
+    return canvas, (x0 + box[0] * fx, y0 + box[1] * fy, x0 + box[2] * fx, y0 + box[3] * fy)
+
+
 _ATTEMPTS = 8  # stamp placements tried before a low-contrast one is accepted
 
 
@@ -1644,6 +1691,8 @@ class Synthesizer:
         )
         if not positive:
             image = self._scene(rng, width, height, distractor)
+            if rng.random() < cfg.framed_share:
+                image, _ = _frame_on_belt(image, None, rng, cfg)
             return SynthSample(_camera(image, rng, cfg), None, None, distractor)
         stamp = self.stamps[int(rng.integers(len(self.stamps)))]
         box = None
@@ -1658,6 +1707,8 @@ class Synthesizer:
             raise RuntimeError(
                 f"Synthesizer: stamp {stamp.label!r} never became visible in {_ATTEMPTS} attempts"
             )
+        if rng.random() < cfg.framed_share:
+            image, box = _frame_on_belt(image, box, rng, cfg)
         return SynthSample(_camera(image, rng, cfg), box, stamp.label, distractor)
 
     def sample_at(self, seed: int, index: int) -> SynthSample:

@@ -99,6 +99,10 @@ class Verdict:
     evidence: Frame | None = None
     evidence_prediction: Prediction | None = None
     truth: Mapping[str, object] | None = None
+    #: how many of ``frames`` saw the stamp
+    hits: int = 0
+    #: the model that judged it (``edge.runtime.model_id``)
+    model_id: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.outcome, Outcome):

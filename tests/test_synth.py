@@ -155,7 +155,12 @@ def test_composite_rejects_a_bad_surface(green_stamp: Stamp) -> None:
 def test_sample_box_is_the_extent_of_the_visible_ink(green_stamp: Stamp, tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "plain.png"), np.full((300, 400, 3), SURFACE, np.uint8))
     cfg = SynthConfig(
-        negative_share=0.0, positive_distractor_share=0.0, min_contrast=0.0, **EXACT_INK, **NO_CAMERA
+        negative_share=0.0,
+        positive_distractor_share=0.0,
+        min_contrast=0.0,
+        framed_share=0.0,  # a belt of any colour may be green too: framing is tested below
+        **EXACT_INK,
+        **NO_CAMERA,
     )
     synth_ = Synthesizer([green_stamp], Backgrounds(tmp_path), cfg)
     for index in range(25):
@@ -438,3 +443,17 @@ def test_importing_edge_synth_pulls_in_no_tensorflow() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_framing_on_a_belt_moves_the_box_with_the_product(seed: int) -> None:
+    from edge.synth import _frame_on_belt
+
+    rng = np.random.default_rng(seed)
+    product = np.full((200, 300, 3), 128, np.uint8)
+    product[50:90, 120:200] = (255, 0, 255)  # the "stamp": a magenta block no belt has exactly
+    framed, box = _frame_on_belt(product, (120, 50, 200, 90), rng, SynthConfig())
+    assert framed.shape == product.shape
+    ys, xs = np.nonzero(np.all(np.abs(framed.astype(int) - (255, 0, 255)) < 40, axis=2))
+    assert np.allclose(box, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), atol=1.5)
+    assert _frame_on_belt(product, None, rng, SynthConfig())[1] is None

@@ -1,0 +1,422 @@
+"""The inspection loop: frame -> model input -> trigger -> prediction -> decision -> overlay -> sinks.
+
+:class:`Pipeline` receives built objects (a source, a detector, a trigger, a decider, sinks) and
+returns a :class:`Summary`. It ends on SIGINT/SIGTERM, after ``duration`` seconds, after
+``max_frames`` frames or at the end of a finite source. Under systemd it sends ``READY=1`` once
+the first frame went through and ``WATCHDOG=1`` only while frames flow, so a stalled camera that
+does not come back is restarted by systemd.
+
+Per-stage timing: each frame gets ``time.perf_counter()`` stamps between the stages named in
+:data:`STAGES`; the totals feed the summary and every ``hook`` receives the frame's durations
+(milliseconds, an array in ``STAGES`` order) for tools like ``edge-bench``. The model runs only
+on frames in which the trigger sees a product.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from edge.contract import prepare_input, roi_pixels
+from edge.decision import Decider, Trigger
+from edge.overlay import OverlayState, draw_overlay
+from edge.sinks import FrameResult, Sink
+from edge.sources import EndOfStream, FrameSource
+from edge.types import Outcome, Prediction, Verdict
+
+_log = logging.getLogger(__name__)
+
+STAGES = (
+    "capture_wait",  # waiting for the source's next frame (capture and decode run on their thread)
+    "prepare",  # region of interest, resize, BGR -> RGB (contract.prepare_input)
+    "trigger",
+    "set_input",
+    "invoke",
+    "postprocess",  # output read + decode
+    "decision",
+    "overlay",
+    "sinks",  # log, snapshots, recording, display
+)
+#: latency percentiles are over the most recent frames (a bounded window on a months-long run)
+LATENCY_WINDOW = 1 << 16
+READ_TIMEOUT_S = 0.5
+#: how long a verdict stays on the overlay after its product's evidence frame
+VERDICT_HOLD_S = 2.0
+
+
+class Detector(Protocol):
+    """A model behind one method: the 128x128x3 RGB model input -> Prediction (with timings)."""
+
+    def predict(self, image_rgb: np.ndarray) -> Prediction: ...
+
+
+class TruthProduct(Protocol):
+    """A product whose right verdict is known (``edge.demo.TruthProduct``)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def stamp(self) -> bool: ...
+
+    @property
+    def expected(self) -> str: ...
+
+
+class GroundTruth(Protocol):
+    """What a synthetic or recorded line knows: the products that crossed between two frames."""
+
+    def products_between(self, first: int, last: int) -> Sequence[TruthProduct]: ...
+
+
+class SystemdNotifier:
+    """sd_notify over the ``NOTIFY_SOCKET`` datagram socket; does nothing outside systemd."""
+
+    def __init__(self, env: Mapping[str, str] | None = None):
+        env = os.environ if env is None else env
+        addr = env.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + addr[1:] if addr.startswith("@") else addr
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        wanted = usec.isdigit() and (not pid or pid == str(os.getpid()))
+        #: ping at half the watchdog period, as sd_watchdog_enabled(3) advises
+        self.watchdog_interval = int(usec) / 2e6 if wanted and int(usec) > 0 else None
+        self._sock: socket.socket | None = None
+        self._last_ping = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def notify(self, message: str) -> bool:
+        if not self.address:
+            return False
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # never block the loop on a busy manager: a ping that does not fit is dropped
+            self._sock.sendto(message.encode("utf-8"), socket.MSG_DONTWAIT, self.address)
+            return True
+        except OSError as exc:
+            _log.debug("sd_notify failed: %s", exc)
+            return False
+
+    def watchdog(self, now: float, status: Callable[[], str] | None = None) -> None:
+        """Ping the watchdog if half its period has passed (called once per processed frame)."""
+        if self.watchdog_interval is None or now - self._last_ping < self.watchdog_interval:
+            return
+        self._last_ping = now
+        self.notify("WATCHDOG=1" + (f"\nSTATUS={status()}" if status else ""))
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+@dataclass
+class Summary:
+    """What a run did. ``to_dict`` is the ``--summary`` JSON; ``format`` the lines printed."""
+
+    source: str
+    model_id: str
+    runtime: str
+    frames: int = 0
+    dropped: int = 0
+    converted: int = 0
+    skipped: int = 0
+    reopens: int = 0
+    products: int = 0
+    ok: int = 0
+    missing: int = 0
+    unfinished: int = 0
+    duration_s: float = 0.0
+    fps: float = 0.0
+    latency_ms_p50: float = 0.0
+    latency_ms_p99: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    end: str = ""
+    truth: dict[str, object] | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        truth = data.pop("truth")
+        if truth is not None:
+            data.update(truth)
+        return data
+
+    def format(self) -> str:
+        odd = [f"{n} {what}" for n, what in ((self.converted, "converted"), (self.skipped, "skipped")) if n]
+        lines = [
+            f"source      {self.source}, until {self.end}",
+            f"model       {self.model_id} on {self.runtime}",
+            f"frames      {self.frames} in {self.duration_s:.1f} s ({self.fps:.1f} fps), "
+            f"{self.dropped} dropped"
+            + (f", odd frames {' and '.join(odd)}" if odd else "")
+            + (f", camera reopened {self.reopens}x" if self.reopens else ""),
+            f"latency     p50 {self.latency_ms_p50:.1f} ms, p99 {self.latency_ms_p99:.1f} ms "
+            "(capture to result)",
+            f"verdicts    {self.products} products: {self.ok} OK, {self.missing} MISSING"
+            + (f" ({self.unfinished} in view at the end, not judged)" if self.unfinished else ""),
+        ]
+        if self.truth is not None:
+            t = self.truth
+            lines.append(
+                f"truth       {t['truth_products']} products crossed: "
+                f"{t['truth_products'] - t['truth_missing']} with a stamp, {t['truth_missing']} without"
+            )
+            errors = [
+                f"{t[k]} {label}"
+                for k, label in (
+                    ("wrong", "wrong verdicts"),
+                    ("unjudged", "products without a verdict"),
+                    ("split", "products judged more than once"),
+                    ("extra", "verdicts for no product"),
+                )
+                if t[k]
+            ]
+            lines.append(
+                f"correct     {t['correct']}/{t['truth_products']}"
+                + (f" ({', '.join(errors)})" if errors else "")
+            )
+        return "\n".join(lines)
+
+
+def compare_with_truth(
+    judged: Iterable[tuple[object | None, Outcome]], truth: Sequence[TruthProduct]
+) -> dict[str, object]:
+    """Verdicts (each: the truth product id it was judged on, its outcome) against the products
+    that crossed: exactly one verdict per product, and the right one, is correct."""
+    by_id: dict[object, list[Outcome]] = {}
+    extra = 0
+    ids = {p.id for p in truth}
+    for pid, outcome in judged:
+        if pid in ids:
+            by_id.setdefault(pid, []).append(outcome)
+        else:
+            extra += 1
+    correct = wrong = split = unjudged = 0
+    for p in truth:
+        got = by_id.get(p.id, [])
+        if not got:
+            unjudged += 1
+        elif len(got) > 1:
+            split += 1
+        elif got[0].value == p.expected:
+            correct += 1
+        else:
+            wrong += 1
+    return {
+        "truth_products": len(truth),
+        "truth_missing": sum(not p.stamp for p in truth),
+        "correct": correct,
+        "wrong": wrong,
+        "unjudged": unjudged,
+        "split": split,
+        "extra": extra,
+    }
+
+
+class Pipeline:
+    """The loop over built parts; :meth:`run` returns the :class:`Summary`."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        detector: Detector,
+        trigger: Trigger,
+        decider: Decider,
+        sinks: Sequence[Sink] = (),
+        roi: Sequence[float] | None = None,
+        truth: GroundTruth | None = None,
+        notifier: SystemdNotifier | None = None,
+        hooks: Sequence[Callable[[FrameResult, np.ndarray], None]] = (),
+        model_id: str = "",
+        runtime: str = "",
+    ):
+        self.source = source
+        self.detector = detector
+        self.trigger = trigger
+        self.decider = decider
+        self.sinks = list(sinks)
+        self.roi = tuple(roi) if roi is not None else None
+        self.truth = truth
+        self.notifier = notifier or SystemdNotifier({})
+        self.hooks = list(hooks)
+        self.model_id = model_id
+        self.runtime = runtime
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._draw = any(getattr(s, "needs_annotated", False) for s in self.sinks)
+        self._roi_px: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
+
+    def stop(self, reason: str = "stopped") -> None:
+        self._stop_reason = self._stop_reason or reason
+        self._stop.set()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop(signal.Signals(signum).name)
+
+    def run(self, duration: float | None = None, max_frames: int | None = None) -> Summary:
+        """Process frames until stopped, ``duration`` seconds, ``max_frames`` or end of stream."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        try:
+            return self._loop(duration, max_frames)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.notifier.notify("STOPPING=1")
+
+    def _loop(self, duration: float | None, max_frames: int | None) -> Summary:
+        n_stages = len(STAGES)
+        stage_ms = np.zeros(n_stages)
+        stage_total = np.zeros(n_stages)
+        latencies = np.zeros(LATENCY_WINDOW, np.float32)
+        verdict_counts: Counter[Outcome] = Counter()
+        judged: list[tuple[object | None, Outcome]] = []
+        frames = 0
+        first_index = last_index = None
+        last_verdict: Verdict | None = None
+        fps_ema = 0.0
+        t_prev_frame: float | None = None
+        ready = False
+        t_start = time.monotonic()
+        end = "end of stream"
+        while True:
+            if self._stop.is_set():
+                end = self._stop_reason
+                break
+            if duration is not None and time.monotonic() - t_start >= duration:
+                end = f"duration {duration:g} s"
+                break
+            if max_frames is not None and frames >= max_frames:
+                end = f"max frames {max_frames}"
+                break
+            t0 = time.perf_counter()
+            try:
+                frame = self.source.read(READ_TIMEOUT_S)
+            except EndOfStream:
+                break
+            if frame is None:
+                continue
+            t1 = time.perf_counter()
+            image = frame.image
+            roi_px = self._roi_px.get(image.shape)
+            if roi_px is None:
+                roi_px = self._roi_px[image.shape] = roi_pixels(image.shape, self.roi)
+            view = prepare_input(image, self.roi)
+            t2 = time.perf_counter()
+            state = self.trigger.update(frame, view)
+            t3 = time.perf_counter()
+            prediction = self.detector.predict(view) if state.product is not None else None
+            t4 = time.perf_counter()
+            verdict = self.decider.update(frame, state, prediction)
+            t5 = time.perf_counter()
+            if verdict is not None:
+                verdict_counts[verdict.outcome] += 1
+                last_verdict = verdict
+                if self.truth is not None:
+                    judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
+            if t_prev_frame is not None:
+                dt = frame.t_capture - t_prev_frame
+                if dt > 0:
+                    fps_ema = 1.0 / dt if fps_ema == 0 else 0.9 * fps_ema + 0.1 / dt
+            t_prev_frame = frame.t_capture
+            annotated = None
+            if self._draw:
+                if last_verdict is not None and last_verdict.evidence is not None:
+                    if frame.t_capture - last_verdict.evidence.t_capture > VERDICT_HOLD_S:
+                        last_verdict = None
+                overlay = OverlayState(
+                    prediction=prediction,
+                    threshold=self.decider.threshold,
+                    product=state.product,
+                    hits=self.decider.hits_so_far(),
+                    verdict=last_verdict,
+                    inspected=verdict_counts.total(),
+                    missing=verdict_counts[Outcome.MISSING],
+                    fps=fps_ema,
+                    latency_ms=float(latencies[(frames - 1) % LATENCY_WINDOW]) if frames else 0.0,
+                    learning=state.learning,
+                )
+                annotated = draw_overlay(image.copy(), roi_px, overlay)
+            t6 = time.perf_counter()
+            result = FrameResult(frame, roi_px, prediction, state, verdict, annotated)
+            for sink in self.sinks:
+                sink.write(result)
+            t7 = time.perf_counter()
+
+            latencies[frames % LATENCY_WINDOW] = (time.monotonic() - frame.t_capture) * 1e3
+            frames += 1
+            first_index = frame.index if first_index is None else first_index
+            last_index = frame.index
+            timings = prediction.timings if prediction is not None else {}
+            stage_ms[:] = (
+                (t1 - t0) * 1e3,
+                (t2 - t1) * 1e3,
+                (t3 - t2) * 1e3,
+                timings.get("set_input_ms", 0.0),
+                timings.get("invoke_ms", (t4 - t3) * 1e3 if prediction is not None else 0.0),
+                timings.get("postprocess_ms", 0.0),
+                (t5 - t4) * 1e3,
+                (t6 - t5) * 1e3,
+                (t7 - t6) * 1e3,
+            )
+            stage_total += stage_ms
+            for hook in self.hooks:
+                hook(result, stage_ms)
+            if not ready:
+                self.notifier.notify("READY=1")
+                ready = True
+            self.notifier.watchdog(
+                time.monotonic(),
+                lambda fps=fps_ema: (
+                    f"{verdict_counts.total()} inspected, {verdict_counts[Outcome.MISSING]} missing, "
+                    f"{fps:.1f} fps"
+                ),
+            )
+
+        elapsed = time.monotonic() - t_start
+        unfinished = 1 if self.decider.in_progress is not None else 0
+        if unfinished:
+            _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
+        window = latencies[: min(frames, LATENCY_WINDOW)]
+        stats = self.source.stats
+        summary = Summary(
+            source=self.source.name,
+            model_id=self.model_id,
+            runtime=self.runtime,
+            frames=frames,
+            dropped=stats.dropped,
+            converted=stats.converted,
+            skipped=stats.skipped,
+            reopens=stats.reopens,
+            products=verdict_counts.total(),
+            ok=verdict_counts[Outcome.OK],
+            missing=verdict_counts[Outcome.MISSING],
+            unfinished=unfinished,
+            duration_s=round(elapsed, 3),
+            fps=round(frames / elapsed, 2) if elapsed > 0 else 0.0,
+            latency_ms_p50=round(float(np.percentile(window, 50)), 2) if frames else 0.0,
+            latency_ms_p99=round(float(np.percentile(window, 99)), 2) if frames else 0.0,
+            stage_ms={
+                s: round(float(v) / max(frames, 1), 3) for s, v in zip(STAGES, stage_total, strict=True)
+            },
+            end=end,
+        )
+        if self.truth is not None and first_index is not None and last_index is not None:
+            summary.truth = compare_with_truth(judged, self.truth.products_between(first_index, last_index))
+        return summary

@@ -1,0 +1,352 @@
+"""Where results go: the verdict log, snapshots of missing products, a recording, a window.
+
+Each sink is a context manager with one method, ``write(result)``, called for every frame;
+``needs_annotated`` asks the loop to draw the overlay on every frame (recording, display).
+
+Verdict log (``--events``): one JSON line per verdict, written with a single ``write`` call and
+``fsync``-ed, appended across restarts. On opening, a torn last line (power cut mid-write) is
+cut off and the sequence continues from the last line. A SIGKILL can lose at most the product in
+progress; every line on disk parses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from edge.decision import TriggerState
+from edge.overlay import annotate_verdict, box_to_pixels
+from edge.types import Frame, Outcome, Prediction, Verdict
+
+_log = logging.getLogger(__name__)
+
+TAIL_BYTES = 1 << 16
+JPEG_QUALITY = 90
+
+
+class SinkError(RuntimeError):
+    """A sink that cannot be opened or written (reported on one line, exit status 2)."""
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """One frame and everything decided about it: what every sink receives."""
+
+    frame: Frame
+    roi_px: tuple[int, int, int, int]
+    prediction: Prediction | None
+    trigger: TriggerState
+    verdict: Verdict | None = None
+    annotated: np.ndarray | None = None
+
+
+class Sink(Protocol):
+    needs_annotated: bool
+
+    def write(self, result: FrameResult) -> None: ...
+
+
+class _ClosingSink:
+    """A sink as a context manager: ``close`` on leaving."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+def iso_time(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).astimezone().isoformat(timespec="milliseconds")
+
+
+def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int]) -> dict:
+    """The verdict log's line for one verdict (a pure function of the verdict)."""
+    rec: dict[str, object] = {
+        "seq": verdict.seq,
+        "product_id": verdict.product_id,
+        "time": iso_time(verdict.wall_time),
+        "epoch": round(verdict.wall_time, 3),
+        "verdict": verdict.outcome.value,
+        "score": round(verdict.score, 4),
+        "box": [round(v, 4) for v in verdict.box] if verdict.box is not None else None,
+        "box_px": list(box_to_pixels(verdict.box, roi_px)) if verdict.box is not None else None,
+        "frames": len(verdict.frames),
+        "hits": verdict.hits,
+        "frame_first": verdict.frames[0],
+        "frame_last": verdict.frames[-1],
+        "model_id": verdict.model_id,
+    }
+    if verdict.label is not None:
+        rec["label"] = verdict.label
+    if verdict.truth is not None:
+        rec["truth"] = dict(verdict.truth)
+    return rec
+
+
+def read_last_record(path: Path) -> dict | None:
+    """The last complete JSON line of a verdict log (None if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(size - TAIL_BYTES, 0))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    for line in reversed(tail.split(b"\n")):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "seq" in rec:
+            return rec
+    return None
+
+
+class VerdictLog(_ClosingSink):
+    """The verdict log: JSON lines, fsync-ed one by one, appended across restarts."""
+
+    needs_annotated = False
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+        self.next_seq = 1
+        self.next_product = 1
+        self.written = 0
+
+    def __enter__(self) -> VerdictLog:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot open the verdict log ({exc.strerror})") from None
+        last = read_last_record(self.path)
+        if last is not None:
+            self.next_seq = int(last.get("seq", 0)) + 1
+            self.next_product = int(last.get("product_id", 0)) + 1
+        return self
+
+    def _repair(self) -> None:
+        """Cut a torn last line (no newline) left by a power cut, so every line parses."""
+        try:
+            with open(self.path, "r+b") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                if size == 0:
+                    return
+                f.seek(size - 1)
+                if f.read(1) == b"\n":
+                    return
+                f.seek(max(size - TAIL_BYTES, 0))
+                tail = f.read()
+                cut = tail.rfind(b"\n")
+                keep = size - len(tail) + cut + 1 if cut >= 0 else 0
+                f.truncate(keep)
+                os.fsync(f.fileno())
+                _log.warning("%s: cut a torn last line (%d bytes)", self.path, size - keep)
+        except FileNotFoundError:
+            return
+
+    def write(self, result: FrameResult) -> None:
+        if result.verdict is None or self._fd is None:
+            return
+        rec = verdict_record(result.verdict, result.roi_px)
+        data = (json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8")
+        try:
+            os.write(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot write the verdict log ({exc.strerror})") from None
+        self.written += 1
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_SNAPSHOT = re.compile(r"^(\d{8}T\d{6}(?:\.\d+)?_\d+_p\d+)_(clean|annotated)\.jpg$")
+
+
+class SnapshotSink(_ClosingSink):
+    """Clean and annotated JPEGs of every MISSING product, oldest removed beyond the limits.
+
+    ``max_count`` counts products (two files each); ``max_bytes`` all snapshot files together.
+    """
+
+    needs_annotated = False
+
+    def __init__(self, folder: str | Path, max_count: int = 1000, max_bytes: int = 500 << 20):
+        self.folder = Path(folder)
+        self.max_count = int(max_count)
+        self.max_bytes = int(max_bytes)
+        self._kept: list[tuple[str, int]] = []  # (stem, bytes of both files), oldest first
+        self.written = 0
+        self.removed = 0
+        self.failed = 0
+
+    def __enter__(self) -> SnapshotSink:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            sizes: dict[str, int] = {}
+            for p in self.folder.iterdir():
+                m = _SNAPSHOT.match(p.name)
+                if m:
+                    sizes[m.group(1)] = sizes.get(m.group(1), 0) + p.stat().st_size
+        except OSError as exc:
+            raise SinkError(f"{self.folder}: cannot use the snapshot folder ({exc.strerror})") from None
+        self._kept = sorted(sizes.items())
+        self._prune()
+        return self
+
+    @property
+    def count(self) -> int:
+        return len(self._kept)
+
+    @property
+    def bytes(self) -> int:
+        return sum(b for _, b in self._kept)
+
+    def write(self, result: FrameResult) -> None:
+        v = result.verdict
+        if v is None or v.outcome is not Outcome.MISSING or v.evidence is None:
+            return
+        stamp = dt.datetime.fromtimestamp(v.wall_time, tz=dt.UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+        stem = f"{stamp}_{v.seq:06d}_p{v.product_id}"
+        clean = v.evidence.image
+        annotated = annotate_verdict(clean, result.roi_px, v)
+        total = 0
+        try:
+            for kind, image in (("clean", clean), ("annotated", annotated)):
+                total += self._write_jpeg(self.folder / f"{stem}_{kind}.jpg", image)
+        except SinkError as exc:  # a full disk must not stop the inspection; the log has the verdict
+            self.failed += 1
+            _log.warning("%s", exc)
+        self._kept.append((stem, total))
+        self.written += 1
+        self._prune()
+
+    def _write_jpeg(self, path: Path, image: np.ndarray) -> int:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise SinkError(f"{path}: cannot encode the snapshot")
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(buf.tobytes())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise SinkError(f"{path}: cannot write the snapshot ({exc.strerror})") from None
+        return len(buf)
+
+    def _prune(self) -> None:
+        total = self.bytes
+        while self._kept and (len(self._kept) > self.max_count or total > self.max_bytes):
+            stem, size = self._kept.pop(0)
+            for kind in ("clean", "annotated"):
+                try:
+                    (self.folder / f"{stem}_{kind}.jpg").unlink()
+                except FileNotFoundError:
+                    pass
+            total -= size
+            self.removed += 1
+
+
+class VideoRecorder(_ClosingSink):
+    """The annotated stream as a video file (``mp4v``), opened at the first frame's size."""
+
+    needs_annotated = True
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path = Path(path)
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def __enter__(self) -> VideoRecorder:
+        if not self.path.parent.is_dir():
+            raise SinkError(f"{self.path}: folder {self.path.parent} does not exist")
+        return self
+
+    def write(self, result: FrameResult) -> None:
+        image = result.annotated if result.annotated is not None else result.frame.image
+        if self._writer is None:
+            h, w = image.shape[:2]
+            self._size = (w, h)
+            self._writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size
+            )
+            if not self._writer.isOpened():
+                self._writer = None
+                raise SinkError(f"{self.path}: cannot record (OpenCV has no writer for this file type)")
+        if (image.shape[1], image.shape[0]) != self._size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def display_available() -> str | None:
+    """Why a window cannot be opened here, or None if it can."""
+    if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "--display needs a desktop session (no DISPLAY or WAYLAND_DISPLAY); run headless or --record"
+    info = cv2.getBuildInformation()
+    gui = re.search(r"^\s*GUI:\s*(\S+)", info, re.MULTILINE)
+    if gui and gui.group(1).upper() == "NONE":
+        return (
+            "--display needs OpenCV with GUI support; this is opencv-python-headless "
+            "(install opencv-python instead, or record with --record)"
+        )
+    return None
+
+
+class Display(_ClosingSink):
+    """A window with the annotated stream; only where a display exists."""
+
+    needs_annotated = True
+    WINDOW = "stampline"
+
+    def __enter__(self) -> Display:
+        reason = display_available()
+        if reason:
+            raise SinkError(reason)
+        try:
+            cv2.namedWindow(self.WINDOW, cv2.WINDOW_NORMAL)
+        except cv2.error as exc:
+            raise SinkError(
+                f"--display: cannot open a window ({str(exc).strip().splitlines()[-1]})"
+            ) from None
+        return self
+
+    def write(self, result: FrameResult) -> None:
+        image = result.annotated if result.annotated is not None else result.frame.image
+        cv2.imshow(self.WINDOW, image)
+        cv2.waitKey(1)
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.WINDOW)
+        except cv2.error:
+            pass

@@ -1,0 +1,546 @@
+"""Frame sources: cameras, files, streams and folders behind one interface.
+
+A source is a context manager; ``read(timeout)`` returns the next :class:`~edge.types.Frame`,
+``None`` when none arrived within ``timeout`` (a live source that is stalled or reopening), and
+raises :class:`EndOfStream` when a finite source is exhausted.
+
+Live sources (``--camera``, ``--picamera``, ``--url``) and paced files capture on their own
+thread (:class:`LatestFrame`) that keeps only the newest frame: a frame that was not taken before
+the next one arrived is dropped and counted, so the consumer never works on a backlog. OpenCV's
+own buffer is set to one frame (``CAP_PROP_BUFFERSIZE``) and drained by that thread. A live source
+that delivers nothing for ``stall_s`` seconds is closed and reopened with back-off (0.5 s doubling
+to 30 s), logged each time; the run goes on.
+
+Frames of unexpected form (grey, BGRA, 16-bit, non-contiguous strides, larger than
+``MAX_SIDE``) are converted; frames that cannot be (tiny, empty, another dtype or layout) are
+skipped. Both are counted in :class:`SourceStats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from edge.datasets import IMAGE_EXTENSIONS, DatasetError, read_image
+from edge.types import Frame
+
+_log = logging.getLogger(__name__)
+
+#: frames with a side below this are skipped (nothing to inspect), above MAX_SIDE downscaled
+MIN_SIDE = 16
+MAX_SIDE = 4096
+DEFAULT_VIDEO_FPS = 30.0
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+#: picamera2: ask the ISP for a 4:3 stream about twice the model's input, so the ISP does the
+#: downscaling and our resize starts near its own 2x step (see contract.RESIZE_METHOD)
+PICAMERA_DEFAULT_SIZE = (320, 240)
+PICAMERA_HINT = (
+    "picamera2 is not installed; on Raspberry Pi OS: `sudo apt install python3-picamera2`, "
+    "then create the venv with `python3 -m venv --system-site-packages`"
+)
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read (reported on one line, exit status 2)."""
+
+
+class EndOfStream(Exception):
+    """A finite source (video file, image folder, bounded demo) has no more frames."""
+
+
+@dataclass
+class SourceStats:
+    """What a source did: frames handed over, dropped, converted, skipped; reopenings."""
+
+    captured: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    converted: int = 0
+    skipped: int = 0
+    reopens: int = 0
+
+
+class FrameSource(Protocol):
+    """Where frames come from. Used as a context manager; ``stats`` counts what happened."""
+
+    stats: SourceStats
+    name: str
+
+    def read(self, timeout: float) -> Frame | None: ...
+
+
+class Device(Protocol):
+    """The hardware (or file) boundary one :class:`Source` wraps.
+
+    ``grab`` returns the next image as it comes (any layout; the source normalises it) or ``None``:
+    no frame now for a live device, the end for a finite one.
+    """
+
+    name: str
+    live: bool
+    fps: float | None
+
+    def open(self) -> None: ...
+
+    def grab(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
+
+
+# -- odd frames -----------------------------------------------------------------------------------
+
+
+def normalize_image(raw: object) -> tuple[np.ndarray | None, bool]:
+    """Any captured image -> (HxWx3 uint8 BGR contiguous, converted?) or (None, True) if skipped.
+
+    Grey, single-channel, BGRA, 16-bit, non-contiguous and oversized images are converted; empty,
+    tiny, other dtypes and layouts are skipped.
+    """
+    if not isinstance(raw, np.ndarray):
+        return None, True
+    image = raw
+    converted = False
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        return None, True
+    if min(image.shape[:2]) < MIN_SIDE:
+        return None, True
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+        converted = True
+    elif image.dtype != np.uint8:
+        return None, True
+    if not image.flags.c_contiguous:
+        image = np.ascontiguousarray(image)
+        converted = True
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        converted = True
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        converted = True
+    h, w = image.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        scale = MAX_SIDE / max(h, w)
+        size = (max(round(w * scale), 1), max(round(h * scale), 1))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        converted = True
+    return image, converted
+
+
+# -- capture thread -------------------------------------------------------------------------------
+
+
+class LatestFrame:
+    """A one-frame slot filled by a capture thread and emptied by the consumer.
+
+    ``put`` replaces an untaken frame (counting it dropped); ``take`` waits for a new frame.
+    """
+
+    def __init__(self, stats: SourceStats):
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+        self._stats = stats
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self._stats.dropped += 1
+            self._frame = frame
+            self._cond.notify()
+
+    def close(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self._closed = True
+            self._error = error
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> Frame | None:
+        """The newest frame; None after ``timeout``; EndOfStream once closed and empty."""
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            if frame is None and self._closed:
+                if self._error is not None:
+                    raise SourceError(str(self._error))
+                raise EndOfStream()
+            return frame
+
+
+class Source:
+    """A :class:`Device` as a :class:`FrameSource`: normalises frames, counts, paces, reopens.
+
+    ``threaded`` captures on a thread through :class:`LatestFrame` (live devices, paced files);
+    otherwise ``read`` grabs in the caller's thread and nothing is dropped. ``pace`` holds a
+    file or synthetic device to its ``fps``.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        threaded: bool,
+        pace: bool = False,
+        stall_s: float = 3.0,
+        truth: Callable[[int], Mapping[str, object] | None] | None = None,
+    ):
+        self.device = device
+        self.name = device.name
+        self.threaded = threaded
+        self.pace = pace
+        self.stall_s = float(stall_s)
+        self.truth = truth
+        self.stats = SourceStats()
+        self._index = 0
+        self._slot = LatestFrame(self.stats)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0: float | None = None
+
+    @property
+    def fps(self) -> float | None:
+        return self.device.fps
+
+    def __enter__(self) -> Source:
+        self.device.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            if self._thread.is_alive():  # stuck in a driver call: releasing under it could crash
+                _log.warning("%s: capture thread did not stop; leaving the device to the OS", self.name)
+                return
+        self.device.close()
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        if self.threaded:
+            if self._thread is None:  # capture starts with the first read: nothing dropped before
+                self._thread = threading.Thread(target=self._run, name=f"capture {self.name}", daemon=True)
+                self._thread.start()
+            frame = self._slot.take(timeout)
+            if frame is not None:
+                self.stats.delivered += 1
+            return frame
+        while True:
+            raw = self._grab_paced()
+            if raw is None:
+                raise EndOfStream()
+            frame = self._to_frame(raw)
+            if frame is not None:
+                self.stats.delivered += 1
+                return frame
+
+    def _grab_paced(self) -> np.ndarray | None:
+        if self.pace and self.device.fps:
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            due = self._t0 + self._index / self.device.fps
+            if due > now:
+                self._stop.wait(due - now)
+            elif now - due > 1.0:
+                self._t0 = now - self._index / self.device.fps  # fell behind: do not race to catch up
+        return self.device.grab()
+
+    def _to_frame(self, raw: np.ndarray) -> Frame | None:
+        t = time.monotonic()
+        index = self._index
+        self._index += 1
+        self.stats.captured += 1
+        image, converted = normalize_image(raw)
+        if image is None:
+            self.stats.skipped += 1
+            return None
+        if converted:
+            self.stats.converted += 1
+        truth = self.truth(index) if self.truth is not None else None
+        return Frame(image=image, t_capture=t, index=index, truth=truth)
+
+    def _run(self) -> None:
+        last_frame = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    raw = self._grab_paced()
+                except Exception as exc:  # a driver error is a stall, not the end of the run
+                    _log.warning("%s: capture failed (%s)", self.name, exc)
+                    raw = None
+                if raw is None:
+                    if not self.device.live:
+                        break
+                    if time.monotonic() - last_frame >= self.stall_s:
+                        self._reopen()
+                        last_frame = time.monotonic()
+                    else:
+                        self._stop.wait(0.01)
+                    continue
+                last_frame = time.monotonic()
+                frame = self._to_frame(raw)
+                if frame is not None:
+                    self._slot.put(frame)
+        except BaseException as exc:
+            self._slot.close(exc)
+            return
+        self._slot.close()
+
+    def _reopen(self) -> None:
+        """Close and reopen a stalled live device, backing off until it opens or we stop."""
+        delay = BACKOFF_START_S
+        attempt = 0
+        _log.warning("%s: no frame for %.1f s; reopening", self.name, self.stall_s)
+        while not self._stop.is_set():
+            attempt += 1
+            try:
+                self.device.close()
+                self.device.open()
+            except Exception as exc:
+                _log.warning(
+                    "%s: reopen attempt %d failed (%s); next in %.1f s", self.name, attempt, exc, delay
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            self.stats.reopens += 1
+            _log.warning("%s: reopened (attempt %d)", self.name, attempt)
+            return
+
+
+# -- devices --------------------------------------------------------------------------------------
+
+
+def _quiet_opencv() -> None:
+    # OpenCV and FFmpeg print their own warnings when a device or file does not open; we report
+    # one line ourselves instead (unless logging at INFO, for debugging a stream)
+    if _log.isEnabledFor(logging.INFO):
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg starts
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover - very old OpenCV
+        pass
+
+
+class _OpenCVCapture:
+    """What every ``cv2.VideoCapture`` device shares: read a frame, release."""
+
+    _cap: cv2.VideoCapture | None = None
+
+    def grab(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        ok, image = self._cap.read()
+        return image if ok else None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class OpenCVCamera(_OpenCVCapture):
+    """A V4L2 camera through OpenCV: MJPG when offered, one-frame driver buffer."""
+
+    live = True
+
+    def __init__(
+        self,
+        camera: int | str,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+    ):
+        self.camera = camera
+        self.name = f"camera {camera}"
+        self.width, self.height, self.fps = width, height, fps
+        self.format = ""
+
+    def open(self) -> None:
+        _quiet_opencv()
+        backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+        cap = cv2.VideoCapture(self.camera, backend)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{self.name}: cannot open (no such camera, or it is busy or not permitted)")
+        # the format first: on V4L2, size and rate are negotiated per format
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        if self.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        if self.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        if self.fps:
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        code = int(cap.get(cv2.CAP_PROP_FOURCC))
+        self.format = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip("\0") or "?"
+        got_fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(got_fps) if got_fps and got_fps > 0 else self.fps
+        _log.info(
+            "%s: %dx%d %s at %s fps",
+            self.name,
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            self.format,
+            self.fps,
+        )
+        self._cap = cap
+
+
+class StreamURL(OpenCVCamera):
+    """An RTSP/HTTP stream through OpenCV's FFmpeg backend, with open and read timeouts."""
+
+    def __init__(self, url: str, timeout_ms: int = 5000):
+        super().__init__(camera=url)
+        self.name = f"stream {url}"
+        self.timeout_ms = int(timeout_ms)
+
+    def open(self) -> None:
+        _quiet_opencv()
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            self.timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            self.timeout_ms,
+        ]
+        cap = cv2.VideoCapture(str(self.camera), cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{self.name}: cannot open")
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        got_fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(got_fps) if got_fps and 0 < got_fps < 1000 else None
+        self._cap = cap
+
+
+class VideoFile(_OpenCVCapture):
+    """A video file through OpenCV; checked readable (first frame decoded) when opened."""
+
+    live = False
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.name = f"video {self.path}"
+        self.fps: float | None = None
+        self._first: np.ndarray | None = None
+
+    def open(self) -> None:
+        _quiet_opencv()
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: video file not found")
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        ok, first = cap.read() if cap.isOpened() else (False, None)
+        if not ok:
+            cap.release()
+            raise SourceError(f"{self.path}: not a readable video (OpenCV cannot decode a frame of it)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else DEFAULT_VIDEO_FPS
+        self._cap, self._first = cap, first
+
+    def grab(self) -> np.ndarray | None:
+        if self._first is not None:
+            image, self._first = self._first, None
+            return image
+        return super().grab()
+
+
+class ImageFolder:
+    """The image files of a folder in sorted order; unreadable ones are skipped and counted."""
+
+    live = False
+    fps = None
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.name = f"images {self.folder}"
+        self.files: list[Path] = []
+        self._next = 0
+        self.unreadable = 0
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise SourceError(f"{self.folder}: image folder not found")
+        self.files = sorted(
+            p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
+        if not self.files:
+            raise SourceError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+
+    def grab(self) -> np.ndarray | None:
+        while self._next < len(self.files):
+            path = self.files[self._next]
+            self._next += 1
+            try:
+                return read_image(path)
+            except DatasetError as exc:
+                self.unreadable += 1
+                _log.warning("%s", exc)
+                # an unreadable file becomes a skipped frame, so the counts stay in one place
+                return np.zeros((0, 0, 3), np.uint8)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class PiCamera:
+    """A Raspberry Pi camera through picamera2 (imported when opened).
+
+    The ISP scales to a stream near the model's input size, so the CPU resizes little.
+    """
+
+    live = True
+
+    def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None):
+        self.name = "picamera"
+        self.size = (width or PICAMERA_DEFAULT_SIZE[0], height or PICAMERA_DEFAULT_SIZE[1])
+        self.fps = fps
+        self._cam = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2
+        except ImportError:
+            raise SourceError(PICAMERA_HINT) from None
+        try:
+            cam = Picamera2()
+            controls = {"FrameRate": float(self.fps)} if self.fps else {}
+            # "RGB888" is B, G, R in memory: what OpenCV calls BGR
+            config = cam.create_video_configuration(
+                main={"size": self.size, "format": "RGB888"}, buffer_count=2, controls=controls
+            )
+            cam.configure(config)
+            cam.start()
+        except Exception as exc:
+            raise SourceError(f"picamera: cannot open ({exc})") from None
+        self._cam = cam
+
+    def grab(self) -> np.ndarray | None:
+        if self._cam is None:
+            return None
+        return self._cam.capture_array("main")
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            finally:
+                self._cam = None

@@ -1,0 +1,268 @@
+"""edge-run end to end with the bundled model: the demo line and a recorded video against their
+ground truth, a SIGKILL mid-run, clean stops, bad input, odd frames, systemd notifications."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli.run import main
+from edge.runtime import BUNDLED_MODEL
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VIDEO = FIXTURES / "demo_line.mp4"
+EDGE_RUN = [sys.executable, "-m", "edge.cli.run"]
+
+needs_model = pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason=f"{BUNDLED_MODEL} not built yet")
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@needs_model
+@pytest.mark.parametrize("seed", [1, 6])
+def test_demo_line_gives_one_right_verdict_per_product(tmp_path: Path, seed: int, capsys):
+    summary, events = tmp_path / "summary.json", tmp_path / "verdicts.jsonl"
+    argv = ["--demo", "--seed", str(seed), "--as-fast-as-possible", "--max-frames", "1800"]
+    assert main([*argv, "--summary", str(summary), "--events", str(events)]) == 0
+    s = json.loads(summary.read_text())
+    out = capsys.readouterr().out
+    assert s["frames"] == 1800 and s["dropped"] == 0  # 60 s of the line at 30 fps
+    assert s["truth_products"] >= 25
+    assert s["products"] == s["truth_products"], out
+    assert s["correct"] == s["truth_products"], out
+    assert s["missing"] == s["truth_missing"]
+    for key in ("fps", "latency_ms_p50", "latency_ms_p99"):
+        assert s[key] > 0
+    log = read_log(events)
+    assert [r["seq"] for r in log] == list(range(1, s["products"] + 1))
+    assert all(r["verdict"] == r["truth"]["expected"] for r in log)
+    assert f"correct     {s['correct']}/{s['truth_products']}" in out
+
+
+@needs_model
+def test_recorded_video_gives_its_known_verdicts(tmp_path: Path):
+    meta = json.loads(VIDEO.with_suffix(".json").read_text())
+    assert VIDEO.stat().st_size < 1_000_000
+    events = tmp_path / "verdicts.jsonl"
+    roi = ",".join(str(v) for v in meta["roi"])
+    argv = ["--video", str(VIDEO), "--as-fast-as-possible", "--roi", roi, "--events", str(events)]
+    assert main(argv) == 0
+    log = read_log(events)
+    assert [r["verdict"] for r in log] == meta["verdicts"]
+    for record, product in zip(log, meta["products"], strict=True):
+        assert (
+            product["first_frame"] <= record["frame_first"] <= record["frame_last"] <= product["last_frame"]
+        )
+
+
+@needs_model
+def test_a_sigkill_leaves_a_log_that_parses_and_the_next_run_continues_it(tmp_path: Path):
+    events = tmp_path / "verdicts.jsonl"
+    cmd = [*EDGE_RUN, "--demo", "--as-fast-as-possible", "--events", str(events)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if events.is_file() and events.read_bytes().count(b"\n") >= 3:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    raw = events.read_bytes()
+    assert raw.endswith(b"\n")
+    before = read_log(events)
+    assert len(before) >= 3 and [r["seq"] for r in before] == list(range(1, len(before) + 1))
+    assert (
+        main(
+            ["--demo", "--seed", "4", "--as-fast-as-possible", "--max-frames", "200", "--events", str(events)]
+        )
+        == 0
+    )
+    after = read_log(events)
+    assert len(after) > len(before)
+    assert [r["seq"] for r in after] == list(range(1, len(after) + 1))
+    assert after[len(before)]["product_id"] > before[-1]["product_id"]
+
+
+@needs_model
+def test_sigterm_ends_cleanly_with_a_summary(tmp_path: Path):
+    summary = tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        [*EDGE_RUN, "--demo", "--summary", str(summary)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()  # the start line, printed once the model is loaded
+        assert first.startswith("edge-run: demo line")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "frames" in out and "latency" in out
+    s = json.loads(summary.read_text())
+    assert s["end"] == "SIGTERM" and s["frames"] > 10
+
+
+@needs_model
+def test_systemd_hears_ready_and_watchdog_pings(tmp_path: Path):
+    sock_path = tmp_path / "notify.sock"
+    messages: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(0.05)
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "100000"}
+        cmd = [*EDGE_RUN, "--demo", "--as-fast-as-possible", "--max-frames", "150"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            while proc.poll() is None or not messages or messages[-1] != "STOPPING=1":
+                try:
+                    messages.append(sock.recv(4096).decode())
+                except TimeoutError:
+                    if proc.poll() is not None:
+                        break
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert messages[0] == "READY=1"
+    assert sum(m.startswith("WATCHDOG=1") for m in messages) >= 2, messages
+    assert any("STATUS=" in m for m in messages)
+    assert messages[-1] == "STOPPING=1"
+
+
+def model_variant(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.tflite"
+    data = BUNDLED_MODEL.read_bytes()
+    if kind == "corrupt":
+        data = data[: len(data) // 3]
+    elif kind == "garbage":
+        data = b"\x00" * 4096
+    elif kind == "unknown-contract":
+        assert b'"contract_version": 1' in data
+        data = data.replace(b'"contract_version": 1', b'"contract_version": 7')
+    path.write_bytes(data)
+    return path
+
+
+@needs_model
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (lambda tmp: ["--demo", "--model", str(tmp / "none.tflite")], "model file not found"),
+        (lambda tmp: ["--demo", "--model", str(model_variant(tmp, "garbage"))], "not a TFLite flatbuffer"),
+        (lambda tmp: ["--demo", "--model", str(model_variant(tmp, "corrupt"))], "corrupt|cannot load"),
+        (
+            lambda tmp: ["--demo", "--model", str(model_variant(tmp, "unknown-contract"))],
+            "contract version 7",
+        ),
+        (lambda tmp: ["--camera", "97"], "camera 97: cannot open"),
+        (lambda tmp: ["--video", str(tmp / "none.mp4")], "video file not found"),
+        (lambda tmp: ["--video", str(tmp / "bad.mp4")], "not a readable video"),
+        (lambda tmp: ["--images", str(tmp)], "no image files"),
+        (lambda tmp: ["--config", str(tmp / "bad.toml")], "trigger.onn"),
+        (lambda tmp: ["--demo", "--display"], "--display needs"),
+        (lambda tmp: ["--demo", "--record", str(tmp / "no" / "x.mp4")], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, args, message):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    (tmp_path / "bad.mp4").write_bytes(os.urandom(5000))
+    (tmp_path / "bad.toml").write_text("[trigger]\nonn = 1\n")
+    assert main([*args(tmp_path), "--max-frames", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-run: error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+
+
+@needs_model
+def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, capsys):
+    rng = np.random.default_rng(1)
+    colour = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "01_colour.png"), colour)
+    cv2.imwrite(str(tmp_path / "02_grey.png"), colour[:, :, 0])
+    cv2.imwrite(str(tmp_path / "03_bgra.png"), np.dstack([colour, colour[:, :, :1]]))
+    cv2.imwrite(str(tmp_path / "04_16bit.png"), colour.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "05_tiny.png"), colour[:6, :6])
+    cv2.imwrite(str(tmp_path / "06_huge.jpg"), np.zeros((3000, 5000, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "07_thin.png"), colour[:, :20])
+    (tmp_path / "08_broken.jpg").write_bytes(b"\xff\xd8 not really")
+    summary, events = tmp_path / "out" / "summary.json", tmp_path / "out" / "verdicts.jsonl"
+    argv = ["--images", str(tmp_path), "--trigger", "every-frame", "--summary", str(summary)]
+    assert main([*argv, "--events", str(events)]) == 0
+    s = json.loads(summary.read_text())
+    assert s["frames"] == 6 and s["products"] == 6
+    assert s["skipped"] == 2 and s["converted"] == 1  # tiny and broken skipped; the huge one shrunk
+    assert len(read_log(events)) == 6
+
+
+class OddCamera:
+    """The hardware boundary: a finite device handing over frames of every odd form."""
+
+    live = False
+    fps = None
+    name = "odd camera"
+
+    def __init__(self):
+        rng = np.random.default_rng(2)
+        bgr = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        self.frames = [
+            bgr,
+            bgr[:, :, 0],  # grey
+            np.dstack([bgr, bgr[:, :, :1]]),  # BGRA
+            bgr.astype(np.uint16) * 257,  # 16-bit
+            bgr[::-1, ::2],  # odd strides
+            np.zeros((4, 4, 3), np.uint8),  # tiny
+            np.zeros((5000, 6000, 3), np.uint8),  # huge
+            bgr.astype(np.float32),  # another dtype
+            bgr,
+        ]
+
+    def open(self) -> None:
+        pass
+
+    def grab(self):
+        return self.frames.pop(0) if self.frames else None
+
+    def close(self) -> None:
+        pass
+
+
+@needs_model
+def test_the_loop_survives_odd_frames_and_counts_them():
+    from edge.decision import Decider, EveryFrameTrigger
+    from edge.pipeline import Pipeline
+    from edge.runtime import TFLiteDetector
+    from edge.sources import Source
+
+    detector = TFLiteDetector()
+    with Source(OddCamera(), threaded=False) as source:
+        pipeline = Pipeline(source, detector, EveryFrameTrigger(), Decider(0.5), roi=(0.1, 0.1, 0.8, 0.8))
+        summary = pipeline.run()
+    assert (summary.frames, summary.products) == (7, 7)
+    assert (summary.converted, summary.skipped) == (5, 2)
+    assert summary.end == "end of stream"

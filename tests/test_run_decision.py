@@ -1,0 +1,146 @@
+"""Triggers and the decider: one verdict per product, robust to a single bad frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.config import DecisionConfig, TriggerConfig
+from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger, TriggerState
+from edge.types import Frame, Outcome, Prediction
+
+BELT = (60, 110, 50)
+PRODUCT = (200, 180, 160)
+
+
+def frame(i: int, truth: dict | None = None) -> Frame:
+    return Frame(np.zeros((8, 8, 3), np.uint8), t_capture=i / 30, index=i, truth=truth)
+
+
+def pred(presence: float) -> Prediction:
+    return Prediction(presence=presence, box=(0.2, 0.2, 0.4, 0.4) if presence > 0.05 else None)
+
+
+def judge(presences, occupancies=None, min_hits=2, judge_share=0.8):
+    """Feed one product's frames to a decider; the verdict at its end."""
+    decider = Decider(0.5, DecisionConfig(min_hits=min_hits, judge_share=judge_share))
+    n = len(presences)
+    occupancies = occupancies or [None] * n
+    verdict = None
+    for i, (p, occ) in enumerate(zip(presences, occupancies, strict=True)):
+        state = TriggerState(product=7, occupancy=occ)
+        assert decider.update(frame(i), state, pred(p)) is None
+    verdict = decider.update(frame(n), TriggerState(ended=7, occupancy=0.0), None)
+    assert verdict is not None
+    return verdict
+
+
+@pytest.mark.parametrize(
+    ("presences", "expected"),
+    [
+        ([0.9, 0.95, 0.92, 0.88, 0.9], Outcome.OK),
+        ([0.9, 0.95, 0.02, 0.88, 0.9], Outcome.OK),  # one blurred frame does not flag a good product
+        ([0.05, 0.02, 0.97, 0.04, 0.03], Outcome.MISSING),  # one false hit does not pass a bad one
+        ([0.05, 0.02, 0.01, 0.04, 0.03], Outcome.MISSING),
+        ([0.1, 0.2, 0.7, 0.8, 0.1], Outcome.OK),  # the stamp seen in two frames only
+        ([0.9] * 3 + [0.1] * 9, Outcome.MISSING),  # 3 of 12: below min_hit_share
+        ([0.9] * 4 + [0.1] * 8, Outcome.OK),  # 4 of 12
+        ([0.9], Outcome.OK),  # fewer frames than min_hits: all of them must see it
+        ([0.9, 0.1], Outcome.MISSING),
+    ],
+)
+def test_one_bad_frame_changes_nothing(presences, expected):
+    v = judge(presences)
+    assert v.outcome is expected
+    assert v.frames == tuple(range(len(presences)))
+    assert v.score == pytest.approx(max(presences))
+
+
+def test_judged_frames_are_those_where_the_product_fills_the_region():
+    # the product entering and leaving (low occupancy) produces false hits; they are not judged
+    v = judge(
+        presences=[0.9, 0.8, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9],
+        occupancies=[0.5, 0.6, 0.9, 0.95, 0.93, 0.9, 0.55, 0.5],
+    )
+    assert v.outcome is Outcome.MISSING
+    assert v.frames == (2, 3, 4, 5)
+    assert v.hits == 0
+    # MISSING evidence: the fullest view of the product
+    assert v.evidence is not None and v.evidence.index == 3
+
+
+def test_ok_evidence_is_the_best_judged_frame_and_seq_counts_on():
+    decider = Decider(0.5, DecisionConfig(), first_seq=41)
+    verdicts = []
+    for product, presences in ((1, [0.6, 0.97, 0.7]), (2, [0.1, 0.1, 0.1])):
+        for i, p in enumerate(presences):
+            decider.update(frame(10 * product + i), TriggerState(product=product), pred(p))
+        verdicts.append(decider.update(frame(10 * product + 5), TriggerState(ended=product), None))
+    ok, missing = verdicts
+    assert (ok.seq, ok.product_id, ok.outcome) == (41, 1, Outcome.OK)
+    assert ok.evidence.index == 11 and ok.evidence_prediction.presence == pytest.approx(0.97)
+    assert ok.box == pytest.approx((0.2, 0.2, 0.4, 0.4))
+    assert (missing.seq, missing.product_id, missing.outcome) == (42, 2, Outcome.MISSING)
+
+
+def test_verdict_truth_is_the_majority_of_its_frames():
+    decider = Decider(0.5)
+    truths = [{"product": 3}, {"product": 4}, {"product": 4}, {"product": 4}]
+    for i, t in enumerate(truths):
+        decider.update(frame(i, t), TriggerState(product=1), pred(0.9))
+    v = decider.update(frame(9), TriggerState(ended=1), None)
+    assert v.truth == {"product": 4}
+
+
+def test_every_frame_trigger_judges_each_frame():
+    trigger, decider = EveryFrameTrigger(first_product=5), Decider(0.5)
+    outcomes = []
+    for i, p in enumerate([0.9, 0.1, 0.8]):
+        state = trigger.update(frame(i), np.zeros((128, 128, 3), np.uint8))
+        v = decider.update(frame(i), state, pred(p))
+        outcomes.append((v.product_id, v.outcome, v.frames))
+    assert outcomes == [(5, Outcome.OK, (0,)), (6, Outcome.MISSING, (1,)), (7, Outcome.OK, (2,))]
+
+
+def view(cover: float, rng: np.random.Generator) -> np.ndarray:
+    """A model view (128x128 RGB) of a belt with a product covering ``cover`` of it from the left."""
+    img = np.empty((128, 128, 3), np.uint8)
+    img[...] = BELT
+    img[:, : round(cover * 128)] = PRODUCT
+    noise = rng.normal(0, 4, img.shape)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def run_trigger(covers, config=None):
+    rng = np.random.default_rng(0)
+    trigger = OccupancyTrigger(config or TriggerConfig(learn_frames=5))
+    return [trigger.update(frame(i), view(c, rng)) for i, c in enumerate(covers)]
+
+
+def test_occupancy_trigger_learns_then_begins_and_ends_with_hysteresis():
+    covers = [0.0] * 5 + [0.0, 0.3, 0.6, 0.9, 1.0, 0.4, 0.9, 1.0, 0.6, 0.15, 0.1, 0.0, 0.0]
+    states = run_trigger(covers)
+    assert all(s.learning for s in states[:5])
+    products = [s.product for s in states[5:]]
+    # begins at 0.6 (>= on), stays through the dip to 0.4 (> off), ends after two frames below off
+    assert products == [None, None, 1, 1, 1, 1, 1, 1, 1, 1, None, None, None]
+    assert [s.ended for s in states[5:]].count(1) == 1 and states[15].ended == 1
+    assert states[5].occupancy == pytest.approx(0.0, abs=0.02)
+    assert states[9].occupancy == pytest.approx(1.0, abs=0.02)
+
+
+def test_occupancy_trigger_two_products_two_ids():
+    one = [0.0, 0.7, 1.0, 0.7, 0.0, 0.0]
+    states = run_trigger([0.0] * 5 + one + one)
+    ended = [s.ended for s in states if s.ended is not None]
+    assert ended == [1, 2]
+
+
+def test_a_product_that_never_leaves_is_judged_and_the_belt_relearned():
+    config = TriggerConfig(learn_frames=5, max_product_s=0.5)  # 15 frames at 30 fps
+    states = run_trigger([0.0] * 5 + [1.0] * 40, config)
+    ended = [i for i, s in enumerate(states) if s.ended is not None]
+    assert ended and ended[0] < 5 + 20
+    # relearned with the product in view: it is the new "empty" and nothing else begins
+    later = states[ended[0] + 6 :]
+    assert later and all(s.product is None for s in later)

@@ -1,0 +1,184 @@
+"""Frame sources: odd frames, the newest-frame hand-over, reopening, bad devices and files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.sources import (
+    MAX_SIDE,
+    EndOfStream,
+    ImageFolder,
+    OpenCVCamera,
+    PiCamera,
+    Source,
+    SourceError,
+    VideoFile,
+    normalize_image,
+)
+
+RNG = np.random.default_rng(0)
+BGR = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("raw", "shape", "converted"),
+    [
+        (BGR, (48, 64, 3), False),
+        (BGR[:, :, 0], (48, 64, 3), True),  # grey
+        (BGR[:, :, :1], (48, 64, 3), True),  # one channel, HxWx1
+        (np.dstack([BGR, np.full((48, 64), 255, np.uint8)]), (48, 64, 3), True),  # BGRA
+        (BGR.astype(np.uint16) * 257, (48, 64, 3), True),  # 16-bit
+        (BGR[:, ::2], (48, 32, 3), True),  # odd strides
+        (BGR[::-1], (48, 64, 3), True),  # negative strides
+        (np.zeros((10, 5000, 3), np.uint8), None, True),  # tiny in one side: skipped
+        (np.zeros((20, 5000, 3), np.uint8), (16, MAX_SIDE, 3), True),  # huge: downscaled
+        (np.zeros((8, 8, 3), np.uint8), None, True),  # tiny
+        (np.zeros((0, 0, 3), np.uint8), None, True),  # empty
+        (BGR.astype(np.float32), None, True),  # another dtype
+        (BGR[None], None, True),  # a batch
+        (np.zeros((48, 64, 2), np.uint8), None, True),  # two channels
+        ("not an image", None, True),
+    ],
+)
+def test_odd_frames_are_converted_or_skipped(raw, shape, converted):
+    image, was_converted = normalize_image(raw)
+    if shape is None:
+        assert image is None
+    else:
+        assert image.shape == shape and image.dtype == np.uint8 and image.flags.c_contiguous
+        assert was_converted == converted
+
+
+def test_grey_and_bgra_convert_to_the_same_colours():
+    grey, _ = normalize_image(BGR[:, :, 1])
+    assert np.array_equal(grey[:, :, 0], BGR[:, :, 1]) and np.array_equal(grey[:, :, 2], BGR[:, :, 1])
+    bgra, _ = normalize_image(np.dstack([BGR, np.zeros((48, 64), np.uint8)]))
+    assert np.array_equal(bgra, BGR)
+
+
+class FakeCamera:
+    """The hardware boundary: a live camera delivering ``rate`` frames/s, silent after ``stall_after``."""
+
+    live = True
+    fps = None
+
+    def __init__(self, rate: float = 500.0, stall_after: int | None = None, frames: list | None = None):
+        self.name = "fake camera"
+        self.rate = rate
+        self.stall_after = stall_after
+        self.frames = frames
+        self.opened = 0
+        self.grabs = 0
+
+    def open(self) -> None:
+        self.opened += 1
+        self.stall_after = None if self.opened > 1 else self.stall_after  # reopening cures it
+
+    def grab(self):
+        time.sleep(1.0 / self.rate)
+        if self.stall_after is not None and self.grabs >= self.stall_after:
+            return None
+        self.grabs += 1
+        if self.frames is not None:
+            return self.frames[(self.grabs - 1) % len(self.frames)]
+        return np.full((32, 32, 3), self.grabs % 256, np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_slow_consumer_gets_the_newest_frame_and_drops_are_counted():
+    with Source(FakeCamera(rate=500), threaded=True) as src:
+        taken = []
+        for _ in range(5):
+            time.sleep(0.05)  # a slow consumer: ~25 frames arrive meanwhile
+            frame = src.read(timeout=1.0)
+            assert frame is not None
+            taken.append((frame.index, src.stats.captured))
+    indices = [i for i, _ in taken]
+    assert indices == sorted(indices) and len(set(indices)) == 5
+    # the frame handed over is the newest captured (at most one more arrived since)
+    assert all(captured - index <= 2 for index, captured in taken)
+    assert src.stats.dropped >= 50
+    assert src.stats.delivered == 5
+
+
+def test_a_live_source_that_stalls_is_reopened_and_keeps_delivering():
+    cam = FakeCamera(rate=200, stall_after=5)
+    with Source(cam, threaded=True, stall_s=0.2) as src:
+        seen = []
+        deadline = time.monotonic() + 5
+        while len(seen) < 10 and time.monotonic() < deadline:
+            frame = src.read(timeout=0.1)
+            if frame is not None:
+                seen.append(frame.index)
+    assert len(seen) == 10
+    assert cam.opened >= 2 and src.stats.reopens >= 1
+
+
+def test_odd_frames_from_a_device_are_counted():
+    frames = [BGR, BGR[:, :, 0], np.zeros((4, 4, 3), np.uint8), BGR[:, ::2]]
+
+    class Finite(FakeCamera):
+        live = False
+
+        def grab(self):
+            if self.grabs >= len(frames):
+                return None
+            self.grabs += 1
+            return frames[self.grabs - 1]
+
+    with Source(Finite(), threaded=False) as src:
+        got = []
+        with pytest.raises(EndOfStream):
+            while True:
+                got.append(src.read())
+    assert [f.index for f in got] == [0, 1, 3]
+    assert (src.stats.captured, src.stats.converted, src.stats.skipped) == (4, 2, 1)
+
+
+def test_image_folder_in_sorted_order_skipping_unreadable(tmp_path: Path):
+    for name, value in (("b.png", 20), ("a.png", 10), ("c.jpg", 30)):
+        cv2.imwrite(str(tmp_path / name), np.full((40, 40, 3), value, np.uint8))
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored")
+    with Source(ImageFolder(tmp_path), threaded=False) as src:
+        means = []
+        with pytest.raises(EndOfStream):
+            while True:
+                means.append(round(float(src.read().image.mean())))
+    assert means == [10, 20, 30]
+    assert src.stats.skipped == 1
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        (lambda tmp: VideoFile(tmp / "nope.mp4"), "video file not found"),
+        (lambda tmp: VideoFile(tmp / "corrupt.mp4"), "not a readable video"),
+        (lambda tmp: ImageFolder(tmp / "nope"), "image folder not found"),
+        (lambda tmp: ImageFolder(tmp), "no image files"),
+        (lambda tmp: OpenCVCamera(97), "camera 97: cannot open"),
+        (lambda tmp: OpenCVCamera(str(tmp / "video97")), "cannot open"),
+    ],
+)
+def test_sources_that_cannot_open_say_why(tmp_path: Path, device, message):
+    (tmp_path / "corrupt.mp4").write_bytes(RNG.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(SourceError, match=message), Source(device(tmp_path), threaded=False):
+        pass
+
+
+def test_picamera_without_picamera2_gives_the_apt_hint():
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("picamera2 is installed here")
+    with pytest.raises(SourceError, match=r"sudo apt install python3-picamera2.*system-site-packages"):
+        PiCamera().open()
