@@ -157,14 +157,7 @@ def validation_set(args: argparse.Namespace, labels) -> tuple[list[np.ndarray], 
         image = read_image(r.image_path)
         h, w = image.shape[:2]
         images.append(contract.prepare_input(image))
-        obj = r.primary()
-        if obj is None:
-            truths.append(Truth(False))
-        elif obj.box is not None:
-            b = obj.box
-            truths.append(Truth(True, box=(b[0] / w, b[1] / h, b[2] / w, b[3] / h), label=obj.label))
-        else:
-            truths.append(Truth(True, center=tuple(obj.center), label=obj.label))
+        truths.append(metrics.truth_for(r, w, h))
     return images, truths, f"{len(images)} labelled images from {args.val}"
 
 

@@ -45,6 +45,18 @@ class Truth:
             object.__setattr__(self, "center", ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))
 
 
+def truth_for(record, width: int, height: int) -> Truth:
+    """Ground truth of a labelled image (an ``edge.datasets.Record``): its primary object,
+    normalised by the image size."""
+    obj = record.primary()
+    if obj is None:
+        return Truth(False)
+    if obj.box is not None:
+        b = obj.box
+        return Truth(True, box=(b[0] / width, b[1] / height, b[2] / width, b[3] / height), label=obj.label)
+    return Truth(True, center=(float(obj.center[0]), float(obj.center[1])), label=obj.label)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
 

@@ -72,14 +72,7 @@ def truths_and_images(dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarr
         h, w = image.shape[:2]
         originals.append(image)
         inputs.append(contract.prepare_input(image))
-        obj = r.primary()
-        if obj is None:
-            truths.append(Truth(False))
-        elif obj.box is not None:
-            b = obj.box
-            truths.append(Truth(True, box=(b[0] / w, b[1] / h, b[2] / w, b[3] / h), label=obj.label))
-        else:
-            truths.append(Truth(True, center=(float(obj.center[0]), float(obj.center[1])), label=obj.label))
+        truths.append(metrics.truth_for(r, w, h))
     return originals, inputs, truths
 
 
