@@ -110,7 +110,7 @@ def calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
         synth = _synth(args)
         return [
             synth.model_sample(args.seed + 2_000_000, i)[0]
-            for i in tqdm(range(n), desc="calibration", leave=False)
+            for i in tqdm(range(n), desc="calibration", leave=False, disable=args.quiet)
         ]
     paths: list[Path]
     if args.calibration.is_dir() and not _looks_labelled(args.calibration):
@@ -122,7 +122,7 @@ def calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
     if not paths:
         raise CliError(f"{args.calibration}: no calibration images found")
     images = []
-    for path in tqdm(paths, desc="calibration", leave=False):
+    for path in tqdm(paths, desc="calibration", leave=False, disable=args.quiet):
         images.append(contract.prepare_input(read_image(path)))
     reps = [images[i % len(images)] for i in range(max(n, len(images)))]
     if len({im.tobytes() for im in images}) < 2 or max(float(im.std()) for im in images) < 1.0:
@@ -142,7 +142,7 @@ def validation_set(args: argparse.Namespace, labels) -> tuple[list[np.ndarray], 
     if args.val is None:
         synth = _synth(args)
         images, truths = [], []
-        for i in tqdm(range(args.val_size), desc="validation set", leave=False):
+        for i in tqdm(range(args.val_size), desc="validation set", leave=False, disable=args.quiet):
             image, box, presence, cls = synth.model_sample(args.seed + 3_000_000, i)
             images.append(image)
             if presence > 0.5:
@@ -153,7 +153,7 @@ def validation_set(args: argparse.Namespace, labels) -> tuple[list[np.ndarray], 
         return images, truths, f"{args.val_size} synthetic images (seed {args.seed + 3_000_000})"
     ds = load_dataset(args.val, subset=args.val_subset)
     images, truths = [], []
-    for r in tqdm(ds.records, desc="validation set", leave=False):
+    for r in tqdm(ds.records, desc="validation set", leave=False, disable=args.quiet):
         image = read_image(r.image_path)
         h, w = image.shape[:2]
         images.append(contract.prepare_input(image))
@@ -208,7 +208,11 @@ def run(args: argparse.Namespace) -> int:
     if reps is not None:
         provenance["calibration"] = f"{len(reps)} images from {args.calibration or 'the synthetic recipe'}"
     log(f"edge-convert: converting {args.model} ({kind}, labels {list(labels)}) to {args.mode}")
-    raw = convert(model, args.mode, (lambda: tqdm(reps, desc="calibrating", leave=False)) if reps else None)
+    raw = convert(
+        model,
+        args.mode,
+        (lambda: tqdm(reps, desc="calibrating", leave=False, disable=args.quiet)) if reps else None,
+    )
     ops = op_names(raw)
     bad_ops = [o for o in ops if o.startswith("CUSTOM") or "FLEX" in o.upper()]
     if bad_ops:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -113,7 +114,9 @@ def convert(
             # tf.lite.experimental.QuantizationDebugger takes for its denylisted nodes)
             converter._experimental_calibrate_only = mode == "int8-float-stem"
         try:
-            out = converter.convert()
+            with warnings.catch_warnings():  # calibration uses TF's deprecated tf.lite.Interpreter
+                warnings.simplefilter("ignore", UserWarning)
+                out = converter.convert()
             return _quantize_with_float_stem(out) if mode == "int8-float-stem" else out
         except ConversionError:
             raise

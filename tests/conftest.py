@@ -57,3 +57,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         json.dumps({"kind": "box", "labels": ["stamp"], "provenance": {"seed": 0}})
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def blob_voc_dir(tmp_path_factory) -> Path:
+    """The blob task as a labelled VOC folder (for calibration and validation through the CLIs)."""
+    from edge.datasets import DatasetWriter, ObjectLabel
+
+    out = tmp_path_factory.mktemp("blob_voc") / "voc"
+    images, boxes, presence = blob_set(300, 11)
+    with DatasetWriter(out, "voc", ["stamp"]) as w:
+        for i, (image, box, p) in enumerate(zip(images, boxes, presence, strict=True)):
+            objects = [ObjectLabel("stamp", tuple(float(v) * 128 for v in box))] if p else []
+            w.add(f"b{i:03d}", image[..., ::-1].copy(), objects)
+    return out

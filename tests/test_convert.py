@@ -107,7 +107,7 @@ def test_other_modes_convert_and_run(keras_model, tmp_path, mode, blobs):
     assert 0.0 <= p.presence <= 1.0 and p.box is not None
 
 
-def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, tmp_path, capsys):
+def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_dir, tmp_path, capsys):
     out, report = tmp_path / "m.tflite", tmp_path / "r.json"
     rc = cli.main(
         [
@@ -117,10 +117,10 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, tmp_path, c
             "--report",
             str(report),
             "--quiet",
-            "--calibration-size",
-            "200",
-            "--val-size",
-            "500",
+            "--calibration",
+            str(blob_voc_dir),
+            "--val",
+            str(blob_voc_dir),
         ]
     )
     assert rc == 0, capsys.readouterr().err

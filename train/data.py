@@ -139,6 +139,11 @@ def _record_target(record, width: int, height: int, labels: Sequence[str]):
     return None, np.array(obj.center, np.float32), cls
 
 
+def _between(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Uniform in [lo, hi]; lo when rounding has made the range empty."""
+    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+
+
 def augment_labelled(
     image: np.ndarray,
     box: np.ndarray | None,
@@ -151,6 +156,8 @@ def augment_labelled(
     ``box`` (xyxy) and ``center`` (xy) are normalised to ``image``; returned normalised to the crop.
     """
     h, w = image.shape[:2]
+    box = None if box is None else np.asarray(box, dtype=np.float64)
+    center = None if center is None else np.asarray(center, dtype=np.float64)
     if box is not None:
         ox0, oy0, ox1, oy1 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
     else:
@@ -159,8 +166,8 @@ def augment_labelled(
     # crop size between the object's extent and the whole image, aspect jittered
     cw = rng.uniform(max(ox1 - ox0, 0.55 * w), w)
     ch = float(np.clip(cw * (h / w) * rng.uniform(0.8, 1.25), max(oy1 - oy0, 0.55 * h), h))
-    x0 = rng.uniform(max(0.0, ox1 - cw), max(min(ox0, w - cw), max(0.0, ox1 - cw)) + 1e-6)
-    y0 = rng.uniform(max(0.0, oy1 - ch), max(min(oy0, h - ch), max(0.0, oy1 - ch)) + 1e-6)
+    x0 = _between(rng, max(0.0, ox1 - cw), min(ox0, w - cw))
+    y0 = _between(rng, max(0.0, oy1 - ch), min(oy0, h - ch))
     x0, y0 = min(max(x0, 0.0), w - cw), min(max(y0, 0.0), h - ch)
     ix0, iy0 = int(round(x0)), int(round(y0))
     ix1, iy1 = max(int(round(x0 + cw)), ix0 + 2), max(int(round(y0 + ch)), iy0 + 2)
