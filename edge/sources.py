@@ -11,6 +11,10 @@ own buffer is set to one frame (``CAP_PROP_BUFFERSIZE``) and drained by that thr
 that delivers nothing for ``stall_s`` seconds is closed and reopened with back-off (0.5 s doubling
 to 30 s), logged each time; the run goes on.
 
+``prefetch`` (files, folders and the demo read as fast as possible): a capture thread decodes up
+to that many frames ahead into a FIFO (:class:`FrameQueue`) and waits when it is full, so
+decoding overlaps the model on another core and still no frame is dropped.
+
 Frames of unexpected form (grey, BGRA, 16-bit, non-contiguous strides, larger than
 ``MAX_SIDE``) are converted; frames that cannot be (tiny, empty, another dtype or layout) are
 skipped. Both are counted in :class:`SourceStats`.
@@ -23,6 +27,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,12 +188,60 @@ class LatestFrame:
             return frame
 
 
+class FrameQueue:
+    """A bounded FIFO filled by a capture thread: nothing dropped, ``put`` waits while it is full.
+
+    ``take`` has :class:`LatestFrame`'s contract: a frame, None after ``timeout``, EndOfStream
+    once closed and drained.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"FrameQueue size: expected >= 1, got {size}")
+        self.size = int(size)
+        self._cond = threading.Condition()
+        self._frames: deque[Frame] = deque()
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            while len(self._frames) >= self.size and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return  # the consumer has gone: nobody will take it
+            self._frames.append(frame)
+            self._cond.notify_all()
+
+    def close(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._error = error
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> Frame | None:
+        with self._cond:
+            if not self._frames and not self._closed:
+                self._cond.wait(timeout)
+            if self._frames:
+                frame = self._frames.popleft()
+                self._cond.notify_all()
+                return frame
+            if self._closed:
+                if self._error is not None:
+                    raise SourceError(str(self._error))
+                raise EndOfStream()
+            return None
+
+
 class Source:
     """A :class:`Device` as a :class:`FrameSource`: normalises frames, counts, paces, reopens.
 
     ``threaded`` captures on a thread through :class:`LatestFrame` (live devices, paced files);
     otherwise ``read`` grabs in the caller's thread and nothing is dropped. ``pace`` holds a
-    file or synthetic device to its ``fps``.
+    file or synthetic device to its ``fps``. ``prefetch`` > 0 (unthreaded only) decodes that many
+    frames ahead on a capture thread through :class:`FrameQueue`: nothing dropped either.
     """
 
     def __init__(
@@ -198,7 +251,10 @@ class Source:
         pace: bool = False,
         stall_s: float = 3.0,
         truth: Callable[[int], Mapping[str, object] | None] | None = None,
+        prefetch: int = 0,
     ):
+        if prefetch and threaded:
+            raise ValueError("Source: prefetch is for unthreaded sources (threaded keeps the newest frame)")
         self.device = device
         self.name = device.name
         self.threaded = threaded
@@ -207,7 +263,8 @@ class Source:
         self.truth = truth
         self.stats = SourceStats()
         self._index = 0
-        self._slot = LatestFrame(self.stats)
+        self.prefetch = int(prefetch)
+        self._slot: LatestFrame | FrameQueue = FrameQueue(prefetch) if prefetch else LatestFrame(self.stats)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
@@ -225,6 +282,8 @@ class Source:
     ) -> None:
         self._stop.set()
         if self._thread is not None:
+            if self.prefetch:
+                self._slot.close()  # wakes a capture thread waiting for room in the queue
             self._thread.join(timeout=10.0)
             if self._thread.is_alive():  # stuck in a driver call: releasing under it could crash
                 _log.warning("%s: capture thread did not stop; leaving the device to the OS", self.name)
@@ -232,7 +291,7 @@ class Source:
         self.device.close()
 
     def read(self, timeout: float = 1.0) -> Frame | None:
-        if self.threaded:
+        if self.threaded or self.prefetch:
             if self._thread is None:  # capture starts with the first read: nothing dropped before
                 self._thread = threading.Thread(target=self._run, name=f"capture {self.name}", daemon=True)
                 self._thread.start()
@@ -431,13 +490,19 @@ class StreamURL(OpenCVCamera):
 
 
 class VideoFile(_OpenCVCapture):
-    """A video file through OpenCV; checked readable (first frame decoded) when opened."""
+    """A video file through OpenCV; checked readable (first frame decoded) when opened.
+
+    ``decode_threads``: FFmpeg's decoder threads (None: OpenCV's default, one per core). A
+    source that decodes on its own capture thread wants 1: FFmpeg's frame threads would only
+    compete with the model for the cores.
+    """
 
     live = False
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, decode_threads: int | None = None):
         self.path = Path(path)
         self.name = f"video {self.path}"
+        self.decode_threads = decode_threads
         self.fps: float | None = None
         self._first: np.ndarray | None = None
 
@@ -445,7 +510,8 @@ class VideoFile(_OpenCVCapture):
         _quiet_opencv()
         if not self.path.is_file():
             raise SourceError(f"{self.path}: video file not found")
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        params = [cv2.CAP_PROP_N_THREADS, int(self.decode_threads)] if self.decode_threads else []
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
         ok, first = cap.read() if cap.isOpened() else (False, None)
         if not ok:
             cap.release()

@@ -194,7 +194,9 @@ def build_source(config: Config):
 
         line = DemoLine(config.demo.seed)
         paced = not s.as_fast_as_possible
-        src = sources.Source(DemoCamera(line), threaded=paced, pace=paced, truth=line.truth_at)
+        src = sources.Source(
+            DemoCamera(line), threaded=paced, pace=paced, truth=line.truth_at, prefetch=0 if paced else 2
+        )
         return src, line
     if s.kind == "camera":
         device = sources.OpenCVCamera(s.camera, s.width, s.height, s.fps)
@@ -205,9 +207,11 @@ def build_source(config: Config):
     if s.kind == "url":
         return sources.Source(sources.StreamURL(s.url), threaded=True, stall_s=s.stall_s), None
     if s.kind == "video":
-        device = sources.VideoFile(s.video)
         paced = not s.as_fast_as_possible
-        return sources.Source(device, threaded=paced, pace=paced), None
+        # as fast as possible: decode ahead on one capture thread (FFmpeg's own threads would
+        # compete with the model), nothing dropped
+        device = sources.VideoFile(s.video, decode_threads=None if paced else 1)
+        return sources.Source(device, threaded=paced, pace=paced, prefetch=0 if paced else 2), None
     return sources.Source(sources.ImageFolder(s.images), threaded=False), None
 
 

@@ -1,0 +1,490 @@
+"""``edge-bench``: latency on this CPU, stage by stage, every comparison measured side by side.
+
+Examples::
+
+    edge-bench                                            # the demo line, the bundled model
+    edge-bench --model a_int8.tflite a_float32.tflite --threads 1,2,4 --as-fast-as-possible
+    edge-bench --video line.mp4 --as-fast-as-possible --baseline --json bench.json
+    edge-bench --invoke-only --model a_int8.tflite a_float32.tflite --threads 1
+    edge-bench --cold-start 5 --frames 300               # also: process start to first verdict
+
+Every model and thread count (and, with ``--baseline``, the textbook loop beside each) runs in
+rounds of ``--block`` frames, the order reversed every other round, so machine noise hits them
+alike. See docs/bench.md for what each figure means and the JSON schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge.cli.common import CliError, fail, positive_int, write_json
+from edge.cli.run import _camera, _number, _roi, overrides_from
+from edge.config import RUNTIMES, TRIGGER_KINDS, Config, ConfigError, OutputConfig
+
+PROG = "edge-bench"
+
+
+def _threads(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2,4, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected thread counts > 0 like 1,2,4, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    S = argparse.SUPPRESS  # flags left out do not override the config file
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Latency on this CPU, stage by stage: models and thread counts side by side.",
+        epilog="Source flags as in edge-run. Exit status 2: bad input (one line on stderr).",
+    )
+    p.add_argument("--config", type=Path, help="an edge-run config file: its source, region, trigger, model")
+    mod = p.add_argument_group("models")
+    mod.add_argument(
+        "--model",
+        dest="models",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="M",
+        help="one or more .tflite models, measured side by side (default: the config's, else bundled)",
+    )
+    mod.add_argument(
+        "--threads",
+        dest="thread_counts",
+        type=_threads,
+        metavar="N[,N...]",
+        help="interpreter thread counts (default: the config's, 2)",
+    )
+    mod.add_argument(
+        "--runtime", choices=RUNTIMES, default=S, help="default: ai_edge_litert, else tflite_runtime"
+    )
+    mod.add_argument("--threshold", type=_number, default=S, help="presence threshold (default: the model's)")
+    mod.add_argument(
+        "--amx",
+        action="store_true",
+        help="let XNNPACK use AMX (x86; denied by default, see edge.runtime.deny_amx)",
+    )
+    src = p.add_argument_group("source (one of; default: --demo)")
+    one = src.add_mutually_exclusive_group()
+    one.add_argument("--camera", type=_camera, default=S, metavar="N", help="V4L2 camera index or path")
+    one.add_argument("--picamera", action="store_true", default=S, help="Raspberry Pi camera (picamera2)")
+    one.add_argument("--video", type=Path, default=S, metavar="FILE", help="a video file")
+    one.add_argument("--url", default=S, help="an RTSP/HTTP stream")
+    one.add_argument("--images", type=Path, default=S, metavar="DIR", help="a folder of images")
+    one.add_argument("--demo", action="store_true", default=S, help="the synthetic production line")
+    src.add_argument("--width", type=positive_int, default=S, help="requested frame width")
+    src.add_argument("--height", type=positive_int, default=S, help="requested frame height")
+    src.add_argument("--fps", type=_number, default=S, help="requested frame rate")
+    src.add_argument(
+        "--as-fast-as-possible",
+        action="store_true",
+        default=S,
+        help="video/demo: every frame, unpaced (default: paced at the frame rate)",
+    )
+    src.add_argument("--seed", type=int, default=S, help="demo line seed (default 0)")
+    src.add_argument("--roi", type=_roi, default=S, metavar="X,Y,W,H", help="region inspected, normalised")
+    src.add_argument(
+        "--trigger",
+        choices=TRIGGER_KINDS,
+        default=S,
+        help="default here: every-frame, so the model runs on every frame as in the textbook loop",
+    )
+    run = p.add_argument_group("measuring")
+    run.add_argument(
+        "--frames", type=positive_int, default=600, help="frames measured per run (default %(default)s)"
+    )
+    run.add_argument(
+        "--warmup",
+        type=positive_int,
+        default=10,
+        help="frames not measured at each block's start (default %(default)s)",
+    )
+    run.add_argument(
+        "--block",
+        type=positive_int,
+        default=100,
+        help="frames per run per round, the runs interleaved (default %(default)s)",
+    )
+    run.add_argument(
+        "--baseline", action="store_true", help="also run the textbook loop on the same source and model"
+    )
+    run.add_argument("--invoke-only", action="store_true", help="time the interpreter's invoke alone")
+    run.add_argument(
+        "--overlay",
+        action="store_true",
+        help="draw the overlay on every frame, as --display/--record make it",
+    )
+    run.add_argument(
+        "--log",
+        action="store_true",
+        help="write the verdict log and MISSING snapshots (to a temporary folder)",
+    )
+    run.add_argument(
+        "--prefetch",
+        type=_non_negative,
+        default=2,
+        help="as fast as possible: frames decoded ahead on a capture thread (0: decode in the loop, "
+        "as edge-run does today; default %(default)s)",
+    )
+    run.add_argument(
+        "--decode-threads",
+        type=positive_int,
+        metavar="N",
+        help="video files: FFmpeg decoder threads in both loops (default: ours 1 when it decodes "
+        "ahead on its own thread, the textbook loop OpenCV's default, one per core)",
+    )
+    run.add_argument("--cpus", type=positive_int, help="pin the run to this many cores (sched_setaffinity)")
+    run.add_argument(
+        "--cold-start",
+        type=_non_negative,
+        default=0,
+        metavar="K",
+        help="also start edge-run K times per model and thread count: process start to first verdict",
+    )
+    run.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    overrides = overrides_from(args)
+    if args.config is None and "source.kind" not in overrides:
+        overrides["source.kind"] = "demo"
+    overrides.setdefault("trigger.kind", "every-frame")
+    config = Config.load(args.config, overrides)
+    # the bench never writes where the station writes: its outputs go to a temporary folder
+    return dataclasses.replace(
+        config, output=OutputConfig(), run=dataclasses.replace(config.run, duration=None)
+    )
+
+
+def pin_cpus(n: int) -> list[int]:
+    """Pin every thread of this process (and those it starts) to the first ``n`` allowed cores."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise CliError("--cpus needs Linux (os.sched_setaffinity)")
+    allowed = sorted(os.sched_getaffinity(0))
+    if n > len(allowed):
+        raise CliError(f"--cpus: expected at most {len(allowed)} (the cores this process may use), got {n}")
+    cpus = allowed[:n]
+    # numpy's and OpenCV's thread pools exist already: each thread has its own affinity
+    for tid in [int(t) for t in os.listdir("/proc/self/task")] if Path("/proc/self/task").is_dir() else [0]:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+    return cpus
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    for key in ("Model", "model name"):  # Raspberry Pi: "Model : Raspberry Pi 5 ..."
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key and value.strip():
+                return value.strip()
+    return platform.machine()
+
+
+def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> list[str]:
+    """``edge-run`` flags for the same source, region and model, one frame, its verdict logged."""
+    s = config.source
+    argv = [sys.executable, "-m", "edge.cli.run"]
+    argv += {
+        "demo": ["--demo", "--seed", str(config.demo.seed)],
+        "video": ["--video", str(s.video)],
+        "images": ["--images", str(s.images)],
+        "url": ["--url", str(s.url)],
+        "camera": ["--camera", str(s.camera)],
+        "picamera": ["--picamera"],
+    }[s.kind]
+    for flag, value in (("--width", s.width), ("--height", s.height), ("--fps", s.fps)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if s.as_fast_as_possible:
+        argv.append("--as-fast-as-possible")
+    if config.inspection.roi is not None:
+        argv += ["--roi", ",".join(f"{v:g}" for v in config.inspection.roi)]
+    if config.model.runtime:
+        argv += ["--runtime", config.model.runtime]
+    argv += [
+        "--model",
+        str(model),
+        "--threads",
+        str(threads),
+        "--trigger",
+        "every-frame",
+        "--max-frames",
+        "1",
+    ]
+    return [*argv, "--events", str(events)]
+
+
+def cold_start(config: Config, model: Path, threads: int, times: int, folder: Path) -> dict[str, object]:
+    """Start ``edge-run`` ``times`` times: seconds from before the process starts to its first verdict."""
+    from edge.bench import stage_stats
+
+    seconds = []
+    for i in range(times):
+        events = folder / f"cold_{i}.jsonl"
+        argv = edge_run_argv(config, model, threads, events)
+        t0 = time.time()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            message = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise CliError(f"cold start: edge-run exited with {proc.returncode} ({message})")
+        first = json.loads(events.read_text().splitlines()[0])
+        seconds.append(float(first["epoch"]) - t0)  # the verdict's wall time, to the millisecond
+        events.unlink()
+    return {**stage_stats(seconds), "n": times}
+
+
+def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """Measure what ``args`` ask for; the report (see docs/bench.md for its schema)."""
+    from edge.bench import background_cores, cpu_seconds, rounded
+
+    start, t0 = cpu_seconds(), time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+        report = _bench(args, config, Path(tmp))
+    wall = time.monotonic() - t0
+    report["wall_s"] = round(wall, 3)
+    report["background_cores"] = rounded(background_cores(start, cpu_seconds(), wall), 2)
+    if report["background_cores"] is not None:
+        report["title"] += f"; other processes kept {report['background_cores']:.2f} cores busy meanwhile"
+    return report
+
+
+def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any]:
+    from edge import bench as b
+    from edge.cli.run import build_sinks, build_source
+    from edge.contract import prepare_input
+    from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
+    from edge.runtime import TFLiteDetector, cpu_has_amx
+
+    cpus = pin_cpus(args.cpus) if args.cpus else sorted(getattr(os, "sched_getaffinity", lambda _: [])(0))
+    models = args.models or [config.model.path]
+    thread_counts = args.thread_counts or [config.model.threads]
+    arms = []  # (model, threads, detector)
+    for model in models:
+        for threads in thread_counts:
+            detector = TFLiteDetector(model, threads, config.model.runtime, amx=args.amx)
+            arms.append((model, threads, detector))
+    s = config.source
+    unpaced = s.kind == "images" or (s.kind in ("demo", "video") and s.as_fast_as_possible)
+    live = s.kind in ("camera", "picamera", "url")
+    out_config = dataclasses.replace(
+        config, output=OutputConfig(events=tmp / "verdicts.jsonl", snapshots=tmp / "snapshots")
+    )
+    # the source opens once here, so a bad one fails before anything is measured
+    source, truth = build_source(config)
+    roi = config.inspection.roi if config.inspection.roi is not None else getattr(truth, "roi", None)
+    with source:
+        first = None
+        while first is None:
+            first = source.read(5.0)
+            if first is None and live:
+                raise CliError(f"{source.name}: no frame within 5 s")
+        source_name, view = source.name, prepare_input(first.image, roi)
+
+    prefetch = args.prefetch if unpaced else 0
+
+    def parts_for(detector) -> b.PipelineParts:
+        threshold = config.model.threshold or detector.metadata.threshold
+
+        def sinks(fps: float | None) -> list:
+            out = build_sinks(out_config, fps) if args.log else []
+            return [*out, b.DrawEveryFrame()] if args.overlay else out
+
+        def trigger():
+            if config.trigger.kind == "every-frame":
+                return EveryFrameTrigger()
+            return OccupancyTrigger(config.trigger)
+
+        return b.PipelineParts(
+            build_source=lambda: build_source(config),
+            detector=detector,
+            make_trigger=trigger,
+            make_decider=lambda: Decider(threshold, config.decision, 1, detector.model_id),
+            make_sinks=sinks,
+            roi=roi,
+            prefetch=prefetch,
+            decode_threads=args.decode_threads or (1 if prefetch else None),
+        )
+
+    ours = [b.Totals() for _ in arms]
+    textbook = [b.Totals() for _ in arms]
+    pace = not unpaced and not live
+
+    def textbook_device():
+        return b.with_decode_threads(build_source(config)[0].device, args.decode_threads)
+
+    loops: list[tuple[b.Totals, Any]] = []  # (where its blocks go, what runs them), per arm
+    for i, (_, _, detector) in enumerate(arms):
+        if args.invoke_only:
+            loops.append((ours[i], None))
+            continue
+        loops.append((ours[i], b.PipelineRun(parts_for(detector), keep_open=unpaced)))
+        if args.baseline:
+            loops.append(
+                (textbook[i], b.TextbookRun(textbook_device, detector, roi, pace, keep_open=unpaced))
+            )
+    # a finite source that ends mid-block gives that block fewer frames: more rounds make up for it
+    planned = math.ceil(args.frames / args.block)
+    rounds = 0
+    try:
+        while rounds < 2 * planned + 2:
+            short = [k for k, (totals, _) in enumerate(loops) if totals.frames < args.frames]
+            if not short:
+                break
+            for k in short if rounds % 2 == 0 else short[::-1]:
+                totals, runner = loops[k]
+                n = min(args.block, args.frames - totals.frames)
+                if runner is None:
+                    block = b.run_invoke_block(arms[k][2], view, n, args.warmup)
+                else:
+                    block = runner.block(n, args.warmup)
+                if block.stopped:  # the loop took the signal; the bench stops with it
+                    raise KeyboardInterrupt(block.stopped)
+                totals.add(block)
+            rounds += 1
+    finally:
+        for _, runner in loops:
+            if runner is not None:
+                runner.close()
+    runs = []
+    for i, (model, threads, detector) in enumerate(arms):
+        if ours[i].frames == 0:
+            raise CliError(f"{source_name}: ended within the warm-up ({args.warmup} frames); use --warmup")
+        run: dict[str, Any] = {
+            "model": str(detector.path),
+            "model_id": detector.model_id,
+            "threads": threads,
+            "amx_denied": bool(detector.amx_denied),
+            **ours[i].summary(measure_overhead=unpaced and not args.invoke_only),
+        }
+        if args.invoke_only:
+            for key in ("wall_ms_per_frame", "decode_ms_p50", "frame_age_ms", "dropped"):
+                run.pop(key)
+        if args.baseline and textbook[i].frames:
+            tb = textbook[i].summary(measure_overhead=False)
+            run.update(
+                baseline_fps=tb["fps"],
+                baseline_frame_age_ms_p50=tb["frame_age_ms_p50"],
+                baseline_frame_age_ms_p99=tb["frame_age_ms_p99"],
+                baseline_cpu_cores=tb["cpu_cores"],
+                baseline_stages=tb["stages"],
+                fps_ratio=b.rounded(b.ratio(run["fps"], tb["fps"])),
+                frame_age_p99_ratio=b.rounded(b.ratio(run["frame_age_ms_p99"], tb["frame_age_ms_p99"])),
+            )
+        if args.cold_start:
+            run["cold_start_s"] = cold_start(config, model or detector.path, threads, args.cold_start, tmp)
+        runs.append(run)
+    runtime = arms[0][2].runtime
+    has_amx = cpu_has_amx()
+    denied = any(d.amx_denied for _, _, d in arms)
+    if args.invoke_only:
+        how = "invoke only"
+    elif unpaced:
+        how = "as fast as possible" + (f", {args.prefetch} frames decoded ahead" if args.prefetch else "")
+    elif live:
+        how = "live"
+    else:
+        how = "paced at the source's frame rate"
+    if s.kind == "video" and not args.invoke_only:
+        ours_dt = args.decode_threads or (1 if prefetch else None)
+        how += f", decoder threads: ours {ours_dt or 'default'}" + (
+            f", textbook {args.decode_threads or 'default'}" if args.baseline else ""
+        )
+    title = (
+        f"{PROG}: {source_name}, {how}, trigger {config.trigger.kind}"
+        + (", overlay drawn" if args.overlay else "")
+        + (", verdict log and snapshots written" if args.log else "")
+        + f"; {args.frames} frames per run in {rounds} round(s) of {args.block}, warm-up {args.warmup} "
+        f"per block not measured; {runtime.name} {runtime.version}; {len(cpus)} core(s) of "
+        f"{os.cpu_count()} ({cpu_model()}); AMX "
+        + ("denied" if denied else "allowed" if has_amx else "absent")
+    )
+    return {
+        "schema": b.SCHEMA,
+        "title": title,
+        "mode": "invoke-only" if args.invoke_only else "pipeline",
+        "source": source_name,
+        "source_kind": s.kind,
+        "as_fast_as_possible": unpaced,
+        "trigger": config.trigger.kind,
+        "prefetch": prefetch,
+        "decode_threads": args.decode_threads,
+        "overlay": bool(args.overlay),
+        "log": bool(args.log),
+        "baseline": bool(args.baseline and not args.invoke_only),
+        "frames": args.frames,
+        "warmup": args.warmup,
+        "block": args.block,
+        "rounds": rounds,
+        "cpus": cpus,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "runtime": f"{runtime.name} {runtime.version}",
+        "cpu_has_amx": has_amx,
+        "amx_denied": denied,
+        "peak_rss_mb": b.rounded(b.peak_rss_mb(), 1),
+        "runs": runs,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from edge.bench import format_report
+    from edge.runtime import ModelError
+    from edge.sinks import SinkError
+    from edge.sources import SourceError
+
+    try:
+        if args.invoke_only and args.baseline:
+            raise CliError("--invoke-only times the interpreter alone; --baseline needs the whole loop")
+        config = load_config(args)
+        report = bench(args, config)
+    except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
+        return fail(PROG, exc)
+    except OSError as exc:
+        return fail(PROG, f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": "))
+    except KeyboardInterrupt:
+        return 130
+    print(format_report(report), flush=True)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
