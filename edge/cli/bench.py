@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import CliError, fail, positive_int, write_json
+from edge.cli.common import CliError, fail, non_negative_int, positive_int, write_json
 from edge.cli.run import _camera, _number, _roi, overrides_from
 from edge.config import RUNTIMES, TRIGGER_KINDS, Config, ConfigError, OutputConfig
 
@@ -45,16 +45,6 @@ def _threads(text: str) -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected thread counts > 0 like 1,2,4, got {text!r}")
     return list(dict.fromkeys(values))
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--prefetch",
-        type=_non_negative,
+        type=non_negative_int,
         default=2,
         help="as fast as possible: frames decoded ahead on a capture thread (0: decode in the loop, "
         "as edge-run does today; default %(default)s)",
@@ -163,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus", type=positive_int, help="pin the run to this many cores (sched_setaffinity)")
     run.add_argument(
         "--cold-start",
-        type=_non_negative,
+        type=non_negative_int,
         default=0,
         metavar="K",
         help="also start edge-run K times per model and thread count: process start to first verdict",

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.cli.common import CliError, fail, non_negative_int, positive_int, unit_float
 from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
 from edge.synth import Backgrounds, SynthConfig, Synthesizer, SynthSample, load_stamps
 
@@ -43,16 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CliError(message)
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="with --backgrounds, the share of procedural surfaces anyway",
     )
-    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="the run's seed")
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="the run's seed")
     p.add_argument("--format", choices=FORMATS, default="voc", help="label format to write")
     p.add_argument(
         "--negatives",
