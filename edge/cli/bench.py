@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli.common import CliError, fail, non_negative_int, positive_int, write_json
-from edge.cli.run import _camera, _number, _roi, overrides_from
+from edge.cli.run import _number, _roi, add_source_arguments, overrides_from
 from edge.config import RUNTIMES, TRIGGER_KINDS, Config, ConfigError, OutputConfig
 
 PROG = "edge-bench"
@@ -81,24 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let XNNPACK use AMX (x86; denied by default, see edge.runtime.deny_amx)",
     )
-    src = p.add_argument_group("source (one of; default: --demo)")
-    one = src.add_mutually_exclusive_group()
-    one.add_argument("--camera", type=_camera, default=S, metavar="N", help="V4L2 camera index or path")
-    one.add_argument("--picamera", action="store_true", default=S, help="Raspberry Pi camera (picamera2)")
-    one.add_argument("--video", type=Path, default=S, metavar="FILE", help="a video file")
-    one.add_argument("--url", default=S, help="an RTSP/HTTP stream")
-    one.add_argument("--images", type=Path, default=S, metavar="DIR", help="a folder of images")
-    one.add_argument("--demo", action="store_true", default=S, help="the synthetic production line")
-    src.add_argument("--width", type=positive_int, default=S, help="requested frame width")
-    src.add_argument("--height", type=positive_int, default=S, help="requested frame height")
-    src.add_argument("--fps", type=_number, default=S, help="requested frame rate")
-    src.add_argument(
-        "--as-fast-as-possible",
-        action="store_true",
-        default=S,
-        help="video/demo: every frame, unpaced (default: paced at the frame rate)",
-    )
-    src.add_argument("--seed", type=int, default=S, help="demo line seed (default 0)")
+    src = add_source_arguments(p, "--demo")
     src.add_argument("--roi", type=_roi, default=S, metavar="X,Y,W,H", help="region inspected, normalised")
     src.add_argument(
         "--trigger",

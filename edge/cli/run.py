@@ -84,16 +84,11 @@ OVERRIDES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    S = argparse.SUPPRESS  # flags left out do not override the config file
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Inspect products for their stamp: live frames -> boxes -> one verdict per product.",
-        epilog="Flags override the config file. Exit status 2: bad input (one line on stderr).",
-    )
-    p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
-    p.add_argument("--check-config", type=Path, metavar="FILE", help="validate a config file and exit")
-    src = p.add_argument_group("source (one of; default: camera 0)")
+def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._ArgumentGroup:
+    """The source flags, shared by edge-run and edge-bench (left-out flags do not override the
+    config file)."""
+    S = argparse.SUPPRESS
+    src = p.add_argument_group(f"source (one of; default: {default})")
     one = src.add_mutually_exclusive_group()
     one.add_argument(
         "--camera", type=_camera, default=S, metavar="N", help="V4L2 camera index or device path"
@@ -117,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="video/demo: every frame, unpaced, none dropped (default: paced at the frame rate)",
     )
     src.add_argument("--seed", type=int, default=S, help="demo line seed (default 0)")
+    return src
+
+
+def build_parser() -> argparse.ArgumentParser:
+    S = argparse.SUPPRESS  # flags left out do not override the config file
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect products for their stamp: live frames -> boxes -> one verdict per product.",
+        epilog="Flags override the config file. Exit status 2: bad input (one line on stderr).",
+    )
+    p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
+    p.add_argument("--check-config", type=Path, metavar="FILE", help="validate a config file and exit")
+    add_source_arguments(p, "camera 0")
     mod = p.add_argument_group("model")
     mod.add_argument("--model", type=Path, default=S, help="a .tflite model (default: the bundled one)")
     mod.add_argument("--threads", type=positive_int, default=S, help="interpreter threads (default 2)")
