@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 SOURCE_KINDS = ("camera", "picamera", "video", "url", "images", "demo")
-TRIGGER_KINDS = ("occupancy", "every-frame")
+TRIGGER_KINDS = ("occupancy", "every-frame", "gpio")
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
 
 
@@ -59,6 +60,19 @@ def _one_of(*choices: str) -> Check:
 
 def _byte(v: Any) -> str | None:
     return None if 0 <= v <= 255 else "a grey level in 0..255"
+
+
+def _label(v: Any) -> str | None:
+    ok = v == v.strip() and v.isprintable()
+    return None if ok else "a stamp label (printable, no leading or trailing spaces)"
+
+
+#: edge.synth.VARIANTS holds this many procedural variants (not imported: config stays light)
+MAX_VARIANTS = 6
+
+
+def _variant_count(v: Any) -> str | None:
+    return None if 1 <= v <= MAX_VARIANTS else f"a whole number in 1..{MAX_VARIANTS}"
 
 
 def check_roi(v: Any) -> str | None:
@@ -139,13 +153,16 @@ class DecisionConfig:
     min_hit_share: float = _opt(0.3, _unit)
     #: judged frames: occupancy >= this share of the product's peak occupancy (occupancy trigger)
     judge_share: float = _opt(0.8, _unit)
+    #: the stamp variant every product must carry (a label of the model's class head): a product
+    #: whose stamp is another variant is WRONG; left out: any variant is OK
+    expect: str | None = _opt(None, _label)
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     #: the verdict log (JSON lines, appended across restarts)
     events: Path | None = None
-    #: snapshots of every MISSING product (clean and annotated frame)
+    #: snapshots of every MISSING or WRONG product (clean and annotated frame)
     snapshots: Path | None = None
     snapshot_max_count: int = _opt(1000, _positive)
     snapshot_max_mb: float = _opt(500.0, _positive)
@@ -155,6 +172,8 @@ class OutputConfig:
     record: Path | None = None
     #: a window with the annotated stream (needs a display)
     display: bool = False
+    #: blend the model's heatmap over the region in the annotated stream
+    heatmap: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +186,219 @@ class RunConfig:
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = _opt(0, _non_negative)
+    #: products carry one of the first N procedural stamp variants (edge.synth.VARIANTS): most
+    #: the expected one (decision.expect, else the first), a known share another; left out: the
+    #: single default stamp
+    variants: int | None = _opt(None, _variant_count)
+    #: ... or one of the stamp images in this folder (labels: file stems)
+    stamps: Path | None = None
+
+
+# -- the station: GPIO, web view, MQTT, watchdogs (edge/station/) -------------------------------
+
+#: the Raspberry Pi header's GPIO lines (BCM numbering) and physical pins
+BCM_PINS = range(28)
+BOARD_PINS = range(1, 41)
+PIN_EXPECTED = "a BCM GPIO number 0..27 or a gpiozero pin name like 'GPIO17', 'BCM17', 'BOARD11'"
+_PIN_NAME = re.compile(r"(?:(GPIO|BCM)(\d{1,2})|(BOARD|J8:)(\d{1,2}))", re.IGNORECASE)
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+_TOPIC_LEVEL = re.compile(r"[^/+#\s]{1,64}")
+#: process exit status when one model invoke ran longer than watchdog.inference_timeout_s
+EXIT_INFERENCE_STALLED = 3
+
+
+def pin_key(v: int | str) -> str | None:
+    """A pin as gpiozero names it (``GPIO17``, ``BOARD11``), or None when it is not a pin."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):
+        n = int(v)
+        return f"GPIO{n}" if n in BCM_PINS else None
+    if not isinstance(v, str):
+        return None
+    m = _PIN_NAME.fullmatch(v.strip())
+    if m is None:
+        return None
+    if m.group(1):
+        n = int(m.group(2))
+        return f"GPIO{n}" if n in BCM_PINS else None
+    n = int(m.group(4))
+    return f"BOARD{n}" if n in BOARD_PINS else None
+
+
+def check_pin(v: Any) -> str | None:
+    return None if pin_key(v) is not None else PIN_EXPECTED
+
+
+def parse_endpoint(text: str, default_host: str | None, default_port: int | None) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``; ``:PORT`` or ``PORT`` alone with a default host; ``HOST`` alone
+    with a default port) -> (host, port); ValueError saying what was expected."""
+    want = (
+        "HOST:PORT, :PORT or PORT (port 0..65535)"
+        if default_host is not None
+        else "HOST or HOST:PORT (port 1..65535)"
+    )
+    text = str(text).strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[: end + 1], text[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise ValueError(f"expected {want}, got {text!r}")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif text.isdigit() and default_host is not None:
+        host, port_text = "", text
+    if not host:
+        if default_host is None:
+            raise ValueError(f"expected {want}, got {text!r}")
+        host = default_host
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"expected {want}, got {text!r}")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"expected {want}, got {text!r}")
+        port = default_port
+    else:
+        if not port_text.isdigit():
+            raise ValueError(f"expected {want}, got {text!r}")
+        port = int(port_text)
+    low = 0 if default_host is not None else 1
+    if not low <= port <= 65535:
+        raise ValueError(f"expected {want}, got {text!r}")
+    return host.strip("[]"), port
+
+
+def _endpoint_check(default_host: str | None, default_port: int | None) -> Check:
+    def check(v: Any) -> str | None:
+        try:
+            parse_endpoint(v, default_host, default_port)
+        except ValueError as exc:
+            return str(exc).removeprefix("expected ").split(", got ")[0]
+        return None
+
+    return check
+
+
+def _topic_level(v: Any) -> str | None:
+    return None if _TOPIC_LEVEL.fullmatch(v) else "one MQTT topic level (no '/', '+', '#' or spaces)"
+
+
+def _token(v: Any) -> str | None:
+    return None if len(v) >= 8 and v.isprintable() and " " not in v else "at least 8 printable characters"
+
+
+def _port_or_percent(lo: int, hi: int) -> Check:
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"a whole number in {lo}..{hi}"
+
+    return check
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """Pins by BCM number (``17``) or gpiozero name (``"GPIO17"``, ``"BOARD11"``); left out: unused."""
+
+    #: the photo-eye (``trigger.kind = "gpio"``, or ``--trigger gpio:PIN``)
+    trigger_pin: int | str | None = _opt(None, check_pin)
+    #: the input's pull resistor: up (an NPN / open-collector sensor pulls the line low) | down | none
+    pull: str = _opt("up", _one_of("up", "down", "none"))
+    #: the level the photo-eye drives when a product is in front of it
+    active: str = _opt("low", _one_of("low", "high"))
+    #: edges closer than this to the last accepted one are contact bounce, ignored
+    debounce_s: float = _opt(0.02, _non_negative)
+    #: a product is judged on the frames captured from window_delay_s after the trigger edge ...
+    window_delay_s: float = _opt(0.0, _non_negative)
+    #: ... for window_s
+    window_s: float = _opt(0.3, _positive)
+    #: the pusher (or reject light): pulsed for MISSING and WRONG verdicts
+    reject_pin: int | str | None = _opt(None, check_pin)
+    #: from the trigger edge (software trigger: from the verdict) to the pulse: the product's travel
+    reject_delay_s: float = _opt(0.5, _non_negative)
+    reject_pulse_s: float = _opt(0.1, _positive)
+    #: a trigger whose window saw no frame (camera lost) is rejected too: never pass an unseen product
+    reject_unjudged: bool = True
+    #: stack lights: the last verdict (green OK, red MISSING or WRONG) and FAULT (camera, model)
+    ok_pin: int | str | None = _opt(None, check_pin)
+    missing_pin: int | str | None = _opt(None, check_pin)
+    fault_pin: int | str | None = _opt(None, check_pin)
+    #: on while a product is being judged (trigger edge or product in view, until its verdict)
+    busy_pin: int | str | None = _opt(None, check_pin)
+    #: how long the OK / MISSING light stays on after a verdict; 0: until the next verdict
+    light_hold_s: float = _opt(0.0, _non_negative)
+    #: outputs drive the pin high when on (false: low, for active-low relay boards)
+    outputs_active_high: bool = True
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    #: the web view, HOST:PORT; ":8080" or "8080" listens on 127.0.0.1 only; left out: off
+    listen: str | None = _opt(None, _endpoint_check("127.0.0.1", None))
+    #: a token the page, the API and /metrics ask for (?token=, a cookie, or Authorization: Bearer);
+    #: /healthz stays open. Left out: none (keep the web view on loopback then)
+    token: str | None = _opt(None, _token)
+    #: the live stream's frame rate cap (frames are encoded only while someone watches)
+    stream_fps: float = _opt(10.0, _positive)
+    #: stream frames are scaled down to at most this width
+    stream_width: int = _opt(640, _port_or_percent(64, 4096))
+    jpeg_quality: int = _opt(70, _port_or_percent(10, 100))
+    #: streams served at once (each more costs network, not encoding)
+    max_viewers: int = _opt(4, _positive)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    #: the plant's broker, HOST[:PORT] (port 1883); left out: off. Needs output.events
+    broker: str | None = _opt(None, _endpoint_check(None, 1883))
+    #: this station's name in the topics stampline/<station>/...; left out: the host name
+    station: str | None = _opt(None, _topic_level)
+    topic_prefix: str = _opt("stampline", _topic_level)
+    #: left out: stampline-<station>
+    client_id: str | None = None
+    username: str | None = None
+    #: a file holding the password (readable by the service only)
+    password_file: Path | None = None
+    keepalive_s: int = _opt(30, _positive)
+    #: the stats message (counts, fps, latency) every this many seconds
+    stats_interval_s: float = _opt(60.0, _positive)
+    #: reconnect back-off doubles from 0.5 s up to this
+    reconnect_max_s: float = _opt(30.0, _positive)
+    #: verdicts published but not yet acknowledged at once
+    max_inflight: int = _opt(20, _positive)
+    #: on stop, wait this long for unsent verdicts (the rest go after the next start)
+    flush_s: float = _opt(5.0, _non_negative)
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    #: no frame through the loop for this long: FAULT light on, /healthz answers 503
+    stall_s: float = _opt(5.0, _positive)
+    #: one model invoke running longer than this ends the process with status 3 (systemd restarts it)
+    inference_timeout_s: float = _opt(10.0, _positive)
+
+
+def check_station(config: Any) -> None:
+    """What needs two keys: a GPIO trigger needs its pin, MQTT needs the verdict log, one pin each."""
+    if config.trigger.kind == "gpio" and config.gpio.trigger_pin is None:
+        raise ConfigError(
+            "gpio.trigger_pin: expected a pin for trigger.kind = 'gpio' (or --trigger gpio:PIN)"
+        )
+    if config.mqtt.broker is not None and config.output.events is None:
+        raise ConfigError(
+            "mqtt.broker: expected output.events too (the verdict log is what is published, --events FILE)"
+        )
+    seen: dict[str, str] = {}
+    for name in ("trigger_pin", "reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin"):
+        value = getattr(config.gpio, name)
+        if value is None:
+            continue
+        key = pin_key(value)
+        if key in seen:
+            raise ConfigError(
+                f"gpio.{name}: expected a pin of its own, got {value!r} (also gpio.{seen[key]})"
+            )
+        seen[key] = name
 
 
 @dataclass(frozen=True)
@@ -179,16 +411,23 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     run: RunConfig = field(default_factory=RunConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 
     def __post_init__(self) -> None:
         if self.trigger.off >= self.trigger.on:
             raise ConfigError(
                 f"trigger.off: expected a number below trigger.on ({self.trigger.on}), got {self.trigger.off}"
             )
+        if self.demo.variants is not None and self.demo.stamps is not None:
+            raise ConfigError("demo.stamps: expected either demo.variants or demo.stamps, got both")
         src = self.source
         needs = {"video": src.video, "url": src.url, "images": src.images}
         if src.kind in needs and needs[src.kind] is None:
             raise ConfigError(f"source.{src.kind}: expected a value for source.kind = {src.kind!r}")
+        check_station(self)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Config:

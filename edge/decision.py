@@ -40,6 +40,16 @@ Decider
     alone passed two of those bad products (0.17, 0.25); 0.3 between the groups does not.
     ``judge_share`` 0.9 instead of 0.8 judged fewer, better-centred frames and was no better
     (6 wrong instead of 5).
+
+Stamp variants (models with a class head)
+    A product that carries a stamp gets the label of its stamp: the majority of the per-frame
+    labels (the class head's arg-max) over its judged frames that saw the stamp, the same frames
+    that made it OK, so one blurred or half-visible frame does not change it. A tie between
+    labels goes to the one with the higher mean class probability over those frames (then to
+    the label of the best-scoring frame). With ``expect`` (``edge-run --expect LABEL``) a product
+    whose label differs is WRONG instead of OK, and one whose label cannot be told (no class
+    scores) is WRONG too: an unverified variant never passes. MISSING stays MISSING: a product
+    without a stamp has no variant. The verdict carries the label and the votes.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -171,6 +181,9 @@ class _Seen:
     presence: float
     box: tuple[float, float, float, float] | None
     occupancy: float | None
+    #: the class head's label and probabilities (None: a model without one)
+    label: str | None = None
+    class_scores: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -185,17 +198,43 @@ class _Product:
     hits: int = 0
 
 
+def expect_problem(expect: str, labels: Sequence[str], class_head: bool = True) -> str | None:
+    """What is wrong with expecting the variant ``expect`` of a model with ``labels`` (None: fine).
+    It must be one of the labels of a class head (``class_head``, two or more labels)."""
+    if len(labels) < 2 or not class_head:
+        return (
+            f"the model has no class head to tell stamp variants apart (its labels: "
+            f"{', '.join(labels) or 'none'}); use a model trained on several stamps"
+        )
+    if expect not in labels:
+        return f"not one of the model's labels ({', '.join(labels)})"
+    return None
+
+
 class Decider:
     """Aggregates a product's frames into one :class:`Verdict` (see the module docstring)."""
 
     def __init__(
-        self, threshold: float, config: DecisionConfig | None = None, first_seq: int = 1, model_id: str = ""
+        self,
+        threshold: float,
+        config: DecisionConfig | None = None,
+        first_seq: int = 1,
+        model_id: str = "",
+        labels: Sequence[str] = (),
     ):
+        """``labels``: the model's class labels, in the order of its class scores (a model
+        with a class head has two or more); ``config.expect`` must be one of them."""
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold: expected a number in (0, 1), got {threshold}")
         self.threshold = float(threshold)
         self.config = config or DecisionConfig()
         self.model_id = model_id
+        self.labels = tuple(labels)
+        self.expect = self.config.expect
+        problem = expect_problem(self.expect, self.labels) if self.expect is not None else None
+        if problem:
+            raise ValueError(f"expect {self.expect!r}: {problem}")
+        self._label_index = {label: i for i, label in enumerate(self.labels)}
         self._seq = first_seq
         self._current: _Product | None = None
         self.abandoned = 0
@@ -225,7 +264,10 @@ class Decider:
         return None
 
     def _add(self, cur: _Product, frame: Frame, state: TriggerState, pred: Prediction) -> None:
-        cur.seen.append(_Seen(frame.index, pred.presence, pred.box, state.occupancy))
+        label = pred.label if pred.class_scores is not None else None
+        cur.seen.append(
+            _Seen(frame.index, pred.presence, pred.box, state.occupancy, label, pred.class_scores)
+        )
         cur.hits += pred.presence >= self.threshold
         cur.best.append((pred.presence, frame, pred))
         cur.best.sort(key=lambda t: -t[0])
@@ -249,10 +291,15 @@ class Decider:
         hits = sum(s.presence >= self.threshold for s in judged)
         need = min(max(self.config.min_hits, math.ceil(self.config.min_hit_share * len(judged))), len(judged))
         outcome = Outcome.OK if hits >= need else Outcome.MISSING
+        label, votes = None, ()
+        if outcome is Outcome.OK:
+            label, votes = self._variant_of([s for s in judged if s.presence >= self.threshold])
+            if self.expect is not None and label != self.expect:
+                outcome = Outcome.WRONG
         top = max(judged, key=lambda s: s.presence)
         judged_idx = {s.index for s in judged}
         evidence: tuple[float, Frame, Prediction] | None
-        if outcome is Outcome.OK:
+        if outcome is not Outcome.MISSING:  # the best view of the stamp it carries
             evidence = next((b for b in product.best if b[1].index in judged_idx), None)
         else:
             evidence = product.fullest
@@ -268,7 +315,8 @@ class Decider:
             score=top.presence,
             box=top.box,
             frames=tuple(s.index for s in judged),
-            label=None,
+            label=label,
+            label_votes=votes,
             evidence=evidence[1] if evidence else None,
             evidence_prediction=evidence[2] if evidence else None,
             truth=truth,
@@ -277,3 +325,26 @@ class Decider:
         )
         self._seq += 1
         return verdict
+
+    def _variant_of(self, stamped: Sequence[_Seen]) -> tuple[str | None, tuple[tuple[str, int], ...]]:
+        """The label of a product's stamp from its frames that saw it, and the votes (most first);
+        see the module docstring. (None, ()) when no frame carries a class-head label."""
+        voters = [s for s in stamped if s.label is not None]
+        if not voters:
+            return None, ()
+        votes = Counter(s.label for s in voters)
+        most = max(votes.values())
+        tied = [label for label, n in votes.items() if n == most]
+
+        def strength(label: str) -> tuple[float, float]:
+            i = self._label_index.get(label)
+            probs = [
+                s.class_scores[i]
+                for s in voters
+                if i is not None and s.class_scores is not None and len(s.class_scores) == len(self.labels)
+            ]
+            mean = sum(probs) / len(probs) if probs else 0.0
+            return mean, max(s.presence for s in voters if s.label == label)
+
+        label = tied[0] if len(tied) == 1 else max(tied, key=strength)
+        return label, tuple(votes.most_common())

@@ -9,6 +9,12 @@ stamp; some of those (and a few stamped ones) carry a distractor mark instead (a
 rectangular stamp, text or a scribble). Sensor noise varies per frame, and ``BLUR_SHARE`` of
 the frames are motion-blurred or defocused, as a real camera's occasionally are.
 
+With several stamp variants (``DemoLine(seed, stamps, expect)``, ``edge-run --demo-variants N``
+or ``--demo-stamps DIR``) a stamped product carries the expected variant (``expect``, else the
+first), except ``OTHER_VARIANT_SHARE`` of them, which carry one of the others (each alike); with
+``expect`` given, their right verdict is WRONG. The single-stamp line is unchanged by this: the
+variant is drawn from a random stream of its own.
+
 Everything is deterministic under the seed: product ``i`` depends only on ``(seed, i)``, frame
 ``t`` only on ``(seed, t)``. :meth:`DemoLine.truth_at` says which product fills the region of
 interest in a frame, :meth:`DemoLine.products_between` which products crossed it entirely.
@@ -17,7 +23,7 @@ interest in a frame, :meth:`DemoLine.products_between` which products crossed it
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -43,6 +49,8 @@ MISSING_SHARE = 0.25
 #: of the products without a stamp, the share with a distractor mark; of those with, the share
 MISSING_DISTRACTOR_SHARE = 0.4
 OK_DISTRACTOR_SHARE = 0.1
+#: with several stamp variants, the share of stamped products carrying another than the expected
+OTHER_VARIANT_SHARE = 0.25
 BLUR_SHARE = 0.04
 NOISE_SIGMA = 3.0
 #: a green PVC belt. A software (occupancy) trigger needs products that differ from the belt:
@@ -80,18 +88,27 @@ class TruthProduct:
     #: frames in which it overlaps the region of interest, inclusive
     first_frame: int
     last_frame: int
+    #: the variant of its stamp (lines with several variants; None: the single default stamp)
+    label: str | None = None
+    #: the variant every product should carry (``edge-run --expect``); None: any is right
+    expect: str | None = None
 
     @property
     def expected(self) -> str:
-        return "OK" if self.stamp else "MISSING"
+        if not self.stamp:
+            return "MISSING"
+        return "WRONG" if self.expect is not None and self.label != self.expect else "OK"
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "product": self.id,
             "stamp": self.stamp,
             "distractor": self.distractor,
             "expected": self.expected,
         }
+        if self.label is not None:
+            out["label"] = self.label
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,12 +120,17 @@ class _Layout:
     y: int
     stamp: bool
     distractor: bool
+    label: str | None = None
 
 
 class DemoLine:
-    """The synthetic line: frames and their truth by frame number."""
+    """The synthetic line: frames and their truth by frame number.
 
-    def __init__(self, seed: int = 0):
+    ``stamps``: the stamp variants products carry (default: the single default stamp);
+    ``expect``: the variant they should carry (see the module docstring).
+    """
+
+    def __init__(self, seed: int = 0, stamps: Sequence[synth.Stamp] | None = None, expect: str | None = None):
         self.seed = int(seed)
         self.width, self.height, self.fps, self.roi = WIDTH, HEIGHT, FPS, ROI
         rx, ry, rw, rh = ROI
@@ -116,7 +138,19 @@ class DemoLine:
         self._layouts: list[_Layout] = []
         self._hint = 0
         self._images: dict[int, tuple[np.ndarray, tuple[float, float, float, float] | None]] = {}
-        self._stamps = [synth.Stamp("stamp", synth.default_stamp())]
+        if stamps is None:
+            self._stamps = [synth.Stamp("stamp", synth.default_stamp())]
+            self.labels: tuple[str, ...] = ()
+        else:
+            self._stamps = list(stamps)
+            self.labels = tuple(s.label for s in self._stamps)
+            if not self.labels or len(set(self.labels)) != len(self.labels):
+                raise ValueError(f"DemoLine: expected stamps with unique labels, got {list(self.labels)}")
+        #: a single-stamp line knows no labels: its stamped products carry the right one, whatever
+        #: ``expect`` calls it
+        self.expect = expect if self.labels else None
+        #: the variant most products carry
+        self.main_label = (expect if expect in self.labels else self.labels[0]) if self.labels else None
         rng = np.random.default_rng([self.seed, 0x5EED])
         self._belt = _belt_texture(rng, WIDTH + 256, HEIGHT)
         self._noise = [
@@ -141,8 +175,19 @@ class DemoLine:
             y = belt_mid - h // 2 + int(rng.integers(-8, 9))
             stamp = bool(rng.random() >= MISSING_SHARE)
             distractor = bool(rng.random() < (OK_DISTRACTOR_SHARE if stamp else MISSING_DISTRACTOR_SHARE))
-            self._layouts.append(_Layout(k, offset, w, h, y, stamp, distractor))
+            label = self._variant(k) if stamp else None
+            self._layouts.append(_Layout(k, offset, w, h, y, stamp, distractor, label))
         return self._layouts[i]
+
+    def _variant(self, k: int) -> str | None:
+        """The stamp variant of product ``k`` (None on a single-stamp line)."""
+        if self.main_label is None:
+            return None
+        others = [label for label in self.labels if label != self.main_label]
+        rng = np.random.default_rng([self.seed, k, 4])  # a stream of its own: layouts stay as they were
+        if others and rng.random() < OTHER_VARIANT_SHARE:
+            return others[int(rng.integers(len(others)))]
+        return self.main_label
 
     def _x(self, p: _Layout, t: int) -> float:
         """The left edge of product ``p`` in frame ``t`` (its right edge is at SPEED t - offset)."""
@@ -194,7 +239,7 @@ class DemoLine:
         rng = np.random.default_rng([self.seed, p.id, 2])
         generator = synth.Synthesizer(self._stamps, config=config)
         for _ in range(20):  # a product the colour of the belt is drawn again (see BELT_CONTRAST)
-            sample = generator.sample(rng)
+            sample = generator.sample(rng, stamp=p.label)
             if belt_contrast(sample.image) >= BELT_CONTRAST:
                 break
         image, box = sample.image, sample.box
@@ -258,7 +303,7 @@ class DemoLine:
     def _truth(self, p: _Layout) -> TruthProduct:
         rx, _, rw, _ = self.roi_px
         first, last = self._frames_overlapping(p, rx, rx + rw)
-        return TruthProduct(p.id, p.stamp, p.distractor, first, last)
+        return TruthProduct(p.id, p.stamp, p.distractor, first, last, p.label, self.expect)
 
     def products_between(self, first: int, last: int) -> list[TruthProduct]:
         """Products that entered and left the region of interest within frames first..last."""

@@ -50,6 +50,9 @@ class OverlayState:
     verdict: Verdict | None = None
     inspected: int = 0
     missing: int = 0
+    #: WRONG verdicts, counted (and shown) when a variant is expected (``expect``)
+    wrong: int = 0
+    expect: str | None = None
     fps: float = 0.0
     latency_ms: float = 0.0
     learning: bool = False
@@ -57,6 +60,8 @@ class OverlayState:
     footer: bool = True
     #: the box's colour; None: green (the box is drawn where presence >= threshold)
     box_colour: tuple[int, int, int] | None = None
+    #: blend the model's heatmap (grid or class activation map) over the region
+    heatmap: bool = False
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour, thick: int) -> None:
@@ -74,12 +79,34 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
     cv2.rectangle(canvas, (rx, ry), (rx + rw - 1, ry + rh - 1), GREY, 1)
 
     pred = state.prediction
+    if pred is not None and state.heatmap and pred.heatmap is not None:
+        draw_heatmap(canvas, roi_px, pred.heatmap)
     if pred is not None:
-        if pred.box is not None and pred.presence >= state.threshold:
+        if pred.box is None and pred.center is not None and pred.presence >= state.threshold:
+            colour = state.box_colour or GREEN  # a centre model: a crosshair where the stamp is
+            cx, cy = (round(rx + pred.center[0] * rw), round(ry + pred.center[1] * rh))
+            size = max(round(28 * scale), 8)
+            cv2.drawMarker(canvas, (cx, cy), BLACK, cv2.MARKER_CROSS, size + 4, thick + 2, cv2.LINE_AA)
+            cv2.drawMarker(canvas, (cx, cy), colour, cv2.MARKER_CROSS, size, thick, cv2.LINE_AA)
+            text = (
+                f"{pred.label} {pred.presence:.2f}"
+                if pred.class_scores is not None
+                else f"{pred.presence:.2f}"
+            )
+            _text(
+                canvas, text, (cx + size // 2 + 4, max(cy - size // 2, line // 2)), 0.8 * scale, colour, thick
+            )
+        elif pred.box is not None and pred.presence >= state.threshold:
             colour = state.box_colour or GREEN
             x0, y0, x1, y1 = box_to_pixels(pred.box, roi_px)
             cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thick + 1)
-            _text(canvas, f"{pred.presence:.2f}", (x0, max(y0 - 6, line // 2)), 0.8 * scale, colour, thick)
+            # a class head's label beside the score (a single-stamp model's label says nothing)
+            text = (
+                f"{pred.label} {pred.presence:.2f}"
+                if pred.class_scores is not None
+                else f"{pred.presence:.2f}"
+            )
+            _text(canvas, text, (x0, max(y0 - 6, line // 2)), 0.8 * scale, colour, thick)
         else:  # no stamp seen: the box the model regressed means nothing, its score does
             colour = state.box_colour or GREY
             _text(canvas, f"no stamp {pred.presence:.2f}", (rx + 6, ry + line), 0.8 * scale, colour, thick)
@@ -91,7 +118,7 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
     if state.verdict is not None:
         v = state.verdict
         colour = OUTCOME_COLOURS[v.outcome]
-        label = f"#{v.product_id} {v.outcome.value}"
+        label = f"#{v.product_id} {v.outcome.value}" + (f" {v.label}" if v.label is not None else "")
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 1.2 * scale, thick + 1)
         x = w - tw - 20
         cv2.rectangle(canvas, (x - 10, 8), (w - 8, 8 + th + 16), colour, -1)
@@ -106,20 +133,34 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
             cv2.LINE_AA,
         )
     if state.footer:
+        wrong = f"wrong {state.wrong}  " if state.expect is not None else ""
         footer = (
-            f"inspected {state.inspected}  missing {state.missing}  "
+            f"inspected {state.inspected}  missing {state.missing}  {wrong}"
             f"{state.fps:.1f} fps  latency {state.latency_ms:.0f} ms"
         )
         _text(canvas, footer, (10, h - 10), 0.8 * scale, WHITE, thick)
+        if state.expect is not None:
+            _text(canvas, f"expect {state.expect}", (10, h - 10 - line), 0.8 * scale, WHITE, thick)
     return canvas
+
+
+def draw_heatmap(canvas: np.ndarray, roi_px: tuple[int, int, int, int], heatmap: np.ndarray) -> None:
+    """Blend a per-cell probability map (0..1) over the region of interest, in place."""
+    rx, ry, rw, rh = roi_px
+    hm = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    hm = cv2.resize((hm * 255).astype(np.uint8), (rw, rh), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(hm, cv2.COLORMAP_JET)
+    region = canvas[ry : ry + rh, rx : rx + rw]
+    alpha = (hm.astype(np.float32) / 255.0 * 0.6)[..., None]
+    region[:] = (region * (1 - alpha) + colour * alpha).astype(np.uint8)
 
 
 def annotate_verdict(image: np.ndarray, roi_px: tuple[int, int, int, int], verdict: Verdict) -> np.ndarray:
     """A copy of ``image`` with a verdict's evidence drawn on it, in the verdict's colour."""
-    ok = verdict.outcome is Outcome.OK
+    stamped = verdict.outcome is not Outcome.MISSING  # OK or WRONG: a stamp is there
     state = OverlayState(
         prediction=verdict.evidence_prediction,
-        threshold=0.0 if ok else 1.0 + 1e-9,  # OK: the stamp's box; otherwise its score only
+        threshold=0.0 if stamped else 1.0 + 1e-9,  # the stamp's box; MISSING: its score only
         verdict=verdict,
         footer=False,
         box_colour=OUTCOME_COLOURS[verdict.outcome],
@@ -128,5 +169,7 @@ def annotate_verdict(image: np.ndarray, roi_px: tuple[int, int, int, int], verdi
     scale = max(min(canvas.shape[:2]) / 720.0, 0.35)
     frame = verdict.evidence.index if verdict.evidence is not None else "-"
     text = f"best score {verdict.score:.2f}  hits {verdict.hits}/{len(verdict.frames)}  frame {frame}"
+    if verdict.label_votes:
+        text += "  votes " + ", ".join(f"{label} {n}" for label, n in verdict.label_votes)
     _text(canvas, text, (10, canvas.shape[0] - 10), 0.8 * scale, WHITE, max(round(2 * scale), 1))
     return canvas

@@ -139,6 +139,10 @@ class Summary:
     products: int = 0
     ok: int = 0
     missing: int = 0
+    #: verdicts WRONG: the stamp of another variant than ``expect``
+    wrong: int = 0
+    #: the variant every product must carry (``--expect``); None: any
+    expect: str | None = None
     unfinished: int = 0
     duration_s: float = 0.0
     fps: float = 0.0
@@ -167,18 +171,25 @@ class Summary:
             f"latency     p50 {self.latency_ms_p50:.1f} ms, p99 {self.latency_ms_p99:.1f} ms "
             "(capture to result)",
             f"verdicts    {self.products} products: {self.ok} OK, {self.missing} MISSING"
+            + (f", {self.wrong} WRONG (expected {self.expect})" if self.expect is not None else "")
             + (f" ({self.unfinished} in view at the end, not judged)" if self.unfinished else ""),
         ]
         if self.truth is not None:
             t = self.truth
+            stamped = t["truth_products"] - t["truth_missing"]
             lines.append(
                 f"truth       {t['truth_products']} products crossed: "
-                f"{t['truth_products'] - t['truth_missing']} with a stamp, {t['truth_missing']} without"
+                + (
+                    f"{stamped - t['truth_wrong']} with the expected stamp, {t['truth_wrong']} with "
+                    f"another variant, {t['truth_missing']} without"
+                    if t["truth_wrong"]
+                    else f"{stamped} with a stamp, {t['truth_missing']} without"
+                )
             )
             errors = [
                 f"{t[k]} {label}"
                 for k, label in (
-                    ("wrong", "wrong verdicts"),
+                    ("incorrect", "wrong verdicts"),
                     ("unjudged", "products without a verdict"),
                     ("split", "products judged more than once"),
                     ("extra", "verdicts for no product"),
@@ -196,7 +207,9 @@ def compare_with_truth(
     judged: Iterable[tuple[object | None, Outcome]], truth: Sequence[TruthProduct]
 ) -> dict[str, object]:
     """Verdicts (each: the truth product id it was judged on, its outcome) against the products
-    that crossed: exactly one verdict per product, and the right one, is correct."""
+    that crossed: exactly one verdict per product, and the right one, is correct; ``incorrect``
+    counts the products with one verdict that is not the right one. ``truth_wrong``: products
+    whose right verdict is WRONG (another stamp variant than the expected one)."""
     by_id: dict[object, list[Outcome]] = {}
     extra = 0
     ids = {p.id for p in truth}
@@ -205,7 +218,7 @@ def compare_with_truth(
             by_id.setdefault(pid, []).append(outcome)
         else:
             extra += 1
-    correct = wrong = split = unjudged = 0
+    correct = incorrect = split = unjudged = 0
     for p in truth:
         got = by_id.get(p.id, [])
         if not got:
@@ -215,12 +228,13 @@ def compare_with_truth(
         elif got[0].value == p.expected:
             correct += 1
         else:
-            wrong += 1
+            incorrect += 1
     return {
         "truth_products": len(truth),
         "truth_missing": sum(not p.stamp for p in truth),
+        "truth_wrong": sum(p.expected == Outcome.WRONG.value for p in truth),
         "correct": correct,
-        "wrong": wrong,
+        "incorrect": incorrect,
         "unjudged": unjudged,
         "split": split,
         "extra": extra,
@@ -243,7 +257,9 @@ class Pipeline:
         hooks: Sequence[Callable[[FrameResult, np.ndarray], None]] = (),
         model_id: str = "",
         runtime: str = "",
+        heatmap: bool = False,
     ):
+        self.heatmap = heatmap
         self.source = source
         self.detector = detector
         self.trigger = trigger
@@ -257,7 +273,12 @@ class Pipeline:
         self.runtime = runtime
         self._stop = threading.Event()
         self._stop_reason = ""
-        self._draw = any(getattr(s, "needs_annotated", False) for s in self.sinks)
+        # sinks that want the overlay only now and then (the web view while someone watches) say
+        # so per frame; the others once
+        self._draw_sometimes = [s for s in self.sinks if getattr(s, "annotated_on_demand", False)]
+        self._draw = any(
+            getattr(s, "needs_annotated", False) for s in self.sinks if s not in self._draw_sometimes
+        )
         self._roi_px: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
 
     def stop(self, reason: str = "stopped") -> None:
@@ -336,7 +357,7 @@ class Pipeline:
                     fps_ema = 1.0 / dt if fps_ema == 0 else 0.9 * fps_ema + 0.1 / dt
             t_prev_frame = frame.t_capture
             annotated = None
-            if self._draw:
+            if self._draw or any(s.needs_annotated for s in self._draw_sometimes):
                 if last_verdict is not None and last_verdict.evidence is not None:
                     if frame.t_capture - last_verdict.evidence.t_capture > VERDICT_HOLD_S:
                         last_verdict = None
@@ -348,9 +369,12 @@ class Pipeline:
                     verdict=last_verdict,
                     inspected=verdict_counts.total(),
                     missing=verdict_counts[Outcome.MISSING],
+                    wrong=verdict_counts[Outcome.WRONG],
+                    expect=getattr(self.decider, "expect", None),
                     fps=fps_ema,
                     latency_ms=float(latencies[(frames - 1) % LATENCY_WINDOW]) if frames else 0.0,
                     learning=state.learning,
+                    heatmap=self.heatmap,
                 )
                 annotated = draw_overlay(image.copy(), roi_px, overlay)
             t6 = time.perf_counter()
@@ -407,6 +431,8 @@ class Pipeline:
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],
             missing=verdict_counts[Outcome.MISSING],
+            wrong=verdict_counts[Outcome.WRONG],
+            expect=getattr(self.decider, "expect", None),
             unfinished=unfinished,
             duration_s=round(elapsed, 3),
             fps=round(frames / elapsed, 2) if elapsed > 0 else 0.0,

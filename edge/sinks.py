@@ -31,6 +31,8 @@ from edge.types import Frame, Outcome, Prediction, Verdict
 _log = logging.getLogger(__name__)
 
 TAIL_BYTES = 1 << 16
+#: the verdicts that are flagged: snapshotted here, red/amber on the overlay
+FLAGGED = (Outcome.MISSING, Outcome.WRONG)
 JPEG_QUALITY = 90
 
 
@@ -94,6 +96,8 @@ def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int]) -> dict:
     }
     if verdict.label is not None:
         rec["label"] = verdict.label
+    if verdict.label_votes:
+        rec["label_votes"] = dict(verdict.label_votes)
     if verdict.truth is not None:
         rec["truth"] = dict(verdict.truth)
     return rec
@@ -187,7 +191,8 @@ _SNAPSHOT = re.compile(r"^(\d{8}T\d{6}(?:\.\d+)?_\d+_p\d+)_(clean|annotated)\.jp
 
 
 class SnapshotSink(_ClosingSink):
-    """Clean and annotated JPEGs of every MISSING product, oldest removed beyond the limits.
+    """Clean and annotated JPEGs of every flagged product (MISSING or WRONG), oldest removed
+    beyond the limits.
 
     ``max_count`` counts products (two files each); ``max_bytes`` all snapshot files together.
     """
@@ -227,7 +232,7 @@ class SnapshotSink(_ClosingSink):
 
     def write(self, result: FrameResult) -> None:
         v = result.verdict
-        if v is None or v.outcome is not Outcome.MISSING or v.evidence is None:
+        if v is None or v.outcome not in FLAGGED or v.evidence is None:
             return
         stamp = dt.datetime.fromtimestamp(v.wall_time, tz=dt.UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
         stem = f"{stamp}_{v.seq:06d}_p{v.product_id}"

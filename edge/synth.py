@@ -38,7 +38,9 @@ from edge.contract import INPUT_SHAPE, prepare_input
 __all__ = [
     "BOX_ALPHA_THRESHOLD",
     "DEFAULT_CONFIG",
+    "DEFAULT_VARIANTS",
     "IMAGE_SUFFIXES",
+    "VARIANTS",
     "Backgrounds",
     "Stamp",
     "SynthConfig",
@@ -51,6 +53,8 @@ __all__ = [
     "load_stamp",
     "load_stamps",
     "procedural_background",
+    "variant_stamps",
+    "write_stamps",
 ]
 
 #: a stamp pixel counts as visible (inside the box) when its final alpha exceeds this
@@ -581,6 +585,159 @@ def default_stamp(
     rgba[..., :3] = color
     rgba[..., 3] = mask
     return rgba
+
+
+def _fit_width(strip: np.ndarray, max_w: float) -> np.ndarray:
+    """``strip`` shrunk (keeping its aspect) to at most ``max_w`` wide."""
+    h, w = strip.shape
+    if w <= max_w:
+        return strip
+    f = max_w / w
+    return cv2.resize(strip, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
+def _rect_badge_mask(size: int, text: str) -> np.ndarray:
+    """A rectangular stamp (2:1): a thick and a thin border, a check mark, then the text."""
+    w, h = int(size), int(size) // 2
+    mask = np.zeros((h, w), np.uint8)
+    t = max(2, round(h * 0.07))
+    cv2.rectangle(mask, (t // 2, t // 2), (w - 1 - t // 2, h - 1 - t // 2), 255, t, cv2.LINE_AA)
+    inset = t + max(2, round(h * 0.05))
+    thin = max(1, round(t / 3))
+    cv2.rectangle(mask, (inset, inset), (w - 1 - inset, h - 1 - inset), 255, thin, cv2.LINE_AA)
+    r = h * 0.26
+    check_x = inset + h * 0.08 + r
+    _check(mask, check_x, h / 2, r)
+    left = check_x + r * 0.8
+    strip = _text_strip(text.upper(), h * 0.3, cv2.FONT_HERSHEY_DUPLEX, 0.15)
+    room = w - inset - h * 0.08 - left
+    strip = _fit_width(strip, room)
+    _paste_centered(mask, strip, left + room / 2, h / 2)
+    return mask
+
+
+def _hexagon_badge_mask(size: int, text: str) -> np.ndarray:
+    """A hexagonal stamp: two hexagon outlines, the text across the middle between two rules,
+    a star above and three dots below."""
+    s = float(size)
+    mask = np.zeros((int(size), int(size)), np.uint8)
+    c = (s - 1) / 2
+    angles = np.radians(np.arange(6) * 60.0)  # flat sides top and bottom
+
+    def hexagon(radius: float, width: float) -> None:
+        pts = np.stack([c + radius * np.cos(angles), c + radius * np.sin(angles)], axis=1)
+        cv2.polylines(
+            mask,
+            [np.round(pts * _ONE).astype(np.int32)],
+            True,
+            255,
+            max(1, round(width)),
+            cv2.LINE_AA,
+            _SHIFT,
+        )
+
+    w_outer = s * 0.045
+    radius = 0.49 * s - w_outer / 2
+    hexagon(radius, w_outer)
+    inner = radius - w_outer / 2 - s * 0.04
+    hexagon(inner, s * 0.012)
+    apothem = inner * math.sqrt(3) / 2
+    strip = _fit_width(_text_strip(text.upper(), s * 0.11, cv2.FONT_HERSHEY_TRIPLEX, 0.14), 1.45 * inner)
+    _paste_centered(mask, strip, c, c)
+    half = strip.shape[0] / 2 + s * 0.04
+    for y in (c - half, c + half):
+        dx = inner * 0.72
+        cv2.line(
+            mask,
+            (round((c - dx) * _ONE), round(y * _ONE)),
+            (round((c + dx) * _ONE), round(y * _ONE)),
+            255,
+            max(1, round(s * 0.015)),
+            cv2.LINE_AA,
+            _SHIFT,
+        )
+    _star(mask, c, c - (half + apothem) / 2, (apothem - half) * 0.42, 5, 0.42)
+    below = c + (half + apothem) / 2
+    for k in (-1, 0, 1):
+        cv2.circle(
+            mask,
+            (round((c + k * s * 0.08) * _ONE), round(below * _ONE)),
+            round(s * 0.022 * _ONE),
+            255,
+            -1,
+            cv2.LINE_AA,
+            _SHIFT,
+        )
+    return mask
+
+
+#: procedural stamp variants for multi-variant lines: label, text, shape, ink colour (BGR).
+#: The first is :func:`default_stamp` itself; each differs from the others in shape, text and
+#: colour family (red, blue, green, black, purple, orange).
+VARIANTS: tuple[tuple[str, str, str, tuple[int, int, int]], ...] = (
+    ("qc-passed", "QC PASSED", "seal", (40, 40, 200)),
+    ("inspected", "INSPECTED", "rect", (170, 90, 20)),
+    ("approved", "APPROVED", "hexagon", (40, 120, 20)),
+    ("released", "RELEASED", "seal", (35, 35, 35)),
+    ("grade-a", "GRADE A", "rect", (150, 40, 120)),
+    ("final-check", "FINAL CHECK", "hexagon", (20, 110, 220)),
+)
+DEFAULT_VARIANTS = 3
+
+
+def variant_stamps(n: int = DEFAULT_VARIANTS, size: int = 256) -> list[Stamp]:
+    """The first ``n`` procedural stamp variants (:data:`VARIANTS`), labelled; deterministic.
+
+    ``size`` is the longer side in pixels (a rectangular stamp is half as tall)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= len(VARIANTS):
+        raise ValueError(f"variant_stamps: expected 1 to {len(VARIANTS)} variants, got {n!r}")
+    if int(size) < 32:
+        raise ValueError(f"variant_stamps: expected size >= 32, got {size!r}")
+    stamps = []
+    for label, text, shape, colour in VARIANTS[: int(n)]:
+        if shape == "seal":
+            rgba = default_stamp(int(size), text, colour)
+        else:
+            mask = (
+                _rect_badge_mask(int(size), text) if shape == "rect" else _hexagon_badge_mask(int(size), text)
+            )
+            rgba = np.empty((*mask.shape, 4), np.uint8)
+            rgba[..., :3] = colour
+            rgba[..., 3] = mask
+        stamps.append(Stamp(label, rgba))
+    return stamps
+
+
+def write_stamps(stamps: Sequence[Stamp], folder: PathLike, overwrite: bool = False) -> list[Path]:
+    """Write stamps as PNGs with transparency named ``<label>.png`` (what :func:`load_stamps`
+    reads back, labels from the file stems). Refuses to replace a file unless ``overwrite``, and
+    refuses a folder holding other images (``load_stamps`` would take them for more variants)."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"stamp folder {out}: exists and is not a folder")
+    names = {f"{s.label}.png" for s in stamps}
+    if len(names) != len(stamps):
+        raise ValueError(f"stamp labels must be unique, got {[s.label for s in stamps]}")
+    if out.is_dir():
+        others = [p.name for p in _image_files(out, recursive=False) if p.name not in names]
+        if others:
+            raise ValueError(
+                f"stamp folder {out}: holds other images (e.g. {others[0]!r}) that would be taken for "
+                "more variants; use an empty folder"
+            )
+        existing = sorted(n for n in names if (out / n).exists())
+        if existing and not overwrite:
+            raise ValueError(f"stamp folder {out}: {existing[0]} exists; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for stamp in stamps:
+        path = out / f"{stamp.label}.png"
+        ok, buf = cv2.imencode(".png", stamp.rgba)
+        if not ok:
+            raise OSError(f"{path}: OpenCV could not encode the stamp")
+        path.write_bytes(buf.tobytes())
+        paths.append(path)
+    return paths
 
 
 # -- distractor marks (not the stamp) ---------------------------------------------------------------
@@ -1681,8 +1838,12 @@ class Synthesizer:
             self._distractor(image, rng)
         return image
 
-    def sample(self, rng: np.random.Generator) -> SynthSample:
-        """One sample drawn with ``rng``."""
+    def sample(self, rng: np.random.Generator, stamp: str | None = None) -> SynthSample:
+        """One sample drawn with ``rng``; ``stamp``: the label of the stamp a positive carries
+        (default: one drawn at random). The random stream is the same either way, so a sample
+        differs from its randomly stamped twin only by the stamp (and what follows from it)."""
+        if stamp is not None and stamp not in self._class:
+            raise ValueError(f"Synthesizer.sample: stamp {stamp!r} is not one of {self.labels}")
         cfg = self.config
         width, height = self._size(rng)
         positive = rng.random() >= cfg.negative_share
@@ -1694,22 +1855,23 @@ class Synthesizer:
             if rng.random() < cfg.framed_share:
                 image, _ = _frame_on_belt(image, None, rng, cfg)
             return SynthSample(_camera(image, rng, cfg), None, None, distractor)
-        stamp = self.stamps[int(rng.integers(len(self.stamps)))]
+        drawn = int(rng.integers(len(self.stamps)))
+        chosen = self.stamps[drawn if stamp is None else self._class[stamp]]
         box = None
         for attempt in range(_ATTEMPTS):
             if attempt % 2 == 0:  # a new surface every other attempt
                 scene = self._scene(rng, width, height, distractor)
             image = scene.copy()
-            box, contrast = _paint(image, stamp, rng, cfg)
+            box, contrast = _paint(image, chosen, rng, cfg)
             if box is not None and contrast >= cfg.min_contrast:
                 break
         if box is None:
             raise RuntimeError(
-                f"Synthesizer: stamp {stamp.label!r} never became visible in {_ATTEMPTS} attempts"
+                f"Synthesizer: stamp {chosen.label!r} never became visible in {_ATTEMPTS} attempts"
             )
         if rng.random() < cfg.framed_share:
             image, box = _frame_on_belt(image, box, rng, cfg)
-        return SynthSample(_camera(image, rng, cfg), box, stamp.label, distractor)
+        return SynthSample(_camera(image, rng, cfg), box, chosen.label, distractor)
 
     def sample_at(self, seed: int, index: int) -> SynthSample:
         """The sample number ``index`` of the stream ``seed``: the same in every process."""

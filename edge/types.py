@@ -95,7 +95,10 @@ class Verdict:
     score: float
     box: tuple[float, float, float, float] | None
     frames: tuple[int, ...]
+    #: the variant of the product's stamp (models with a class head; None: MISSING or no head)
     label: str | None = None
+    #: how the frames that saw the stamp voted for its variant, most first: ((label, frames), ...)
+    label_votes: tuple[tuple[str, int], ...] = ()
     evidence: Frame | None = None
     evidence_prediction: Prediction | None = None
     truth: Mapping[str, object] | None = None

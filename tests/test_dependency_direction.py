@@ -4,7 +4,18 @@ import json
 import subprocess
 import sys
 
-FORBIDDEN = ("tensorflow", "keras", "train", "convert", "picamera2", "gpiozero", "tflite_runtime")
+FORBIDDEN = (
+    "tensorflow",
+    "keras",
+    "train",
+    "convert",
+    "picamera2",
+    "gpiozero",
+    "paho",
+    "prometheus_client",
+    "selenium",
+    "tflite_runtime",
+)
 
 PROBE = """
 import importlib, json, pkgutil, sys
@@ -32,6 +43,7 @@ def test_edge_sources_never_import_tensorflow_by_text():
     import re
 
     root = pathlib.Path(__file__).resolve().parents[1] / "edge"
-    pattern = re.compile(r"^(import|from)\s+(tensorflow|keras|train|convert|picamera2|gpiozero)\b", re.M)
+    banned = "tensorflow|keras|train|convert|picamera2|gpiozero|paho|prometheus_client"
+    pattern = re.compile(rf"^(import|from)\s+({banned})\b", re.M)
     offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text())]
     assert not offenders

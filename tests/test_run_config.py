@@ -26,7 +26,7 @@ UNIT = ROOT / "systemd" / "edge-run.service"
         ("[trigger]\non = 1.5\n", r"trigger.on: expected a number in \(0, 1\), got 1.5"),
         ("[trigger]\non = 'high'\n", "trigger.on: expected a number, got 'high'"),
         ("[trigger]\non = 0.3\noff = 0.4\n", "trigger.off: expected a number below trigger.on"),
-        ("[trigger]\nkind = 'gpio'\n", "trigger.kind: expected one of 'occupancy', 'every-frame'"),
+        ("[trigger]\nkind = 'eye'\n", "trigger.kind: expected one of 'occupancy', 'every-frame', 'gpio'"),
         ("[trigger]\nexit_frames = 1.5\n", "trigger.exit_frames: expected a whole number, got 1.5"),
         ("[trigger]\nlevel = 300\n", "trigger.level: expected a grey level"),
         ("[model]\nthreads = 0\n", "model.threads: expected a number > 0, got 0"),
@@ -109,7 +109,7 @@ def test_the_unit_has_what_the_service_needs():
         if "=" in line and not line.startswith("#")
     }
     assert lines["Type"] == "notify" and int(lines["WatchdogSec"]) > 0
-    assert lines["Restart"] == "on-failure" and lines["SupplementaryGroups"] == "video"
+    assert lines["Restart"] == "on-failure" and lines["SupplementaryGroups"] == "gpio video"
     assert lines["User"] == "stampline" and lines["ProtectSystem"] == "strict"
     assert "/etc/stampline/stampline.toml" in lines["ExecStart"]
     assert lines["ReadWritePaths"] == "/var/lib/stampline"

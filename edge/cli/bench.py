@@ -32,7 +32,16 @@ from typing import Any
 
 from edge.cli.common import CliError, fail, non_negative_int, positive_int, write_json
 from edge.cli.run import _number, _roi, add_source_arguments, overrides_from
-from edge.config import RUNTIMES, TRIGGER_KINDS, Config, ConfigError, OutputConfig
+from edge.config import (
+    RUNTIMES,
+    TRIGGER_KINDS,
+    Config,
+    ConfigError,
+    GpioConfig,
+    HttpConfig,
+    MqttConfig,
+    OutputConfig,
+)
 
 PROG = "edge-bench"
 
@@ -85,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--roi", type=_roi, default=S, metavar="X,Y,W,H", help="region inspected, normalised")
     src.add_argument(
         "--trigger",
-        choices=TRIGGER_KINDS,
+        choices=[k for k in TRIGGER_KINDS if k != "gpio"],  # no photo-eye at the bench
         default=S,
         help="default here: every-frame, so the model runs on every frame as in the textbook loop",
     )
@@ -151,9 +160,15 @@ def load_config(args: argparse.Namespace) -> Config:
         overrides["source.kind"] = "demo"
     overrides.setdefault("trigger.kind", "every-frame")
     config = Config.load(args.config, overrides)
-    # the bench never writes where the station writes: its outputs go to a temporary folder
+    # the bench never writes where the station writes: its outputs go to a temporary folder;
+    # nor does it drive the station's pins, serve its web view or publish to its broker
     return dataclasses.replace(
-        config, output=OutputConfig(), run=dataclasses.replace(config.run, duration=None)
+        config,
+        output=OutputConfig(),
+        run=dataclasses.replace(config.run, duration=None),
+        gpio=GpioConfig(),
+        http=HttpConfig(),
+        mqtt=MqttConfig(),
     )
 
 
@@ -303,7 +318,9 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             build_source=lambda: build_source(config),
             detector=detector,
             make_trigger=trigger,
-            make_decider=lambda: Decider(threshold, config.decision, 1, detector.model_id),
+            make_decider=lambda: Decider(
+                threshold, config.decision, 1, detector.model_id, detector.metadata.labels
+            ),
             make_sinks=sinks,
             roi=roi,
             prefetch=prefetch,

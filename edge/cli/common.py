@@ -23,6 +23,15 @@ def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
     return status
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``prog: error: ...``), exit status 2,
+    like every other bad input; ``--help`` still shows the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        fail(self.prog, message)
+        raise SystemExit(USAGE_ERROR)
+
+
 def _whole_number(text: str) -> int:
     try:
         return int(text)

@@ -6,6 +6,7 @@ Examples::
     edge-run --camera 0 --roi 0.2,0,0.6,1 --events verdicts.jsonl --snapshots missing/
     edge-run --config /etc/stampline/stampline.toml  # the service
     edge-run --check-config /etc/stampline/stampline.toml
+    edge-run --demo --demo-variants 3 --expect qc-passed --model variants_int8.tflite
 """
 
 from __future__ import annotations
@@ -16,19 +17,26 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.cli.common import CliError, fail, positive_int, write_json
+from edge.cli.common import CliError, OneLineParser, fail, positive_int, write_json
 from edge.config import (
+    PIN_EXPECTED,
     RUNTIMES,
     TRIGGER_KINDS,
     Config,
     ConfigError,
     DecisionConfig,
+    GpioConfig,
     OutputConfig,
     SourceConfig,
     TriggerConfig,
+    parse_endpoint,
+    pin_key,
 )
+
+if TYPE_CHECKING:
+    from edge.synth import Stamp
 
 PROG = "edge-run"
 
@@ -54,6 +62,82 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _trigger(text: str) -> str | tuple[str, int | str]:
+    kind, _, pin = text.partition(":")
+    if kind == "gpio" and pin:
+        key = pin_key(pin)
+        if key is None:
+            raise argparse.ArgumentTypeError(f"gpio:PIN: expected PIN to be {PIN_EXPECTED}, got {pin!r}")
+        return "gpio", int(pin) if pin.isdigit() else pin
+    if text in TRIGGER_KINDS and text != "gpio":
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected occupancy, every-frame or gpio:PIN (a BCM number like gpio:17), got {text!r}"
+    )
+
+
+def _pin(text: str) -> int | str:
+    if pin_key(text) is None:
+        raise argparse.ArgumentTypeError(f"expected {PIN_EXPECTED}, got {text!r}")
+    return int(text) if text.isdigit() else text
+
+
+def _endpoint(default_host: str | None, default_port: int | None):
+    def parse(text: str) -> str:
+        try:
+            parse_endpoint(text, default_host, default_port)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+def add_station_arguments(p: argparse.ArgumentParser) -> None:
+    """The station's flags (GPIO outputs, web view, MQTT); everything else is in the config's
+    [gpio], [http], [mqtt] and [watchdog] tables."""
+    S = argparse.SUPPRESS
+    st = p.add_argument_group("station (see Wiring a station in the README)")
+    st.add_argument(
+        "--http",
+        type=_endpoint("127.0.0.1", None),
+        default=S,
+        metavar="HOST:PORT",
+        help="serve the live view, /metrics, /healthz and /api/status; :PORT or PORT alone listens on "
+        "127.0.0.1 only (default: off)",
+    )
+    st.add_argument(
+        "--http-token", default=S, metavar="TOKEN", help="a token the web view asks for (default: none)"
+    )
+    st.add_argument(
+        "--mqtt",
+        type=_endpoint(None, 1883),
+        default=S,
+        metavar="HOST[:PORT]",
+        help="publish every verdict of --events to this broker, QoS 1, none lost (default: off)",
+    )
+    st.add_argument(
+        "--station", default=S, metavar="NAME", help="the station's name in MQTT topics (default: host name)"
+    )
+    st.add_argument(
+        "--reject-pin", type=_pin, default=S, metavar="PIN", help="pulse this pin for MISSING and WRONG"
+    )
+    st.add_argument(
+        "--reject-delay",
+        type=_number,
+        default=S,
+        metavar="S",
+        help=f"from the trigger edge (or the verdict) to the pulse (default {GpioConfig.reject_delay_s:g})",
+    )
+    st.add_argument(
+        "--reject-pulse",
+        type=_number,
+        default=S,
+        metavar="S",
+        help=f"the pulse's length (default {GpioConfig.reject_pulse_s:g})",
+    )
+
+
 #: flag (argparse dest) -> config key; a flag given on the command line overrides the file
 OVERRIDES = {
     "camera": "source.camera",
@@ -65,6 +149,8 @@ OVERRIDES = {
     "fps": "source.fps",
     "as_fast_as_possible": "source.as_fast_as_possible",
     "seed": "demo.seed",
+    "demo_variants": "demo.variants",
+    "demo_stamps": "demo.stamps",
     "model": "model.path",
     "threads": "model.threads",
     "runtime": "model.runtime",
@@ -72,6 +158,7 @@ OVERRIDES = {
     "roi": "inspection.roi",
     "trigger": "trigger.kind",
     "min_hits": "decision.min_hits",
+    "expect": "decision.expect",
     "events": "output.events",
     "snapshots": "output.snapshots",
     "snapshot_max_count": "output.snapshot_max_count",
@@ -79,7 +166,15 @@ OVERRIDES = {
     "summary": "output.summary",
     "record": "output.record",
     "display": "output.display",
+    "heatmap": "output.heatmap",
     "duration": "run.duration",
+    "http": "http.listen",
+    "http_token": "http.token",
+    "mqtt": "mqtt.broker",
+    "station": "mqtt.station",
+    "reject_pin": "gpio.reject_pin",
+    "reject_delay": "gpio.reject_delay_s",
+    "reject_pulse": "gpio.reject_pulse_s",
     "max_frames": "run.max_frames",
 }
 
@@ -112,12 +207,29 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         help="video/demo: every frame, unpaced, none dropped (default: paced at the frame rate)",
     )
     src.add_argument("--seed", type=int, default=S, help="demo line seed (default 0)")
+    variants = src.add_mutually_exclusive_group()
+    variants.add_argument(
+        "--demo-variants",
+        type=positive_int,
+        default=S,
+        metavar="N",
+        help="demo products carry one of the first N procedural stamp variants (edge-synth "
+        "--write-stamps): most the --expect one (else the first), a known share another "
+        "(default: the single default stamp)",
+    )
+    variants.add_argument(
+        "--demo-stamps",
+        type=Path,
+        default=S,
+        metavar="DIR",
+        help="demo products carry one of the stamp images in DIR (labels: file stems), as --demo-variants",
+    )
     return src
 
 
 def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # flags left out do not override the config file
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=PROG,
         description="Inspect products for their stamp: live frames -> boxes -> one verdict per product.",
         epilog="Flags override the config file. Exit status 2: bad input (one line on stderr).",
@@ -142,9 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dec.add_argument(
         "--trigger",
-        choices=TRIGGER_KINDS,
+        type=_trigger,
         default=S,
-        help=f"where products begin and end (default {TriggerConfig.kind})",
+        metavar="{" + ",".join(k if k != "gpio" else "gpio:PIN" for k in TRIGGER_KINDS) + "}",
+        help=f"where products begin and end; gpio:PIN: a photo-eye on a GPIO pin (BCM number or "
+        f"gpiozero name; see [gpio] in the config) (default {TriggerConfig.kind})",
     )
     dec.add_argument(
         "--min-hits",
@@ -152,11 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help=f"frames that must see the stamp for OK (default {DecisionConfig.min_hits})",
     )
+    dec.add_argument(
+        "--expect",
+        default=S,
+        metavar="LABEL",
+        help="the stamp variant every product must carry, a label of the model's class head: a "
+        "product with another variant is WRONG, flagged like MISSING (default: any variant is OK)",
+    )
     out = p.add_argument_group("output")
     out.add_argument(
         "--events", type=Path, default=S, metavar="FILE", help="verdict log (JSON lines, appended)"
     )
-    out.add_argument("--snapshots", type=Path, default=S, metavar="DIR", help="snapshots of MISSING products")
+    out.add_argument(
+        "--snapshots", type=Path, default=S, metavar="DIR", help="snapshots of MISSING and WRONG products"
+    )
     out.add_argument(
         "--snapshot-max-count",
         type=positive_int,
@@ -172,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--summary", type=Path, default=S, metavar="FILE", help="the run's summary as JSON")
     out.add_argument("--record", type=Path, default=S, metavar="FILE.mp4", help="record the annotated stream")
     out.add_argument("--display", action="store_true", default=S, help="show a window (needs a display)")
+    out.add_argument(
+        "--heatmap", action="store_true", default=S, help="overlay the model's heatmap (where it looks)"
+    )
+    add_station_arguments(p)
     run = p.add_argument_group("run")
     run.add_argument("--duration", type=_number, default=S, metavar="S", help="stop after S seconds")
     run.add_argument("--max-frames", type=positive_int, default=S, metavar="N", help="stop after N frames")
@@ -189,7 +316,47 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         kinds.append("demo")
     if kinds:
         out["source.kind"] = kinds[0]
+    if isinstance(given.get("trigger"), tuple):  # gpio:PIN
+        out["trigger.kind"], out["gpio.trigger_pin"] = given["trigger"]
     return out
+
+
+def demo_stamps(config: Config) -> list[Stamp] | None:
+    """The stamp variants of the demo line (``demo.variants`` or ``demo.stamps``); None: the
+    single default stamp."""
+    from edge import synth
+
+    d = config.demo
+    if d.variants is not None:
+        return synth.variant_stamps(d.variants)
+    if d.stamps is not None:
+        try:
+            return synth.load_stamps([d.stamps])
+        except ValueError as exc:
+            raise ConfigError(f"demo.stamps: {exc}") from None
+    return None
+
+
+def check_expect(config: Config) -> None:
+    """ConfigError unless ``decision.expect`` (if set) is a label of the model's class head.
+
+    Reads only the model's embedded metadata, so it runs before anything is opened; a model
+    that cannot be read is left to the detector to report."""
+    expect = config.decision.expect
+    if expect is None:
+        return
+    from edge.contract import CLASS, ContractError, read_embedded_metadata
+    from edge.decision import expect_problem
+    from edge.runtime import BUNDLED_MODEL
+
+    path = config.model.path or BUNDLED_MODEL
+    try:
+        meta = read_embedded_metadata(path.read_bytes(), str(path))
+    except (OSError, ContractError):
+        return
+    problem = expect_problem(expect, meta.labels, CLASS in meta.outputs)
+    if problem:
+        raise ConfigError(f"decision.expect {expect!r}: {problem} (model {path.name})")
 
 
 def build_source(config: Config):
@@ -200,7 +367,7 @@ def build_source(config: Config):
     if s.kind == "demo":
         from edge.demo import DemoCamera, DemoLine
 
-        line = DemoLine(config.demo.seed)
+        line = DemoLine(config.demo.seed, demo_stamps(config), config.decision.expect)
         paced = not s.as_fast_as_possible
         src = sources.Source(
             DemoCamera(line), threaded=paced, pace=paced, truth=line.truth_at, prefetch=0 if paced else 2
@@ -244,7 +411,9 @@ def run(config: Config) -> int:
     from edge.pipeline import Pipeline, SystemdNotifier
     from edge.runtime import TFLiteDetector
     from edge.sinks import VerdictLog
+    from edge.station.station import Station
 
+    check_expect(config)
     source, truth = build_source(config)
     roi = config.inspection.roi
     if roi is None and truth is not None:
@@ -255,6 +424,8 @@ def run(config: Config) -> int:
         built_sinks = build_sinks(config, source.fps)
         for sink in built_sinks:
             stack.enter_context(sink)
+        # pins, the web view's port, MQTT's libraries: checked before the model loads
+        station = stack.enter_context(Station(config, source.stats))
         detector = TFLiteDetector(config.model.path, config.model.threads, config.model.runtime)
         threshold = config.model.threshold or detector.metadata.threshold
         runtime = f"{detector.runtime.name} {detector.runtime.version}, {detector.threads} thread(s)"
@@ -264,24 +435,36 @@ def run(config: Config) -> int:
             f"trigger {config.trigger.kind}; Ctrl-C to stop",
             flush=True,
         )
+        for line in station.describe():
+            print(f"{PROG}: {line}", flush=True)
         log = next((s for s in built_sinks if isinstance(s, VerdictLog)), None)
         first_product = log.next_product if log else 1
         if config.trigger.kind == "every-frame":
             trigger = EveryFrameTrigger(first_product)
+        elif station.trigger is not None:
+            trigger = station.trigger
+            trigger.start_numbering(first_product)
         else:
             trigger = OccupancyTrigger(config.trigger, first_product)
-        decider = Decider(threshold, config.decision, log.next_seq if log else 1, detector.model_id)
+        decider = Decider(
+            threshold,
+            config.decision,
+            log.next_seq if log else 1,
+            detector.model_id,
+            detector.metadata.labels,
+        )
         pipeline = Pipeline(
             source,
-            detector,
+            station.watch(detector, runtime),
             trigger,
             decider,
-            built_sinks,
+            [*built_sinks, *station.sinks],
             roi=roi,
             truth=truth,
             notifier=SystemdNotifier(),
             model_id=detector.model_id,
             runtime=runtime,
+            heatmap=config.output.heatmap,
         )
         summary = pipeline.run(config.run.duration, config.run.max_frames)
     print(summary.format(), flush=True)
@@ -306,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.check_config is not None:
             config = Config.load(args.check_config, overrides_from(args))
+            check_expect(config)
             print(f"{args.check_config}: ok (source {config.source.kind}, trigger {config.trigger.kind})")
             return 0
         config = Config.load(args.config, overrides_from(args))

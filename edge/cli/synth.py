@@ -1,6 +1,8 @@
 """edge-synth: write a labelled synthetic data set, a stamp composited onto product surfaces.
 
     edge-synth --out data/synth --n 5000 --stamp stamps/qc.png --format yolo
+    edge-synth --write-stamps stamps/ --variants 3      # procedural variants for edge-train --stamp
+    edge-synth --out data/variants --n 3000 --variants 3 --format coco
 
 Images ``i`` of a run are ``Synthesizer.sample_at(seed, i)``, so a run is reproducible and the
 same whatever ``--workers``. Ctrl-C (or SIGTERM) stops early and still writes a loadable set.
@@ -22,7 +24,18 @@ from tqdm import tqdm
 
 from edge.cli.common import CliError, fail, non_negative_int, positive_int, unit_float
 from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
-from edge.synth import Backgrounds, SynthConfig, Synthesizer, SynthSample, load_stamps
+from edge.synth import (
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    Backgrounds,
+    Stamp,
+    SynthConfig,
+    Synthesizer,
+    SynthSample,
+    load_stamps,
+    variant_stamps,
+    write_stamps,
+)
 
 PROG = "edge-synth"
 #: what DatasetWriter lays out; --overwrite deletes these and refuses to delete anything else
@@ -54,18 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         type=Path,
-        required=True,
         metavar="DIR",
-        help="folder to write; must be absent or empty (see --overwrite)",
+        help="folder to write; must be absent or empty (see --overwrite); required unless --write-stamps",
     )
-    p.add_argument("--n", type=positive_int, required=True, metavar="N", help="number of images")
-    p.add_argument(
+    p.add_argument("--n", type=positive_int, metavar="N", help="number of images (required with --out)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--stamp",
         action="append",
         type=Path,
         metavar="PNG",
         help="stamp image (PNG with transparency, or on a plain background) or a folder of them; "
         "repeatable; labels are the file stems (default: a procedural 'QC PASSED' seal, 'stamp')",
+    )
+    which.add_argument(
+        "--variants",
+        type=positive_int,
+        metavar="N",
+        help=f"use the first N of {len(VARIANTS)} procedural stamp variants "
+        f"({', '.join(v[0] for v in VARIANTS)}; labels as named) instead of --stamp",
+    )
+    p.add_argument(
+        "--write-stamps",
+        type=Path,
+        metavar="DIR",
+        help=f"write the procedural variants (--variants, default {DEFAULT_VARIANTS}) as PNGs with "
+        "transparency named <label>.png, for edge-train --stamp DIR; with --out, also the data set",
     )
     p.add_argument(
         "--backgrounds",
@@ -90,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of images without the stamp (the centers format cannot hold them: 0 there)",
     )
     p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="processes generating images")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier edge-synth output in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier edge-synth output in --out (and stamps written before in --write-stamps)",
+    )
     return p
 
 
@@ -151,8 +182,42 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _stamps(args: argparse.Namespace) -> list[Stamp] | None:
+    """The stamps in use: --stamp files, --variants, the variants --write-stamps writes, or the
+    default stamp (None)."""
+    if args.stamp:
+        if args.write_stamps is not None:
+            raise CliError("--write-stamps writes the procedural variants; it does not go with --stamp")
+        return load_stamps(args.stamp)
+    if args.variants is not None:
+        if args.variants > len(VARIANTS):
+            raise CliError(f"--variants: expected 1 to {len(VARIANTS)}, got {args.variants}")
+        return variant_stamps(args.variants)
+    if args.write_stamps is not None:
+        return variant_stamps(DEFAULT_VARIANTS)
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
-    stamps = load_stamps(args.stamp) if args.stamp else None
+    if args.out is None and args.write_stamps is None:
+        raise CliError("--out DIR is required (or --write-stamps DIR to write only the stamps)")
+    if args.out is not None and args.n is None:
+        raise CliError("--n is required with --out")
+    stamps = _stamps(args)
+    if args.write_stamps is not None:
+        assert stamps is not None
+        if args.out is not None:
+            _check_out(args.out, args.overwrite)  # before anything is written
+        try:
+            paths = write_stamps(stamps, args.write_stamps, overwrite=args.overwrite)
+        except ValueError as exc:
+            raise CliError(f"--write-stamps: {exc}") from None
+        print(
+            f"{PROG}: wrote {len(paths)} stamps ({', '.join(s.label for s in stamps)}) to "
+            f"{args.write_stamps}; train on them with edge-train --stamp {args.write_stamps}"
+        )
+        if args.out is None:
+            return 0
     backgrounds = Backgrounds(args.backgrounds, procedural_share=args.procedural_share)
     negatives = args.negatives
     if args.format == "centers":

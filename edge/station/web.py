@@ -1,0 +1,335 @@
+"""The live web view (``--http HOST:PORT``): the annotated stream, counters, verdicts, health.
+
+Endpoints (stdlib ``ThreadingHTTPServer``, one thread per request, nothing fetched from outside):
+
+- ``/``: the page (one HTML file with its CSS and script; readable on a phone).
+- ``/stream.mjpg``: the annotated stream as MJPEG (``multipart/x-mixed-replace``).
+- ``/thumb/<seq>.jpg``: the evidence frame of a recent verdict that was not OK.
+- ``/api/status``: the station's status as JSON (:meth:`StationStatus.snapshot`).
+- ``/metrics``: Prometheus text format (:mod:`edge.station.metrics`).
+- ``/healthz``: 200 while frames flow and no fault is active, else 503; the body says why.
+
+Watching does not slow the inspection: the loop draws the overlay only for a frame the stream
+wants (someone watches, and ``1 / stream_fps`` has passed since the last one), hands the drawn
+frame over by reference, and one encoder thread scales and JPEG-encodes it for every viewer;
+thumbnails are encoded by the request's thread. With no viewer nothing is drawn or encoded.
+
+Access: loopback unless a host is given (``0.0.0.0:8080`` for every interface). With
+``http.token`` every endpoint but ``/healthz`` needs it: ``?token=`` (the page then sets a
+cookie, so a bookmarked link works), the cookie, or ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+import numpy as np
+
+from edge.config import HttpConfig, parse_endpoint
+from edge.sinks import FrameResult
+from edge.station.common import StationError
+from edge.station.status import StationStatus
+
+_log = logging.getLogger(__name__)
+
+COOKIE = "stampline_token"
+THUMB_WIDTH = 192
+#: a viewer that takes no data for this long is dropped
+SEND_TIMEOUT_S = 10.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], view: WebView):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.view = view
+        super().__init__(address, _Handler)
+
+
+class WebView:
+    """The web server and the stream's encoder; a sink fed by the loop."""
+
+    #: the loop asks ``needs_annotated`` per frame
+    annotated_on_demand = True
+
+    def __init__(
+        self,
+        config: HttpConfig,
+        status: StationStatus,
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if config.listen is None:
+            raise ValueError("WebView: http.listen is not set")
+        self.config = config
+        self.host, self.port = parse_endpoint(config.listen, "127.0.0.1", None)
+        self.status = status
+        self.metrics = metrics
+        self.token = config.token
+        self._clock = clock
+        self._interval = 1.0 / config.stream_fps
+        self._cond = threading.Condition()
+        self._raw: np.ndarray | None = None  # the newest drawn frame, not yet encoded
+        self._jpeg: bytes | None = None
+        self._jpeg_n = 0
+        self._last_wanted = -1e9
+        self._viewers = 0
+        self._stopped = threading.Event()
+        self._server: _Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._thumbs: dict[int, bytes] = {}
+        self.encoded = 0
+        #: milliseconds spent scaling and encoding stream frames, in all (the encoder thread)
+        self.encode_ms_total = 0.0
+        self._page = self._load_page()
+
+    def _load_page(self) -> bytes:
+        text = resources.files("edge.station").joinpath("page.html").read_text(encoding="utf-8")
+        return text.replace("{station}", html.escape(self.status.station or "")).encode("utf-8")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    def __enter__(self) -> WebView:
+        try:
+            self._server = _Server((self.host, self.port), self)
+        except OSError as exc:
+            raise StationError(
+                f"http.listen: cannot listen on {self.host}:{self.port} ({exc.strerror or exc})"
+            ) from None
+        self.port = self._server.server_address[1]
+        for target, name in ((self._server.serve_forever, "http server"), (self._encode_loop, "mjpeg")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stopped.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._threads.clear()
+
+    # -- the sink (the loop's thread) -----------------------------------------------------------
+
+    @property
+    def needs_annotated(self) -> bool:
+        return self._viewers > 0 and self._clock() - self._last_wanted >= self._interval
+
+    def write(self, result: FrameResult) -> None:
+        if result.annotated is None or not self.needs_annotated:
+            return
+        self._last_wanted = self._clock()
+        with self._cond:
+            self._raw = result.annotated  # drawn for us on a copy: handed over, not copied again
+            self._cond.notify_all()
+
+    # -- the encoder thread ---------------------------------------------------------------------
+
+    def _encode_loop(self) -> None:
+        quality = [cv2.IMWRITE_JPEG_QUALITY, int(self.config.jpeg_quality)]
+        while not self._stopped.is_set():
+            with self._cond:
+                while self._raw is None and not self._stopped.is_set():
+                    self._cond.wait(1.0)
+                raw, self._raw = self._raw, None
+            if raw is None:
+                continue
+            t0 = time.perf_counter()
+            h, w = raw.shape[:2]
+            if w > self.config.stream_width:
+                size = (self.config.stream_width, max(round(h * self.config.stream_width / w), 1))
+                raw = cv2.resize(raw, size, interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", raw, quality)
+            if not ok:
+                continue
+            self.encode_ms_total += (time.perf_counter() - t0) * 1e3
+            with self._cond:
+                self._jpeg = buf.tobytes()
+                self._jpeg_n += 1
+                self.encoded += 1
+                self._cond.notify_all()
+
+    def next_jpeg(self, after: int, timeout: float) -> tuple[bytes | None, int]:
+        """The newest encoded frame newer than number ``after`` (None after ``timeout``)."""
+        with self._cond:
+            if self._jpeg_n <= after and not self._stopped.is_set():
+                self._cond.wait(timeout)
+            if self._jpeg_n <= after:
+                return None, after
+            return self._jpeg, self._jpeg_n
+
+    def add_viewer(self) -> bool:
+        with self._cond:
+            if self._viewers >= self.config.max_viewers:
+                return False
+            self._viewers += 1
+            return True
+
+    def remove_viewer(self) -> None:
+        with self._cond:
+            self._viewers -= 1
+
+    def thumbnail(self, seq: int) -> bytes | None:
+        cached = self._thumbs.get(seq)
+        if cached is not None:
+            return cached
+        frame = self.status.evidence(seq)
+        if frame is None:
+            return None
+        image = frame.image
+        h, w = image.shape[:2]
+        size = (THUMB_WIDTH, max(round(h * THUMB_WIDTH / w), 1))
+        ok, buf = cv2.imencode(".jpg", cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        if not ok:
+            return None
+        data = buf.tobytes()
+        live = {v["seq"] for v in self.status.snapshot()["recent"]}
+        self._thumbs = {k: v for k, v in self._thumbs.items() if k in live}
+        self._thumbs[seq] = data
+        return data
+
+    def authorized(self, query: dict[str, list[str]], headers) -> tuple[bool, bool]:
+        """(allowed, set the cookie): the token from the query, the cookie or a bearer header."""
+        if self.token is None:
+            return True, False
+        given = query.get("token", [None])[0]
+        if given is not None:
+            ok = hmac.compare_digest(given.encode(), self.token.encode())
+            return ok, ok
+        auth = headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()), False
+        cookie = SimpleCookie(headers.get("Cookie", ""))
+        if COOKIE in cookie:
+            return hmac.compare_digest(cookie[COOKIE].value.encode(), self.token.encode()), False
+        return False, False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "stampline"
+    timeout = SEND_TIMEOUT_S
+
+    def log_message(self, format: str, *args: object) -> None:
+        _log.debug("http %s: " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        view = self.server.view
+        url = urlsplit(self.path)
+        path = url.path
+        if path == "/healthz":
+            healthy, why = view.status.health()
+            self._send(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, why + "\n", "text/plain")
+            return
+        allowed, set_cookie = view.authorized(parse_qs(url.query), self.headers)
+        if not allowed:
+            self._send(
+                HTTPStatus.UNAUTHORIZED,
+                "a token is needed: open the page as /?token=...\n",
+                "text/plain",
+                extra={"WWW-Authenticate": 'Bearer realm="stampline"'},
+            )
+            return
+        cookie = {}
+        if set_cookie:
+            cookie["Set-Cookie"] = f"{COOKIE}={view.token}; Path=/; HttpOnly; SameSite=Strict"
+        if path in ("/", "/index.html"):
+            self._send(HTTPStatus.OK, view._page, "text/html; charset=utf-8", extra=cookie)
+        elif path == "/api/status":
+            data = view.status.snapshot()
+            data["stream"] = {
+                "viewers": view.viewers,
+                "fps_cap": view.config.stream_fps,
+                "encoded": view.encoded,
+            }
+            self._send(HTTPStatus.OK, json.dumps(data), "application/json", extra=cookie)
+        elif path == "/metrics":
+            if view.metrics is None:
+                self._send(HTTPStatus.NOT_FOUND, "no metrics\n", "text/plain")
+            else:
+                body, kind = view.metrics()
+                self._send(HTTPStatus.OK, body, kind)
+        elif path == "/stream.mjpg":
+            self._stream(view)
+        elif path.startswith("/thumb/") and path.endswith(".jpg") and path[7:-4].isdigit():
+            data = view.thumbnail(int(path[7:-4]))
+            if data is None:
+                self._send(HTTPStatus.NOT_FOUND, "no such thumbnail\n", "text/plain")
+            else:
+                self._send(HTTPStatus.OK, data, "image/jpeg", extra={"Cache-Control": "max-age=3600"})
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
+
+    def _send(
+        self, code: HTTPStatus, body: bytes | str, kind: str, extra: dict[str, str] | None = None
+    ) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if "Cache-Control" not in (extra or {}):
+            self.send_header("Cache-Control", "no-store")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+
+    def _stream(self, view: WebView) -> None:
+        if not view.add_viewer():
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "too many viewers\n", "text/plain")
+            return
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            n = 0
+            while not view._stopped.is_set():
+                jpeg, n = view.next_jpeg(n, timeout=1.0)
+                if jpeg is None:
+                    continue
+                head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                self.wfile.write(head + jpeg + b"\r\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+            pass
+        finally:
+            view.remove_viewer()

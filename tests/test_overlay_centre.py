@@ -1,0 +1,40 @@
+"""Centre models get a crosshair; --heatmap blends the model's grid over the region."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.overlay import OverlayState, draw_overlay
+from edge.types import Prediction
+
+
+def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(int) - b.astype(int)).sum(axis=2) > 30
+
+
+def test_a_centre_model_gets_a_crosshair_at_its_centre():
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    roi = (40, 20, 200, 200)  # the centre is normalised to the region, not the frame
+    pred = Prediction(presence=0.9, center=(0.25, 0.75))
+    out = draw_overlay(blank.copy(), roi, OverlayState(prediction=pred, footer=False))
+    cx, cy = 40 + 50, 20 + 150
+    for x, y in ((cx, cy), (cx + 3, cy), (cx, cy + 3)):  # the cross's middle and arms
+        b, g, r = (int(v) for v in out[y, x])
+        assert g > 150 and b < 100 and r < 100, (x, y, (b, g, r))  # green, antialiased
+    assert not _changed(out[30:90, 170:230], blank[30:90, 170:230]).any()  # nothing drawn far from it
+    unsure = Prediction(presence=0.2, center=(0.25, 0.75))
+    out = draw_overlay(blank.copy(), roi, OverlayState(prediction=unsure, footer=False))
+    assert tuple(int(v) for v in out[cy, cx]) == (128, 128, 128)  # below the threshold: no crosshair
+
+
+def test_heatmap_is_blended_where_the_model_looks_and_only_when_asked():
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    heat = np.zeros((16, 16), np.float32)
+    heat[12:, 12:] = 1.0  # the bottom-right quarter of the region's bottom-right quarter
+    pred = Prediction(presence=0.1, heatmap=heat)
+    roi = (0, 0, 200, 200)
+    out = draw_overlay(blank.copy(), roi, OverlayState(prediction=pred, footer=False, heatmap=True))
+    assert _changed(out[165:195, 165:195], blank[165:195, 165:195]).mean() > 0.9
+    assert not _changed(out[5:60, 140:195], blank[5:60, 140:195]).any()  # cold cells: as they were
+    plain = draw_overlay(blank.copy(), roi, OverlayState(prediction=pred, footer=False))
+    assert not _changed(plain[165:195, 165:195], blank[165:195, 165:195]).any()

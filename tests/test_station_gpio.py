@@ -1,0 +1,375 @@
+"""GPIO, driven through gpiozero's mock pin factory: photo-eye edges in, one verdict per edge,
+reject pulses out (delay and length within tolerance, none for OK), stack lights, BUSY."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gpiozero")
+from gpiozero.pins.mock import MockFactory
+
+from edge.config import Config, GpioConfig
+from edge.decision import Decider, TriggerState
+from edge.runtime import BUNDLED_MODEL
+from edge.station.gpio import GpioOutputs, GpioTrigger
+from edge.types import Frame, Outcome, Verdict
+
+IMAGE = np.zeros((32, 32, 3), np.uint8)
+VIEW = np.zeros((128, 128, 3), np.uint8)
+EDGE_RUN = [sys.executable, "-m", "edge.cli.run"]
+#: pulse timing tolerance, seconds: generous, for a machine busy with other work
+TOL = 0.08
+
+
+class Clock:
+    """The edge timestamps' clock, set by the test (frames carry their own capture times)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame(t: float, index: int = 0) -> Frame:
+    return Frame(IMAGE, t_capture=t, index=index)
+
+
+def absolute_states(pin, base: float) -> list[tuple[float, bool]]:
+    """A mock pin's (time, state) changes: its states hold the time since the previous change."""
+    out, t = [], base
+    for state in pin.states[1:]:
+        t += state.timestamp
+        out.append((t, bool(state.state)))
+    return out
+
+
+def pulses(pin, base: float) -> list[tuple[float, float]]:
+    """(start, end) of each high period of an output pin."""
+    out, start = [], None
+    for t, on in absolute_states(pin, base):
+        if on and start is None:
+            start = t
+        elif not on and start is not None:
+            out.append((start, t))
+            start = None
+    return out
+
+
+def show(state: TriggerState) -> str:
+    if state.ended is not None:
+        return f"end{state.ended}"
+    return f"p{state.product}" if state.product is not None else "-"
+
+
+# (window delay, window length, events: ("edge", t) or ("frame", t), expected states of the frames)
+WINDOWS = [
+    pytest.param(
+        0.0,
+        0.2,
+        [("frame", 0.9), ("edge", 1.0), ("frame", 1.01), ("frame", 1.1), ("frame", 1.19), ("frame", 1.25)],
+        ["-", "p1", "p1", "p1", "end1"],
+        id="frames-after-the-edge",
+    ),
+    pytest.param(
+        0.1,
+        0.15,
+        [("edge", 1.0), ("frame", 1.05), ("frame", 1.12), ("frame", 1.2), ("frame", 1.3), ("frame", 1.4)],
+        ["-", "p1", "p1", "end1", "-"],
+        id="delayed-window",
+    ),
+    pytest.param(
+        0.0,
+        0.2,
+        [
+            ("edge", 1.0),
+            ("frame", 1.02),
+            ("edge", 1.1),
+            ("frame", 1.08),
+            ("frame", 1.12),
+            ("frame", 1.15),
+            ("frame", 1.35),
+        ],
+        ["p1", "p1", "end1", "p2", "end2"],
+        id="overlapping-windows-split",
+    ),
+    pytest.param(
+        0.0,
+        0.1,
+        [("edge", 1.0), ("frame", 1.5), ("edge", 2.0), ("frame", 2.05), ("frame", 2.2)],
+        ["-", "p2", "end2"],
+        id="window-without-frames",
+    ),
+]
+
+
+@pytest.mark.parametrize(("delay", "window", "events", "expected"), WINDOWS)
+def test_a_product_is_the_frames_in_its_window_after_the_edge(delay, window, events, expected):
+    factory, clock = MockFactory(), Clock()
+    cfg = GpioConfig(trigger_pin=17, window_delay_s=delay, window_s=window, debounce_s=0.0)
+    unjudged = []
+    with GpioTrigger(cfg, pin_factory=factory, clock=clock) as trigger:
+        trigger.on_unjudged.append(lambda pid, t: unjudged.append(pid))
+        pin = factory.pin(17)
+        got = []
+        for kind, t in events:
+            clock.now = t
+            if kind == "edge":
+                pin.drive_low()  # pull up, active low: the photo-eye pulls the line down
+                pin.drive_high()
+            else:
+                got.append(show(trigger.update(frame(t), VIEW)))
+    assert got == expected
+    assert unjudged == ([1] if "without-frames" in str(expected) or expected[1] == "p2" else [])
+
+
+@pytest.mark.parametrize(
+    ("pull", "active", "drive", "edges_at"),
+    [
+        ("up", "low", ["low", "high", "low", "high"], [0, 2]),
+        ("down", "high", ["high", "low", "high", "low"], [0, 2]),
+        ("up", "high", ["low", "high", "low", "high"], [1, 3]),  # unusual: the rising edge
+        ("none", "low", ["high", "low", "high", "low"], [1, 3]),
+    ],
+)
+def test_pull_and_active_level_choose_the_edge(pull, active, drive, edges_at):
+    factory, clock = MockFactory(), Clock()
+    cfg = GpioConfig(trigger_pin="GPIO22", pull=pull, active=active, debounce_s=0.0)
+    seen = []
+    with GpioTrigger(cfg, pin_factory=factory, clock=clock) as trigger:
+        trigger.on_edge.append(lambda pid, t: seen.append(round(t)))
+        pin = factory.pin(22)
+        for i, level in enumerate(drive):
+            clock.now = float(i)
+            pin.drive_high() if level == "high" else pin.drive_low()
+    assert seen == edges_at
+
+
+def test_contact_bounce_within_the_debounce_time_is_one_edge():
+    factory, clock = MockFactory(), Clock()
+    cfg = GpioConfig(trigger_pin=17, debounce_s=0.02)
+    with GpioTrigger(cfg, pin_factory=factory, clock=clock) as trigger:
+        pin = factory.pin(17)
+        for t in (1.0, 1.004, 1.009, 1.015, 1.5, 1.505):
+            clock.now = t
+            pin.drive_low()
+            pin.drive_high()
+    assert (trigger.edges, trigger.bounces) == (2, 4)
+
+
+def verdict(outcome: Outcome, pid: int = 1) -> Verdict:
+    return Verdict(
+        seq=pid, product_id=pid, outcome=outcome, wall_time=time.time(), score=0.5, box=None, frames=(0,)
+    )
+
+
+def test_reject_pulses_come_after_the_delay_for_their_length_and_never_for_ok():
+    factory = MockFactory()
+    cfg = GpioConfig(reject_pin=27, ok_pin=5, missing_pin=6, reject_delay_s=0.25, reject_pulse_s=0.1)
+    edges = {}
+    with GpioOutputs(cfg, pin_factory=factory, edge_time=edges.get) as out:
+        reject = factory.pin(27)
+        reject.clear_states()
+        base = reject._last_change
+        t0 = time.monotonic()
+        edges.update({1: t0, 2: t0 + 0.5, 3: t0 + 0.55, 4: t0 - 1.0})
+        out.verdict(verdict(Outcome.MISSING, 1))
+        out.verdict(verdict(Outcome.OK, 2))
+        assert factory.pin(5).state and not factory.pin(6).state
+        out.verdict(verdict(Outcome.WRONG, 3))
+        assert factory.pin(6).state and not factory.pin(5).state
+        time.sleep(1.1)
+        # product 4's edge was long ago: its verdict came after it passed the pusher
+        out.verdict(verdict(Outcome.MISSING, 4))
+        time.sleep(0.3)
+    got = pulses(reject, base)
+    assert len(got) == 3, got
+    (s1, e1), (s3, e3), (s4, _) = got
+    assert s1 - t0 == pytest.approx(0.25, abs=TOL) and e1 - s1 == pytest.approx(0.1, abs=TOL)
+    assert s3 - t0 == pytest.approx(0.80, abs=TOL) and e3 - s3 == pytest.approx(0.1, abs=TOL)
+    assert s4 - t0 == pytest.approx(1.1, abs=0.1) and out.late_rejects == 1
+    assert out.rejects == 3
+
+
+def test_overlapping_rejects_merge_into_one_long_pulse_and_lights_hold():
+    factory = MockFactory()
+    cfg = GpioConfig(reject_pin=27, ok_pin=5, missing_pin=6, reject_delay_s=0.1, reject_pulse_s=0.15)
+    cfg = GpioConfig(**{**cfg.__dict__, "light_hold_s": 0.2})
+    with GpioOutputs(cfg, pin_factory=factory) as out:
+        reject = factory.pin(27)
+        reject.clear_states()
+        base = reject._last_change
+        t0 = time.monotonic()
+        out.reject(1, t0)
+        out.reject(2, t0 + 0.1)
+        out.verdict(verdict(Outcome.MISSING, 3))
+        assert factory.pin(6).state
+        time.sleep(0.45)
+        assert not factory.pin(6).state  # held for light_hold_s, then off
+    (start, end), *rest = pulses(reject, base)
+    assert start - t0 == pytest.approx(0.1, abs=TOL) and end - t0 == pytest.approx(0.35, abs=TOL)
+    assert len(rest) <= 1  # the third verdict's own pulse (delay from its verdict) may follow
+
+
+@pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason="bundled model not built")
+def test_photo_eye_station_end_to_end_one_verdict_per_edge_and_pulses_for_missing_only():
+    """The demo line's frames through a camera (the hardware boundary), a photo-eye that breaks
+    as each product reaches the middle of the view, the bundled model, the decider, the
+    outputs: one right verdict per edge, a reject pulse for each MISSING one and no other."""
+    from edge.demo import DemoLine
+    from edge.pipeline import Pipeline
+    from edge.runtime import TFLiteDetector
+    from edge.sources import Source
+
+    line = DemoLine(6)
+    products = line.products_between(0, 700)[4:10]
+    factory = MockFactory()
+    eye = factory.pin(17)
+
+    class LineCamera:
+        """Each product's frames around the middle of the view, then empty belt; the photo-eye
+        breaks as the product's middle frame is captured. Frames are rendered beforehand, so a
+        grab takes as long as a camera's readout, not as long as drawing the line."""
+
+        live, fps, name = False, 30.0, "line camera"
+
+        def __init__(self) -> None:
+            self.plan = []
+            for p in products:
+                mid = (p.first_frame + p.last_frame) // 2
+                self.plan += [(line.render(t), t == mid - 1) for t in range(mid - 1, mid + 7)]
+                self.plan += [(line.render(p.last_frame + 2), False)] * 4  # the gap behind: empty belt
+
+        def open(self) -> None:
+            pass
+
+        def grab(self):
+            if not self.plan:
+                return None
+            image, edge = self.plan.pop(0)
+            eye.drive_high()
+            if edge:
+                eye.drive_low()
+            return image
+
+        def close(self) -> None:
+            pass
+
+    cfg = GpioConfig(
+        trigger_pin=17,
+        window_s=0.2,
+        reject_pin=27,
+        ok_pin=5,
+        missing_pin=6,
+        busy_pin=13,
+        reject_delay_s=0.5,
+        reject_pulse_s=0.15,
+    )
+    detector = TFLiteDetector()
+    detector.predict(np.zeros((128, 128, 3), np.uint8))  # the interpreter's first invoke is slow
+    verdicts = []
+    captured: dict[int, float] = {}
+
+    class Collect:
+        needs_annotated = False
+
+        def write(self, result) -> None:
+            captured[result.frame.index] = result.frame.t_capture
+            if result.verdict is not None:
+                verdicts.append(result.verdict)
+
+    with (
+        GpioTrigger(cfg, pin_factory=factory) as trigger,
+        Source(LineCamera(), threaded=False, pace=True) as src,
+    ):
+        outputs = GpioOutputs(
+            cfg, pin_factory=factory, edge_time=trigger.edge_time, pending=lambda: trigger.pending
+        )
+        with outputs:
+            trigger.on_edge.append(outputs.edge)
+            reject, busy = factory.pin(27), factory.pin(13)
+            reject.clear_states()
+            busy.clear_states()
+            base_reject, base_busy = reject._last_change, busy._last_change
+            decider = Decider(detector.metadata.threshold)
+            Pipeline(src, detector, trigger, decider, [Collect(), outputs], roi=line.roi).run()
+            edges = [trigger.edge_time(v.product_id) for v in verdicts]
+            time.sleep(0.5)  # the last pulse
+            last_light = factory.pin(6).state
+    assert trigger.edges == len(products) == len(verdicts)
+    assert [v.outcome.value for v in verdicts] == [p.expected for p in products]
+    for v, edge in zip(verdicts, edges, strict=True):  # judged: every frame of its window, no other
+        assert sorted(v.frames) == [i for i, t in sorted(captured.items()) if edge <= t <= edge + 0.2]
+    missing = [e for v, e in zip(verdicts, edges, strict=True) if v.outcome is not Outcome.OK]
+    got = pulses(reject, base_reject)
+    assert len(got) == len(missing) >= 2
+    for (start, end), edge in zip(got, missing, strict=True):
+        assert start - edge == pytest.approx(0.5, abs=TOL)
+        assert end - start == pytest.approx(0.15, abs=TOL)
+    assert len(pulses(busy, base_busy)) == len(products)  # on at each edge, off at its verdict
+    assert last_light == (verdicts[-1].outcome is not Outcome.OK)
+
+
+def run_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [*EDGE_RUN, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--trigger", "gpio:99"],
+            "argument --trigger: gpio:PIN: expected PIN to be a BCM GPIO number 0..27",
+        ),
+        (["--trigger", "gpio"], "argument --trigger: expected occupancy, every-frame or gpio:PIN"),
+        (["--reject-pin", "P9"], "argument --reject-pin: expected a BCM GPIO number"),
+        (["--trigger", "gpio:17", "--reject-pin", "GPIO17"], "gpio.reject_pin: expected a pin of its own"),
+        (["--trigger", "gpio:17"], "gpio.trigger_pin: no GPIO on this machine"),
+    ],
+)
+def test_bad_pins_are_one_line_errors(args, message):
+    proc = run_cli(["--demo", *args, "--max-frames", "3"], env={"GPIOZERO_PIN_FACTORY": ""})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+def test_missing_gpiozero_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gpiozero", None)
+    from edge.station.common import StationError
+
+    with pytest.raises(StationError, match=r"gpio.trigger_pin: gpiozero is not installed: pip install"):
+        GpioTrigger(GpioConfig(trigger_pin=17)).__enter__()
+
+
+@pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason="bundled model not built")
+def test_edge_run_opens_the_pins_it_is_given(tmp_path):
+    # gpiozero's mock factory through its environment variable: nothing drives the photo-eye, so
+    # the demo's products pass unjudged, and the run ends cleanly
+    config = tmp_path / "station.toml"
+    config.write_text("[gpio]\nfault_pin = 26\nbusy_pin = 19\nwindow_s = 0.25\n")
+    proc = run_cli(
+        [
+            "--config",
+            str(config),
+            "--demo",
+            "--trigger",
+            "gpio:17",
+            "--reject-pin",
+            "27",
+            "--max-frames",
+            "20",
+        ],
+        env={"GPIOZERO_PIN_FACTORY": "mock"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "photo-eye on GPIO17" in proc.stdout and "reject 27, fault 26, busy 19" in proc.stdout
+    assert Config.load(config, {"trigger.kind": "gpio", "gpio.trigger_pin": 17}).gpio.window_s == 0.25

@@ -1,0 +1,282 @@
+"""MQTT against a real Mosquitto broker started on loopback by the tests: verdicts arrive in order
+with QoS 1; the broker stopped and restarted mid-run loses none; a restarted publisher goes on
+from the last acknowledged verdict; the retained status is online, then offline (last will)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("paho.mqtt")
+import paho.mqtt.client as mqtt
+
+from edge.cli.run import main
+from edge.config import MqttConfig
+from edge.decision import TriggerState
+from edge.runtime import BUNDLED_MODEL
+from edge.sinks import FrameResult, VerdictLog
+from edge.station.mqtt import VerdictPublisher
+from edge.station.status import StationStatus
+from edge.types import Frame, Outcome, Verdict
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
+)
+EDGE_RUN = [sys.executable, "-m", "edge.cli.run"]
+
+needs_broker = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (apt install mosquitto)")
+needs_model = pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason="bundled model not built")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """Mosquitto on 127.0.0.1, persistent (a restart keeps subscriptions and queued messages)."""
+
+    def __init__(self, folder: Path):
+        self.port = free_port()
+        self.folder = folder
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {folder}/\nlog_dest stderr\nlog_type error\n"
+            + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"mosquitto did not start: {self.proc.stderr.read().decode()}"
+                    ) from None
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not open its port")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # a clean stop: it saves its persistence
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Subscriber:
+    """A persistent-session QoS 1 subscriber to stampline/#, reconnecting on its own."""
+
+    def __init__(self, port: int, client_id: str):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("stampline/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
+        self.subscribed = threading.Event()
+        self.port = port
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def __enter__(self) -> Subscriber:
+        self.client.connect("127.0.0.1", self.port, keepalive=5)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "the subscription was not acknowledged"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def verdict_seqs(self, station: str) -> list[int]:
+        with self._lock:
+            return [json.loads(p)["seq"] for t, p, _ in self.messages if t == f"stampline/{station}/verdict"]
+
+    def stats(self, station: str) -> list[dict]:
+        with self._lock:
+            return [json.loads(p) for t, p, _ in self.messages if t == f"stampline/{station}/stats"]
+
+    def statuses(self, station: str) -> list[str]:
+        with self._lock:
+            return [p.decode() for t, p, _ in self.messages if t == f"stampline/{station}/status"]
+
+    def wait(self, what, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not what() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert what(), "timed out"
+
+
+def in_order_without_duplicates(seqs: list[int]) -> list[int]:
+    """The first arrival of each seq (a consumer drops the repeats); asserts they came in order."""
+    first = list(dict.fromkeys(seqs))
+    assert first == sorted(first), seqs
+    return first
+
+
+def log_verdicts(log: VerdictLog, publisher: VerdictPublisher | None, seqs: range) -> None:
+    image = __import__("numpy").zeros((16, 16, 3), "uint8")
+    for seq in seqs:
+        outcome = Outcome.MISSING if seq % 3 == 0 else Outcome.OK
+        v = Verdict(seq, seq + 100, outcome, time.time(), 0.5, (0.1, 0.1, 0.4, 0.4), (seq,))
+        result = FrameResult(Frame(image, time.monotonic(), seq), (0, 0, 16, 16), None, TriggerState(), v)
+        log.write(result)
+        if publisher is not None:
+            publisher.write(result)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Broker(tmp_path) as b:
+        yield b
+
+
+@needs_broker
+def test_the_broker_stopped_and_restarted_mid_run_loses_no_verdict(broker, tmp_path):
+    events = tmp_path / "verdicts.jsonl"
+    cfg = MqttConfig(broker=f"127.0.0.1:{broker.port}", station="line1", reconnect_max_s=0.5)
+    with Subscriber(broker.port, "consumer-1") as sub, VerdictLog(events) as log:
+        with VerdictPublisher(cfg, events) as pub:
+            log_verdicts(log, pub, range(1, 11))
+            sub.wait(lambda: set(sub.verdict_seqs("line1")) >= set(range(1, 11)))
+            assert sub.statuses("line1")[0] == "online"
+            broker.stop()
+            log_verdicts(log, pub, range(11, 21))  # while the broker is away
+            time.sleep(1.0)
+            assert not pub.connected and pub.unsent == 10
+            broker.start()
+            log_verdicts(log, pub, range(21, 26))
+            sub.wait(lambda: set(sub.verdict_seqs("line1")) >= set(range(1, 26)))
+            sub.wait(lambda: pub.unsent == 0)  # the broker's acknowledgements reach the publisher
+            assert pub.connections >= 2
+        sub.wait(lambda: sub.statuses("line1")[-1:] == ["offline"])  # a clean stop says so
+    got = in_order_without_duplicates(sub.verdict_seqs("line1"))
+    assert got == list(range(1, 26))
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    received = {json.loads(p)["seq"]: json.loads(p) for t, p, _ in sub.messages if t.endswith("/verdict")}
+    assert [received[r["seq"]] for r in lines] == lines  # the log's lines, as written
+    assert json.loads((tmp_path / "verdicts.jsonl.mqtt").read_text())["seq"] == 25
+
+
+@needs_broker
+def test_a_restarted_publisher_goes_on_after_the_last_acknowledged_verdict(broker, tmp_path):
+    events = tmp_path / "verdicts.jsonl"
+    cfg = MqttConfig(
+        broker=f"127.0.0.1:{broker.port}", station="line2", reconnect_max_s=0.5, stats_interval_s=0.2
+    )
+    status = StationStatus(station="line2")
+    with Subscriber(broker.port, "consumer-2") as sub:
+        with VerdictLog(events) as log:
+            with VerdictPublisher(cfg, events, status) as pub:
+                log_verdicts(log, pub, range(1, 6))
+                sub.wait(lambda: len(set(sub.verdict_seqs("line2"))) == 5)
+                sub.wait(lambda: sub.stats("line2"))
+                stats = sub.stats("line2")[-1]
+                assert stats["station"] == "line2" and "fps" in stats and "recent" not in stats
+                assert stats["mqtt"]["connections"] == 1
+            log_verdicts(log, None, range(6, 9))  # logged while no publisher runs
+        with VerdictLog(events) as log, VerdictPublisher(cfg, events) as pub:
+            assert pub.unsent == 3
+            log_verdicts(log, pub, range(9, 11))
+            sub.wait(lambda: len(set(sub.verdict_seqs("line2"))) == 10)
+        time.sleep(0.3)
+    assert sub.verdict_seqs("line2") == list(range(1, 11))  # nothing sent twice, none skipped
+
+
+@needs_broker
+@needs_model
+def test_edge_run_publishes_its_verdicts_and_a_killed_run_is_made_good_by_the_next(broker, tmp_path):
+    events = tmp_path / "verdicts.jsonl"
+    common = ["--demo", "--as-fast-as-possible", "--mqtt", f"127.0.0.1:{broker.port}", "--station", "line3"]
+    common += ["--events", str(events)]
+    with Subscriber(broker.port, "consumer-3") as sub:
+        proc = subprocess.Popen(
+            [*EDGE_RUN, *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            sub.wait(lambda: len(sub.verdict_seqs("line3")) >= 3, timeout=60)
+            assert "online" in sub.statuses("line3")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "mqtt to 127.0.0.1" in proc.stdout.read()
+        sub.wait(lambda: sub.statuses("line3")[-1:] == ["offline"])  # the last will
+        # the next run sends what the killed one logged but never got acknowledged
+        assert main([*common, "--max-frames", "150"]) == 0
+        logged = [json.loads(line)["seq"] for line in events.read_text().splitlines()]
+        sub.wait(lambda: set(sub.verdict_seqs("line3")) >= set(logged))
+        time.sleep(0.3)
+    assert in_order_without_duplicates(sub.verdict_seqs("line3")) == logged
+    assert sub.statuses("line3")[-1] == "offline"
+
+
+@needs_model
+def test_an_unreachable_broker_does_not_stop_the_inspection(tmp_path, caplog):
+    events = tmp_path / "verdicts.jsonl"
+    argv = ["--demo", "--as-fast-as-possible", "--max-frames", "200", "--events", str(events)]
+    assert main([*argv, "--mqtt", f"127.0.0.1:{free_port()}"]) == 0
+    n = len(events.read_text().splitlines())
+    assert n >= 1 and "cannot reach 127.0.0.1" in caplog.text
+    assert f"mqtt: {n} verdicts not yet sent; they go out after the next start" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--mqtt", "broker:0"],
+            "argument --mqtt: expected HOST or HOST:PORT (port 1..65535), got 'broker:0'",
+        ),
+        (["--mqtt", "localhost"], "mqtt.broker: expected output.events too"),
+        (
+            ["--mqtt", "localhost", "--events", "e.jsonl", "--station", "a/b"],
+            "mqtt.station: expected one MQTT",
+        ),
+    ],
+)
+def test_bad_mqtt_settings_are_one_line_errors(argv, message, capsys):
+    try:
+        code = main(["--demo", *argv, "--max-frames", "1"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_missing_paho_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
+    from edge.station.common import StationError
+
+    pub = VerdictPublisher(MqttConfig(broker="localhost"), tmp_path / "v.jsonl")
+    with pytest.raises(StationError, match=r"mqtt.broker: paho-mqtt is not installed: pip install"):
+        pub.__enter__()

@@ -1,0 +1,211 @@
+"""Watchdogs: a hung model invoke ends the process with status 3; a camera that goes silent
+turns the FAULT light on, /healthz unhealthy and the systemd watchdog pings off until frames flow
+again; a model that raises lights FAULT and ends the run with one line."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge.config import EXIT_INFERENCE_STALLED, Config
+from edge.decision import Decider, EveryFrameTrigger
+from edge.pipeline import Pipeline, SystemdNotifier
+from edge.runtime import BUNDLED_MODEL
+from edge.sources import Source
+from edge.station.station import Station
+from edge.station.watchdog import InferenceError
+
+needs_model = pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason="bundled model not built")
+
+HUNG = """
+import threading
+import numpy as np
+from edge.config import Config
+from edge.decision import Decider, EveryFrameTrigger
+from edge.pipeline import Pipeline
+from edge.runtime import TFLiteDetector
+from edge.sources import Source
+from edge.station.station import Station
+
+
+class Camera:
+    live, fps, name = False, None, "camera"
+
+    def open(self): pass
+    def close(self): pass
+    def grab(self): return np.full((120, 160, 3), 90, np.uint8)
+
+
+class StuckInterpreter(TFLiteDetector):
+    # the real interpreter, until an invoke never returns (a wedged delegate or driver)
+    calls = 0
+
+    def predict(self, image):
+        self.calls += 1
+        if self.calls > 5:
+            threading.Event().wait()
+        return super().predict(image)
+
+
+config = Config.from_mapping({"watchdog": {"inference_timeout_s": 1.0}})
+with Source(Camera(), threaded=False) as src, Station(config, src.stats) as station:
+    detector = station.watch(StuckInterpreter())
+    Pipeline(src, detector, EveryFrameTrigger(), Decider(0.5), station.sinks).run()
+print("not reached")
+"""
+
+
+@needs_model
+def test_an_invoke_that_never_returns_ends_the_process_with_status_3():
+    proc = subprocess.run([sys.executable, "-c", HUNG], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_INFERENCE_STALLED == 3, proc.stderr
+    assert "not reached" not in proc.stdout
+    assert "edge-run: error: inference stalled: one invoke has run for 1." in proc.stderr
+
+
+class SilentSpell:
+    """A live camera (the hardware boundary) that delivers 50 frames a second, goes silent from
+    ``quiet[0]`` to ``quiet[1]`` seconds after the first grab, then delivers again."""
+
+    live, fps, name = True, None, "flaky camera"
+
+    def __init__(self, quiet: tuple[float, float]):
+        self.quiet = quiet
+        self.t0: float | None = None
+        self.opens = 0
+        self.image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+
+    def open(self) -> None:
+        self.opens += 1
+
+    def close(self) -> None:
+        pass
+
+    def grab(self):
+        now = time.monotonic()
+        self.t0 = self.t0 or now
+        time.sleep(0.02)
+        if self.quiet[0] <= now - self.t0 < self.quiet[1]:
+            return None
+        return self.image
+
+
+@needs_model
+def test_a_silent_camera_lights_fault_and_stops_the_systemd_pings_until_frames_flow(tmp_path):
+    MockFactory = pytest.importorskip("gpiozero.pins.mock").MockFactory
+
+    from edge.runtime import TFLiteDetector
+
+    factory = MockFactory()
+    config = Config.from_mapping(
+        {"gpio": {"fault_pin": 26}, "watchdog": {"stall_s": 0.6}, "source": {"stall_s": 0.4}}
+    )
+    camera = SilentSpell((1.0, 3.0))
+    pings: list[float] = []
+    health: list[tuple[float, bool, str]] = []
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(0.05)
+        done = threading.Event()
+
+        def listen() -> None:
+            while not done.is_set():
+                try:
+                    if sock.recv(4096).startswith(b"WATCHDOG=1"):
+                        pings.append(time.monotonic())
+                except TimeoutError:
+                    pass
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "100000"})
+        with (
+            Source(camera, threaded=True, stall_s=0.4) as src,
+            Station(config, src.stats, factory) as station,
+        ):
+            fault = factory.pin(26)
+            fault.clear_states()
+            base = fault._last_change
+
+            def watch_health() -> None:
+                while not done.is_set():
+                    ok, why = station.status.health()
+                    health.append((time.monotonic(), ok, why))
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=watch_health)
+            watcher.start()
+            detector = station.watch(TFLiteDetector())
+            pipeline = Pipeline(
+                src, detector, EveryFrameTrigger(), Decider(0.5), station.sinks, notifier=notifier
+            )
+            summary = pipeline.run(duration=4.5)
+            done.set()
+            watcher.join()
+            states = [s.state for s in fault.states[1:]]
+            times = np.cumsum([s.timestamp for s in fault.states[1:]]) + base
+        listener.join()
+    t0 = camera.t0
+    quiet_from, quiet_to = t0 + 1.0, t0 + 3.0
+    assert summary.reopens >= 1 and camera.opens >= 2  # the source reopened the silent camera
+    assert states == [True, False], states  # FAULT on once, off once
+    assert times[0] - quiet_from == pytest.approx(0.6, abs=0.35)  # after watchdog.stall_s of silence
+    assert times[1] - quiet_to == pytest.approx(0.0, abs=0.4)  # off when frames flow again
+    assert any(t < quiet_from for t in pings) and any(t > quiet_to + 0.3 for t in pings)
+    assert not [t for t in pings if quiet_from + 0.15 < t < quiet_to], "pinged while no frame came"
+    silent = [(ok, why) for t, ok, why in health if quiet_from + 1.0 < t < quiet_to - 0.1]
+    assert silent and all(not ok and why.startswith("camera: no frame") for ok, why in silent)
+    assert health[-1][1], health[-1]
+
+
+class FailingDetector:
+    """The model runtime failing mid-run (a corrupt delegate state, out of memory)."""
+
+    model_id = "failing"
+
+    def __init__(self, real) -> None:
+        self.real, self.calls = real, 0
+
+    def predict(self, image):
+        self.calls += 1
+        if self.calls == 4:
+            raise RuntimeError("Node number 12 (CONV_2D) failed to invoke")
+        return self.real.predict(image)
+
+
+@needs_model
+def test_a_model_error_lights_fault_and_ends_the_run_with_one_line():
+    MockFactory = pytest.importorskip("gpiozero.pins.mock").MockFactory
+
+    from edge.cli.common import fail
+    from edge.runtime import TFLiteDetector
+
+    class Camera:
+        live, fps, name = False, None, "camera"
+
+        def open(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def grab(self):
+            return np.full((120, 160, 3), 90, np.uint8)
+
+    factory = MockFactory()
+    config = Config.from_mapping({"gpio": {"fault_pin": 26}})
+    with Source(Camera(), threaded=False) as src, Station(config, src.stats, factory) as station:
+        detector = station.watch(FailingDetector(TFLiteDetector()))
+        with pytest.raises(InferenceError) as exc:
+            Pipeline(src, detector, EveryFrameTrigger(), Decider(0.5), station.sinks).run()
+        assert factory.pin(26).state  # FAULT on
+        assert station.status.faults["model"].startswith("RuntimeError: Node number 12")
+    assert str(exc.value) == "inference failed (RuntimeError: Node number 12 (CONV_2D) failed to invoke)"
+    assert fail("edge-run", exc.value) == 2

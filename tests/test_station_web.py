@@ -1,0 +1,253 @@
+"""The live web view: endpoints, token, metrics, the MJPEG stream encoded only while watched, and
+the page in a real headless browser (Debian's chromium) while the demo runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from edge.cli.run import main
+from edge.config import HttpConfig
+from edge.decision import TriggerState
+from edge.runtime import BUNDLED_MODEL
+from edge.sinks import FrameResult
+from edge.station.status import StationStatus
+from edge.station.web import WebView
+from edge.types import Frame
+
+TOKEN = "s3cret-token-42"
+EDGE_RUN = [sys.executable, "-m", "edge.cli.run"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+needs_model = pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason="bundled model not built")
+
+
+def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0):
+    """(status, headers, body) of a GET, errors included."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def read_mjpeg(url: str, parts: int, timeout: float = 15.0) -> list[bytes]:
+    """The first ``parts`` JPEGs of a multipart/x-mixed-replace stream."""
+    out = []
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        assert r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+        while len(out) < parts:
+            assert r.readline() == b"--frame\r\n"
+            headers = {}
+            while (line := r.readline()) != b"\r\n":
+                key, _, value = line.decode().partition(":")
+                headers[key.lower()] = value.strip()
+            assert headers["content-type"] == "image/jpeg"
+            out.append(r.read(int(headers["content-length"])))
+            assert r.readline() == b"\r\n"
+    return out
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory):
+    """edge-run on the paced demo line with the web view on a free loopback port and a token."""
+    if not BUNDLED_MODEL.is_file():
+        pytest.skip("bundled model not built")
+    tmp = tmp_path_factory.mktemp("web")
+    cmd = [*EDGE_RUN, "--demo", "--seed", "6", "--duration", "120", "--http", "127.0.0.1:0"]
+    cmd += ["--http-token", TOKEN, "--events", str(tmp / "verdicts.jsonl")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"web view on (http://127\.0\.0\.1:\d+/)", line)
+            url = m.group(1) if m else None
+        assert url is not None, proc.stderr.read() if proc.poll() is not None else "no web view line"
+        while get(url + "healthz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the model loads, then frames flow
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def status(url: str) -> dict:
+    code, _, body = get(url + "api/status", {"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200
+    return json.loads(body)
+
+
+@needs_model
+def test_the_token_guards_everything_but_healthz(station):
+    assert get(station + "healthz")[0] == 200
+    for path in ("", "api/status", "metrics", "stream.mjpg", "thumb/1.jpg"):
+        assert get(station + path)[0] == 401, path
+    assert get(station + "?token=wrong-token")[0] == 401
+    code, headers, body = get(station + f"?token={TOKEN}")
+    assert code == 200 and b"<title>Stampline" in body
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert "HttpOnly" in headers["Set-Cookie"] and cookie == f"stampline_token={TOKEN}"
+    assert get(station + "api/status", {"Cookie": cookie})[0] == 200
+    assert get(station + "metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert get(station + "nowhere", {"Cookie": cookie})[0] == 404
+
+
+@needs_model
+def test_status_and_metrics_count_the_same_run(station):
+    deadline = time.monotonic() + 30
+    while (s := status(station))["inspected"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert s["healthy"] and s["model_id"] and s["fps"] > 0 and s["inferences"] > 0
+    assert s["inspected"] == sum(s["counts"].values()) >= 1
+    assert s["recent"][0]["seq"] == s["inspected"]
+    code, headers, body = get(station + "metrics", {"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200
+    text = body.decode()
+    assert headers["Content-Type"].startswith("text/plain")
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        assert m, name
+        return float(m.group(1))
+
+    verdicts = sum(value(f'stampline_verdicts_total{{result="{r}"}}') for r in ("OK", "MISSING", "WRONG"))
+    assert verdicts >= s["inspected"]
+    assert value("stampline_frames_total") >= s["frames"]
+    assert value("stampline_invoke_seconds_count") >= s["inferences"]
+    assert value("stampline_latency_seconds_count") == value("stampline_frames_total")
+    assert value("stampline_camera_connected") == 1 and value("stampline_healthy") == 1
+    assert value('stampline_fault{kind="camera"}') == 0
+    assert "stampline_frames_dropped_total" in text
+    assert f'model_id="{s["model_id"]}"' in text
+
+
+@needs_model
+def test_frames_are_encoded_only_while_someone_watches(station):
+    time.sleep(1.5)  # a viewer of an earlier test has gone
+    before = status(station)["stream"]
+    time.sleep(1.0)
+    idle = status(station)["stream"]
+    assert idle["viewers"] == 0 and idle["encoded"] == before["encoded"]
+    jpegs = read_mjpeg(station + f"stream.mjpg?token={TOKEN}", parts=4)
+    images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    assert all(im is not None and im.shape == (480, 640, 3) for im in images)
+    assert not np.array_equal(images[0], images[-1])  # a live stream, not one picture
+    time.sleep(1.0)
+    after = status(station)["stream"]
+    assert after["viewers"] == 0 and after["encoded"] >= idle["encoded"] + 4
+    time.sleep(1.0)
+    assert status(station)["stream"]["encoded"] == after["encoded"]
+
+
+def test_healthz_answers_503_until_frames_flow_and_when_they_stop():
+    now = [100.0]
+    status = StationStatus(stall_s=2.0, clock=lambda: now[0])
+    with WebView(HttpConfig(listen="127.0.0.1:0"), status) as view:
+        code, _, body = get(view.url + "healthz")
+        assert code == 503 and body.startswith(b"starting")
+        image = np.zeros((48, 64, 3), np.uint8)
+        status.write(FrameResult(Frame(image, now[0], 0), (0, 0, 64, 48), None, TriggerState()))
+        assert get(view.url + "healthz")[:3:2] == (200, b"ok: frames flow\n")
+        now[0] += 3.0
+        code, _, body = get(view.url + "healthz")
+        assert code == 503 and b"no frame through the loop for 3.0 s" in body
+        status.set_fault("camera", "no frame for 3.0 s")
+        assert b"camera: no frame" in get(view.url + "healthz")[2]
+        assert get(view.url + "metrics")[0] == 404  # no metrics given to this view
+
+
+def test_a_port_in_use_and_bad_addresses_are_one_line_errors(capsys):
+    with WebView(HttpConfig(listen="127.0.0.1:0"), StationStatus()) as view:
+        port = view.port
+        assert main(["--demo", "--http", f"127.0.0.1:{port}", "--max-frames", "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"http.listen: cannot listen on 127.0.0.1:{port}" in err
+    for bad in ("localhost:http", "1.2.3.4:70000", "a b:80", "host"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--demo", "--http", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "argument --http: expected HOST:PORT" in err, err
+
+
+@needs_model
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromedriver not installed")
+def test_the_page_in_a_headless_browser_shows_the_stream_and_counters_that_move(station, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium never downloads a driver here
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=412,915",  # a phone
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(station + f"?token={TOKEN}")
+        wait = WebDriverWait(driver, 20, poll_frequency=0.2)
+        wait.until(lambda d: d.find_element(By.ID, "health").text == "running")
+        wait.until(lambda d: d.execute_script("return document.getElementById('stream').naturalWidth") == 640)
+
+        def number(name: str) -> int:
+            text = driver.find_element(By.ID, name).text
+            return int(text) if text.isdigit() else -1
+
+        frames, inspected = number("frames"), number("inspected")
+        assert frames > 0 and inspected >= 0
+        wait.until(lambda d: number("frames") > frames + 30)
+        WebDriverWait(driver, 30, poll_frequency=0.5).until(lambda d: number("inspected") > inspected)
+        assert driver.find_element(By.ID, "model").text == status(station)["model_id"]
+        assert driver.find_elements(By.CSS_SELECTOR, "#recent li .v")  # the last verdicts
+        # readable on a phone: nothing wider than the screen
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        # the stream keeps changing in the page itself
+        grab = "const c=document.createElement('canvas');const i=document.getElementById('stream');"
+        grab += "c.width=64;c.height=48;const x=c.getContext('2d');x.drawImage(i,0,0,64,48);"
+        grab += "return Array.from(x.getImageData(0,0,64,48).data).reduce((a,b)=>a+b,0);"
+        first = driver.execute_script(grab)
+        WebDriverWait(driver, 10, poll_frequency=0.2).until(lambda d: d.execute_script(grab) != first)
+        driver.save_screenshot(str(tmp_path / "page.png"))
+        if os.environ.get("STAMPLINE_SCREENSHOT"):
+            shutil.copy(tmp_path / "page.png", os.environ["STAMPLINE_SCREENSHOT"])
+    finally:
+        driver.quit()
+    assert (tmp_path / "page.png").stat().st_size > 10_000
