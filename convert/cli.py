@@ -174,9 +174,9 @@ def training_metadata(model_path: Path) -> dict:
 
 def infer_kind(model) -> str:
     names = set(model.output_names)
-    for kind, (required, _) in contract.KIND_OUTPUTS.items():
-        if set(required) <= names:
-            return kind
+    kind = contract.kind_of_outputs(sorted(names))
+    if kind is not None:
+        return kind
     raise ConversionError(f"model outputs {sorted(names)} fit no model kind of the contract")
 
 
@@ -227,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
             images, truths, vdesc = validation_set(args, labels)
             if len(images) < 500 and args.val is None:
                 raise CliError(f"--val-size {len(images)}: the proof needs at least 500 images")
-            meta0 = contract.ModelMetadata(**meta_args, provenance=provenance)
+            meta0 = contract.ModelMetadata(**meta_args, provenance=provenance).with_outputs(
+                model.output_names
+            )
             os.write(fd, embed_metadata(raw, meta0))
             os.close(fd)
             fd = -1
@@ -257,7 +259,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             os.close(fd)
             fd = -1
-        final = embed_metadata(raw, contract.ModelMetadata(**meta_args, provenance=provenance))
+        final = embed_metadata(
+            raw, contract.ModelMetadata(**meta_args, provenance=provenance).with_outputs(model.output_names)
+        )
         tmp.write_bytes(final)
         tmp.chmod(0o644)
         os.replace(tmp, args.out)

@@ -14,11 +14,24 @@ Outputs (found by name in the model's serving signature, never by index)
     ``center``    (1, 2)  the stamp's centre ``x, y``, normalised like the box.
     ``class``     (1, K)  probabilities over ``labels`` (multi-variant models only).
     ``heatmap``   (1, H, W) class activation map, presence evidence per cell (weak models).
+    ``cells``     (1, G, G) logits over a grid of G x G cells (stride 8): how likely each cell
+                          holds the stamp's middle.
+    ``cell_boxes``   (1, G, G, 4) per cell, the distances from the cell's centre to the box's
+                          x_min, y_min, x_max, y_max edges, in units of ``GRID_REACH``.
+    ``cell_offsets`` (1, G, G, 2) per cell, the centre's offset from the cell's centre, 0..1
+                          for -``GRID_SHIFT``..+``GRID_SHIFT`` cells.
+
+    A grid model's box (or centre) is decoded here, in float, by :func:`decode_grid`: around the
+    strongest cell (a 3x3 window), the softmax over ``GRID_SHARPNESS`` x ``cells`` weights the
+    cells' boxes. Decoding outside the int8 graph, over the peak's neighbourhood only, keeps it
+    exact (an int8 softmax rounds the many unlikely cells to 0, and an int8 output may clip their
+    low logits); training computes the same formula in its graph.
 
 Model kinds (``kind`` in the metadata) and the outputs each one carries:
-    ``box``     presence, box[, class]     box regression (centre = box centre)
-    ``center``  presence, center           direct centre regression
-    ``cam``     presence, heatmap          weakly supervised; centre = heatmap peak
+    ``box``     presence, cells, cell_boxes[, class]   grid box model (centre = box centre);
+                presence, box[, class] (direct regression) is understood as well
+    ``center``  presence, cells, cell_offsets          grid centre model; or presence, center
+    ``cam``     presence, heatmap                      weakly supervised; centre = heatmap peak
 
 Several objects in one image: every loader keeps all boxes; training and evaluation use the
 largest one (by area) as *the* stamp. A product carries one stamp; the others are ignored.
@@ -29,7 +42,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -51,22 +64,50 @@ BOX = "box"
 CENTER = "center"
 CLASS = "class"
 HEATMAP = "heatmap"
+CELLS = "cells"
+CELL_BOXES = "cell_boxes"
+CELL_OFFSETS = "cell_offsets"
+GRID_STRIDE = 8
+GRID_SIZE = INPUT_HEIGHT // GRID_STRIDE
+GRID_SHARPNESS = 3.0
+GRID_REACH = 0.75
+GRID_SHIFT = 1.5
+#: the decode weighs the cells within this many cells of the strongest one (a 3x3 window)
+GRID_WINDOW = 1
 OUTPUT_MEANINGS = {
     PRESENCE: "probability that the stamp is in view, shape (1, 1)",
     BOX: "normalised corners x_min, y_min, x_max, y_max of the model's view, shape (1, 4)",
     CENTER: "normalised centre x, y of the model's view, shape (1, 2)",
     CLASS: "probabilities over the labels, shape (1, K)",
     HEATMAP: "class activation map, presence evidence per cell, shape (1, H, W)",
+    CELLS: "logits per grid cell: the stamp's middle is there, shape (1, G, G)",
+    CELL_BOXES: f"per cell, distances to x_min, y_min, x_max, y_max / {GRID_REACH}, shape (1, G, G, 4)",
+    CELL_OFFSETS: f"per cell, centre offset, 0..1 for -{GRID_SHIFT}..+{GRID_SHIFT} cells, shape (1, G, G, 2)",
 }
 BOX_CONVENTION = "xyxy normalised, origin top-left"
 
 KIND_OUTPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # kind: (required outputs, optional outputs)
-    "box": ((PRESENCE, BOX), (CLASS,)),
-    "center": ((PRESENCE, CENTER), ()),
+    # kind: (required outputs, optional outputs) of the models we train
+    "box": ((PRESENCE, CELLS, CELL_BOXES), (CLASS,)),
+    "center": ((PRESENCE, CELLS, CELL_OFFSETS), ()),
     "cam": ((PRESENCE, HEATMAP), ()),
 }
+#: the direct-regression forms also understood (a model whose metadata lists these outputs)
+KIND_DIRECT_OUTPUTS = {"box": (PRESENCE, BOX), "center": (PRESENCE, CENTER)}
 DEFAULT_KIND = "box"
+
+
+def kind_of_outputs(names: Sequence[str]) -> str | None:
+    """The model kind whose outputs (grid or direct form) ``names`` carry, or None."""
+    for kind, (required, _) in KIND_OUTPUTS.items():
+        if set(required) <= set(names):
+            return kind
+    for kind, required in KIND_DIRECT_OUTPUTS.items():
+        if set(required) <= set(names):
+            return kind
+    return None
+
+
 DEFAULT_LABELS = ("stamp",)
 DEFAULT_THRESHOLD = 0.5
 METADATA_NAME = "stampline"
@@ -115,6 +156,49 @@ def prepare_input(image_bgr: np.ndarray, roi: Sequence[float] | None = None) -> 
         image_bgr = image_bgr[y : y + h, x : x + w]
     small = resize_to_input(image_bgr)
     return np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+
+
+def grid_centres(size: int = GRID_SIZE) -> np.ndarray:
+    """The centres ``(x, y)`` of a ``size`` x ``size`` grid's cells, normalised, row by row."""
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size
+    cy, cx = np.meshgrid(c, c, indexing="ij")
+    return np.stack([cx.ravel(), cy.ravel()], -1)
+
+
+def grid_window(logits: np.ndarray, radius: int = GRID_WINDOW) -> np.ndarray:
+    """Mask (G, G) of the cells within ``radius`` cells of the strongest one."""
+    size = logits.shape[-1]
+    r, c = divmod(int(np.argmax(logits)), size)
+    rows, cols = np.abs(np.arange(size) - r) <= radius, np.abs(np.arange(size) - c) <= radius
+    return rows[:, None] & cols[None, :]
+
+
+def decode_grid(
+    cells: np.ndarray, cell_boxes: np.ndarray | None = None, cell_offsets: np.ndarray | None = None
+) -> tuple[tuple[float, ...] | None, tuple[float, float]]:
+    """A grid model's outputs for one image -> (box or None, centre), both normalised.
+
+    The boxes (or centres) of the cells around the strongest one (``GRID_WINDOW``), weighted by
+    ``softmax(GRID_SHARPNESS * cells)`` over those cells. Only the peak's neighbourhood counts, so
+    the many unlikely cells (whose low logits an int8 output may clip) never pull the box."""
+    size = round(np.asarray(cells).size ** 0.5)
+    logits = np.asarray(cells, dtype=np.float64).reshape(size, size)
+    window = grid_window(logits).ravel()
+    z = np.where(window, GRID_SHARPNESS * (logits.ravel() - logits.max()), -np.inf)
+    weights = np.exp(z)
+    weights /= weights.sum()
+    centres = grid_centres(size).astype(np.float64)
+    cx, cy = weights @ centres
+    if cell_boxes is not None:
+        d = GRID_REACH * (weights @ np.asarray(cell_boxes, dtype=np.float64).reshape(-1, 4))
+        box = (cx - d[0], cy - d[1], cx + d[2], cy + d[3])
+        box = tuple(float(v) for v in np.clip(box, 0.0, 1.0))
+        return box, box_center(box)
+    if cell_offsets is not None:
+        o = weights @ np.asarray(cell_offsets, dtype=np.float64).reshape(-1, 2)
+        shift = (2.0 * o - 1.0) * GRID_SHIFT / size
+        return None, (float(np.clip(cx + shift[0], 0, 1)), float(np.clip(cy + shift[1], 0, 1)))
+    return None, (float(cx), float(cy))
 
 
 def box_center(box: Sequence[float]) -> tuple[float, float]:
@@ -177,6 +261,15 @@ class ModelMetadata:
         required, optional = KIND_OUTPUTS[kind]
         names = list(required) + [o for o in optional if o == CLASS and n_labels > 1]
         return {name: OUTPUT_MEANINGS[name] for name in names}
+
+    def with_outputs(self, available: Sequence[str]) -> ModelMetadata:
+        """This metadata describing the form ``available`` takes: the grid form (the default) or
+        the direct-regression one."""
+        direct = KIND_DIRECT_OUTPUTS.get(self.kind)
+        if direct and all(n in available for n in direct) and not set(self.outputs) <= set(available):
+            names = [*direct, *([CLASS] if CLASS in available and len(self.labels) > 1 else [])]
+            return replace(self, outputs={n: OUTPUT_MEANINGS[n] for n in names})
+        return self
 
     def check_outputs(self, available: Sequence[str]) -> None:
         """Refuse a model whose outputs do not carry what its kind needs."""
@@ -283,6 +376,15 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], meta: ModelMetadata) -> Pr
     """Float outputs of one image, by name -> a Prediction. Shared by every model runner."""
     presence = float(np.clip(np.asarray(outputs[PRESENCE], dtype=np.float32).reshape(-1)[0], 0, 1))
     box = center = label = scores = heatmap = None
+    if CELLS in outputs and CELLS in meta.outputs:
+        cells = np.asarray(outputs[CELLS], dtype=np.float32)
+        size = round(cells.size**0.5)
+        heatmap = (1.0 / (1.0 + np.exp(-cells.reshape(size, size)))).astype(np.float32)
+        box, center = decode_grid(
+            cells,
+            outputs[CELL_BOXES] if CELL_BOXES in meta.outputs else None,
+            outputs[CELL_OFFSETS] if CELL_OFFSETS in meta.outputs else None,
+        )
     if BOX in outputs and BOX in meta.outputs:
         box = tuple(np.clip(np.asarray(outputs[BOX], dtype=np.float32).reshape(4), 0.0, 1.0))
     if CENTER in outputs and CENTER in meta.outputs:

@@ -183,6 +183,7 @@ class TFLiteDetector:
             raise ModelError(f"{self.path}: input shape {shape} != expected {(1, *contract.INPUT_SHAPE)}")
         outputs = runner.get_output_details()
         try:
+            self.metadata = self.metadata.with_outputs(list(outputs))  # grid or direct form
             self.metadata.check_outputs(list(outputs))
         except ContractError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
@@ -260,6 +261,7 @@ class CallableDetector:
         for i in range(0, len(images), batch_size):
             batch = np.stack(images[i : i + batch_size]).astype(np.uint8)
             out = {k: np.asarray(v) for k, v in self._fn(batch).items()}
+            self.metadata = self.metadata.with_outputs(list(out))  # grid or direct form
             for j in range(len(batch)):
                 preds.append(contract.decode_outputs({k: v[j] for k, v in out.items()}, self.metadata))
         return preds

@@ -12,5 +12,15 @@ edge-convert "$OUT/model.keras" --out "$OUT/stamp_int8.tflite" --mode int8 --see
 edge-convert "$OUT/model.keras" --out "$OUT/stamp_float32.tflite" --mode float32 --seed "$SEED" \
     --val-size 1000 --report "$OUT/convert_report_float32.json"
 cp "$OUT/stamp_int8.tflite" edge/models/stamp_int8.tflite
+python - <<'PY'  # the bundled model's metadata, readable beside it
+import dataclasses, json, pathlib
+from edge import contract
+from edge.runtime import model_id
+raw = pathlib.Path("edge/models/stamp_int8.tflite").read_bytes()
+meta = dataclasses.asdict(contract.read_embedded_metadata(raw))
+card = {k: meta[k] for k in ("kind", "labels", "threshold", "provenance")}
+card["model_id"] = model_id(raw)
+pathlib.Path("edge/models/stamp_int8.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+PY
 python scripts/make_golden.py   # the golden test's expected outputs follow the bundled model
 echo "bundled: edge/models/stamp_int8.tflite ($(stat -c %s edge/models/stamp_int8.tflite) bytes)"

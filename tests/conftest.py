@@ -34,25 +34,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A box model trained for a few hundred steps on blobs, saved as edge-train saves it."""
     import keras
 
-    from train.model import build_model, compile_model
+    from train.model import build_model, compile_model, inference_model
 
     keras.utils.set_random_seed(0)
     out = tmp_path_factory.mktemp("tiny_model")
     images, boxes, presence = blob_set(768, 0)
     model = build_model("box")
-    for layer in model.get_layer("backbone").layers:  # the backbone: let batch-norm statistics settle fast
+    # let batch-norm statistics settle fast
+    for layer in [*model.get_layer("backbone").layers, *model.layers]:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.6
     compile_model(model, 3e-3)
+    ones = np.ones_like(presence)
     model.fit(
         images.astype(np.float32),
         {"presence": presence[:, None], "box": boxes},
-        sample_weight={"presence": np.ones_like(presence), "box": presence},
+        sample_weight={"presence": ones, "box": presence},
         batch_size=32,
         epochs=3,
         verbose=0,
     )
-    model.save(out / "model.keras")
+    inference_model(model).save(out / "model.keras")
     (out / "model.json").write_text(
         json.dumps({"kind": "box", "labels": ["stamp"], "provenance": {"seed": 0}})
     )

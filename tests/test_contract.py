@@ -64,7 +64,10 @@ def test_metadata_refuses_what_it_does_not_know(fields, message):
 def test_metadata_json_round_trip_and_unknown_keys():
     meta = ModelMetadata(kind="box", labels=("a", "b"), threshold=0.4, provenance={"seed": 3})
     back = ModelMetadata.from_json(meta.to_json())
-    assert back == meta and set(back.outputs) == {"presence", "box", "class"}
+    assert back == meta and set(back.outputs) == {"presence", "cells", "cell_boxes", "class"}
+    direct = meta.with_outputs(["presence", "box", "class"])  # a direct-regression model's outputs
+    assert set(direct.outputs) == {"presence", "box", "class"}
+    assert meta.with_outputs(["presence", "cells", "cell_boxes", "class"]) == meta
     data = json.loads(meta.to_json())
     data["colour"] = "red"
     with pytest.raises(ContractError, match="unknown key"):
@@ -79,7 +82,7 @@ def test_read_embedded_metadata_rejects_non_tflite():
 
 
 def test_decode_outputs_per_kind():
-    meta = ModelMetadata(kind="box", labels=("a", "b", "c"))
+    meta = ModelMetadata(kind="box", labels=("a", "b", "c")).with_outputs(["presence", "box", "class"])
     p = contract.decode_outputs(
         {
             "presence": np.array([[0.9]]),
@@ -94,6 +97,36 @@ def test_decode_outputs_per_kind():
     hm[0, 2, 5] = 1.0
     q = contract.decode_outputs({"presence": np.array([[0.8]]), "heatmap": hm}, cam)
     assert q.center == pytest.approx(((5 + 0.5) / 8, (2 + 0.5) / 8), abs=1e-3)
+
+
+def test_grid_decoding_on_known_values():
+    g = contract.GRID_SIZE
+    cells = np.full((1, g, g), -30.0, np.float32)
+    edges = np.zeros((1, g, g, 4), np.float32)
+    cells[0, 4, 10] = 10.0  # one cell sure: its own box
+    edges[0, 4, 10] = (0.1, 0.2, 0.3, 0.4)
+    cx, cy = (10 + 0.5) / g, (4 + 0.5) / g
+    r = contract.GRID_REACH
+    want = (cx - r * 0.1, cy - r * 0.2, cx + r * 0.3, cy + r * 0.4)
+    meta = ModelMetadata(kind="box")
+    p = contract.decode_outputs({"presence": np.array([[0.9]]), "cells": cells, "cell_boxes": edges}, meta)
+    assert p.box == pytest.approx(want, abs=1e-6) and p.heatmap.shape == (g, g)
+    assert p.heatmap[4, 10] == pytest.approx(1.0, abs=1e-4) and p.heatmap[0, 0] < 1e-6
+    cells[0, 4, 11] = 10.0  # two cells as sure: the mean of their boxes
+    edges[0, 4, 11] = (0.3, 0.2, 0.1, 0.4)
+    box, centre = contract.decode_grid(cells, edges)
+    mx = (cx + (11 + 0.5) / g) / 2
+    assert box == pytest.approx((mx - r * 0.2, cy - r * 0.2, mx + r * 0.2, cy + r * 0.4), abs=1e-6)
+    assert centre == pytest.approx(contract.box_center(box))
+    offsets = np.full((1, g, g, 2), 0.5, np.float32)  # 0.5: the cell's own centre
+    offsets[0, 4, 10] = (1.0, 0.0)  # +SHIFT cells right, -SHIFT cells up
+    cells[0, 4, 11] = -30.0
+    center_meta = ModelMetadata(kind="center")
+    q = contract.decode_outputs(
+        {"presence": np.array([[0.9]]), "cells": cells, "cell_offsets": offsets}, center_meta
+    )
+    s = contract.GRID_SHIFT / g
+    assert q.box is None and q.center == pytest.approx((cx + s, cy - s), abs=1e-6)
 
 
 def test_iou_and_summary_on_known_values():

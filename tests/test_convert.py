@@ -39,6 +39,7 @@ def _write(tmp_path: Path, data: bytes, name: str) -> Path:
 def test_int8_round_trip_agrees_with_keras_through_the_edge_runtime(keras_model, blobs, tmp_path):
     images, truths = blobs
     meta = contract.ModelMetadata(kind="box", labels=("stamp",), provenance={"seed": 0})
+    meta = meta.with_outputs(keras_model.output_names)  # the dense head's direct form
     raw = convert(keras_model, "int8", lambda: images[:200])
     assert "FLEX" not in " ".join(op_names(raw)) and not any(o.startswith("CUSTOM") for o in op_names(raw))
     path = _write(tmp_path, embed_metadata(raw, meta), "m.tflite")
@@ -242,3 +243,31 @@ def embed_metadata_unchecked(raw: bytes, meta) -> bytes:
 def test_conversion_error_for_unknown_mode(keras_model):
     with pytest.raises(ConversionError, match="unknown mode"):
         convert(keras_model, "int4")
+
+
+def test_subsets_restrict_edge_eval_and_calibration(tiny_model_dir, blob_voc_dir, tmp_path, capsys):
+    from train import evaluate
+
+    names = sorted(p.name for p in blob_voc_dir.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    subset = tmp_path / "few.txt"
+    subset.write_text("\n".join(names[3:10]) + "\n")
+    rc = evaluate.main(
+        [
+            "--model",
+            str(tiny_model_dir / "model.keras"),
+            "--data",
+            str(blob_voc_dir),
+            "--subset",
+            str(subset),
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "e.json").read_text())["n_images"] == 7
+    stray = tmp_path / "stray.txt"
+    stray.write_text("not_there.jpg\n")
+    argv = [str(tiny_model_dir / "model.keras"), "--out", str(tmp_path / "m.tflite"), "--quiet"]
+    rc = cli.main([*argv, "--calibration", str(blob_voc_dir), "--subset", str(stray)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not_there.jpg" in err and "Traceback" not in err

@@ -170,3 +170,107 @@ def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message
     rc = train_main(["--out", str(tmp_path / "o"), "--steps", "1", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
+
+
+def _write_blob_centres(root, n: int, seed: int):
+    """Centre-point labels (``labels.txt``, as find_phone has them): a bright disc on noise."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        img = rng.integers(30, 110, (120, 180, 3)).astype(np.uint8)
+        cx, cy = int(rng.integers(15, 165)), int(rng.integers(15, 105))
+        cv2.circle(img, (cx, cy), 7, (40, 230, 250), -1)
+        cv2.imwrite(str(root / f"c{i:03d}.png"), img)
+        lines.append(f"c{i:03d}.png {cx / 180:.4f} {cy / 120:.4f}")
+    (root / "labels.txt").write_text("\n".join(lines) + "\n")
+    return root / "labels.txt"
+
+
+def _blob_share(rgb: np.ndarray) -> float:
+    """Share of the image that is the bright disc (RGB ~ 250, 230, 40 before jitter)."""
+    x = rgb.astype(int)
+    return float(((x[..., 0] - x[..., 2]) > 90).mean())
+
+
+def test_weak_patches_hold_the_object_or_keep_clear_of_it(tmp_path):
+    ds = load_dataset(_write_blob_centres(tmp_path / "c", 8, 4))
+    pool = D.weak_pool(ds, seed=0, copies=10)
+    assert len(pool) > 60 and 0.3 < pool.presence.mean() < 0.7
+    assert not pool.has_box.any()  # no box is ever made up from a centre
+    for image, present in zip(pool.images, pool.presence, strict=True):
+        share = _blob_share(image)
+        assert share > 0.003 if present else share < 0.001  # a stray noise pixel may pass the colour test
+
+
+def test_cells_loss_prefers_the_cells_at_the_stamp(tmp_path):
+    from train.model import GRID, cells_loss
+
+    truth = np.array([[0.5, 0.5, 0.7, 0.7, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
+    at = np.full((2, GRID, GRID), -6.0, np.float32)
+    at[0, 9, 9] = 6.0  # cell centre (0.59, 0.59): the box's middle
+    elsewhere = np.full((2, GRID, GRID), -6.0, np.float32)
+    elsewhere[0, 2, 2] = 6.0
+    good = np.asarray(cells_loss(truth, at.reshape(2, -1)))
+    bad = np.asarray(cells_loss(truth, elsewhere.reshape(2, -1)))
+    assert good[0] < 0.5 * bad[0] and good[1] == pytest.approx(bad[1])  # the negative: same either way
+    fired = np.full((1, GRID * GRID), 6.0, np.float32)  # a negative where every cell fires
+    assert float(np.asarray(cells_loss(truth[1:], fired))[0]) > 10 * float(good[1])
+
+
+def test_weak_cam_centre_of_a_tiny_model_lands_on_the_blob(tmp_path, capsys):
+    labels = _write_blob_centres(tmp_path / "c", 48, 5)
+    val = _write_blob_centres(tmp_path / "v", 16, 6)
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--data", str(labels), "--val", str(val), "--weak", "--copies", "12"]
+    rc = train_main([*argv, "--steps", "160", "--eval-every", "80", "--batch-size", "32", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "cam"
+    assert metrics["val"]["center_within_0_05"] >= 0.8, metrics["val"]
+    model_meta = json.loads((out / "model.json").read_text())
+    assert model_meta["kind"] == "cam"
+
+
+def _grid_model_with_a_varied_grid(kind: str):
+    """An untrained grid model whose cell logits vary strongly with the image (random 1x1 kernel)."""
+    from train.model import build_model
+
+    model = build_model(kind, head="grid")
+    bn = model.get_layer("fpn_pw_bn")  # untrained features are ~1e-6 in inference mode: amplify them
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([np.full_like(gamma, 1e6), beta, mean, var])
+    layer = model.get_layer("cell_logits")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([np.random.default_rng(0).normal(0, 2.0, kernel.shape).astype(np.float32), bias])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["box", "center"])
+def test_the_graph_decodes_the_grid_exactly_as_the_device_does(kind, tmp_path):
+    """Training's in-graph box/centre (what the loss sees) == edge.contract.decode_grid (what runs),
+    for the Keras model and for its float32 TFLite conversion through the device's runtime."""
+    from conftest import blob_set
+
+    from convert.tflite import convert, embed_metadata
+    from edge.runtime import CallableDetector, TFLiteDetector
+    from train.model import inference_model
+
+    trained = _grid_model_with_a_varied_grid(kind)
+    saved = inference_model(trained)
+    decoded = contract.BOX if kind == "box" else contract.CENTER
+    assert decoded in trained.output_names and decoded not in saved.output_names
+    images = blob_set(24, 3)[0]
+    graph = {k: np.asarray(v) for k, v in trained(images.astype(np.float32)).items()}
+    assert np.ptp(graph[contract.CELLS]) > 2.0  # a varied grid, not a flat one
+    meta = contract.ModelMetadata(kind=kind)
+    keras_preds = CallableDetector(lambda x: saved(x.astype(np.float32)), meta).predict_batch(list(images))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(embed_metadata(convert(saved, "float32"), meta))
+    lite_preds = TFLiteDetector(path).predict_batch(list(images))
+    want = np.clip(graph[decoded], 0, 1)
+    for preds in (keras_preds, lite_preds):
+        got = np.array([p.box if kind == "box" else p.center for p in preds])
+        assert np.abs(got - want).max() < 1e-4

@@ -85,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="model kind (default: box, or center for centre-point labels)",
     )
+    m.add_argument(
+        "--weak",
+        action="store_true",
+        help="weak labels: train a presence classifier on patches with and without the object and "
+        "take the centre from its class activation map (model kind cam)",
+    )
+    m.add_argument(
+        "--head",
+        choices=("dense", "grid"),
+        default=None,
+        help="localization head: dense regression or a 16x16 grid of cells "
+        "(default: dense for box models, grid for centre and cam models)",
+    )
     m.add_argument("--weights", type=Path, default=None, help="local MobileNet weights (.h5) to start from")
     m.add_argument(
         "--init", type=Path, default=None, help="start from this trained .keras model (fine-tuning)"
@@ -145,7 +158,11 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     has_centers = dataset is not None and any(
         r.primary() is not None and r.primary().box is None for r in dataset.records
     )
-    kind = args.kind or ("center" if has_centers else "box")
+    if args.weak and args.kind not in (None, "cam"):
+        raise CliError(f"--weak trains a cam model, not --kind {args.kind}")
+    if args.weak and dataset is None:
+        raise CliError("--weak needs labelled photos (--data)")
+    kind = "cam" if args.weak else args.kind or ("center" if has_centers else "box")
     if kind == "box" and has_centers:
         raise CliError(
             f"{args.data}: centre-point labels cannot train a box model (use --kind center or cam)"
@@ -174,11 +191,14 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
             train_ds, val_ds = dataset, load_dataset(args.val, subset=args.val_subset)
         else:
             train_ds, val_ds = D.split_records(dataset, args.val_split, args.seed)
-        pools.append(
-            D.labelled_pool(
-                train_ds, labels, args.seed, copies=args.copies, flip=args.flip, progress=not args.quiet
+        if kind == "cam":  # presence labels only: patches with and without the object
+            pools.append(D.weak_pool(train_ds, args.seed, args.copies, args.flip, progress=not args.quiet))
+        else:
+            pools.append(
+                D.labelled_pool(
+                    train_ds, labels, args.seed, copies=args.copies, flip=args.flip, progress=not args.quiet
+                )
             )
-        )
         vals.append(
             D.labelled_pool(
                 val_ds, labels, args.seed, copies=0, desc="validation set", progress=not args.quiet
@@ -186,7 +206,7 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         )
         desc.append(
             f"{len(train_ds.records)} labelled images from {args.data} ({dataset.format}), "
-            f"{args.copies} crops each"
+            f"{args.copies} {'weak patches' if kind == 'cam' else 'crops'} each"
         )
     return Prepared(D.Pool.concat(pools), D.Pool.concat(vals), labels, kind, "; ".join(desc), rate)
 
@@ -223,17 +243,14 @@ def environment() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "python": platform.python_version(), "machine": platform.machine()}
 
 
-def cosine_schedule(peak: float, total_steps: int, warmup: int):
-    import keras
-
-    warmup = max(1, min(warmup, total_steps // 10))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak / 10,
-        decay_steps=max(total_steps - warmup, 1),
-        alpha=0.01,
-        warmup_target=peak,
-        warmup_steps=warmup,
-    )
+def learning_rate(peak: float, progress: float, warmup: float) -> float:
+    """Warm-up from peak/10 to ``peak`` over the first ``warmup`` of training, then cosine decay to
+    peak/100; ``progress`` in [0, 1] is the share of training done."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return peak / 10 + (peak - peak / 10) * progress / warmup
+    t = (progress - warmup) / max(1.0 - warmup, 1e-9)
+    return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def steps_for(args: argparse.Namespace, n_train: int) -> int:

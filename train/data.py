@@ -144,6 +144,14 @@ def _between(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
 
 
+def _jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast, gamma and sensor noise on a model input."""
+    x = rgb.astype(np.float32)
+    gain, bias, gamma = rng.uniform(0.7, 1.3), rng.uniform(-25, 25), rng.uniform(0.75, 1.33)
+    x = 255.0 * np.clip((x * gain + bias) / 255.0, 0, 1) ** gamma
+    return np.clip(x + rng.normal(0, rng.uniform(0, 6), x.shape), 0, 255).astype(np.uint8)
+
+
 def augment_labelled(
     image: np.ndarray,
     box: np.ndarray | None,
@@ -173,10 +181,7 @@ def augment_labelled(
     ix1, iy1 = max(int(round(x0 + cw)), ix0 + 2), max(int(round(y0 + ch)), iy0 + 2)
     crop = image[iy0:iy1, ix0:ix1]
     cw, ch = ix1 - ix0, iy1 - iy0
-    rgb = contract.prepare_input(crop).astype(np.float32)
-    gain, bias, gamma = rng.uniform(0.7, 1.3), rng.uniform(-25, 25), rng.uniform(0.75, 1.33)
-    rgb = 255.0 * np.clip((rgb * gain + bias) / 255.0, 0, 1) ** gamma
-    rgb = np.clip(rgb + rng.normal(0, rng.uniform(0, 6), rgb.shape), 0, 255).astype(np.uint8)
+    rgb = _jitter(contract.prepare_input(crop), rng)
     out_box = out_center = None
     if box is not None:
         out_box = np.clip(
@@ -239,6 +244,75 @@ def labelled_pool(
     )
 
 
+#: weak labels: an object's centre keeps this far (share of the image's width/height) from the edge
+#: of a positive patch, and at least ``WEAK_CLEARANCE`` outside a negative one
+WEAK_MARGIN = 0.03
+WEAK_CLEARANCE = 0.08
+
+
+def weak_patch(
+    image: np.ndarray, center: np.ndarray | None, positive: bool, rng: np.random.Generator, flip: bool
+) -> np.ndarray | None:
+    """A patch cut from a labelled image that holds the object (``positive``) or keeps clear of
+    it, jittered, as a model input; None when no such patch fits. Only the centre is used: no box
+    is ever drawn by a person."""
+    h, w = image.shape[:2]
+    for _ in range(30):
+        scale = rng.uniform(0.35, 1.0) if positive else rng.uniform(0.25, 0.65)
+        cw, ch = scale * w, float(np.clip(scale * h * rng.uniform(0.8, 1.25), 8, h))
+        x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+        if center is not None:
+            cx, cy = center[0] * w, center[1] * h
+            mx, my = WEAK_MARGIN * w, WEAK_MARGIN * h
+            if positive:
+                x0 = _between(rng, max(0.0, cx + mx - cw), min(cx - mx, w - cw))
+                y0 = _between(rng, max(0.0, cy + my - ch), min(cy - my, h - ch))
+                x0, y0 = min(max(x0, 0.0), w - cw), min(max(y0, 0.0), h - ch)
+            else:
+                cx_, cy_ = WEAK_CLEARANCE * w, WEAK_CLEARANCE * h
+                if x0 - cx_ < cx < x0 + cw + cx_ and y0 - cy_ < cy < y0 + ch + cy_:
+                    continue
+        elif positive:
+            return None
+        ix0, iy0 = int(round(x0)), int(round(y0))
+        crop = image[iy0 : max(int(round(y0 + ch)), iy0 + 2), ix0 : max(int(round(x0 + cw)), ix0 + 2)]
+        rgb = _jitter(contract.prepare_input(crop), rng)
+        return rgb[:, ::-1].copy() if flip and rng.random() < 0.5 else rgb
+    return None
+
+
+def weak_pool(dataset: Dataset, seed: int, copies: int, flip: bool = False, progress: bool = True) -> Pool:
+    """Presence-only training data for a class-activation-map model: ``copies`` patches of each
+    labelled image, half holding the object and half clear of it (all clear for a negative)."""
+    images, presence = [], []
+    for idx, record in enumerate(
+        tqdm(dataset.records, desc="cutting patches", unit="img", leave=False, disable=not progress)
+    ):
+        image = read_image(record.image_path)
+        h, w = image.shape[:2]
+        box, center, _ = _record_target(record, w, h, [])
+        if center is None and box is not None:
+            center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+        rng = np.random.default_rng([seed, idx, 7])
+        for k in range(copies):
+            positive = center is not None and k % 2 == 0
+            rgb = weak_patch(image, center, positive, rng, flip)
+            if rgb is not None:
+                images.append(rgb)
+                presence.append(float(positive))
+    n = len(images)
+    if not n:
+        return Pool.empty()
+    return Pool(
+        images=np.stack(images),
+        boxes=np.zeros((n, 4), np.float32),
+        centers=np.zeros((n, 2), np.float32),
+        presence=np.array(presence, np.float32),
+        classes=np.where(np.array(presence) > 0, 0, -1).astype(np.int32),
+        has_box=np.zeros(n, bool),
+    )
+
+
 def split_records(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """A deterministic train/validation split by image."""
     n = len(dataset.records)
@@ -282,6 +356,10 @@ def model_targets(pool: Pool, output_names: Sequence[str], idx: np.ndarray):
         elif name == contract.CLASS:
             y[name] = np.maximum(pool.classes[idx], 0)
             w[name] = (pool.classes[idx] >= 0).astype(np.float32)
+        elif name == contract.CELLS:  # where the middle is, for the grid's cell loss
+            boxes = np.where(pool.has_box[idx, None], pool.boxes[idx], np.tile(pool.centers[idx], 2))
+            y[name] = np.concatenate([boxes, pres[:, None]], axis=1).astype(np.float32)
+            w[name] = np.ones_like(pres)
         elif name == contract.HEATMAP:
             continue
     return x, y, w

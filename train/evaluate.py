@@ -56,10 +56,14 @@ def load_detector(path: Path, threads: int = 1):
             raise ModelError(
                 f"{path}: not a readable Keras model ({str(exc).splitlines()[0][:160]})"
             ) from None
-        kind = info.get("kind") or next(
-            k for k, (req, _) in contract.KIND_OUTPUTS.items() if set(req) <= set(model.output_names)
-        )
-        meta = contract.ModelMetadata(kind=kind, labels=tuple(info.get("labels") or contract.DEFAULT_LABELS))
+        kind = info.get("kind") or contract.kind_of_outputs(model.output_names)
+        if kind is None:
+            raise ModelError(
+                f"{path}: outputs {sorted(model.output_names)} fit no model kind of the contract"
+            )
+        meta = contract.ModelMetadata(
+            kind=kind, labels=tuple(info.get("labels") or contract.DEFAULT_LABELS)
+        ).with_outputs(model.output_names)
         return CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta)
     raise ModelError(f"{path}: expected a .tflite or .keras model")
 

@@ -14,7 +14,7 @@ import numpy as np
 from edge import contract, metrics
 from edge.cli.common import write_json
 from edge.runtime import CallableDetector
-from train.cli import Prepared, cosine_schedule, environment, steps_for
+from train.cli import Prepared, environment, learning_rate, steps_for
 from train.data import model_targets, save_preview
 
 
@@ -43,7 +43,7 @@ def make_dataset(pool, output_names, batch_size: int, seed: int):
                 ]
         return flat
 
-    targets = [k for k in names if k != contract.HEATMAP]
+    targets = names
     tout = [tf.float32]
     for k in targets:
         tout += [tf.int32 if k == contract.CLASS else tf.float32, tf.float32]
@@ -67,7 +67,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     import keras
     import tensorflow as tf
 
-    from train.model import build_model, compile_model, load_model
+    from train.model import build_model, compile_model, inference_model, load_model, training_model
 
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
@@ -78,18 +78,26 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         model = load_model(args.init)
         if model.output_names and contract.PRESENCE not in model.output_names:
             raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
+        model = training_model(model)
     else:
-        model = build_model(prep.kind, n_classes if prep.kind == "box" else 1, args.weights)
+        model = build_model(prep.kind, n_classes if prep.kind == "box" else 1, args.weights, args.head)
     total = steps_for(args, len(prep.train))
-    compile_model(model, cosine_schedule(args.lr, total, warmup=300), n_classes)
-    names = list(model.output_names)
+    # batch-norm statistics average over ~1/(1 - momentum) steps: Keras's 0.99 never settles in a
+    # short run (a few hundred steps), so short runs average over a twentieth of their length
+    momentum = min(0.99, max(0.9, 1.0 - 20.0 / total))
+    for layer in [*model.layers, *model.get_layer("backbone").layers]:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    names = compile_model(model, args.lr / 10, n_classes)
+    warmup = min(300 / total, 0.1)
     ds = make_dataset(prep.train, names, args.batch_size, args.seed)
+    saved = inference_model(model)  # shares the layers: what is validated, saved and converted
     meta = contract.ModelMetadata(kind=prep.kind, labels=prep.labels)
     val_truth = prep.val.truths(prep.labels)
     val_images = list(prep.val.images)
 
     def validate() -> dict[str, float]:
-        det = CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta)
+        det = CallableDetector(lambda x: saved(x.astype(np.float32), training=False), meta)
         return metrics.summarize(det.predict_batch(val_images, 128), val_truth, meta.threshold)
 
     history: list[dict[str, float]] = []
@@ -106,6 +114,12 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         t0 = time.perf_counter()
         logs = {}
         for _ in range(n):
+            # the schedule follows whichever budget runs out first: steps, or wall time with --minutes
+            # (then runs are not bit-for-bit repeatable; without --minutes they are)
+            progress = step / total
+            if deadline:
+                progress = max(progress, (time.perf_counter() - t_train) / (deadline - t_train))
+            model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
             x, y, w = next(it)
             logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
             step += 1
@@ -121,7 +135,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         improved = score > best["score"]
         if improved:
             best = {"score": score, "step": step, "metrics": m}
-            model.save(out / "model.keras")
+            saved.save(out / "model.keras")
             bad = 0
         else:
             bad += 1

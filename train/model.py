@@ -9,65 +9,191 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
 
 from edge import contract
 
 ALPHA = 0.25
+#: backbone feature maps at strides 8, 16 and 32 (16x16, 8x8 and 4x4 for a 128x128 input)
+STRIDE8_LAYER = "conv_pw_5_relu"
 STRIDE16_LAYER = "conv_pw_11_relu"
+FPN_CHANNELS = 64
+GRID = contract.GRID_SIZE
+#: localization heads: ``dense`` regresses the box from the flattened 8x8 and 4x4 maps (the
+#: bundled model's); ``grid`` scores a 16x16 grid of cells, each with its own box or centre
+HEADS = ("dense", "grid")
+DEFAULT_HEAD = {"box": "dense", "center": "grid", "cam": "grid"}
 
 
 def build_model(
-    kind: str = contract.DEFAULT_KIND, n_classes: int = 1, weights: str | Path | None = None
+    kind: str = contract.DEFAULT_KIND,
+    n_classes: int = 1,
+    weights: str | Path | None = None,
+    head: str | None = None,
 ) -> keras.Model:
-    """MobileNet v1 backbone + heads named as the contract's outputs for the model ``kind``.
+    """MobileNet v1 backbone + a small feature pyramid + heads named as the contract's outputs.
 
-    ``box``: presence (sigmoid) and box (sigmoid corners) from a small spatial head over the 4x4
-    feature map (a global pool throws away where the stamp is); ``class`` over the variants when
-    ``n_classes > 1``. ``center``: presence and a direct centre regression. ``cam``: presence from
-    the global average of a 1x1-conv class activation map, which is also output as ``heatmap``.
+    Every kind looks at a 16x16 grid (stride 8) built top-down from the backbone's 4x4, 8x8 and
+    16x16 maps, so small stamps keep their position. ``box``: each cell says how likely it holds
+    the stamp's middle (``cells`` logits, supervised per cell) and how far the four box edges are
+    from it (``cell_boxes``); the box is the softmax-weighted mean of the cells' boxes
+    (``edge.contract.decode_grid``, computed in the graph here for the box loss). Presence
+    combines the strongest cell with a global pool; ``class`` over the variants when
+    ``n_classes > 1``. ``center``: the same with centre offsets. ``cam``: presence is the maximum
+    of a 1x1-conv class activation map over the grid, output as ``heatmap`` (trained from
+    presence labels alone).
+
+    The returned model is the training model: besides the contract's outputs it has ``box`` (or
+    ``center``) decoded in the graph, for the loss; ``inference_model`` keeps the contract's.
     """
     if kind not in contract.KIND_OUTPUTS:
         raise ValueError(f"model kind {kind!r} is unknown (expected one of {sorted(contract.KIND_OUTPUTS)})")
+    head = head or DEFAULT_HEAD[kind]
+    if head not in HEADS or (kind == "cam" and head != "grid"):
+        raise ValueError(
+            f"head {head!r} does not fit model kind {kind!r} (expected one of {HEADS}; cam: grid)"
+        )
+    L = keras.layers
     inp = keras.Input(contract.INPUT_SHAPE, name="image")
-    x = keras.layers.Rescaling(contract.PIXEL_SCALE, contract.PIXEL_OFFSET, name="scale_pixels")(inp)
+    x = L.Rescaling(contract.PIXEL_SCALE, contract.PIXEL_OFFSET, name="scale_pixels")(inp)
     mobilenet = keras.applications.MobileNet(
         input_shape=contract.INPUT_SHAPE, alpha=ALPHA, include_top=False, weights=None
     )
     if weights is not None:
         mobilenet.load_weights(str(weights), skip_mismatch=True)
-    # two scales for localization: stride 16 (8x8) keeps where the edges are, stride 32 (4x4) what
-    backbone = keras.Model(
-        mobilenet.input, [mobilenet.get_layer(STRIDE16_LAYER).output, mobilenet.output], name="backbone"
-    )
-    feats16, feats = backbone(x)
+    taps = [mobilenet.get_layer(STRIDE8_LAYER).output, mobilenet.get_layer(STRIDE16_LAYER).output]
+    backbone = keras.Model(mobilenet.input, [*taps, mobilenet.output], name="backbone")
+    c3, c4, c5 = backbone(x)
+    if head == "dense":
+        return _dense_head(inp, c4, c5, kind, n_classes)
+    p5 = L.Conv2D(FPN_CHANNELS, 1, name="fpn_lat32")(c5)
+    p4 = L.Conv2D(FPN_CHANNELS, 1, name="fpn_lat16")(c4)
+    p4 = L.Add(name="fpn_add16")([p4, L.UpSampling2D(name="fpn_up32")(p5)])
+    p3 = L.Conv2D(FPN_CHANNELS, 1, name="fpn_lat8")(c3)
+    p3 = L.Add(name="fpn_add8")([p3, L.UpSampling2D(name="fpn_up16")(p4)])
+    f = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="fpn_dw")(p3)
+    f = L.ReLU(name="fpn_dw_relu")(L.BatchNormalization(name="fpn_dw_bn")(f))
+    f = L.Conv2D(FPN_CHANNELS, 1, use_bias=False, name="fpn_pw")(f)
+    f = L.ReLU(name="fpn_pw_relu")(L.BatchNormalization(name="fpn_pw_bn")(f))
+    cells = L.Reshape((GRID, GRID), name=contract.CELLS)(L.Conv2D(1, 1, name="cell_logits")(f))
+    peak = L.GlobalMaxPooling1D(name="cell_peak")(L.Reshape((GRID * GRID, 1))(cells))
     outputs: dict[str, keras.KerasTensor] = {}
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(feats)
     if kind == "cam":
-        cam = keras.layers.Conv2D(1, 1, name="cam_logits")(feats)
-        logit = keras.layers.GlobalAveragePooling2D(name="cam_pool")(cam)
-        outputs[contract.PRESENCE] = keras.layers.Activation("sigmoid", name=contract.PRESENCE)(logit)
-        outputs[contract.HEATMAP] = keras.layers.Reshape(cam.shape[1:3], name=contract.HEATMAP)(
-            keras.layers.Activation("sigmoid")(cam)
+        outputs[contract.PRESENCE] = L.Activation("sigmoid", name=contract.PRESENCE)(peak)
+        outputs[contract.HEATMAP] = L.Activation("sigmoid", name=contract.HEATMAP)(cells)
+        return keras.Model(inp, outputs, name=f"stampline_{kind}")
+    outputs[contract.CELLS] = cells
+    pooled = L.Dropout(0.2)(L.GlobalAveragePooling2D(name="pool")(c5))
+    outputs[contract.PRESENCE] = L.Dense(1, activation="sigmoid", name=contract.PRESENCE)(
+        L.Concatenate(name="presence_in")([pooled, peak])
+    )
+    if kind == "box":
+        outputs[contract.CELL_BOXES] = L.Conv2D(4, 1, activation="sigmoid", name=contract.CELL_BOXES)(f)
+        outputs[contract.BOX] = decode_in_graph(cells, outputs[contract.CELL_BOXES], contract.BOX)
+        if n_classes > 1:
+            outputs[contract.CLASS] = L.Dense(n_classes, activation="softmax", name=contract.CLASS)(pooled)
+    else:
+        outputs[contract.CELL_OFFSETS] = L.Conv2D(2, 1, activation="sigmoid", name=contract.CELL_OFFSETS)(f)
+        outputs[contract.CENTER] = decode_in_graph(cells, outputs[contract.CELL_OFFSETS], contract.CENTER)
+    return keras.Model(inp, outputs, name=f"stampline_{kind}")
+
+
+def _dense_head(inp, c4, c5, kind: str, n_classes: int) -> keras.Model:
+    """Presence from the global pool; box (or centre) regressed by a small dense layer over the
+    flattened 8x8 and 4x4 maps (a global pool would throw away where the stamp is)."""
+    L = keras.layers
+    outputs: dict[str, keras.KerasTensor] = {}
+    drop = L.Dropout(0.2)(L.GlobalAveragePooling2D(name="pool")(c5))
+    outputs[contract.PRESENCE] = L.Dense(1, activation="sigmoid", name=contract.PRESENCE)(drop)
+    fine = L.Conv2D(16, 1, activation="relu", name="loc_reduce16")(c4)
+    coarse = L.Conv2D(32, 1, activation="relu", name="loc_reduce32")(c5)
+    s = L.Concatenate(name="loc_concat")(
+        [L.Flatten(name="loc_flat16")(fine), L.Flatten(name="loc_flat32")(coarse)]
+    )
+    s = L.Dense(128, activation="relu", name="loc_hidden")(s)
+    if kind == "box":
+        outputs[contract.BOX] = L.Dense(4, activation="sigmoid", name=contract.BOX)(s)
+        if n_classes > 1:
+            outputs[contract.CLASS] = L.Dense(n_classes, activation="softmax", name=contract.CLASS)(drop)
+    else:
+        outputs[contract.CENTER] = L.Dense(2, activation="sigmoid", name=contract.CENTER)(s)
+    return keras.Model(inp, outputs, name=f"stampline_{kind}")
+
+
+class WindowSoftmax(keras.layers.Layer):
+    """``softmax(GRID_SHARPNESS * cells)`` over the cells within ``GRID_WINDOW`` of the strongest
+    one, zero elsewhere: ``edge.contract.decode_grid``'s weights, flattened to (B, G*G). The
+    window is chosen without gradient; the weights inside it carry it. Used in the training graph
+    only (the saved model stops at the cells), so the saved model needs no custom layer."""
+
+    def call(self, cells):
+        size = cells.shape[-1]
+        flat = ops.reshape(cells, (-1, size * size))
+        peak = ops.argmax(flat, axis=-1)
+        r, c = peak // size, peak % size
+        idx = ops.arange(size)
+        rows = ops.abs(idx[None, :] - r[:, None]) <= contract.GRID_WINDOW
+        cols = ops.abs(idx[None, :] - c[:, None]) <= contract.GRID_WINDOW
+        window = ops.reshape(ops.logical_and(rows[:, :, None], cols[:, None, :]), (-1, size * size))
+        z = contract.GRID_SHARPNESS * (flat - ops.max(flat, axis=-1, keepdims=True))
+        z = ops.where(window, z, ops.full_like(z, -1e9))
+        return ops.softmax(z, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1] * input_shape[-2])
+
+
+def decode_in_graph(cells, per_cell, what: str):
+    """``edge.contract.decode_grid`` as Keras layers (built-ins only, fixed weights): the box or
+    centre the training loss sees is the one the device decodes."""
+    L = keras.layers
+    n = GRID * GRID
+    depth = per_cell.shape[-1]
+    attention = WindowSoftmax(name=f"{what}_attention")(cells)
+    grid = L.Dense(2, use_bias=False, trainable=False, name=f"{what}_grid_centre")
+    centre = grid(attention)
+    grid.set_weights([contract.grid_centres(GRID)])
+    mean = L.Dot(axes=1, name=f"{what}_cell_mean")([attention, L.Reshape((n, depth))(per_cell)])
+    out = L.Dense(depth, trainable=False, name=what)
+    result = out(L.Concatenate(name=f"{what}_in")([centre, mean]))
+    k = np.zeros((2 + depth, depth), np.float32)
+    bias = np.zeros(depth, np.float32)
+    if depth == 4:  # x_min = cx - REACH * d0, y_min = cy - REACH * d1, x_max = cx + REACH * d2, ...
+        k[0, 0] = k[0, 2] = k[1, 1] = k[1, 3] = 1.0
+        k[2, 0], k[3, 1], k[4, 2], k[5, 3] = (-contract.GRID_REACH,) * 2 + (contract.GRID_REACH,) * 2
+    else:  # centre = c + (2 o - 1) * SHIFT / GRID
+        k[0, 0] = k[1, 1] = 1.0
+        k[2, 0] = k[3, 1] = 2.0 * contract.GRID_SHIFT / GRID
+        bias[:] = -contract.GRID_SHIFT / GRID
+    out.set_weights([k, bias])
+    return result
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model without the box or centre decoded in its graph for the loss (a grid model's
+    device decodes its cells itself): what is validated, saved, converted and run."""
+    names = set(model.output_names)
+    drop = {contract.BOX} if contract.CELL_BOXES in names else set()
+    drop |= {contract.CENTER} if contract.CELL_OFFSETS in names else set()
+    if not drop:
+        return model
+    outs = {k: v for k, v in model.output.items() if k not in drop}
+    return keras.Model(model.input, outs, name=model.name)
+
+
+def training_model(model: keras.Model) -> keras.Model:
+    """A saved (inference) model with its in-graph decoded box/centre back, for fine-tuning."""
+    out = dict(model.output)
+    if contract.CELLS in out and contract.CELL_BOXES in out and contract.BOX not in out:
+        out[contract.BOX] = decode_in_graph(out[contract.CELLS], out[contract.CELL_BOXES], contract.BOX)
+    elif contract.CELLS in out and contract.CELL_OFFSETS in out and contract.CENTER not in out:
+        out[contract.CENTER] = decode_in_graph(
+            out[contract.CELLS], out[contract.CELL_OFFSETS], contract.CENTER
         )
     else:
-        drop = keras.layers.Dropout(0.2)(pooled)
-        outputs[contract.PRESENCE] = keras.layers.Dense(1, activation="sigmoid", name=contract.PRESENCE)(drop)
-        fine = keras.layers.Conv2D(16, 1, activation="relu", name="loc_reduce16")(feats16)
-        coarse = keras.layers.Conv2D(32, 1, activation="relu", name="loc_reduce32")(feats)
-        s = keras.layers.Concatenate(name="loc_concat")(
-            [keras.layers.Flatten(name="loc_flat16")(fine), keras.layers.Flatten(name="loc_flat32")(coarse)]
-        )
-        s = keras.layers.Dense(128, activation="relu", name="loc_hidden")(s)
-        if kind == "box":
-            outputs[contract.BOX] = keras.layers.Dense(4, activation="sigmoid", name=contract.BOX)(s)
-            if n_classes > 1:
-                outputs[contract.CLASS] = keras.layers.Dense(
-                    n_classes, activation="softmax", name=contract.CLASS
-                )(drop)
-        else:
-            outputs[contract.CENTER] = keras.layers.Dense(2, activation="sigmoid", name=contract.CENTER)(s)
-    return keras.Model(inp, outputs, name=f"stampline_{kind}")
+        return model
+    return keras.Model(model.input, out, name=model.name)
 
 
 def box_loss(y_true, y_pred):
@@ -98,7 +224,34 @@ def center_loss(y_true, y_pred):
     return ops.sqrt(ops.sum(ops.square(y_true - y_pred), axis=-1) + 1e-8)
 
 
-def compile_model(model: keras.Model, learning_rate, n_classes: int = 1) -> None:
+def cells_loss(y_true, y_pred):
+    """Focal loss of the grid's cell logits against where the stamp's middle is.
+
+    ``y_true`` is ``(x_min, y_min, x_max, y_max, presence)``, a centre label giving a zero-size
+    box. The cells whose centres lie in the middle half of the box (at least 0.75 cells around its
+    centre, so one to four cells) are positives; every cell of an image without the stamp is a
+    negative. Normalised by the number of positives, as in RetinaNet/FCOS.
+    """
+    centres = ops.convert_to_tensor(contract.grid_centres(GRID))
+    y_pred = ops.reshape(y_pred, (-1, GRID * GRID))
+    x0, y0, x1, y1, pres = (y_true[:, i : i + 1] for i in range(5))
+    half_w = ops.maximum(0.25 * (x1 - x0), 0.75 / GRID)
+    half_h = ops.maximum(0.25 * (y1 - y0), 0.75 / GRID)
+    inside = ops.logical_and(
+        ops.abs(centres[None, :, 0] - (x0 + x1) / 2) <= half_w,
+        ops.abs(centres[None, :, 1] - (y0 + y1) / 2) <= half_h,
+    )
+    target = ops.cast(inside, "float32") * pres
+    p = ops.sigmoid(y_pred)
+    bce = ops.binary_crossentropy(target, y_pred, from_logits=True)
+    p_t = target * p + (1 - target) * (1 - p)
+    alpha_t = target * 0.25 + (1 - target) * 0.75
+    focal = alpha_t * ops.square(1 - p_t) * bce
+    return ops.sum(focal, axis=-1) / (ops.sum(target, axis=-1) + 1.0)
+
+
+def compile_model(model: keras.Model, learning_rate, n_classes: int = 1) -> list[str]:
+    """Compile with the losses the model's outputs call for; returns the outputs that take targets."""
     names = set(model.output_names)
     losses: dict[str, object] = {contract.PRESENCE: keras.losses.BinaryCrossentropy()}
     weights = {contract.PRESENCE: 2.0}
@@ -113,14 +266,19 @@ def compile_model(model: keras.Model, learning_rate, n_classes: int = 1) -> None
         weights[contract.CLASS] = 0.5
     if contract.HEATMAP in names:
         losses[contract.HEATMAP] = None
+    if contract.CELLS in names and (contract.BOX in names or contract.CENTER in names):
+        losses[contract.CELLS] = cells_loss
+        weights[contract.CELLS] = 1.0
+    trained = {k: v for k, v in losses.items() if v is not None}
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss={k: v for k, v in losses.items() if v is not None},
-        loss_weights=weights,
+        loss=trained,
+        loss_weights={k: w for k, w in weights.items() if k in trained},
     )
+    return [k for k in model.output_names if k in trained]
 
 
-CUSTOM_OBJECTS = {"box_loss": box_loss, "center_loss": center_loss}
+CUSTOM_OBJECTS = {"box_loss": box_loss, "center_loss": center_loss, "cells_loss": cells_loss}
 
 
 def load_model(path: str | Path) -> keras.Model:
