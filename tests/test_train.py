@@ -164,6 +164,8 @@ def test_labelled_pool_targets_and_augmentation_keep_the_object(tmp_path):
         (["--data", "/nonexistent/labels"], "nonexistent"),
         (["--subset", "x.txt"], "--subset needs --data"),
         (["--stamp", "/nonexistent/stamp.png"], "stamp.png"),
+        (["--weak"], "--weak needs labelled photos"),
+        (["--weak", "--kind", "box"], "--weak trains a cam model"),
     ],
 )
 def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
@@ -256,7 +258,7 @@ def test_the_graph_decodes_the_grid_exactly_as_the_device_does(kind, tmp_path):
 
     from convert.tflite import convert, embed_metadata
     from edge.runtime import CallableDetector, TFLiteDetector
-    from train.model import inference_model
+    from train.model import inference_model, load_model, training_model
 
     trained = _grid_model_with_a_varied_grid(kind)
     saved = inference_model(trained)
@@ -271,6 +273,9 @@ def test_the_graph_decodes_the_grid_exactly_as_the_device_does(kind, tmp_path):
     path.write_bytes(embed_metadata(convert(saved, "float32"), meta))
     lite_preds = TFLiteDetector(path).predict_batch(list(images))
     want = np.clip(graph[decoded], 0, 1)
+    saved.save(tmp_path / "m.keras")  # fine-tuning (--init) rebuilds the decode on the loaded model
+    again = training_model(load_model(tmp_path / "m.keras"))
+    assert np.abs(np.asarray(again(images.astype(np.float32))[decoded]) - graph[decoded]).max() < 1e-5
     for preds in (keras_preds, lite_preds):
         got = np.array([p.box if kind == "box" else p.center for p in preds])
         assert np.abs(got - want).max() < 1e-4

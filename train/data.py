@@ -258,7 +258,8 @@ def weak_patch(
     is ever drawn by a person."""
     h, w = image.shape[:2]
     for _ in range(30):
-        scale = rng.uniform(0.35, 1.0) if positive else rng.uniform(0.25, 0.65)
+        # the same sizes for both, so that a patch's size says nothing about what it holds
+        scale = rng.uniform(0.25, 0.6)
         cw, ch = scale * w, float(np.clip(scale * h * rng.uniform(0.8, 1.25), 8, h))
         x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
         if center is not None:
