@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--stamp", action="append", type=Path, default=[], help="stamp image(s) for the synthetic recipe"
     )
+    cal.add_argument(
+        "--recipe",
+        choices=("default", "station"),
+        default="default",
+        help="synthetic recipe for calibration and validation (as edge-train --recipe)",
+    )
     cal.add_argument("--backgrounds", type=Path, default=None, help="product photos for the synthetic recipe")
     cal.add_argument(
         "--seed",
@@ -94,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace):
-    from edge.synth import Backgrounds, Synthesizer, load_stamps
+    from edge.synth import RECIPES, Backgrounds, Synthesizer, load_stamps
 
     stamps = load_stamps(args.stamp) if args.stamp else None
-    return Synthesizer(stamps, Backgrounds(args.backgrounds))
+    return Synthesizer(stamps, Backgrounds(args.backgrounds), RECIPES[args.recipe])
 
 
 def calibration_images(args: argparse.Namespace) -> list[np.ndarray]:

@@ -59,23 +59,8 @@ NOISE_SIGMA = 3.0
 BELT_BGR = (58, 112, 52)
 BELT_CONTRAST = 0.6
 
-#: the training recipe, narrowed to what a fixed station camera sees: stamps fully on the
-#: product, moderate size and tilt, light camera effects (the line adds its own per frame)
-PRODUCT_SYNTH = synth.SynthConfig(
-    scale=(0.22, 0.45),
-    cut_share=0.0,
-    tilt=(0.0, 25.0),
-    blur_share=0.05,
-    motion_blur_share=0.0,
-    brightness=(-15.0, 15.0),
-    contrast=(0.85, 1.15),
-    gamma=(0.85, 1.2),
-    shadow_share=0.2,
-    shadow=(0.1, 0.3),
-    noise=(0.0, 3.0),
-    jpeg_share=0.3,
-    jpeg_quality=(70, 95),
-)
+#: the training recipe, narrowed to what a fixed station camera sees (``edge.synth.RECIPES``)
+PRODUCT_SYNTH = synth.STATION_CONFIG
 
 
 @dataclass(frozen=True)

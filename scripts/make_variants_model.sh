@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/variants}
 SEED=${SEED:-0}
 MINUTES=${MINUTES:-18}
+# the demo line is a fixed station camera: its recipe (RECIPE=default for the full one)
+RECIPE=${RECIPE:-station}
 edge-synth --write-stamps "$OUT/stamps" --variants 3 --overwrite
 edge-train --stamp "$OUT/stamps" --out "$OUT" --synthetic 40000 --val-size 1000 --steps 5600 \
-    --minutes "$MINUTES" --eval-every 400 --seed "$SEED"
+    --minutes "$MINUTES" --eval-every 400 --seed "$SEED" --recipe "$RECIPE"
 edge-convert "$OUT/model.keras" --out "$OUT/variants_int8.tflite" --mode int8 --seed "$SEED" \
-    --stamp "$OUT/stamps" --calibration-size 1000 --val-size 1000 --report "$OUT/convert_report.json"
+    --stamp "$OUT/stamps" --recipe "$RECIPE" --calibration-size 1000 --val-size 1000 --report "$OUT/convert_report.json"
 cp "$OUT/variants_int8.tflite" tests/fixtures/variants_int8.tflite
 echo "fixture: tests/fixtures/variants_int8.tflite ($(stat -c %s tests/fixtures/variants_int8.tflite) bytes)"

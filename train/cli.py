@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--val-size", type=positive_int, default=1000, help="synthetic validation images (different seed)"
+    )
+    src.add_argument(
+        "--recipe",
+        choices=("default", "station"),
+        default="default",
+        help="synthetic recipe: everything a line may vary, or narrowed to a fixed station camera "
+        "(stamps fully on the product, moderate size and tilt, light camera effects)",
     )
     src.add_argument(
         "--negatives", type=unit_float, default=0.3, help="share of synthetic images without the stamp"
@@ -138,7 +146,7 @@ class Prepared:
 
 
 def prepare_data(args: argparse.Namespace) -> Prepared:
-    from edge.synth import Backgrounds, SynthConfig, Synthesizer, load_stamps
+    from edge.synth import RECIPES, Backgrounds, Synthesizer, load_stamps
     from train import data as D
 
     dataset = None
@@ -175,7 +183,8 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     pools, vals, desc = [], [], []
     rate = None
     if use_synth:
-        synth = Synthesizer(stamps, Backgrounds(args.backgrounds), SynthConfig(negative_share=args.negatives))
+        config = dataclasses.replace(RECIPES[args.recipe], negative_share=args.negatives)
+        synth = Synthesizer(stamps, Backgrounds(args.backgrounds), config)
         pool, rate = D.synthetic_pool(synth, args.seed, use_synth, args.workers, progress=not args.quiet)
         val, _ = D.synthetic_pool(
             synth, args.seed + 1_000_003, args.val_size, args.workers, "validation set", not args.quiet
