@@ -32,6 +32,7 @@ from edge.cli.common import CliError, fail, positive_int, unit_float, write_json
 from edge.datasets import DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector
+from edge.synth import RECIPES
 
 KEYS = ("iou_mean", "iou_median", "presence_accuracy", "precision", "recall", "f1", "center_error_mean")
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument(
         "--recipe",
-        choices=("default", "station"),
+        choices=sorted(RECIPES),
         default="default",
         help="synthetic recipe for calibration and validation (as edge-train --recipe)",
     )
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace):
-    from edge.synth import RECIPES, Backgrounds, Synthesizer, load_stamps
+    from edge.synth import Backgrounds, Synthesizer, load_stamps
 
     stamps = load_stamps(args.stamp) if args.stamp else None
     return Synthesizer(stamps, Backgrounds(args.backgrounds), RECIPES[args.recipe])

@@ -15,6 +15,7 @@ from pathlib import Path
 from edge import contract
 from edge.cli.common import CliError, fail, positive_int, unit_float
 from edge.datasets import DatasetError, load_dataset
+from edge.synth import RECIPES
 
 EPILOG = """examples:
   edge-train --out runs/default --minutes 25             # default procedural stamp and surfaces
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--recipe",
-        choices=("default", "station"),
+        choices=sorted(RECIPES),
         default="default",
         help="synthetic recipe: everything a line may vary, or narrowed to a fixed station camera "
         "(stamps fully on the product, moderate size and tilt, light camera effects)",
@@ -146,7 +147,7 @@ class Prepared:
 
 
 def prepare_data(args: argparse.Namespace) -> Prepared:
-    from edge.synth import RECIPES, Backgrounds, Synthesizer, load_stamps
+    from edge.synth import Backgrounds, Synthesizer, load_stamps
     from train import data as D
 
     dataset = None

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import CliError, fail, non_negative_int, positive_int, write_json
+from edge.cli.common import CliError, fail, non_negative_int, os_error_text, positive_int, write_json
 from edge.cli.run import _number, _roi, add_source_arguments, overrides_from
 from edge.config import (
     RUNTIMES,
@@ -466,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
         return fail(PROG, exc)
     except OSError as exc:
-        return fail(PROG, f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": "))
+        return fail(PROG, os_error_text(exc))
     except KeyboardInterrupt:
         return 130
     print(format_report(report), flush=True)

@@ -23,6 +23,11 @@ def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
     return status
 
 
+def os_error_text(exc: OSError) -> str:
+    """An OSError as ``file: reason`` (no errno prefix), for a one-line error."""
+    return f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": ")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (``prog: error: ...``), exit status 2,
     like every other bad input; ``--help`` still shows the usage."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.cli.common import CliError, OneLineParser, fail, positive_int, write_json
+from edge.cli.common import CliError, OneLineParser, fail, os_error_text, positive_int, write_json
 from edge.config import (
     PIN_EXPECTED,
     RUNTIMES,
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
         return fail(PROG, exc)
     except OSError as exc:
-        return fail(PROG, f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": "))
+        return fail(PROG, os_error_text(exc))
     except KeyboardInterrupt:
         return 130
 
