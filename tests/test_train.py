@@ -258,7 +258,7 @@ def test_the_graph_decodes_the_grid_exactly_as_the_device_does(kind, tmp_path):
 
     from convert.tflite import convert, embed_metadata
     from edge.runtime import CallableDetector, TFLiteDetector
-    from train.model import inference_model, load_model, training_model
+    from train.model import inference_model, load_model, warm_start
 
     trained = _grid_model_with_a_varied_grid(kind)
     saved = inference_model(trained)
@@ -274,8 +274,31 @@ def test_the_graph_decodes_the_grid_exactly_as_the_device_does(kind, tmp_path):
     lite_preds = TFLiteDetector(path).predict_batch(list(images))
     want = np.clip(graph[decoded], 0, 1)
     saved.save(tmp_path / "m.keras")  # fine-tuning (--init) rebuilds the decode on the loaded model
-    again = training_model(load_model(tmp_path / "m.keras"))
+    again, fresh = warm_start(load_model(tmp_path / "m.keras"), kind, 1)
+    assert fresh == []
     assert np.abs(np.asarray(again(images.astype(np.float32))[decoded]) - graph[decoded]).max() < 1e-5
     for preds in (keras_preds, lite_preds):
         got = np.array([p.box if kind == "box" else p.center for p in preds])
         assert np.abs(got - want).max() < 1e-4
+
+
+def test_fine_tuning_a_single_stamp_model_into_variants_keeps_what_it_learned():
+    """--init from a one-stamp model with three variants: every layer but the new class head
+    starts from the loaded weights, so presence and box are the loaded model's to start with."""
+    from conftest import blob_set
+
+    from train.model import build_model, warm_start
+
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(3)
+    single = build_model("box", 1, head="dense")
+    model, fresh = warm_start(single, "box", 3)
+    assert sorted(fresh) == ["class_logits", "class_reduce16"]
+    images = blob_set(6, 5)[0].astype(np.float32)
+    before, after = single(images, training=False), model(images, training=False)
+    for name in (contract.PRESENCE, contract.BOX):
+        assert np.abs(np.asarray(before[name]) - np.asarray(after[name])).max() < 1e-6
+    probs = np.asarray(after[contract.CLASS])
+    assert probs.shape == (6, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    _, fresh = warm_start(single, "box", 3, head="grid")  # another head: only the backbone carries over
+    assert "cell_logits" in fresh and "backbone" not in fresh

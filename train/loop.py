@@ -67,7 +67,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     import keras
     import tensorflow as tf
 
-    from train.model import build_model, compile_model, inference_model, load_model, training_model
+    from train.model import build_model, compile_model, inference_model, load_model, warm_start
 
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
@@ -78,7 +78,9 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         model = load_model(args.init)
         if model.output_names and contract.PRESENCE not in model.output_names:
             raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
-        model = training_model(model)
+        model, fresh = warm_start(model, prep.kind, n_classes if prep.kind == "box" else 1, args.head)
+        if fresh and not args.quiet:
+            print(f"fine-tuning from {args.init}; new layers: {', '.join(fresh)}")
     else:
         model = build_model(prep.kind, n_classes if prep.kind == "box" else 1, args.weights, args.head)
     total = steps_for(args, len(prep.train))
