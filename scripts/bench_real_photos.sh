@@ -2,7 +2,8 @@
 # The real-photo benchmarks of issue 7, each trained on train.txt only and measured on test.txt
 # with the int8 model (needs ../shared/datasets and the training extra):
 #   find_phone: centre points, direct regression (--kind center) and weak labels (--weak, CAM);
-#   raccoon: boxes, from scratch and fine-tuned from the synthetic default model ($INIT).
+#   raccoon: boxes, from scratch and fine-tuned from a synthetic model ($INIT; the README's figure
+#   comes from the grid model, INIT=runs/grid1/model.keras).
 # Checkpoints are chosen on a validation split of train.txt, never on test.txt.
 # Usage: scripts/bench_real_photos.sh [find_phone|find_phone_weak|raccoon|raccoon_init ...]
 set -euo pipefail
