@@ -13,7 +13,8 @@ MINUTES=${MINUTES:-30}
 INIT=${INIT:-runs/default/model.keras}
 LR=${LR:-0.001}
 # the fine-tuned model's int8 presence agrees with its Keras presence on 98-98.5 % of the
-# validation images (its scores sit near the threshold more often than the default model's): gate at 0.97
+# validation images (its scores sit near the threshold more often than the default model's):
+# gate at 0.97
 MIN_AGREEMENT=${MIN_AGREEMENT:-0.97}
 # the demo line is a fixed station camera: its recipe (RECIPE=default for the full one)
 RECIPE=${RECIPE:-station}
