@@ -152,6 +152,43 @@ def _jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x + rng.normal(0, rng.uniform(0, 6), x.shape), 0, 255).astype(np.uint8)
 
 
+def _colour(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour cast (white balance) and saturation."""
+    x = rgb.astype(np.float32) * rng.uniform(0.88, 1.12, 3).astype(np.float32)
+    grey = x.mean(axis=-1, keepdims=True)
+    return np.clip(grey + rng.uniform(0.6, 1.4) * (x - grey), 0, 255).astype(np.uint8)
+
+
+def _point_box(center: np.ndarray | None, half: float = 0.04) -> np.ndarray | None:
+    if center is None:
+        return None
+    return np.array([center[0] - half, center[1] - half, center[0] + half, center[1] + half])
+
+
+def _erase(rgb: np.ndarray, obj: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Random erasing: a rectangle (2-12 % of the input) of flat colour or noise, placed so that
+    it hides at most half of the object (``obj``, normalised xyxy), whose label stays true."""
+    h, w = rgb.shape[:2]
+    for _ in range(10):
+        area, aspect = rng.uniform(0.02, 0.12), np.exp(rng.uniform(-0.7, 0.7))
+        ew, eh = min(np.sqrt(area * aspect), 0.9), min(np.sqrt(area / aspect), 0.9)
+        x0, y0 = rng.uniform(0, 1 - ew), rng.uniform(0, 1 - eh)
+        if obj is not None:
+            ix = max(0.0, min(x0 + ew, obj[2]) - max(x0, obj[0]))
+            iy = max(0.0, min(y0 + eh, obj[3]) - max(y0, obj[1]))
+            if ix * iy > 0.5 * max((obj[2] - obj[0]) * (obj[3] - obj[1]), 1e-9):
+                continue
+        px0, py0 = int(x0 * w), int(y0 * h)
+        px1, py1 = max(int((x0 + ew) * w), px0 + 1), max(int((y0 + eh) * h), py0 + 1)
+        out = rgb.copy()
+        if rng.random() < 0.5:
+            out[py0:py1, px0:px1] = rng.integers(0, 256, 3, dtype=np.uint8)
+        else:
+            out[py0:py1, px0:px1] = rng.integers(0, 256, (py1 - py0, px1 - px0, 3), dtype=np.uint8)
+        return out
+    return rgb
+
+
 def augment_labelled(
     image: np.ndarray,
     box: np.ndarray | None,
@@ -159,7 +196,8 @@ def augment_labelled(
     rng: np.random.Generator,
     flip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """A random crop that keeps the whole object, colour jitter, optional mirror -> model input.
+    """A random crop that keeps the whole object, colour and light jitter, now and then blur and a random
+    erased rectangle that leaves most of the object visible, optional mirror -> model input.
 
     ``box`` (xyxy) and ``center`` (xy) are normalised to ``image``; returned normalised to the crop.
     """
@@ -181,7 +219,7 @@ def augment_labelled(
     ix1, iy1 = max(int(round(x0 + cw)), ix0 + 2), max(int(round(y0 + ch)), iy0 + 2)
     crop = image[iy0:iy1, ix0:ix1]
     cw, ch = ix1 - ix0, iy1 - iy0
-    rgb = _jitter(contract.prepare_input(crop), rng)
+    rgb = _jitter(_colour(contract.prepare_input(crop), rng), rng)
     out_box = out_center = None
     if box is not None:
         out_box = np.clip(
@@ -189,6 +227,11 @@ def augment_labelled(
         )
     if center is not None:
         out_center = np.clip(np.array([(center[0] * w - ix0) / cw, (center[1] * h - iy0) / ch]), 0, 1)
+    if rng.random() < 0.2:
+        rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.5, 1.2))
+    if rng.random() < 0.3:
+        obj = out_box if out_box is not None else _point_box(out_center)
+        rgb = _erase(rgb, obj, rng)
     if flip and rng.random() < 0.5:
         rgb = rgb[:, ::-1].copy()
         if out_box is not None:
