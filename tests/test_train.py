@@ -123,10 +123,13 @@ def test_edge_train_on_labelled_data_with_subset_and_time_budget(tmp_path, capsy
             "8",
             "--minutes",
             "0.05",
+            "--ema",
+            "0.99",
             "--quiet",
         ]
     )
     assert rc == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["ema"] == 0.99
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] + metrics["n_val"] == 18 * 4 + 2  # 20 listed images: 18 train x4 crops, 2 val
     assert metrics["steps_run"] < 1000 and "time budget" in metrics["stop_reason"]
@@ -154,8 +157,43 @@ def test_labelled_pool_targets_and_augmentation_keep_the_object(tmp_path):
     for i in np.flatnonzero(aug.presence):
         x0, y0, x1, y1 = (aug.boxes[i] * contract.INPUT_WIDTH).round().astype(int)
         patch = aug.images[i, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].astype(int)
-        # the bright square (RGB ~ 250, 230, 40 before jitter) fills the box it is labelled with
-        assert patch.size and (patch[..., 0] - patch[..., 2]).mean() > 60
+        # the bright square (RGB ~ 250, 230, 40 before jitter) fills the box it is labelled with;
+        # random erasing may hide up to half of it, never more
+        assert patch.size and ((patch[..., 0] - patch[..., 2]) > 60).mean() > 0.45
+    # the erased rectangles are there (flat colour or noise), and the same seed gives the same pool
+    assert not np.array_equal(aug.images, D.labelled_pool(ds, ("stamp",), 1, copies=5).images)
+    assert np.array_equal(aug.images, D.labelled_pool(ds, ("stamp",), 0, copies=5).images)
+
+
+def test_weight_average_follows_the_weights_and_gives_them_back():
+    import keras
+
+    from train.loop import WeightAverage
+
+    v = keras.Variable(np.zeros(3, np.float32))
+    ema = WeightAverage([v], 0.5)
+    expected = 0.0
+    for n, value in enumerate([10.0, 20.0, 20.0, -4.0], start=1):
+        v.assign(np.full(3, value, np.float32))
+        ema.update()
+        rate = 1 - min(0.5, (1 + n) / (10 + n))  # the decay warms up: 2/11, 3/12, then 0.5
+        expected += rate * (value - expected)
+    with ema.applied():
+        assert np.allclose(v.numpy(), expected, atol=1e-5) and not np.isclose(expected, -4.0)
+    assert np.allclose(v.numpy(), -4.0)  # training goes on from its own weights
+
+
+def test_random_erasing_never_hides_more_than_half_of_the_object():
+    obj = np.array([0.3, 0.4, 0.5, 0.6])  # normalised xyxy: 25 x 25 pixels of a 128 x 128 input
+    x0, y0, x1, y1 = (obj * 128).astype(int)
+    erased = 0
+    for seed in range(300):
+        out = D._erase(np.full((128, 128, 3), 7, np.uint8), obj, np.random.default_rng(seed))
+        changed = (out != 7).any(axis=-1)
+        erased += changed.any()
+        # one pixel of rounding at the rectangle's edges
+        assert changed[y0:y1, x0:x1].mean() <= 0.5 + 2 * 25 / (25 * 25)
+    assert erased > 250  # it does erase (10 tries to place a rectangle; flat colour may be 7)
 
 
 @pytest.mark.parametrize(
@@ -172,6 +210,13 @@ def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message
     rc = train_main(["--out", str(tmp_path / "o"), "--steps", "1", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_edge_train_usage_error_for_a_decay_outside_0_1(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--out", str(tmp_path / "o"), "--ema", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--ema: expected a decay between 0 and 1" in err
 
 
 def _write_blob_centres(root, n: int, seed: int):

@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--minutes", type=float, default=None, help="wall-time budget; the best checkpoint so far is kept"
     )
+    m.add_argument(
+        "--ema",
+        type=ema_decay,
+        default=None,
+        metavar="DECAY",
+        help="validate and save an exponential moving average of the weights (e.g. 0.998: about the "
+        "last 500 steps), which overfits a small photo set later than the weights themselves",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -134,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
+
+
+def ema_decay(text: str) -> float:
+    """``--ema``: a decay in (0, 1)."""
+    value = unit_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1 (e.g. 0.998), got {value}")
+    return value
 
 
 @dataclass

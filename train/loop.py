@@ -4,6 +4,7 @@ device's own decoding and metrics, best checkpoint, early stop, time budget, cur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
 import time
@@ -63,6 +64,45 @@ def make_dataset(pool, output_names, batch_size: int, seed: int):
     return ds.prefetch(4)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's trainable weights (decay warmed up as
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early weights fade fast);
+    ``applied()`` puts the average in the model for a while (validation, saving) and then puts the
+    trained weights back, so training goes on from where it was."""
+
+    def __init__(self, variables, decay: float):
+        import tensorflow as tf
+
+        self.variables = [getattr(v, "value", v) for v in variables]
+        self.average = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
+        self.decay = decay
+        self.updates = 0
+        self._rate = tf.Variable(0.0, trainable=False)
+
+        @tf.function
+        def step():
+            for a, v in zip(self.average, self.variables, strict=True):
+                a.assign_sub(self._rate * (a - v))
+
+        self._step = step
+
+    def update(self) -> None:
+        self.updates += 1
+        self._rate.assign(1.0 - min(self.decay, (1.0 + self.updates) / (10.0 + self.updates)))
+        self._step()
+
+    @contextlib.contextmanager
+    def applied(self):
+        trained = [v.numpy() for v in self.variables]
+        for a, v in zip(self.average, self.variables, strict=True):
+            v.assign(a)
+        try:
+            yield
+        finally:
+            for t, v in zip(trained, self.variables, strict=True):
+                v.assign(t)
+
+
 def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int:
     import keras
     import tensorflow as tf
@@ -102,6 +142,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         det = CallableDetector(lambda x: saved(x.astype(np.float32), training=False), meta)
         return metrics.summarize(det.predict_batch(val_images, 128), val_truth, meta.threshold)
 
+    ema = WeightAverage(model.trainable_variables, args.ema) if args.ema else None
     history: list[dict[str, float]] = []
     best = {"score": -1.0}
     bad = 0
@@ -124,23 +165,26 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
             x, y, w = next(it)
             logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
+            if ema is not None:
+                ema.update()
             step += 1
             if deadline and time.perf_counter() > deadline:
                 break
         step_s = (time.perf_counter() - t0) / max(n, 1)
-        m = validate() if len(val_images) else {}
-        score = score_of(prep.kind, m) if m else -float(logs.get("loss", 0))
+        with ema.applied() if ema is not None else contextlib.nullcontext():
+            m = validate() if len(val_images) else {}
+            score = score_of(prep.kind, m) if m else -float(logs.get("loss", 0))
+            improved = score > best["score"]
+            if improved:
+                best = {"score": score, "step": step, "metrics": m}
+                saved.save(out / "model.keras")
+                bad = 0
+            else:
+                bad += 1
         row = {"step": step, "minutes": (time.perf_counter() - t_train) / 60, "step_s": step_s}
         row.update({f"train_{k}": float(v) for k, v in logs.items()})
         row.update({f"val_{k}": v for k, v in m.items()})
         history.append(row)
-        improved = score > best["score"]
-        if improved:
-            best = {"score": score, "step": step, "metrics": m}
-            saved.save(out / "model.keras")
-            bad = 0
-        else:
-            bad += 1
         if not args.quiet:
             shown = ", ".join(
                 f"{k} {m[k]:.4f}"
