@@ -67,7 +67,8 @@ def summarize(preds: Sequence[Prediction], truths: Sequence[Truth], threshold: f
     IoU and centre figures are taken over the images that carry the object; presence figures
     over all images. Keys: ``iou_mean``, ``iou_median``, ``iou_ge_0_5``, ``iou_ge_0_75``,
     ``presence_accuracy``, ``precision``, ``recall``, ``f1``, ``center_error_mean``,
-    ``center_within_0_05``, ``class_accuracy`` (labelled positives), ``n_images``, ``n_positive``.
+    ``center_within_0_05``, ``class_accuracy`` (labelled positives), ``class_accuracy_detected``
+    (the labelled positives the model says are there), ``n_images``, ``n_positive``.
     """
     if len(preds) != len(truths):
         raise ValueError(f"summarize: {len(preds)} predictions for {len(truths)} truths")
@@ -111,6 +112,10 @@ def summarize(preds: Sequence[Prediction], truths: Sequence[Truth], threshold: f
     labelled = [i for i in pos if truths[i].label is not None and preds[i].class_scores is not None]
     out["class_accuracy"] = (
         float(np.mean([preds[i].label == truths[i].label for i in labelled])) if labelled else float("nan")
+    )
+    found = [i for i in labelled if said[i]]
+    out["class_accuracy_detected"] = (
+        float(np.mean([preds[i].label == truths[i].label for i in found])) if found else float("nan")
     )
     return out
 

@@ -152,3 +152,17 @@ def test_iou_and_summary_on_known_values():
     assert m["center_within_0_05"] == pytest.approx(0.5)
     ag = agreement(preds, list(reversed(preds)), 0.5)
     assert ag["presence_agreement"] == pytest.approx(0.0)
+
+
+def test_class_accuracy_over_all_stamped_images_and_over_the_detected_ones():
+    def pred(presence, label):
+        return Prediction(presence, box=(0.1, 0.1, 0.5, 0.5), label=label, class_scores=(0.5, 0.5))
+
+    preds = [pred(0.9, "a"), pred(0.8, "b"), pred(0.2, "b"), pred(0.1, "b"), pred(0.9, "a")]
+    truths = [Truth(True, box=(0.1, 0.1, 0.5, 0.5), label=x) for x in ("a", "a", "a", "b")] + [Truth(False)]
+    m = summarize(preds, truths, 0.5)
+    # 2 right of the 4 stamped images (one of them missed); of the 2 found, 1; the negative counts in neither
+    assert m["class_accuracy"] == pytest.approx(0.5) and m["class_accuracy_detected"] == pytest.approx(0.5)
+    preds[1] = pred(0.8, "a")
+    m = summarize(preds, truths, 0.5)
+    assert m["class_accuracy"] == pytest.approx(0.75) and m["class_accuracy_detected"] == pytest.approx(1.0)

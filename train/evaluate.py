@@ -36,6 +36,7 @@ REPORT_KEYS = (
     "center_error_mean",
     "center_within_0_05",
     "class_accuracy",
+    "class_accuracy_detected",
 )
 
 
