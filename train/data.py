@@ -159,12 +159,6 @@ def _colour(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(grey + rng.uniform(0.6, 1.4) * (x - grey), 0, 255).astype(np.uint8)
 
 
-def _point_box(center: np.ndarray | None, half: float = 0.04) -> np.ndarray | None:
-    if center is None:
-        return None
-    return np.array([center[0] - half, center[1] - half, center[0] + half, center[1] + half])
-
-
 def _erase(rgb: np.ndarray, obj: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     """Random erasing: a rectangle (2-12 % of the input) of flat colour or noise, placed so that
     it hides at most half of the object (``obj``, normalised xyxy), whose label stays true."""
@@ -196,8 +190,9 @@ def augment_labelled(
     rng: np.random.Generator,
     flip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """A random crop that keeps the whole object, colour and light jitter, now and then blur and a random
-    erased rectangle that leaves most of the object visible, optional mirror -> model input.
+    """A random crop that keeps the whole object, colour and light jitter, now and then blur and
+    (objects with a box) a random erased rectangle that leaves most of the object visible,
+    optional mirror -> model input.
 
     ``box`` (xyxy) and ``center`` (xy) are normalised to ``image``; returned normalised to the crop.
     """
@@ -229,9 +224,10 @@ def augment_labelled(
         out_center = np.clip(np.array([(center[0] * w - ix0) / cw, (center[1] * h - iy0) / ch]), 0, 1)
     if rng.random() < 0.2:
         rgb = cv2.GaussianBlur(rgb, (0, 0), rng.uniform(0.5, 1.2))
-    if rng.random() < 0.3:
-        obj = out_box if out_box is not None else _point_box(out_center)
-        rgb = _erase(rgb, obj, rng)
+    if out_box is not None and rng.random() < 0.3:
+        # only where the object's extent is known: a centre point does not say how much of the
+        # object a rectangle would hide
+        rgb = _erase(rgb, out_box, rng)
     if flip and rng.random() < 0.5:
         rgb = rgb[:, ::-1].copy()
         if out_box is not None:
