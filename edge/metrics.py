@@ -110,13 +110,12 @@ def summarize(preds: Sequence[Prediction], truths: Sequence[Truth], threshold: f
         out["center_error_mean"] = float("nan")
         out["center_within_0_05"] = float("nan")
     labelled = [i for i in pos if truths[i].label is not None and preds[i].class_scores is not None]
-    out["class_accuracy"] = (
-        float(np.mean([preds[i].label == truths[i].label for i in labelled])) if labelled else float("nan")
-    )
-    found = [i for i in labelled if said[i]]
-    out["class_accuracy_detected"] = (
-        float(np.mean([preds[i].label == truths[i].label for i in found])) if found else float("nan")
-    )
+
+    def share_right(idx: Sequence[int]) -> float:
+        return float(np.mean([preds[i].label == truths[i].label for i in idx])) if idx else float("nan")
+
+    out["class_accuracy"] = share_right(labelled)
+    out["class_accuracy_detected"] = share_right([i for i in labelled if said[i]])
     return out
 
 

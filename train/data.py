@@ -159,7 +159,7 @@ def _colour(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(grey + rng.uniform(0.6, 1.4) * (x - grey), 0, 255).astype(np.uint8)
 
 
-def _erase(rgb: np.ndarray, obj: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _erase(rgb: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random erasing: a rectangle (2-12 % of the input) of flat colour or noise, placed so that
     it hides at most half of the object (``obj``, normalised xyxy), whose label stays true."""
     h, w = rgb.shape[:2]
@@ -167,11 +167,10 @@ def _erase(rgb: np.ndarray, obj: np.ndarray | None, rng: np.random.Generator) ->
         area, aspect = rng.uniform(0.02, 0.12), np.exp(rng.uniform(-0.7, 0.7))
         ew, eh = min(np.sqrt(area * aspect), 0.9), min(np.sqrt(area / aspect), 0.9)
         x0, y0 = rng.uniform(0, 1 - ew), rng.uniform(0, 1 - eh)
-        if obj is not None:
-            ix = max(0.0, min(x0 + ew, obj[2]) - max(x0, obj[0]))
-            iy = max(0.0, min(y0 + eh, obj[3]) - max(y0, obj[1]))
-            if ix * iy > 0.5 * max((obj[2] - obj[0]) * (obj[3] - obj[1]), 1e-9):
-                continue
+        ix = max(0.0, min(x0 + ew, obj[2]) - max(x0, obj[0]))
+        iy = max(0.0, min(y0 + eh, obj[3]) - max(y0, obj[1]))
+        if ix * iy > 0.5 * max((obj[2] - obj[0]) * (obj[3] - obj[1]), 1e-9):
+            continue
         px0, py0 = int(x0 * w), int(y0 * h)
         px1, py1 = max(int((x0 + ew) * w), px0 + 1), max(int((y0 + eh) * h), py0 + 1)
         out = rgb.copy()
