@@ -625,6 +625,8 @@ class TextbookRun:
             if image is None:
                 ended = True
                 break
+            if image.size == 0:  # an unreadable file of an image folder: skipped, as ours does
+                continue
             t1 = time.monotonic()
             t_capture = due + (t1 - t0) if due is not None else t1
             if roi_px is None:

@@ -30,7 +30,7 @@ import numpy as np
 from edge.contract import prepare_input, roi_pixels
 from edge.decision import Decider, Trigger
 from edge.overlay import OverlayState, draw_overlay
-from edge.sinks import FrameResult, Sink
+from edge.sinks import FrameResult, Sink, SinkError
 from edge.sources import EndOfStream, FrameSource
 from edge.types import Outcome, Prediction, Verdict
 
@@ -273,6 +273,8 @@ class Pipeline:
         self.runtime = runtime
         self._stop = threading.Event()
         self._stop_reason = ""
+        #: the sink error that ended the last run (its summary is still returned)
+        self.failure: SinkError | None = None
         # sinks that want the overlay only now and then (the web view while someone watches) say
         # so per frame; the others once
         self._draw_sometimes = [s for s in self.sinks if getattr(s, "annotated_on_demand", False)]
@@ -289,7 +291,9 @@ class Pipeline:
         self.stop(signal.Signals(signum).name)
 
     def run(self, duration: float | None = None, max_frames: int | None = None) -> Summary:
-        """Process frames until stopped, ``duration`` seconds, ``max_frames`` or end of stream."""
+        """Process frames until stopped, ``duration`` seconds, ``max_frames``, end of stream or a
+        sink that cannot write (kept in :attr:`failure`)."""
+        self.failure = None
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -379,8 +383,13 @@ class Pipeline:
                 annotated = draw_overlay(image.copy(), roi_px, overlay)
             t6 = time.perf_counter()
             result = FrameResult(frame, roi_px, prediction, state, verdict, annotated)
-            for sink in self.sinks:
-                sink.write(result)
+            try:
+                for sink in self.sinks:
+                    sink.write(result)
+            except SinkError as exc:  # e.g. a full disk: stop, but still with the run's summary
+                self.failure = exc
+                end = f"error: {exc}"
+                break
             t7 = time.perf_counter()
 
             latencies[frames % LATENCY_WINDOW] = (time.monotonic() - frame.t_capture) * 1e3

@@ -3,15 +3,17 @@
 Each sink is a context manager with one method, ``write(result)``, called for every frame;
 ``needs_annotated`` asks the loop to draw the overlay on every frame (recording, display).
 
-Verdict log (``--events``): one JSON line per verdict, written with a single ``write`` call and
-``fsync``-ed, appended across restarts. On opening, a torn last line (power cut mid-write) is
-cut off and the sequence continues from the last line. A SIGKILL can lose at most the product in
-progress; every line on disk parses.
+Verdict log (``--events``): one JSON line per verdict, written whole and ``fsync``-ed, appended
+across restarts, one writer at a time (an exclusive ``flock``). On opening, a torn last line
+(power cut mid-write) is cut off and the sequence continues from the last well-formed line. A
+line a full disk takes only part of is cut back before the error is raised. A SIGKILL can lose at
+most the product in progress; every line on disk parses.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -34,6 +36,8 @@ TAIL_BYTES = 1 << 16
 #: the verdicts that are flagged: snapshotted here, red/amber on the overlay
 FLAGGED = (Outcome.MISSING, Outcome.WRONG)
 JPEG_QUALITY = 90
+#: containers OpenCV's FFmpeg writer takes the mp4v stream in
+RECORD_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
 
 class SinkError(RuntimeError):
@@ -103,22 +107,33 @@ def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int]) -> dict:
     return rec
 
 
+def _valid_record(rec: object) -> bool:
+    """A verdict line whose numbering a restart can continue from."""
+    if not isinstance(rec, dict):
+        return False
+    return all(
+        isinstance(rec.get(k), int) and not isinstance(rec.get(k), bool) and rec[k] >= 0
+        for k in ("seq", "product_id")
+    )
+
+
 def read_last_record(path: Path) -> dict | None:
-    """The last complete JSON line of a verdict log (None if there is none)."""
+    """The last complete, well-formed verdict line of a log (None if there is none); lines that
+    do not parse or lack whole-number ``seq`` and ``product_id`` are passed over."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(size - TAIL_BYTES, 0))
-            tail = f.read()
+            tail = f.read(TAIL_BYTES)
     except FileNotFoundError:
         return None
     for line in reversed(tail.split(b"\n")):
         try:
             rec = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
-        if isinstance(rec, dict) and "seq" in rec:
+        if _valid_record(rec):
             return rec
     return None
 
@@ -136,16 +151,32 @@ class VerdictLog(_ClosingSink):
         self.written = 0
 
     def __enter__(self) -> VerdictLog:
+        if self.path.exists() and not self.path.is_file():
+            raise SinkError(f"{self.path}: not a regular file (expected a file for the verdict log)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._repair()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot open the verdict log ({exc.strerror})") from None
+        try:
+            # one writer per log: a second edge-run would number its verdicts over the first's
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise SinkError(
+                f"{self.path}: another process is writing this verdict log (a second edge-run?)"
+            ) from None
+        except OSError:
+            pass  # a file system without locks: go on unlocked
+        try:
+            self._repair()
+        except OSError as exc:
+            self.close()
+            raise SinkError(f"{self.path}: cannot open the verdict log ({exc.strerror})") from None
         last = read_last_record(self.path)
         if last is not None:
-            self.next_seq = int(last.get("seq", 0)) + 1
-            self.next_product = int(last.get("product_id", 0)) + 1
+            self.next_seq = last["seq"] + 1
+            self.next_product = last["product_id"] + 1
         return self
 
     def _repair(self) -> None:
@@ -174,10 +205,20 @@ class VerdictLog(_ClosingSink):
             return
         rec = verdict_record(result.verdict, result.roi_px)
         data = (json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8")
+        start = None
         try:
-            os.write(self._fd, data)
+            start = os.fstat(self._fd).st_size
+            view = memoryview(data)
+            while view:  # a full disk may take part of a line: go on until it refuses
+                view = view[os.write(self._fd, view) :]
             os.fsync(self._fd)
         except OSError as exc:
+            if start is not None:  # leave no part of this line behind, so every line parses
+                try:
+                    os.ftruncate(self._fd, start)
+                    os.fsync(self._fd)
+                except OSError:
+                    pass
             raise SinkError(f"{self.path}: cannot write the verdict log ({exc.strerror})") from None
         self.written += 1
 
@@ -188,6 +229,7 @@ class VerdictLog(_ClosingSink):
 
 
 _SNAPSHOT = re.compile(r"^(\d{8}T\d{6}(?:\.\d+)?_\d+_p\d+)_(clean|annotated)\.jpg$")
+_SNAPSHOT_TMP = re.compile(r"^\d{8}T\d{6}(?:\.\d+)?_\d+_p\d+_(clean|annotated)\.tmp$")
 
 
 class SnapshotSink(_ClosingSink):
@@ -213,6 +255,9 @@ class SnapshotSink(_ClosingSink):
             self.folder.mkdir(parents=True, exist_ok=True)
             sizes: dict[str, int] = {}
             for p in self.folder.iterdir():
+                if _SNAPSHOT_TMP.match(p.name):  # left by a power cut mid-write
+                    p.unlink(missing_ok=True)
+                    continue
                 m = _SNAPSHOT.match(p.name)
                 if m:
                     sizes[m.group(1)] = sizes.get(m.group(1), 0) + p.stat().st_size
@@ -258,6 +303,7 @@ class SnapshotSink(_ClosingSink):
             tmp.write_bytes(buf.tobytes())
             os.replace(tmp, path)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half-written files
             raise SinkError(f"{path}: cannot write the snapshot ({exc.strerror})") from None
         return len(buf)
 
@@ -287,6 +333,10 @@ class VideoRecorder(_ClosingSink):
         self.frames = 0
 
     def __enter__(self) -> VideoRecorder:
+        if self.path.suffix.lower() not in RECORD_SUFFIXES:
+            raise SinkError(
+                f"{self.path}: cannot record to this file type (expected {', '.join(RECORD_SUFFIXES)})"
+            )
         if not self.path.parent.is_dir():
             raise SinkError(f"{self.path}: folder {self.path.parent} does not exist")
         return self

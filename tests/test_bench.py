@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -353,6 +354,7 @@ def test_pinned_to_one_core_with_a_cold_start_and_no_tensorflow(tmp_path: Path):
         (["--decode-threads", "0"], "expected a number > 0"),
         (["--config", "/nonexistent.toml"], "config file not found"),
         (["--roi", "0.5,0.5,0.8,0.8"], "inspection.roi"),
+        (["--json", "/proc/no-such-folder/b.json"], "cannot make its folder /proc/no-such-folder"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path: Path):
@@ -360,7 +362,7 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path: Path):
         raise SystemExit(main([*argv, "--frames", "5"] if "--frames" not in argv else argv))
     assert exc_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert message in err[-1], err
+    assert len(err) == 1 and message in err[0], err
 
 
 @needs_model
@@ -369,3 +371,25 @@ def test_a_file_that_is_not_a_video_exits_2(tmp_path: Path, capsys):
     bad.write_text("not a video")
     assert main(["--video", str(bad), "--frames", "5"]) == 2
     assert "not a readable video" in capsys.readouterr().err
+
+
+@needs_model
+def test_image_folders_with_unreadable_files_skip_them_in_both_loops(tmp_path: Path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    (folder / "f05.png").write_bytes(b"not a png")  # unreadable in the middle
+    out = tmp_path / "b.json"
+    argv = ["--images", str(folder), "--frames", "8", "--block", "8", "--warmup", "1", "--baseline"]
+    assert main([*argv, "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["fps"] > 0 and run["baseline_fps"] > 0
+    (folder / "f00.png").write_bytes(b"")
+    for i in range(1, 12):
+        (folder / f"f{i:02d}.png").write_bytes(b"")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no usable frame" in err[0], err

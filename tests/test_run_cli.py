@@ -185,7 +185,11 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
         (lambda tmp: ["--images", str(tmp)], "no image files"),
         (lambda tmp: ["--config", str(tmp / "bad.toml")], "trigger.onn"),
         (lambda tmp: ["--demo", "--display"], "--display needs"),
-        (lambda tmp: ["--demo", "--record", str(tmp / "no" / "x.mp4")], "does not exist"),
+        (lambda tmp: ["--demo", "--record", "/proc/no-such/x.mp4"], "cannot make its folder /proc/no-such"),
+        (lambda tmp: ["--demo", "--record", str(tmp / "x.txt")], "cannot record to this file type"),
+        (lambda tmp: ["--demo", "--record", str(tmp)], "is a folder"),
+        (lambda tmp: ["--demo", "--summary", "/proc/no-such/s.json"], "cannot make its folder"),
+        (lambda tmp: ["--demo", "--events", "/dev/null"], "not a regular file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, args, message):
@@ -266,3 +270,28 @@ def test_the_loop_survives_odd_frames_and_counts_them():
     assert (summary.frames, summary.products) == (7, 7)
     assert (summary.converted, summary.skipped) == (5, 2)
     assert summary.end == "end of stream"
+
+
+@needs_model
+def test_a_log_that_cannot_be_written_ends_the_run_with_its_summary_and_exit_2(
+    tmp_path: Path, monkeypatch, capsys
+):
+    from edge import sinks
+
+    real_write = sinks.VerdictLog.write
+
+    def disk_fills_after_two(self, result):  # the disk, not our code, is what is faked
+        if result.verdict is not None and self.written == 2:
+            raise sinks.SinkError(f"{self.path}: cannot write the verdict log (No space left on device)")
+        real_write(self, result)
+
+    monkeypatch.setattr(sinks.VerdictLog, "write", disk_fills_after_two)
+    events, summary = tmp_path / "v.jsonl", tmp_path / "s.json"
+    argv = ["--demo", "--seed", "0", "--as-fast-as-possible", "--max-frames", "900"]
+    assert main([*argv, "--events", str(events), "--summary", str(summary)]) == 2
+    out, err = capsys.readouterr()
+    assert "inspected" in out or "verdicts" in out  # the summary was printed first
+    assert err.count("\n") == 1 and "No space left on device" in err, err
+    report = json.loads(summary.read_text())
+    assert report["end"].startswith("error: ") and report["products"] == 3
+    assert len(events.read_text().splitlines()) == 2

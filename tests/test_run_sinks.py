@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -125,3 +127,67 @@ def test_display_is_refused_with_a_reason_where_there_is_none(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     reason = display_available()
     assert reason is not None and "--display" in reason
+
+
+def test_verdict_log_leaves_no_part_of_a_line_a_full_disk_refused(tmp_path: Path, monkeypatch):
+    path = tmp_path / "verdicts.jsonl"
+    real_write = os.write
+    with VerdictLog(path) as log:
+        log.write(make_result(1))
+        calls = []
+
+        def full_disk(fd, data):  # the disk takes 10 bytes of the line, then refuses
+            calls.append(len(data))
+            if len(calls) == 1:
+                return real_write(fd, bytes(data[:10]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", full_disk)
+        with pytest.raises(SinkError, match="No space left on device"):
+            log.write(make_result(2))
+        monkeypatch.setattr(os, "write", real_write)
+    assert len(calls) == 2  # the short write was followed up, not taken as done
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1]
+    with VerdictLog(path) as log:
+        assert log.next_seq == 2
+
+
+def test_verdict_log_continues_from_the_last_well_formed_line(tmp_path: Path):
+    path = tmp_path / "verdicts.jsonl"
+    path.write_text('{"seq":4,"product_id":7}\n{"seq":"x","product_id":8}\n{"seq":5,"product_id":null}\n')
+    with VerdictLog(path) as log:
+        assert (log.next_seq, log.next_product) == (5, 8)
+
+
+def test_verdict_log_has_one_writer_and_must_be_a_file(tmp_path: Path):
+    path = tmp_path / "verdicts.jsonl"
+    with VerdictLog(path):
+        with pytest.raises(SinkError, match="another process is writing this verdict log"):
+            VerdictLog(path).__enter__()
+    with VerdictLog(path) as log:  # free again once the first has closed
+        log.write(make_result(1))
+    with pytest.raises(SinkError, match="not a regular file"):
+        VerdictLog("/dev/null").__enter__()
+    with pytest.raises(SinkError, match="not a regular file"):
+        VerdictLog(tmp_path).__enter__()
+
+
+def test_snapshots_leave_no_temporary_files_when_the_disk_is_full(tmp_path: Path, monkeypatch):
+    stale = tmp_path / "20260101T000000.000_000001_p1_clean.tmp"  # left by a power cut
+    stale.write_bytes(b"half a jpeg")
+    with SnapshotSink(tmp_path) as snaps:
+        assert not stale.exists()
+
+        def full_disk(src, dst):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "replace", full_disk)
+        snaps.write(make_result(1))  # logged as a warning: the inspection goes on
+        assert snaps.failed == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out"])
+def test_recorder_refuses_a_file_type_it_cannot_write_before_the_first_frame(tmp_path: Path, name):
+    with pytest.raises(SinkError, match="cannot record to this file type"):
+        VideoRecorder(tmp_path / name, 30).__enter__()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -30,7 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import CliError, fail, non_negative_int, os_error_text, positive_int, write_json
+from edge.cli.common import (
+    CliError,
+    OneLineParser,
+    check_output_file,
+    fail,
+    non_negative_int,
+    os_error_text,
+    positive_int,
+    write_json,
+)
 from edge.cli.run import _number, _roi, add_source_arguments, overrides_from
 from edge.config import (
     RUNTIMES,
@@ -58,7 +68,7 @@ def _threads(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # flags left out do not override the config file
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=PROG,
         description="Latency on this CPU, stage by stage: models and thread counts side by side.",
         epilog="Source flags as in edge-run. Exit status 2: bad input (one line on stderr).",
@@ -274,6 +284,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     from edge.contract import prepare_input
     from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
     from edge.runtime import TFLiteDetector, cpu_has_amx
+    from edge.sources import EndOfStream
 
     cpus = pin_cpus(args.cpus) if args.cpus else sorted(getattr(os, "sched_getaffinity", lambda _: [])(0))
     models = args.models or [config.model.path]
@@ -286,27 +297,33 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     s = config.source
     unpaced = s.kind == "images" or (s.kind in ("demo", "video") and s.as_fast_as_possible)
     live = s.kind in ("camera", "picamera", "url")
-    out_config = dataclasses.replace(
-        config, output=OutputConfig(events=tmp / "verdicts.jsonl", snapshots=tmp / "snapshots")
-    )
     # the source opens once here, so a bad one fails before anything is measured
     source, truth = build_source(config)
     roi = config.inspection.roi if config.inspection.roi is not None else getattr(truth, "roi", None)
     with source:
         first = None
         while first is None:
-            first = source.read(5.0)
+            try:
+                first = source.read(5.0)
+            except EndOfStream:
+                raise CliError(
+                    f"{source.name}: no usable frame (every frame was unreadable or too small)"
+                ) from None
             if first is None and live:
                 raise CliError(f"{source.name}: no frame within 5 s")
         source_name, view = source.name, prepare_input(first.image, roi)
 
     prefetch = args.prefetch if unpaced else 0
+    log_ids = itertools.count()
 
     def parts_for(detector) -> b.PipelineParts:
         threshold = config.model.threshold or detector.metadata.threshold
 
         def sinks(fps: float | None) -> list:
-            out = build_sinks(out_config, fps) if args.log else []
+            # each run its own log and snapshots (a verdict log has one writer at a time)
+            n = next(log_ids)
+            output = OutputConfig(events=tmp / f"verdicts_{n}.jsonl", snapshots=tmp / f"snapshots_{n}")
+            out = build_sinks(dataclasses.replace(config, output=output), fps) if args.log else []
             return [*out, b.DrawEveryFrame()] if args.overlay else out
 
         def trigger():
@@ -370,7 +387,10 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     runs = []
     for i, (model, threads, detector) in enumerate(arms):
         if ours[i].frames == 0:
-            raise CliError(f"{source_name}: ended within the warm-up ({args.warmup} frames); use --warmup")
+            raise CliError(
+                f"{source_name}: ended within the warm-up ({args.warmup} frames); "
+                "use a longer source or a smaller --warmup (at least 1)"
+            )
         run: dict[str, Any] = {
             "model": str(detector.path),
             "model_id": detector.model_id,
@@ -461,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.invoke_only and args.baseline:
             raise CliError("--invoke-only times the interpreter alone; --baseline needs the whole loop")
+        if args.json is not None:
+            check_output_file(args.json, "the report")
         config = load_config(args)
         report = bench(args, config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
@@ -471,8 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(format_report(report), flush=True)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, report)
+        try:
+            write_json(args.json, report)
+        except OSError as exc:
+            return fail(PROG, os_error_text(exc))
     return 0
 
 

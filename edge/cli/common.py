@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,20 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         fail(self.prog, message)
         raise SystemExit(USAGE_ERROR)
+
+
+def check_output_file(path: Path, what: str) -> None:
+    """Fail now, not after the run, when ``path`` cannot be written: its folder is made if
+    missing; a folder in its place or a read-only folder is a CliError naming the path."""
+    if path.is_dir():
+        raise CliError(f"{path}: is a folder (expected a file for {what})")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"{path}: cannot make its folder {parent} for {what} ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CliError(f"{path}: not writable (needed for {what})")
 
 
 def _whole_number(text: str) -> int:

@@ -19,7 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.cli.common import CliError, OneLineParser, fail, os_error_text, positive_int, write_json
+from edge.cli.common import (
+    CliError,
+    OneLineParser,
+    check_output_file,
+    fail,
+    os_error_text,
+    positive_int,
+    write_json,
+)
 from edge.config import (
     PIN_EXPECTED,
     RUNTIMES,
@@ -414,6 +422,10 @@ def run(config: Config) -> int:
     from edge.station.station import Station
 
     check_expect(config)
+    if config.output.summary is not None:
+        check_output_file(config.output.summary, "the summary")
+    if config.output.record is not None:
+        check_output_file(config.output.record, "the recording")
     source, truth = build_source(config)
     roi = config.inspection.roi
     if roi is None and truth is not None:
@@ -469,8 +481,9 @@ def run(config: Config) -> int:
         summary = pipeline.run(config.run.duration, config.run.max_frames)
     print(summary.format(), flush=True)
     if config.output.summary is not None:
-        config.output.summary.parent.mkdir(parents=True, exist_ok=True)
         write_json(config.output.summary, summary.to_dict())
+    if pipeline.failure is not None:  # the summary is out; now the error, exit status 2
+        raise pipeline.failure
     return 0
 
 
