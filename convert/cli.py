@@ -28,7 +28,17 @@ from convert.tflite import (
     op_names,
 )
 from edge import contract, metrics
-from edge.cli.common import CliError, fail, positive_int, unit_float, write_json
+from edge.cli.common import (
+    CliError,
+    OneLineParser,
+    check_output_file,
+    fail,
+    finite_float,
+    os_error_text,
+    positive_int,
+    unit_float,
+    write_json,
+)
 from edge.datasets import DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector
@@ -38,7 +48,7 @@ KEYS = ("iou_mean", "iou_median", "presence_accuracy", "precision", "recall", "f
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="edge-convert",
         description="Convert a trained Keras model to TFLite (int8 by default) and prove it still agrees.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -78,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk = p.add_argument_group("proof of agreement")
     chk.add_argument(
         "--max-iou-drop",
-        type=float,
+        type=finite_float,
         default=0.01,
         help="largest allowed fall of mean IoU (or centre hit rate)",
     )
@@ -103,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _synth(args: argparse.Namespace):
     from edge.synth import Backgrounds, Synthesizer, load_stamps
 
-    stamps = load_stamps(args.stamp) if args.stamp else None
-    return Synthesizer(stamps, Backgrounds(args.backgrounds), RECIPES[args.recipe])
+    try:
+        stamps = load_stamps(args.stamp) if args.stamp else None
+        return Synthesizer(stamps, Backgrounds(args.backgrounds), RECIPES[args.recipe])
+    except ValueError as exc:  # a stamp or backgrounds folder that cannot be used, named
+        raise CliError(str(exc)) from None
 
 
 def calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
@@ -192,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     if args.out.suffix != ".tflite":
         raise CliError(f"--out {args.out}: expected a .tflite path")
+    check_output_file(args.out, "the converted model")
+    if args.report is not None:
+        check_output_file(args.report, "the report")
     t0 = time.perf_counter()
     model = load_keras(args.model)
     side = training_metadata(args.model)
@@ -306,7 +322,9 @@ def proof_of_agreement(
     loc = "iou_mean" if not np.isnan(mk["iou_mean"]) else "center_within_0_05"
     drop = mk[loc] - ml[loc]
     why = []
-    if not drop <= max_drop:
+    if np.isnan(mk[loc]):  # a validation set without the object: presence is all there is to check
+        loc, drop = "presence_agreement", float("nan")
+    elif not drop <= max_drop:
         why.append(f"{loc} fell {drop:.4f} (> {max_drop})")
     if not agree["presence_agreement"] >= min_agreement:
         why.append(f"presence agreement {agree['presence_agreement']:.4f} (< {min_agreement})")
@@ -339,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (CliError, ConversionError, DatasetError, ModelError, contract.ContractError) as exc:
         return fail("edge-convert", exc)
+    except OSError as exc:
+        return fail("edge-convert", os_error_text(exc))
     except KeyboardInterrupt:
         return 130
 

@@ -1233,15 +1233,28 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
 
 
 def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[Record]:
-    wanted = _subset_lines(_read_text(subset, str(subset)))
-    names = {Path(entry.replace("\\", "/")).name for _, entry in wanted}
-    present = {r.name for r in records}
-    missing = [(n, entry) for n, entry in wanted if Path(entry.replace("\\", "/")).name not in present]
+    """Keep the records a subset file lists. An entry is a file name (``5.jpg``, as the shared
+    ``train.txt`` files have) or a relative path (``images/train/x.jpg``), which matches a record
+    whose path ends with it, so same-named images in different folders stay apart."""
+    wanted = [
+        (n, tuple(Path(entry.replace("\\", "/")).parts))
+        for n, entry in _subset_lines(_read_text(subset, str(subset)))
+    ]
+    keys = {parts for _, parts in wanted}
+    depth = max((len(parts) for parts in keys), default=1)
+    kept, found = [], set()
+    for r in records:
+        parts = r.image_path.parts
+        hits = {parts[-k:] for k in range(1, min(depth, len(parts)) + 1)} & keys
+        if hits:
+            kept.append(r)
+            found |= hits
+    missing = [(n, "/".join(parts)) for n, parts in wanted if parts not in found]
     if missing:
         n, entry = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise DatasetError(f"{subset.name} line {n}: image {entry!r} is not in the data set at {root}{more}")
-    return [r for r in records if r.name in names]
+    return kept
 
 
 # -- writing --------------------------------------------------------------------------------------

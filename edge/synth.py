@@ -20,6 +20,7 @@ most ``motion_blur[1]`` of the image's longer side) past it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
@@ -52,6 +53,7 @@ __all__ = [
     "key_out_background",
     "load_stamp",
     "load_stamps",
+    "opencv_fork_safe",
     "procedural_background",
     "variant_stamps",
     "write_stamps",
@@ -287,6 +289,19 @@ class SynthSample:
 
 
 # -- small helpers -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def opencv_fork_safe():
+    """Fork worker processes inside this. OpenCV's thread pool is not fork-safe: once it has run
+    in this process (resizing a large photo, say), a forked child that touches it can hang for
+    good. With one thread while the workers are forked there is no pool for them to inherit."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:

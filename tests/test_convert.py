@@ -271,3 +271,37 @@ def test_subsets_restrict_edge_eval_and_calibration(tiny_model_dir, blob_voc_dir
     rc = cli.main([*argv, "--calibration", str(blob_voc_dir), "--subset", str(stray)])
     err = capsys.readouterr().err
     assert rc == 2 and "not_there.jpg" in err and "Traceback" not in err
+
+
+def test_a_validation_set_without_the_object_is_judged_on_presence_alone(keras_model, blobs):
+    images, truths = blobs
+    negatives = [(im, t) for im, t in zip(images, truths, strict=True) if not t.present]
+    meta = contract.ModelMetadata(kind="box", labels=("stamp",)).with_outputs(keras_model.output_names)
+    det = CallableDetector(lambda x: keras_model(x.astype(np.float32), training=False), meta)
+    ims, ts = [im for im, _ in negatives], [t for _, t in negatives]
+    check = cli.proof_of_agreement(det, det, ims, ts, 0.5, 0.01, 0.995)
+    assert check["metric"] == "presence_agreement" and check["passed"], check["why"]
+    worse = cli.proof_of_agreement(det, det, ims, ts, 0.5, 0.01, 1.01)  # an agreement it cannot reach
+    assert not worse["passed"] and "presence agreement" in worse["why"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--stamp", "{tmp}/not_an_image.png"], "not_an_image.png: cannot be read as an image"),
+        (["--report", "/proc/no-such/r.json"], "cannot make its folder /proc/no-such"),
+        (["--max-iou-drop", "nan"], "argument --max-iou-drop: expected a finite number"),
+        (["--mode", "int4"], "argument --mode: invalid choice"),
+    ],
+)
+def test_cli_bad_options_are_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
+    (tmp_path / "not_an_image.png").write_text("text")
+    argv = [str(tiny_model_dir / "model.keras"), "--out", str(tmp_path / "m.tflite")]
+    argv += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    try:
+        rc = cli.main(argv)
+    except SystemExit as exc:  # usage errors
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "m.tflite").exists()

@@ -718,6 +718,32 @@ def test_subset_keeps_listed_images_and_names_a_missing_one(tmp_path):
     assert parse_subset("x.jpg\r\n# c\n\ny.jpg") == ["x.jpg", "y.jpg"]
 
 
+def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path):
+    _build(
+        tmp_path,
+        {
+            "images/train/x.jpg": IMG,
+            "images/val/x.jpg": IMG,
+            "images/train/y.jpg": IMG,
+            "labels/train/x.txt": "0 0.5 0.5 0.2 0.2\n",
+            "labels/val/x.txt": "0 0.5 0.5 0.2 0.2\n",
+            "labels/train/y.txt": "",
+            "classes.txt": "stamp\n",
+        },
+    )
+    (tmp_path / "train.txt").write_text("images/train/x.jpg\ntrain/y.jpg\n")
+    ds = load_dataset(tmp_path, subset=tmp_path / "train.txt")
+    assert sorted(str(r.image_path.relative_to(tmp_path)) for r in ds.records) == [
+        "images/train/x.jpg",
+        "images/train/y.jpg",
+    ]
+    (tmp_path / "names.txt").write_text("x.jpg\n")  # a bare name matches by name, as before
+    assert len(load_dataset(tmp_path, subset=tmp_path / "names.txt").records) == 2
+    (tmp_path / "bad.txt").write_text("images/test/x.jpg\n")
+    with pytest.raises(DatasetError, match=r"bad\.txt line 1: image 'images/test/x\.jpg' is not in the data"):
+        load_dataset(tmp_path, subset=tmp_path / "bad.txt")
+
+
 def test_detect_format_of_folders_and_files(tmp_path):
     _build(
         tmp_path,

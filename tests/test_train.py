@@ -347,3 +347,136 @@ def test_fine_tuning_a_single_stamp_model_into_variants_keeps_what_it_learned():
     assert probs.shape == (6, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
     _, fresh = warm_start(single, "box", 3, head="grid")  # another head: only the backbone carries over
     assert "cell_logits" in fresh and "backbone" not in fresh
+
+
+def _args(argv):
+    from train.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_val_subset_without_val_holds_those_images_of_data_out(tmp_path):
+    from train.cli import prepare_data
+
+    data = _write_blob_voc(tmp_path / "voc", 12, 3)
+    (tmp_path / "val.txt").write_text("img000.jpg\nimg001.jpg\nimg002.jpg\n")
+    val = str(tmp_path / "val.txt")
+    args = _args(["--out", str(tmp_path / "o"), "--data", str(data), "--val-subset", val])
+    args.copies, args.quiet = 2, True
+    prep = prepare_data(args)
+    assert len(prep.val) == 3  # the listed images, not a 10% split
+    assert len(prep.train) == (12 - 3) * 2  # the others, two crops each; none of the listed ones
+
+
+def test_one_stamp_and_photos_of_one_class_train_one_class(tmp_path, capsys):
+    import cv2
+
+    from train.cli import prepare_data
+
+    data = _write_blob_voc(tmp_path / "voc", 6, 4)
+    stamp = np.zeros((40, 40, 4), np.uint8)
+    cv2.circle(stamp, (20, 20), 15, (30, 30, 200, 255), 4)
+    cv2.imwrite(str(tmp_path / "my_seal.png"), stamp)
+    sizes = ["--synthetic", "16", "--val-size", "8", "--copies", "1", "--workers", "2"]
+    args = _args(
+        ["--out", str(tmp_path / "o"), "--data", str(data), "--stamp", str(tmp_path / "my_seal.png"), *sizes]
+    )
+    prep = prepare_data(args)
+    assert prep.labels == ("stamp",)  # not ('my_seal', 'stamp'): no class head telling real from synthetic
+    assert "'my_seal' is trained as the data's label 'stamp'" in capsys.readouterr().err
+
+
+def test_without_validation_images_the_lowest_loss_checkpoint_is_saved(tmp_path, capsys):
+    data = _write_blob_voc(tmp_path / "voc", 6, 5)
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--data", str(data), "--val-split", "0", "--copies", "2"]
+    rc = train_main([*argv, "--steps", "4", "--eval-every", "2", "--batch-size", "4", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_val"] == 0 and metrics["best_step"] in (2, 4)
+    assert (out / "model.keras").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lr", "nan"], "argument --lr: expected a finite number"),
+        (["--lr", "-0.1"], "argument --lr: expected a number > 0"),
+        (["--minutes", "0"], "argument --minutes: expected a number > 0"),
+        (["--batch-size", "0"], "argument --batch-size: expected a number > 0"),
+    ],
+)
+def test_edge_train_usage_errors_are_one_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_edge_train_refuses_an_out_file_and_an_init_that_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert train_main(["--out", str(tmp_path / "file"), "--steps", "1"]) == 2
+    assert "is a file (expected a folder" in capsys.readouterr().err
+    data = _write_blob_voc(tmp_path / "voc", 6, 6)
+    (tmp_path / "junk.keras").write_text("not a model")
+    argv = ["--out", str(tmp_path / "o"), "--data", str(data), "--copies", "1", "--steps", "1"]
+    assert train_main([*argv, "--init", str(tmp_path / "junk.keras"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "junk.keras: not a Keras model file" in err and "Traceback" not in err
+
+
+def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_path):
+    """Forked workers hung for good in OpenCV once the parent had run its thread pool (here by
+    writing a large product photo), as edge-train did with a folder of 12-megapixel photos."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cv2, numpy as np\n"
+        "from edge.synth import Backgrounds, Synthesizer\n"
+        "from train import data as D\n"
+        "folder = sys.argv[1]\n"
+        "big = np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8)\n"
+        "cv2.imwrite(folder + '/big.jpg', big)\n"
+        "pool, _ = D.synthetic_pool(Synthesizer(None, Backgrounds(folder)), 0, 16, 2, progress=False)\n"
+        "print(len(pool))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its workers too can be killed if they hang
+    )
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the synthetic workers hung")
+    assert proc.returncode == 0 and out.strip() == "16", err[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sheet", "{tmp}/sheet.xyz"], "--sheet {tmp}/sheet.xyz: expected an image file"),
+        (["--sheet", "{tmp}"], "is a folder (expected a file for the contact sheet)"),
+        (["--json", "/proc/no-such/m.json"], "cannot make its folder /proc/no-such"),
+        (["--threads", "0"], "argument --threads: expected a number > 0"),
+        (["--model", "{tmp}/junk.keras"], "junk.keras: not a Keras model file"),
+    ],
+)
+def test_edge_eval_refuses_outputs_it_cannot_write_before_it_runs(tmp_path, capsys, extra, message):
+    data = _write_blob_voc(tmp_path / "voc", 3, 7)
+    (tmp_path / "junk.keras").write_text("not a model")
+    argv = ["--model", str(tmp_path / "none.tflite"), "--data", str(data)]
+    argv += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    try:
+        rc = evaluate.main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err

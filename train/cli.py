@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge import contract
-from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.cli.common import CliError, OneLineParser, fail, positive_float, positive_int, unit_float
 from edge.datasets import DatasetError, load_dataset
 from edge.synth import RECIPES
 
@@ -24,7 +24,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="edge-train",
         description="Train the MobileNet v1 (alpha 0.25, 128x128) stamp localizer.",
         formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32),
@@ -116,13 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=positive_int, default=None, help="passes over the training pool (default 12)"
     )
     m.add_argument("--batch-size", type=positive_int, default=64)
-    m.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay after warm-up)")
+    m.add_argument(
+        "--lr", type=positive_float, default=3e-3, help="peak learning rate (cosine decay after warm-up)"
+    )
     m.add_argument("--eval-every", type=positive_int, default=500, help="steps between validations")
     m.add_argument(
         "--patience", type=positive_int, default=8, help="validations without improvement before stopping"
     )
     m.add_argument(
-        "--minutes", type=float, default=None, help="wall-time budget; the best checkpoint so far is kept"
+        "--minutes",
+        type=positive_float,
+        default=None,
+        help="wall-time budget; the best checkpoint so far is kept",
     )
     m.add_argument(
         "--ema",
@@ -179,6 +184,17 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         else (0 if dataset and not (args.stamp or args.backgrounds) else 40000)
     )
     stamps = load_stamps(args.stamp) if args.stamp else None
+    data_labels = list(dataset.labels) if dataset else []
+    if stamps and len(stamps) == 1 and len(data_labels) == 1 and stamps[0].label != data_labels[0]:
+        # one stamp and photos of one labelled class are the same thing to find, whatever the
+        # stamp file is called: one class, not a class head that tells synthetic from real
+        if not args.quiet:
+            print(
+                f"edge-train: the stamp {stamps[0].label!r} is trained as the data's label "
+                f"{data_labels[0]!r}",
+                file=sys.stderr,
+            )
+        stamps = [dataclasses.replace(stamps[0], label=data_labels[0])]
     stamp_labels = [s.label for s in stamps] if stamps else list(contract.DEFAULT_LABELS)
     has_centers = dataset is not None and any(
         r.primary() is not None and r.primary().box is None for r in dataset.records
@@ -192,7 +208,6 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         raise CliError(
             f"{args.data}: centre-point labels cannot train a box model (use --kind center or cam)"
         )
-    data_labels = list(dataset.labels) if dataset else []
     if dataset is not None and not use_synth:
         labels = D.label_list(data_labels, [])
     else:
@@ -215,6 +230,16 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     if dataset is not None:
         if args.val is not None:
             train_ds, val_ds = dataset, load_dataset(args.val, subset=args.val_subset)
+        elif args.val_subset is not None:  # validation: these images of --data, never trained on
+            val_ds = load_dataset(args.data, subset=args.val_subset)
+            held = {r.image_path.resolve() for r in val_ds.records}
+            train_ds = dataclasses.replace(
+                dataset, records=[r for r in dataset.records if r.image_path.resolve() not in held]
+            )
+            if not train_ds.records:
+                raise CliError(
+                    f"--val-subset {args.val_subset}: holds every training image; none left to train on"
+                )
         else:
             train_ds, val_ds = D.split_records(dataset, args.val_split, args.seed)
         if kind == "cam":  # presence labels only: patches with and without the object
@@ -239,7 +264,14 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out}: is a file (expected a folder for the model and its reports)")
+    if args.init is not None and not args.init.is_file():
+        raise CliError(f"--init {args.init}: model file not found")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--out {args.out}: cannot make the folder ({exc.strerror})") from None
     t_start = time.perf_counter()
     prep = prepare_data(args)
     if len(prep.train) == 0:

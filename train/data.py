@@ -21,7 +21,7 @@ from tqdm import tqdm
 from edge import contract
 from edge.datasets import Dataset, read_image
 from edge.metrics import Truth
-from edge.synth import Synthesizer, generate_arrays
+from edge.synth import Synthesizer, generate_arrays, opencv_fork_safe
 
 
 @dataclass
@@ -106,8 +106,10 @@ def synthetic_pool(
                 parts.append(_synth_chunk(job))
                 bar.update(job[2])
         else:
-            ctx = mp.get_context("fork")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool:
+            with (
+                opencv_fork_safe(),
+                mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool,
+            ):
                 for part in pool.imap(_synth_chunk, jobs):
                     parts.append(part)
                     bar.update(len(part["images"]))

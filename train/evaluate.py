@@ -17,7 +17,15 @@ import cv2
 import numpy as np
 
 from edge import contract, metrics
-from edge.cli.common import CliError, fail, positive_int, unit_float
+from edge.cli.common import (
+    CliError,
+    OneLineParser,
+    check_output_file,
+    fail,
+    os_error_text,
+    positive_int,
+    unit_float,
+)
 from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import ModelError, TFLiteDetector
@@ -40,6 +48,9 @@ REPORT_KEYS = (
 )
 
 
+SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
 def load_detector(path: Path, threads: int = 1):
     if path.suffix == ".tflite":
         return TFLiteDetector(path, threads=threads)
@@ -54,8 +65,9 @@ def load_detector(path: Path, threads: int = 1):
         try:
             model = load_model(path)
         except Exception as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
             raise ModelError(
-                f"{path}: not a readable Keras model ({str(exc).splitlines()[0][:160]})"
+                first if first.startswith(str(path)) else f"{path}: not a readable Keras model ({first})"
             ) from None
         kind = info.get("kind") or contract.kind_of_outputs(model.output_names)
         if kind is None:
@@ -119,7 +131,7 @@ def contact_sheet(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="edge-eval",
         description="Evaluate a .tflite or .keras model on labelled photos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -141,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.json is not None:
+            check_output_file(args.json, "the metrics")
+        if args.sheet is not None:
+            check_output_file(args.sheet, "the contact sheet")
+            if args.sheet.suffix.lower() not in SHEET_SUFFIXES:
+                raise CliError(f"--sheet {args.sheet}: expected an image file ({', '.join(SHEET_SUFFIXES)})")
         dataset = load_dataset(args.data, subset=args.subset)
         if not dataset.records:
             raise CliError(f"{args.data}: no labelled images")
@@ -157,11 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         v = result[k]
         shown = "n/a" if isinstance(v, float) and np.isnan(v) else (f"{v:.4f}" if isinstance(v, float) else v)
         print(f"{k:<22}{shown}")
-    if args.json:
-        clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}
-        args.json.write_text(json.dumps(clean, indent=2) + "\n")
-    if args.sheet:
-        cv2.imwrite(str(args.sheet), contact_sheet(originals, preds, truths, threshold))
+    try:
+        if args.json:
+            clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}
+            args.json.write_text(json.dumps(clean, indent=2) + "\n")
+        if args.sheet and not cv2.imwrite(
+            str(args.sheet), contact_sheet(originals, preds, truths, threshold)
+        ):
+            raise CliError(f"--sheet {args.sheet}: cannot write the contact sheet")
+    except CliError as exc:
+        return fail("edge-eval", exc)
+    except OSError as exc:
+        return fail("edge-eval", os_error_text(exc))
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import math
 import sys
 import time
 from pathlib import Path
@@ -144,7 +145,12 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
 
     ema = WeightAverage(model.trainable_variables, args.ema) if args.ema else None
     history: list[dict[str, float]] = []
-    best = {"score": -1.0}
+    best: dict = {"score": -math.inf}  # the first checkpoint is always saved
+    if not val_images and not args.quiet:
+        print(
+            "edge-train: no validation images: keeping the checkpoint with the lowest training loss",
+            file=sys.stderr,
+        )
     bad = 0
     every = min(args.eval_every, total)
     it = iter(ds)

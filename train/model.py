@@ -6,6 +6,7 @@ contract names is the model's first layer, so the converted model takes camera p
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -308,4 +309,7 @@ CUSTOM_OBJECTS = {"box_loss": box_loss, "center_loss": center_loss, "cells_loss"
 
 
 def load_model(path: str | Path) -> keras.Model:
+    """A trained model; a file that is not a Keras archive is a ValueError naming it."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model file (expected a .keras archive as edge-train writes)")
     return keras.models.load_model(str(path), custom_objects=CUSTOM_OBJECTS, compile=False)

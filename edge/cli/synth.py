@@ -33,6 +33,7 @@ from edge.synth import (
     Synthesizer,
     SynthSample,
     load_stamps,
+    opencv_fork_safe,
     variant_stamps,
     write_stamps,
 )
@@ -170,7 +171,10 @@ def _samples(synth: Synthesizer, seed: int, n: int, workers: int) -> Iterator[tu
         for index in range(n):
             yield index, synth.sample_at(seed, index)
         return
-    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool:
+    with (
+        opencv_fork_safe(),
+        multiprocessing.Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool,
+    ):
         yield from pool.imap(_worker_sample, ((seed, i) for i in range(n)), chunksize=8)
 
 
