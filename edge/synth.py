@@ -1266,7 +1266,8 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     ink = dist[dist > t0]
     if ink.size == 0:
         raise ValueError("nothing is left after keying out the background")
-    t1 = max(t0 + 6.0, 0.7 * float(np.median(ink[ink > np.percentile(ink, 30)])))
+    strong = ink[ink > np.percentile(ink, 30)]  # empty when the ink is one flat colour
+    t1 = max(t0 + 6.0, 0.7 * float(np.median(strong if strong.size else ink)))
     alpha = np.clip((dist - t0) / (t1 - t0), 0.0, 1.0)
     solid = alpha >= 0.5
     if solid.sum() < 16:

@@ -287,8 +287,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
             b.plot(steps, vals, label=k[4:])
     b.set_xlabel("step")
     b.set_ylim(0, 1.01)
-    b.set_title("validation")
-    b.legend()
+    b.set_title("validation" if b.get_legend_handles_labels()[0] else "validation (no validation images)")
+    if b.get_legend_handles_labels()[0]:
+        b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
