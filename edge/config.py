@@ -467,6 +467,8 @@ class Config:
         try:
             return cls.from_mapping(data, overrides)
         except ConfigError as exc:
+            if str(exc).split(":", 1)[0] in (overrides or {}):  # the bad value came from a flag
+                raise ConfigError(f"{exc} (from the command line)") from None
             if path is None:
                 raise
             raise ConfigError(f"{path}: {exc}") from None

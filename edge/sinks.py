@@ -7,7 +7,9 @@ Verdict log (``--events``): one JSON line per verdict, written whole and ``fsync
 across restarts, one writer at a time (an exclusive ``flock``). On opening, a torn last line
 (power cut mid-write) is cut off and the sequence continues from the last well-formed line. A
 line a full disk takes only part of is cut back before the error is raised. A SIGKILL can lose at
-most the product in progress; every line on disk parses.
+most the product in progress; every line on disk parses. The next sequence and product numbers
+are also kept beside the log (``verdicts.jsonl.next``), so a log moved away to be archived does
+not make the numbering start again.
 """
 
 from __future__ import annotations
@@ -145,7 +147,10 @@ class VerdictLog(_ClosingSink):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        #: the next sequence and product numbers, beside the log (``verdicts.jsonl.next``)
+        self.state_path = self.path.with_name(self.path.name + ".next")
         self._fd: int | None = None
+        self._state_fd: int | None = None
         self.next_seq = 1
         self.next_product = 1
         self.written = 0
@@ -177,7 +182,23 @@ class VerdictLog(_ClosingSink):
         if last is not None:
             self.next_seq = last["seq"] + 1
             self.next_product = last["product_id"] + 1
+        # the numbering outlives the log: a log moved away (archived, rotated) must not make the
+        # next verdicts reuse sequence numbers a consumer has already seen
+        saved = self._read_numbering()
+        self.next_seq = max(self.next_seq, saved[0])
+        self.next_product = max(self.next_product, saved[1])
+        try:
+            self._state_fd = os.open(self.state_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            _log.warning("%s: cannot keep the numbering (%s)", self.state_path, exc.strerror)
         return self
+
+    def _read_numbering(self) -> tuple[int, int]:
+        try:
+            seq, product = (int(v) for v in self.state_path.read_text().split()[:2])
+            return max(seq, 1), max(product, 1)
+        except (OSError, ValueError):
+            return 1, 1
 
     def _repair(self) -> None:
         """Cut a torn last line (no newline) left by a power cut, so every line parses."""
@@ -221,11 +242,22 @@ class VerdictLog(_ClosingSink):
                     pass
             raise SinkError(f"{self.path}: cannot write the verdict log ({exc.strerror})") from None
         self.written += 1
+        if self._state_fd is not None:  # not fsync-ed: the log itself is the record
+            v = result.verdict
+            try:
+                os.pwrite(self._state_fd, f"{v.seq + 1} {v.product_id + 1}\n".ljust(40).encode(), 0)
+            except OSError as exc:
+                _log.warning("%s: cannot keep the numbering (%s)", self.state_path, exc.strerror)
+                os.close(self._state_fd)
+                self._state_fd = None
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._state_fd is not None:
+            os.close(self._state_fd)
+            self._state_fd = None
 
 
 _SNAPSHOT = re.compile(r"^(\d{8}T\d{6}(?:\.\d+)?_\d+_p\d+)_(clean|annotated)\.jpg$")

@@ -295,3 +295,24 @@ def test_a_log_that_cannot_be_written_ends_the_run_with_its_summary_and_exit_2(
     report = json.loads(summary.read_text())
     assert report["end"].startswith("error: ") and report["products"] == 3
     assert len(events.read_text().splitlines()) == 2
+
+
+@needs_model
+def test_a_stop_asked_for_while_starting_up_ends_with_a_summary(tmp_path: Path, monkeypatch, capsys):
+    """Ctrl-C (or systemctl stop, SIGTERM, handled alike) while the model loads: the run ends as
+    its loop starts, with a summary. SIGINT here, so a failure cannot kill the test run."""
+    from edge import runtime
+
+    real_init = runtime.TFLiteDetector.__init__
+
+    def stop_requested_during_load(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the model is loading
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.TFLiteDetector, "__init__", stop_requested_during_load)
+    summary = tmp_path / "s.json"
+    assert main(["--demo", "--max-frames", "300", "--summary", str(summary)]) == 0
+    assert "frames" in capsys.readouterr().out
+    s = json.loads(summary.read_text())
+    assert s["end"] == "SIGINT" and s["frames"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back

@@ -113,3 +113,27 @@ def test_the_unit_has_what_the_service_needs():
     assert lines["User"] == "stampline" and lines["ProtectSystem"] == "strict"
     assert "/etc/stampline/stampline.toml" in lines["ExecStart"]
     assert lines["ReadWritePaths"] == "/var/lib/stampline"
+
+
+def test_a_bad_value_from_a_flag_is_not_blamed_on_the_file(tmp_path: Path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[decision]\nmin_hits = 2\n")
+    with pytest.raises(ConfigError) as exc:
+        Config.load(path, {"http.token": "short"})
+    assert str(exc.value).startswith("http.token: expected at least 8")
+    assert str(exc.value).endswith("(from the command line)")
+    path.write_text("[http]\ntoken = 'short'\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: http\.token: expected at least 8"):
+        Config.load(path)
+
+
+def test_check_config_reads_the_mqtt_password_file(tmp_path: Path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f"[output]\nevents = '{tmp_path / 'v.jsonl'}'\n"
+        f"[mqtt]\nbroker = 'localhost:1883'\npassword_file = '{tmp_path / 'none'}'\n"
+    )
+    assert main(["--check-config", str(cfg)]) == 2
+    assert "mqtt.password_file: cannot read" in capsys.readouterr().err
+    (tmp_path / "none").write_text("secret\n")
+    assert main(["--check-config", str(cfg)]) == 0

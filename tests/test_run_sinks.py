@@ -191,3 +191,16 @@ def test_snapshots_leave_no_temporary_files_when_the_disk_is_full(tmp_path: Path
 def test_recorder_refuses_a_file_type_it_cannot_write_before_the_first_frame(tmp_path: Path, name):
     with pytest.raises(SinkError, match="cannot record to this file type"):
         VideoRecorder(tmp_path / name, 30).__enter__()
+
+
+def test_numbering_continues_when_the_log_is_moved_away(tmp_path: Path):
+    path = tmp_path / "verdicts.jsonl"
+    with VerdictLog(path) as log:
+        for seq in (1, 2, 3):
+            log.write(make_result(seq))
+    path.rename(tmp_path / "verdicts.jsonl.1")  # archived by the operator
+    with VerdictLog(path) as log:  # a consumer has seen 1-3: they must not come again
+        assert (log.next_seq, log.next_product) == (4, 104)
+    path.write_text('{"seq":9,"product_id":200}\n')  # a log ahead of the numbering file wins
+    with VerdictLog(path) as log:
+        assert (log.next_seq, log.next_product) == (10, 201)

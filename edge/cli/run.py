@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -414,6 +417,25 @@ def build_sinks(config: Config, fps: float | None) -> list:
     return out
 
 
+@contextlib.contextmanager
+def _signals_while_starting():
+    """SIGINT/SIGTERM noted (not acted on) until the loop installs its own handlers."""
+    pending: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+
+    def note(signum: int, _frame: object) -> None:
+        pending.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(config: Config) -> int:
     from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
     from edge.pipeline import Pipeline, SystemdNotifier
@@ -431,6 +453,9 @@ def run(config: Config) -> int:
     if roi is None and truth is not None:
         roi = truth.roi  # the demo line's camera looks at its belt through this region
     with contextlib.ExitStack() as stack:
+        # a stop asked for while starting up (systemctl stop) ends the run as soon as the loop
+        # starts, with its summary, instead of killing it half-opened
+        pending = stack.enter_context(_signals_while_starting())
         # the cheap checks first (camera, files, folders), so a bad one is the only line printed
         stack.enter_context(source)
         built_sinks = build_sinks(config, source.fps)
@@ -478,6 +503,8 @@ def run(config: Config) -> int:
             runtime=runtime,
             heatmap=config.output.heatmap,
         )
+        if pending:
+            pipeline.stop(pending[0])
         summary = pipeline.run(config.run.duration, config.run.max_frames)
     print(summary.format(), flush=True)
     if config.output.summary is not None:
@@ -503,6 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check_config is not None:
             config = Config.load(args.check_config, overrides_from(args))
             check_expect(config)
+            secret = config.mqtt.password_file
+            if secret is not None and not os.access(secret, os.R_OK):
+                raise CliError(f"mqtt.password_file: cannot read {secret}")
             print(f"{args.check_config}: ok (source {config.source.kind}, trigger {config.trigger.kind})")
             return 0
         config = Config.load(args.config, overrides_from(args))
