@@ -922,9 +922,24 @@ def _exif_orientation(tiff: bytes) -> int:
 
 def image_size_from_header(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` of a JPEG, PNG or BMP from its first bytes, as ``read_image`` returns it
-    (JPEG EXIF orientation 5..8 swaps the two); None if not found in ``data``."""
+    (an EXIF orientation 5..8, in a JPEG or a PNG's eXIf chunk, swaps the two); None if not
+    found in ``data``."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
+        w, h = struct.unpack(">II", data[16:24])
+        # an eXIf chunk (before the image data) may ask for a rotation, which OpenCV applies
+        i = 8
+        while i + 8 <= len(data):
+            (length,) = struct.unpack_from(">I", data, i)
+            kind = data[i + 4 : i + 8]
+            if kind == b"IDAT":
+                return w, h
+            if kind == b"eXIf":
+                if i + 8 + length > len(data):
+                    return None
+                orientation = _exif_orientation(data[i + 8 : i + 8 + length])
+                return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+            i += 12 + length
+        return None  # the chunks before the image data go past what was read: decode instead
     if data[:2] == b"BM" and len(data) >= 26:
         (dib,) = struct.unpack_from("<I", data, 14)
         if dib == 12:

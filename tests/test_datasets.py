@@ -829,3 +829,24 @@ def test_find_phone_centres():
     assert all(len(r.objects) == 1 and r.objects[0].center is not None for r in ds.records)
     assert {(r.width, r.height) for r in ds.records} == {(490, 326)}
     assert len(load_dataset(root, subset=root / "train.txt")) == 103
+
+
+def _png_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """A PNG whose eXIf chunk (right after IHDR) carries an EXIF orientation."""
+    import zlib
+
+    png = cv2.imencode(".png", image)[1].tobytes()
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd
+    chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    end_of_ihdr = 8 + 8 + 13 + 4
+    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+
+
+@pytest.mark.parametrize(("orientation", "rotated"), [(1, False), (6, True), (8, True), (3, False)])
+def test_png_sizes_follow_their_exif_orientation_as_decoding_does(tmp_path, orientation, rotated):
+    image = np.zeros((100, 200, 3), np.uint8)  # 200 wide, 100 high
+    path = tmp_path / "a.png"
+    path.write_bytes(_png_with_orientation(image, orientation))
+    h, w = read_image(path).shape[:2]
+    assert image_size(path) == (w, h) == ((100, 200) if rotated else (200, 100))
