@@ -147,6 +147,7 @@ class VerdictPublisher:
         self._state_saved_at = 0.0
         self._state_dirty = False
         self.last_logged_seq = 0
+        self.unsent_at_start = 0
         self.connected = False
         self.connections = 0
         self.published = 0
@@ -168,6 +169,9 @@ class VerdictPublisher:
                     f"mqtt.password_file: cannot read {self.config.password_file} ({exc.strerror})"
                 ) from None
         self._load_state()
+        #: verdicts logged before this start and not yet acknowledged (``unsent`` moves on as
+        #: soon as the sending thread runs)
+        self.unsent_at_start = self.unsent
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._thread.start()
         return self

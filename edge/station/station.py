@@ -137,7 +137,8 @@ class Station:
         if self.publisher is not None:
             p = self.publisher
             lines.append(
-                f"mqtt to {p.host}:{p.port} as {p.topic_verdict} (QoS 1), {p.unsent} verdicts unsent"
+                f"mqtt to {p.host}:{p.port} as {p.topic_verdict} (QoS 1), "
+                f"{p.unsent_at_start} verdicts from before this start to send"
             )
         return lines
 
