@@ -242,7 +242,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConversionError(f"converted model needs non-builtin ops {bad_ops}; the device cannot run it")
     report: dict = {"mode": args.mode, "ops": ops}
     meta_args = dict(kind=kind, labels=labels, threshold=threshold)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(suffix=".tflite", dir=args.out.parent)
     tmp = Path(tmp_name)
     try:

@@ -14,6 +14,7 @@ on frames in which the trigger sees a product.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -241,6 +242,21 @@ def compare_with_truth(
     }
 
 
+@contextlib.contextmanager
+def stop_signals(on_stop: Callable[[str], object]):
+    """While inside, SIGINT and SIGTERM call ``on_stop`` with the signal's name instead of ending
+    the process (main thread only; elsewhere nothing changes); the handlers are given back after."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, _frame: on_stop(signal.Signals(signum).name))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class Pipeline:
     """The loop over built parts; :meth:`run` returns the :class:`Summary`."""
 
@@ -287,22 +303,14 @@ class Pipeline:
         self._stop_reason = self._stop_reason or reason
         self._stop.set()
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self.stop(signal.Signals(signum).name)
-
     def run(self, duration: float | None = None, max_frames: int | None = None) -> Summary:
         """Process frames until stopped, ``duration`` seconds, ``max_frames``, end of stream or a
         sink that cannot write (kept in :attr:`failure`)."""
         self.failure = None
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, self._on_signal)
         try:
-            return self._loop(duration, max_frames)
+            with stop_signals(self.stop):
+                return self._loop(duration, max_frames)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.notifier.notify("STOPPING=1")
 
     def _loop(self, duration: float | None, max_frames: int | None) -> Summary:

@@ -287,9 +287,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
             b.plot(steps, vals, label=k[4:])
     b.set_xlabel("step")
     b.set_ylim(0, 1.01)
-    b.set_title("validation" if b.get_legend_handles_labels()[0] else "validation (no validation images)")
     if b.get_legend_handles_labels()[0]:
+        b.set_title("validation")
         b.legend()
+    else:
+        b.set_title("validation (no validation images)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

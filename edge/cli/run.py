@@ -15,9 +15,7 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -417,28 +415,9 @@ def build_sinks(config: Config, fps: float | None) -> list:
     return out
 
 
-@contextlib.contextmanager
-def _signals_while_starting():
-    """SIGINT/SIGTERM noted (not acted on) until the loop installs its own handlers."""
-    pending: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield pending
-        return
-
-    def note(signum: int, _frame: object) -> None:
-        pending.append(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield pending
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run(config: Config) -> int:
     from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
-    from edge.pipeline import Pipeline, SystemdNotifier
+    from edge.pipeline import Pipeline, SystemdNotifier, stop_signals
     from edge.runtime import TFLiteDetector
     from edge.sinks import VerdictLog
     from edge.station.station import Station
@@ -455,7 +434,8 @@ def run(config: Config) -> int:
     with contextlib.ExitStack() as stack:
         # a stop asked for while starting up (systemctl stop) ends the run as soon as the loop
         # starts, with its summary, instead of killing it half-opened
-        pending = stack.enter_context(_signals_while_starting())
+        pending: list[str] = []  # noted, not acted on, until the loop takes the signals over
+        stack.enter_context(stop_signals(pending.append))
         # the cheap checks first (camera, files, folders), so a bad one is the only line printed
         stack.enter_context(source)
         built_sinks = build_sinks(config, source.fps)
