@@ -162,6 +162,10 @@ class DecisionConfig:
 class OutputConfig:
     #: the verdict log (JSON lines, appended across restarts)
     events: Path | None = None
+    #: the verdict log rotates at this size (to ``<events>.1``; 0: never) ...
+    events_max_mb: float = _opt(100.0, _non_negative)
+    #: ... keeping this many older files (``.1`` newest)
+    events_keep: int = _opt(20, _positive)
     #: snapshots of every MISSING or WRONG product (clean and annotated frame)
     snapshots: Path | None = None
     snapshot_max_count: int = _opt(1000, _positive)

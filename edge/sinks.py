@@ -10,6 +10,11 @@ line a full disk takes only part of is cut back before the error is raised. A SI
 most the product in progress; every line on disk parses. The next sequence and product numbers
 are also kept beside the log (``verdicts.jsonl.next``), so a log moved away to be archived does
 not make the numbering start again.
+
+Rotation: once the log reaches ``max_bytes`` it becomes ``verdicts.jsonl.1`` (the older ones move
+to ``.2``, ``.3``, ...; beyond ``keep`` the oldest is removed) and a new log begins, so a station
+that runs for months keeps a bounded amount on its card. The numbering goes on across rotations;
+the MQTT publisher follows the log from file to file (``rotated_logs``).
 """
 
 from __future__ import annotations
@@ -140,13 +145,35 @@ def read_last_record(path: Path) -> dict | None:
     return None
 
 
+def rotated_log(path: Path, i: int) -> Path:
+    """The ``i``-th newest rotated file of the verdict log ``path`` (``i`` = 0: the log itself)."""
+    return path if i == 0 else path.with_name(f"{path.name}.{i}")
+
+
+def rotated_logs(path: Path) -> list[Path]:
+    """The verdict log's files that exist, newest first: the log, then ``.1``, ``.2``, ...
+    (up to the first number missing)."""
+    found = [path] if path.exists() else []
+    i = 1
+    while (p := rotated_log(path, i)).exists():
+        found.append(p)
+        i += 1
+    return found
+
+
 class VerdictLog(_ClosingSink):
-    """The verdict log: JSON lines, fsync-ed one by one, appended across restarts."""
+    """The verdict log: JSON lines, fsync-ed one by one, appended across restarts, rotated at
+    ``max_bytes`` (None: never) keeping ``keep`` older files."""
 
     needs_annotated = False
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, max_bytes: int | None = None, keep: int = 20):
         self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep = max(int(keep), 1)
+        self.rotations = 0
+        #: the size at which the log rotates next (pushed on by a rotation that failed)
+        self._rotate_at = max_bytes
         #: the next sequence and product numbers, beside the log (``verdicts.jsonl.next``)
         self.state_path = self.path.with_name(self.path.name + ".next")
         self._fd: int | None = None
@@ -160,19 +187,9 @@ class VerdictLog(_ClosingSink):
             raise SinkError(f"{self.path}: not a regular file (expected a file for the verdict log)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = self._open_locked()
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot open the verdict log ({exc.strerror})") from None
-        try:
-            # one writer per log: a second edge-run would number its verdicts over the first's
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.close()
-            raise SinkError(
-                f"{self.path}: another process is writing this verdict log (a second edge-run?)"
-            ) from None
-        except OSError:
-            pass  # a file system without locks: go on unlocked
         try:
             self._repair()
         except OSError as exc:
@@ -192,6 +209,56 @@ class VerdictLog(_ClosingSink):
         except OSError as exc:
             _log.warning("%s: cannot keep the numbering (%s)", self.state_path, exc.strerror)
         return self
+
+    def _open_locked(self) -> int:
+        """The log opened for appending, locked (SinkError if another process holds it)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            # one writer per log: a second edge-run would number its verdicts over the first's
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SinkError(
+                f"{self.path}: another process is writing this verdict log (a second edge-run?)"
+            ) from None
+        except OSError:
+            pass  # a file system without locks: go on unlocked
+        return fd
+
+    def _rotate(self) -> None:
+        """The full log becomes ``.1`` (older ones move up, the oldest beyond ``keep`` goes) and a
+        new log begins. A rotation that fails is logged and the log goes on growing."""
+        try:
+            rotated_log(self.path, self.keep).unlink(missing_ok=True)
+            for i in range(self.keep - 1, 0, -1):
+                older = rotated_log(self.path, i)
+                if older.exists():
+                    os.replace(older, rotated_log(self.path, i + 1))
+            os.replace(self.path, rotated_log(self.path, 1))
+        except OSError as exc:
+            _log.warning("%s: cannot rotate the verdict log (%s); it goes on", self.path, exc.strerror)
+            self._rotate_at += self.max_bytes
+            return
+        try:
+            fd = self._open_locked()
+        except (OSError, SinkError) as exc:  # go on in the rotated file rather than lose verdicts
+            _log.warning("%s: cannot start a new verdict log (%s)", self.path, exc)
+            self._rotate_at += self.max_bytes
+            return
+        self._rotate_at = self.max_bytes
+        old, self._fd = self._fd, fd
+        if old is not None:
+            os.close(old)
+        try:  # make the renames and the new file durable
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+        self.rotations += 1
+        _log.info("%s: rotated (at most %d older files kept)", self.path, self.keep)
 
     def _read_numbering(self) -> tuple[int, int]:
         try:
@@ -250,6 +317,8 @@ class VerdictLog(_ClosingSink):
                 _log.warning("%s: cannot keep the numbering (%s)", self.state_path, exc.strerror)
                 os.close(self._state_fd)
                 self._state_fd = None
+        if self._rotate_at is not None and start + len(data) >= self._rotate_at:
+            self._rotate()
 
     def close(self) -> None:
         if self._fd is not None:

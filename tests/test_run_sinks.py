@@ -14,7 +14,15 @@ import pytest
 
 from edge.decision import TriggerState
 from edge.overlay import OverlayState, box_to_pixels, draw_overlay
-from edge.sinks import FrameResult, SinkError, SnapshotSink, VerdictLog, VideoRecorder, display_available
+from edge.sinks import (
+    FrameResult,
+    SinkError,
+    SnapshotSink,
+    VerdictLog,
+    VideoRecorder,
+    display_available,
+    verdict_record,
+)
 from edge.types import Frame, Outcome, Prediction, Verdict
 
 ROI_PX = (160, 48, 320, 384)
@@ -204,3 +212,43 @@ def test_numbering_continues_when_the_log_is_moved_away(tmp_path: Path):
     path.write_text('{"seq":9,"product_id":200}\n')  # a log ahead of the numbering file wins
     with VerdictLog(path) as log:
         assert (log.next_seq, log.next_product) == (10, 201)
+
+
+def test_verdict_log_rotates_keeps_the_newest_files_and_the_numbering_goes_on(tmp_path: Path):
+    path = tmp_path / "verdicts.jsonl"
+    line = len(json.dumps(verdict_record(make_result(1).verdict, ROI_PX), separators=(",", ":"))) + 1
+    with VerdictLog(path, max_bytes=3 * line, keep=2) as log:
+        for seq in range(1, 21):
+            log.write(make_result(seq))
+        assert log.rotations == 6  # after every third verdict
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "verdicts.jsonl",
+        "verdicts.jsonl.1",
+        "verdicts.jsonl.2",
+        "verdicts.jsonl.next",
+    ]
+    files = [path.with_name("verdicts.jsonl.2"), path.with_name("verdicts.jsonl.1"), path]  # oldest first
+    seqs = [[json.loads(x)["seq"] for x in p.read_text().splitlines()] for p in files]
+    assert seqs == [[13, 14, 15], [16, 17, 18], [19, 20]]  # 1-12 went with the oldest files
+    with VerdictLog(path, max_bytes=3 * line, keep=2) as log:
+        log.write(make_result(log.next_seq))
+        log.write(make_result(log.next_seq + 1))
+    assert [json.loads(x)["seq"] for x in path.with_name("verdicts.jsonl.1").read_text().splitlines()] == [
+        19,
+        20,
+        21,
+    ]
+    assert [json.loads(x)["seq"] for x in path.read_text().splitlines()] == [22]
+
+
+def test_a_verdict_log_that_cannot_rotate_goes_on_growing_and_loses_nothing(tmp_path: Path, caplog):
+    path = tmp_path / "verdicts.jsonl"
+    (tmp_path / "verdicts.jsonl.1").mkdir()  # in the way of the rotation
+    line = len(json.dumps(verdict_record(make_result(1).verdict, ROI_PX), separators=(",", ":"))) + 1
+    with VerdictLog(path, max_bytes=2 * line, keep=1) as log:
+        for seq in range(1, 8):
+            log.write(make_result(seq))
+        assert log.rotations == 0
+    assert [json.loads(x)["seq"] for x in path.read_text().splitlines()] == list(range(1, 8))
+    warnings = [r.message for r in caplog.records if "cannot rotate" in r.message]
+    assert len(warnings) == 3  # at 2, 4 and 6 lines: not on every verdict

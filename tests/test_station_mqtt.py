@@ -25,7 +25,7 @@ from edge.config import MqttConfig
 from edge.decision import TriggerState
 from edge.runtime import BUNDLED_MODEL
 from edge.sinks import FrameResult, VerdictLog
-from edge.station.mqtt import VerdictPublisher
+from edge.station.mqtt import LogFollower, VerdictPublisher
 from edge.station.status import StationStatus
 from edge.types import Frame, Outcome, Verdict
 
@@ -208,6 +208,53 @@ def test_a_restarted_publisher_goes_on_after_the_last_acknowledged_verdict(broke
             sub.wait(lambda: len(set(sub.verdict_seqs("line2"))) == 10)
         time.sleep(0.3)
     assert sub.verdict_seqs("line2") == list(range(1, 11))  # nothing sent twice, none skipped
+
+
+def test_the_follower_goes_through_rotated_files_in_order(tmp_path):
+    events = tmp_path / "verdicts.jsonl"
+    with VerdictLog(tmp_path / "one.jsonl") as log:
+        log_verdicts(log, None, range(1, 2))
+    line = (tmp_path / "one.jsonl").stat().st_size
+    follower = LogFollower(events)
+    assert follower.next() is None and not follower.has_more()  # no log yet
+    with VerdictLog(events, max_bytes=4 * line, keep=10) as log:
+        log_verdicts(log, None, range(1, 4))
+        got = [follower.next()[0] for _ in range(2)]  # half-way through the first file ...
+        log_verdicts(log, None, range(4, 13))  # ... when it is rotated, twice, under the follower
+        assert log.rotations >= 2
+        assert follower.has_more()
+        while (item := follower.next()) is not None:
+            got.append(item[0])
+        assert got == list(range(1, 13)) and not follower.has_more()
+        late = LogFollower(events)  # started before the log existed: from the oldest file
+        assert [item[0] for item in iter(late.next, None)] == list(range(1, 13))
+        lost = LogFollower(events)
+        lost.seek((-1, 100))  # its file is gone (removed beyond keep): again from the oldest
+        assert lost.has_more() and [item[0] for item in iter(lost.next, None)] == list(range(1, 13))
+
+
+@needs_broker
+def test_verdicts_logged_across_rotations_while_the_broker_is_away_all_arrive(broker, tmp_path):
+    events = tmp_path / "verdicts.jsonl"
+    cfg = MqttConfig(broker=f"127.0.0.1:{broker.port}", station="line3", reconnect_max_s=0.5)
+    with Subscriber(broker.port, "consumer-3") as sub:
+        with VerdictLog(events, max_bytes=1000, keep=50) as log:
+            with VerdictPublisher(cfg, events) as pub:
+                log_verdicts(log, pub, range(1, 6))
+                sub.wait(lambda: pub.unsent == 0)
+                broker.stop()
+                log_verdicts(log, pub, range(6, 31))  # several rotations while the broker is away
+            log_verdicts(log, None, range(31, 41))  # and more while no publisher runs
+            assert log.rotations >= 5
+            state = json.loads((tmp_path / "verdicts.jsonl.mqtt").read_text())
+            assert state["seq"] == 5 and state["inode"] != events.stat().st_ino  # in a rotated file
+            broker.start()
+            with VerdictPublisher(cfg, events) as pub:
+                assert pub.unsent_at_start == 35
+                log_verdicts(log, pub, range(41, 46))
+                sub.wait(lambda: pub.unsent == 0)
+        time.sleep(0.3)
+    assert in_order_without_duplicates(sub.verdict_seqs("line3")) == list(range(1, 46))
 
 
 @needs_broker

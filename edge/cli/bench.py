@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefetch",
         type=non_negative_int,
         default=2,
-        help="as fast as possible: frames decoded ahead on a capture thread (0: decode in the loop, "
-        "as edge-run does today; default %(default)s)",
+        help="as fast as possible: frames decoded ahead on a capture thread, as edge-run does (0: "
+        "decode in the loop's thread; default %(default)s)",
     )
     run.add_argument(
         "--decode-threads",

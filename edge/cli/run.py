@@ -169,6 +169,8 @@ OVERRIDES = {
     "min_hits": "decision.min_hits",
     "expect": "decision.expect",
     "events": "output.events",
+    "events_max_mb": "output.events_max_mb",
+    "events_keep": "output.events_keep",
     "snapshots": "output.snapshots",
     "snapshot_max_count": "output.snapshot_max_count",
     "snapshot_max_mb": "output.snapshot_max_mb",
@@ -285,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument(
         "--events", type=Path, default=S, metavar="FILE", help="verdict log (JSON lines, appended)"
+    )
+    out.add_argument(
+        "--events-max-mb",
+        type=_number,
+        default=S,
+        help=f"the verdict log rotates at this size to FILE.1, FILE.2, ... (0: never; default "
+        f"{OutputConfig.events_max_mb:g})",
+    )
+    out.add_argument(
+        "--events-keep",
+        type=positive_int,
+        default=S,
+        help=f"rotated verdict logs kept (default {OutputConfig.events_keep})",
     )
     out.add_argument(
         "--snapshots", type=Path, default=S, metavar="DIR", help="snapshots of MISSING and WRONG products"
@@ -405,7 +420,8 @@ def build_sinks(config: Config, fps: float | None) -> list:
     o = config.output
     out: list = []
     if o.events is not None:
-        out.append(sinks.VerdictLog(o.events))
+        rotate_at = int(o.events_max_mb * 2**20) or None
+        out.append(sinks.VerdictLog(o.events, rotate_at, o.events_keep))
     if o.snapshots is not None:
         out.append(sinks.SnapshotSink(o.snapshots, o.snapshot_max_count, int(o.snapshot_max_mb * 2**20)))
     if o.record is not None:

@@ -3,10 +3,13 @@
 The verdict log (``--events``, fsync-ed per line by :class:`edge.sinks.VerdictLog`) is the source
 of truth; :class:`VerdictPublisher` follows it on a thread of its own and publishes each line,
 as written (it carries ``seq``), to ``<prefix>/<station>/verdict`` with QoS 1, in log order.
-The last verdict the broker acknowledged (its ``seq`` and the log offset after it) is kept in a
-small state file beside the log (``verdicts.jsonl.mqtt``). When the broker is unreachable the
-verdicts simply stay in the log; after reconnecting, and after a restart of ``edge-run``, the
-publisher goes on from the line after the last acknowledged one, in order. A verdict published
+The last verdict the broker acknowledged (its ``seq``, and the file and offset after it) is kept
+in a small state file beside the log (``verdicts.jsonl.mqtt``). When the broker is unreachable
+the verdicts simply stay in the log; after reconnecting, and after a restart of ``edge-run``, the
+publisher goes on from the line after the last acknowledged one, in order. When the log is rotated
+(``verdicts.jsonl.1``, ...) the publisher finishes the rotated file before it goes on in the new
+one. (A publisher more than ``events_keep`` rotations behind has lost the oldest file; as file
+systems reuse inodes, it may then go on in a newer file than the oldest left.) A verdict published
 but not acknowledged when the connection broke is sent again: a consumer drops duplicates by
 ``seq``.
 
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import MqttConfig, parse_endpoint
-from edge.sinks import FrameResult
+from edge.sinks import FrameResult, rotated_log, rotated_logs
 from edge.station.common import StationError, missing
 from edge.station.status import StationStatus
 
@@ -47,37 +50,97 @@ def station_name(config: MqttConfig) -> str:
     return "".join(c if c not in "/+# " else "_" for c in name)
 
 
+#: where the publisher is in the log: (inode of the file, byte offset in it); inode None: the
+#: start of the oldest file there is when the follower first looks (no log existed before)
+Position = tuple[int | None, int]
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
 class LogFollower:
-    """Complete JSON lines of the verdict log from a byte offset: (seq, line, offset after it)."""
+    """Complete JSON lines of the verdict log from a position: (seq, line, position after it).
+
+    The position names its file by inode, so it stays valid when the log is rotated under it: at
+    the end of a rotated file the follower goes on at the start of the next newer one. If its
+    file is gone (removed beyond the rotation's ``keep``), it starts again at the oldest file
+    there is (the publisher skips what was acknowledged, by ``seq``).
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self.ino: int | None = None
         self.offset = 0
         self._buf = b""
 
-    def seek(self, offset: int) -> None:
-        self.offset = offset
+    @property
+    def position(self) -> Position:
+        return self.ino, self.offset
+
+    def seek(self, position: Position) -> None:
+        self.ino, self.offset = position
         self._buf = b""
 
-    def size(self) -> int:
+    def _files(self) -> dict[int, int]:
+        """Rotation number (0: the log) -> inode, of the log's files there are (listed from the
+        folder, so a number missing while a rotation renames the files hides no other)."""
+        found = {}
+        prefix = self.path.name + "."
         try:
-            return self.path.stat().st_size
+            entries = list(os.scandir(self.path.parent))
         except FileNotFoundError:
-            return 0
+            return found
+        for entry in entries:
+            if entry.name == self.path.name:
+                number = 0
+            elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
+                number = int(entry.name[len(prefix) :])
+            else:
+                continue
+            try:
+                found[number] = entry.stat().st_ino  # as fstat says (a listing may differ)
+            except OSError:
+                continue
+        return found
 
-    def next(self) -> tuple[int, bytes, int] | None:
+    def _locate(self, ino: int | None) -> int | None:
+        """The rotation number of the file with inode ``ino`` (None: the oldest file), or None
+        if there is no such file (twice in a row: a rotation may be renaming it right now)."""
+        files = self._files()
+        if ino is None:
+            return max(files) if files else None
+        for attempt in range(2):
+            for number, found in files.items():
+                if found == ino:
+                    return number
+            if attempt == 0:
+                time.sleep(0.01)
+                files = self._files()
+        return None
+
+    def has_more(self, position: Position | None = None) -> bool:
+        """Whether the log holds anything after ``position`` (default: the follower's)."""
+        ino, offset = position if position is not None else self.position
+        i = self._locate(ino)
+        if i is None:
+            return ino is not None and bool(self._files())
+        if i > 0:
+            return True
+        try:
+            return self.path.stat().st_size > offset
+        except FileNotFoundError:
+            return False
+
+    def next(self) -> tuple[int, bytes, Position] | None:
         while True:
             nl = self._buf.find(b"\n")
             if nl < 0:
-                try:
-                    with open(self.path, "rb") as f:
-                        f.seek(self.offset + len(self._buf))
-                        chunk = f.read(READ_CHUNK)
-                except FileNotFoundError:
+                if not self._read_more():
                     return None
-                if not chunk:
-                    return None
-                self._buf += chunk
                 continue
             line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
             self.offset += nl + 1
@@ -86,7 +149,39 @@ class LogFollower:
                 seq = int(rec["seq"])
             except (ValueError, KeyError, TypeError):
                 continue  # not a verdict line: nothing to publish
-            return seq, line, self.offset
+            return seq, line, self.position
+
+    def _read_more(self) -> bool:
+        """Read on in the file followed, or move to the next file; False: nothing more now."""
+        i = self._locate(self.ino)
+        if i is None:
+            files = self._files()
+            if self.ino is None or not files:
+                return False
+            _log.warning("mqtt: the verdict log file being sent is gone; going on from the oldest one")
+            self.seek((files[max(files)], 0))
+            return True
+        try:
+            with open(rotated_log(self.path, i), "rb") as f:
+                ino = os.fstat(f.fileno()).st_ino
+                if self.ino is not None and ino != self.ino:
+                    return False  # rotated between looking and opening: look again next time
+                self.ino = ino
+                f.seek(self.offset + len(self._buf))
+                chunk = f.read(READ_CHUNK)
+        except FileNotFoundError:
+            return False
+        if chunk:
+            self._buf += chunk
+            return True
+        if i == 0:
+            return False
+        # the end of a rotated file: on to the next newer one (a torn last line is left behind)
+        newer = _inode(rotated_log(self.path, i - 1))
+        if newer is None:
+            return False
+        self.seek((newer, 0))
+        return True
 
 
 def _line_before(path: Path, offset: int) -> dict | None:
@@ -143,7 +238,7 @@ class VerdictPublisher:
         self._thread: threading.Thread | None = None
         self._follower = LogFollower(self.events)
         self.acked_seq = 0
-        self.acked_offset = 0
+        self.acked_pos: Position = (None, 0)
         self._state_saved_at = 0.0
         self._state_dirty = False
         self.last_logged_seq = 0
@@ -207,30 +302,40 @@ class VerdictPublisher:
     # -- state ----------------------------------------------------------------------------------
 
     def _load_state(self) -> None:
-        """Where to go on from: the state file, checked against the log."""
+        """Where to go on from: the state file, checked against the log and its rotated files."""
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
-            seq, offset = int(state["seq"]), int(state["offset"])
+            seq, offset, ino = int(state["seq"]), int(state["offset"]), state.get("inode")
+            ino = None if ino is None else int(ino)
         except FileNotFoundError:
-            seq, offset = 0, 0
+            seq, offset, ino = 0, 0, None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             _log.warning("mqtt: %s unreadable (%s): sending the whole log again", self.state_path, exc)
-            seq, offset = 0, 0
-        last = _line_before(self.events, offset)
-        if offset and (last is None or last.get("seq") != seq):
+            seq, offset, ino = 0, 0, None
+        files = rotated_logs(self.events)
+        oldest: Position = (_inode(files[-1]) if files else None, 0)
+        position: Position | None = oldest if not offset else None
+        for path in files if offset else ():
+            found = _inode(path)
+            last = _line_before(path, offset)
+            if (ino is None or found == ino) and last is not None and last.get("seq") == seq:
+                position = (found, offset)
+                break
+        if position is None:
             # the log was replaced or cut: go through it from the start, sending what is newer
             # than the acknowledged verdict, or all of it if the log started again below it
             _log.warning("mqtt: %s does not match the verdict log; scanning the log", self.state_path)
             follower = LogFollower(self.events)
+            follower.seek(oldest)
             top = 0
             while (item := follower.next()) is not None:
                 top = max(top, item[0])
             seq = seq if top >= seq else 0
-            offset = 0
-        self.acked_seq, self.acked_offset = seq, offset
+            position = oldest
+        self.acked_seq, self.acked_pos = seq, position
         self.last_logged_seq = seq
         follower = LogFollower(self.events)
-        follower.seek(offset)
+        follower.seek(position)
         while (item := follower.next()) is not None:
             self.last_logged_seq = max(self.last_logged_seq, item[0])
 
@@ -240,7 +345,8 @@ class VerdictPublisher:
             return
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps({"seq": self.acked_seq, "offset": self.acked_offset}) + "\n")
+            ino, offset = self.acked_pos
+            tmp.write_text(json.dumps({"seq": self.acked_seq, "offset": offset, "inode": ino}) + "\n")
             os.replace(tmp, self.state_path)
         except OSError as exc:
             _log.warning("mqtt: cannot write %s (%s)", self.state_path, exc.strerror)
@@ -326,21 +432,21 @@ class VerdictPublisher:
     def _session(self, client) -> None:
         """Publish from the line after the last acknowledged one until the connection breaks."""
         mqtt = self._mqtt
-        sent: deque[tuple[int, int, int]] = deque()  # (mid, seq, offset after the line), in order
+        sent: deque[tuple[int, int, Position]] = deque()  # (mid, seq, position after the line), in order
         acked_mids: set[int] = set()
 
         def on_publish(client, userdata, mid, reason_code, properties) -> None:
             acked_mids.add(mid)
 
         client.on_publish = on_publish
-        self._follower.seek(self.acked_offset)
+        self._follower.seek(self.acked_pos)
         client.publish(self.topic_status, "online", qos=1, retain=True)
         self.connected = True
         self.connections += 1
         next_stats = self._clock() + self.config.stats_interval_s
         while True:
             if self._stopping.is_set():
-                if not sent and (self.unsent == 0 or self._follower.size() <= self.acked_offset):
+                if not sent and (self.unsent == 0 or not self._follower.has_more(self.acked_pos)):
                     break
                 if not self._flush_left():
                     break
@@ -348,16 +454,16 @@ class VerdictPublisher:
                 item = self._follower.next()
                 if item is None:
                     break
-                seq, line, offset = item
+                seq, line, position = item
                 self.last_logged_seq = max(self.last_logged_seq, seq)
                 if seq <= self.acked_seq and not sent:
-                    self.acked_offset = offset  # acknowledged before (log scanned from its start)
+                    self.acked_pos = position  # acknowledged before (log scanned from its start)
                     continue
                 info = client.publish(self.topic_verdict, line, qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     _log.warning("mqtt: publish failed (%s); reconnecting", mqtt.error_string(info.rc))
                     return
-                sent.append((info.mid, seq, offset))
+                sent.append((info.mid, seq, position))
                 self.published += 1
             if self.status is not None and self._clock() >= next_stats:
                 next_stats = self._clock() + self.config.stats_interval_s
@@ -367,9 +473,9 @@ class VerdictPublisher:
                 client.publish(self.topic_stats, json.dumps(stats), qos=0)
             rc = client.loop(timeout=0.05)
             while sent and sent[0][0] in acked_mids:
-                mid, seq, offset = sent.popleft()
+                mid, seq, position = sent.popleft()
                 acked_mids.discard(mid)
-                self.acked_seq, self.acked_offset = seq, offset
+                self.acked_seq, self.acked_pos = seq, position
                 self.acked += 1
                 self._state_dirty = True
             self._save_state()
@@ -383,7 +489,7 @@ class VerdictPublisher:
                 )
                 self._save_state(force=True)
                 return
-            if not sent and self._follower.size() <= self._follower.offset:
+            if not sent and not self._follower.has_more():
                 self._wake.wait(0.05)
                 self._wake.clear()
         # a clean stop: offline (retained), then disconnect, so the will is not needed
