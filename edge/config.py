@@ -203,6 +203,13 @@ class DemoConfig:
 #: the Raspberry Pi header's GPIO lines (BCM numbering) and physical pins
 BCM_PINS = range(28)
 BOARD_PINS = range(1, 41)
+#: the 40-pin header's physical pins that are GPIO lines -> their BCM numbers (the others are
+#: 3.3 V, 5 V or ground)
+BOARD_TO_BCM = {
+    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
+    21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19,
+    36: 16, 37: 26, 38: 20, 40: 21,
+}  # fmt: skip
 PIN_EXPECTED = "a BCM GPIO number 0..27 or a gpiozero pin name like 'GPIO17', 'BCM17', 'BOARD11'"
 _PIN_NAME = re.compile(r"(?:(GPIO|BCM)(\d{1,2})|(BOARD|J8:)(\d{1,2}))", re.IGNORECASE)
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -212,7 +219,8 @@ EXIT_INFERENCE_STALLED = 3
 
 
 def pin_key(v: int | str) -> str | None:
-    """A pin as gpiozero names it (``GPIO17``, ``BOARD11``), or None when it is not a pin."""
+    """The GPIO line a pin names, as gpiozero names it (``17``, ``BCM17``, ``BOARD11`` ->
+    ``GPIO17``), or None when it is not a GPIO line (a power or ground pin is not)."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit()):
@@ -227,11 +235,17 @@ def pin_key(v: int | str) -> str | None:
         n = int(m.group(2))
         return f"GPIO{n}" if n in BCM_PINS else None
     n = int(m.group(4))
-    return f"BOARD{n}" if n in BOARD_PINS else None
+    return f"GPIO{BOARD_TO_BCM[n]}" if n in BOARD_TO_BCM else None
 
 
 def check_pin(v: Any) -> str | None:
-    return None if pin_key(v) is not None else PIN_EXPECTED
+    """None for a GPIO line, else what was expected (saying so when it names a power pin)."""
+    if pin_key(v) is not None:
+        return None
+    m = _PIN_NAME.fullmatch(v.strip()) if isinstance(v, str) else None
+    if m is not None and m.group(3) and int(m.group(4)) in BOARD_PINS:
+        return f"{PIN_EXPECTED} (physical pin {int(m.group(4))} is a power or ground pin, not a GPIO)"
+    return PIN_EXPECTED
 
 
 def parse_endpoint(text: str, default_host: str | None, default_port: int | None) -> tuple[str, int]:

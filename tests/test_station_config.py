@@ -29,6 +29,11 @@ STATION_SECTIONS = ("gpio", "http", "mqtt", "watchdog")
         ("[gpio]\nreject_pin = 'PIN7'\n", "gpio.reject_pin: expected a BCM GPIO number"),
         ("[gpio]\nok_pin = true\n", "gpio.ok_pin: expected a whole number or a non-empty string, got True"),
         ("[gpio]\nbusy_pin = 'BOARD41'\n", "gpio.busy_pin: expected a BCM GPIO number"),
+        ("[gpio]\nbusy_pin = 'BOARD6'\n", "(physical pin 6 is a power or ground pin, not a GPIO)"),
+        (  # the same line by its physical pin and its BCM number
+            "[gpio]\nok_pin = 'BOARD11'\nmissing_pin = 17\n",
+            "gpio.missing_pin: expected a pin of its own, got 17 (also gpio.ok_pin)",
+        ),
         ("[gpio]\npull = 'sideways'\n", "gpio.pull: expected one of 'up', 'down', 'none'"),
         ("[gpio]\nactive = 1\n", "gpio.active: expected a non-empty string, got 1"),
         ("[gpio]\ndebounce_s = -0.1\n", "gpio.debounce_s: expected a number >= 0"),

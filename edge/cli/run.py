@@ -30,7 +30,6 @@ from edge.cli.common import (
     write_json,
 )
 from edge.config import (
-    PIN_EXPECTED,
     RUNTIMES,
     TRIGGER_KINDS,
     Config,
@@ -40,8 +39,8 @@ from edge.config import (
     OutputConfig,
     SourceConfig,
     TriggerConfig,
+    check_pin,
     parse_endpoint,
-    pin_key,
 )
 
 if TYPE_CHECKING:
@@ -74,9 +73,9 @@ def _number(text: str) -> float:
 def _trigger(text: str) -> str | tuple[str, int | str]:
     kind, _, pin = text.partition(":")
     if kind == "gpio" and pin:
-        key = pin_key(pin)
-        if key is None:
-            raise argparse.ArgumentTypeError(f"gpio:PIN: expected PIN to be {PIN_EXPECTED}, got {pin!r}")
+        problem = check_pin(pin)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"gpio:PIN: expected PIN to be {problem}, got {pin!r}")
         return "gpio", int(pin) if pin.isdigit() else pin
     if text in TRIGGER_KINDS and text != "gpio":
         return text
@@ -86,8 +85,9 @@ def _trigger(text: str) -> str | tuple[str, int | str]:
 
 
 def _pin(text: str) -> int | str:
-    if pin_key(text) is None:
-        raise argparse.ArgumentTypeError(f"expected {PIN_EXPECTED}, got {text!r}")
+    problem = check_pin(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"expected {problem}, got {text!r}")
     return int(text) if text.isdigit() else text
 
 
