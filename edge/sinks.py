@@ -14,7 +14,7 @@ not make the numbering start again.
 Rotation: once the log reaches ``max_bytes`` it becomes ``verdicts.jsonl.1`` (the older ones move
 to ``.2``, ``.3``, ...; beyond ``keep`` the oldest is removed) and a new log begins, so a station
 that runs for months keeps a bounded amount on its card. The numbering goes on across rotations;
-the MQTT publisher follows the log from file to file (``rotated_logs``).
+the MQTT publisher follows the log from file to file.
 """
 
 from __future__ import annotations
@@ -148,17 +148,6 @@ def read_last_record(path: Path) -> dict | None:
 def rotated_log(path: Path, i: int) -> Path:
     """The ``i``-th newest rotated file of the verdict log ``path`` (``i`` = 0: the log itself)."""
     return path if i == 0 else path.with_name(f"{path.name}.{i}")
-
-
-def rotated_logs(path: Path) -> list[Path]:
-    """The verdict log's files that exist, newest first: the log, then ``.1``, ``.2``, ...
-    (up to the first number missing)."""
-    found = [path] if path.exists() else []
-    i = 1
-    while (p := rotated_log(path, i)).exists():
-        found.append(p)
-        i += 1
-    return found
 
 
 class VerdictLog(_ClosingSink):

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import MqttConfig, parse_endpoint
-from edge.sinks import FrameResult, rotated_log, rotated_logs
+from edge.sinks import FrameResult, rotated_log
 from edge.station.common import StationError, missing
 from edge.station.status import StationStatus
 
@@ -62,6 +62,29 @@ def _inode(path: Path) -> int | None:
         return None
 
 
+def log_files(path: Path) -> dict[int, int]:
+    """Rotation number (0: the log itself) -> inode, of the verdict log's files there are (listed
+    from the folder, so a number missing while a rotation renames the files hides no other)."""
+    found: dict[int, int] = {}
+    prefix = path.name + "."
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        if entry.name == path.name:
+            number = 0
+        elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
+            number = int(entry.name[len(prefix) :])
+        else:
+            continue
+        try:
+            found[number] = entry.stat().st_ino  # as fstat says (a listing may differ)
+        except OSError:
+            continue
+    return found
+
+
 class LogFollower:
     """Complete JSON lines of the verdict log from a position: (seq, line, position after it).
 
@@ -85,32 +108,12 @@ class LogFollower:
         self.ino, self.offset = position
         self._buf = b""
 
-    def _files(self) -> dict[int, int]:
-        """Rotation number (0: the log) -> inode, of the log's files there are (listed from the
-        folder, so a number missing while a rotation renames the files hides no other)."""
-        found = {}
-        prefix = self.path.name + "."
-        try:
-            entries = list(os.scandir(self.path.parent))
-        except FileNotFoundError:
-            return found
-        for entry in entries:
-            if entry.name == self.path.name:
-                number = 0
-            elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
-                number = int(entry.name[len(prefix) :])
-            else:
-                continue
-            try:
-                found[number] = entry.stat().st_ino  # as fstat says (a listing may differ)
-            except OSError:
-                continue
-        return found
-
     def _locate(self, ino: int | None) -> int | None:
         """The rotation number of the file with inode ``ino`` (None: the oldest file), or None
         if there is no such file (twice in a row: a rotation may be renaming it right now)."""
-        files = self._files()
+        if ino is not None and _inode(self.path) == ino:
+            return 0  # the usual case: following the log itself
+        files = log_files(self.path)
         if ino is None:
             return max(files) if files else None
         for attempt in range(2):
@@ -119,7 +122,7 @@ class LogFollower:
                     return number
             if attempt == 0:
                 time.sleep(0.01)
-                files = self._files()
+                files = log_files(self.path)
         return None
 
     def has_more(self, position: Position | None = None) -> bool:
@@ -127,7 +130,7 @@ class LogFollower:
         ino, offset = position if position is not None else self.position
         i = self._locate(ino)
         if i is None:
-            return ino is not None and bool(self._files())
+            return ino is not None and bool(log_files(self.path))
         if i > 0:
             return True
         try:
@@ -155,7 +158,7 @@ class LogFollower:
         """Read on in the file followed, or move to the next file; False: nothing more now."""
         i = self._locate(self.ino)
         if i is None:
-            files = self._files()
+            files = log_files(self.path)
             if self.ino is None or not files:
                 return False
             _log.warning("mqtt: the verdict log file being sent is gone; going on from the oldest one")
@@ -312,14 +315,13 @@ class VerdictPublisher:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             _log.warning("mqtt: %s unreadable (%s): sending the whole log again", self.state_path, exc)
             seq, offset, ino = 0, 0, None
-        files = rotated_logs(self.events)
-        oldest: Position = (_inode(files[-1]) if files else None, 0)
+        files = log_files(self.events)
+        oldest: Position = (files[max(files)] if files else None, 0)
         position: Position | None = oldest if not offset else None
-        for path in files if offset else ():
-            found = _inode(path)
-            last = _line_before(path, offset)
-            if (ino is None or found == ino) and last is not None and last.get("seq") == seq:
-                position = (found, offset)
+        for number in sorted(files) if offset else ():  # newest first
+            last = _line_before(rotated_log(self.events, number), offset)
+            if (ino is None or files[number] == ino) and last is not None and last.get("seq") == seq:
+                position = (files[number], offset)
                 break
         if position is None:
             # the log was replaced or cut: go through it from the start, sending what is newer
