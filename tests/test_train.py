@@ -165,39 +165,6 @@ def test_labelled_pool_targets_and_augmentation_keep_the_object(tmp_path):
     assert np.array_equal(aug.images, D.labelled_pool(ds, ("stamp",), 0, copies=5).images)
 
 
-@pytest.mark.parametrize("labelled", ["center", "box"])
-def test_a_moved_object_is_where_its_new_label_says_and_gone_from_where_it_was(labelled):
-    h, w = 240, 320
-    hits = 0
-    for seed in range(40):
-        rng = np.random.default_rng(seed)
-        image = rng.integers(90, 110, (h, w, 3), dtype=np.uint8)  # a grey floor
-        cx, cy = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85)
-        image[int(cy * h) - 8 : int(cy * h) + 8, int(cx * w) - 10 : int(cx * w) + 10] = (20, 240, 30)
-        box = np.array([cx - 10 / w, cy - 8 / h, cx + 10 / w, cy + 8 / h]) if labelled == "box" else None
-        moved = D.move_object(image, box, np.array([cx, cy]), rng)
-        if moved is None:
-            continue
-        hits += 1
-        out, new_box, (nx, ny) = moved
-
-        def green(image: np.ndarray, x: float, y: float, r: int = 4) -> float:
-            px, py = int(round(x * w)), int(round(y * h))
-            patch = image[py - r : py + r, px - r : px + r].astype(int)
-            return float(((patch[..., 1] - patch[..., 0]) > 100).mean())
-
-        assert green(out, nx, ny) == 1.0  # the object is under its new label ...
-        assert green(out, cx, cy, r=10) == 0.0  # ... and nothing of it is left where it was
-        assert np.hypot(nx - cx, ny - cy) > 0.05
-        if labelled == "box":
-            assert np.allclose(new_box[2:] - new_box[:2], box[2:] - box[:2])
-            assert np.allclose((new_box[:2] + new_box[2:]) / 2, (nx, ny))
-    assert hits >= 35  # there is nearly always room for a small object
-    # a large object is left where it is
-    big = np.array([0.1, 0.1, 0.8, 0.8])
-    assert D.move_object(np.zeros((h, w, 3), np.uint8), big, np.array([0.45, 0.45]), rng) is None
-
-
 def test_weight_average_follows_the_weights_and_gives_them_back():
     import keras
 
@@ -237,7 +204,6 @@ def test_random_erasing_never_hides_more_than_half_of_the_object():
         (["--stamp", "/nonexistent/stamp.png"], "stamp.png"),
         (["--weak"], "--weak needs labelled photos"),
         (["--weak", "--kind", "box"], "--weak trains a cam model"),
-        (["--move", "0.5"], "--move needs labelled photos (--data)"),
     ],
 )
 def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):

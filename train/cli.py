@@ -87,15 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mirror labelled photos at random (never for stamps: a mirrored stamp is not the stamp)",
     )
-    src.add_argument(
-        "--move",
-        type=unit_float,
-        default=0.0,
-        metavar="SHARE",
-        help="labelled photos: this share of the crops has the object moved to a random place in its "
-        "own photo first (small objects only; a patch of the photo covers where it was), so the "
-        "model learns the object, not where it lay in the few photos there are (default 0)",
-    )
     m = p.add_argument_group("model and schedule")
     m.add_argument(
         "--kind",
@@ -212,8 +203,6 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         raise CliError(f"--weak trains a cam model, not --kind {args.kind}")
     if args.weak and dataset is None:
         raise CliError("--weak needs labelled photos (--data)")
-    if args.move and (dataset is None or args.weak):
-        raise CliError("--move needs labelled photos (--data) and is for box and centre models, not --weak")
     kind = "cam" if args.weak else args.kind or ("center" if has_centers else "box")
     if kind == "box" and has_centers:
         raise CliError(
@@ -258,13 +247,7 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         else:
             pools.append(
                 D.labelled_pool(
-                    train_ds,
-                    labels,
-                    args.seed,
-                    copies=args.copies,
-                    flip=args.flip,
-                    progress=not args.quiet,
-                    move=args.move,
+                    train_ds, labels, args.seed, copies=args.copies, flip=args.flip, progress=not args.quiet
                 )
             )
         vals.append(

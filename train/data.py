@@ -184,83 +184,6 @@ def _erase(rgb: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> np.nda
     return rgb
 
 
-#: ``--move``: the patch moved is the object's extent plus this share of it on every side, the
-#: patch that covers where it was a wider one (its feathered edge must not let the object show
-#: through); a centre label's extent is taken as ``CENTRE_EXTENT`` of the image around it
-MOVE_MARGIN = 0.4
-COVER_MARGIN = 0.9
-CENTRE_EXTENT = 0.1
-#: ... only for objects at most this share of the image's width and height
-MOVE_MAX_SIZE = 0.35
-
-
-def _feather(h: int, w: int) -> np.ndarray:
-    """An (h, w, 1) alpha mask: 1 inside, falling smoothly to 0 at the edges (a quarter of each side)."""
-    ry = np.minimum(np.arange(h) + 0.5, h - np.arange(h) - 0.5) / max(h / 4, 1)
-    rx = np.minimum(np.arange(w) + 0.5, w - np.arange(w) - 0.5) / max(w / 4, 1)
-    a = np.clip(np.minimum(ry[:, None], rx[None, :]), 0, 1)
-    return (a * a * (3 - 2 * a))[..., None].astype(np.float32)
-
-
-def _blend(image: np.ndarray, patch: np.ndarray, x0: int, y0: int) -> None:
-    """Blend ``patch`` into ``image`` at (x0, y0) in place, with feathered edges."""
-    h, w = patch.shape[:2]
-    region = image[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
-    a = _feather(h, w)
-    image[y0 : y0 + h, x0 : x0 + w] = (a * patch + (1 - a) * region).round().astype(np.uint8)
-
-
-def move_object(
-    image: np.ndarray, box: np.ndarray | None, center: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
-    """The object moved to a random place in its own photo: its patch is blended in there, and a
-    patch of the photo's own background is blended over where it was. Teaches "the object
-    anywhere on this background" rather than where it was in the few photos there are (and, as
-    the covered place looks as edited as the new one, not that an edit marks the object).
-
-    ``box`` (xyxy, or None for a centre label) and ``center`` (xy) are normalised; returns the new
-    image, box and centre, or None where there is no room (the object is too large).
-    """
-    h, w = image.shape[:2]
-    if box is not None:
-        ex0, ey0, ex1, ey1 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
-    else:
-        half = CENTRE_EXTENT / 2
-        ex0, ey0 = (center[0] - half) * w, (center[1] - half) * h
-        ex1, ey1 = (center[0] + half) * w, (center[1] + half) * h
-    if ex1 - ex0 > MOVE_MAX_SIZE * w or ey1 - ey0 > MOVE_MAX_SIZE * h:
-        return None
-
-    def around(margin: float) -> tuple[int, int, int, int]:
-        mx, my = margin * (ex1 - ex0), margin * (ey1 - ey0)
-        x0, y0 = int(max(ex0 - mx, 0)), int(max(ey0 - my, 0))
-        return x0, y0, int(min(ex1 + mx, w)) - x0, int(min(ey1 + my, h)) - y0
-
-    px0, py0, pw, ph = around(MOVE_MARGIN)
-    cx0, cy0, cw, ch = around(COVER_MARGIN)
-    if pw < 4 or ph < 4 or cw * 2 > w or ch * 2 > h:
-        return None
-
-    def far_place(pw: int, ph: int) -> tuple[int, int] | None:
-        # a place for a patch that keeps clear of the covered area
-        for _ in range(20):
-            x, y = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
-            if x + pw <= cx0 or x >= cx0 + cw or y + ph <= cy0 or y >= cy0 + ch:
-                return x, y
-        return None
-
-    to, fill = far_place(pw, ph), far_place(cw, ch)
-    if to is None or fill is None:
-        return None
-    out = image.copy()
-    _blend(out, image[fill[1] : fill[1] + ch, fill[0] : fill[0] + cw], cx0, cy0)
-    _blend(out, image[py0 : py0 + ph, px0 : px0 + pw], to[0], to[1])
-    shift = np.array([(to[0] - px0) / w, (to[1] - py0) / h])
-    new_center = np.clip(np.asarray(center, np.float64) + shift, 0, 1)
-    new_box = None if box is None else np.clip(np.asarray(box, np.float64) + np.tile(shift, 2), 0, 1)
-    return out, new_box, new_center
-
-
 def augment_labelled(
     image: np.ndarray,
     box: np.ndarray | None,
@@ -323,11 +246,9 @@ def labelled_pool(
     flip: bool = False,
     desc: str = "loading",
     progress: bool = True,
-    move: float = 0.0,
 ) -> Pool:
     """The data set's images as model inputs: as they are (``copies=0``) or ``copies`` augmented
-    crops of each (for training), a share ``move`` of them with the object moved elsewhere in its
-    photo first (:func:`move_object`)."""
+    crops of each (for training)."""
     rows = []
     for idx, record in enumerate(
         tqdm(dataset.records, desc=desc, unit="img", leave=False, disable=not progress)
@@ -347,12 +268,7 @@ def labelled_pool(
                 rgb, b, c = augment_labelled(image, None, np.array([0.5, 0.5]), rng, flip)
                 rows.append((rgb, None, None, False, -1))
                 continue
-            src, sbox, scenter = image, box, center
-            if move > 0 and rng.random() < move:
-                moved = move_object(image, box, center, rng)
-                if moved is not None:
-                    src, sbox, scenter = moved
-            rgb, b, c = augment_labelled(src, sbox, scenter, rng, flip)
+            rgb, b, c = augment_labelled(image, box, center, rng, flip)
             if c is None and b is not None:
                 c = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
             rows.append((rgb, b, c, True, cls))
