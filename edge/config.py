@@ -67,6 +67,18 @@ def _label(v: Any) -> str | None:
     return None if ok else "a stamp label (printable, no leading or trailing spaces)"
 
 
+#: the verdict log's rotated files are numbered 1..this (``output.events_keep`` at most this)
+MAX_ROTATED_LOGS = 9999
+
+
+def _keep_count(v: Any) -> str | None:
+    return None if 1 <= v <= MAX_ROTATED_LOGS else f"a whole number in 1..{MAX_ROTATED_LOGS}"
+
+
+def _size_mb(v: Any) -> str | None:
+    return None if v == 0 or v >= 0.001 else "0 (never) or a size >= 0.001 MB"
+
+
 #: edge.synth.VARIANTS holds this many procedural variants (not imported: config stays light)
 MAX_VARIANTS = 6
 
@@ -163,9 +175,9 @@ class OutputConfig:
     #: the verdict log (JSON lines, appended across restarts)
     events: Path | None = None
     #: the verdict log rotates at this size (to ``<events>.1``; 0: never) ...
-    events_max_mb: float = _opt(100.0, _non_negative)
+    events_max_mb: float = _opt(100.0, _size_mb)
     #: ... keeping this many older files (``.1`` newest)
-    events_keep: int = _opt(20, _positive)
+    events_keep: int = _opt(20, _keep_count)
     #: snapshots of every MISSING or WRONG product (clean and annotated frame)
     snapshots: Path | None = None
     snapshot_max_count: int = _opt(1000, _positive)

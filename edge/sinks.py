@@ -19,6 +19,7 @@ the MQTT publisher follows the log from file to file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -33,6 +34,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge.config import MAX_ROTATED_LOGS
 from edge.decision import TriggerState
 from edge.overlay import annotate_verdict, box_to_pixels
 from edge.types import Frame, Outcome, Prediction, Verdict
@@ -145,9 +147,44 @@ def read_last_record(path: Path) -> dict | None:
     return None
 
 
+#: rotated verdict logs are numbered up to this (``events_keep`` is at most this); a file with a
+#: longer number beside the log (``verdicts.jsonl.20260101``, an archive copy) is not one of them
+MAX_ROTATED = MAX_ROTATED_LOGS
+
+
 def rotated_log(path: Path, i: int) -> Path:
     """The ``i``-th newest rotated file of the verdict log ``path`` (``i`` = 0: the log itself)."""
     return path if i == 0 else path.with_name(f"{path.name}.{i}")
+
+
+def rotated_files(path: Path) -> tuple[dict[int, int], list[Path]]:
+    """The verdict log's files there are: rotation number (0: the log itself) -> inode, for the
+    regular files, and the entries with such a name that are not regular files (left alone).
+    Listed from the folder, so a number missing (a gap, or a rename in progress) hides no other."""
+    files: dict[int, int] = {}
+    odd: list[Path] = []
+    prefix = path.name + "."
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return files, odd
+    for entry in entries:
+        if entry.name == path.name:
+            number = 0
+        elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
+            number = int(entry.name[len(prefix) :])
+            if not 1 <= number <= MAX_ROTATED:
+                continue
+        else:
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                files[number] = entry.stat().st_ino  # as fstat says (a listing may differ)
+            else:
+                odd.append(Path(entry.path))
+        except OSError:
+            continue
+    return files, odd
 
 
 class VerdictLog(_ClosingSink):
@@ -185,6 +222,9 @@ class VerdictLog(_ClosingSink):
             self.close()
             raise SinkError(f"{self.path}: cannot open the verdict log ({exc.strerror})") from None
         last = read_last_record(self.path)
+        if last is None:  # a log rotated just now: the newest rotated file has the last verdict
+            rotated = [n for n in rotated_files(self.path)[0] if n > 0]
+            last = read_last_record(rotated_log(self.path, min(rotated))) if rotated else None
         if last is not None:
             self.next_seq = last["seq"] + 1
             self.next_product = last["product_id"] + 1
@@ -215,19 +255,44 @@ class VerdictLog(_ClosingSink):
         return fd
 
     def _rotate(self) -> None:
-        """The full log becomes ``.1`` (older ones move up, the oldest beyond ``keep`` goes) and a
-        new log begins. A rotation that fails is logged and the log goes on growing."""
-        try:
-            rotated_log(self.path, self.keep).unlink(missing_ok=True)
-            for i in range(self.keep - 1, 0, -1):
-                older = rotated_log(self.path, i)
-                if older.exists():
-                    os.replace(older, rotated_log(self.path, i + 1))
-            os.replace(self.path, rotated_log(self.path, 1))
-        except OSError as exc:
-            _log.warning("%s: cannot rotate the verdict log (%s); it goes on", self.path, exc.strerror)
+        """The full log becomes ``.1``, the older ones move up a number, and beyond the newest
+        ``keep`` the oldest are removed; a new log begins. A rotation that fails is logged and
+        the log goes on growing (the next attempt when it has grown by ``max_bytes`` again)."""
+        files, odd = rotated_files(self.path)
+        older = sorted((n for n in files if n > 0), reverse=True)
+        in_the_way = [p for p in odd if p.name in {rotated_log(self.path, n + 1).name for n in [0, *older]}]
+        if in_the_way:
+            _log.warning(
+                "%s: cannot rotate the verdict log: %s is in the way (not a regular file); it goes on",
+                self.path,
+                in_the_way[0],
+            )
             self._rotate_at += self.max_bytes
             return
+        if self._state_fd is not None:  # the numbering must outlive the renames (power cut)
+            with contextlib.suppress(OSError):
+                os.fsync(self._state_fd)
+        try:
+            for n in older:  # oldest first, so no name is taken twice
+                os.replace(rotated_log(self.path, n), rotated_log(self.path, n + 1))
+            os.replace(self.path, rotated_log(self.path, 1))
+        except OSError as exc:
+            _log.warning(
+                "%s: cannot rotate the verdict log (%s: %s); it goes on",
+                self.path,
+                exc.filename,
+                exc.strerror,
+            )
+            self._rotate_at += self.max_bytes
+            return
+        beyond = sorted(n + 1 for n in older)[self.keep - 1 :]  # numbers after the move (.1: newest)
+        for n in beyond:
+            with contextlib.suppress(OSError):
+                rotated_log(self.path, n).unlink()
+        if len(beyond) > 1:
+            _log.info(
+                "%s: removed %d older verdict logs beyond events_keep = %d", self.path, len(beyond), self.keep
+            )
         try:
             fd = self._open_locked()
         except (OSError, SinkError) as exc:  # go on in the rotated file rather than lose verdicts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -252,3 +253,41 @@ def test_a_verdict_log_that_cannot_rotate_goes_on_growing_and_loses_nothing(tmp_
     assert [json.loads(x)["seq"] for x in path.read_text().splitlines()] == list(range(1, 8))
     warnings = [r.message for r in caplog.records if "cannot rotate" in r.message]
     assert len(warnings) == 3  # at 2, 4 and 6 lines: not on every verdict
+
+
+def _seqs(path: Path) -> list[int]:
+    return [json.loads(x)["seq"] for x in path.read_text().splitlines()]
+
+
+def test_rotation_keeps_the_newest_files_by_count_whatever_their_numbers(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, "edge.sinks")
+    path = tmp_path / "verdicts.jsonl"
+    line = len(json.dumps(verdict_record(make_result(1).verdict, ROI_PX), separators=(",", ":"))) + 1
+    with VerdictLog(path, max_bytes=2 * line, keep=6) as log:
+        for seq in range(1, 15):
+            log.write(make_result(seq))
+    (tmp_path / "verdicts.jsonl.3").rename(tmp_path / "archived.jsonl")  # a gap, by hand
+    (tmp_path / "verdicts.jsonl.20260101").write_text("an archive copy: not a rotated log\n")
+    (tmp_path / "verdicts.jsonl.next").write_text("3 3\n")  # numbering lost in a power cut
+    with VerdictLog(path, max_bytes=2 * line, keep=2) as log:  # fewer kept from now on
+        assert log.next_seq == 15  # from the newest rotated file: the log itself is empty
+        for seq in range(15, 17):
+            log.write(make_result(seq))
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("verdicts.jsonl."))
+    assert names == ["verdicts.jsonl.1", "verdicts.jsonl.2", "verdicts.jsonl.20260101", "verdicts.jsonl.next"]
+    assert _seqs(tmp_path / "verdicts.jsonl.2") == [13, 14] and _seqs(tmp_path / "verdicts.jsonl.1") == [
+        15,
+        16,
+    ]
+    assert "removed 4 older verdict logs beyond events_keep = 2" in caplog.text
+
+
+def test_a_directory_in_the_way_stops_rotation_and_is_left_alone(tmp_path: Path, caplog):
+    path = tmp_path / "verdicts.jsonl"
+    (tmp_path / "verdicts.jsonl.1").mkdir()
+    (tmp_path / "verdicts.jsonl.1" / "precious.txt").write_text("mine")
+    with VerdictLog(path, max_bytes=1, keep=3) as log:
+        for seq in (1, 2):
+            log.write(make_result(seq))
+    assert _seqs(path) == [1, 2] and (tmp_path / "verdicts.jsonl.1" / "precious.txt").read_text() == "mine"
+    assert f"{tmp_path / 'verdicts.jsonl.1'} is in the way (not a regular file)" in caplog.text

@@ -420,7 +420,7 @@ def build_sinks(config: Config, fps: float | None) -> list:
     o = config.output
     out: list = []
     if o.events is not None:
-        rotate_at = int(o.events_max_mb * 2**20) or None
+        rotate_at = max(int(o.events_max_mb * 2**20), 1) if o.events_max_mb > 0 else None
         out.append(sinks.VerdictLog(o.events, rotate_at, o.events_keep))
     if o.snapshots is not None:
         out.append(sinks.SnapshotSink(o.snapshots, o.snapshot_max_count, int(o.snapshot_max_mb * 2**20)))

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import MqttConfig, parse_endpoint
-from edge.sinks import FrameResult, rotated_log
+from edge.sinks import FrameResult, rotated_files, rotated_log
 from edge.station.common import StationError, missing
 from edge.station.status import StationStatus
 
@@ -62,81 +62,56 @@ def _inode(path: Path) -> int | None:
         return None
 
 
-def log_files(path: Path) -> dict[int, int]:
-    """Rotation number (0: the log itself) -> inode, of the verdict log's files there are (listed
-    from the folder, so a number missing while a rotation renames the files hides no other)."""
-    found: dict[int, int] = {}
-    prefix = path.name + "."
-    try:
-        entries = list(os.scandir(path.parent))
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        if entry.name == path.name:
-            number = 0
-        elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
-            number = int(entry.name[len(prefix) :])
-        else:
-            continue
-        try:
-            found[number] = entry.stat().st_ino  # as fstat says (a listing may differ)
-        except OSError:
-            continue
-    return found
-
-
 class LogFollower:
-    """Complete JSON lines of the verdict log from a position: (seq, line, position after it).
+    """Complete JSON lines of the verdict log, oldest first across its rotated files, after a
+    position: (seq, line, position after it).
 
-    The position names its file by inode, so it stays valid when the log is rotated under it: at
-    the end of a rotated file the follower goes on at the start of the next newer one. If its
-    file is gone (removed beyond the rotation's ``keep``), it starts again at the oldest file
-    there is (the publisher skips what was acknowledged, by ``seq``).
+    The file followed is held open, so it can be read to its end even after a rotation has moved
+    or removed it, and its inode (which names it in a position) cannot be reused meanwhile; at
+    its end the follower goes on in the next newer file there is. Only verdicts newer than the
+    last one returned come out (``seq`` rises through the log), so starting again at the oldest
+    file, when the position is lost, repeats nothing; verdicts removed before they were read are
+    counted in :attr:`lost` and logged with their numbers.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self.ino: int | None = None
         self.offset = 0
+        #: the last verdict returned (or acknowledged before ``seek``): only newer ones come out
+        self.last_seq = 0
+        self.lost = 0
         self._buf = b""
+        self._f = None
+        self._check = False
 
     @property
     def position(self) -> Position:
         return self.ino, self.offset
 
-    def seek(self, position: Position) -> None:
+    def seek(self, position: Position, seq: int = 0) -> None:
+        """Go on after ``position``, which ``seq`` ends (checked: a file of that inode may since
+        have been replaced by another)."""
+        self.close()
         self.ino, self.offset = position
+        self.last_seq = seq
         self._buf = b""
+        self._check = self.offset > 0
 
-    def _locate(self, ino: int | None) -> int | None:
-        """The rotation number of the file with inode ``ino`` (None: the oldest file), or None
-        if there is no such file (twice in a row: a rotation may be renaming it right now)."""
-        if ino is not None and _inode(self.path) == ino:
-            return 0  # the usual case: following the log itself
-        files = log_files(self.path)
-        if ino is None:
-            return max(files) if files else None
-        for attempt in range(2):
-            for number, found in files.items():
-                if found == ino:
-                    return number
-            if attempt == 0:
-                time.sleep(0.01)
-                files = log_files(self.path)
-        return None
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
-    def has_more(self, position: Position | None = None) -> bool:
-        """Whether the log holds anything after ``position`` (default: the follower's)."""
-        ino, offset = position if position is not None else self.position
-        i = self._locate(ino)
-        if i is None:
-            return ino is not None and bool(log_files(self.path))
-        if i > 0:
+    def has_more(self) -> bool:
+        """Whether there is anything after the position now."""
+        if b"\n" in self._buf:
             return True
-        try:
-            return self.path.stat().st_size > offset
-        except FileNotFoundError:
-            return False
+        if self._f is None:
+            return bool(rotated_files(self.path)[0])
+        if os.fstat(self._f.fileno()).st_size > self.offset + len(self._buf):
+            return True
+        return _inode(self.path) != self.ino  # rotated away: newer files follow
 
     def next(self) -> tuple[int, bytes, Position] | None:
         while True:
@@ -152,38 +127,87 @@ class LogFollower:
                 seq = int(rec["seq"])
             except (ValueError, KeyError, TypeError):
                 continue  # not a verdict line: nothing to publish
+            if seq <= self.last_seq:
+                continue  # returned before (the follower started again at an older file)
+            if self.last_seq and seq > self.last_seq + 1:
+                self.lost += seq - self.last_seq - 1
+                _log.warning(
+                    "mqtt: verdicts %d-%d are no longer in the verdict log (removed by its rotation "
+                    "before they were sent)",
+                    self.last_seq + 1,
+                    seq - 1,
+                )
+            self.last_seq = seq
             return seq, line, self.position
 
-    def _read_more(self) -> bool:
-        """Read on in the file followed, or move to the next file; False: nothing more now."""
-        i = self._locate(self.ino)
-        if i is None:
-            files = log_files(self.path)
-            if self.ino is None or not files:
-                return False
-            _log.warning("mqtt: the verdict log file being sent is gone; going on from the oldest one")
-            self.seek((files[max(files)], 0))
-            return True
-        try:
-            with open(rotated_log(self.path, i), "rb") as f:
-                ino = os.fstat(f.fileno()).st_ino
-                if self.ino is not None and ino != self.ino:
-                    return False  # rotated between looking and opening: look again next time
-                self.ino = ino
-                f.seek(self.offset + len(self._buf))
-                chunk = f.read(READ_CHUNK)
-        except FileNotFoundError:
+    def _files(self) -> dict[int, int]:
+        """The log's files (number -> inode) as two listings 10 ms apart agree on them: a folder
+        listed while a rotation renames its files may miss one."""
+        files = rotated_files(self.path)[0]
+        for _ in range(5):
+            time.sleep(0.01)
+            again = rotated_files(self.path)[0]
+            if again == files:
+                break
+            files = again
+        return files
+
+    def _from_oldest(self, files: dict[int, int], why: str) -> bool:
+        if not files:
             return False
+        if why:
+            _log.warning("mqtt: %s; going on from the oldest verdict log file", why)
+        self.close()
+        self.ino, self.offset, self._buf, self._check = files[max(files)], 0, b"", False
+        return True
+
+    def _open(self) -> bool:
+        files = self._files()
+        if self.ino is None:
+            if not self._from_oldest(files, ""):
+                return False
+        number = next((n for n, ino in files.items() if ino == self.ino), None)
+        if number is None:
+            return self._from_oldest(files, "the verdict log file being sent is gone") and self._open()
+        try:
+            f = open(rotated_log(self.path, number), "rb")  # held open while followed
+        except OSError:
+            return False
+        if os.fstat(f.fileno()).st_ino != self.ino:  # rotated between listing and opening
+            f.close()
+            return False
+        if self._check:  # the line before the position must be the last one sent
+            self._check = False
+            last = _line_before(rotated_log(self.path, number), self.offset)
+            if last is None or last.get("seq") != self.last_seq:
+                f.close()
+                return (
+                    self._from_oldest(files, "the saved position does not match the verdict log")
+                    and self._open()
+                )
+        self._f = f
+        return True
+
+    def _read_more(self) -> bool:
+        """Read on in the file followed, or move to the next newer one; False: nothing more now."""
+        if self._f is None and not self._open():
+            return False
+        chunk = os.pread(self._f.fileno(), READ_CHUNK, self.offset + len(self._buf))
         if chunk:
             self._buf += chunk
             return True
-        if i == 0:
-            return False
-        # the end of a rotated file: on to the next newer one (a torn last line is left behind)
-        newer = _inode(rotated_log(self.path, i - 1))
-        if newer is None:
-            return False
-        self.seek((newer, 0))
+        if _inode(self.path) == self.ino:
+            return False  # the end of the log itself: wait for more
+        # the end of a file rotated away: on to the next newer one (a torn last line is dropped)
+        files = self._files()
+        mine = next((n for n, ino in files.items() if ino == self.ino), None)
+        newer = [n for n in files if mine is None or n < mine]
+        if mine is not None and not newer:
+            return False  # the new log does not exist yet (a rotation in progress)
+        if mine is None:  # removed while we read it: older files may remain, sent lines are skipped
+            return self._from_oldest(files, "")
+        self.close()
+        self.ino, self.offset, self._buf = files[max(newer)], 0, b""
         return True
 
 
@@ -266,10 +290,8 @@ class VerdictPublisher:
                 raise StationError(
                     f"mqtt.password_file: cannot read {self.config.password_file} ({exc.strerror})"
                 ) from None
-        self._load_state()
-        #: verdicts logged before this start and not yet acknowledged (``unsent`` moves on as
-        #: soon as the sending thread runs)
-        self.unsent_at_start = self.unsent
+        #: verdicts logged before this start, still in the log and not yet acknowledged
+        self.unsent_at_start = self._load_state()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._thread.start()
         return self
@@ -288,7 +310,11 @@ class VerdictPublisher:
         self._save_state(force=True)
         unsent = self.unsent
         if unsent:
-            _log.warning("mqtt: %d verdicts not yet sent; they go out after the next start", unsent)
+            _log.warning(
+                "mqtt: %d verdicts not yet sent; those the log still holds go out after the next start",
+                unsent,
+            )
+        self._follower.close()
 
     def write(self, result: FrameResult) -> None:
         if result.verdict is not None:
@@ -304,8 +330,9 @@ class VerdictPublisher:
 
     # -- state ----------------------------------------------------------------------------------
 
-    def _load_state(self) -> None:
-        """Where to go on from: the state file, checked against the log and its rotated files."""
+    def _load_state(self) -> int:
+        """Where to go on from: the state file, checked against the log and its rotated files.
+        Returns how many verdicts the log holds after it."""
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
             seq, offset, ino = int(state["seq"]), int(state["offset"]), state.get("inode")
@@ -315,31 +342,32 @@ class VerdictPublisher:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             _log.warning("mqtt: %s unreadable (%s): sending the whole log again", self.state_path, exc)
             seq, offset, ino = 0, 0, None
-        files = log_files(self.events)
-        oldest: Position = (files[max(files)] if files else None, 0)
-        position: Position | None = oldest if not offset else None
+        files = rotated_files(self.events)[0]
+        position: Position = (None, 0)  # the oldest file
         for number in sorted(files) if offset else ():  # newest first
             last = _line_before(rotated_log(self.events, number), offset)
             if (ino is None or files[number] == ino) and last is not None and last.get("seq") == seq:
                 position = (files[number], offset)
                 break
-        if position is None:
-            # the log was replaced or cut: go through it from the start, sending what is newer
-            # than the acknowledged verdict, or all of it if the log started again below it
-            _log.warning("mqtt: %s does not match the verdict log; scanning the log", self.state_path)
-            follower = LogFollower(self.events)
-            follower.seek(oldest)
-            top = 0
-            while (item := follower.next()) is not None:
-                top = max(top, item[0])
-            seq = seq if top >= seq else 0
-            position = oldest
+        else:
+            if offset:
+                # the log was replaced or cut: go through it from the start, sending what is newer
+                # than the acknowledged verdict, or all of it if the log started again below it
+                _log.warning("mqtt: %s does not match the verdict log; scanning the log", self.state_path)
+                follower = LogFollower(self.events)
+                top = max((item[0] for item in iter(follower.next, None)), default=0)
+                follower.close()
+                seq = seq if top >= seq else 0
         self.acked_seq, self.acked_pos = seq, position
         self.last_logged_seq = seq
         follower = LogFollower(self.events)
-        follower.seek(position)
+        follower.seek(position, seq)
+        pending = 0
         while (item := follower.next()) is not None:
             self.last_logged_seq = max(self.last_logged_seq, item[0])
+            pending += 1
+        follower.close()
+        return pending
 
     def _save_state(self, force: bool = False) -> None:
         now = self._clock()
@@ -441,14 +469,14 @@ class VerdictPublisher:
             acked_mids.add(mid)
 
         client.on_publish = on_publish
-        self._follower.seek(self.acked_pos)
+        self._follower.seek(self.acked_pos, self.acked_seq)
         client.publish(self.topic_status, "online", qos=1, retain=True)
         self.connected = True
         self.connections += 1
         next_stats = self._clock() + self.config.stats_interval_s
         while True:
             if self._stopping.is_set():
-                if not sent and (self.unsent == 0 or not self._follower.has_more(self.acked_pos)):
+                if not sent and (self.unsent == 0 or not self._follower.has_more()):
                     break
                 if not self._flush_left():
                     break
