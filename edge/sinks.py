@@ -173,8 +173,8 @@ def rotated_files(path: Path) -> tuple[dict[int, int], list[Path]]:
             number = 0
         elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
             number = int(entry.name[len(prefix) :])
-            if not 1 <= number <= MAX_ROTATED:
-                continue
+            if not 1 <= number <= MAX_ROTATED or str(number) != entry.name[len(prefix) :]:
+                continue  # an archive copy (verdicts.jsonl.20260101, verdicts.jsonl.01)
         else:
             continue
         try:
@@ -259,8 +259,12 @@ class VerdictLog(_ClosingSink):
         ``keep`` the oldest are removed; a new log begins. A rotation that fails is logged and
         the log goes on growing (the next attempt when it has grown by ``max_bytes`` again)."""
         files, odd = rotated_files(self.path)
-        older = sorted((n for n in files if n > 0), reverse=True)
-        in_the_way = [p for p in odd if p.name in {rotated_log(self.path, n + 1).name for n in [0, *older]}]
+        newest_first = sorted(n for n in files if n > 0)
+        # the oldest beyond the newest keep - 1 go first (with the log as .1 that makes keep)
+        beyond = newest_first[self.keep - 1 :]
+        kept = [n for n in newest_first[: self.keep - 1] if n < MAX_ROTATED]
+        beyond += newest_first[len(kept) : self.keep - 1]  # (a number that would pass MAX_ROTATED)
+        in_the_way = [p for p in odd if p.name in {rotated_log(self.path, n + 1).name for n in [0, *kept]}]
         if in_the_way:
             _log.warning(
                 "%s: cannot rotate the verdict log: %s is in the way (not a regular file); it goes on",
@@ -272,8 +276,15 @@ class VerdictLog(_ClosingSink):
         if self._state_fd is not None:  # the numbering must outlive the renames (power cut)
             with contextlib.suppress(OSError):
                 os.fsync(self._state_fd)
+        for n in beyond:
+            with contextlib.suppress(OSError):
+                rotated_log(self.path, n).unlink()
+        if len(beyond) > 1:
+            _log.info(
+                "%s: removed %d older verdict logs beyond events_keep = %d", self.path, len(beyond), self.keep
+            )
         try:
-            for n in older:  # oldest first, so no name is taken twice
+            for n in reversed(kept):  # oldest first, so no name is taken twice
                 os.replace(rotated_log(self.path, n), rotated_log(self.path, n + 1))
             os.replace(self.path, rotated_log(self.path, 1))
         except OSError as exc:
@@ -285,14 +296,6 @@ class VerdictLog(_ClosingSink):
             )
             self._rotate_at += self.max_bytes
             return
-        beyond = sorted(n + 1 for n in older)[self.keep - 1 :]  # numbers after the move (.1: newest)
-        for n in beyond:
-            with contextlib.suppress(OSError):
-                rotated_log(self.path, n).unlink()
-        if len(beyond) > 1:
-            _log.info(
-                "%s: removed %d older verdict logs beyond events_keep = %d", self.path, len(beyond), self.keep
-            )
         try:
             fd = self._open_locked()
         except (OSError, SinkError) as exc:  # go on in the rotated file rather than lose verdicts

@@ -260,6 +260,37 @@ def test_the_follower_skips_gaps_and_says_what_rotation_removed_before_it_was_re
         again.close()
 
 
+def test_a_line_written_as_the_log_rotates_under_the_follower_is_not_missed(tmp_path, monkeypatch, caplog):
+    import edge.station.mqtt as mqtt_module
+
+    events = tmp_path / "verdicts.jsonl"
+    with VerdictLog(events, max_bytes=10**9, keep=5) as log:
+        log_verdicts(log, None, range(1, 4))
+        follower = LogFollower(events)
+        assert [follower.next()[0] for _ in range(3)] == [1, 2, 3]
+        real_inode, armed = mqtt_module._inode, [True]
+
+        def writer_in_between(path):  # after the follower found the log's end, before it looks again
+            if armed[0]:
+                armed[0] = False
+                log_verdicts(log, None, range(4, 5))
+                log._rotate()
+            return real_inode(path)
+
+        monkeypatch.setattr(mqtt_module, "_inode", writer_in_between)
+        assert follower.next()[0] == 4  # read from the rotated file before moving on
+        log_verdicts(log, None, range(5, 6))
+        assert [item[0] for item in iter(follower.next, None)] == [5]
+        follower.close()
+        # nothing was ever sent, and the first verdicts this run wrote are gone: that is said too
+        (tmp_path / "verdicts.jsonl.1").unlink()
+        fresh = LogFollower(events)
+        fresh.expect_first = 1
+        assert [item[0] for item in iter(fresh.next, None)] == [5] and fresh.lost == 4
+        fresh.close()
+    assert "verdicts 1-4 are no longer in the verdict log" in caplog.text
+
+
 @needs_broker
 def test_verdicts_logged_across_rotations_while_the_broker_is_away_all_arrive(broker, tmp_path):
     events = tmp_path / "verdicts.jsonl"

@@ -66,20 +66,24 @@ class LogFollower:
     """Complete JSON lines of the verdict log, oldest first across its rotated files, after a
     position: (seq, line, position after it).
 
-    The file followed is held open, so it can be read to its end even after a rotation has moved
-    or removed it, and its inode (which names it in a position) cannot be reused meanwhile; at
-    its end the follower goes on in the next newer file there is. Only verdicts newer than the
-    last one returned come out (``seq`` rises through the log), so starting again at the oldest
-    file, when the position is lost, repeats nothing; verdicts removed before they were read are
-    counted in :attr:`lost` and logged with their numbers.
+    The file followed is held open, so it is read to its end even after a rotation has moved or
+    removed it, and its inode (which names it in a position) cannot be reused meanwhile. At its
+    end the follower goes on in the file that holds the next verdicts: the one whose first
+    ``seq`` is the lowest above the last one returned (``seq`` rises through the log), chosen by
+    opening the files, so a rename under way cannot mislead it. Only verdicts newer than the last
+    one returned come out, so starting again at the oldest file repeats nothing; verdicts that
+    are gone before they were read are counted in :attr:`lost` and logged with their numbers
+    (``expect_first``: the first verdict there should be, when none was returned yet).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, quiet: bool = False):
         self.path = path
+        self.quiet = quiet
         self.ino: int | None = None
         self.offset = 0
         #: the last verdict returned (or acknowledged before ``seek``): only newer ones come out
         self.last_seq = 0
+        self.expect_first: int | None = None
         self.lost = 0
         self._buf = b""
         self._f = None
@@ -102,6 +106,10 @@ class LogFollower:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+    def _warn(self, message: str, *args: object) -> None:
+        if not self.quiet:
+            _log.warning(message, *args)
 
     def has_more(self) -> bool:
         """Whether there is anything after the position now."""
@@ -129,67 +137,97 @@ class LogFollower:
                 continue  # not a verdict line: nothing to publish
             if seq <= self.last_seq:
                 continue  # returned before (the follower started again at an older file)
-            if self.last_seq and seq > self.last_seq + 1:
-                self.lost += seq - self.last_seq - 1
-                _log.warning(
-                    "mqtt: verdicts %d-%d are no longer in the verdict log (removed by its rotation "
-                    "before they were sent)",
-                    self.last_seq + 1,
+            first = self.last_seq + 1 if self.last_seq else self.expect_first
+            if first is not None and seq > first:
+                self.lost += seq - first
+                self._warn(
+                    "mqtt: verdicts %d-%d are no longer in the verdict log (rotated away or moved "
+                    "before the broker acknowledged them)",
+                    first,
                     seq - 1,
                 )
             self.last_seq = seq
             return seq, line, self.position
 
-    def _files(self) -> dict[int, int]:
-        """The log's files (number -> inode) as two listings 10 ms apart agree on them: a folder
-        listed while a rotation renames its files may miss one."""
+    def _next_file(self, after: int) -> tuple[bool, int, object] | None:
+        """One look for the file that holds the verdicts after ``after`` (0: from the oldest),
+        newest files having the lowest numbers: (whether it starts right after ``after``, its
+        inode, it opened) or None. Files are opened before they are judged, so a rename under
+        way cannot swap them."""
         files = rotated_files(self.path)[0]
-        for _ in range(5):
-            time.sleep(0.01)
-            again = rotated_files(self.path)[0]
-            if again == files:
-                break
-            files = again
-        return files
+        mine = next((n for n, ino in files.items() if ino == self.ino), None)
+        best = None
+        for number in sorted((n for n in files if mine is None or n < mine), reverse=True):
+            try:
+                f = open(rotated_log(self.path, number), "rb")  # returned open
+            except OSError:
+                continue
+            ino = os.fstat(f.fileno()).st_ino
+            first = _seq_of(f.readline())
+            last = _last_seq(f) if first is not None else None
+            if ino == self.ino or (last is not None and last <= after):
+                f.close()  # the one followed, or older
+                continue
+            if first is not None and (not after or first <= after + 1):
+                if best is not None:
+                    best[2].close()
+                return True, ino, f
+            if best is None or (first is not None and (best[0] is None or first < best[0])):
+                if best is not None:
+                    best[2].close()
+                best = (first, ino, f)
+            else:
+                f.close()
+        return (False, best[1], best[2]) if best is not None else None
 
-    def _from_oldest(self, files: dict[int, int], why: str) -> bool:
-        if not files:
-            return False
-        if why:
-            _log.warning("mqtt: %s; going on from the oldest verdict log file", why)
-        self.close()
-        self.ino, self.offset, self._buf, self._check = files[max(files)], 0, b"", False
-        return True
+    def _switch(self, after: int) -> bool:
+        """Go on in the file that holds the verdicts after ``after``. One that does not start
+        right after it (a gap, or a new log without lines yet) is taken only when three looks
+        10 ms apart agree: a folder listed while a rotation renames its files may miss one."""
+        agreed, previous = 0, None
+        for _ in range(50):
+            found = self._next_file(after)
+            if found is None:
+                return False
+            whole, ino, f = found
+            agreed = agreed + 1 if ino == previous else 1
+            previous = ino
+            if whole or agreed >= 3:
+                self.close()
+                self._f, self.ino, self.offset, self._buf, self._check = f, ino, 0, b"", False
+                return True
+            f.close()
+            time.sleep(0.01)
+        return False
 
     def _open(self) -> bool:
-        files = self._files()
+        """Open the file of the position (or the oldest), checking a saved offset."""
         if self.ino is None:
-            if not self._from_oldest(files, ""):
-                return False
+            return self._switch(0)
+        files = rotated_files(self.path)[0]
         number = next((n for n, ino in files.items() if ino == self.ino), None)
-        if number is None:
-            return self._from_oldest(files, "the verdict log file being sent is gone") and self._open()
-        try:
-            f = open(rotated_log(self.path, number), "rb")  # held open while followed
-        except OSError:
-            return False
-        if os.fstat(f.fileno()).st_ino != self.ino:  # rotated between listing and opening
-            f.close()
-            return False
-        if self._check:  # the line before the position must be the last one sent
-            self._check = False
+        f = None
+        if number is not None:
+            try:
+                f = open(rotated_log(self.path, number), "rb")  # held open while followed
+            except OSError:
+                f = None
+            if f is not None and os.fstat(f.fileno()).st_ino != self.ino:  # renamed meanwhile
+                f.close()
+                f = None
+        if f is not None and self._check:  # the line before the position must be the last one sent
             last = _line_before(rotated_log(self.path, number), self.offset)
             if last is None or last.get("seq") != self.last_seq:
                 f.close()
-                return (
-                    self._from_oldest(files, "the saved position does not match the verdict log")
-                    and self._open()
-                )
+                f = None
+        self._check = False
+        if f is None:  # gone, or replaced: the file with the next verdicts
+            return self._switch(self.last_seq)
         self._f = f
         return True
 
     def _read_more(self) -> bool:
-        """Read on in the file followed, or move to the next newer one; False: nothing more now."""
+        """Read on in the file followed, or move to the next; False: nothing more now."""
         if self._f is None and not self._open():
             return False
         chunk = os.pread(self._f.fileno(), READ_CHUNK, self.offset + len(self._buf))
@@ -198,17 +236,34 @@ class LogFollower:
             return True
         if _inode(self.path) == self.ino:
             return False  # the end of the log itself: wait for more
-        # the end of a file rotated away: on to the next newer one (a torn last line is dropped)
-        files = self._files()
-        mine = next((n for n, ino in files.items() if ino == self.ino), None)
-        newer = [n for n in files if mine is None or n < mine]
-        if mine is not None and not newer:
-            return False  # the new log does not exist yet (a rotation in progress)
-        if mine is None:  # removed while we read it: older files may remain, sent lines are skipped
-            return self._from_oldest(files, "")
-        self.close()
-        self.ino, self.offset, self._buf = files[max(newer)], 0, b""
-        return True
+        # rotated away: what was written before the rotation is in this file, read it first
+        chunk = os.pread(self._f.fileno(), READ_CHUNK, self.offset + len(self._buf))
+        if chunk:
+            self._buf += chunk
+            return True
+        # on to the next file (a torn last line is left behind)
+        return self._switch(self.last_seq)
+
+
+def _seq_of(line: bytes) -> int | None:
+    """The ``seq`` of a whole verdict line, else None."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        return int(json.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _last_seq(f) -> int | None:
+    """The ``seq`` of the last whole verdict line of an open file (None: none)."""
+    size = os.fstat(f.fileno()).st_size
+    tail = os.pread(f.fileno(), READ_CHUNK, max(size - READ_CHUNK, 0))
+    for line in reversed(tail.split(b"\n")[:-1]):
+        seq = _seq_of(line + b"\n")
+        if seq is not None:
+            return seq
+    return None
 
 
 def _line_before(path: Path, offset: int) -> dict | None:
@@ -318,6 +373,8 @@ class VerdictPublisher:
 
     def write(self, result: FrameResult) -> None:
         if result.verdict is not None:
+            if self._follower.expect_first is None:  # what to miss if nothing was ever sent
+                self._follower.expect_first = result.verdict.seq
             self.last_logged_seq = max(self.last_logged_seq, result.verdict.seq)
             self._wake.set()
 
@@ -354,13 +411,13 @@ class VerdictPublisher:
                 # the log was replaced or cut: go through it from the start, sending what is newer
                 # than the acknowledged verdict, or all of it if the log started again below it
                 _log.warning("mqtt: %s does not match the verdict log; scanning the log", self.state_path)
-                follower = LogFollower(self.events)
+                follower = LogFollower(self.events, quiet=True)
                 top = max((item[0] for item in iter(follower.next, None)), default=0)
                 follower.close()
                 seq = seq if top >= seq else 0
         self.acked_seq, self.acked_pos = seq, position
         self.last_logged_seq = seq
-        follower = LogFollower(self.events)
+        follower = LogFollower(self.events, quiet=True)
         follower.seek(position, seq)
         pending = 0
         while (item := follower.next()) is not None:
