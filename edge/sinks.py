@@ -131,12 +131,15 @@ def read_last_record(path: Path) -> dict | None:
     do not parse or lack whole-number ``seq`` and ``product_id`` are passed over."""
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(size - TAIL_BYTES, 0))
-            tail = f.read(TAIL_BYTES)
+            return last_record_in(f.fileno())
     except FileNotFoundError:
         return None
+
+
+def last_record_in(fd: int) -> dict | None:
+    """:func:`read_last_record` of an open file (its last ``TAIL_BYTES``)."""
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, TAIL_BYTES, max(size - TAIL_BYTES, 0))
     for line in reversed(tail.split(b"\n")):
         try:
             rec = json.loads(line)
@@ -145,11 +148,6 @@ def read_last_record(path: Path) -> dict | None:
         if _valid_record(rec):
             return rec
     return None
-
-
-#: rotated verdict logs are numbered up to this (``events_keep`` is at most this); a file with a
-#: longer number beside the log (``verdicts.jsonl.20260101``, an archive copy) is not one of them
-MAX_ROTATED = MAX_ROTATED_LOGS
 
 
 def rotated_log(path: Path, i: int) -> Path:
@@ -173,7 +171,7 @@ def rotated_files(path: Path) -> tuple[dict[int, int], list[Path]]:
             number = 0
         elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
             number = int(entry.name[len(prefix) :])
-            if not 1 <= number <= MAX_ROTATED or str(number) != entry.name[len(prefix) :]:
+            if not 1 <= number <= MAX_ROTATED_LOGS or str(number) != entry.name[len(prefix) :]:
                 continue  # an archive copy (verdicts.jsonl.20260101, verdicts.jsonl.01)
         else:
             continue
@@ -262,8 +260,8 @@ class VerdictLog(_ClosingSink):
         newest_first = sorted(n for n in files if n > 0)
         # the oldest beyond the newest keep - 1 go first (with the log as .1 that makes keep)
         beyond = newest_first[self.keep - 1 :]
-        kept = [n for n in newest_first[: self.keep - 1] if n < MAX_ROTATED]
-        beyond += newest_first[len(kept) : self.keep - 1]  # (a number that would pass MAX_ROTATED)
+        kept = [n for n in newest_first[: self.keep - 1] if n < MAX_ROTATED_LOGS]
+        beyond += newest_first[len(kept) : self.keep - 1]  # (a number that would pass MAX_ROTATED_LOGS)
         in_the_way = [p for p in odd if p.name in {rotated_log(self.path, n + 1).name for n in [0, *kept]}]
         if in_the_way:
             _log.warning(

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import MqttConfig, parse_endpoint
-from edge.sinks import FrameResult, rotated_files, rotated_log
+from edge.sinks import FrameResult, last_record_in, rotated_files, rotated_log
 from edge.station.common import StationError, missing
 from edge.station.status import StationStatus
 
@@ -130,10 +130,8 @@ class LogFollower:
                 continue
             line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
             self.offset += nl + 1
-            try:
-                rec = json.loads(line)
-                seq = int(rec["seq"])
-            except (ValueError, KeyError, TypeError):
+            seq = _seq_of(line + b"\n")
+            if seq is None:
                 continue  # not a verdict line: nothing to publish
             if seq <= self.last_seq:
                 continue  # returned before (the follower started again at an older file)
@@ -164,7 +162,7 @@ class LogFollower:
                 continue
             ino = os.fstat(f.fileno()).st_ino
             first = _seq_of(f.readline())
-            last = _last_seq(f) if first is not None else None
+            last = (last_record_in(f.fileno()) or {}).get("seq") if first is not None else None
             if ino == self.ino or (last is not None and last <= after):
                 f.close()  # the one followed, or older
                 continue
@@ -253,17 +251,6 @@ def _seq_of(line: bytes) -> int | None:
         return int(json.loads(line)["seq"])
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _last_seq(f) -> int | None:
-    """The ``seq`` of the last whole verdict line of an open file (None: none)."""
-    size = os.fstat(f.fileno()).st_size
-    tail = os.pread(f.fileno(), READ_CHUNK, max(size - READ_CHUNK, 0))
-    for line in reversed(tail.split(b"\n")[:-1]):
-        seq = _seq_of(line + b"\n")
-        if seq is not None:
-            return seq
-    return None
 
 
 def _line_before(path: Path, offset: int) -> dict | None:
