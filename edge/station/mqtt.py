@@ -8,8 +8,8 @@ in a small state file beside the log (``verdicts.jsonl.mqtt``). When the broker 
 the verdicts simply stay in the log; after reconnecting, and after a restart of ``edge-run``, the
 publisher goes on from the line after the last acknowledged one, in order. When the log is rotated
 (``verdicts.jsonl.1``, ...) the publisher finishes the rotated file before it goes on in the new
-one. (A publisher more than ``events_keep`` rotations behind has lost the oldest file; as file
-systems reuse inodes, it may then go on in a newer file than the oldest left.) A verdict published
+one. (Verdicts that rotation removed before the broker acknowledged them, the broker away for
+longer than the kept files last, are lost to MQTT; the journal gives their numbers.) A verdict published
 but not acknowledged when the connection broke is sent again: a consumer drops duplicates by
 ``seq``.
 
