@@ -37,11 +37,12 @@ from edge.cli.common import (
     check_output_file,
     fail,
     non_negative_int,
+    number,
     os_error_text,
     positive_int,
     write_json,
 )
-from edge.cli.run import _number, _roi, add_source_arguments, overrides_from
+from edge.cli.run import _roi, add_source_arguments, overrides_from
 from edge.config import (
     RUNTIMES,
     TRIGGER_KINDS,
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument(
         "--runtime", choices=RUNTIMES, default=S, help="default: ai_edge_litert, else tflite_runtime"
     )
-    mod.add_argument("--threshold", type=_number, default=S, help="presence threshold (default: the model's)")
+    mod.add_argument("--threshold", type=number, default=S, help="presence threshold (default: the model's)")
     mod.add_argument(
         "--amx",
         action="store_true",

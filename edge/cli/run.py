@@ -25,6 +25,7 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    number,
     os_error_text,
     positive_int,
     write_json,
@@ -61,13 +62,6 @@ def _roi(text: str) -> tuple[float, ...]:
 
 def _camera(text: str) -> int | str:
     return int(text) if text.isdigit() else text
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def _trigger(text: str) -> str | tuple[str, int | str]:
@@ -133,14 +127,14 @@ def add_station_arguments(p: argparse.ArgumentParser) -> None:
     )
     st.add_argument(
         "--reject-delay",
-        type=_number,
+        type=number,
         default=S,
         metavar="S",
         help=f"from the trigger edge (or the verdict) to the pulse (default {GpioConfig.reject_delay_s:g})",
     )
     st.add_argument(
         "--reject-pulse",
-        type=_number,
+        type=number,
         default=S,
         metavar="S",
         help=f"the pulse's length (default {GpioConfig.reject_pulse_s:g})",
@@ -210,7 +204,7 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         "--width", type=positive_int, default=S, help="requested frame width (default: the device's)"
     )
     src.add_argument("--height", type=positive_int, default=S, help="requested frame height")
-    src.add_argument("--fps", type=_number, default=S, help="requested frame rate")
+    src.add_argument("--fps", type=number, default=S, help="requested frame rate")
     src.add_argument(
         "--as-fast-as-possible",
         action="store_true",
@@ -254,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument(
         "--runtime", choices=RUNTIMES, default=S, help="default: ai_edge_litert, else tflite_runtime"
     )
-    mod.add_argument("--threshold", type=_number, default=S, help="presence threshold (default: the model's)")
+    mod.add_argument("--threshold", type=number, default=S, help="presence threshold (default: the model's)")
     dec = p.add_argument_group("inspection")
     dec.add_argument(
         "--roi",
@@ -290,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--events-max-mb",
-        type=_number,
+        type=number,
         default=S,
         help=f"the verdict log rotates at this size to FILE.1, FILE.2, ... (0: never; default "
         f"{OutputConfig.events_max_mb:g})",
@@ -312,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--snapshot-max-mb",
-        type=_number,
+        type=number,
         default=S,
         help=f"megabytes kept in --snapshots (default {OutputConfig.snapshot_max_mb:g})",
     )
@@ -324,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_station_arguments(p)
     run = p.add_argument_group("run")
-    run.add_argument("--duration", type=_number, default=S, metavar="S", help="stop after S seconds")
+    run.add_argument("--duration", type=number, default=S, metavar="S", help="stop after S seconds")
     run.add_argument("--max-frames", type=positive_int, default=S, metavar="N", help="stop after N frames")
     run.add_argument("-v", "--verbose", action="store_true", help="log what the loop does (to stderr)")
     return p
@@ -420,7 +414,7 @@ def build_sinks(config: Config, fps: float | None) -> list:
     o = config.output
     out: list = []
     if o.events is not None:
-        rotate_at = max(int(o.events_max_mb * 2**20), 1) if o.events_max_mb > 0 else None
+        rotate_at = int(o.events_max_mb * 2**20) or None  # 0: never (else >= 0.001 MB)
         out.append(sinks.VerdictLog(o.events, rotate_at, o.events_keep))
     if o.snapshots is not None:
         out.append(sinks.SnapshotSink(o.snapshots, o.snapshot_max_count, int(o.snapshot_max_mb * 2**20)))
