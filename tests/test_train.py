@@ -183,6 +183,28 @@ def test_weight_average_follows_the_weights_and_gives_them_back():
     assert np.allclose(v.numpy(), -4.0)  # training goes on from its own weights
 
 
+def test_checkpoints_that_tie_on_a_saturated_validation_set_are_told_apart_by_centre_error():
+    from train.loop import score_of
+
+    def m(within, err, iou=float("nan"), pres=1.0):
+        return {
+            "center_within_0_05": within,
+            "center_error_mean": err,
+            "iou_mean": iou,
+            "presence_accuracy": pres,
+        }
+
+    # ten photos: every checkpoint from step 800 on has all ten within 0.05 and presence 1.0
+    early, later = m(1.0, 0.021), m(1.0, 0.009)
+    assert score_of("center", later) > score_of("center", early)
+    # the tie-break never outweighs the criterion itself: one more photo within 0.05 wins
+    assert score_of("center", m(1.0, 0.04)) > score_of("center", m(0.9, 0.005))
+    assert score_of("center", m(1.0, 0.04)) > score_of("center", m(1.0, 0.005, pres=0.9))
+    assert score_of("box", m(0.5, 0.2, iou=0.81)) > score_of("box", m(1.0, 0.001, iou=0.80))
+    # no centre measured at all (nothing detected) ranks below any measured one
+    assert score_of("center", m(0.0, float("nan"))) < score_of("center", m(0.0, 0.9))
+
+
 def test_random_erasing_never_hides_more_than_half_of_the_object():
     obj = np.array([0.3, 0.4, 0.5, 0.6])  # normalised xyxy: 25 x 25 pixels of a 128 x 128 input
     x0, y0, x1, y1 = (obj * 128).astype(int)
