@@ -36,6 +36,7 @@ from edge.cli.common import (
     finite_float,
     os_error_text,
     positive_int,
+    thread_count,
     unit_float,
     write_json,
 )
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-verify", action="store_true", help="skip the proof of agreement (not for deployment)"
     )
     p.add_argument("--report", type=Path, default=None, help="write the agreement report as JSON")
-    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads for the check")
+    p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads for the check")
     p.add_argument("--quiet", action="store_true")
     return p
 

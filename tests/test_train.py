@@ -488,6 +488,7 @@ def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_pa
         (["--sheet", "{tmp}"], "is a folder (expected a file for the contact sheet)"),
         (["--json", "/proc/no-such/m.json"], "cannot make its folder /proc/no-such"),
         (["--threads", "0"], "argument --threads: expected a number > 0"),
+        (["--threads", "99999"], "argument --threads: expected at most 64 threads, got 99999"),
         (["--model", "{tmp}/junk.keras"], "junk.keras: not a Keras model file"),
     ],
 )

@@ -23,7 +23,7 @@ from edge.cli.common import (
     check_output_file,
     fail,
     os_error_text,
-    positive_int,
+    thread_count,
     unit_float,
 )
 from edge.datasets import Dataset, DatasetError, load_dataset, read_image
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON")
     p.add_argument("--sheet", type=Path, default=None, help="write a PNG contact sheet")
-    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--threads", type=thread_count, default=1)
     return p
 
 

@@ -40,6 +40,7 @@ from edge.cli.common import (
     number,
     os_error_text,
     positive_int,
+    thread_count,
     write_json,
 )
 from edge.cli.run import _roi, add_source_arguments, overrides_from
@@ -58,12 +59,13 @@ PROG = "edge-bench"
 
 
 def _threads(text: str) -> list[int]:
+    parts = text.split(",")
+    if not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2,4, got {text!r}")
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2,4, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected thread counts > 0 like 1,2,4, got {text!r}")
+        values = [thread_count(part) for part in parts]
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (in {text!r})") from None
     return list(dict.fromkeys(values))
 
 

@@ -66,6 +66,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: more interpreter threads than any board has cores: a typo (99999 crashed the process starting them)
+MAX_THREADS = 64
+
+
+def thread_count(text: str) -> int:
+    """An interpreter thread count: a whole number from 1 to ``MAX_THREADS``."""
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads, got {value}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = _whole_number(text)
     if value < 0:

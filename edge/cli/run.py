@@ -28,6 +28,7 @@ from edge.cli.common import (
     number,
     os_error_text,
     positive_int,
+    thread_count,
     write_json,
 )
 from edge.config import (
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_arguments(p, "camera 0")
     mod = p.add_argument_group("model")
     mod.add_argument("--model", type=Path, default=S, help="a .tflite model (default: the bundled one)")
-    mod.add_argument("--threads", type=positive_int, default=S, help="interpreter threads (default 2)")
+    mod.add_argument("--threads", type=thread_count, default=S, help="interpreter threads (default 2)")
     mod.add_argument(
         "--runtime", choices=RUNTIMES, default=S, help="default: ai_edge_litert, else tflite_runtime"
     )
