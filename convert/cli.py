@@ -33,18 +33,27 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
-    finite_float,
+    non_negative_float,
     os_error_text,
     positive_int,
     thread_count,
     unit_float,
     write_json,
 )
-from edge.datasets import DatasetError, load_dataset, read_image
+from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector
 from edge.synth import RECIPES
 
+MAX_IOU_DROP = 0.01
+MIN_AGREEMENT = 0.995
+#: what only the proof of agreement uses; given with --no-verify, it is a mistake
+PROOF_FLAGS = {
+    "val": "--val",
+    "val_subset": "--val-subset",
+    "max_iou_drop": "--max-iou-drop",
+    "min_agreement": "--min-agreement",
+}
 KEYS = ("iou_mean", "iou_median", "presence_accuracy", "precision", "recall", "f1", "center_error_mean")
 
 
@@ -89,12 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     chk = p.add_argument_group("proof of agreement")
     chk.add_argument(
         "--max-iou-drop",
-        type=finite_float,
-        default=0.01,
-        help="largest allowed fall of mean IoU (or centre hit rate)",
+        type=non_negative_float,
+        default=None,
+        help=f"largest allowed fall of mean IoU (or centre hit rate) (default: {MAX_IOU_DROP})",
     )
     chk.add_argument(
-        "--min-agreement", type=unit_float, default=0.995, help="smallest allowed presence agreement"
+        "--min-agreement",
+        type=unit_float,
+        default=None,
+        help=f"smallest allowed presence agreement (default: {MIN_AGREEMENT})",
     )
     chk.add_argument(
         "--threshold",
@@ -123,11 +135,7 @@ def _synth(args: argparse.Namespace):
 
 def calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
     n = args.calibration_size
-    if n < 200:
-        raise CliError(f"--calibration-size {n}: at least 200 representative images are needed")
     if args.calibration is None:
-        if args.subset is not None:
-            raise CliError("--subset needs --calibration")
         synth = _synth(args)
         return [
             synth.model_sample(args.seed + 2_000_000, i)[0]
@@ -159,8 +167,40 @@ def _looks_labelled(folder: Path) -> bool:
         return False
 
 
-def validation_set(args: argparse.Namespace, labels) -> tuple[list[np.ndarray], list[Truth], str]:
+def check_flags(args: argparse.Namespace) -> Dataset | None:
+    """Everything the flags alone decide, before TensorFlow loads (seconds): the labelled
+    validation set when --val names one."""
+    if args.out.suffix != ".tflite":
+        raise CliError(f"--out {args.out}: expected a .tflite path")
+    check_output_file(args.out, "the converted model")
+    if args.report is not None:
+        check_output_file(args.report, "the report")
+    if args.mode in INTEGER_MODES and args.calibration_size < 200:
+        n = args.calibration_size
+        raise CliError(f"--calibration-size {n}: at least 200 representative images are needed")
+    if args.subset is not None and args.calibration is None:
+        raise CliError("--subset needs --calibration")
+    if args.val_subset is not None and args.val is None:
+        raise CliError("--val-subset needs --val")
+    if args.no_verify:
+        given = [flag for key, flag in PROOF_FLAGS.items() if getattr(args, key) is not None]
+        if given:
+            raise CliError(f"{', '.join(given)} with --no-verify: there is no proof of agreement to use it")
+        return None
     if args.val is None:
+        if args.val_size < 500:
+            raise CliError(f"--val-size {args.val_size}: the proof needs at least 500 images")
+        return None
+    ds = load_dataset(args.val, subset=args.val_subset)
+    if not ds.records:
+        raise CliError(f"--val {args.val}: no labelled images")
+    return ds
+
+
+def validation_set(
+    args: argparse.Namespace, labels, ds: Dataset | None
+) -> tuple[list[np.ndarray], list[Truth], str]:
+    if ds is None:
         synth = _synth(args)
         images, truths = [], []
         for i in tqdm(range(args.val_size), desc="validation set", leave=False, disable=args.quiet):
@@ -172,7 +212,6 @@ def validation_set(args: argparse.Namespace, labels) -> tuple[list[np.ndarray], 
             else:
                 truths.append(Truth(False))
         return images, truths, f"{args.val_size} synthetic images (seed {args.seed + 3_000_000})"
-    ds = load_dataset(args.val, subset=args.val_subset)
     images, truths = [], []
     for r in tqdm(ds.records, desc="validation set", leave=False, disable=args.quiet):
         image = read_image(r.image_path)
@@ -204,11 +243,7 @@ def infer_kind(model) -> str:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    if args.out.suffix != ".tflite":
-        raise CliError(f"--out {args.out}: expected a .tflite path")
-    check_output_file(args.out, "the converted model")
-    if args.report is not None:
-        check_output_file(args.report, "the report")
+    val_ds = check_flags(args)
     t0 = time.perf_counter()
     model = load_keras(args.model)
     side = training_metadata(args.model)
@@ -247,9 +282,7 @@ def run(args: argparse.Namespace) -> int:
     tmp = Path(tmp_name)
     try:
         if not args.no_verify:
-            images, truths, vdesc = validation_set(args, labels)
-            if len(images) < 500 and args.val is None:
-                raise CliError(f"--val-size {len(images)}: the proof needs at least 500 images")
+            images, truths, vdesc = validation_set(args, labels, val_ds)
             meta0 = contract.ModelMetadata(**meta_args, provenance=provenance).with_outputs(
                 model.output_names
             )
@@ -264,8 +297,8 @@ def run(args: argparse.Namespace) -> int:
                 images,
                 truths,
                 threshold,
-                args.max_iou_drop,
-                args.min_agreement,
+                MAX_IOU_DROP if args.max_iou_drop is None else args.max_iou_drop,
+                MIN_AGREEMENT if args.min_agreement is None else args.min_agreement,
                 not args.quiet,
             )
             report.update(check, validation=vdesc, runtime=f"{lite.runtime.name} {lite.runtime.version}")

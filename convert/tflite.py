@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import contract
+from edge.cli.common import import_quietly, keras_file_problem
 from edge.contract import ModelMetadata
 
 MODES = ("int8", "int8-float-stem", "float16", "dynamic", "float32")
@@ -22,12 +23,12 @@ class ConversionError(ValueError):
 
 def load_keras(path: Path):
     """The trained Keras model, or a ConversionError naming what is wrong with the file."""
+    problem = keras_file_problem(path)
+    if problem:
+        raise ConversionError(problem)
+    import_quietly("tensorflow")
     import keras
 
-    if not path.exists():
-        raise ConversionError(f"{path}: file not found")
-    if path.suffix not in (".keras", ".h5"):
-        raise ConversionError(f"{path}: expected a Keras model file (.keras)")
     try:
         model = keras.models.load_model(str(path), compile=False)
     except Exception as exc:  # keras raises many kinds for a bad file

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.runtime import MAX_THREADS
+
 SOURCE_KINDS = ("camera", "picamera", "video", "url", "images", "demo")
 TRIGGER_KINDS = ("occupancy", "every-frame", "gpio")
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
@@ -49,6 +51,10 @@ def _open_unit(v: Any) -> str | None:
 
 def _unit(v: Any) -> str | None:
     return None if 0.0 <= v <= 1.0 else "a number in [0, 1]"
+
+
+def _thread_count(v: Any) -> str | None:
+    return None if 1 <= v <= MAX_THREADS else f"a whole number from 1 to {MAX_THREADS}"
 
 
 def _one_of(*choices: str) -> Check:
@@ -122,7 +128,7 @@ class SourceConfig:
 class ModelConfig:
     #: left out: the bundled model
     path: Path | None = None
-    threads: int = _opt(2, _positive)
+    threads: int = _opt(2, _thread_count)
     #: left out: ai_edge_litert, else tflite_runtime
     runtime: str | None = _opt(None, _one_of(*RUNTIMES))
     #: presence threshold; left out: the one in the model's metadata

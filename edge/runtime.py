@@ -135,6 +135,11 @@ def find_runtime(prefer: str | None = None) -> RuntimeInfo:
     )
 
 
+#: the most interpreter threads a tool or config accepts: more than any board has cores, and a
+#: typo such as 99999 crashed the process starting them (exit 139)
+MAX_THREADS = 64
+
+
 def model_id(model_bytes: bytes) -> str:
     return hashlib.sha256(model_bytes).hexdigest()[:12]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,22 +135,30 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_di
 
 
 def test_cli_failed_check_leaves_nothing(tiny_model_dir, tmp_path, capsys):
-    out = tmp_path / "m.tflite"
-    rc = cli.main(
-        [
-            str(tiny_model_dir / "model.keras"),
-            "--out",
-            str(out),
-            "--quiet",
-            "--max-iou-drop",
-            "-1",
-            "--calibration-size",
-            "200",
-        ]
-    )
+    """Calibrated on near-black frames (a capped lens, a dark night shift), the int8 ranges are far
+    too narrow for the validation images: the proof catches it and nothing is written."""
+    import cv2
+
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        cv2.imwrite(str(dark / f"{i}.png"), rng.integers(0, 12, (96, 128, 3), dtype=np.uint8))
+    out = tmp_path / "out" / "m.tflite"
+    out.parent.mkdir()
+    argv = [str(tiny_model_dir / "model.keras"), "--out", str(out), "--quiet", "--calibration", str(dark)]
+    rc = cli.main([*argv, "--calibration-size", "200"])
     err = capsys.readouterr().err
     assert rc == 2 and "does not agree" in err and "Traceback" not in err
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def _zip_without_config(folder: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(folder / "z.keras", "w") as z:
+        z.writestr("readme.txt", "a zip archive, not a Keras model")
+    return folder / "z.keras"
 
 
 @pytest.mark.parametrize(
@@ -157,7 +167,15 @@ def test_cli_failed_check_leaves_nothing(tiny_model_dir, tmp_path, capsys):
         (lambda d: d / "missing.keras", "file not found"),
         (
             lambda d: (d / "junk.keras").write_bytes(b"not a zip") and d / "junk.keras",
-            "not a readable Keras model",
+            "junk.keras: not a Keras model file (expected a .keras archive",
+        ),
+        (
+            lambda d: (d / "dir.keras").mkdir() or d / "dir.keras",
+            "dir.keras: expected a Keras model file, found a",
+        ),
+        (
+            lambda d: (d / "m.h5").write_text("x") and d / "m.h5",
+            "m.h5: not a Keras model file (expected an HDF5",
         ),
         (lambda d: (d / "m.txt").write_text("x") and d / "m.txt", "expected a Keras model"),
     ],
@@ -292,6 +310,16 @@ def test_a_validation_set_without_the_object_is_judged_on_presence_alone(keras_m
         (["--report", "/proc/no-such/r.json"], "cannot make its folder /proc/no-such"),
         (["--max-iou-drop", "nan"], "argument --max-iou-drop: expected a finite number"),
         (["--mode", "int4"], "argument --mode: invalid choice"),
+        (["--max-iou-drop", "-0.1"], "argument --max-iou-drop: expected a number >= 0, got -0.1"),
+        (["--val-subset", "{tmp}/list.txt"], "--val-subset needs --val"),
+        (["--no-verify", "--max-iou-drop", "0.02"], "--max-iou-drop with --no-verify: there is no proof"),
+        (
+            ["--no-verify", "--val", "{tmp}", "--val-subset", "{tmp}/l"],
+            "--val, --val-subset with --no-verify",
+        ),
+        (["--val", "{tmp}/none"], "none"),
+        (["--val-size", "100"], "--val-size 100: the proof needs at least 500 images"),
+        (["--calibration-size", "100"], "--calibration-size 100: at least 200 representative images"),
     ],
 )
 def test_cli_bad_options_are_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
@@ -305,3 +333,39 @@ def test_cli_bad_options_are_one_line(tiny_model_dir, tmp_path, capsys, extra, m
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
+    """A mistake the flags alone show costs no TensorFlow start-up (seconds on a Pi-class board)."""
+    code = (
+        "import sys\n"
+        "from convert.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "print(rc, 'tensorflow' in sys.modules)\n"
+    )
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"PK")
+    for extra in (
+        ["--val-subset", "l.txt"],
+        ["--val", str(tmp_path / "none")],
+        ["--no-verify", "--val", "v"],
+    ):
+        argv = [sys.executable, "-c", code, str(model), "--out", str(tmp_path / "m.tflite"), *extra]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.split() == ["2", "False"], (extra, proc.stdout, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_an_error_after_tensorflow_loads_is_still_one_line(tmp_path):
+    """TensorFlow prints its start-up banner straight to file descriptor 2; the user sees only
+    the error."""
+    import zipfile
+
+    model = tmp_path / "m.keras"
+    with zipfile.ZipFile(model, "w") as z:
+        z.writestr("config.json", "{not the config of a model")
+    argv = [sys.executable, "-m", "convert.cli", str(model), "--out", str(tmp_path / "m.tflite")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"edge-convert: error: {model}: not a readable Keras model")

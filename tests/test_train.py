@@ -445,6 +445,18 @@ def test_edge_train_refuses_an_out_file_and_an_init_that_is_not_a_model(tmp_path
     assert train_main([*argv, "--init", str(tmp_path / "junk.keras"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "junk.keras: not a Keras model file" in err and "Traceback" not in err
+    # a zip archive that is not a Keras model (a KeyError traceback from keras, after the data
+    # were prepared) is refused before anything else is done
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.keras", "w") as z:
+        z.writestr("weights.h5", "x")
+    assert train_main([*argv, "--init", str(tmp_path / "zip.keras")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"edge-train: error: --init {tmp_path / 'zip.keras'}: not a Keras model file "
+        "(a zip archive without the config.json of a .keras model)"
+    ], err
 
 
 def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_path):

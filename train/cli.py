@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge import contract
-from edge.cli.common import CliError, OneLineParser, fail, positive_float, positive_int, unit_float
+from edge.cli.common import (
+    CliError,
+    OneLineParser,
+    fail,
+    import_quietly,
+    keras_file_problem,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 from edge.datasets import DatasetError, load_dataset
 from edge.synth import RECIPES
 
@@ -266,8 +275,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.out.exists() and not args.out.is_dir():
         raise CliError(f"--out {args.out}: is a file (expected a folder for the model and its reports)")
-    if args.init is not None and not args.init.is_file():
-        raise CliError(f"--init {args.init}: model file not found")
+    if args.init is not None and (problem := keras_file_problem(args.init)):
+        raise CliError(f"--init {problem}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -276,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
     prep = prepare_data(args)
     if len(prep.train) == 0:
         raise CliError("no training images")
+    import_quietly("tensorflow")
     from train.loop import train_model
 
     return train_model(args, prep, t_start)

@@ -22,6 +22,8 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    import_quietly,
+    keras_file_problem,
     os_error_text,
     thread_count,
     unit_float,
@@ -55,8 +57,10 @@ def load_detector(path: Path, threads: int = 1):
     if path.suffix == ".tflite":
         return TFLiteDetector(path, threads=threads)
     if path.suffix == ".keras":
-        if not path.exists():
-            raise ModelError(f"{path}: model file not found")
+        problem = keras_file_problem(path)
+        if problem:
+            raise ModelError(problem)
+        import_quietly("tensorflow")
         from edge.runtime import CallableDetector
         from train.model import load_model
 
@@ -64,11 +68,8 @@ def load_detector(path: Path, threads: int = 1):
         info = json.loads(side.read_text()) if side.exists() else {}
         try:
             model = load_model(path)
-        except Exception as exc:
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-            raise ModelError(
-                first if first.startswith(str(path)) else f"{path}: not a readable Keras model ({first})"
-            ) from None
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
         kind = info.get("kind") or contract.kind_of_outputs(model.output_names)
         if kind is None:
             raise ModelError(

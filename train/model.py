@@ -6,7 +6,6 @@ contract names is the model's first layer, so the converted model takes camera p
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import keras
@@ -14,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from edge import contract
+from edge.cli.common import keras_file_problem
 
 ALPHA = 0.25
 #: backbone feature maps at strides 8, 16 and 32 (16x16, 8x8 and 4x4 for a 128x128 input)
@@ -310,6 +310,11 @@ CUSTOM_OBJECTS = {"box_loss": box_loss, "center_loss": center_loss, "cells_loss"
 
 def load_model(path: str | Path) -> keras.Model:
     """A trained model; a file that is not a Keras archive is a ValueError naming it."""
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a Keras model file (expected a .keras archive as edge-train writes)")
-    return keras.models.load_model(str(path), custom_objects=CUSTOM_OBJECTS, compile=False)
+    problem = keras_file_problem(Path(path))
+    if problem:
+        raise ValueError(problem)
+    try:
+        return keras.models.load_model(str(path), custom_objects=CUSTOM_OBJECTS, compile=False)
+    except Exception as exc:  # keras raises many kinds (KeyError, OSError, ...) for a bad archive
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(f"{path}: not a readable Keras model ({first})") from None

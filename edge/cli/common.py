@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import math
 import os
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+
+from edge.runtime import MAX_THREADS
 
 USAGE_ERROR = 2
 
@@ -27,6 +34,70 @@ def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
 def os_error_text(exc: OSError) -> str:
     """An OSError as ``file: reason`` (no errno prefix), for a one-line error."""
     return f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": ")
+
+
+@contextlib.contextmanager
+def native_stderr_muted():
+    """Discard what native code writes straight to file descriptor 2 inside the block. When the
+    block raises, what was written is passed on to stderr, so a failed import still says why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                os.write(2, sink.read())
+                raise
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def import_quietly(name: str) -> ModuleType:
+    """Import a module without its native start-up lines on stderr. TensorFlow 2.21 prints
+    "oneDNN custom operations are on" twice, before any flag is read, and neither
+    TF_CPP_MIN_LOG_LEVEL nor ABSL_MIN_LOG_LEVEL turns it off; a tool's one-line error or first
+    progress line should be the first thing its user sees."""
+    if name in sys.modules:
+        return sys.modules[name]
+    with native_stderr_muted():
+        return importlib.import_module(name)
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def keras_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a Keras model, told from the file itself before TensorFlow loads
+    (seconds): a message naming the file, or None when it may be one."""
+    if not path.exists():
+        return f"{path}: model file not found"
+    if not path.is_file():
+        return f"{path}: expected a Keras model file, found a folder"
+    if path.suffix == ".h5":
+        try:
+            with path.open("rb") as f:
+                ok = f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+        except OSError as exc:
+            return f"{path}: cannot read the model ({exc.strerror})"
+        return None if ok else f"{path}: not a Keras model file (expected an HDF5 .h5 file)"
+    if path.suffix != ".keras":
+        return f"{path}: expected a Keras model file (.keras)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except OSError as exc:
+        return f"{path}: cannot read the model ({exc.strerror})"
+    except zipfile.BadZipFile:
+        return f"{path}: not a Keras model file (expected a .keras archive as edge-train writes)"
+    if "config.json" not in names:
+        return f"{path}: not a Keras model file (a zip archive without the config.json of a .keras model)"
+    return None
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -66,10 +137,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-#: more interpreter threads than any board has cores: a typo (99999 crashed the process starting them)
-MAX_THREADS = 64
-
-
 def thread_count(text: str) -> int:
     """An interpreter thread count: a whole number from 1 to ``MAX_THREADS``."""
     value = positive_int(text)
@@ -97,6 +164,13 @@ def finite_float(text: str) -> float:
     value = number(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
 
 
