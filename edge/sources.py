@@ -41,6 +41,9 @@ from edge.datasets import IMAGE_EXTENSIONS, DatasetError, read_image
 from edge.types import Frame
 
 _log = logging.getLogger(__name__)
+#: unreadable image files already reported: edge-bench reads a folder once per model, thread
+#: count and baseline, and one bad file is worth one warning
+_reported_unreadable: set[Path] = set()
 
 #: frames with a side below this are skipped (nothing to inspect), above MAX_SIDE downscaled
 MIN_SIDE = 16
@@ -508,6 +511,8 @@ class VideoFile(_OpenCVCapture):
 
     def open(self) -> None:
         _quiet_opencv()
+        if self.path.is_dir():
+            raise SourceError(f"{self.path}: expected a video file, found a folder (--images reads a folder)")
         if not self.path.is_file():
             raise SourceError(f"{self.path}: video file not found")
         params = [cv2.CAP_PROP_N_THREADS, int(self.decode_threads)] if self.decode_threads else []
@@ -541,6 +546,8 @@ class ImageFolder:
         self.unreadable = 0
 
     def open(self) -> None:
+        if self.folder.is_file():
+            raise SourceError(f"{self.folder}: expected a folder of images, found a file")
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: image folder not found")
         self.files = sorted(
@@ -557,7 +564,9 @@ class ImageFolder:
                 return read_image(path)
             except DatasetError as exc:
                 self.unreadable += 1
-                _log.warning("%s", exc)
+                if path not in _reported_unreadable:
+                    _reported_unreadable.add(path)
+                    _log.warning("%s", exc)
                 # an unreadable file becomes a skipped frame, so the counts stay in one place
                 return np.zeros((0, 0, 3), np.uint8)
         return None

@@ -183,6 +183,11 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
         (lambda tmp: ["--video", str(tmp / "none.mp4")], "video file not found"),
         (lambda tmp: ["--video", str(tmp / "bad.mp4")], "not a readable video"),
         (lambda tmp: ["--images", str(tmp)], "no image files"),
+        (lambda tmp: ["--video", str(tmp)], "expected a video file, found a folder"),
+        (
+            lambda tmp: ["--images", str(tmp / "bad.mp4")],
+            "bad.mp4: expected a folder of images, found a file",
+        ),
         (lambda tmp: ["--config", str(tmp / "bad.toml")], "trigger.onn"),
         (lambda tmp: ["--demo", "--display"], "--display needs"),
         (lambda tmp: ["--demo", "--record", "/proc/no-such/x.mp4"], "cannot make its folder /proc/no-such"),
