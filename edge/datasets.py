@@ -1255,6 +1255,8 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
         (n, tuple(Path(entry.replace("\\", "/")).parts))
         for n, entry in _subset_lines(_read_text(subset, str(subset)))
     ]
+    if not wanted:
+        raise DatasetError(f"{subset}: lists no images (expected one image name a line)")
     keys = {parts for _, parts in wanted}
     depth = max((len(parts) for parts in keys), default=1)
     kept, found = [], set()

@@ -716,6 +716,11 @@ def test_subset_keeps_listed_images_and_names_a_missing_one(tmp_path):
     ):
         load_dataset(tmp_path, subset=str(tmp_path / "bad.txt"))
     assert parse_subset("x.jpg\r\n# c\n\ny.jpg") == ["x.jpg", "y.jpg"]
+    (tmp_path / "empty.txt").write_text("# nothing listed yet\n\n")
+    with pytest.raises(
+        DatasetError, match=r"empty\.txt: lists no images \(expected one image name a line\)$"
+    ):
+        load_dataset(tmp_path, subset=tmp_path / "empty.txt")
 
 
 def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path):
