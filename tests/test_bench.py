@@ -282,6 +282,23 @@ def test_a_video_read_as_fast_as_possible_decodes_ahead_on_one_thread(tmp_path: 
     assert report["wall_s"] > 0 and (report["background_cores"] is None or report["background_cores"] >= 0)
 
 
+@needs_model
+def test_a_source_too_short_for_the_frames_asked_for_is_reported(tmp_path: Path, capsys):
+    """The 330-frame video cannot give 1,400 measured frames in the rounds allowed: the report
+    says so on stderr and in its JSON, and each run gives the frames it did measure."""
+    out = tmp_path / "bench.json"
+    argv = ["--video", str(VIDEO), "--as-fast-as-possible", "--frames", "1400", "--block", "1400"]
+    assert main([*argv, "--warmup", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (run,) = report["runs"]
+    assert run["frames"] == report["rounds"] * 328 < 1400
+    (warning,) = report["warnings"]
+    assert f"gave {run['frames']} of the 1400 frames asked for per run" in warning
+    assert f"edge-bench: WARNING: video {VIDEO} gave {run['frames']} of the 1400" in capsys.readouterr().err
+    assert main(["--video", str(VIDEO), "--as-fast-as-possible", "--frames", "20", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["warnings"] == []
+
+
 def test_decode_threads_apply_to_video_files_only():
     video = VideoFile(VIDEO)
     assert bench.with_decode_threads(video, None) is video

@@ -418,6 +418,16 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
         if args.cold_start:
             run["cold_start_s"] = cold_start(config, model or detector.path, threads, args.cold_start, tmp)
         runs.append(run)
+    short_runs = sorted({r["frames"] for r in runs if r["frames"] < args.frames})
+    warnings = (
+        [
+            f"{source_name} gave {' or '.join(map(str, short_runs))} of the {args.frames} frames asked for "
+            f"per run in {rounds} rounds (each block of {args.block} skips {args.warmup} warm-up frames "
+            "and the source ended early); the figures rest on fewer frames"
+        ]
+        if short_runs
+        else []
+    )
     runtime = arms[0][2].runtime
     has_amx = cpu_has_amx()
     denied = any(d.amx_denied for _, _, d in arms)
@@ -469,6 +479,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
         "cpu_has_amx": has_amx,
         "amx_denied": denied,
         "peak_rss_mb": b.rounded(b.peak_rss_mb(), 1),
+        "warnings": warnings,
         "runs": runs,
     }
 
@@ -495,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     print(format_report(report), flush=True)
+    for warning in report["warnings"]:
+        print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
     if args.json is not None:
         try:
             write_json(args.json, report)
