@@ -30,12 +30,14 @@ from convert.tflite import (
 from edge import contract, metrics
 from edge.cli.common import (
     CliError,
+    DefaultsHelpFormatter,
     OneLineParser,
     check_output_file,
     fail,
     non_negative_float,
     os_error_text,
     positive_int,
+    presence_threshold,
     thread_count,
     unit_float,
     write_json,
@@ -61,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="edge-convert",
         description="Convert a trained Keras model to TFLite (int8 by default) and prove it still agrees.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("model", type=Path, help="trained model (.keras)")
     p.add_argument("--out", type=Path, required=True, help="output .tflite")
-    p.add_argument("--mode", choices=MODES, default="int8")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="int8",
+        help="int8: full integer, for the device; int8-float-stem: the first convolution left in float "
+        "(faster on x86 with AMX); float16, dynamic, float32: for comparison",
+    )
     cal = p.add_argument_group("calibration and validation data (default: the synthetic recipe)")
     cal.add_argument(
         "--calibration", type=Path, default=None, help="labelled or plain image folder for calibration"
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument(
         "--threshold",
-        type=unit_float,
+        type=presence_threshold,
         default=None,
         help="presence threshold stored in the model (default: the training metadata's, else 0.5)",
     )
@@ -119,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--report", type=Path, default=None, help="write the agreement report as JSON")
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads for the check")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or report on stderr")
     return p
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from edge import contract
 from edge.cli.common import (
     CliError,
+    DefaultsHelpFormatter,
     OneLineParser,
     fail,
     import_quietly,
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="edge-train",
         description="Train the MobileNet v1 (alpha 0.25, 128x128) stamp localizer.",
-        formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32),
+        formatter_class=lambda prog: DefaultsHelpFormatter(prog, max_help_position=32),
         epilog=EPILOG,
     )
     src = p.add_argument_group("data")
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--epochs", type=positive_int, default=None, help="passes over the training pool (default 12)"
     )
-    m.add_argument("--batch-size", type=positive_int, default=64)
+    m.add_argument("--batch-size", type=positive_int, default=64, help="images a training step")
     m.add_argument(
         "--lr", type=positive_float, default=3e-3, help="peak learning rate (cosine decay after warm-up)"
     )
@@ -147,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "last 500 steps), which overfits a small photo set later than the weights themselves",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the synthetic data, the validation split, the augmentation and the initial weights",
+    )
     p.add_argument(
         "--workers",
         type=positive_int,

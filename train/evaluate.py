@@ -19,14 +19,15 @@ import numpy as np
 from edge import contract, metrics
 from edge.cli.common import (
     CliError,
+    DefaultsHelpFormatter,
     OneLineParser,
     check_output_file,
     fail,
     import_quietly,
     keras_file_problem,
     os_error_text,
+    presence_threshold,
     thread_count,
-    unit_float,
 )
 from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 from edge.metrics import Truth
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="edge-eval",
         description="Evaluate a .tflite or .keras model on labelled photos.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--model", type=Path, required=True, help=".tflite or .keras model")
     p.add_argument(
@@ -143,11 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--subset", type=Path, default=None, help="evaluate only the images listed in this file")
     p.add_argument(
-        "--threshold", type=unit_float, default=None, help="presence threshold (default: the model's)"
+        "--threshold", type=presence_threshold, default=None, help="presence threshold (default: the model's)"
     )
     p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON")
     p.add_argument("--sheet", type=Path, default=None, help="write a PNG contact sheet")
-    p.add_argument("--threads", type=thread_count, default=1)
+    p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (.tflite models)")
     return p
 
 
@@ -172,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         return fail("edge-eval", exc)
     result = {k: result[k] for k in REPORT_KEYS}
     result.update(model=str(args.model), data=str(args.data), threshold=threshold)
+    width = max(len(k) for k in REPORT_KEYS) + 2
     for k in REPORT_KEYS:
         v = result[k]
         shown = "n/a" if isinstance(v, float) and np.isnan(v) else (f"{v:.4f}" if isinstance(v, float) else v)
-        print(f"{k:<22}{shown}")
+        print(f"{k:<{width}}{shown}")
     try:
         if args.json:
             clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}

@@ -100,6 +100,23 @@ def keras_file_problem(path: Path) -> str | None:
     return None
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown in --help, except where there is none to show: required options, options
+    left out by default (None, an empty list, a switch that is off), and help that already says."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if (
+            action.required
+            or default is None
+            or default is False
+            or default == []
+            or "default" in (action.help or "")
+        ):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (``prog: error: ...``), exit status 2,
     like every other bad input; ``--help`` still shows the usage."""
@@ -178,6 +195,14 @@ def positive_float(text: str) -> float:
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {value:g}")
+    return value
+
+
+def presence_threshold(text: str) -> float:
+    """A presence threshold: strictly between 0 and 1, as the config's ``model.threshold``."""
+    value = number(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
     return value
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from edge.cli.common import CliError, fail, non_negative_int, positive_int, unit_float
+from edge.cli.common import CliError, DefaultsHelpFormatter, fail, non_negative_int, positive_int, unit_float
 from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
 from edge.synth import (
     DEFAULT_VARIANTS,
@@ -43,15 +43,6 @@ PROG = "edge-synth"
 _WRITTEN = {"images", "annotations", "labels", "classes.txt", "annotations.json", "labels.csv", "labels.txt"}
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown in --help, except for required options and options without one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.required or action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 class _Parser(argparse.ArgumentParser):
     """Usage errors become CliError: one line on stderr and status 2, also when called as main([...])."""
 
@@ -63,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Write a labelled synthetic data set: a stamp composited onto product surfaces.",
-        formatter_class=_Formatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--out",
