@@ -8,6 +8,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import zipfile
@@ -119,7 +120,15 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (``prog: error: ...``), exit status 2,
-    like every other bad input; ``--help`` still shows the usage."""
+    like every other bad input; ``--help`` still shows the usage.
+
+    A value that starts with a minus and a digit is a value, not an option: argparse knows ``-5``
+    and ``-0.5`` but took ``--roi -0.1,0,0.5,0.5`` for a missing value ("expected one argument")
+    instead of saying what is wrong with the region."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d[\d.,eE+-]*$")
 
     def error(self, message: str):  # type: ignore[override]
         fail(self.prog, message)
