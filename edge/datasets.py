@@ -703,6 +703,7 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         )
         for e in entries.values()
     ]
+    _check_pixel_boxes(labels, source)
     return tuple(names.values()), labels
 
 
@@ -748,6 +749,37 @@ _CSV_COLUMNS = {
 _CSV_HEADERLESS = ("filename", *_BOX_FIELDS, "label")
 
 
+def _looks_like_a_header(row: Sequence[str]) -> bool:
+    """A first row with no number among its cells: column names, not a labelled image."""
+
+    def is_number(cell: str) -> bool:
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+
+    cells = [c.strip() for c in row if c.strip()]
+    return len(cells) >= 2 and not any(is_number(c) for c in cells)
+
+
+def _check_pixel_boxes(entries: Sequence[ImageLabels], source: str) -> None:
+    """Boxes are in pixels: a file whose every box lies within the first pixel holds boxes
+    normalised to 0..1, which read as pixels would train and score corner specks."""
+    boxes = [
+        (obj.box, place)
+        for e in entries
+        for obj, place in zip(e.objects, e.places, strict=True)
+        if obj.box is not None
+    ]
+    if boxes and all(max(box) <= 1.0 for box, _ in boxes):
+        raise DatasetError(
+            f"{boxes[0][1]}: every box of {source} lies within the first pixel (largest coordinate "
+            f"{_fmt(max(max(box) for box, _ in boxes))}); expected pixel coordinates, not fractions "
+            "of the image (multiply by its width and height)"
+        )
+
+
 def parse_csv(text: str, source: str) -> list[ImageLabels]:
     """Box labels as CSV -> one ImageLabels per image, in first-row order.
 
@@ -782,6 +814,12 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
                         )
                 n_cols = len(row)
                 continue
+            if _looks_like_a_header(row):
+                raise DatasetError(
+                    f"{where}: a header without a file name column (expected one of "
+                    f"{', '.join(_CSV_COLUMNS['filename'])}), or no header and 'filename,x_min,y_min,"
+                    "x_max,y_max[,label]' rows"
+                )
             if len(row) not in (5, 6):
                 raise DatasetError(
                     f"{where}: expected a header or 5 or 6 columns 'filename,x_min,y_min,x_max,y_max"
@@ -828,10 +866,12 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
                 f"{where}: {filename!r} has boxes ({entry['places'][0]}) and an empty, negative row "
                 f"({entry['negative']}); expected one or the other"
             )
-    return [
+    entries = [
         ImageLabels(name, tuple(e["objects"]), e["size"][0], e["size"][1], e["where"], tuple(e["places"]))
         for name, e in images.items()
     ]
+    _check_pixel_boxes(entries, source)
+    return entries
 
 
 def format_csv(rows: Sequence[tuple[str, Sequence[ObjectLabel]]]) -> str:
@@ -995,10 +1035,32 @@ def read_image(path: Path | str) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
+    cut = _cut_short(path)
+    if cut:
+        raise DatasetError(f"{path}: {cut} (the file was cut short, e.g. by an interrupted copy)")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DatasetError(f"{path}: not a readable image (OpenCV cannot decode it)")
     return image
+
+
+def _cut_short(path: Path) -> str | None:
+    """Why a JPEG or PNG file is incomplete, from its first and last bytes: OpenCV decodes the
+    part that is there, greys out the rest and only says "Premature end of JPEG file" on stderr.
+    The end-of-image marker is looked for in the last 4 KiB: some cameras append data after it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 4096))
+            tail = f.read()
+    except OSError:
+        return None  # imread says what it can
+    if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        return "truncated JPEG (no end-of-image marker)"
+    if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk)"
+    return None
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -1022,8 +1084,14 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
+def _hidden(path: Path) -> bool:
+    """A hidden file (``.DS_Store``, macOS's ``._x.jpg`` and ``._x.xml`` AppleDouble files):
+    neither an image nor a label file."""
+    return path.name.startswith(".")
+
+
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(path)
 
 
 def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
@@ -1033,9 +1101,9 @@ def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
 def _voc_layout(root: Path) -> tuple[Path, Path] | None:
     """(annotations folder, images folder) of a VOC folder, or None."""
     ann = _first_dir(root, ("annotations", "Annotations"))
-    if ann is not None and any(ann.glob("*.xml")):
+    if ann is not None and any(not _hidden(p) for p in ann.glob("*.xml")):
         return ann, _first_dir(root, ("images", "JPEGImages")) or root
-    if any(root.glob("*.xml")):
+    if any(not _hidden(p) for p in root.glob("*.xml")):
         return root, root
     return None
 
@@ -1073,12 +1141,35 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
 
 
 def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
+    """The image a label names, in the first of ``dirs`` that has it: by its relative path or
+    its file name, and failing those by its file name in any case (``x.jpg`` finds ``x.JPG``, as
+    on the Windows or macOS disk where the labels were made)."""
     rel = Path(name.replace("\\", "/"))
     for d in dirs:
         for candidate in (d / rel, d / rel.name):
             if candidate.is_file():
                 return candidate
+    for d in dirs:
+        for folder in dict.fromkeys(((d / rel).parent, d)):
+            found = _names_in_any_case(folder).get(rel.name.lower())
+            if found is not None:
+                return found
     return None
+
+
+def _names_in_any_case(folder: Path) -> dict[str, Path]:
+    """The images of ``folder`` by their lower-case names (cached for one folder at a time, so a
+    set whose every label differs in case is still read in one pass)."""
+    key = (folder, folder.stat().st_mtime_ns if folder.is_dir() else 0)
+    if _case_index.get("key") != key:
+        files = (
+            {p.name.lower(): p for p in sorted(folder.iterdir()) if _is_image(p)} if folder.is_dir() else {}
+        )
+        _case_index.update(key=key, files=files)
+    return _case_index["files"]
+
+
+_case_index: dict = {}
 
 
 def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:
@@ -1117,7 +1208,7 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
     dirs = [img_dir] if ann_dir == img_dir else [img_dir, ann_dir]
     records: list[Record] = []
     owner: dict[Path, str] = {}
-    for xml_path in sorted(ann_dir.glob("*.xml")):
+    for xml_path in sorted(p for p in ann_dir.glob("*.xml") if not _hidden(p)):
         shown = _rel(xml_path, root)
         try:
             data = xml_path.read_bytes()
@@ -1126,8 +1217,8 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
         entry = parse_voc(data, shown)
         image = _find_image(entry.name, dirs) if entry.name else None
         if image is None:  # <filename> missing or wrong: the image named like the xml
-            stems = (d / (xml_path.stem + ext) for d in dirs for ext in IMAGE_EXTENSIONS)
-            image = next((p for p in stems if _is_image(p)), None)
+            stems = [xml_path.stem + ext for ext in IMAGE_EXTENSIONS]
+            image = next((p for name in stems if (p := _find_image(name, dirs)) is not None), None)
         if image is None:
             raise DatasetError(
                 f"{shown} <filename>: image {entry.name!r} not found in {_rel(img_dir, root) or '.'}/ "
@@ -1171,7 +1262,7 @@ def _load_yolo(root: Path) -> tuple[list[Record], tuple[str, ...], tuple[Path, .
             )
         by_label[label_path] = image
     for label_path in sorted(lbl_dir.rglob("*.txt")):
-        if label_path not in by_label and label_path != lbl_dir / "classes.txt":
+        if label_path not in by_label and label_path != lbl_dir / "classes.txt" and not _hidden(label_path):
             stem = label_path.relative_to(lbl_dir).with_suffix("").as_posix()
             raise DatasetError(
                 f"{_rel(label_path, root)}: no image for these labels (expected images/{stem} with one of "
@@ -1249,8 +1340,9 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
 
 def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[Record]:
     """Keep the records a subset file lists. An entry is a file name (``5.jpg``, as the shared
-    ``train.txt`` files have) or a relative path (``images/train/x.jpg``), which matches a record
-    whose path ends with it, so same-named images in different folders stay apart."""
+    ``train.txt`` files have; or ``5``, as VOC's ImageSets lists) or a relative path
+    (``images/train/x.jpg``), which matches a record whose path ends with it, so same-named images
+    in different folders stay apart."""
     wanted = [
         (n, tuple(Path(entry.replace("\\", "/")).parts))
         for n, entry in _subset_lines(_read_text(subset, str(subset)))
@@ -1262,7 +1354,8 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
     kept, found = [], set()
     for r in records:
         parts = r.image_path.parts
-        hits = {parts[-k:] for k in range(1, min(depth, len(parts)) + 1)} & keys
+        stemmed = (*parts[:-1], r.image_path.stem)  # VOC ImageSets list names without the extension
+        hits = {p[-k:] for p in (parts, stemmed) for k in range(1, min(depth, len(parts)) + 1)} & keys
         if hits:
             kept.append(r)
             found |= hits

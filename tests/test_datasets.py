@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import struct
 from pathlib import Path
 
@@ -217,6 +218,70 @@ def test_csv_headerless_beside_images_with_default_label(tmp_path):
     ds = load_dataset(tmp_path / "boxes.csv")
     assert ds.labels == ("stamp",) and ds.records[0].objects == (ObjectLabel("stamp", (1, 2, 11, 12)),)
     assert ds.records[1].is_negative and ds.records[1].width == W
+
+
+def test_boxes_given_as_fractions_of_the_image_are_refused(tmp_path):
+    """Read as pixels, boxes normalised to 0..1 are specks in the top-left corner: edge-eval
+    scored IoU 0 and edge-train trained on them without a word."""
+    _build(
+        tmp_path,
+        {"a.jpg": (W, H), "b.jpg": (W, H), "boxes.csv": "a.jpg,0.1,0.2,0.6,0.9\nb.jpg,0.5,0.5,1,1\n"},
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"boxes\.csv line 1: every box of boxes\.csv lies within the first "
+        r"pixel \(largest coordinate 1\); expected pixel coordinates",
+    ):
+        load_dataset(tmp_path / "boxes.csv")
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0.1, 0.2, 0.5, 0.5]}],
+        "categories": [{"id": 1, "name": "stamp"}],
+    }
+    (tmp_path / "coco.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"coco\.json annotations\[0\]\.bbox: every box .* first pixel"):
+        load_dataset(tmp_path / "coco.json")
+    # one real box among them is enough to tell pixels
+    (tmp_path / "boxes.csv").write_text("a.jpg,0.1,0.2,0.6,0.9\nb.jpg,5,5,30,20\n")
+    assert len(load_dataset(tmp_path / "boxes.csv").records) == 2
+
+
+def test_a_csv_header_without_a_file_name_column_says_so(tmp_path):
+    _build(tmp_path, {"a.jpg": (W, H), "boxes.csv": "file,xmin,ymin,xmax,ymax\na.jpg,1,2,11,12\n"})
+    with pytest.raises(
+        DatasetError,
+        match=r"boxes\.csv line 1: a header without a file name column \(expected "
+        r"one of filename, file_name, image",
+    ):
+        load_dataset(tmp_path / "boxes.csv")
+
+
+def test_label_files_find_their_images_in_any_case_and_hidden_files_are_ignored(tmp_path):
+    _build(
+        tmp_path,
+        {
+            "images/A.JPG": (W, H),
+            "images/b.Png": (W, H),
+            "annotations/a.xml": _voc("a.jpg", [("stamp", 1, 2, 11, 12)]),  # says a.jpg: the disk has A.JPG
+            "annotations/b.xml": _voc("", [("stamp", 1, 2, 11, 12)]).replace("<filename></filename>", ""),
+            "annotations/._a.xml": "\x00\x05\x16\x07 macOS AppleDouble resource fork",
+            "images/._A.JPG": "not an image",
+        },
+    )
+    ds = load_dataset(tmp_path)
+    assert sorted(r.name for r in ds.records) == ["A.JPG", "b.Png"]
+    _build(tmp_path / "csv", {"IMG_1.JPG": (W, H), "boxes.csv": "img_1.jpg,1,2,11,12\n"})
+    assert load_dataset(tmp_path / "csv" / "boxes.csv").records[0].name == "IMG_1.JPG"
+    _build(
+        tmp_path / "yolo",
+        {
+            "images/a.jpg": (W, H),
+            "labels/a.txt": "0 0.5 0.5 0.2 0.2\n",
+            "labels/._a.txt": "\x00",
+            "classes.txt": "s\n",
+        },
+    )
+    assert len(load_dataset(tmp_path / "yolo").records) == 1
 
 
 def test_centers_multiple_points_and_class_name(tmp_path):
@@ -716,6 +781,11 @@ def test_subset_keeps_listed_images_and_names_a_missing_one(tmp_path):
     ):
         load_dataset(tmp_path, subset=str(tmp_path / "bad.txt"))
     assert parse_subset("x.jpg\r\n# c\n\ny.jpg") == ["x.jpg", "y.jpg"]
+    (tmp_path / "imagesets.txt").write_text("a\nb\n")  # VOC ImageSets/Main lists names without extension
+    assert [r.name for r in load_dataset(tmp_path, subset=tmp_path / "imagesets.txt").records] == [
+        "a.jpg",
+        "b.jpg",
+    ]
     (tmp_path / "empty.txt").write_text("# nothing listed yet\n\n")
     with pytest.raises(
         DatasetError, match=r"empty\.txt: lists no images \(expected one image name a line\)$"
@@ -792,6 +862,23 @@ def test_read_image_converts_grey_and_bgra_and_names_missing_files(tmp_path):
         assert img.shape == (5, 6, 3) and img.dtype == np.uint8
     with pytest.raises(DatasetError, match=r"missing\.jpg: image file not found"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_images_cut_short_are_refused_and_whole_ones_with_trailing_data_are_not(tmp_path, capfd):
+    """OpenCV decodes half a JPEG, greys out the rest and says only "Premature end of JPEG file"."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    for ext in (".jpg", ".png"):
+        whole = cv2.imencode(ext, photo)[1].tobytes()
+        (tmp_path / f"whole{ext}").write_bytes(whole + b"\x00" * 100)  # padding some cameras append
+        (tmp_path / f"half{ext}").write_bytes(whole[: len(whole) // 2])
+        assert read_image(tmp_path / f"whole{ext}").shape == (120, 160, 3)
+        kind = "JPEG (no end-of-image marker)" if ext == ".jpg" else "PNG (no IEND chunk)"
+        with pytest.raises(
+            DatasetError, match=rf"half\{ext}: truncated {re.escape(kind)} \(the file was cut"
+        ):
+            read_image(tmp_path / f"half{ext}")
+    assert "Premature end" not in capfd.readouterr().err
 
 
 # -- the shared real data sets ------------------------------------------------------------------------
