@@ -42,7 +42,7 @@ from edge.cli.common import (
     unit_float,
     write_json,
 )
-from edge.datasets import Dataset, DatasetError, load_dataset, read_image
+from edge.datasets import IMAGE_EXTENSIONS, Dataset, DatasetError, detect_format, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector
 from edge.synth import RECIPES
@@ -141,43 +141,57 @@ def _synth(args: argparse.Namespace):
         raise CliError(str(exc)) from None
 
 
-def calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
-    n = args.calibration_size
+def calibration_paths(args: argparse.Namespace) -> list[Path] | None:
+    """The calibration images --calibration names (None: the synthetic recipe): a labelled set
+    (--subset applies; a label file that is broken is an error, not a folder of plain images) or
+    a folder of plain images."""
     if args.calibration is None:
+        return None
+    folder = args.calibration
+    try:
+        detect_format(folder)
+        labelled = True
+    except DatasetError:
+        if not folder.is_dir():
+            raise
+        labelled = False
+    if labelled:
+        paths = [r.image_path for r in load_dataset(folder, subset=args.subset).records]
+    elif args.subset is not None:
+        raise CliError(f"--subset {args.subset}: --calibration {folder} holds no labels to pick images by")
+    else:
+        paths = sorted(
+            q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.name[0] != "."
+        )
+    if not paths:
+        raise CliError(f"{folder}: no calibration images found")
+    return paths
+
+
+def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tuple[list[np.ndarray], str]:
+    """At least --calibration-size model inputs (a small set is cycled), and where they came from."""
+    n = args.calibration_size
+    if paths is None:
         synth = _synth(args)
-        return [
+        images = [
             synth.model_sample(args.seed + 2_000_000, i)[0]
             for i in tqdm(range(n), desc="calibration", leave=False, disable=args.quiet)
         ]
-    paths: list[Path]
-    if args.calibration.is_dir() and not _looks_labelled(args.calibration):
-        paths = sorted(
-            q for q in args.calibration.rglob("*") if q.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
-        )
-    else:
-        paths = [r.image_path for r in load_dataset(args.calibration, subset=args.subset).records]
-    if not paths:
-        raise CliError(f"{args.calibration}: no calibration images found")
+        return images, f"{n} images from the synthetic recipe (seed {args.seed + 2_000_000})"
     images = []
     for path in tqdm(paths, desc="calibration", leave=False, disable=args.quiet):
         images.append(contract.prepare_input(read_image(path)))
-    reps = [images[i % len(images)] for i in range(max(n, len(images)))]
     if len({im.tobytes() for im in images}) < 2 or max(float(im.std()) for im in images) < 1.0:
         raise CliError(f"{args.calibration}: calibration images are blank or all alike")
-    return reps[:n] if len(images) < n else images
+    if len(images) >= n:
+        return images, f"{len(images)} images from {args.calibration}"
+    reps = [images[i % len(images)] for i in range(n)]
+    return reps, f"{n} images ({len(images)} distinct, cycled) from {args.calibration}"
 
 
-def _looks_labelled(folder: Path) -> bool:
-    try:
-        load_dataset(folder)
-        return True
-    except DatasetError:
-        return False
-
-
-def check_flags(args: argparse.Namespace) -> Dataset | None:
-    """Everything the flags alone decide, before TensorFlow loads (seconds): the labelled
-    validation set when --val names one."""
+def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | None]:
+    """Everything the flags and label files decide, before TensorFlow loads (seconds): the
+    labelled validation set when --val names one, the calibration images when --calibration does."""
     if args.out.suffix != ".tflite":
         raise CliError(f"--out {args.out}: expected a .tflite path")
     check_output_file(args.out, "the converted model")
@@ -194,15 +208,15 @@ def check_flags(args: argparse.Namespace) -> Dataset | None:
         given = [flag for key, flag in PROOF_FLAGS.items() if getattr(args, key) is not None]
         if given:
             raise CliError(f"{', '.join(given)} with --no-verify: there is no proof of agreement to use it")
-        return None
-    if args.val is None:
-        if args.val_size < 500:
-            raise CliError(f"--val-size {args.val_size}: the proof needs at least 500 images")
-        return None
+    elif args.val is None and args.val_size < 500:
+        raise CliError(f"--val-size {args.val_size}: the proof needs at least 500 images")
+    cal_paths = calibration_paths(args) if args.mode in INTEGER_MODES else None
+    if args.no_verify or args.val is None:
+        return None, cal_paths
     ds = load_dataset(args.val, subset=args.val_subset)
     if not ds.records:
         raise CliError(f"--val {args.val}: no labelled images")
-    return ds
+    return ds, cal_paths
 
 
 def validation_set(
@@ -251,7 +265,7 @@ def infer_kind(model) -> str:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    val_ds = check_flags(args)
+    val_ds, cal_paths = check_flags(args)
     t0 = time.perf_counter()
     model = load_keras(args.model)
     side = training_metadata(args.model)
@@ -271,9 +285,9 @@ def run(args: argparse.Namespace) -> int:
     provenance.update(
         converted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), mode=args.mode, source=args.model.name
     )
-    reps = calibration_images(args) if args.mode in INTEGER_MODES else None
-    if reps is not None:
-        provenance["calibration"] = f"{len(reps)} images from {args.calibration or 'the synthetic recipe'}"
+    reps = None
+    if args.mode in INTEGER_MODES:
+        reps, provenance["calibration"] = calibration_images(args, cal_paths)
     log(f"edge-convert: converting {args.model} ({kind}, labels {list(labels)}) to {args.mode}")
     raw = convert(
         model,

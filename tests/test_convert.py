@@ -14,6 +14,7 @@ from conftest import blob_set
 from convert import cli
 from convert.tflite import ConversionError, convert, embed_metadata, load_keras, op_names
 from edge import contract, metrics
+from edge.datasets import load_dataset
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector
 
@@ -122,6 +123,8 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_di
             "--quiet",
             "--calibration",
             str(blob_voc_dir),
+            "--calibration-size",
+            "400",
             "--val",
             str(blob_voc_dir),
         ]
@@ -130,6 +133,8 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_di
     meta = TFLiteDetector(out).metadata
     assert meta.provenance["seed"] == 0 and meta.provenance["mode"] == "int8"
     assert "agreement" in meta.provenance and "calibration" in meta.provenance
+    n = len(load_dataset(blob_voc_dir).records)
+    assert meta.provenance["calibration"] == f"400 images ({n} distinct, cycled) from {blob_voc_dir}"
     data = json.loads(report.read_text())
     assert data["passed"] and data["size_bytes"] == out.stat().st_size
 
@@ -198,23 +203,42 @@ def test_cli_model_without_expected_outputs(tmp_path, capsys):
     assert "lack 'presence'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content", ["empty", "unreadable", "blank"])
-def test_cli_bad_calibration_data(tiny_model_dir, tmp_path, capsys, content):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("empty", "no calibration images found"),
+        ("unreadable", "a.jpg: not a readable image"),
+        ("blank", "calibration images are blank or all alike"),
+        # a broken label file was taken for a folder of plain images, and --subset ignored
+        ("broken labels", "a.xml: not valid XML"),
+        ("subset of plain images", "holds no labels to pick images by"),
+    ],
+)
+def test_cli_bad_calibration_data(tiny_model_dir, tmp_path, capsys, content, message):
     import cv2
 
     cal = tmp_path / "cal"
     cal.mkdir()
+    extra = []
     if content == "unreadable":
         (cal / "a.jpg").write_bytes(b"garbage")
     elif content == "blank":
         for i in range(3):
             cv2.imwrite(str(cal / f"{i}.png"), np.zeros((64, 64, 3), np.uint8))
+    elif content in ("broken labels", "subset of plain images"):
+        rng = np.random.default_rng(0)
+        cv2.imwrite(str(cal / "a.jpg"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        if content == "broken labels":
+            (cal / "a.xml").write_text("<annotation><filename>a.jpg</filename")
+        else:
+            (tmp_path / "list.txt").write_text("a.jpg\n")
+            extra = ["--subset", str(tmp_path / "list.txt")]
     out = tmp_path / "o.tflite"
     rc = cli.main(
-        [str(tiny_model_dir / "model.keras"), "--out", str(out), "--calibration", str(cal), "--quiet"]
+        [str(tiny_model_dir / "model.keras"), "--out", str(out), "--calibration", str(cal), "--quiet", *extra]
     )
-    err = capsys.readouterr().err
-    assert rc == 2 and "edge-convert: error:" in err and "Traceback" not in err and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0] and not out.exists(), err
 
 
 def test_runtime_refuses_model_without_metadata(keras_model, tmp_path):
