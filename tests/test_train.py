@@ -417,6 +417,27 @@ def test_without_validation_images_the_lowest_loss_checkpoint_is_saved(tmp_path,
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_val"] == 0 and metrics["best_step"] in (2, 4)
     assert (out / "model.keras").is_file()
+    assert "WARNING: no validation images (6 labelled, --val-split 0.0)" in capsys.readouterr().err
+
+
+def test_labelled_photos_without_a_single_object_are_refused(tmp_path, capsys):
+    with DatasetWriter(tmp_path / "voc", "voc", ["stamp"]) as w:
+        for i in range(3):
+            w.add(f"n{i}", np.full((40, 60, 3), 50 * i, np.uint8), [])
+    argv = ["--out", str(tmp_path / "o"), "--data", str(tmp_path / "voc"), "--steps", "1"]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "voc: none of its 3 images has a labelled object" in err[0], err
+
+
+def test_weights_that_are_not_weights_are_refused_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "garbage.h5").write_bytes(b"not an HDF5 file")
+    argv = ["--out", str(tmp_path / "o"), "--synthetic", "8", "--steps", "1"]
+    assert train_main([*argv, "--weights", str(tmp_path / "garbage.h5")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"edge-train: error: --weights {tmp_path / 'garbage.h5'}: not a Keras model file "
+        "(expected an HDF5 .h5 file)"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,12 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         raise CliError(
             f"{args.data}: centre-point labels cannot train a box model (use --kind center or cam)"
         )
+    if dataset is not None and not use_synth and all(r.is_negative for r in dataset.records):
+        raise CliError(
+            f"{args.data}: none of its {len(dataset.records)} images has a labelled object; a model "
+            "learns where the stamp is from images that show it (negatives alone go with --stamp or "
+            "--synthetic)"
+        )
     if dataset is not None and not use_synth:
         labels = D.label_list(data_labels, [])
     else:
@@ -274,7 +280,15 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
             f"{len(train_ds.records)} labelled images from {args.data} ({dataset.format}), "
             f"{args.copies} {'weak patches' if kind == 'cam' else 'crops'} each"
         )
-    return Prepared(D.Pool.concat(pools), D.Pool.concat(vals), labels, kind, "; ".join(desc), rate)
+    val_pool = D.Pool.concat(vals)
+    if len(val_pool) == 0:
+        print(
+            f"edge-train: WARNING: no validation images ({len(dataset.records) if dataset else 0} labelled, "
+            f"--val-split {args.val_split}); the checkpoint kept is the one with the lowest training loss, "
+            "never measured on images it did not train on",
+            file=sys.stderr,
+        )
+    return Prepared(D.Pool.concat(pools), val_pool, labels, kind, "; ".join(desc), rate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--out {args.out}: is a file (expected a folder for the model and its reports)")
     if args.init is not None and (problem := keras_file_problem(args.init)):
         raise CliError(f"--init {problem}")
+    if args.weights is not None and (problem := keras_file_problem(args.weights)):
+        raise CliError(f"--weights {problem}")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

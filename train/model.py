@@ -63,7 +63,13 @@ def build_model(
         input_shape=contract.INPUT_SHAPE, alpha=ALPHA, include_top=False, weights=None
     )
     if weights is not None:
-        mobilenet.load_weights(str(weights), skip_mismatch=True)
+        try:
+            mobilenet.load_weights(str(weights), skip_mismatch=True)
+        except Exception as exc:  # h5py and keras raise many kinds for a file that does not fit
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise ValueError(
+                f"--weights {weights}: cannot load MobileNet weights from it ({first})"
+            ) from None
     taps = [mobilenet.get_layer(STRIDE8_LAYER).output, mobilenet.get_layer(STRIDE16_LAYER).output]
     backbone = keras.Model(mobilenet.input, [*taps, mobilenet.output], name="backbone")
     c3, c4, c5 = backbone(x)
