@@ -110,6 +110,22 @@ class Device(Protocol):
 # -- odd frames -----------------------------------------------------------------------------------
 
 
+#: a source whose first frames all have no colour gets GREY_WARNING once
+GREY_CHECK_FRAMES = 5
+GREY_WARNING = (
+    "the frames have no colour (a monochrome camera?); a model trained on colour images, as the "
+    "bundled one is, misses stamps in grey frames: train on photos from this camera"
+)
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """No colour at all: the three channels of a BGR image equal (sampled on a grid), as a
+    monochrome camera or a grey file gives. A colour camera looking at a grey belt still has
+    some chroma noise."""
+    view = image[::8, ::8]
+    return bool(np.array_equal(view[..., 0], view[..., 1]) and np.array_equal(view[..., 1], view[..., 2]))
+
+
 def normalize_image(raw: object) -> tuple[np.ndarray | None, bool]:
     """Any captured image -> (HxWx3 uint8 BGR contiguous, converted?) or (None, True) if skipped.
 
@@ -266,6 +282,7 @@ class Source:
         self.truth = truth
         self.stats = SourceStats()
         self._index = 0
+        self._grey_frames = 0  # of the first GREY_CHECK_FRAMES: those without colour
         self.prefetch = int(prefetch)
         self._slot: LatestFrame | FrameQueue = FrameQueue(prefetch) if prefetch else LatestFrame(self.stats)
         self._stop = threading.Event()
@@ -334,6 +351,10 @@ class Source:
             return None
         if converted:
             self.stats.converted += 1
+        if index < GREY_CHECK_FRAMES:
+            self._grey_frames += is_grey(image)
+            if index == GREY_CHECK_FRAMES - 1 and self._grey_frames == GREY_CHECK_FRAMES:
+                _log.warning("%s: %s", self.device.name, GREY_WARNING)
         truth = self.truth(index) if self.truth is not None else None
         return Frame(image=image, t_capture=t, index=index, truth=truth)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge.sources import (
+    GREY_WARNING,
     MAX_SIDE,
     EndOfStream,
     ImageFolder,
@@ -90,6 +91,32 @@ class FakeCamera:
 
     def close(self) -> None:
         pass
+
+
+@pytest.mark.parametrize(
+    ("frames", "warned"),
+    [
+        ([BGR[:, :, 0]], True),  # a monochrome camera delivering one channel
+        ([np.dstack([BGR[:, :, 1]] * 3)], True),  # ... or three equal ones
+        ([BGR], False),
+        # a colour camera looking at a grey belt: equal but for chroma noise
+        (
+            [
+                np.clip(
+                    np.dstack([BGR[:, :, 1]] * 3).astype(int) + RNG.integers(-2, 3, BGR.shape), 0, 255
+                ).astype(np.uint8)
+            ],
+            False,
+        ),
+        ([np.dstack([BGR[:, :, 1]] * 3)] * 4 + [BGR], False),  # colour within the first five frames
+    ],
+)
+def test_a_source_without_colour_is_reported_once(caplog, frames, warned):
+    with Source(FakeCamera(rate=2000, frames=frames), threaded=False) as src:
+        for _ in range(12):
+            src.read(timeout=1.0)
+    messages = [r.getMessage() for r in caplog.records if "no colour" in r.getMessage()]
+    assert messages == (["fake camera: " + GREY_WARNING] if warned else [])
 
 
 def test_a_slow_consumer_gets_the_newest_frame_and_drops_are_counted():

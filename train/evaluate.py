@@ -32,6 +32,7 @@ from edge.cli.common import (
 from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 from edge.metrics import Truth
 from edge.runtime import ModelError, TFLiteDetector
+from edge.sources import is_grey
 from edge.types import Prediction
 
 REPORT_KEYS = (
@@ -166,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(f"{args.data}: no labelled images")
         det = load_detector(args.model, args.threads)
         originals, inputs, truths = truths_and_images(dataset)
+        grey = sum(is_grey(image) for image in originals)
+        if grey * 2 > len(originals):
+            print(
+                f"edge-eval: WARNING: {grey} of {len(originals)} images have no colour; a model trained on "
+                "colour images, as the bundled one is, misses stamps in grey ones",
+                file=sys.stderr,
+            )
         preds = det.predict_batch(inputs)
         threshold = args.threshold if args.threshold is not None else det.metadata.threshold
         result = metrics.summarize(preds, truths, threshold)
