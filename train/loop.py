@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import contract, metrics
-from edge.cli.common import write_json
+from edge.cli.common import native_stderr_muted, write_json
 from edge.runtime import CallableDetector
 from train.cli import Prepared, environment, learning_rate, steps_for
 from train.data import model_targets, save_preview
@@ -152,14 +152,11 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     ema = WeightAverage(model.trainable_variables, args.ema) if args.ema else None
     history: list[dict[str, float]] = []
     best: dict = {"score": (-math.inf, -math.inf)}  # the first checkpoint is always saved
-    if not val_images and not args.quiet:
-        print(
-            "edge-train: no validation images: keeping the checkpoint with the lowest training loss",
-            file=sys.stderr,
-        )
     bad = 0
     every = min(args.eval_every, total)
-    it = iter(ds)
+    with native_stderr_muted():  # tf.data's "NodeDef mentions attribute use_unbounded_threadpool"
+        it = iter(ds)
+        first = next(it)
     t_train = time.perf_counter()
     deadline = t_train + args.minutes * 60 if args.minutes else None
     step = 0
@@ -175,7 +172,8 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             if deadline:
                 progress = max(progress, (time.perf_counter() - t_train) / (deadline - t_train))
             model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
-            x, y, w = next(it)
+            x, y, w = first if first is not None else next(it)
+            first = None
             logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
             if ema is not None:
                 ema.update()
