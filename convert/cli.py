@@ -224,12 +224,19 @@ def validation_set(
 ) -> tuple[list[np.ndarray], list[Truth], str]:
     if ds is None:
         synth = _synth(args)
+        unknown = [name for name in synth.labels if name not in labels]
+        if len(labels) > 1 and unknown:
+            raise CliError(
+                f"--stamp: the model knows the labels {list(labels)}, not {unknown}; give its stamps "
+                "(their file names are their labels)"
+            )
         images, truths = [], []
         for i in tqdm(range(args.val_size), desc="validation set", leave=False, disable=args.quiet):
             image, box, presence, cls = synth.model_sample(args.seed + 3_000_000, i)
             images.append(image)
             if presence > 0.5:
-                label = labels[cls] if len(labels) > 1 and 0 <= cls < len(labels) else None
+                # the synthesizer's class index is its --stamp order; the truth is the label's name
+                label = synth.labels[cls] if len(labels) > 1 and 0 <= cls < len(synth.labels) else None
                 truths.append(Truth(True, box=tuple(float(v) for v in box), label=label))
             else:
                 truths.append(Truth(False))
