@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import contract
-from edge.cli.common import import_quietly, keras_file_problem
+from edge.cli.common import first_line, import_quietly, keras_file_problem
 from edge.contract import ModelMetadata
 
 MODES = ("int8", "int8-float-stem", "float16", "dynamic", "float32")
@@ -32,8 +32,7 @@ def load_keras(path: Path):
     try:
         model = keras.models.load_model(str(path), compile=False)
     except Exception as exc:  # keras raises many kinds for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"{path}: not a readable Keras model ({first[:160]})") from None
+        raise ConversionError(f"{path}: not a readable Keras model ({first_line(exc, 160)})") from None
     names = list(model.output_names) if isinstance(model.output, dict) else []
     if contract.PRESENCE not in names:
         raise ConversionError(
@@ -122,8 +121,7 @@ def convert(
         except ConversionError:
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConversionError(f"conversion failed: {first[:200]}") from None
+            raise ConversionError(f"conversion failed: {first_line(exc, 200)}") from None
 
 
 def _quantize_with_float_stem(calibrated: bytes) -> bytes:

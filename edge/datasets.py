@@ -50,6 +50,7 @@ Choices
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -1151,25 +1152,19 @@ def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
                 return candidate
     for d in dirs:
         for folder in dict.fromkeys(((d / rel).parent, d)):
-            found = _names_in_any_case(folder).get(rel.name.lower())
+            if not folder.is_dir():
+                continue
+            found = _names_in_any_case(folder, folder.stat().st_mtime_ns).get(rel.name.lower())
             if found is not None:
                 return found
     return None
 
 
-def _names_in_any_case(folder: Path) -> dict[str, Path]:
-    """The images of ``folder`` by their lower-case names (cached for one folder at a time, so a
-    set whose every label differs in case is still read in one pass)."""
-    key = (folder, folder.stat().st_mtime_ns if folder.is_dir() else 0)
-    if _case_index.get("key") != key:
-        files = (
-            {p.name.lower(): p for p in sorted(folder.iterdir()) if _is_image(p)} if folder.is_dir() else {}
-        )
-        _case_index.update(key=key, files=files)
-    return _case_index["files"]
-
-
-_case_index: dict = {}
+@functools.lru_cache(maxsize=4)
+def _names_in_any_case(folder: Path, mtime_ns: int) -> dict[str, Path]:
+    """The images of ``folder`` by their lower-case names, cached by the folder's modification
+    time, so a set whose every label differs in case is still listed once."""
+    return {p.name.lower(): p for p in sorted(folder.iterdir()) if _is_image(p)}
 
 
 def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import math
 import sys
 import time
@@ -156,7 +157,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     every = min(args.eval_every, total)
     with native_stderr_muted():  # tf.data's "NodeDef mentions attribute use_unbounded_threadpool"
         it = iter(ds)
-        first = next(it)
+        it = itertools.chain([next(it)], it)
     t_train = time.perf_counter()
     deadline = t_train + args.minutes * 60 if args.minutes else None
     step = 0
@@ -172,8 +173,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             if deadline:
                 progress = max(progress, (time.perf_counter() - t_train) / (deadline - t_train))
             model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
-            x, y, w = first if first is not None else next(it)
-            first = None
+            x, y, w = next(it)
             logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
             if ema is not None:
                 ema.update()

@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 from edge import contract
-from edge.cli.common import keras_file_problem
+from edge.cli.common import first_line, keras_file_problem
 
 ALPHA = 0.25
 #: backbone feature maps at strides 8, 16 and 32 (16x16, 8x8 and 4x4 for a 128x128 input)
@@ -66,9 +66,8 @@ def build_model(
         try:
             mobilenet.load_weights(str(weights), skip_mismatch=True)
         except Exception as exc:  # h5py and keras raise many kinds for a file that does not fit
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise ValueError(
-                f"--weights {weights}: cannot load MobileNet weights from it ({first})"
+                f"--weights {weights}: cannot load MobileNet weights from it ({first_line(exc, 160)})"
             ) from None
     taps = [mobilenet.get_layer(STRIDE8_LAYER).output, mobilenet.get_layer(STRIDE16_LAYER).output]
     backbone = keras.Model(mobilenet.input, [*taps, mobilenet.output], name="backbone")
@@ -322,5 +321,4 @@ def load_model(path: str | Path) -> keras.Model:
     try:
         return keras.models.load_model(str(path), custom_objects=CUSTOM_OBJECTS, compile=False)
     except Exception as exc:  # keras raises many kinds (KeyError, OSError, ...) for a bad archive
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ValueError(f"{path}: not a readable Keras model ({first})") from None
+        raise ValueError(f"{path}: not a readable Keras model ({first_line(exc, 160)})") from None

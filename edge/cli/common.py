@@ -26,9 +26,15 @@ class CliError(Exception):
     """A usage, config, data or model error: reported on one line, exit status 2."""
 
 
+def first_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """An error's first line (its type's name when it has no text), at most ``limit`` characters:
+    what a one-line report of a library's exception shows."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {first_line(exc)}", file=sys.stderr)
     return status
 
 
