@@ -1224,29 +1224,26 @@ def composite(
 _EXPECTED_STAMP = "expected a PNG with transparency, or a JPG/PNG of the stamp on a plain background"
 
 
-def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
-    """A stamp photographed or scanned on a plain background -> HxWx4 BGRA with the background keyed out.
+@dataclass(frozen=True)
+class _Keyed:
+    """One key-out: the image with alpha, and what the fitted background was like."""
 
-    The background is a colour plane (it may have a lighting gradient) fitted robustly to the
-    border pixels; alpha rises softly with the colour distance (CIE Lab) from it, from the
-    border's noise level to about the ink's typical distance, so faded ink stays partly
-    transparent. The ink colour is un-mixed from the background where alpha >= 0.5.
-    """
-    img = np.asarray(image_bgr)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 8:
-        raise ValueError(
-            f"key_out_background: expected an HxWx3 uint8 image of at least 8x8, got {img.shape}"
-        )
+    rgba: np.ndarray
+    background_lab: np.ndarray  # the background's median colour, CIE Lab (L 0-100)
+    spread: float  # 90th percentile of the sampled pixels' distance from the fitted plane (Lab)
+    kept: float  # share of the sampled pixels that fit the plane
+
+
+def _key_out(img: np.ndarray, sample: np.ndarray, region: np.ndarray | None = None) -> _Keyed:
+    """Key out a plain background whose colour plane (it may have a lighting gradient) is fitted
+    robustly to the pixels of ``sample``; alpha is 0 outside ``region`` (default: everywhere kept)."""
     h, w = img.shape[:2]
-    b = max(2, round(0.03 * min(h, w)))
-    border = np.zeros((h, w), bool)
-    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
-    ys, xs = np.nonzero(border)
+    ys, xs = np.nonzero(sample)
     step = max(1, ys.size // 6000)
     ys, xs = ys[::step], xs[::step]
     vals = img[ys, xs].astype(np.float64)
     design = np.stack([np.ones_like(xs, np.float64), xs / w, ys / h], axis=1)
-    # robust plane fit: start from the median colour (ink may cover up to half the border), then
+    # robust plane fit: start from the median colour (ink may cover up to half the samples), then
     # refit on the pixels near the current plane
     resid = np.linalg.norm(vals - np.median(vals, axis=0), axis=1)
     keep = resid <= np.median(resid) * 2.0 + 2.0
@@ -1261,14 +1258,18 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     lab_bg = cv2.cvtColor(bg / 255.0, cv2.COLOR_BGR2Lab)
     dist = np.linalg.norm(lab - lab_bg, axis=2)
-    noise = float(np.percentile(dist[ys, xs][keep], 99))  # the background's own spread
+    sampled = dist[ys, xs]
+    noise = float(np.percentile(sampled[keep], 99))  # the background's own spread
     t0 = max(noise * 1.2, 6.0)
-    ink = dist[dist > t0]
+    inside = dist > t0 if region is None else (dist > t0) & region
+    ink = dist[inside]
     if ink.size == 0:
         raise ValueError("nothing is left after keying out the background")
     strong = ink[ink > np.percentile(ink, 30)]  # empty when the ink is one flat colour
     t1 = max(t0 + 6.0, 0.7 * float(np.median(strong if strong.size else ink)))
     alpha = np.clip((dist - t0) / (t1 - t0), 0.0, 1.0)
+    if region is not None:
+        alpha[~region] = 0.0
     solid = alpha >= 0.5
     if solid.sum() < 16:
         raise ValueError("nothing is left after keying out the background")
@@ -1278,7 +1279,111 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     rgba = np.empty((h, w, 4), np.uint8)
     rgba[..., :3] = np.round(colour)
     rgba[..., 3] = np.round(alpha * 255)
-    return rgba
+    return _Keyed(
+        rgba,
+        np.median(lab_bg[ys, xs][keep], axis=0),
+        float(np.percentile(sampled, 90)),
+        float(keep.mean()),
+    )
+
+
+def _without_edge_strips(alpha: np.ndarray) -> np.ndarray:
+    """``alpha`` without the thin strips along an edge of the picture that a scanner's lid or a
+    crop leaves (long, and at most a tenth of the picture deep): they are not ink."""
+    h, w = alpha.shape
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((alpha > 0).astype(np.uint8), connectivity=8)
+    out = alpha
+    for k in range(1, n):
+        x, y, bw, bh = stats[k, :4]
+        along_side = (x == 0 or x + bw == w) and bw <= 0.1 * w and bh >= 0.3 * h
+        along_top = (y == 0 or y + bh == h) and bh <= 0.1 * h and bw >= 0.3 * w
+        if along_side or along_top:
+            out = out.copy() if out is alpha else out
+            out[labels == k] = 0
+    return out
+
+
+def _holes_filled(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled (everything the outside cannot reach)."""
+    h, w = mask.shape
+    pad = np.zeros((h + 2, w + 2), np.uint8)
+    pad[1:-1, 1:-1] = mask
+    flood = pad.copy()
+    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)
+    return (pad[1:-1, 1:-1] > 0) | (flood[1:-1, 1:-1] == 0)
+
+
+#: A sheet's edge band must fit its colour plane this closely (90th percentile, CIE Lab) ...
+SHEET_SPREAD = 10.0
+#: ... and the ink found on it must differ this much from the colour around the sheet (else it is
+#: the surrounding background showing through a solid stamp's cut-out letters).
+SHEET_INK_CONTRAST = 15.0
+
+
+def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | None) -> _Keyed | None:
+    """The stamp on a plain sheet that the first key-out kept whole (a sheet of paper photographed
+    on a desk, an opaque white square in a PNG): the sheet's largest solid part, if its edge band
+    is one plain colour and it holds a smaller mark of another colour, keyed out again with that
+    band as the background. None if the solid part does not look like such a sheet.
+
+    ``around_lab``: the colour around the sheet (None for a PNG's transparency: then only a light,
+    nearly grey sheet counts, as paper does)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(solid.astype(np.uint8), connectivity=8)
+    if n < 2:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    bw, bh = stats[k, cv2.CC_STAT_WIDTH], stats[k, cv2.CC_STAT_HEIGHT]
+    if min(bw, bh) < 32:
+        return None
+    margin = max(2, round(0.03 * min(bw, bh)))  # past the sheet's own edge (shadow, blur)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
+    inner = cv2.erode(_holes_filled(labels == k).astype(np.uint8), kernel) > 0
+    band = inner & ~(cv2.erode(inner.astype(np.uint8), kernel) > 0)
+    if band.sum() < 64:
+        return None
+    try:
+        keyed = _key_out(img, band, region=inner)
+    except ValueError:
+        return None
+    if keyed.spread > SHEET_SPREAD or keyed.kept < 0.9:
+        return None  # the band is not one plain colour: a ring or a frame of the stamp itself
+    marks = keyed.rgba[..., 3] >= 128
+    if marks.sum() > 0.5 * inner.sum():
+        return None  # most of it differs from the band: a stamp with a thick frame
+    lab = cv2.cvtColor(img[marks].reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    mark_lab = np.median(lab.reshape(-1, 3), axis=0)
+    if around_lab is None:
+        light, grey = keyed.background_lab[0] >= 75, np.hypot(*keyed.background_lab[1:]) <= 20
+        return keyed if light and grey else None
+    return keyed if np.linalg.norm(mark_lab - around_lab) >= SHEET_INK_CONTRAST else None
+
+
+def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
+    """A stamp photographed or scanned on a plain background -> HxWx4 BGRA with the background keyed out.
+
+    The background is a colour plane (it may have a lighting gradient) fitted robustly to the
+    border pixels; alpha rises softly with the colour distance (CIE Lab) from it, from the
+    border's noise level to about the ink's typical distance, so faded ink stays partly
+    transparent. The ink colour is un-mixed from the background where alpha >= 0.5. Thin strips
+    along an edge (a scanner's lid) are dropped, and a plain sheet kept whole (paper photographed
+    on a desk) is keyed out again on its own colour (:func:`_key_out_sheet`).
+    """
+    img = np.asarray(image_bgr)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 8:
+        raise ValueError(
+            f"key_out_background: expected an HxWx3 uint8 image of at least 8x8, got {img.shape}"
+        )
+    h, w = img.shape[:2]
+    b = max(2, round(0.03 * min(h, w)))
+    border = np.zeros((h, w), bool)
+    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    keyed = _key_out(img, border)
+    rgba = keyed.rgba
+    rgba[..., 3] = _without_edge_strips(rgba[..., 3])
+    if not np.any(rgba[..., 3] >= 128):
+        raise ValueError("nothing is left after keying out the background")
+    sheet = _key_out_sheet(img, rgba[..., 3] >= 128, keyed.background_lab)
+    return rgba if sheet is None else sheet.rgba
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -1314,6 +1419,10 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
                 f"stamp image {p}: its alpha channel is (almost) fully transparent ({_EXPECTED_STAMP})"
             )
         rgba = np.dstack([colour, alpha])
+        sheet = _key_out_sheet(np.ascontiguousarray(colour), alpha >= 128, None)
+        if sheet is not None:  # an opaque white square behind the stamp
+            rgba = sheet.rgba
+            rgba[..., 3] = np.minimum(rgba[..., 3], alpha)
     else:
         if min(colour.shape[:2]) < 8:
             raise ValueError(
