@@ -1036,7 +1036,7 @@ def read_image(path: Path | str) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
-    cut = _cut_short(path)
+    cut = cut_short(path)
     if cut:
         raise DatasetError(f"{path}: {cut} (the file was cut short, e.g. by an interrupted copy)")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -1045,7 +1045,7 @@ def read_image(path: Path | str) -> np.ndarray:
     return image
 
 
-def _cut_short(path: Path) -> str | None:
+def cut_short(path: Path) -> str | None:
     """Why a JPEG or PNG file is incomplete, from its first and last bytes: OpenCV decodes the
     part that is there, greys out the rest and only says "Premature end of JPEG file" on stderr.
     The end-of-image marker is looked for in the last 4 KiB: some cameras append data after it."""

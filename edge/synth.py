@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import numbers
 import zlib
@@ -35,6 +36,7 @@ import cv2
 import numpy as np
 
 from edge.contract import INPUT_SHAPE, prepare_input
+from edge.datasets import cut_short
 
 __all__ = [
     "BOX_ALPHA_THRESHOLD",
@@ -65,6 +67,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 PathLike = str | Path
 Box = tuple[float, float, float, float]
+_log = logging.getLogger(__name__)
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -1718,6 +1721,10 @@ def _tape(rng: np.random.Generator, img: np.ndarray) -> None:
     cv2.addWeighted(overlay, a, img, 1 - a, 0, dst=img)
 
 
+#: Photos smaller than this on a side are warned about: they are blown up into blurry surfaces.
+MIN_BACKGROUND_SIDE = 64
+
+
 class Backgrounds:
     """Product surfaces to stamp on: photos from ``folder`` (jpg/png/..., searched recursively,
     sorted; loaded lazily, the last ``cache_size`` kept, shrunk to ``max_side``; random crops,
@@ -1751,13 +1758,55 @@ class Backgrounds:
                 f"backgrounds folder {self.folder}: holds no images "
                 f"(expected {', '.join(IMAGE_SUFFIXES)} files)"
             )
-        if not any(self._load(p) is not None for p in self.paths):
-            raise ValueError(
-                f"backgrounds folder {self.folder}: holds no readable images ({len(self.paths)} tried)"
-            )
+        self.paths = self._usable(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def _usable(self, paths: Sequence[Path]) -> tuple[Path, ...]:
+        """The photos that decode (checked at an eighth of their size, about 1 ms each), with one
+        warning for those skipped and one for those so small they are blown up into blur."""
+        usable, skipped, small = [], [], []
+        for path in paths:
+            why, thumb = cut_short(path), None
+            try:
+                thumb = None if why else _read_any(path, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+            except cv2.error:  # under 8 px: nothing left at an eighth
+                why = "smaller than 8 px"
+            if thumb is None or min(thumb.shape[:2]) < 2:
+                why = why or ("cannot be read as an image" if thumb is None else "smaller than 9 px")
+                skipped.append((path, why))
+                continue
+            usable.append(path)
+            if min(thumb.shape[:2]) < MIN_BACKGROUND_SIDE // 8:
+                small.append(path)
+        if not usable:
+            path, why = skipped[0]
+            raise ValueError(
+                f"backgrounds folder {self.folder}: holds no readable images ({len(paths)} tried; "
+                f"{path.relative_to(self.folder)}: {why})"
+            )
+        if skipped:
+            path, why = skipped[0]
+            _log.warning(
+                "backgrounds folder %s: %d of %d images skipped, e.g. %s: %s",
+                self.folder,
+                len(skipped),
+                len(paths),
+                path.relative_to(self.folder),
+                why,
+            )
+        if small:
+            _log.warning(
+                "backgrounds folder %s: %d of %d images are under %d px on a side and are blown up "
+                "into blurry surfaces, e.g. %s",
+                self.folder,
+                len(small),
+                len(paths),
+                MIN_BACKGROUND_SIDE,
+                small[0].relative_to(self.folder),
+            )
+        return tuple(usable)
 
     def __getstate__(self) -> dict[str, object]:
         """Pickled (e.g. for a worker pool) without the decoded images: each process loads its own."""
@@ -1787,9 +1836,12 @@ class Backgrounds:
         """A ``height`` x ``width`` x 3 uint8 BGR surface."""
         if not self.paths or (self.procedural_share > 0 and rng.random() < self.procedural_share):
             return procedural_background(rng, width, height)
-        start = int(rng.integers(len(self.paths)))
-        for k in range(len(self.paths)):  # an unreadable file: the next one, deterministically
-            img = self._load(self.paths[(start + k) % len(self.paths)])
+        for _ in range(64):  # a file that went bad since: another, drawn alike (so all stay equally likely)
+            img = self._load(self.paths[int(rng.integers(len(self.paths)))])
+            if img is not None:
+                return self._crop(rng, img, width, height)
+        for path in self.paths:
+            img = self._load(path)
             if img is not None:
                 return self._crop(rng, img, width, height)
         raise ValueError(

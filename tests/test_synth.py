@@ -437,11 +437,32 @@ def test_backgrounds_from_a_folder(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     cv2.imwrite(str(tmp_path / "sub" / "box.png"), np.full((120, 200, 3), (20, 90, 160), np.uint8))
     bg = Backgrounds(tmp_path)
-    assert len(bg) == 2
+    assert len(bg) == 1  # the readable ones
     for width, height in [(300, 200), (64, 180)]:
         img = bg.draw(np.random.default_rng(width), width, height)
         assert img.shape == (height, width, 3) and img.dtype == np.uint8
         assert np.abs(img.astype(int) - (20, 90, 160)).max() <= 1
+
+
+def test_unusable_background_photos_are_named_and_the_rest_drawn_equally(tmp_path: Path, caplog) -> None:
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    for k, colour in enumerate(colours):
+        cv2.imwrite(str(tmp_path / f"{k}good.png"), np.full((120, 160, 3), colour, np.uint8))
+    (tmp_path / "0broken.jpg").write_text("no image")  # sorted first: before, its draws went to the next
+    whole = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))[1].tobytes()
+    (tmp_path / "1cut.jpg").write_bytes(whole[: len(whole) // 2])
+    cv2.imwrite(str(tmp_path / "2tiny.png"), np.full((5, 5, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "3small.png"), np.full((40, 50, 3), (90, 90, 90), np.uint8))
+    with caplog.at_level("WARNING", logger="edge.synth"):
+        bg = Backgrounds(tmp_path)
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "3 of 7 images skipped" in said and "0broken.jpg: cannot be read" in said
+    assert "1 of 7 images are under 64 px" in said and "3small.png" in said
+    assert len(bg) == 4
+    rng = np.random.default_rng(0)
+    draws = [tuple(bg.draw(rng, 32, 24)[12, 16]) for _ in range(800)]
+    for colour in [*colours, (90, 90, 90)]:
+        assert 0.2 < draws.count(colour) / len(draws) < 0.3
 
 
 @pytest.mark.parametrize(("width", "height"), [(160, 90), (640, 356), (200, 333), (17, 9)])
