@@ -211,6 +211,22 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     elif args.val is None and args.val_size < 500:
         raise CliError(f"--val-size {args.val_size}: the proof needs at least 500 images")
     cal_paths = calibration_paths(args) if args.mode in INTEGER_MODES else None
+    synthetic = [
+        use
+        for use, used in (
+            ("calibration", args.mode in INTEGER_MODES and cal_paths is None),
+            ("validation", not args.no_verify and args.val is None),
+        )
+        if used
+    ]
+    labels = tuple(training_metadata(args.model).get("labels") or contract.DEFAULT_LABELS)
+    if synthetic and not args.stamp and labels != contract.DEFAULT_LABELS:
+        # the procedural seal is not what the model learned: its figures would say nothing
+        raise CliError(
+            f"{args.model}: was trained on {', '.join(repr(x) for x in labels)} (model.json), not the "
+            f"procedural stamp the synthetic {' and '.join(synthetic)} would draw; give its stamp "
+            "image(s) with --stamp, or labelled photos with --val and --calibration"
+        )
     if args.no_verify or args.val is None:
         return None, cal_paths
     ds = load_dataset(args.val, subset=args.val_subset)

@@ -378,6 +378,15 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert proc.stdout.split() == ["2", "False"], (extra, proc.stdout, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # a model of the customer's own stamp is not checked on the procedural seal behind its back
+    (tmp_path / "model.json").write_text('{"labels": ["acme-seal"]}')
+    for extra in ([], ["--no-verify"], ["--val", str(tmp_path)]):
+        argv = [sys.executable, "-c", code, str(model), "--out", str(tmp_path / "m.tflite"), *extra]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.split() == ["2", "False"], (extra, proc.stdout, proc.stderr)
+        said = proc.stderr.strip().splitlines()
+        assert len(said) == 1 and "was trained on 'acme-seal' (model.json)" in said[0], said
+        assert "--stamp" in said[0]
 
 
 def test_an_error_after_tensorflow_loads_is_still_one_line(tmp_path):
