@@ -229,9 +229,11 @@ def test_random_erasing_never_hides_more_than_half_of_the_object():
     ],
 )
 def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
-    rc = train_main(["--out", str(tmp_path / "o"), "--steps", "1", *argv])
+    (tmp_path / "kept").mkdir()
+    rc = train_main(["--out", str(tmp_path / "runs" / "o"), "--steps", "1", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]  # no empty run folder left behind
 
 
 def test_edge_train_usage_error_for_a_decay_outside_0_1(tmp_path, capsys):

@@ -20,6 +20,7 @@ from edge.cli.common import (
     fail,
     import_quietly,
     keras_file_problem,
+    make_folder,
     positive_float,
     positive_int,
     unit_float,
@@ -300,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is not None and (problem := keras_file_problem(args.weights)):
         raise CliError(f"--weights {problem}")
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
+        make_folder(args.out)
     except OSError as exc:
         raise CliError(f"--out {args.out}: cannot make the folder ({exc.strerror})") from None
     t_start = time.perf_counter()

@@ -34,8 +34,32 @@ def first_line(exc: BaseException | str, limit: int | None = None) -> str:
 
 
 def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
+    """Say what went wrong in one line; the folders this run made and left empty go again."""
     print(f"{prog}: error: {first_line(exc)}", file=sys.stderr)
+    remove_made_folders()
     return status
+
+
+#: Folders made by :func:`make_folder` in this process, parents before children.
+_made_folders: list[Path] = []
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p folder``, remembering which folders it made, so that a run that fails does not
+    leave them behind empty (:func:`remove_made_folders`)."""
+    missing, p = [], folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    _made_folders.extend(reversed(missing))
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def remove_made_folders() -> None:
+    """Remove the folders :func:`make_folder` made that are still empty, deepest first."""
+    while _made_folders:
+        with contextlib.suppress(OSError):
+            _made_folders.pop().rmdir()
 
 
 def os_error_text(exc: OSError) -> str:
@@ -148,7 +172,7 @@ def check_output_file(path: Path, what: str) -> None:
         raise CliError(f"{path}: is a folder (expected a file for {what})")
     parent = path.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        make_folder(parent)
     except OSError as exc:
         raise CliError(f"{path}: cannot make its folder {parent} for {what} ({exc.strerror})") from None
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
