@@ -12,7 +12,10 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
              in the images folder, else the xml's stem with a common image extension.
 ``yolo``     ``images/``, ``labels/`` (the same relative paths, ``.txt``) and ``classes.txt`` (in the
              folder or in ``labels/``) or ``data.yaml`` (``names:`` as a list or an id -> name map).
-             Lines ``class x_center y_center width height``, normalised.
+             Lines ``class x_center y_center width height``, normalised. Exports split in the two
+             usual ways load one split at a time: ``train/`` (``images/`` + ``labels/``, with
+             ``data.yaml`` one level up, as Roboflow writes them) or ``images/train`` (with
+             ``labels/train`` and ``data.yaml`` beside ``images/``, as Ultralytics does).
 ``coco``     a ``.json`` file: ``images``, ``annotations`` (``bbox`` = x, y, w, h pixels), ``categories``;
              images relative to the json's folder, else in ``images/`` beside it.
 ``csv``      a ``.csv`` file with a header naming ``filename`` and ``x_min``/``xmin`` .. ``y_max``/``ymax``
@@ -1121,7 +1124,7 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         return fmt, path
     if not path.is_dir():
         raise DatasetError(f"{path}: no such file or folder")
-    if (path / "images").is_dir() and (path / "labels").is_dir():
+    if _yolo_dirs(path) is not None:
         return "yolo", path
     if _voc_layout(path) is not None:
         return "voc", path
@@ -1135,10 +1138,32 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
     if candidates:
         listed = ", ".join(_rel(p, path) for p in candidates)
         raise DatasetError(f"{path}: holds several label files ({listed}); pass the one to load")
+    splits = [q.name for q in sorted(path.iterdir()) if q.name in YOLO_SPLITS and _yolo_dirs(q)]
+    if splits:
+        raise DatasetError(
+            f"{path}: holds the YOLO splits {', '.join(splits)}; pass one of them "
+            f"(e.g. --data {path / splits[0]})"
+        )
     raise DatasetError(
         f"{path}: no labels found; expected images/ + labels/ (YOLO), .xml files (VOC), "
         "or one labels.txt, .csv or .json file"
     )
+
+
+#: The split folders YOLO exports are made of.
+YOLO_SPLITS = ("train", "valid", "val", "test")
+
+
+def _yolo_dirs(path: Path) -> tuple[Path, Path, tuple[Path, ...]] | None:
+    """A YOLO folder's (images, labels, folders that may hold data.yaml or classes.txt): ``path``
+    with ``images/`` + ``labels/`` (a split of a Roboflow export: data.yaml one level up), or
+    ``path`` = ``images/<split>`` with ``labels/<split>`` beside it (Ultralytics); else None."""
+    if (path / "images").is_dir() and (path / "labels").is_dir():
+        return path / "images", path / "labels", (path, path.parent)
+    root = path.parent.parent
+    if path.parent.name == "images" and (root / "labels" / path.name).is_dir():
+        return path, root / "labels" / path.name, (root,)
+    return None
 
 
 def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
@@ -1229,20 +1254,30 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
     return records, _unlabelled(root, found, set(owner))
 
 
-def _load_yolo(root: Path) -> tuple[list[Record], tuple[str, ...], tuple[Path, ...]]:
-    img_dir, lbl_dir = root / "images", root / "labels"
+def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str, ...], tuple[Path, ...]]:
+    """``whole``: no subset picks images, so an ``images/`` of several splits is refused."""
+    dirs = _yolo_dirs(root)
+    assert dirs is not None, root  # detect_format said so
+    img_dir, lbl_dir, homes = dirs
+    splits = sorted(q.name for q in img_dir.iterdir() if q.is_dir() and q.name in YOLO_SPLITS)
+    if whole and len(splits) > 1:  # train and val mixed would be a test on training images
+        raise DatasetError(
+            f"{img_dir}: holds the splits {', '.join(splits)}; pass one of them, not all at once "
+            f"(e.g. --data {img_dir / splits[0]}), or pick images with --subset"
+        )
     classes = None
     for txt in (root / "classes.txt", lbl_dir / "classes.txt"):
         if txt.is_file():
             classes = parse_classes_txt(_read_text(txt, _rel(txt, root)), _rel(txt, root))
             break
-    yaml_path = next((root / n for n in ("data.yaml", "data.yml") if (root / n).is_file()), None)
+    yaml_path = next(
+        (home / n for home in homes for n in ("data.yaml", "data.yml") if (home / n).is_file()), None
+    )
     if yaml_path is not None:
-        yaml_names = parse_yaml_names(_read_text(yaml_path, yaml_path.name), yaml_path.name)
+        shown = _rel(yaml_path, root) if yaml_path.parent == root else str(yaml_path)
+        yaml_names = parse_yaml_names(_read_text(yaml_path, shown), shown)
         if classes is not None and yaml_names != classes:
-            raise DatasetError(
-                f"{yaml_path.name} names: {list(yaml_names)} differ from classes.txt {list(classes)}"
-            )
+            raise DatasetError(f"{shown} names: {list(yaml_names)} differ from classes.txt {list(classes)}")
         classes = yaml_names
     if classes is None:
         raise DatasetError(f"{root}: YOLO folder without classes.txt or data.yaml naming the classes")
@@ -1260,8 +1295,8 @@ def _load_yolo(root: Path) -> tuple[list[Record], tuple[str, ...], tuple[Path, .
         if label_path not in by_label and label_path != lbl_dir / "classes.txt" and not _hidden(label_path):
             stem = label_path.relative_to(lbl_dir).with_suffix("").as_posix()
             raise DatasetError(
-                f"{_rel(label_path, root)}: no image for these labels (expected images/{stem} with one of "
-                f"{', '.join(IMAGE_EXTENSIONS)})"
+                f"{_rel(label_path, root)}: no image for these labels (expected "
+                f"{_rel(img_dir, root)}/{stem} with one of {', '.join(IMAGE_EXTENSIONS)})"
             )
     records = []
     for label_path, image in by_label.items():
@@ -1307,7 +1342,7 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
     if fmt == "voc":
         records, unlabelled = _load_voc(root)
     elif fmt == "yolo":
-        records, classes, unlabelled = _load_yolo(root)
+        records, classes, unlabelled = _load_yolo(root, whole=subset is None)
     elif fmt == "coco":
         try:
             data = source.read_bytes()

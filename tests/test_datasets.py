@@ -177,6 +177,45 @@ def test_yolo_data_yaml_in_place_of_classes_txt(tmp_path):
     assert ds.labels == ("round", "square") and ds.records[0].objects[0].label == "square"
 
 
+def test_yolo_exports_split_roboflow_and_ultralytics_style_load_one_split(tmp_path):
+    roboflow = tmp_path / "roboflow"
+    _build(
+        roboflow,
+        {
+            "data.yaml": "train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['round', 'square']\n",
+            "train/images/a.jpg": (W, H),
+            "train/labels/a.txt": "1 0.5 0.5 0.5 0.5\n",
+            "valid/images/b.jpg": (W, H),
+            "valid/labels/b.txt": "0 0.5 0.5 0.5 0.5\n",
+        },
+    )
+    train = load_dataset(roboflow / "train")
+    assert [r.name for r in train.records] == ["a.jpg"] and train.records[0].objects[0].label == "square"
+    assert load_dataset(roboflow / "valid").records[0].objects[0].label == "round"
+    with pytest.raises(DatasetError, match=r"holds the YOLO splits train, valid; pass one of them") as info:
+        load_dataset(roboflow)
+    assert str(roboflow / "train") in str(info.value)
+
+    ultra = tmp_path / "ultralytics"
+    _build(
+        ultra,
+        {
+            "data.yaml": "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: round\n  1: square\n",
+            "images/train/a.jpg": (W, H),
+            "labels/train/a.txt": "0 0.5 0.5 0.5 0.5\n",
+            "images/val/b.jpg": (W, H),
+            "images/val/c.jpg": (W, H),
+            "labels/val/b.txt": "1 0.5 0.5 0.5 0.5\n",
+            "labels/val/c.txt": "",
+        },
+    )
+    val = load_dataset(ultra / "images" / "val")
+    assert val.format == "yolo" and [r.name for r in val.records] == ["b.jpg", "c.jpg"]
+    assert val.records[0].objects[0].label == "square" and val.records[1].is_negative
+    with pytest.raises(DatasetError, match=r"images: holds the splits train, val; pass one of them"):
+        load_dataset(ultra)  # train and val at once would test on training images
+
+
 def test_coco_negatives_category_order_and_images_folder(tmp_path):
     doc = {
         "images": [
