@@ -1372,7 +1372,7 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
     """Keep the records a subset file lists. An entry is a file name (``5.jpg``, as the shared
     ``train.txt`` files have; or ``5``, as VOC's ImageSets lists) or a relative path
     (``images/train/x.jpg``), which matches a record whose path ends with it, so same-named images
-    in different folders stay apart."""
+    in different folders stay apart, or an absolute path."""
     wanted = [
         (n, tuple(Path(entry.replace("\\", "/")).parts))
         for n, entry in _subset_lines(_read_text(subset, str(subset)))
@@ -1383,7 +1383,7 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
     depth = max((len(parts) for parts in keys), default=1)
     kept, found = [], set()
     for r in records:
-        parts = r.image_path.parts
+        parts = r.image_path.absolute().parts  # an absolute entry matches whatever --data was
         stemmed = (*parts[:-1], r.image_path.stem)  # VOC ImageSets list names without the extension
         hits = {p[-k:] for p in (parts, stemmed) for k in range(1, min(depth, len(parts)) + 1)} & keys
         if hits:

@@ -832,7 +832,7 @@ def test_subset_keeps_listed_images_and_names_a_missing_one(tmp_path):
         load_dataset(tmp_path, subset=tmp_path / "empty.txt")
 
 
-def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path):
+def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path, monkeypatch):
     _build(
         tmp_path,
         {
@@ -856,6 +856,11 @@ def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path):
     (tmp_path / "bad.txt").write_text("images/test/x.jpg\n")
     with pytest.raises(DatasetError, match=r"bad\.txt line 1: image 'images/test/x\.jpg' is not in the data"):
         load_dataset(tmp_path, subset=tmp_path / "bad.txt")
+    # absolute entries match with --data given relative to the working folder too
+    (tmp_path / "abs.txt").write_text(f"{tmp_path / 'images' / 'val' / 'x.jpg'}\n")
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(Path("."), subset=tmp_path / "abs.txt")
+    assert [r.image_path.absolute() for r in ds.records] == [tmp_path / "images" / "val" / "x.jpg"]
 
 
 def test_detect_format_of_folders_and_files(tmp_path):
