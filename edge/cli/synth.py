@@ -22,7 +22,15 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from edge.cli.common import CliError, DefaultsHelpFormatter, fail, non_negative_int, positive_int, unit_float
+from edge.cli.common import (
+    CliError,
+    DefaultsHelpFormatter,
+    OneLineParser,
+    fail,
+    non_negative_int,
+    positive_int,
+    unit_float,
+)
 from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
 from edge.synth import (
     DEFAULT_VARIANTS,
@@ -43,15 +51,8 @@ PROG = "edge-synth"
 _WRITTEN = {"images", "annotations", "labels", "classes.txt", "annotations.json", "labels.csv", "labels.txt"}
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors become CliError: one line on stderr and status 2, also when called as main([...])."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CliError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Write a labelled synthetic data set: a stamp composited onto product surfaces.",
         formatter_class=DefaultsHelpFormatter,
@@ -262,9 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except CliError as exc:
-        return fail(PROG, exc)
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help (0), or a usage error already said in one line (2)
         return int(exc.code or 0)
     try:
         return _run(args)
