@@ -1,0 +1,154 @@
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 24 made-up stamp
+pictures (three stamp shapes; a clean scan, a tight crop, a stamped sheet photographed on a desk,
+turned or running off the picture, a card on a table, a scan with the lid's dark edge strip, a
+PNG with an opaque white square behind the stamp, solid badges that must stay whole), each
+scored against the alpha it was painted with.
+
+    python scripts/bench_keyout.py [--keep DIR]
+
+Prints, per picture, the IoU of the kept ink (alpha >= 0.5) with the true ink and the IoU of the
+stamp's box (alpha > BOX_ALPHA_THRESHOLD, what training labels), then the mean and the worst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge import synth
+
+
+def _over(canvas: np.ndarray, rgba: np.ndarray, x: int, y: int) -> np.ndarray:
+    h, w = rgba.shape[:2]
+    a = rgba[..., 3:4].astype(np.float32) / 255
+    canvas[y : y + h, x : x + w] = np.round(canvas[y : y + h, x : x + w] * (1 - a) + rgba[..., :3] * a)
+    truth = np.zeros(canvas.shape[:2], np.uint8)
+    truth[y : y + h, x : x + w] = rgba[..., 3]
+    return truth
+
+
+def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (the picture as written to disk, the true alpha of the stamp in it)."""
+
+    def noisy(img: np.ndarray, sigma: float = 3.0) -> np.ndarray:
+        return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+    def desk(h: int, w: int) -> np.ndarray:
+        grain = np.sin(np.arange(w) / 7.0 + rng.normal(0, 0.3, w).cumsum() * 0.1) * 15
+        img = np.array([40, 80, 130], np.float32) + grain[None, :, None] + rng.normal(0, 4, (h, w, 1))
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    variants = synth.variant_stamps(3, 300)
+    shapes = {"round": synth.default_stamp(300), "rect": variants[1].rgba, "hex": variants[2].rgba}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for kind, st in shapes.items():
+        h, w = st.shape[:2]
+        page = np.full((h + 120, w + 120, 3), 245, np.uint8)
+        truth = _over(page, st, 60, 60)
+        out[f"{kind}_scan.jpg"] = (noisy(page), truth)
+        page = np.full((h + 6, w + 6, 3), 240, np.uint8)
+        truth = _over(page, st, 3, 3)
+        out[f"{kind}_tight.png"] = (noisy(page), truth)
+        sheet = np.zeros((h + 200, w + 240, 3), np.uint8)
+        sheet[:] = np.array([225, 232, 236]) - 20 * np.linspace(0, 1, h + 200)[:, None, None]
+        sheet_truth = _over(sheet, st, 120, 100)
+        photo = desk(h + 400, w + 500)
+        photo[110 : 110 + h + 200, 130 : 130 + w + 240] = sheet
+        truth = np.zeros(photo.shape[:2], np.uint8)
+        truth[110 : 110 + h + 200, 130 : 130 + w + 240] = sheet_truth
+        out[f"{kind}_sheet_on_desk.jpg"] = (noisy(photo, 4), truth)
+        page = np.full((h + 160, w + 160, 3), 248, np.uint8)
+        truth = _over(page, st, 80, 80)
+        page[:, :10] = 30
+        page[:, 10:18] = np.linspace(30, 248, 8)[None, :, None].astype(np.uint8)
+        out[f"{kind}_scan_lid_strip.png"] = (noisy(page, 2), truth)
+        png = np.zeros((h + 200, w + 200, 4), np.uint8)
+        png[60 : h + 140, 60 : w + 140] = 255
+        truth = _over(png[..., :3], st, 100, 100)
+        out[f"{kind}_png_white_square.png"] = (png, truth)
+    for kind in ("round", "rect"):
+        st = shapes[kind]
+        h, w = st.shape[:2]
+        sheet = np.full((h + 200, w + 240, 3), 228, np.uint8)
+        sheet_truth = _over(sheet, st, 120, 100)
+        H, W = h + 500, w + 560
+        turn = cv2.getRotationMatrix2D((sheet.shape[1] / 2, sheet.shape[0] / 2), 12, 1.0)
+        turn[:, 2] += (150, 150)
+        on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
+        photo = desk(H, W)
+        photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
+        out[f"{kind}_sheet_turned.jpg"] = (noisy(photo, 4), cv2.warpAffine(sheet_truth, turn, (W, H)))
+        photo = desk(h + 300, w + 400)
+        photo[: h + 200, 150 : 150 + w + 100] = 230
+        truth = _over(photo, st, 200, 80)
+        out[f"{kind}_sheet_off_the_top.jpg"] = (noisy(photo, 4), truth)
+        photo = np.full((h + 400, w + 400, 3), 110, np.uint8)
+        photo[100 : h + 300, 100 : w + 300] = (200, 230, 240)
+        truth = _over(photo, st, 200, 200)
+        out[f"{kind}_card_on_table.jpg"] = (noisy(photo), truth)
+    badge = np.full((260, 460, 3), 250, np.uint8)
+    cv2.rectangle(badge, (30, 30), (430, 230), (30, 30, 200), -1)
+    cv2.putText(badge, "PASSED", (70, 160), cv2.FONT_HERSHEY_DUPLEX, 2.6, (250, 250, 250), 7)
+    truth = np.zeros(badge.shape[:2], np.uint8)
+    truth[30:231, 30:431] = 255
+    truth[badge[..., 0] > 200] = 0
+    out["solid_badge_scan.jpg"] = (noisy(badge), truth)
+    badge = np.zeros((260, 460, 4), np.uint8)
+    cv2.rectangle(badge, (30, 30), (430, 230), (30, 30, 200, 255), -1)
+    cv2.putText(badge, "PASSED", (70, 160), cv2.FONT_HERSHEY_DUPLEX, 2.6, (250, 250, 250, 255), 7)
+    out["solid_badge.png"] = (badge, badge[..., 3].copy())
+    photo = desk(700, 800)
+    photo[100:600, 150:650] = 232
+    disc = np.zeros((700, 800), np.uint8)
+    cv2.circle(disc, (400, 350), 150, 255, -1)
+    photo[disc > 0] = (160, 60, 20)
+    cv2.putText(photo, "OK", (320, 390), cv2.FONT_HERSHEY_DUPLEX, 3, (232, 232, 232), 8)
+    truth = disc.copy()
+    truth[(photo[..., 0] > 200) & (disc > 0)] = 0
+    out["solid_disc_on_sheet_on_desk.jpg"] = (noisy(photo), truth)
+    return out
+
+
+def _box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(alpha > synth.BOX_ALPHA_THRESHOLD * 255)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def _box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="key-out quality of load_stamp on made-up stamp pictures")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="write the pictures here (default: a temp folder)"
+    )
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        ink_ious, box_ious = [], []
+        for name, (picture, truth) in pictures(np.random.default_rng(0)).items():
+            path = folder / name
+            cv2.imwrite(str(path), picture, [cv2.IMWRITE_JPEG_QUALITY, 90] if path.suffix == ".jpg" else [])
+            alpha = synth.load_stamp(path).rgba[..., 3]
+            kept, ink = alpha >= 128, truth >= 128
+            ink_ious.append((kept & ink).sum() / (kept | ink).sum())
+            box_ious.append(_box_iou(_box(alpha), _box(truth)))
+            print(f"{name:34s} ink IoU {ink_ious[-1]:.3f}  box IoU {box_ious[-1]:.3f}")
+    print(
+        f"{len(box_ious)} pictures: ink IoU mean {np.mean(ink_ious):.3f} (worst {min(ink_ious):.3f}), "
+        f"box IoU mean {np.mean(box_ious):.3f} (worst {min(box_ious):.3f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
