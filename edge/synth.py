@@ -1225,6 +1225,8 @@ def composite(
 # -- loading stamps --------------------------------------------------------------------------------
 
 _EXPECTED_STAMP = "expected a PNG with transparency, or a JPG/PNG of the stamp on a plain background"
+#: Stamp pictures are shrunk to this longer side first (composites are 160-640 px by default).
+MAX_STAMP_PICTURE = 2048
 
 
 @dataclass(frozen=True)
@@ -1400,6 +1402,7 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
     """A stamp image file -> Stamp. A PNG with transparency is used as is; any other image (or a
     PNG whose alpha is fully opaque) has its plain background keyed out (:func:`key_out_background`).
+    A picture larger than ``MAX_STAMP_PICTURE`` on its longer side is shrunk to it first.
     ``label`` defaults to the file stem. ValueError naming the file if it cannot be used."""
     p = Path(path)
     if not p.exists():
@@ -1410,6 +1413,9 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
     if img is None:
         raise ValueError(f"stamp image {p}: cannot be read as an image ({_EXPECTED_STAMP})")
     img = _to_uint8(img)
+    if max(img.shape[:2]) > MAX_STAMP_PICTURE:  # a phone's 4000x3000 photo: 7 s to key out, 48 MB kept
+        f = MAX_STAMP_PICTURE / max(img.shape[:2])
+        img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
     if img.ndim == 2:
         img = img[..., None]
     channels = img.shape[2]

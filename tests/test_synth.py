@@ -351,6 +351,16 @@ def test_only_the_stamp_is_kept_from_a_photo_of_a_sheet_or_a_scan(tmp_path: Path
     assert abs(xs.max() - tx.max()) + abs(ys.max() - ty.max()) <= 4
 
 
+def test_a_huge_stamp_picture_is_shrunk_before_keying(tmp_path: Path) -> None:
+    page = np.full((600, 4200, 3), 245, np.uint8)
+    cv2.circle(page, (2100, 300), 200, (30, 30, 200), 40)
+    cv2.imwrite(str(tmp_path / "phone photo.jpg"), page)
+    alpha = load_stamp(tmp_path / "phone photo.jpg").rgba[..., 3]
+    assert alpha.shape == (293, 2048)  # 4200 -> 2048 (MAX_STAMP_PICTURE), the aspect kept
+    xs = np.nonzero(alpha >= 128)[1]
+    assert abs((xs.max() - xs.min()) - 440 * 2048 / 4200) <= 4  # the ring, at the new scale
+
+
 def test_png_with_an_opaque_white_square_keeps_only_the_stamp(tmp_path: Path) -> None:
     image = np.zeros((400, 400, 4), np.uint8)
     image[60:340, 60:340] = 255
