@@ -61,14 +61,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
 
 
-def summarize(preds: Sequence[Prediction], truths: Sequence[Truth], threshold: float) -> dict[str, float]:
+def summarize(
+    preds: Sequence[Prediction],
+    truths: Sequence[Truth],
+    threshold: float,
+    known_labels: Sequence[str] | None = None,
+) -> dict[str, float]:
     """The edge-eval metrics for predictions against ground truth (same order).
 
     IoU and centre figures are taken over the images that carry the object; presence figures
     over all images. Keys: ``iou_mean``, ``iou_median``, ``iou_ge_0_5``, ``iou_ge_0_75``,
-    ``presence_accuracy``, ``precision``, ``recall``, ``f1``, ``center_error_mean``,
+    ``presence_accuracy``, ``precision``, ``recall``, ``f1`` (NaN, like precision and recall,
+    when there is nothing to find and nothing was found), ``center_error_mean``,
     ``center_within_0_05``, ``class_accuracy`` (labelled positives), ``class_accuracy_detected``
-    (the labelled positives the model says are there), ``n_images``, ``n_positive``.
+    (the labelled positives the model says are there), ``n_images``, ``n_positive``,
+    ``true_positives``, ``false_positives``, ``false_negatives``. ``known_labels``: the class
+    figures count only truths with one of these labels (the model's; default: all).
     """
     if len(preds) != len(truths):
         raise ValueError(f"summarize: {len(preds)} predictions for {len(truths)} truths")
@@ -80,10 +88,13 @@ def summarize(preds: Sequence[Prediction], truths: Sequence[Truth], threshold: f
     fn = int(np.sum(~said & real))
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
     out: dict[str, float] = {
         "n_images": len(preds),
         "n_positive": len(pos),
+        "true_positives": tp,
+        "false_positives": fp,
+        "false_negatives": fn,
         "presence_accuracy": float(np.mean(said == real)) if len(preds) else float("nan"),
         "precision": precision,
         "recall": recall,
@@ -109,7 +120,14 @@ def summarize(preds: Sequence[Prediction], truths: Sequence[Truth], threshold: f
     else:
         out["center_error_mean"] = float("nan")
         out["center_within_0_05"] = float("nan")
-    labelled = [i for i in pos if truths[i].label is not None and preds[i].class_scores is not None]
+    known = None if known_labels is None else set(known_labels)
+    labelled = [
+        i
+        for i in pos
+        if truths[i].label is not None
+        and preds[i].class_scores is not None
+        and (known is None or truths[i].label in known)
+    ]
 
     def share_right(idx: Sequence[int]) -> float:
         return float(np.mean([preds[i].label == truths[i].label for i in idx])) if idx else float("nan")

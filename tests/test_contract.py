@@ -1,6 +1,7 @@
 """The model contract: preprocessing, metadata round trip, flatbuffer reading, output decoding."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -152,6 +153,30 @@ def test_iou_and_summary_on_known_values():
     assert m["center_within_0_05"] == pytest.approx(0.5)
     ag = agreement(preds, list(reversed(preds)), 0.5)
     assert ag["presence_agreement"] == pytest.approx(0.0)
+
+
+def test_f1_is_undefined_only_when_there_is_nothing_to_find_and_nothing_found():
+    negatives = [Truth(False), Truth(False)]
+    m = summarize([Prediction(0.1), Prediction(0.2)], negatives, 0.5)
+    assert math.isnan(m["f1"]) and math.isnan(m["precision"]) and math.isnan(m["recall"])
+    assert (m["true_positives"], m["false_positives"], m["false_negatives"]) == (0, 0, 0)
+    m = summarize([Prediction(0.9), Prediction(0.2)], negatives, 0.5)
+    assert m["f1"] == 0.0 and m["false_positives"] == 1  # a false find is an error, F1 0
+    m = summarize(
+        [Prediction(0.9, box=(0, 0, 1, 1)), Prediction(0.2)], [Truth(True, box=(0, 0, 1, 1))] * 2, 0.5
+    )
+    assert m["f1"] == pytest.approx(2 / 3) and m["false_negatives"] == 1
+
+
+def test_class_figures_count_only_the_labels_the_model_knows():
+    def pred(label):
+        return Prediction(0.9, box=(0.1, 0.1, 0.5, 0.5), label=label, class_scores=(0.5, 0.5))
+
+    truths = [Truth(True, box=(0.1, 0.1, 0.5, 0.5), label=x) for x in ("a", "stamp", "stamp")]
+    m = summarize([pred("a"), pred("a"), pred("b")], truths, 0.5, known_labels=("a", "b"))
+    assert m["class_accuracy"] == 1.0  # the two 'stamp' objects are not the model's to name
+    m = summarize([pred("a")], truths[1:2], 0.5, known_labels=("a", "b"))
+    assert math.isnan(m["class_accuracy"])
 
 
 def test_class_accuracy_over_all_stamped_images_and_over_the_detected_ones():

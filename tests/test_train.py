@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -538,3 +539,21 @@ def test_edge_eval_refuses_outputs_it_cannot_write_before_it_runs(tmp_path, caps
         rc = exc.code
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
+
+
+def test_edge_eval_says_what_its_class_figures_and_sheet_leave_out(tmp_path, capsys):
+    from edge.cli.synth import main as synth_main
+
+    data = tmp_path / "d"
+    assert synth_main(["--out", str(data), "--n", "66", "--seed", "3"]) == 0  # labelled 'stamp'
+    capsys.readouterr()
+    model = Path(__file__).parent / "fixtures" / "variants_int8.tflite"  # approved, inspected, qc-passed
+    js = tmp_path / "m.json"
+    argv = ["--model", str(model), "--data", str(data), "--json", str(js), "--sheet", str(tmp_path / "s.png")]
+    assert evaluate.main(argv) == 0
+    said = capsys.readouterr()
+    assert "the data's labels ['stamp'] are not among the model's" in said.err
+    assert "the sheet shows the first 64 of 66 images" in said.out
+    result = json.loads(js.read_text())
+    assert result["class_accuracy"] is None  # not 0: no object carries one of the model's labels
+    assert result["n_positive"] == result["true_positives"] + result["false_negatives"]

@@ -37,6 +37,10 @@ from edge.types import Prediction
 
 REPORT_KEYS = (
     "n_images",
+    "n_positive",
+    "true_positives",
+    "false_positives",
+    "false_negatives",
     "iou_mean",
     "iou_median",
     "iou_ge_0_5",
@@ -96,40 +100,61 @@ def truths_and_images(dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarr
     return originals, inputs, truths
 
 
+#: The contact sheet shows at most this many images (8 x 8 tiles).
+SHEET_LIMIT = 64
+
+
+def _label(im: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    """``text`` on a white patch, legible on any photo."""
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    x, y = org
+    cv2.rectangle(im, (x - 1, y - h - 2), (x + w + 1, y + base), (255, 255, 255), -1)
+    cv2.putText(im, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+
+
 def contact_sheet(
     images: Sequence[np.ndarray],
     preds: Sequence[Prediction],
     truths: Sequence[Truth],
     threshold: float,
+    names: Sequence[str] | None = None,
     cell: int = 192,
     cols: int = 8,
-    limit: int = 64,
+    limit: int = SHEET_LIMIT,
 ) -> np.ndarray:
-    """A PNG-ready grid: true box/centre green, predicted box/centre and score red."""
+    """A PNG-ready grid of the first ``limit`` images, each scaled to fit its tile with its aspect
+    kept: true box/centre green, predicted box/centre red, the presence score and the file name
+    on white; a missed object or a false find is said in words (MISSED, FALSE)."""
     n = min(len(images), limit)
     rows = max(1, math.ceil(n / cols))
     sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
     for i in range(n):
-        im = cv2.resize(images[i], (cell, cell), interpolation=cv2.INTER_AREA)
+        h, w = images[i].shape[:2]
+        f = cell / max(h, w)
+        tw, th = max(1, round(w * f)), max(1, round(h * f))
+        tile = np.full((cell, cell, 3), 255, np.uint8)
+        tile[:th, :tw] = cv2.resize(images[i], (tw, th), interpolation=cv2.INTER_AREA)
         t, p = truths[i], preds[i]
 
-        def px(v):
-            return (int(round(v[0] * cell)), int(round(v[1] * cell)))
+        def px(v, tw=tw, th=th):
+            return (int(round(v[0] * tw)), int(round(v[1] * th)))
 
         if t.box is not None:
-            cv2.rectangle(im, px(t.box[:2]), px(t.box[2:]), (0, 200, 0), 2)
+            cv2.rectangle(tile, px(t.box[:2]), px(t.box[2:]), (0, 200, 0), 2)
         elif t.center is not None:
-            cv2.drawMarker(im, px(t.center), (0, 200, 0), cv2.MARKER_CROSS, 14, 2)
-        if p.present(threshold):
+            cv2.drawMarker(tile, px(t.center), (0, 200, 0), cv2.MARKER_CROSS, 14, 2)
+        found = p.present(threshold)
+        if found:
             if p.box is not None:
-                cv2.rectangle(im, px(p.box[:2]), px(p.box[2:]), (0, 0, 230), 1)
+                cv2.rectangle(tile, px(p.box[:2]), px(p.box[2:]), (0, 0, 230), 1)
             if p.center is not None:
-                cv2.drawMarker(im, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
-        cv2.putText(
-            im, f"{p.presence:.2f}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 230), 1, cv2.LINE_AA
-        )
+                cv2.drawMarker(tile, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
+        verdict = "" if found == t.present else (" MISSED" if t.present else " FALSE")
+        _label(tile, f"{p.presence:.2f}{verdict}", (4, 14), (0, 0, 230))
+        if names is not None:
+            _label(tile, names[i][-30:], (4, cell - 6), (0, 0, 0))
         r, c = divmod(i, cols)
-        sheet[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = im
+        sheet[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = tile
     return sheet
 
 
@@ -148,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=presence_threshold, default=None, help="presence threshold (default: the model's)"
     )
     p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON")
-    p.add_argument("--sheet", type=Path, default=None, help="write a PNG contact sheet")
+    p.add_argument(
+        "--sheet",
+        type=Path,
+        default=None,
+        help=f"write a contact sheet of the first {SHEET_LIMIT} images (.png or .jpg)",
+    )
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (.tflite models)")
     return p
 
@@ -176,7 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         preds = det.predict_batch(inputs)
         threshold = args.threshold if args.threshold is not None else det.metadata.threshold
-        result = metrics.summarize(preds, truths, threshold)
+        model_labels = det.metadata.labels
+        unknown = sorted({t.label for t in truths if t.present and t.label not in model_labels})
+        if unknown and any(p.class_scores is not None for p in preds):
+            print(
+                f"edge-eval: WARNING: the data's labels {unknown} are not among the model's "
+                f"{list(model_labels)}; class accuracy counts only the objects with the model's labels",
+                file=sys.stderr,
+            )
+        result = metrics.summarize(preds, truths, threshold, known_labels=model_labels)
     except (CliError, DatasetError, ModelError, contract.ContractError) as exc:
         return fail("edge-eval", exc)
     result = {k: result[k] for k in REPORT_KEYS}
@@ -190,10 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}
             args.json.write_text(json.dumps(clean, indent=2) + "\n")
-        if args.sheet and not cv2.imwrite(
-            str(args.sheet), contact_sheet(originals, preds, truths, threshold)
-        ):
-            raise CliError(f"--sheet {args.sheet}: cannot write the contact sheet")
+        if args.sheet:
+            names = [r.name for r in dataset.records]
+            if not cv2.imwrite(str(args.sheet), contact_sheet(originals, preds, truths, threshold, names)):
+                raise CliError(f"--sheet {args.sheet}: cannot write the contact sheet")
+            if len(originals) > SHEET_LIMIT:
+                print(f"edge-eval: the sheet shows the first {SHEET_LIMIT} of {len(originals)} images")
     except CliError as exc:
         return fail("edge-eval", exc)
     except OSError as exc:
