@@ -1373,10 +1373,9 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
     ``train.txt`` files have; or ``5``, as VOC's ImageSets lists) or a relative path
     (``images/train/x.jpg``), which matches a record whose path ends with it, so same-named images
     in different folders stay apart, or an absolute path."""
-    wanted = [
-        (n, tuple(Path(entry.replace("\\", "/")).parts))
-        for n, entry in _subset_lines(_read_text(subset, str(subset)))
-    ]
+    lines = _subset_lines(_read_text(subset, str(subset)))
+    wanted = [(n, tuple(Path(entry.replace("\\", "/")).parts)) for n, entry in lines]
+    written = dict(lines)
     if not wanted:
         raise DatasetError(f"{subset}: lists no images (expected one image name a line)")
     keys = {parts for _, parts in wanted}
@@ -1389,7 +1388,7 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
         if hits:
             kept.append(r)
             found |= hits
-    missing = [(n, "/".join(parts)) for n, parts in wanted if parts not in found]
+    missing = [(n, written[n]) for n, parts in wanted if parts not in found]
     if missing:
         n, entry = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
