@@ -40,6 +40,7 @@ STAGES = ("decode", *PIPELINE_STAGES)
 TEXTBOOK_STAGES = ("decode", "prepare", "set_input", "invoke", "postprocess", "overlay")
 #: the stages that run only on frames the model sees (all of them with the every-frame trigger)
 MODEL_STAGES = ("set_input", "invoke", "postprocess")
+OVERLAY = PIPELINE_STAGES.index("overlay")
 #: OpenCV's V4L2 backend queues this many frames: a blocking read behind the camera returns the
 #: oldest of them (opencv/opencv#13145), and the camera drops new frames while they are all full
 DRIVER_BUFFERS = 4
@@ -88,8 +89,8 @@ RUN_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "amx_denied": ((bool,), True),
     "frames": ((int,), True),
     "fps": ((float, int), True),
-    "invoke_ms_p50": ((float, int), True),
-    "invoke_ms_p99": ((float, int), True),
+    "invoke_ms_p50": ((float, int, type(None)), True),  # null: the model never ran (a warning says so)
+    "invoke_ms_p99": ((float, int, type(None)), True),
     "overhead_ratio": ((float, int, type(None)), True),
     "frame_age_ms_p50": ((float, int, type(None)), True),
     "frame_age_ms_p99": ((float, int, type(None)), True),
@@ -343,6 +344,8 @@ class _Recorder:
         if i >= len(self.age_ms):
             return
         self.stages[i] = stage_ms
+        if result.annotated is None:  # nothing was drawn: no overlay time to report
+            self.stages[i, OVERLAY] = np.nan
         self.index[i] = result.frame.index
         self.modelled[i] = result.prediction is not None
         self.age_ms[i] = (now - result.frame.t_capture) * 1e3

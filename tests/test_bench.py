@@ -414,3 +414,19 @@ def test_image_folders_with_unreadable_files_skip_them_in_both_loops(tmp_path: P
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no usable frame" in err[0], err
+
+
+@needs_model
+def test_a_run_where_the_model_never_ran_says_so_and_keeps_to_the_schema(tmp_path: Path, capsys):
+    """An occupancy trigger on a video with no product: nothing to invoke, and nothing drawn."""
+    out = tmp_path / "bench.json"
+    argv = ["--video", str(VIDEO), "--as-fast-as-possible", "--frames", "20", "--warmup", "2"]
+    assert main([*argv, "--trigger", "occupancy", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert bench.validate_report(report) == []
+    (run,) = report["runs"]
+    assert run["invoke_ms_p50"] is None and run["stages"]["invoke"]["p50"] is None
+    assert run["stages"]["overlay"]["p50"] is None  # no --overlay: nothing drawn, no time shown
+    assert run["stages"]["prepare"]["p50"] > 0
+    (warning,) = report["warnings"]
+    assert "the model never ran on the 20 frames" in warning and "WARNING" in capsys.readouterr().err

@@ -428,6 +428,12 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
         if short_runs
         else []
     )
+    if not args.invoke_only and any(r["invoke_ms_p50"] is None for r in runs):
+        warnings.append(
+            f"the model never ran on the {args.frames} frames asked for (trigger {config.trigger.kind}: "
+            "no product in the region); the model's stages are null. Use --trigger every-frame, or a "
+            "source where products cross"
+        )
     runtime = arms[0][2].runtime
     has_amx = cpu_has_amx()
     denied = any(d.amx_denied for _, _, d in arms)
@@ -448,7 +454,8 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
         f"{PROG}: {source_name}, {how}, trigger {config.trigger.kind}"
         + (", overlay drawn" if args.overlay else "")
         + (", verdict log and snapshots written" if args.log else "")
-        + f"; {args.frames} frames per run in {rounds} round(s) of {args.block}, warm-up {args.warmup} "
+        + f"; {args.frames} frames per run in {rounds} round(s) of up to {min(args.block, args.frames)}, "
+        f"warm-up {args.warmup} "
         f"per block not measured; {runtime.name} {runtime.version}; {len(cpus)} core(s) of "
         f"{os.cpu_count()} ({cpu_model()}); AMX "
         + ("denied" if denied else "allowed" if has_amx else "absent")
