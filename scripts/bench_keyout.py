@@ -113,12 +113,12 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
     return out
 
 
-def _box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+def stamp_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(alpha > synth.BOX_ALPHA_THRESHOLD * 255)
     return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
 
 
-def _box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+def box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             alpha = synth.load_stamp(path).rgba[..., 3]
             kept, ink = alpha >= 128, truth >= 128
             ink_ious.append((kept & ink).sum() / (kept | ink).sum())
-            box_ious.append(_box_iou(_box(alpha), _box(truth)))
+            box_ious.append(box_iou(stamp_box(alpha), stamp_box(truth)))
             print(f"{name:34s} ink IoU {ink_ious[-1]:.3f}  box IoU {box_ious[-1]:.3f}")
     print(
         f"{len(box_ious)} pictures: ink IoU mean {np.mean(ink_ious):.3f} (worst {min(ink_ious):.3f}), "
