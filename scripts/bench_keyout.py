@@ -1,5 +1,6 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 24 made-up stamp
-pictures (three stamp shapes; a clean scan, a tight crop, a stamped sheet photographed on a desk,
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 27 made-up stamp
+pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
+is then the picture's border), a stamped sheet photographed on a desk,
 turned or running off the picture, a card on a table, a scan with the lid's dark edge strip, a
 PNG with an opaque white square behind the stamp, solid badges that must stay whole), each
 scored against the alpha it was painted with.
@@ -53,6 +54,11 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         page = np.full((h + 6, w + 6, 3), 240, np.uint8)
         truth = _over(page, st, 3, 3)
         out[f"{kind}_tight.png"] = (noisy(page), truth)
+        ys, xs = np.nonzero(st[..., 3] > 128)  # cropped to the ink: a frame is the picture's border
+        inked = st[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        page = np.full((*inked.shape[:2], 3), 240, np.uint8)
+        truth = _over(page, inked, 0, 0)
+        out[f"{kind}_cropped_to_the_ink.jpg"] = (noisy(page), truth)
         sheet = np.zeros((h + 200, w + 240, 3), np.uint8)
         sheet[:] = np.array([225, 232, 236]) - 20 * np.linspace(0, 1, h + 200)[:, None, None]
         sheet_truth = _over(sheet, st, 120, 100)

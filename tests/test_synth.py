@@ -315,6 +315,19 @@ def test_only_the_stamp_is_kept_from_sheets_scans_and_pngs_with_a_white_square(t
         assert bench.box_iou(bench.stamp_box(alpha), bench.stamp_box(truth)) > 0.95, name
 
 
+def test_a_photo_of_a_product_is_refused_as_a_stamp(tmp_path: Path) -> None:
+    """A busy picture (foliage, fur, a product shot) has no plain background to key out: keying
+    it would paste the whole scene as the "stamp"."""
+    rng = np.random.default_rng(0)
+    scene = cv2.resize(
+        rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_CUBIC
+    )
+    cv2.circle(scene, (320, 240), 80, (40, 40, 200), 12)
+    cv2.imwrite(str(tmp_path / "product.jpg"), scene)
+    with pytest.raises(ValueError, match=r"product\.jpg: the background is not plain"):
+        load_stamp(tmp_path / "product.jpg")
+
+
 def test_a_huge_stamp_picture_is_shrunk_before_keying(tmp_path: Path) -> None:
     page = np.full((600, 4200, 3), 245, np.uint8)
     cv2.circle(page, (2100, 300), 200, (30, 30, 200), 40)
