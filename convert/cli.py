@@ -353,6 +353,8 @@ def run(args: argparse.Namespace) -> int:
             }
             provenance["agreement"] = check["agreement"]
             print_report(report, check["metric"], log)
+            if warning := metrics.no_skill_warning(check["keras"]):  # agreement is not usefulness
+                print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
             if not check["passed"]:
                 raise CliError(
                     f"converted model does not agree with the Keras model: {check['why']}; nothing written"

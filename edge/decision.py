@@ -123,6 +123,8 @@ class OccupancyTrigger:
         self._started = 0.0
         self._below = 0
         self.relearned = 0
+        #: the highest occupancy seen with no product in view: says how near a missed product came
+        self.idle_peak = 0.0
 
     def occupancy(self, view: np.ndarray) -> float:
         """Share of cells differing from the reference by more than ``level`` (any channel)."""
@@ -144,6 +146,7 @@ class OccupancyTrigger:
             return TriggerState(learning=True)
         occ = self.occupancy(view)
         if self._product is None:
+            self.idle_peak = max(self.idle_peak, occ)
             if occ >= cfg.on:
                 self._product = self._next
                 self._next += 1
@@ -170,6 +173,21 @@ class OccupancyTrigger:
             self.relearned += 1
             return TriggerState(product=pid, ended=pid, occupancy=occ)
         return TriggerState(product=pid, occupancy=occ)
+
+
+def no_product_hint(trigger: object, products: int) -> str | None:
+    """Why an occupancy trigger found no product although something crossed the region (its
+    occupancy rose well above the empty belt's but never to ``on``), and what to change."""
+    if products or not isinstance(trigger, OccupancyTrigger):
+        return None
+    cfg, peak = trigger.config, trigger.idle_peak
+    if peak < max(cfg.off, cfg.on / 2):
+        return None
+    return (
+        f"no product reached the occupancy trigger's on level {cfg.on:g} (the region's peak was "
+        f"{peak:.2f}): products cover too little of it; narrow the region to where they pass (--roi "
+        "x,y,w,h) or lower trigger.on, or use --trigger every-frame for photos of single products"
+    )
 
 
 # -- the decider ----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ All boxes are normalised ``x_min, y_min, x_max, y_max``. Pure numpy: arrays in, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +136,28 @@ def summarize(
     out["class_accuracy"] = share_right(labelled)
     out["class_accuracy_detected"] = share_right([i for i in labelled if said[i]])
     return out
+
+
+#: Presence accuracy within this of always giving the commoner answer is no skill at all.
+NO_SKILL_MARGIN = 0.02
+
+
+def no_skill_warning(m: Mapping[str, float]) -> str | None:
+    """What is wrong when ``summarize``'s presence figures are no better than always giving the
+    commoner answer (a model that says "present" on every image), else None. Needs images with
+    and without the object to tell."""
+    n, pos = int(m.get("n_images", 0)), int(m.get("n_positive", 0))
+    if not 0 < pos < n or math.isnan(m["presence_accuracy"]):
+        return None
+    base = max(pos, n - pos) / n
+    if m["presence_accuracy"] > base + NO_SKILL_MARGIN:
+        return None
+    said = "present" if pos >= n - pos else "absent"
+    return (
+        f"presence accuracy {m['presence_accuracy']:.3f} on {n} images is no better than always saying "
+        f"{said!r} ({base:.3f}): the model does not tell the stamp from its absence yet (train longer, "
+        "or check the data)"
+    )
 
 
 def agreement(a: Sequence[Prediction], b: Sequence[Prediction], threshold: float) -> dict[str, float]:

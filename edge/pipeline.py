@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.contract import prepare_input, roi_pixels
-from edge.decision import Decider, Trigger
+from edge.decision import Decider, Trigger, no_product_hint
 from edge.overlay import OverlayState, draw_overlay
 from edge.sinks import FrameResult, Sink, SinkError
 from edge.sources import EndOfStream, FrameSource
@@ -432,6 +432,8 @@ class Pipeline:
 
         elapsed = time.monotonic() - t_start
         unfinished = 1 if self.decider.in_progress is not None else 0
+        if hint := no_product_hint(self.trigger, verdict_counts.total() + unfinished):
+            _log.warning(hint)
         if unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
         window = latencies[: min(frames, LATENCY_WINDOW)]

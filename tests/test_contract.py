@@ -8,7 +8,7 @@ import pytest
 
 from edge import contract
 from edge.contract import ContractError, ModelMetadata
-from edge.metrics import Truth, agreement, iou, summarize
+from edge.metrics import Truth, agreement, iou, no_skill_warning, summarize
 from edge.types import Prediction
 
 
@@ -166,6 +166,18 @@ def test_f1_is_undefined_only_when_there_is_nothing_to_find_and_nothing_found():
         [Prediction(0.9, box=(0, 0, 1, 1)), Prediction(0.2)], [Truth(True, box=(0, 0, 1, 1))] * 2, 0.5
     )
     assert m["f1"] == pytest.approx(2 / 3) and m["false_negatives"] == 1
+
+
+def test_a_model_that_always_says_present_is_called_out():
+    truths = [Truth(True, box=(0.1, 0.1, 0.5, 0.5))] * 7 + [Truth(False)] * 3
+    always = summarize([Prediction(0.64, box=(0.1, 0.1, 0.5, 0.5))] * 10, truths, 0.5)
+    said = no_skill_warning(always)
+    assert said is not None and "no better than always saying 'present' (0.700)" in said
+    skilled = summarize([Prediction(0.9, box=(0.1, 0.1, 0.5, 0.5))] * 7 + [Prediction(0.1)] * 3, truths, 0.5)
+    assert no_skill_warning(skilled) is None
+    assert (
+        no_skill_warning(summarize([Prediction(0.9)] * 2, [Truth(True, center=(0.5, 0.5))] * 2, 0.5)) is None
+    )
 
 
 def test_class_figures_count_only_the_labels_the_model_knows():

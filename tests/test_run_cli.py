@@ -222,7 +222,7 @@ def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, capsys)
     cv2.imwrite(str(tmp_path / "07_thin.png"), colour[:, :20])
     (tmp_path / "08_broken.jpg").write_bytes(b"\xff\xd8 not really")
     summary, events = tmp_path / "out" / "summary.json", tmp_path / "out" / "verdicts.jsonl"
-    argv = ["--images", str(tmp_path), "--trigger", "every-frame", "--summary", str(summary)]
+    argv = ["--images", str(tmp_path), "--summary", str(summary)]  # each photo a product by default
     assert main([*argv, "--events", str(events)]) == 0
     s = json.loads(summary.read_text())
     assert s["frames"] == 6 and s["products"] == 6

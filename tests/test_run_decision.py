@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.config import DecisionConfig, TriggerConfig
-from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger, TriggerState
+from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger, TriggerState, no_product_hint
 from edge.types import Frame, Outcome, Prediction
 
 BELT = (60, 110, 50)
@@ -144,3 +144,18 @@ def test_a_product_that_never_leaves_is_judged_and_the_belt_relearned():
     # relearned with the product in view: it is the new "empty" and nothing else begins
     later = states[ended[0] + 6 :]
     assert later and all(s.product is None for s in later)
+
+
+def test_products_too_small_for_the_region_get_a_hint_and_counted_ones_none():
+    rng = np.random.default_rng(0)
+    small = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    for i, c in enumerate([0.0] * 5 + [0.0, 0.2, 0.35, 0.35, 0.2, 0.0] * 3):  # a third of the region
+        small.update(frame(i), view(c, rng))
+    hint = no_product_hint(small, products=0)
+    assert hint is not None and "on level 0.5 (the region's peak was 0.3" in hint and "--roi" in hint
+    assert no_product_hint(small, products=1) is None
+    idle = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    for i in range(15):  # an empty belt: nothing crossed, nothing to hint at
+        idle.update(frame(i), view(0.0, rng))
+    assert no_product_hint(idle, products=0) is None
+    assert no_product_hint(EveryFrameTrigger(), products=0) is None

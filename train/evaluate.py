@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         result = metrics.summarize(preds, truths, threshold, known_labels=model_labels)
     except (CliError, DatasetError, ModelError, contract.ContractError) as exc:
         return fail("edge-eval", exc)
+    if warning := metrics.no_skill_warning(result):
+        print(f"edge-eval: WARNING: {warning}", file=sys.stderr)
     result = {k: result[k] for k in REPORT_KEYS}
     result.update(model=str(args.model), data=str(args.data), threshold=threshold)
     width = max(len(k) for k in REPORT_KEYS) + 2

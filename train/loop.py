@@ -243,6 +243,8 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         out / "model.json", {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(result)}
     )
     plot_curves(history, out / "curves.png")
+    if result["val"] and (warning := metrics.no_skill_warning(result["val"])):
+        print(f"edge-train: WARNING: {warning}", file=sys.stderr)
     if not args.quiet:
         v = result["val"]
         print(

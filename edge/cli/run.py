@@ -198,7 +198,12 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
     one.add_argument("--video", type=Path, default=S, metavar="FILE", help="a video file")
     one.add_argument("--url", default=S, help="an RTSP/HTTP stream")
     one.add_argument(
-        "--images", type=Path, default=S, metavar="DIR", help="a folder of images, in sorted order"
+        "--images",
+        type=Path,
+        default=S,
+        metavar="DIR",
+        help="a folder of images, in sorted order; each image is a product (trigger every-frame) "
+        "unless --trigger says otherwise",
     )
     one.add_argument("--demo", action="store_true", default=S, help="a synthetic production line (no camera)")
     src.add_argument(
@@ -335,6 +340,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         kinds.append("demo")
     if kinds:
         out["source.kind"] = kinds[0]
+    if kinds == ["images"] and "trigger" not in given:
+        out["trigger.kind"] = "every-frame"  # photos of products, not frames of a belt
     if isinstance(given.get("trigger"), tuple):  # gpio:PIN
         out["trigger.kind"], out["gpio.trigger_pin"] = given["trigger"]
     return out
