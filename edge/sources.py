@@ -536,6 +536,10 @@ class VideoFile(_OpenCVCapture):
             raise SourceError(f"{self.path}: expected a video file, found a folder (--images reads a folder)")
         if not self.path.is_file():
             raise SourceError(f"{self.path}: video file not found")
+        if self.path.suffix.lower() in IMAGE_EXTENSIONS:  # FFmpeg plays it as a one-frame video
+            raise SourceError(
+                f"{self.path}: is an image, expected a video (--images DIR reads a folder of images)"
+            )
         params = [cv2.CAP_PROP_N_THREADS, int(self.decode_threads)] if self.decode_threads else []
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
         ok, first = cap.read() if cap.isOpened() else (False, None)

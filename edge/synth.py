@@ -1225,6 +1225,8 @@ def composite(
 # -- loading stamps --------------------------------------------------------------------------------
 
 _EXPECTED_STAMP = "expected a PNG with transparency, or a JPG/PNG of the stamp on a plain background"
+#: A stamp narrower than this (its ink, px) is warned about: composites would enlarge it.
+MIN_STAMP_SIDE = 64
 #: Stamp pictures are shrunk to this longer side first (composites are 160-640 px by default).
 MAX_STAMP_PICTURE = 2048
 
@@ -1467,9 +1469,20 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
             raise ValueError(f"stamp image {p}: {exc} ({_EXPECTED_STAMP})") from None
     name = label if label is not None else p.stem
     try:
-        return Stamp(name, np.ascontiguousarray(rgba))
+        stamp = Stamp(name, np.ascontiguousarray(rgba))
     except ValueError as exc:
         raise ValueError(f"stamp image {p}: {exc}") from None
+    ys, xs = np.nonzero(rgba[..., 3] > BOX_ALPHA_THRESHOLD * 255)
+    across = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
+    if across < MIN_STAMP_SIDE:
+        _log.warning(
+            "stamp image %s: the stamp is only %d px across; composites blow it up into blur "
+            "(a picture with the stamp %d px or more across is better)",
+            p,
+            across,
+            4 * MIN_STAMP_SIDE,
+        )
+    return stamp
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:

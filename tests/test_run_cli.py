@@ -183,6 +183,10 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
         (lambda tmp: ["--video", str(tmp / "none.mp4")], "video file not found"),
         (lambda tmp: ["--video", str(tmp / "bad.mp4")], "not a readable video"),
         (lambda tmp: ["--images", str(tmp)], "no image files"),
+        (
+            lambda tmp: ["--video", str(tmp / "pics" / "photo.JPG")],
+            "photo.JPG: is an image, expected a video",
+        ),
         (lambda tmp: ["--video", str(tmp)], "expected a video file, found a folder"),
         (
             lambda tmp: ["--images", str(tmp / "bad.mp4")],
@@ -203,6 +207,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, a
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     (tmp_path / "bad.mp4").write_bytes(os.urandom(5000))
     (tmp_path / "bad.toml").write_text("[trigger]\nonn = 1\n")
+    (tmp_path / "pics").mkdir()
+    cv2.imwrite(str(tmp_path / "pics" / "photo.JPG"), np.full((48, 64, 3), 128, np.uint8))
     assert main([*args(tmp_path), "--max-frames", "5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("edge-run: error: ") and err.count("\n") == 1, err

@@ -338,11 +338,17 @@ def test_a_huge_stamp_picture_is_shrunk_before_keying(tmp_path: Path) -> None:
     assert abs((xs.max() - xs.min()) - 440 * 2048 / 4200) <= 4  # the ring, at the new scale
 
 
-def test_png_with_transparency_is_used_as_is(tmp_path: Path) -> None:
+def test_png_with_transparency_is_used_as_is(tmp_path: Path, caplog) -> None:
     rgba = default_stamp(64, "PNG", (200, 30, 30))
     cv2.imwrite(str(tmp_path / "seal.png"), rgba)
-    stamp = load_stamp(tmp_path / "seal.png", label="mine")
+    with caplog.at_level("WARNING", logger="edge.synth"):
+        stamp = load_stamp(tmp_path / "seal.png", label="mine")
     assert stamp.label == "mine" and np.array_equal(stamp.rgba, rgba)
+    assert not caplog.records
+    cv2.imwrite(str(tmp_path / "tiny.png"), default_stamp(32))
+    with caplog.at_level("WARNING", logger="edge.synth"):
+        load_stamp(tmp_path / "tiny.png")
+    assert "tiny.png: the stamp is only" in caplog.text and "blow it up into blur" in caplog.text
 
 
 def _blank_jpg(path: Path) -> None:
