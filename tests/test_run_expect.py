@@ -254,6 +254,17 @@ def test_demo_variant_flags_bad_input(tmp_path: Path, capsys):
         assert exc.value.code == 2
 
 
+def test_a_demo_line_of_stamps_the_model_does_not_know_is_warned_about(tmp_path: Path, capsys):
+    from edge.synth import write_stamps
+
+    write_stamps(variant_stamps(2), tmp_path / "stamps")
+    assert main(["--demo", "--demo-stamps", str(tmp_path / "stamps"), "--max-frames", "3"]) == 0
+    err = capsys.readouterr().err  # the bundled model knows only 'stamp'
+    assert "WARNING: the demo line's stamps ['inspected', 'qc-passed'] are none of the model's labels" in err
+    assert main(["--demo", "--demo-variants", "2", "--model", str(VARIANTS_MODEL), "--max-frames", "3"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+
+
 # -- the demo line with variants ------------------------------------------------------------------
 
 

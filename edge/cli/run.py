@@ -463,6 +463,14 @@ def run(config: Config) -> int:
         station = stack.enter_context(Station(config, source.stats))
         detector = TFLiteDetector(config.model.path, config.model.threads, config.model.runtime)
         threshold = config.model.threshold or detector.metadata.threshold
+        if truth is not None and truth.labels and not set(truth.labels) & set(detector.metadata.labels):
+            print(
+                f"{PROG}: WARNING: the demo line's stamps {list(truth.labels)} are none of the model's "
+                f"labels {list(detector.metadata.labels)}: it was trained on other stamps, so its verdicts "
+                "here say little (give --model one trained on these stamps)",
+                file=sys.stderr,
+                flush=True,
+            )
         runtime = f"{detector.runtime.name} {detector.runtime.version}, {detector.threads} thread(s)"
         print(
             f"{PROG}: {source.name}, model {detector.model_id} ({detector.path.name}) on {runtime}, "
