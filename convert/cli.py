@@ -227,6 +227,13 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             f"procedural stamp the synthetic {' and '.join(synthetic)} would draw; give its stamp "
             "image(s) with --stamp, or labelled photos with --val and --calibration"
         )
+    photos = training_config(args.model).get("backgrounds")
+    if synthetic and photos and args.backgrounds is None:
+        raise CliError(
+            f"{args.model}: was trained on product photos from {photos} (config.json), not the "
+            f"procedural surfaces the synthetic {' and '.join(synthetic)} would use; give them with "
+            "--backgrounds, or labelled photos with --val and --calibration"
+        )
     if args.no_verify or args.val is None:
         return None, cal_paths
     ds = load_dataset(args.val, subset=args.val_subset)
@@ -275,6 +282,16 @@ def training_metadata(model_path: Path) -> dict:
         except ValueError:
             raise CliError(f"{side}: not valid JSON") from None
     return {}
+
+
+def training_config(model_path: Path) -> dict:
+    """The flags edge-train ran with (``config.json`` beside the model), if it is there."""
+    side = model_path.with_name("config.json")
+    try:
+        data = json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, ValueError):
+        return {}  # only a hint for the checks; model.json is what conversion needs
+    return data if isinstance(data, dict) else {}
 
 
 def infer_kind(model) -> str:

@@ -377,6 +377,13 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert proc.stdout.split() == ["2", "False"], (extra, proc.stdout, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # a model trained on product photos is not checked on procedural surfaces behind its back
+    (tmp_path / "config.json").write_text('{"backgrounds": "/srv/photos/line-3"}')
+    argv = [sys.executable, "-c", code, str(model), "--out", str(tmp_path / "m.tflite")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
+    assert "trained on product photos from /srv/photos/line-3 (config.json)" in proc.stderr
+    (tmp_path / "config.json").unlink()
     # a model of the customer's own stamp is not checked on the procedural seal behind its back
     (tmp_path / "model.json").write_text('{"labels": ["acme-seal"]}')
     for extra in ([], ["--no-verify"], ["--val", str(tmp_path)]):

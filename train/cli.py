@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes",
         type=positive_float,
         default=None,
-        help="wall-time budget; the best checkpoint so far is kept",
+        help="wall-time budget of the training loop (preparing the data comes first and is not "
+        "counted; the log says how long it took); the best checkpoint so far is kept",
     )
     m.add_argument(
         "--ema",

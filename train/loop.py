@@ -160,6 +160,13 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         it = itertools.chain([next(it)], it)
     t_train = time.perf_counter()
     deadline = t_train + args.minutes * 60 if args.minutes else None
+    if not args.quiet:
+        print(
+            f"edge-train: data ready in {t_train - t_start:.0f} s; training "
+            + (f"for at most {args.minutes:g} min" if args.minutes else f"{total} steps"),
+            file=sys.stderr,
+            flush=True,
+        )
     step = 0
     stop_reason = "steps done"
     while step < total:
