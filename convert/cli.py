@@ -8,6 +8,7 @@ the job; on failure no output file is left behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,6 +35,7 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    native_stderr_muted,
     non_negative_float,
     os_error_text,
     positive_int,
@@ -329,11 +331,14 @@ def run(args: argparse.Namespace) -> int:
     if args.mode in INTEGER_MODES:
         reps, provenance["calibration"] = calibration_images(args, cal_paths)
     log(f"edge-convert: converting {args.model} ({kind}, labels {list(labels)}) to {args.mode}")
-    raw = convert(
-        model,
-        args.mode,
-        (lambda: tqdm(reps, desc="calibrating", leave=False, disable=args.quiet)) if reps else None,
-    )
+    # --quiet: also the converter's native "fully_quantize: ..." line (its failures still show)
+    quiet = native_stderr_muted if args.quiet else contextlib.nullcontext
+    with quiet():
+        raw = convert(
+            model,
+            args.mode,
+            (lambda: tqdm(reps, desc="calibrating", leave=False, disable=args.quiet)) if reps else None,
+        )
     ops = op_names(raw)
     bad_ops = [o for o in ops if o.startswith("CUSTOM") or "FLEX" in o.upper()]
     if bad_ops:
@@ -352,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
             os.close(fd)
             fd = -1
             keras_det = CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta0)
-            lite = TFLiteDetector(tmp, threads=args.threads)
+            with quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+                lite = TFLiteDetector(tmp, threads=args.threads)
             check = proof_of_agreement(
                 keras_det,
                 lite,
