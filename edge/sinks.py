@@ -107,6 +107,8 @@ def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int]) -> dict:
         "frame_last": verdict.frames[-1],
         "model_id": verdict.model_id,
     }
+    if verdict.evidence is not None and verdict.evidence.name is not None:
+        rec["image"] = verdict.evidence.name  # the photo judged (image folders)
     if verdict.label is not None:
         rec["label"] = verdict.label
     if verdict.label_votes:

@@ -356,7 +356,8 @@ class Source:
             if index == GREY_CHECK_FRAMES - 1 and self._grey_frames == GREY_CHECK_FRAMES:
                 _log.warning("%s: %s", self.device.name, GREY_WARNING)
         truth = self.truth(index) if self.truth is not None else None
-        return Frame(image=image, t_capture=t, index=index, truth=truth)
+        name = self.device.frame_name(index) if hasattr(self.device, "frame_name") else None
+        return Frame(image=image, t_capture=t, index=index, truth=truth, name=name)
 
     def _run(self) -> None:
         last_frame = time.monotonic()
@@ -595,6 +596,10 @@ class ImageFolder:
                 # an unreadable file becomes a skipped frame, so the counts stay in one place
                 return np.zeros((0, 0, 3), np.uint8)
         return None
+
+    def frame_name(self, index: int) -> str | None:
+        """The file frame ``index`` was read from (every file, readable or not, is one frame)."""
+        return self.files[index].name if 0 <= index < len(self.files) else None
 
     def close(self) -> None:
         pass

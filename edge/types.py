@@ -22,6 +22,8 @@ class Frame:
     index: int
     #: ground truth carried by synthetic sources (demo line): product id or None, has stamp
     truth: Mapping[str, object] | None = None
+    #: the file the frame was read from (image folders), for the verdict log
+    name: str | None = None
 
     def __post_init__(self) -> None:
         img = self.image

@@ -233,7 +233,15 @@ def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, capsys)
     s = json.loads(summary.read_text())
     assert s["frames"] == 6 and s["products"] == 6
     assert s["skipped"] == 2 and s["converted"] == 1  # tiny and broken skipped; the huge one shrunk
-    assert len(read_log(events)) == 6
+    log = read_log(events)
+    assert [rec["image"] for rec in log] == [
+        "01_colour.png",
+        "02_grey.png",
+        "03_bgra.png",
+        "04_16bit.png",
+        "06_huge.jpg",
+        "07_thin.png",
+    ]
 
 
 class OddCamera:
