@@ -275,6 +275,7 @@ class Source:
         if prefetch and threaded:
             raise ValueError("Source: prefetch is for unthreaded sources (threaded keeps the newest frame)")
         self.device = device
+        self._frame_name = getattr(device, "frame_name", None)  # image folders name their frames
         self.name = device.name
         self.threaded = threaded
         self.pace = pace
@@ -356,7 +357,7 @@ class Source:
             if index == GREY_CHECK_FRAMES - 1 and self._grey_frames == GREY_CHECK_FRAMES:
                 _log.warning("%s: %s", self.device.name, GREY_WARNING)
         truth = self.truth(index) if self.truth is not None else None
-        name = self.device.frame_name(index) if hasattr(self.device, "frame_name") else None
+        name = self._frame_name(index) if self._frame_name is not None else None
         return Frame(image=image, t_capture=t, index=index, truth=truth, name=name)
 
     def _run(self) -> None:

@@ -1363,11 +1363,11 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     marks = keyed.rgba[..., 3] >= 128
     if marks.sum() > 0.5 * inner.sum():
         return None  # most of it differs from the band: a stamp with a thick frame
-    lab = cv2.cvtColor(img[marks].reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-    mark_lab = np.median(lab.reshape(-1, 3), axis=0)
     if around_lab is None:
         light, grey = keyed.background_lab[0] >= 75, np.hypot(*keyed.background_lab[1:]) <= 20
         return keyed if light and grey else None
+    lab = cv2.cvtColor(img[marks].reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    mark_lab = np.median(lab.reshape(-1, 3), axis=0)
     return keyed if np.linalg.norm(mark_lab - around_lab) >= SHEET_INK_CONTRAST else None
 
 
