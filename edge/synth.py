@@ -1331,6 +1331,9 @@ SHEET_SPREAD = 10.0
 #: ... and the ink found on it must differ this much from the colour around the sheet (else it is
 #: the surrounding background showing through a solid stamp's cut-out letters).
 SHEET_INK_CONTRAST = 15.0
+#: A sheet is solid: its own pixels cover at least this share of its outline (a stamp's ring or
+#: frame around plain paper covers a few per cent).
+SHEET_FILL = 0.5
 
 
 def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | None) -> _Keyed | None:
@@ -1348,9 +1351,12 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     bw, bh = stats[k, cv2.CC_STAT_WIDTH], stats[k, cv2.CC_STAT_HEIGHT]
     if min(bw, bh) < 32:
         return None
+    filled = _holes_filled(labels == k)
+    if stats[k, cv2.CC_STAT_AREA] < SHEET_FILL * filled.sum():
+        return None  # mostly hollow: a ring or frame of the stamp drawn around plain paper
     margin = max(2, round(0.03 * min(bw, bh)))  # past the sheet's own edge (shadow, blur)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
-    inner = cv2.erode(_holes_filled(labels == k).astype(np.uint8), kernel) > 0
+    inner = cv2.erode(filled.astype(np.uint8), kernel) > 0
     band = inner & ~(cv2.erode(inner.astype(np.uint8), kernel) > 0)
     if band.sum() < 64:
         return None

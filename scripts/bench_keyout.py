@@ -1,8 +1,9 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 27 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 29 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border), a stamped sheet photographed on a desk,
 turned or running off the picture, a card on a table, a scan with the lid's dark edge strip, a
-PNG with an opaque white square behind the stamp, solid badges that must stay whole), each
+PNG with an opaque white square behind the stamp, solid badges that must stay whole, seals
+whose only closed ring encloses plain paper, with text or dots outside it), each
 scored against the alpha it was painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
@@ -116,6 +117,21 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
     truth = disc.copy()
     truth[(photo[..., 0] > 200) & (disc > 0)] = 0
     out["solid_disc_on_sheet_on_desk.jpg"] = (noisy(photo), truth)
+    # seals whose only closed ring encloses plain paper (text or dots outside it): not a sheet
+    for kind in ("arc_text", "dotted"):
+        ink = np.zeros((420, 420), np.uint8)
+        cv2.circle(ink, (210, 210), 110, 255, 3, cv2.LINE_AA)
+        cv2.putText(ink, "07", (160, 235), cv2.FONT_HERSHEY_DUPLEX, 2.2, 255, 6, cv2.LINE_AA)
+        for k in range(14 if kind == "arc_text" else 60):
+            a = np.pi * (0.9 + 1.2 * k / 13) if kind == "arc_text" else 2 * np.pi * k / 60
+            x, y = round(210 + 160 * np.cos(a)), round(210 + 160 * np.sin(a))
+            if kind == "arc_text":
+                cv2.putText(ink, "QCDEPARTMENT"[k % 12], (x - 10, y + 10), cv2.FONT_HERSHEY_DUPLEX, 1.0, 255, 2)
+            else:
+                cv2.circle(ink, (x, y), 5, 255, -1, cv2.LINE_AA)
+        page = np.full((420, 420, 3), 243, np.uint8)
+        truth = _over(page, np.dstack([np.full_like(ink, 40), np.full_like(ink, 40), np.full_like(ink, 190), ink]), 0, 0)
+        out[f"seal_{kind}_outside_its_ring.jpg"] = (noisy(page), truth)
     return out
 
 
