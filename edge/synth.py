@@ -1242,9 +1242,13 @@ class _Keyed:
     noise: float  # 99th percentile of the distance of the pixels that fit it: the background's grain
 
 
-def _key_out(img: np.ndarray, sample: np.ndarray, region: np.ndarray | None = None) -> _Keyed:
+def _key_out(
+    img: np.ndarray, sample: np.ndarray, region: np.ndarray | None = None, relight: bool = False
+) -> _Keyed:
     """Key out a plain background whose colour plane (it may have a lighting gradient) is fitted
-    robustly to the pixels of ``sample``; alpha is 0 outside ``region`` (default: everywhere kept)."""
+    robustly to the pixels of ``sample``; alpha is 0 outside ``region`` (default: everywhere kept).
+    ``relight``: where the plane leaves soft-edged areas that are not ink (vignetting, a shadow),
+    correct it for the uneven lighting (:func:`_with_lighting`)."""
     h, w = img.shape[:2]
     ys, xs = np.nonzero(sample)
     step = max(1, ys.size // 6000)
@@ -1269,6 +1273,13 @@ def _key_out(img: np.ndarray, sample: np.ndarray, region: np.ndarray | None = No
     sampled = dist[ys, xs]
     noise = float(np.percentile(sampled[keep], 99))  # the background's own spread
     t0 = max(noise * 1.2, 6.0)
+    lit = None
+    if relight and _soft_share(dist if region is None else np.where(region, dist, 0), t0) >= SOFT_SHARE:
+        lit = _with_lighting(img, bg, t0, region)
+    if lit is not None:
+        bg = lit
+        lab_bg = cv2.cvtColor(bg / 255.0, cv2.COLOR_BGR2Lab)
+        dist = np.linalg.norm(lab - lab_bg, axis=2)
     inside = dist > t0 if region is None else (dist > t0) & region
     ink = dist[inside]
     if ink.size == 0:
@@ -1294,6 +1305,78 @@ def _key_out(img: np.ndarray, sample: np.ndarray, region: np.ndarray | None = No
         float(keep.mean()),
         noise,
     )
+
+
+#: Lighting (a phone's vignetting, a hand's shadow, a blown-out corner) is estimated on the
+#: picture shrunk to this longer side, by a median over a window of a sixth of it ...
+LIGHTING_SIDE = 128
+#: ... and a region where it differs from the fitted plane counts as ink, not light, when its
+#: outline is this sharp (median CIE L change per pixel at LIGHTING_SIDE; soft shadows and
+#: vignetting measured below 2, the edges of ink, sheets and cards 8 and more).
+LIGHTING_EDGE = 4.0
+
+
+#: The plane is corrected for uneven lighting when at least this share of the outline of what it
+#: leaves (CIE Lab distance over 1.2 x its noise threshold) is soft: the distance rising by less
+#: than a tenth of that threshold per pixel. Measured: scans 0-0.11 (0.10-0.11: kraft fibres, a
+#: thin-lined seal; the correction leaves such pictures as they were), phone photos with
+#: vignetting, a shadow or a blown-out corner 0.25-1.0.
+SOFT_SHARE = 0.08
+
+
+def _soft_share(dist: np.ndarray, t0: float) -> float:
+    """The share of the outline of ``dist > 1.2 t0`` (away from the picture's edge) where ``dist``
+    changes slowly: the edge of light and shade rather than of ink."""
+    kept = (dist > 1.2 * t0).astype(np.uint8)
+    outline = (kept > 0) & ~(cv2.erode(kept, np.ones((3, 3), np.uint8)) > 0)
+    outline[0, :] = outline[-1, :] = outline[:, 0] = outline[:, -1] = False
+    if not outline.any():
+        return 0.0
+    smooth = cv2.GaussianBlur(dist, (0, 0), 2.0)
+    dx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    dy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    return float((np.hypot(dx, dy)[outline] / 8.0 < 0.1 * t0).mean())
+
+
+def _with_lighting(
+    img: np.ndarray, plane: np.ndarray, t0: float, region: np.ndarray | None
+) -> np.ndarray | None:
+    """The background ``plane`` (HxWx3 float BGR) corrected for uneven lighting, or None when the
+    lighting is even. A median filter over a wide window estimates the paper's colour around
+    each pixel (strokes of ink are thinner than the window); where that estimate differs from the
+    plane, the region is light and shade if its outline is soft, and ink (a solid badge, a sheet
+    or card on a desk: their outlines are sharp) if it is sharp, where the plane is kept."""
+    h, w = img.shape[:2]
+    scale = LIGHTING_SIDE / max(h, w)
+    if scale >= 1.0:
+        return None
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    src = img if region is None else np.where(region[..., None], img, np.round(plane).astype(np.uint8))
+    small = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+    k = 2 * (LIGHTING_SIDE // 12) + 1
+    local = cv2.GaussianBlur(cv2.medianBlur(small, k), (5, 5), 0).astype(np.float32)
+    plane_small = cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
+    lab_local = cv2.cvtColor(local / 255.0, cv2.COLOR_BGR2Lab)
+    lab_plane = cv2.cvtColor(plane_small / 255.0, cv2.COLOR_BGR2Lab)
+    lab_small = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    apart = np.linalg.norm(lab_local - lab_plane, axis=2) > t0
+    if not apart.any():
+        return None
+    gx = cv2.Sobel(lab_small[..., 0], cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(lab_small[..., 0], cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    edge = np.hypot(gx, gy)
+    n, labels = cv2.connectedComponents(apart.astype(np.uint8), connectivity=8)
+    light = np.ones(apart.shape, np.float32)
+    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    for k in range(1, n):
+        part = _holes_filled(labels == k).astype(np.uint8)
+        outline = (cv2.dilate(part, ring) > 0) & ~(cv2.erode(part, ring) > 0)
+        outline[0, :] = outline[-1, :] = outline[:, 0] = outline[:, -1] = False  # the picture's edge
+        if outline.any() and float(np.median(edge[outline])) > LIGHTING_EDGE:
+            light[cv2.dilate(part, ring) > 0] = 0.0
+    weight = cv2.resize(light, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+    local_full = cv2.resize(local, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(plane + weight * (local_full - plane), 0, 255)
 
 
 def _without_edge_strips(alpha: np.ndarray) -> np.ndarray:
@@ -1361,7 +1444,7 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     if band.sum() < 64:
         return None
     try:
-        keyed = _key_out(img, band, region=inner)
+        keyed = _key_out(img, band, region=inner, relight=True)
     except ValueError:
         return None
     if keyed.spread > SHEET_SPREAD or keyed.kept < 0.9:
@@ -1399,16 +1482,21 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     keyed = _key_out(img, border)
     keyed.rgba[..., 3] = _without_edge_strips(keyed.rgba[..., 3])
     solid = keyed.rgba[..., 3] >= 128
+    inverted = False
     if solid.mean() > 0.5 and _lightness(img, solid) > keyed.background_lab[0]:
         # most of the picture lighter than its border: cropped tight, the border is the stamp's own
         # frame and the paper inside is the background
         inverse = _key_out(img, solid)
         if (inverse.rgba[..., 3] >= 128).mean() < solid.mean():
-            keyed = inverse
+            keyed, inverted = inverse, True
             solid = keyed.rgba[..., 3] >= 128
     if not solid.any():
         raise ValueError("nothing is left after keying out the background")
-    final = _key_out_sheet(img, solid, keyed.background_lab) or keyed
+    final = _key_out_sheet(img, solid, keyed.background_lab)
+    if final is None and not inverted:
+        final = _key_out(img, border, relight=True)  # the plane again, if the lighting is even
+        final.rgba[..., 3] = _without_edge_strips(final.rgba[..., 3])
+    final = final or keyed
     if final.noise > BUSY_BACKGROUND:
         raise ValueError(
             f"the background is not plain (its colour varies by {final.noise:.0f} around the border, "

@@ -1,9 +1,10 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 29 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 32 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border), a stamped sheet photographed on a desk,
 turned or running off the picture, a card on a table, a scan with the lid's dark edge strip, a
 PNG with an opaque white square behind the stamp, solid badges that must stay whole, seals
-whose only closed ring encloses plain paper, with text or dots outside it), each
+whose only closed ring encloses plain paper, with text or dots outside it, phone photos with
+vignetting, a hand's shadow or a blown-out corner), each
 scored against the alpha it was painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
@@ -126,12 +127,29 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
             a = np.pi * (0.9 + 1.2 * k / 13) if kind == "arc_text" else 2 * np.pi * k / 60
             x, y = round(210 + 160 * np.cos(a)), round(210 + 160 * np.sin(a))
             if kind == "arc_text":
-                cv2.putText(ink, "QCDEPARTMENT"[k % 12], (x - 10, y + 10), cv2.FONT_HERSHEY_DUPLEX, 1.0, 255, 2)
+                letter = "QCDEPARTMENT"[k % 12]
+                cv2.putText(ink, letter, (x - 10, y + 10), cv2.FONT_HERSHEY_DUPLEX, 1.0, 255, 2)
             else:
                 cv2.circle(ink, (x, y), 5, 255, -1, cv2.LINE_AA)
         page = np.full((420, 420, 3), 243, np.uint8)
-        truth = _over(page, np.dstack([np.full_like(ink, 40), np.full_like(ink, 40), np.full_like(ink, 190), ink]), 0, 0)
+        red = np.dstack([np.full_like(ink, 40), np.full_like(ink, 40), np.full_like(ink, 190), ink])
+        truth = _over(page, red, 0, 0)
         out[f"seal_{kind}_outside_its_ring.jpg"] = (noisy(page), truth)
+    # phone photos of a stamped page: uneven light (vignetting, a hand's shadow, a blown-out corner)
+    st = shapes["round"]
+    h, w = st.shape[:2]
+    gy, gx = np.mgrid[0 : h + 400, 0 : w + 400].astype(np.float32)
+    gx, gy = gx / (w + 400) - 0.5, gy / (h + 400) - 0.5
+    light = {
+        "vignetting": 1.0 - 1.0 * (gx**2 + gy**2),
+        "shadow": 1.0 - 0.3 * np.clip(1.5 - np.hypot((gx + 0.3) / 0.35, (gy + 0.35) / 0.2), 0, 1),
+        "blown_out_corner": 0.9 + 0.5 * np.clip(1.0 - np.hypot(gx - 0.5, gy - 0.5) / 0.6, 0, 1),
+    }
+    for kind, gain in light.items():
+        page = np.full((h + 400, w + 400, 3), 225, np.uint8)
+        truth = _over(page, st, 200, 200)
+        lit = np.clip(page * cv2.GaussianBlur(gain, (0, 0), 15)[..., None], 0, 255)
+        out[f"phone_photo_{kind}.jpg"] = (noisy(lit), truth)
     return out
 
 
