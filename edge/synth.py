@@ -1425,8 +1425,8 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     is one plain colour and it holds a smaller mark of another colour, keyed out again with that
     band as the background. None if the solid part does not look like such a sheet.
 
-    ``around_lab``: the colour around the sheet (None for a PNG's transparency: then only a light,
-    nearly grey sheet counts, as paper does)."""
+    ``around_lab``: the colour around the sheet (None for a PNG's transparency: then the marks must
+    be darker than the sheet, as ink is on paper of any colour)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(solid.astype(np.uint8), connectivity=8)
     if n < 2:
         return None
@@ -1450,11 +1450,13 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     if keyed.spread > SHEET_SPREAD or keyed.kept < 0.9:
         return None  # the band is not one plain colour: a ring or a frame of the stamp itself
     marks = keyed.rgba[..., 3] >= 128
+    if not marks.any():
+        return None
+    if around_lab is None:
+        # ink is darker than the paper it is on; a solid badge's cut-out letters are lighter
+        return keyed if _lightness(img, marks) <= keyed.background_lab[0] - SHEET_INK_CONTRAST else None
     if marks.sum() > 0.5 * inner.sum():
         return None  # most of it differs from the band: a stamp with a thick frame
-    if around_lab is None:
-        light, grey = keyed.background_lab[0] >= 75, np.hypot(*keyed.background_lab[1:]) <= 20
-        return keyed if light and grey else None
     lab = cv2.cvtColor(img[marks].reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     mark_lab = np.median(lab.reshape(-1, 3), axis=0)
     return keyed if np.linalg.norm(mark_lab - around_lab) >= SHEET_INK_CONTRAST else None

@@ -1,8 +1,8 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 32 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 35 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border), a stamped sheet photographed on a desk,
 turned or running off the picture, a card on a table, a scan with the lid's dark edge strip, a
-PNG with an opaque white square behind the stamp, solid badges that must stay whole, seals
+PNG with an opaque white, cream or yellow square behind the stamp, solid badges that must stay whole, seals
 whose only closed ring encloses plain paper, with text or dots outside it, phone photos with
 vignetting, a hand's shadow or a blown-out corner), each
 scored against the alpha it was painted with.
@@ -135,6 +135,22 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         red = np.dstack([np.full_like(ink, 40), np.full_like(ink, 40), np.full_like(ink, 190), ink])
         truth = _over(page, red, 0, 0)
         out[f"seal_{kind}_outside_its_ring.jpg"] = (noisy(page), truth)
+    # PNGs with an opaque square of coloured paper behind the stamp, and a white one behind a badge
+    for kind, paper in (("cream", (205, 240, 250)), ("yellow", (90, 225, 245))):
+        st = shapes["rect"]
+        h, w = st.shape[:2]
+        png = np.zeros((h + 200, w + 200, 4), np.uint8)
+        png[50 : h + 150, 50 : w + 150] = (*paper, 255)
+        truth = _over(png[..., :3], st, 100, 100)
+        out[f"rect_png_{kind}_square.png"] = (png, truth)
+    png = np.zeros((340, 540, 4), np.uint8)
+    png[30:310, 30:510] = 255
+    cv2.rectangle(png, (70, 70), (470, 270), (30, 30, 200, 255), -1)
+    cv2.putText(png, "PASSED", (110, 200), cv2.FONT_HERSHEY_DUPLEX, 2.6, (255, 255, 255, 255), 7)
+    truth = np.zeros(png.shape[:2], np.uint8)
+    truth[70:271, 70:471] = 255
+    truth[png[..., 0] > 200] = 0
+    out["solid_badge_png_white_square.png"] = (png, truth)
     # phone photos of a stamped page: uneven light (vignetting, a hand's shadow, a blown-out corner)
     st = shapes["round"]
     h, w = st.shape[:2]
