@@ -1380,16 +1380,25 @@ def _with_lighting(
 
 
 def _without_edge_strips(alpha: np.ndarray) -> np.ndarray:
-    """``alpha`` without the thin strips along an edge of the picture that a scanner's lid or a
-    crop leaves (long, and at most a tenth of the picture deep): they are not ink."""
+    """``alpha`` without the thin strips along the edges of the picture that a scanner's lid or a
+    crop leaves (long, at most a tenth of the picture deep, along one edge or around a corner,
+    enclosing nothing as a frame would): they are not ink."""
     h, w = alpha.shape
     n, labels, stats, _ = cv2.connectedComponentsWithStats((alpha > 0).astype(np.uint8), connectivity=8)
+    deep_y, deep_x = int(0.1 * h), int(0.1 * w)
     out = alpha
     for k in range(1, n):
         x, y, bw, bh = stats[k, :4]
         along_side = (x == 0 or x + bw == w) and bw <= 0.1 * w and bh >= 0.3 * h
         along_top = (y == 0 or y + bh == h) and bh <= 0.1 * h and bw >= 0.3 * w
-        if along_side or along_top:
+        around_corner = False
+        if not (along_side or along_top) and (x == 0 or y == 0 or x + bw == w or y + bh == h):
+            part = labels[y : y + bh, x : x + bw] == k
+            inside = part[max(0, deep_y - y) : h - deep_y - y, max(0, deep_x - x) : w - deep_x - x]
+            long = bw >= 0.3 * w or bh >= 0.3 * h
+            hollow = _holes_filled(part).sum() > 1.5 * part.sum()  # a frame around something
+            around_corner = long and inside.sum() <= 0.02 * part.sum() and not hollow
+        if along_side or along_top or around_corner:
             out = out.copy() if out is alpha else out
             out[labels == k] = 0
     return out

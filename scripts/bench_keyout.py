@@ -1,11 +1,11 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 35 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 38 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
-is then the picture's border), a stamped sheet photographed on a desk,
-turned or running off the picture, a card on a table, a scan with the lid's dark edge strip, a
-PNG with an opaque white, cream or yellow square behind the stamp, solid badges that must stay whole, seals
-whose only closed ring encloses plain paper, with text or dots outside it, phone photos with
-vignetting, a hand's shadow or a blown-out corner), each
-scored against the alpha it was painted with.
+is then the picture's border), a stamped sheet photographed on a desk, turned or running off the
+picture, a card on a table, a scan with the lid's dark edge strip (along one edge or around a
+corner), a PNG with an opaque white, cream or yellow square behind the stamp, solid badges that
+must stay whole, seals whose only closed ring encloses plain paper, with text or dots outside
+it, phone photos with vignetting, a hand's shadow or a blown-out corner), each scored against
+the alpha it was painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
 
@@ -74,6 +74,9 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         page[:, :10] = 30
         page[:, 10:18] = np.linspace(30, 248, 8)[None, :, None].astype(np.uint8)
         out[f"{kind}_scan_lid_strip.png"] = (noisy(page, 2), truth)
+        page[-6:, :] = 35  # and along the bottom: an L around the corner
+        page[-9:-6, :] = np.linspace(200, 35, 3)[:, None, None].astype(np.uint8)
+        out[f"{kind}_scan_lid_strips_around_a_corner.png"] = (noisy(page, 2), truth)
         png = np.zeros((h + 200, w + 200, 4), np.uint8)
         png[60 : h + 140, 60 : w + 140] = 255
         truth = _over(png[..., :3], st, 100, 100)
