@@ -1513,7 +1513,68 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
             f"the background is not plain (its colour varies by {final.noise:.0f} around the border, "
             f"a plain one by less than {BUSY_BACKGROUND:.0f}): a photo of a product, not of the stamp alone?"
         )
+    final.rgba[..., 3] = _without_specks(final.rgba[..., 3], final.rgba[..., :3], img, final.background_lab)
     return final.rgba
+
+
+#: Marks lying wholly in this outer band of the picture (share of its shorter side) show what the
+#: paper's own texture leaves (fibres, specks): a stamp is photographed with a margin.
+SPECK_BAND = 0.1
+
+
+#: ... unless they have the stamp's ink colour (CIE Lab distance below this).
+SPECK_CONTRAST = 15.0
+
+
+def _lab(bgr: np.ndarray) -> np.ndarray:
+    """Nx3 uint8 BGR -> Nx3 CIE Lab (L 0-100)."""
+    return cv2.cvtColor(bgr.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab).reshape(-1, 3)
+
+
+def _without_specks(
+    alpha: np.ndarray, colour: np.ndarray, img: np.ndarray, paper_lab: np.ndarray
+) -> np.ndarray:
+    """``alpha`` without the paper's specks and fibres: when at least three marks lie wholly in the
+    picture's outer band, in another colour than the largest mark (the stamp's), which stays out
+    of it, every mark no larger than the largest of those is dropped, anywhere (unless that would
+    drop more than a quarter of the ink: then they are the stamp's own), and so is every pixel
+    whose colour is off the line from the paper's colour (``paper_lab``, CIE Lab) to the ink's
+    (fibres touching the stamp). ``colour``: the un-mixed BGR colour of the ink; ``img``: the
+    picture."""
+    h, w = alpha.shape
+    band = max(2, round(SPECK_BAND * min(h, w)))
+    marks = (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    outer = (x + bw <= band) | (y + bh <= band) | (x >= w - band) | (y >= h - band)
+    if outer.sum() < 3:
+        return alpha
+    k = int(np.argmax(area))
+    if x[k] < band or y[k] < band or x[k] + bw[k] > w - band or y[k] + bh[k] > h - band:
+        return alpha  # the stamp itself reaches into the band: cropped tight, its marks are ink
+    solid = alpha >= 128
+    specks = np.isin(labels, 1 + np.flatnonzero(outer)) & solid
+    ink_lab = np.median(_lab(colour[(labels == k + 1) & solid]), axis=0)
+    if specks.any() and np.linalg.norm(np.median(_lab(colour[specks]), axis=0) - ink_lab) < SPECK_CONTRAST:
+        return alpha  # the marks in the band have the stamp's ink colour: a ring of dots
+    small = np.concatenate([[False], area <= area[outer].max()])
+    mass = np.bincount(labels.ravel(), weights=alpha.ravel().astype(np.float64), minlength=n)
+    if mass[small].sum() > 0.25 * mass[1:].sum():
+        return alpha
+    out = alpha.copy()
+    out[small[labels]] = 0
+    # fibres touching the stamp: their colour lies off the line from the paper's to the ink's
+    inked = out > 0
+    toward = ink_lab - paper_lab
+    toward /= max(float(np.linalg.norm(toward)), 1e-6)
+    rel = _lab(img[inked]) - paper_lab
+    off = np.linalg.norm(rel - np.outer(rel @ toward, toward), axis=1) > SPECK_CONTRAST
+    out[np.flatnonzero(inked.ravel())[off] // w, np.flatnonzero(inked.ravel())[off] % w] = 0
+    # and what that cut off them
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((out > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8))
+    small = np.concatenate([[False], stats[1:, cv2.CC_STAT_AREA] <= area[outer].max()])
+    out[small[labels]] = 0
+    return out
 
 
 def _lightness(img: np.ndarray, mask: np.ndarray) -> float:

@@ -1,11 +1,12 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 38 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 41 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border), a stamped sheet photographed on a desk, turned or running off the
 picture, a card on a table, a scan with the lid's dark edge strip (along one edge or around a
 corner), a PNG with an opaque white, cream or yellow square behind the stamp, solid badges that
 must stay whole, seals whose only closed ring encloses plain paper, with text or dots outside
-it, phone photos with vignetting, a hand's shadow or a blown-out corner), each scored against
-the alpha it was painted with.
+it, a seal with a ring of dots cropped close, stamps on kraft paper with dark fibres, phone
+photos with vignetting, a hand's shadow or a blown-out corner), each scored against the alpha
+it was painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
 
@@ -138,6 +139,32 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         red = np.dstack([np.full_like(ink, 40), np.full_like(ink, 40), np.full_like(ink, 190), ink])
         truth = _over(page, red, 0, 0)
         out[f"seal_{kind}_outside_its_ring.jpg"] = (noisy(page), truth)
+    # kraft paper with dark fibres (the paper's own marks, not ink), for a red and a black stamp
+    for kind, colour in (("red", (40, 40, 190)), ("black", (35, 35, 35))):
+        st = shapes["round"].copy()
+        st[..., :3] = colour
+        h, w = st.shape[:2]
+        page = np.empty((h + 200, w + 200, 3), np.uint8)
+        page[:] = (95, 150, 190)
+        for _ in range(400):
+            x0, y0 = rng.integers(0, w + 200), rng.integers(0, h + 200)
+            a = rng.uniform(0, np.pi)
+            n = rng.uniform(5, 18)
+            x1, y1 = round(x0 + n * np.cos(a)), round(y0 + n * np.sin(a))
+            cv2.line(page, (int(x0), int(y0)), (x1, y1), (45, 75, 105), 1, cv2.LINE_AA)
+        truth = _over(page, st, 100, 100)
+        out[f"kraft_with_fibres_{kind}.jpg"] = (noisy(page), truth)
+    # a seal with a ring of dots, cropped close: its dots lie near the picture's edge, and are ink
+    ink = np.zeros((330, 330), np.uint8)
+    cv2.circle(ink, (165, 165), 100, 255, 4, cv2.LINE_AA)
+    cv2.putText(ink, "PAID", (95, 185), cv2.FONT_HERSHEY_DUPLEX, 1.6, 255, 4, cv2.LINE_AA)
+    for k in range(48):
+        a = 2 * np.pi * k / 48
+        cv2.circle(ink, (round(165 + 150 * np.cos(a)), round(165 + 150 * np.sin(a))), 5, 255, -1, cv2.LINE_AA)
+    page = np.full((330, 330, 3), 242, np.uint8)
+    blue = np.dstack([np.full_like(ink, 160), np.full_like(ink, 70), np.full_like(ink, 30), ink])
+    truth = _over(page, blue, 0, 0)
+    out["seal_ring_of_dots_cropped_close.jpg"] = (noisy(page), truth)
     # PNGs with an opaque square of coloured paper behind the stamp, and a white one behind a badge
     for kind, paper in (("cream", (205, 240, 250)), ("yellow", (90, 225, 245))):
         st = shapes["rect"]
