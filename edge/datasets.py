@@ -485,7 +485,8 @@ class _YamlFormUnknown(Exception):
 
 def parse_yaml_names(text: str, source: str) -> tuple[str, ...]:
     """Class names from a YOLO ``data.yaml``: ``names: [a, b]``, ``names: {0: a, 1: b}``, or the
-    same as an indented block (``- a`` lines or ``0: a`` lines). Other YAML needs PyYAML."""
+    same as a block (indented ``0: a`` lines, or ``- a`` lines, indented or not, as ``yaml.dump``
+    writes them). Other YAML needs PyYAML."""
     try:
         names = _parse_yaml_names(text, source)
     except _YamlFormUnknown as exc:
@@ -559,7 +560,8 @@ def _parse_yaml_names(text: str, source: str) -> list[str]:
         raw = _strip_yaml_comment(lines[n])
         if not raw.strip():
             continue
-        if not raw[0].isspace():
+        # yaml.dump writes a list under a key at the key's own indent ("names:\n- a"), as YAML allows
+        if not raw[0].isspace() and not re.match(r"-(\s|$)", raw):
             break
         entry = raw.strip()
         line_where = f"{source} line {n + 1}"

@@ -141,6 +141,11 @@ def test_yolo_classes_txt_negatives_and_pixel_boxes(tmp_path, caplog):
         ("names:\n  - a  # first\n  - 'it''s'\ntrain: images\n", ("a", "it's")),
         ("names:\n  0: zero\n  1: 'one'\n", ("zero", "one")),
         ("names: {1: b, 0: a}\n", ("a", "b")),
+        # yaml.dump (Roboflow's YOLOv8 export, Ultralytics): the list at the key's own indent
+        (
+            "names:\n- kit\n- 'rac coon'  # comment\n\n- \"x\"\nnc: 3\nroboflow:\n  project: p\n",
+            ("kit", "rac coon", "x"),
+        ),
     ],
 )
 def test_yaml_names_standard_forms(text, expected):
