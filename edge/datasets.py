@@ -42,8 +42,12 @@ Choices
   must match the image as ``read_image`` decodes it (EXIF orientation applied); otherwise the
   size comes from the image header.
 - ``Record.primary()`` is the largest box by area (ties: the first); for centre labels the first.
-- ``Dataset.labels`` are the class names in first-seen order (YOLO, COCO: their class list), taken
-  from the whole set before ``subset`` filtering, so the splits of one set share one list.
+- ``Dataset.labels`` are the class names that at least one object uses, in first-seen order (YOLO,
+  COCO: in the order of their class list), taken from the whole set before ``subset`` filtering, so
+  the subsets of one set share one list. A listed class no object uses (Roboflow's project category
+  in COCO, LabelImg's predefined classes) is left out, in a logged warning; YOLO class ids still
+  index the full list. Splits exported as separate folders or files are separate sets: a split
+  where no object is a ``kit`` has no ``kit`` label.
 - Records are in label-file order (COCO, CSV, centres) or sorted by path (VOC, YOLO).
 - VOC ``difficult``/``truncated`` and COCO ``iscrowd`` are not interpreted.
 - The centres format cannot hold negatives: the writer skips them and counts them
@@ -1330,6 +1334,21 @@ def _first_seen_labels(records: Sequence[Record]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(o.label for r in records for o in r.objects))
 
 
+def _used_labels(listed: Sequence[str], records: Sequence[Record], source: Path) -> tuple[str, ...]:
+    """The listed classes some object uses, in list order: a class head over classes no image
+    shows would be trained on nothing (Roboflow's project category, LabelImg's predefined classes)."""
+    used = {o.label for r in records for o in r.objects}
+    unused = [name for name in listed if name not in used]
+    if unused:
+        _log.warning(
+            "%s: %d listed class(es) that no object uses left out of the labels: %s",
+            source,
+            len(unused),
+            ", ".join(repr(name) for name in unused),
+        )
+    return tuple(name for name in listed if name in used)
+
+
 def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
     """Load a labelled data set, its format detected from ``path`` (see the module docstring).
 
@@ -1364,7 +1383,7 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
             label = names[0]
         entries = parse_centers(_read_text(source, shown), shown, label)
         records = _records_from_entries(entries, [root, root / "images"], root)
-    labels = classes if classes is not None else _first_seen_labels(records)
+    labels = _used_labels(classes if classes is not None else _first_seen_labels(records), records, source)
     if subset is not None:
         records = _apply_subset(records, Path(subset), root)
     return Dataset(root, fmt, tuple(records), labels, source, unlabelled)

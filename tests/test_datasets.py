@@ -179,7 +179,7 @@ def test_yolo_data_yaml_in_place_of_classes_txt(tmp_path):
         },
     )
     ds = load_dataset(tmp_path)
-    assert ds.labels == ("round", "square") and ds.records[0].objects[0].label == "square"
+    assert ds.labels == ("square",) and ds.records[0].objects[0].label == "square"
 
 
 def test_yolo_exports_split_roboflow_and_ultralytics_style_load_one_split(tmp_path):
@@ -219,6 +219,46 @@ def test_yolo_exports_split_roboflow_and_ultralytics_style_load_one_split(tmp_pa
     assert val.records[0].objects[0].label == "square" and val.records[1].is_negative
     with pytest.raises(DatasetError, match=r"images: holds the splits train, val; pass one of them"):
         load_dataset(ultra)  # train and val at once would test on training images
+
+
+def test_labels_are_the_listed_classes_some_object_uses(tmp_path, caplog):
+    # LabelImg's predefined classes before the user's; ids still index the full list
+    _build(
+        tmp_path / "yolo",
+        {
+            "classes.txt": "dog\nround\ncat\nsquare\n",
+            "images/a.jpg": (W, H),
+            "images/b.jpg": (W, H),
+            "labels/a.txt": "3 0.5 0.5 0.5 0.5\n",
+            "labels/b.txt": "1 0.5 0.5 0.5 0.5\n",
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        ds = load_dataset(tmp_path / "yolo")
+    assert ds.labels == ("round", "square")
+    assert [r.objects[0].label for r in ds.records] == ["square", "round"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'yolo'}: 2 listed class(es) that no object uses left out of the labels: 'dog', 'cat'"
+    ]
+    # a subset keeps the labels of the whole set
+    (tmp_path / "b.txt").write_text("b.jpg\n")
+    assert load_dataset(tmp_path / "yolo", subset=tmp_path / "b.txt").labels == ("round", "square")
+    # Roboflow's COCO export lists the project as a category no annotation uses
+    doc = {
+        "images": [{"id": 0, "file_name": "a.jpg", "width": W, "height": H}],
+        "annotations": [{"id": 0, "image_id": 0, "category_id": 2, "bbox": [1, 2, 10, 10]}],
+        "categories": [
+            {"id": 0, "name": "stamps-x1y2", "supercategory": "none"},
+            {"id": 1, "name": "kit", "supercategory": "stamps-x1y2"},
+            {"id": 2, "name": "round", "supercategory": "stamps-x1y2"},
+        ],
+    }
+    _build(tmp_path / "coco", {"a.jpg": (W, H), "_annotations.coco.json": json.dumps(doc)})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        ds = load_dataset(tmp_path / "coco")
+    assert ds.labels == ("round",) and ds.records[0].objects[0].label == "round"
+    assert "'stamps-x1y2', 'kit'" in caplog.text
 
 
 def test_coco_negatives_category_order_and_images_folder(tmp_path):
