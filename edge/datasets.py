@@ -28,6 +28,8 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
 
 A folder is detected in this order: ``images/`` + ``labels/`` -> YOLO; ``.xml`` files in
 ``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``, ``.csv`` or ``.json`` in it.
+The root of an export made of split folders (``train/``, ``valid/``, ``test/``, as Roboflow writes
+every format) is refused with the splits named: pass one of them.
 
 Choices
 
@@ -1134,30 +1136,46 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         return "yolo", path
     if _voc_layout(path) is not None:
         return "voc", path
-    candidates = sorted(
-        [p for p in path.glob("labels.txt") if p.is_file()]
-        + [p for p in path.glob("*.csv") if p.is_file()]
-        + [p for p in path.glob("*.json") if p.is_file()]
-    )
+    candidates = _label_files(path)
     if len(candidates) == 1:
         return detect_format(candidates[0])[0], candidates[0]
     if candidates:
         listed = ", ".join(_rel(p, path) for p in candidates)
         raise DatasetError(f"{path}: holds several label files ({listed}); pass the one to load")
-    splits = [q.name for q in sorted(path.iterdir()) if q.name in YOLO_SPLITS and _yolo_dirs(q)]
-    if splits:
-        raise DatasetError(
-            f"{path}: holds the YOLO splits {', '.join(splits)}; pass one of them "
-            f"(e.g. --data {path / splits[0]})"
-        )
+    splits = [q.name for q in sorted(path.iterdir()) if q.name in YOLO_SPLITS and _holds_labels(q)]
+    if splits:  # an export's root folder (Roboflow: train/, valid/, test/, each a data set)
+        raise _pass_one_split(path, splits)
     raise DatasetError(
         f"{path}: no labels found; expected images/ + labels/ (YOLO), .xml files (VOC), "
         "or one labels.txt, .csv or .json file"
     )
 
 
-#: The split folders YOLO exports are made of.
+#: The split folders exports are made of (YOLO's, and Roboflow's in every format).
 YOLO_SPLITS = ("train", "valid", "val", "test")
+
+
+def _label_files(path: Path) -> list[Path]:
+    """The files in a folder that may be its one label file (COCO, CSV, centres)."""
+    return sorted(
+        [p for p in path.glob("labels.txt") if p.is_file()]
+        + [p for p in path.glob("*.csv") if p.is_file()]
+        + [p for p in path.glob("*.json") if p.is_file()]
+    )
+
+
+def _holds_labels(path: Path) -> bool:
+    return path.is_dir() and (
+        _yolo_dirs(path) is not None or _voc_layout(path) is not None or bool(_label_files(path))
+    )
+
+
+def _pass_one_split(folder: Path, splits: Sequence[str], more: str = "") -> DatasetError:
+    """The error for a folder of several splits: training on all of them would test on training images."""
+    example = folder / ("train" if "train" in splits else splits[0])
+    return DatasetError(
+        f"{folder}: holds the splits {', '.join(splits)}; pass one of them (e.g. --data {example}){more}"
+    )
 
 
 def _yolo_dirs(path: Path) -> tuple[Path, Path, tuple[Path, ...]] | None:
@@ -1267,10 +1285,7 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
     img_dir, lbl_dir, homes = dirs
     splits = sorted(q.name for q in img_dir.iterdir() if q.is_dir() and q.name in YOLO_SPLITS)
     if whole and len(splits) > 1:  # train and val mixed would be a test on training images
-        raise DatasetError(
-            f"{img_dir}: holds the splits {', '.join(splits)}; pass one of them, not all at once "
-            f"(e.g. --data {img_dir / splits[0]}), or pick images with --subset"
-        )
+        raise _pass_one_split(img_dir, splits, ", or pick images with --subset")
     classes = None
     for txt in (root / "classes.txt", lbl_dir / "classes.txt"):
         if txt.is_file():

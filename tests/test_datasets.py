@@ -60,6 +60,13 @@ def _voc(filename: str, objects: list[tuple[str, object, object, object, object]
     return f"<annotation><filename>{filename}</filename>{size_xml}{objs}</annotation>"
 
 
+def _coco_doc(*names: str) -> str:
+    """A COCO json of ``W`` x ``H`` images, each with one 'stamp' box."""
+    images = [{"id": i, "file_name": n, "width": W, "height": H} for i, n in enumerate(names)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 2, 10, 10]} for i in range(len(names))]
+    return json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "stamp"}]})
+
+
 def _by_name(ds) -> dict[str, Record]:
     return {r.name: r for r in ds.records}
 
@@ -197,7 +204,7 @@ def test_yolo_exports_split_roboflow_and_ultralytics_style_load_one_split(tmp_pa
     train = load_dataset(roboflow / "train")
     assert [r.name for r in train.records] == ["a.jpg"] and train.records[0].objects[0].label == "square"
     assert load_dataset(roboflow / "valid").records[0].objects[0].label == "round"
-    with pytest.raises(DatasetError, match=r"holds the YOLO splits train, valid; pass one of them") as info:
+    with pytest.raises(DatasetError, match=r"holds the splits train, valid; pass one of them") as info:
         load_dataset(roboflow)
     assert str(roboflow / "train") in str(info.value)
 
@@ -259,6 +266,32 @@ def test_labels_are_the_listed_classes_some_object_uses(tmp_path, caplog):
         ds = load_dataset(tmp_path / "coco")
     assert ds.labels == ("round",) and ds.records[0].objects[0].label == "round"
     assert "'stamps-x1y2', 'kit'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        {"_annotations.coco.json": _coco_doc("a.jpg"), "a.jpg": (W, H)},
+        {"a.xml": "<annotation><filename>a.jpg</filename></annotation>", "a.jpg": (W, H)},
+        {"_annotations.csv": "filename,xmin,ymin,xmax,ymax\na.jpg,1,1,5,5\n", "a.jpg": (W, H)},
+    ],
+    ids=["coco", "voc", "csv"],
+)
+def test_the_root_of_a_split_export_in_any_format_asks_for_one_split(tmp_path, split):
+    _build(
+        tmp_path,
+        {
+            "README.roboflow.txt": "exported",
+            **{f"{s}/{k}": v for s in ("test", "train", "valid") for k, v in split.items()},
+        },
+    )
+    assert load_dataset(tmp_path / "train").records
+    with pytest.raises(
+        DatasetError,
+        match=rf"^{re.escape(str(tmp_path))}: holds the splits test, train, valid; pass one of them "
+        rf"\(e\.g\. --data {re.escape(str(tmp_path / 'train'))}\)$",
+    ):
+        load_dataset(tmp_path)
 
 
 def test_coco_negatives_category_order_and_images_folder(tmp_path):
