@@ -21,6 +21,7 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
 ``csv``      a ``.csv`` file with a header naming ``filename`` and ``x_min``/``xmin`` .. ``y_max``/``ymax``
              (optional ``label``/``class``, ``width``, ``height``), or headerless rows
              ``filename,x_min,y_min,x_max,y_max[,label]``. Several rows per image are several objects.
+             Separated by ``,``, ``;`` or tabs (sniffed; with ``;`` or tabs a decimal comma is read).
              Images relative to the csv's folder, else in ``images/`` beside it.
 ``centers``  a ``labels.txt`` with lines ``name x y`` (normalised centre); images beside it (or in
              ``images/``). Objects are named by the first line of an optional ``classes.txt`` beside
@@ -761,6 +762,22 @@ _CSV_COLUMNS = {
 _CSV_HEADERLESS = ("filename", *_BOX_FIELDS, "label")
 
 
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+
+
+def _csv_delimiter(text: str) -> str:
+    """The CSV's delimiter: ``,``, or ``;`` or a tab (Excel's "CSV" in locales with a decimal comma,
+    and its "Text (Tab delimited)"), as ``csv.Sniffer`` finds it in the first lines; else ``,``."""
+    sample = "\n".join(text.splitlines()[:20])
+    sniffer = csv.Sniffer()
+    # where ';' (or a tab) splits every line as evenly as ',' does, the commas are decimal commas
+    sniffer.preferred = [";", "\t", ","]
+    try:
+        return sniffer.sniff(sample, delimiters=",;\t").delimiter
+    except csv.Error:
+        return ","
+
+
 def _looks_like_a_header(row: Sequence[str]) -> bool:
     """A first row with no number among its cells: column names, not a labelled image."""
 
@@ -799,7 +816,8 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
     ``label``/``class``, ``width``, ``height``, in any order. Without: ``filename,x_min,y_min,x_max,
     y_max[,label]``. A row with all four box fields empty is a negative.
     """
-    reader = csv.reader(io.StringIO(text, newline=""))
+    delimiter = _csv_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     columns: dict[str, int] | None = None
     names: dict[str, str] = {}
     n_cols = 0
@@ -843,6 +861,8 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
         if len(row) != n_cols:
             raise DatasetError(f"{where}: expected {n_cols} columns (as on the first line), got {len(row)}")
         cell = {key: row[i].strip() for key, i in columns.items()}
+        if delimiter != ",":  # a locale that separates with ';' writes decimals with a comma: 12,5
+            cell = {k: v.replace(",", ".") if _DECIMAL_COMMA.match(v) else v for k, v in cell.items()}
         filename = cell["filename"]
         if not filename:
             raise DatasetError(f"{where}: {names['filename']} is empty; expected an image file name")

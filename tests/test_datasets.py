@@ -330,6 +330,24 @@ def test_csv_with_header_reordered_columns_negative_row_and_images_folder(tmp_pa
     assert a.primary().label == "dog" and b.is_negative
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Excel in a locale with a decimal comma: ';'-separated, CRLF, a BOM
+        "\ufefffilename;xmin;ymin;xmax;ymax;class\r\na.jpg;1;2,5;11;12;round\r\nb.jpg;3;4;13,25;14;square\r\n",
+        "filename\txmin\tymin\txmax\tymax\tclass\na.jpg\t1\t2,5\t11\t12\tround\nb.jpg\t3\t4\t13.25\t14\tsquare\n",
+        "a.jpg;1;2,5;11;12;round\nb.jpg;3;4;13,25;14;square\n",  # a comma on every line, too
+    ],
+    ids=["semicolon", "tab", "semicolon-headerless"],
+)
+def test_csv_separated_by_semicolons_or_tabs(tmp_path, text):
+    _build(tmp_path, {"a.jpg": (W, H), "b.jpg": (W, H)})
+    (tmp_path / "labels.csv").write_text(text, encoding="utf-8", newline="")
+    ds = load_dataset(tmp_path)
+    assert ds.labels == ("round", "square")
+    assert [r.objects[0].box for r in ds.records] == [(1, 2.5, 11, 12), (3, 4, 13.25, 14)]
+
+
 def test_csv_headerless_beside_images_with_default_label(tmp_path):
     _build(tmp_path, {"a.jpg": (W, H), "b.jpg": (W, H), "boxes.csv": "a.jpg,1,2,11,12\nb.jpg,,,,\n"})
     ds = load_dataset(tmp_path / "boxes.csv")
