@@ -30,7 +30,8 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
 A folder is detected in this order: ``images/`` + ``labels/`` -> YOLO; ``.xml`` files in
 ``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``, ``.csv`` or ``.json`` in it.
 The root of an export made of split folders (``train/``, ``valid/``, ``test/``, as Roboflow writes
-every format) is refused with the splits named: pass one of them.
+every format) is refused with the splits named: pass one of them. The CSV and JSON exports of VIA
+and Label Studio (their own forms, not COCO) are recognised and refused, naming the export to use.
 
 Choices
 
@@ -662,6 +663,8 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         raise DatasetError(f"{source} line {exc.lineno}: not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{source}: not UTF-8 text ({exc.reason})") from None
+    if foreign := _foreign_json(doc):
+        raise DatasetError(f"{source}: {foreign}")
     if not isinstance(doc, dict):
         raise DatasetError(f"{source}: expected a JSON object with images, annotations, categories")
     images, annotations = _coco_list(doc, "images", source), _coco_list(doc, "annotations", source)
@@ -778,6 +781,56 @@ def _csv_delimiter(text: str) -> str:
         return ","
 
 
+def _check_csv_header(columns: dict[str, int], where: str) -> None:
+    missing = [key for key in ("filename", *_BOX_FIELDS) if key not in columns]
+    if not missing:
+        return
+    if len(missing) == 1:
+        aliases = _CSV_COLUMNS[missing[0]]
+        raise DatasetError(
+            f"{where}: header lacks a column for {missing[0]} (expected one of {', '.join(aliases)})"
+        )
+    expected = ", ".join(" or ".join(_CSV_COLUMNS[key]) for key in missing)
+    hint = ""
+    if "width" in columns and "height" in columns and set(missing) == {"x_max", "y_max"}:
+        hint = (
+            "; boxes are read as corners, and 'width', 'height' as the image's size: for a box as "
+            "x, y, width, height write x_max = x + width, y_max = y + height"
+        )
+    raise DatasetError(f"{where}: header lacks columns for {', '.join(missing)} (expected {expected}){hint}")
+
+
+#: Exports of labelling tools that hold boxes in their own form: the export to use instead
+_USE_INSTEAD_LS = "export the project as 'COCO', 'YOLO' or 'Pascal VOC XML' instead"
+_USE_INSTEAD_VIA = "in VIA use Annotation > Export Annotations (COCO format) instead and pass that .json"
+
+
+def _foreign_csv(cells: Sequence[str]) -> str | None:
+    """What is wrong with a CSV header that a labelling tool's own CSV export writes, or None."""
+    if "region_shape_attributes" in cells:
+        return f"a VIA (VGG Image Annotator) CSV export, which is not read here; {_USE_INSTEAD_VIA}"
+    if "annotation_id" in cells or "annotator" in cells:
+        return f"a Label Studio CSV export, which is not read here; {_USE_INSTEAD_LS}"
+    return None
+
+
+def _foreign_json(doc: object) -> str | None:
+    """What is wrong with a json that a labelling tool's own json export writes, or None."""
+    if isinstance(doc, dict) and "images" not in doc:
+        entries = doc.get("_via_img_metadata", doc)
+        if isinstance(entries, dict) and any(
+            isinstance(v, dict) and "regions" in v and "filename" in v for v in entries.values()
+        ):
+            return f"a VIA (VGG Image Annotator) JSON export, which is not read here; {_USE_INSTEAD_VIA}"
+    if isinstance(doc, list) and any(
+        isinstance(item, dict)
+        and ({"annotations", "data"} <= item.keys() or {"annotation_id", "annotator"} & item.keys())
+        for item in doc
+    ):
+        return f"a Label Studio JSON export, which is not read here; {_USE_INSTEAD_LS}"
+    return None
+
+
 def _looks_like_a_header(row: Sequence[str]) -> bool:
     """A first row with no number among its cells: column names, not a labelled image."""
 
@@ -829,6 +882,8 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
         where = f"{source} line {n}"
         if columns is None:
             cells = [cell.strip().lower() for cell in row]
+            if foreign := _foreign_csv(cells):
+                raise DatasetError(f"{where}: {foreign}")
             if any(cell in _CSV_COLUMNS["filename"] for cell in cells):
                 columns = {}
                 for key, aliases in _CSV_COLUMNS.items():
@@ -838,10 +893,7 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
                     if found:
                         columns[key] = found[0]
                         names[key] = row[found[0]].strip()
-                    elif key in ("filename", *_BOX_FIELDS):
-                        raise DatasetError(
-                            f"{where}: header lacks a column for {key} (expected one of {', '.join(aliases)})"
-                        )
+                _check_csv_header(columns, where)
                 n_cols = len(row)
                 continue
             if _looks_like_a_header(row):

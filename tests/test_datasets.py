@@ -702,6 +702,37 @@ MALFORMED = [
         "d.json",
         r"^d\.json images\[0\]: says the image is 48x64 but a\.jpg is 64x48",
     ),
+    (
+        "json-via",
+        {**CSV_BASE, "d.json": json.dumps({"a.jpg99": {"filename": "a.jpg", "size": 99, "regions": []}})},
+        "d.json",
+        r"^d\.json: a VIA \(VGG Image Annotator\) JSON export, which is not read here; in VIA use "
+        r"Annotation > Export Annotations \(COCO format\)",
+    ),
+    (
+        "json-via-project",
+        {
+            **CSV_BASE,
+            "d.json": json.dumps(
+                {"_via_settings": {}, "_via_img_metadata": {"a.jpg99": {"filename": "a.jpg", "regions": []}}}
+            ),
+        },
+        "d.json",
+        r"^d\.json: a VIA \(VGG Image Annotator\) JSON export",
+    ),
+    (
+        "json-label-studio-min",
+        {**CSV_BASE, "d.json": json.dumps([{"image": "/data/upload/1/a.jpg", "id": 1, "annotation_id": 1}])},
+        "d.json",
+        r"^d\.json: a Label Studio JSON export, which is not read here; export the project as 'COCO', "
+        r"'YOLO' or 'Pascal VOC XML' instead$",
+    ),
+    (
+        "json-label-studio",
+        {**CSV_BASE, "d.json": json.dumps([{"id": 1, "data": {"image": "a.jpg"}, "annotations": []}])},
+        "d.json",
+        r"^d\.json: a Label Studio JSON export",
+    ),
     # CSV
     (
         "csv-not-number",
@@ -733,6 +764,43 @@ MALFORMED = [
         {**CSV_BASE, "l.csv": "filename,xmin,ymin,xmax,bottom\na.jpg,1,1,5,5\n"},
         "l.csv",
         r"^l\.csv line 1: header lacks a column for y_max \(expected one of y_max, ymax\)$",
+    ),
+    (
+        "csv-header-columns",
+        {**CSV_BASE, "l.csv": "filename,x,y,x_max,y_max\na.jpg,1,1,5,5\n"},
+        "l.csv",
+        r"^l\.csv line 1: header lacks columns for x_min, y_min \(expected x_min or xmin, y_min or ymin\)$",
+    ),
+    (
+        "csv-header-xywh",
+        {**CSV_BASE, "l.csv": "filename,class,xmin,ymin,width,height\na.jpg,s,1,1,4,4\n"},
+        "l.csv",
+        r"^l\.csv line 1: header lacks columns for x_max, y_max \(expected x_max or xmax, y_max or ymax\); "
+        r"boxes are read as corners, and 'width', 'height' as the image's size: for a box as x, y, width, "
+        r"height write x_max = x \+ width, y_max = y \+ height$",
+    ),
+    (
+        "csv-via",
+        {
+            **CSV_BASE,
+            "l.csv": "filename,file_size,file_attributes,region_count,region_id,region_shape_attributes,"
+            'region_attributes\na.jpg,99,{},1,0,"{""name"":""rect"",""x"":1,""y"":1,""width"":4,""height"":4}",'
+            '"{""label"":""s""}"\n',
+        },
+        "l.csv",
+        r"^l\.csv line 1: a VIA \(VGG Image Annotator\) CSV export, which is not read here; in VIA use "
+        r"Annotation > Export Annotations \(COCO format\) instead and pass that \.json$",
+    ),
+    (
+        "csv-label-studio",
+        {
+            **CSV_BASE,
+            "l.csv": "image,id,label,annotator,annotation_id,created_at,updated_at,lead_time\n"
+            '/data/upload/1/a.jpg,1,"[{""x"": 1, ""y"": 1, ""width"": 4, ""height"": 4}]",1,1,,,5\n',
+        },
+        "l.csv",
+        r"^l\.csv line 1: a Label Studio CSV export, which is not read here; export the project as 'COCO', "
+        r"'YOLO' or 'Pascal VOC XML' instead$",
     ),
     (
         "csv-partial-box",
