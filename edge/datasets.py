@@ -17,7 +17,10 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
              ``data.yaml`` one level up, as Roboflow writes them) or ``images/train`` (with
              ``labels/train`` and ``data.yaml`` beside ``images/``, as Ultralytics does).
 ``coco``     a ``.json`` file: ``images``, ``annotations`` (``bbox`` = x, y, w, h pixels), ``categories``;
-             images relative to the json's folder, else in ``images/`` beside it.
+             images relative to the json's folder, else in ``images/`` beside it. A json in an
+             ``annotations/`` folder (CVAT's COCO export: ``annotations/instances_default.json``) also
+             finds them in ``images/default/`` (``images/<subset>/`` for ``instances_<subset>.json``)
+             or ``images/`` beside that folder, which may be given in place of the json.
 ``csv``      a ``.csv`` file with a header naming ``filename`` and ``x_min``/``xmin`` .. ``y_max``/``ymax``
              (optional ``label``/``class``, ``width``, ``height``), or headerless rows
              ``filename,x_min,y_min,x_max,y_max[,label]``. Several rows per image are several objects.
@@ -28,7 +31,8 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
              it, else ``"stamp"`` (``edge.contract.DEFAULT_LABELS[0]``).
 
 A folder is detected in this order: ``images/`` + ``labels/`` -> YOLO; ``.xml`` files in
-``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``, ``.csv`` or ``.json`` in it.
+``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``, ``.csv`` or ``.json`` in it
+(or ``.json`` in its ``annotations/``).
 The root of an export made of split folders (``train/``, ``valid/``, ``test/``, as Roboflow writes
 every format) is refused with the splits named: pass one of them. The CSV and JSON exports of VIA
 and Label Studio (their own forms, not COCO) are recognised and refused, naming the export to use.
@@ -1228,12 +1232,14 @@ YOLO_SPLITS = ("train", "valid", "val", "test")
 
 
 def _label_files(path: Path) -> list[Path]:
-    """The files in a folder that may be its one label file (COCO, CSV, centres)."""
+    """The files in a folder that may be its one label file (COCO, CSV, centres), and the COCO
+    files in its ``annotations/`` (CVAT's COCO export: ``annotations/instances_default.json``)."""
+    ann = _first_dir(path, ("annotations", "Annotations"))
     return sorted(
         [p for p in path.glob("labels.txt") if p.is_file()]
         + [p for p in path.glob("*.csv") if p.is_file()]
         + [p for p in path.glob("*.json") if p.is_file()]
-    )
+    ) + sorted(p for p in (ann.glob("*.json") if ann else ()) if p.is_file() and not _hidden(p))
 
 
 def _holds_labels(path: Path) -> bool:
@@ -1445,6 +1451,12 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
     fmt, source = detect_format(path)
     root = source if source.is_dir() else source.parent
     shown = source.name
+    image_dirs = [root, root / "images"]
+    if fmt == "coco" and root.name.lower() == "annotations":
+        # COCO's and CVAT's layout: annotations/instances_<subset>.json, images/<subset>/ (or images/)
+        subset_name = source.stem.removeprefix("instances_")
+        root = root.parent
+        image_dirs += [root / "images" / subset_name, root / "images"]
     classes: tuple[str, ...] | None = None
     unlabelled: tuple[Path, ...] = ()
     if fmt == "voc":
@@ -1457,10 +1469,10 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
         except OSError as exc:
             raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
         classes, entries = parse_coco(data, shown)
-        records = _records_from_entries(entries, [root, root / "images"], root)
+        records = _records_from_entries(entries, image_dirs, root)
     elif fmt == "csv":
         entries = parse_csv(_read_text(source, shown), shown)
-        records = _records_from_entries(entries, [root, root / "images"], root)
+        records = _records_from_entries(entries, image_dirs, root)
     else:
         label = DEFAULT_LABEL
         if (root / "classes.txt").is_file():
@@ -1469,7 +1481,7 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
                 raise DatasetError(f"classes.txt: expected one class name beside {shown}, got {len(names)}")
             label = names[0]
         entries = parse_centers(_read_text(source, shown), shown, label)
-        records = _records_from_entries(entries, [root, root / "images"], root)
+        records = _records_from_entries(entries, image_dirs, root)
     labels = _used_labels(classes if classes is not None else _first_seen_labels(records), records, source)
     if subset is not None:
         records = _apply_subset(records, Path(subset), root)

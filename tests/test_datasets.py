@@ -294,6 +294,33 @@ def test_the_root_of_a_split_export_in_any_format_asks_for_one_split(tmp_path, s
         load_dataset(tmp_path)
 
 
+@pytest.mark.parametrize("images", ["images/default", "images"])
+def test_cvat_coco_export_loads_from_its_folder_or_its_json(tmp_path, images):
+    _build(
+        tmp_path,
+        {
+            "annotations/instances_default.json": _coco_doc("a.jpg", "b.jpg"),
+            f"{images}/a.jpg": (W, H),
+            f"{images}/b.jpg": (W, H),
+        },
+    )
+    for path in (tmp_path, tmp_path / "annotations" / "instances_default.json"):
+        ds = load_dataset(path)
+        assert ds.format == "coco" and ds.labels == ("stamp",) and ds.root == tmp_path
+        assert [r.image_path for r in ds.records] == [
+            tmp_path / images / "a.jpg",
+            tmp_path / images / "b.jpg",
+        ]
+        assert ds.records[0].objects[0].box == (1, 2, 11, 12)
+    (tmp_path / images / "b.jpg").unlink()
+    with pytest.raises(
+        DatasetError,
+        match=r"^instances_default\.json images\[1\]: image 'b\.jpg' not found \(looked in annotations/ and "
+        r"annotations/images/ and images/default/ and images/\)$",
+    ):
+        load_dataset(tmp_path)
+
+
 def test_coco_negatives_category_order_and_images_folder(tmp_path):
     doc = {
         "images": [
