@@ -15,7 +15,10 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
              Lines ``class x_center y_center width height``, normalised. Exports split in the two
              usual ways load one split at a time: ``train/`` (``images/`` + ``labels/``, with
              ``data.yaml`` one level up, as Roboflow writes them) or ``images/train`` (with
-             ``labels/train`` and ``data.yaml`` beside ``images/``, as Ultralytics does).
+             ``labels/train`` and ``data.yaml`` beside ``images/``, as Ultralytics does). Labels may
+             also lie beside the images: with ``classes.txt`` in that folder (LabelImg), or in
+             ``obj_train_data/`` with ``obj.names`` beside it (CVAT's YOLO 1.1 export; the export
+             folder or ``obj_train_data/`` may be given).
 ``coco``     a ``.json`` file: ``images``, ``annotations`` (``bbox`` = x, y, w, h pixels), ``categories``;
              images relative to the json's folder, else in ``images/`` beside it. A json in an
              ``annotations/`` folder (CVAT's COCO export: ``annotations/instances_default.json``) also
@@ -30,9 +33,9 @@ Formats and layouts (``path`` may be the folder or, for the last three, the labe
              ``images/``). Objects are named by the first line of an optional ``classes.txt`` beside
              it, else ``"stamp"`` (``edge.contract.DEFAULT_LABELS[0]``).
 
-A folder is detected in this order: ``images/`` + ``labels/`` -> YOLO; ``.xml`` files in
-``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``, ``.csv`` or ``.json`` in it
-(or ``.json`` in its ``annotations/``).
+A folder is detected in this order: ``images/`` + ``labels/`` (or labels beside images, as above)
+-> YOLO; ``.xml`` files in ``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``,
+``.csv`` or ``.json`` in it (or ``.json`` in its ``annotations/``).
 The root of an export made of split folders (``train/``, ``valid/``, ``test/``, as Roboflow writes
 every format) is refused with the splits named: pass one of them. The CSV and JSON exports of VIA
 and Label Studio (their own forms, not COCO) are recognised and refused, naming the export to use.
@@ -1210,6 +1213,9 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         raise DatasetError(f"{path}: no such file or folder")
     if _yolo_dirs(path) is not None:
         return "yolo", path
+    subsets = _darknet_dirs(path)
+    if len(subsets) > 1 and (path / "obj.names").is_file():
+        raise _pass_one_split(path, [q.name for q in subsets])
     if _voc_layout(path) is not None:
         return "voc", path
     candidates = _label_files(path)
@@ -1250,22 +1256,40 @@ def _holds_labels(path: Path) -> bool:
 
 def _pass_one_split(folder: Path, splits: Sequence[str], more: str = "") -> DatasetError:
     """The error for a folder of several splits: training on all of them would test on training images."""
-    example = folder / ("train" if "train" in splits else splits[0])
+    example = folder / next((s for s in splits if "train" in s), splits[0])
     return DatasetError(
         f"{folder}: holds the splits {', '.join(splits)}; pass one of them (e.g. --data {example}){more}"
     )
 
 
 def _yolo_dirs(path: Path) -> tuple[Path, Path, tuple[Path, ...]] | None:
-    """A YOLO folder's (images, labels, folders that may hold data.yaml or classes.txt): ``path``
+    """A YOLO folder's (images, labels, folders that may hold data.yaml or obj.names): ``path``
     with ``images/`` + ``labels/`` (a split of a Roboflow export: data.yaml one level up), or
-    ``path`` = ``images/<split>`` with ``labels/<split>`` beside it (Ultralytics); else None."""
+    ``path`` = ``images/<split>`` with ``labels/<split>`` beside it (Ultralytics), or labels beside
+    the images: in ``path`` with a ``classes.txt`` (LabelImg), or in CVAT's ``obj_<subset>_data/``
+    with ``obj.names`` beside it, given as the export folder or that folder; else None."""
     if (path / "images").is_dir() and (path / "labels").is_dir():
         return path / "images", path / "labels", (path, path.parent)
     root = path.parent.parent
     if path.parent.name == "images" and (root / "labels" / path.name).is_dir():
         return path, root / "labels" / path.name, (root,)
+    subsets = _darknet_dirs(path)
+    if len(subsets) == 1 and (path / "obj.names").is_file():
+        return subsets[0], subsets[0], (path,)
+    darknet = path.parent if _DARKNET_DIR.match(path.name) and (path.parent / "obj.names").is_file() else None
+    if darknet is not None or (path / "classes.txt").is_file() or (path / "obj.names").is_file():
+        stems = {p.stem for p in path.glob("*.txt")}
+        if any(p.stem in stems and _is_image(p) for p in path.iterdir()):
+            return path, path, (path,) if darknet is None else (path, darknet)
     return None
+
+
+_DARKNET_DIR = re.compile(r"obj_\w+_data$")
+
+
+def _darknet_dirs(path: Path) -> list[Path]:
+    """CVAT's YOLO 1.1 export: ``obj_<subset>_data/`` folders, images and labels side by side."""
+    return sorted(q for q in path.glob("obj_*_data") if q.is_dir() and _DARKNET_DIR.match(q.name))
 
 
 def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
@@ -1364,22 +1388,28 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
     splits = sorted(q.name for q in img_dir.iterdir() if q.is_dir() and q.name in YOLO_SPLITS)
     if whole and len(splits) > 1:  # train and val mixed would be a test on training images
         raise _pass_one_split(img_dir, splits, ", or pick images with --subset")
-    classes = None
-    for txt in (root / "classes.txt", lbl_dir / "classes.txt"):
-        if txt.is_file():
-            classes = parse_classes_txt(_read_text(txt, _rel(txt, root)), _rel(txt, root))
-            break
+    lists: list[tuple[str, tuple[str, ...]]] = []  # (where, class names): all must agree
+    txt = next((t for t in (root / "classes.txt", lbl_dir / "classes.txt") if t.is_file()), None)
+    names_file = next((h / "obj.names" for h in homes if (h / "obj.names").is_file()), None)
+    for path in (txt, names_file):
+        if path is not None:
+            lists.append(
+                (_rel(path, root), parse_classes_txt(_read_text(path, _rel(path, root)), _rel(path, root)))
+            )
     yaml_path = next(
         (home / n for home in homes for n in ("data.yaml", "data.yml") if (home / n).is_file()), None
     )
     if yaml_path is not None:
-        shown = _rel(yaml_path, root) if yaml_path.parent == root else str(yaml_path)
-        yaml_names = parse_yaml_names(_read_text(yaml_path, shown), shown)
-        if classes is not None and yaml_names != classes:
-            raise DatasetError(f"{shown} names: {list(yaml_names)} differ from classes.txt {list(classes)}")
-        classes = yaml_names
-    if classes is None:
-        raise DatasetError(f"{root}: YOLO folder without classes.txt or data.yaml naming the classes")
+        shown = _rel(yaml_path, root)
+        lists.append((f"{shown} names", parse_yaml_names(_read_text(yaml_path, shown), shown)))
+    if not lists:
+        raise DatasetError(
+            f"{root}: YOLO folder without classes.txt, obj.names or data.yaml naming the classes"
+        )
+    for where, names in lists[1:]:
+        if names != lists[0][1]:
+            raise DatasetError(f"{where}: {list(names)} differ from {lists[0][0]} {list(lists[0][1])}")
+    classes = lists[0][1]
     images = sorted(p for p in img_dir.rglob("*") if _is_image(p))
     by_label: dict[Path, Path] = {}
     for image in images:

@@ -294,6 +294,63 @@ def test_the_root_of_a_split_export_in_any_format_asks_for_one_split(tmp_path, s
         load_dataset(tmp_path)
 
 
+def test_yolo_labels_beside_the_images_labelimg(tmp_path, caplog):
+    _build(
+        tmp_path,
+        {
+            "classes.txt": "dog\nround\nsquare\n",
+            "a.jpg": (W, H),
+            "a.txt": "2 0.5 0.5 0.25 0.5\n",
+            "b.png": (W, H),
+            "b.txt": "",
+            "c.jpg": (W, H),
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        ds = load_dataset(tmp_path)
+    assert (
+        ds.format == "yolo"
+        and ds.labels == ("square",)
+        and [r.name for r in ds.records] == ["a.jpg", "b.png"]
+    )
+    assert ds.records[0].objects == (ObjectLabel("square", box=(24.0, 12.0, 40.0, 36.0)),)
+    assert ds.records[1].is_negative and ds.unlabelled == (tmp_path / "c.jpg",)
+    (tmp_path / "z.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DatasetError, match=r"^z\.txt: no image for these labels \(expected \./z with one of"):
+        load_dataset(tmp_path)
+
+
+def test_yolo_cvat_export_obj_names_and_obj_train_data(tmp_path):
+    files = {
+        "obj.names": "round\nsquare\n",
+        "obj.data": "classes = 2\ntrain = data/train.txt\nnames = data/obj.names\n",
+        "train.txt": "data/obj_train_data/a.jpg\ndata/obj_train_data/b.jpg\n",
+        "obj_train_data/a.jpg": (W, H),
+        "obj_train_data/a.txt": "1 0.5 0.5 0.25 0.5\n",
+        "obj_train_data/b.jpg": (W, H),
+        "obj_train_data/b.txt": "0 0.25 0.25 0.5 0.5\n",
+    }
+    _build(tmp_path, files)
+    for path in (tmp_path, tmp_path / "obj_train_data"):
+        ds = load_dataset(path)
+        assert ds.format == "yolo" and ds.labels == ("round", "square")
+        assert [(r.name, r.objects[0].label) for r in ds.records] == [("a.jpg", "square"), ("b.jpg", "round")]
+        assert ds.records[1].objects[0].box == (0.0, 0.0, 32.0, 24.0)
+    _build(tmp_path, {"obj_valid_data/c.jpg": (W, H), "obj_valid_data/c.txt": ""})
+    with pytest.raises(
+        DatasetError,
+        match=rf"holds the splits obj_train_data, obj_valid_data; pass one of them "
+        rf"\(e\.g\. --data {re.escape(str(tmp_path / 'obj_train_data'))}\)$",
+    ):
+        load_dataset(tmp_path)
+    assert load_dataset(tmp_path / "obj_valid_data").records[0].is_negative
+    (tmp_path / "obj_valid_data" / "classes.txt").write_text("round\n")
+    with pytest.raises(
+        DatasetError, match=r"obj\.names: \['round', 'square'\] differ from classes\.txt \['round'\]$"
+    ):
+        load_dataset(tmp_path / "obj_valid_data")
+
+
 @pytest.mark.parametrize("images", ["images/default", "images"])
 def test_cvat_coco_export_loads_from_its_folder_or_its_json(tmp_path, images):
     _build(
@@ -648,7 +705,7 @@ MALFORMED = [
         "yolo-no-classes",
         {"images/a.jpg": IMG, "labels/a.txt": ""},
         ".",
-        r"YOLO folder without classes\.txt or data\.yaml",
+        r"YOLO folder without classes\.txt, obj\.names or data\.yaml naming the classes$",
     ),
     (
         "yolo-classes-disagree",
