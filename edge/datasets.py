@@ -921,7 +921,9 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
             raise DatasetError(f"{where}: expected {n_cols} columns (as on the first line), got {len(row)}")
         cell = {key: row[i].strip() for key, i in columns.items()}
         if delimiter != ",":  # a locale that separates with ';' writes decimals with a comma: 12,5
-            cell = {k: v.replace(",", ".") if _DECIMAL_COMMA.match(v) else v for k, v in cell.items()}
+            for key in (*_BOX_FIELDS, "width", "height"):
+                if _DECIMAL_COMMA.match(cell.get(key, "")):
+                    cell[key] = cell[key].replace(",", ".")
         filename = cell["filename"]
         if not filename:
             raise DatasetError(f"{where}: {names['filename']} is empty; expected an image file name")
