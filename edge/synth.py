@@ -1310,9 +1310,9 @@ def _key_out(
 #: Lighting (a phone's vignetting, a hand's shadow, a blown-out corner) is estimated on the
 #: picture shrunk to this longer side, by a median over a window of a sixth of it ...
 LIGHTING_SIDE = 128
-#: ... and a region where it differs from the fitted plane counts as ink, not light, when its
-#: outline is this sharp (median CIE L change per pixel at LIGHTING_SIDE; soft shadows and
-#: vignetting measured below 2, the edges of ink, sheets and cards 8 and more).
+#: ... and a region where that median departs from the fitted plane counts as ink, not light,
+#: when the departure rises this steeply at its outline (median CIE Lab change per pixel at
+#: LIGHTING_SIDE; measured: vignetting, shadows, blown-out corners 0.1-2.5, solid ink 8-11).
 LIGHTING_EDGE = 4.0
 
 
@@ -1354,26 +1354,31 @@ def _with_lighting(
     src = img if region is None else np.where(region[..., None], img, np.round(plane).astype(np.uint8))
     small = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
     k = 2 * (LIGHTING_SIDE // 12) + 1
-    local = cv2.GaussianBlur(cv2.medianBlur(small, k), (5, 5), 0).astype(np.float32)
+    median = cv2.medianBlur(small, k)
+    local = cv2.GaussianBlur(median, (5, 5), 0).astype(np.float32)
     plane_small = cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
-    lab_local = cv2.cvtColor(local / 255.0, cv2.COLOR_BGR2Lab)
+    lab_median = cv2.cvtColor(median.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     lab_plane = cv2.cvtColor(plane_small / 255.0, cv2.COLOR_BGR2Lab)
-    lab_small = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-    apart = np.linalg.norm(lab_local - lab_plane, axis=2) > t0
+    # how far the median departs from the plane: smoothly under light and shade, in a step at the
+    # edge of solid ink (a median keeps edges)
+    departs = np.linalg.norm(lab_median - lab_plane, axis=2)
+    apart = departs > t0
     if not apart.any():
         return None
-    gx = cv2.Sobel(lab_small[..., 0], cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(lab_small[..., 0], cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    edge = np.hypot(gx, gy)
+    edge = (
+        np.hypot(cv2.Sobel(departs, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(departs, cv2.CV_32F, 0, 1, ksize=3))
+        / 8
+    )
     n, labels = cv2.connectedComponents(apart.astype(np.uint8), connectivity=8)
     light = np.ones(apart.shape, np.float32)
     ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
     for k in range(1, n):
         part = _holes_filled(labels == k).astype(np.uint8)
         outline = (cv2.dilate(part, ring) > 0) & ~(cv2.erode(part, ring) > 0)
         outline[0, :] = outline[-1, :] = outline[:, 0] = outline[:, -1] = False  # the picture's edge
         if outline.any() and float(np.median(edge[outline])) > LIGHTING_EDGE:
-            light[cv2.dilate(part, ring) > 0] = 0.0
+            light[cv2.dilate(part, grow) > 0] = 0.0
     weight = cv2.resize(light, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
     local_full = cv2.resize(local, (w, h), interpolation=cv2.INTER_CUBIC)
     return np.clip(plane + weight * (local_full - plane), 0, 255)
@@ -1517,11 +1522,11 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     return final.rgba
 
 
+#: Marks of at most this share of the picture (and 2 px) are sensor noise, dropped anywhere.
+NOISE_SPECK = 1e-5
 #: Marks lying wholly in this outer band of the picture (share of its shorter side) show what the
-#: paper's own texture leaves (fibres, specks): a stamp is photographed with a margin.
+#: paper's own texture leaves (fibres, specks): a stamp is photographed with a margin ...
 SPECK_BAND = 0.1
-
-
 #: ... unless they have the stamp's ink colour (CIE Lab distance below this).
 SPECK_CONTRAST = 15.0
 
@@ -1545,6 +1550,11 @@ def _without_specks(
     band = max(2, round(SPECK_BAND * min(h, w)))
     marks = (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    noise = np.concatenate([[False], stats[1:, cv2.CC_STAT_AREA] <= max(2, NOISE_SPECK * h * w)])
+    if noise.any() and not noise[1:].all():  # single pixels of sensor noise: no ink is that small
+        alpha = np.where(noise[labels], 0, alpha).astype(alpha.dtype)
+        marks[noise[labels]] = 0
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
     x, y, bw, bh, area = (stats[1:, i] for i in range(5))
     outer = (x + bw <= band) | (y + bh <= band) | (x >= w - band) | (y >= h - band)
     if outer.sum() < 3:

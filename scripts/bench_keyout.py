@@ -1,12 +1,12 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 41 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 42 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border), a stamped sheet photographed on a desk, turned or running off the
 picture, a card on a table, a scan with the lid's dark edge strip (along one edge or around a
 corner), a PNG with an opaque white, cream or yellow square behind the stamp, solid badges that
 must stay whole, seals whose only closed ring encloses plain paper, with text or dots outside
-it, a seal with a ring of dots cropped close, stamps on kraft paper with dark fibres, phone
-photos with vignetting, a hand's shadow or a blown-out corner), each scored against the alpha
-it was painted with.
+it, a seal with a ring of dots cropped close, a solid logo in a dim noisy photo, stamps on kraft
+paper with dark fibres, phone photos with vignetting, a hand's shadow or a blown-out corner),
+each scored against the alpha it was painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
 
@@ -181,6 +181,17 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
     truth[70:271, 70:471] = 255
     truth[png[..., 0] > 200] = 0
     out["solid_badge_png_white_square.png"] = (png, truth)
+    # a solid logo stamp in a dim, noisy photo: its solid areas are ink, not a shade of the paper
+    page = np.full((420, 700, 3), 150, np.uint8)
+    green = (50, 110, 40)
+    cv2.circle(page, (160, 210), 110, green, -1, cv2.LINE_AA)
+    cv2.fillConvexPoly(page, np.array([[160, 120], [215, 210], [160, 300], [105, 210]]), (150, 150, 150))
+    cv2.rectangle(page, (320, 100), (600, 190), green, -1)
+    cv2.putText(page, "FRESH", (350, 168), cv2.FONT_HERSHEY_DUPLEX, 2.0, (150, 150, 150), 5, cv2.LINE_AA)
+    cv2.putText(page, "FARM CO.", (320, 290), cv2.FONT_HERSHEY_DUPLEX, 2.0, green, 7, cv2.LINE_AA)
+    truth = np.where(np.abs(page.astype(int) - 150).sum(axis=2) > 40, 255, 0).astype(np.uint8)
+    grain = rng.normal(0, 9, (*page.shape[:2], 1)) + rng.normal(0, 4, page.shape)  # light and colour
+    out["solid_logo_dim_noisy_photo.jpg"] = (np.clip(page + grain, 0, 255).astype(np.uint8), truth)
     # phone photos of a stamped page: uneven light (vignetting, a hand's shadow, a blown-out corner)
     st = shapes["round"]
     h, w = st.shape[:2]

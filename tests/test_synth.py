@@ -309,14 +309,16 @@ def test_only_the_stamp_is_kept_from_sheets_scans_and_pngs_with_a_white_square(t
     the ring: box IoU 0.04); in a phone photo with vignetting, a hand's shadow or a blown-out
     corner the light is not taken for ink (box IoU 0.35-0.44); a yellow square behind the stamp
     in a PNG is keyed like paper, a white one behind a red badge leaves the badge whole (box IoU
-    0.45, 0.60); kraft paper's fibres are not ink, a seal's ring of dots cropped close is."""
+    0.45, 0.60); kraft paper's fibres are not ink, a seal's ring of dots cropped close is; a
+    solid logo in a dim, noisy photo stays solid (ink IoU 0.55 when its solid areas were taken
+    for shade)."""
     bench = _bench_keyout()
     for name, (picture, truth) in bench.pictures(np.random.default_rng(0)).items():
         path = tmp_path / name
         cv2.imwrite(str(path), picture)
         alpha = load_stamp(path).rgba[..., 3]
         kept, ink = alpha >= 128, truth >= 128
-        # on kraft, a black stamp keeps fibres of its colour touching it (box IoU 0.96 here; 0.35 before)
+        # on kraft, a black stamp keeps fibres of its colour touching it (box IoU 0.94 here; 0.35 before)
         fibres = name.startswith("kraft")
         assert (kept & ink).sum() / (kept | ink).sum() > (0.85 if fibres else 0.9), name
         assert bench.box_iou(bench.stamp_box(alpha), bench.stamp_box(truth)) > (0.9 if fibres else 0.95), name
