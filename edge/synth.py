@@ -1518,6 +1518,7 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
             f"the background is not plain (its colour varies by {final.noise:.0f} around the border, "
             f"a plain one by less than {BUSY_BACKGROUND:.0f}): a photo of a product, not of the stamp alone?"
         )
+    final.rgba[..., 3] = _without_foreign_edges(final.rgba[..., 3], final.rgba[..., :3])
     final.rgba[..., 3] = _without_specks(final.rgba[..., 3], final.rgba[..., :3], img, final.background_lab)
     return final.rgba
 
@@ -1529,6 +1530,32 @@ NOISE_SPECK = 1e-5
 SPECK_BAND = 0.1
 #: ... unless they have the stamp's ink colour (CIE Lab distance below this).
 SPECK_CONTRAST = 15.0
+
+
+def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """``alpha`` without what touches the picture's edge in another colour than the stamp (the
+    largest mark clear of the edge): the desk beside the sheet in a phone's close-up, a wall or
+    a table's edge. ``colour``: the un-mixed BGR colour of the ink."""
+    h, w = alpha.shape
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
+    )
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    if not edge.any() or edge.all():
+        return alpha
+    stamp = 1 + int(np.flatnonzero(~edge)[np.argmax(area[~edge])])
+    solid = alpha >= 128
+    if not (solid & (labels == stamp)).any():
+        return alpha
+    ink_lab = np.median(_lab(colour[(labels == stamp) & solid]), axis=0)
+    out = alpha
+    for k in 1 + np.flatnonzero(edge):
+        part = (labels == k) & solid
+        if part.any() and np.linalg.norm(np.median(_lab(colour[part]), axis=0) - ink_lab) >= SPECK_CONTRAST:
+            out = out.copy() if out is alpha else out
+            out[labels == k] = 0
+    return out
 
 
 def _lab(bgr: np.ndarray) -> np.ndarray:

@@ -1,11 +1,12 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 42 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 44 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border), a stamped sheet photographed on a desk, turned or running off the
 picture, a card on a table, a scan with the lid's dark edge strip (along one edge or around a
 corner), a PNG with an opaque white, cream or yellow square behind the stamp, solid badges that
 must stay whole, seals whose only closed ring encloses plain paper, with text or dots outside
 it, a seal with a ring of dots cropped close, a solid logo in a dim noisy photo, stamps on kraft
-paper with dark fibres, phone photos with vignetting, a hand's shadow or a blown-out corner),
+paper with dark fibres, close-ups of a sheet with the desk showing at its edge or in a corner,
+phone photos with vignetting, a hand's shadow or a blown-out corner),
 each scored against the alpha it was painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
@@ -192,6 +193,19 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
     truth = np.where(np.abs(page.astype(int) - 150).sum(axis=2) > 40, 255, 0).astype(np.uint8)
     grain = rng.normal(0, 9, (*page.shape[:2], 1)) + rng.normal(0, 4, page.shape)  # light and colour
     out["solid_logo_dim_noisy_photo.jpg"] = (np.clip(page + grain, 0, 255).astype(np.uint8), truth)
+    # phone close-ups of a stamped sheet with the desk showing at an edge or in a corner
+    st = shapes["hex"]
+    h, w = st.shape[:2]
+    for kind, corners in (
+        ("along_the_bottom", [[0, h + 180], [w + 400, h + 150], [w + 400, h + 300], [0, h + 300]]),
+        ("in_a_corner", [[w + 250, h + 300], [w + 400, h + 170], [w + 400, h + 300]]),
+    ):
+        photo = np.full((h + 300, w + 400, 3), 238, np.uint8)
+        on = np.zeros(photo.shape[:2], np.uint8)
+        cv2.fillPoly(on, [np.array(corners, np.int32)], 1)
+        photo[on > 0] = desk(*photo.shape[:2])[on > 0]
+        truth = _over(photo, st, 200, 120)
+        out[f"sheet_close_up_desk_{kind}.jpg"] = (noisy(photo), truth)
     # phone photos of a stamped page: uneven light (vignetting, a hand's shadow, a blown-out corner)
     st = shapes["round"]
     h, w = st.shape[:2]
