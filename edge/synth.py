@@ -1459,7 +1459,9 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
         return None
     try:
         keyed = _key_out(img, band, region=inner, relight=True)
-    except ValueError:
+    except ValueError:  # nothing on it
+        if around_lab is not None and _lightness(img, band) > around_lab[0] + SHEET_INK_CONTRAST:
+            raise ValueError("the picture shows a blank sheet: no stamp on it") from None
         return None
     if keyed.spread > SHEET_SPREAD or keyed.kept < 0.9:
         return None  # the band is not one plain colour: a ring or a frame of the stamp itself

@@ -337,6 +337,18 @@ def test_a_photo_of_a_product_is_refused_as_a_stamp(tmp_path: Path) -> None:
         load_stamp(tmp_path / "product.jpg")
 
 
+def test_a_blank_sheet_on_a_desk_is_refused_as_a_stamp(tmp_path: Path) -> None:
+    """A phone photo of the sheet before it was stamped: the whole sheet came back as the stamp."""
+    rng = np.random.default_rng(0)
+    photo = np.clip(rng.normal(60, 6, (600, 800, 3)) + np.linspace(0, 30, 800)[None, :, None], 0, 255)
+    cv2.fillPoly(photo, [np.array([[180, 90], [640, 120], [610, 540], [150, 500]])], (228, 232, 235))
+    cv2.imwrite(
+        str(tmp_path / "blank.jpg"), np.clip(photo + rng.normal(0, 3, photo.shape), 0, 255).astype(np.uint8)
+    )
+    with pytest.raises(ValueError, match=r"blank\.jpg: the picture shows a blank sheet"):
+        load_stamp(tmp_path / "blank.jpg")
+
+
 def test_a_huge_stamp_picture_is_shrunk_before_keying(tmp_path: Path) -> None:
     page = np.full((600, 4200, 3), 245, np.uint8)
     cv2.circle(page, (2100, 300), 200, (30, 30, 200), 40)
