@@ -1433,6 +1433,29 @@ SHEET_INK_CONTRAST = 15.0
 SHEET_FILL = 0.5
 
 
+def _soft_outline(img: np.ndarray, part: np.ndarray, around_lab: np.ndarray) -> bool:
+    """Whether the outline of ``part`` (away from the picture's edge) is mostly soft: the colour
+    distance from ``around_lab`` changes there by less than SOFT_OUTLINE of its step per pixel (a
+    sheet's edge by about a sixth, after the smoothing)."""
+    lab = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+    dist = cv2.GaussianBlur(np.linalg.norm(lab - around_lab, axis=2).astype(np.float32), (0, 0), 2.0)
+    mask = part.astype(np.uint8)
+    outline = (mask > 0) & ~(cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0)
+    outline[:3, :] = outline[-3:, :] = outline[:, :3] = outline[:, -3:] = False
+    if not outline.any():
+        return False
+    step = float(np.median(dist[mask > 0]))
+    slope = (
+        np.hypot(cv2.Sobel(dist, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(dist, cv2.CV_32F, 0, 1, ksize=3)) / 8
+    )
+    return float(np.median(slope[outline])) < SOFT_OUTLINE * step
+
+
+#: See :func:`_soft_outline`. Measured: sheets and cards on desks 0.13-0.18 (a white sheet on a
+#: white table 0.05), the edge of shade on a phone photo of a page 0.008.
+SOFT_OUTLINE = 0.03
+
+
 def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | None) -> _Keyed | None:
     """The stamp on a plain sheet that the first key-out kept whole (a sheet of paper photographed
     on a desk, an opaque white square in a PNG): the sheet's largest solid part, if its edge band
@@ -1451,6 +1474,8 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     filled = _holes_filled(labels == k)
     if stats[k, cv2.CC_STAT_AREA] < SHEET_FILL * filled.sum():
         return None  # mostly hollow: a ring or frame of the stamp drawn around plain paper
+    if around_lab is not None and _soft_outline(img, filled, around_lab):
+        return None  # the paper in shade (or in a glare), not a sheet on something else
     margin = max(2, round(0.03 * min(bw, bh)))  # past the sheet's own edge (shadow, blur)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
     inner = cv2.erode(filled.astype(np.uint8), kernel) > 0

@@ -337,6 +337,25 @@ def test_a_photo_of_a_product_is_refused_as_a_stamp(tmp_path: Path) -> None:
         load_stamp(tmp_path / "product.jpg")
 
 
+def test_shade_on_a_page_is_not_taken_for_the_edge_of_a_sheet() -> None:
+    """The shaded half of a phone photo of a page, joined with a seal's ring, was taken for a
+    sheet on a desk and the seal cut at its outline (box IoU 0.78): shade has a soft outline."""
+    from edge.synth import _soft_outline
+
+    x = np.arange(800, dtype=np.float32)
+    shade = np.clip((x - 300) / 200, 0, 1)[None, :, None]  # dark on the left, over 200 px
+    page = np.clip(np.full((600, 800, 3), 246.0) * (0.6 + 0.4 * shade), 0, 255).astype(np.uint8)
+    dark = np.zeros((600, 800), bool)
+    dark[:, :400] = True
+    sheet = np.full((600, 800, 3), 60, np.uint8)
+    sheet[100:500, 150:650] = 235
+    on_desk = np.zeros((600, 800), bool)
+    on_desk[100:500, 150:650] = True
+    white = np.array([100.0, 0.0, 0.0])
+    assert _soft_outline(page, dark, white)
+    assert not _soft_outline(sheet, on_desk, np.array([25.0, 0.0, 0.0]))
+
+
 def test_a_blank_sheet_on_a_desk_is_refused_as_a_stamp(tmp_path: Path) -> None:
     """A phone photo of the sheet before it was stamped: the whole sheet came back as the stamp."""
     rng = np.random.default_rng(0)
