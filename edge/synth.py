@@ -1546,6 +1546,7 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
             f"a plain one by less than {BUSY_BACKGROUND:.0f}): a photo of a product, not of the stamp alone?"
         )
     final.rgba[..., 3] = _without_foreign_edges(final.rgba[..., 3], final.rgba[..., :3])
+    final.rgba[..., 3] = _without_noise(final.rgba[..., 3])
     final.rgba[..., 3] = _without_specks(final.rgba[..., 3], final.rgba[..., :3], img, final.background_lab)
     return final.rgba
 
@@ -1590,6 +1591,18 @@ def _lab(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab).reshape(-1, 3)
 
 
+def _without_noise(alpha: np.ndarray) -> np.ndarray:
+    """``alpha`` without single pixels of sensor noise (marks of at most NOISE_SPECK of the
+    picture): no ink is that small, and one would stretch the stamp's box."""
+    h, w = alpha.shape
+    marks = (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(marks)
+    noise = np.concatenate([[False], stats[1:, cv2.CC_STAT_AREA] <= max(2, NOISE_SPECK * h * w)])
+    if not noise.any() or noise[1:].all():
+        return alpha
+    return np.where(noise[labels], 0, alpha).astype(alpha.dtype)
+
+
 def _without_specks(
     alpha: np.ndarray, colour: np.ndarray, img: np.ndarray, paper_lab: np.ndarray
 ) -> np.ndarray:
@@ -1604,11 +1617,6 @@ def _without_specks(
     band = max(2, round(SPECK_BAND * min(h, w)))
     marks = (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
-    noise = np.concatenate([[False], stats[1:, cv2.CC_STAT_AREA] <= max(2, NOISE_SPECK * h * w)])
-    if noise.any() and not noise[1:].all():  # single pixels of sensor noise: no ink is that small
-        alpha = np.where(noise[labels], 0, alpha).astype(alpha.dtype)
-        marks[noise[labels]] = 0
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
     x, y, bw, bh, area = (stats[1:, i] for i in range(5))
     outer = (x + bw <= band) | (y + bh <= band) | (x >= w - band) | (y >= h - band)
     if outer.sum() < 3:
@@ -1633,7 +1641,9 @@ def _without_specks(
     toward /= max(float(np.linalg.norm(toward)), 1e-6)
     rel = _lab(img[inked]) - paper_lab
     off = np.linalg.norm(rel - np.outer(rel @ toward, toward), axis=1) > SPECK_CONTRAST
-    out[np.flatnonzero(inked.ravel())[off] // w, np.flatnonzero(inked.ravel())[off] % w] = 0
+    drop = np.zeros_like(inked)
+    drop[inked] = off
+    out[drop] = 0
     # and what that cut off them
     n, labels, stats, _ = cv2.connectedComponentsWithStats((out > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8))
     small = np.concatenate([[False], stats[1:, cv2.CC_STAT_AREA] <= area[outer].max()])
