@@ -1425,8 +1425,9 @@ def _holes_filled(mask: np.ndarray) -> np.ndarray:
 BUSY_BACKGROUND = 15.0
 #: A sheet's edge band must fit its colour plane this closely (90th percentile, CIE Lab) ...
 SHEET_SPREAD = 10.0
-#: ... and the ink found on it must differ this much from the colour around the sheet (else it is
-#: the surrounding background showing through a solid stamp's cut-out letters).
+#: ... and the ink found on it must be this much darker than the sheet, or differ this much from
+#: the colour around the sheet (else it is the surrounding background showing through a solid
+#: stamp's cut-out letters).
 SHEET_INK_CONTRAST = 15.0
 #: A sheet is solid: its own pixels cover at least this share of its outline (a stamp's ring or
 #: frame around plain paper covers a few per cent).
@@ -1491,15 +1492,16 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     if keyed.spread > SHEET_SPREAD or keyed.kept < 0.9:
         return None  # the band is not one plain colour: a ring or a frame of the stamp itself
     marks = keyed.rgba[..., 3] >= 128
-    if not marks.any():
-        return None
+    if not marks.any() or (solid & ~filled).sum() > marks.sum():
+        return None  # more ink outside than on it: a strip of desk below the stamped paper
     if around_lab is None:
         # ink is darker than the paper it is on; a solid badge's cut-out letters are lighter
         return keyed if _lightness(img, marks) <= keyed.background_lab[0] - SHEET_INK_CONTRAST else None
     if marks.sum() > 0.5 * inner.sum():
         return None  # most of it differs from the band: a stamp with a thick frame
-    lab = cv2.cvtColor(img[marks].reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-    mark_lab = np.median(lab.reshape(-1, 3), axis=0)
+    mark_lab = np.median(_lab(img[marks]), axis=0)
+    if mark_lab[0] <= keyed.background_lab[0] - SHEET_INK_CONTRAST:
+        return keyed  # darker than the sheet, as ink is on paper (black ink on a black desk too)
     return keyed if np.linalg.norm(mark_lab - around_lab) >= SHEET_INK_CONTRAST else None
 
 

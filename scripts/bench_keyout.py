@@ -1,13 +1,13 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 44 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 45 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border), a stamped sheet photographed on a desk, turned or running off the
-picture, a card on a table, a scan with the lid's dark edge strip (along one edge or around a
-corner), a PNG with an opaque white, cream or yellow square behind the stamp, solid badges that
-must stay whole, seals whose only closed ring encloses plain paper, with text or dots outside
-it, a seal with a ring of dots cropped close, a solid logo in a dim noisy photo, stamps on kraft
-paper with dark fibres, close-ups of a sheet with the desk showing at its edge or in a corner,
-phone photos with vignetting, a hand's shadow or a blown-out corner),
-each scored against the alpha it was painted with.
+picture, black ink on a sheet on a black desk, a card on a table, a scan with the lid's dark edge
+strip (along one edge or around a corner), a PNG with an opaque white, cream or yellow square
+behind the stamp, solid badges that must stay whole, seals whose only closed ring encloses plain
+paper, with text or dots outside it, a seal with a ring of dots cropped close, a solid logo in a
+dim noisy photo, stamps on kraft paper with dark fibres, close-ups of a sheet with the desk
+showing at its edge or in a corner, phone photos with vignetting, a hand's shadow or a blown-out
+corner), each scored against the alpha it was painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
 
@@ -83,6 +83,14 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         png[60 : h + 140, 60 : w + 140] = 255
         truth = _over(png[..., :3], st, 100, 100)
         out[f"{kind}_png_white_square.png"] = (png, truth)
+    st = shapes["rect"].copy()  # black ink on a white sheet on a black desk mat
+    st[..., :3] = 30
+    h, w = st.shape[:2]
+    photo = np.full((h + 400, w + 500, 3), 35, np.uint8)
+    photo[100 : h + 300, 120 : w + 380] = 232
+    truth = _over(photo, st, 250, 200)
+    grain = np.random.default_rng(1).normal(0, 3, photo.shape)  # its own draws: the others' stay put
+    out["black_stamp_sheet_on_black_desk.jpg"] = (np.clip(photo + grain, 0, 255).astype(np.uint8), truth)
     for kind in ("round", "rect"):
         st = shapes[kind]
         h, w = st.shape[:2]
