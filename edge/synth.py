@@ -1384,13 +1384,16 @@ def _with_lighting(
     return np.clip(plane + weight * (local_full - plane), 0, 255)
 
 
-def _without_edge_strips(alpha: np.ndarray) -> np.ndarray:
+def _without_edge_strips(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """``alpha`` without the thin strips along the edges of the picture that a scanner's lid or a
     crop leaves (long, at most a tenth of the picture deep, along one edge or around a corner,
-    enclosing nothing as a frame would): they are not ink."""
+    enclosing nothing as a frame would): they are not ink. A strip in the stamp's ink colour (a
+    letter or an underline of a stamp cropped tight) stays unless it runs along nine tenths of
+    the edge. ``colour``: the un-mixed BGR colour of the ink."""
     h, w = alpha.shape
     n, labels, stats, _ = cv2.connectedComponentsWithStats((alpha > 0).astype(np.uint8), connectivity=8)
     deep_y, deep_x = int(0.1 * h), int(0.1 * w)
+    ink_lab = _stamp_ink(alpha, colour)
     out = alpha
     for k in range(1, n):
         x, y, bw, bh = stats[k, :4]
@@ -1403,10 +1406,31 @@ def _without_edge_strips(alpha: np.ndarray) -> np.ndarray:
             long = bw >= 0.3 * w or bh >= 0.3 * h
             hollow = _holes_filled(part).sum() > 1.5 * part.sum()  # a frame around something
             around_corner = long and inside.sum() <= 0.02 * part.sum() and not hollow
-        if along_side or along_top or around_corner:
-            out = out.copy() if out is alpha else out
-            out[labels == k] = 0
+        if not (along_side or along_top or around_corner):
+            continue
+        solid = (labels == k) & (alpha >= 128)
+        whole_edge = bh >= 0.9 * h or bw >= 0.9 * w
+        if ink_lab is not None and solid.any() and not whole_edge:
+            if np.linalg.norm(np.median(_lab(colour[solid]), axis=0) - ink_lab) < SPECK_CONTRAST:
+                continue  # the stamp's own ink, cut by the crop
+        out = out.copy() if out is alpha else out
+        out[labels == k] = 0
     return out
+
+
+def _stamp_ink(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray | None:
+    """The stamp's ink colour (CIE Lab): the median of the solid pixels of the largest mark clear
+    of the picture's edge; None if every mark touches the edge."""
+    h, w = alpha.shape
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
+    )
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    clear = ~((x == 0) | (y == 0) | (x + bw == w) | (y + bh == h))
+    if not clear.any():
+        return None
+    solid = (labels == 1 + int(np.flatnonzero(clear)[np.argmax(area[clear])])) & (alpha >= 128)
+    return np.median(_lab(colour[solid]), axis=0) if solid.any() else None
 
 
 def _holes_filled(mask: np.ndarray) -> np.ndarray:
@@ -1527,7 +1551,7 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     border = np.zeros((h, w), bool)
     border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
     keyed = _key_out(img, border)
-    keyed.rgba[..., 3] = _without_edge_strips(keyed.rgba[..., 3])
+    keyed.rgba[..., 3] = _without_edge_strips(keyed.rgba[..., 3], keyed.rgba[..., :3])
     solid = keyed.rgba[..., 3] >= 128
     inverted = False
     if solid.mean() > 0.5 and _lightness(img, solid) > keyed.background_lab[0]:
@@ -1542,7 +1566,7 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     final = _key_out_sheet(img, solid, keyed.background_lab)
     if final is None and not inverted:
         final = _key_out(img, border, relight=True)  # the plane again, if the lighting is even
-        final.rgba[..., 3] = _without_edge_strips(final.rgba[..., 3])
+        final.rgba[..., 3] = _without_edge_strips(final.rgba[..., 3], final.rgba[..., :3])
     final = final or keyed
     if final.noise > BUSY_BACKGROUND:
         raise ValueError(
@@ -1566,8 +1590,11 @@ SPECK_CONTRAST = 15.0
 
 def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """``alpha`` without what touches the picture's edge in another colour than the stamp (the
-    largest mark clear of the edge): the desk beside the sheet in a phone's close-up, a wall or
-    a table's edge. ``colour``: the un-mixed BGR colour of the ink."""
+    largest mark clear of the edge) and apart from it: the desk beside the sheet in a phone's
+    close-up, a wall or a table's edge, or the desk all around a sheet (a quarter of the picture
+    or more). A smaller part in another colour that reaches over the stamp's box (a two-colour
+    stamp's frame cut by the crop, a signature across it) stays.
+    ``colour``: the un-mixed BGR colour of the ink."""
     h, w = alpha.shape
     _, labels, stats, _ = cv2.connectedComponentsWithStats(
         (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
@@ -1576,17 +1603,25 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
     if not edge.any() or edge.all():
         return alpha
-    stamp = 1 + int(np.flatnonzero(~edge)[np.argmax(area[~edge])])
+    s = int(np.flatnonzero(~edge)[np.argmax(area[~edge])])
     solid = alpha >= 128
-    if not (solid & (labels == stamp)).any():
+    if not (solid & (labels == s + 1)).any():
         return alpha
-    ink_lab = np.median(_lab(colour[(labels == stamp) & solid]), axis=0)
+    ink_lab = np.median(_lab(colour[(labels == s + 1) & solid]), axis=0)
+    gap = round(0.02 * min(h, w))
     out = alpha
-    for k in 1 + np.flatnonzero(edge):
-        part = (labels == k) & solid
-        if part.any() and np.linalg.norm(np.median(_lab(colour[part]), axis=0) - ink_lab) >= SPECK_CONTRAST:
-            out = out.copy() if out is alpha else out
-            out[labels == k] = 0
+    for k in np.flatnonzero(edge):
+        apart = (
+            x[k] > x[s] + bw[s] + gap
+            or x[k] + bw[k] + gap < x[s]
+            or y[k] > y[s] + bh[s] + gap
+            or y[k] + bh[k] + gap < y[s]
+        )
+        part = (labels == k + 1) & solid
+        if (apart or area[k] > 0.25 * h * w) and part.any():  # apart, or a desk all around
+            if np.linalg.norm(np.median(_lab(colour[part]), axis=0) - ink_lab) >= SPECK_CONTRAST:
+                out = out.copy() if out is alpha else out
+                out[labels == k + 1] = 0
     return out
 
 

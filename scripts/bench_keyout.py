@@ -1,13 +1,14 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 45 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 47 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
-is then the picture's border), a stamped sheet photographed on a desk, turned or running off the
-picture, black ink on a sheet on a black desk, a card on a table, a scan with the lid's dark edge
-strip (along one edge or around a corner), a PNG with an opaque white, cream or yellow square
-behind the stamp, solid badges that must stay whole, seals whose only closed ring encloses plain
-paper, with text or dots outside it, a seal with a ring of dots cropped close, a solid logo in a
-dim noisy photo, stamps on kraft paper with dark fibres, close-ups of a sheet with the desk
-showing at its edge or in a corner, phone photos with vignetting, a hand's shadow or a blown-out
-corner), each scored against the alpha it was painted with.
+is then the picture's border; a two-colour frame or a digit cut by the crop), a stamped sheet
+photographed on a desk, turned or running off the picture, black ink on a sheet on a black desk,
+a card on a table, a scan with the lid's dark edge strip (along one edge or around a corner), a
+PNG with an opaque white, cream or yellow square behind the stamp, solid badges that must stay
+whole, seals whose only closed ring encloses plain paper, with text or dots outside it, a seal
+with a ring of dots cropped close, a solid logo in a dim noisy photo, stamps on kraft paper with
+dark fibres, close-ups of a sheet with the desk showing at its edge or in a corner, phone photos
+with vignetting, a hand's shadow or a blown-out corner), each scored against the alpha it was
+painted with.
 
     python scripts/bench_keyout.py [--keep DIR]
 
@@ -174,6 +175,17 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
     blue = np.dstack([np.full_like(ink, 160), np.full_like(ink, 70), np.full_like(ink, 30), ink])
     truth = _over(page, blue, 0, 0)
     out["seal_ring_of_dots_cropped_close.jpg"] = (noisy(page), truth)
+    # tight crops: a two-colour stamp whose red frame is cut by the picture's left edge, and a
+    # date whose first digit touches the edge (the stamp's own ink, not a scanner lid's strip)
+    page = np.full((260, 480, 3), 240, np.uint8)
+    cv2.rectangle(page, (-20, 20), (460, 240), (40, 40, 190), 8)
+    cv2.putText(page, "12.03.2024", (40, 150), cv2.FONT_HERSHEY_DUPLEX, 2.0, (30, 30, 30), 5, cv2.LINE_AA)
+    truth = np.where(np.abs(page.astype(int) - 240).sum(axis=2) > 60, 255, 0).astype(np.uint8)
+    out["two_colour_stamp_frame_cut_by_the_crop.jpg"] = (noisy(page), truth)
+    page = np.full((90, 470, 3), 242, np.uint8)
+    cv2.putText(page, "1 MAR 2024", (-8, 68), cv2.FONT_HERSHEY_DUPLEX, 2.0, (150, 70, 30), 6, cv2.LINE_AA)
+    truth = np.where(np.abs(page.astype(int) - 242).sum(axis=2) > 60, 255, 0).astype(np.uint8)
+    out["date_cropped_through_its_first_digit.jpg"] = (noisy(page), truth)
     # PNGs with an opaque square of coloured paper behind the stamp, and a white one behind a badge
     for kind, paper in (("cream", (205, 240, 250)), ("yellow", (90, 225, 245))):
         st = shapes["rect"]

@@ -312,7 +312,8 @@ def test_only_the_stamp_is_kept_from_sheets_scans_and_pngs_with_a_white_square(t
     0.45, 0.60); kraft paper's fibres are not ink, a seal's ring of dots cropped close is; a
     solid logo in a dim, noisy photo stays solid (ink IoU 0.55 when its solid areas were taken
     for shade); the desk showing at the edge of a close-up is not ink (box IoU 0.24-0.34); black
-    ink on a sheet on a black desk is keyed on the sheet (box IoU 0.23)."""
+    ink on a sheet on a black desk is keyed on the sheet (box IoU 0.23); a two-colour stamp's
+    frame and a digit cut by a tight crop stay (0.17, 0.82)."""
     bench = _bench_keyout()
     for name, (picture, truth) in bench.pictures(np.random.default_rng(0)).items():
         path = tmp_path / name
