@@ -1419,8 +1419,18 @@ def _without_edge_strips(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
 
 
 def _stamp_ink(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray | None:
-    """The stamp's ink colour (CIE Lab): the median of the solid pixels of the largest mark clear
-    of the picture's edge; None if every mark touches the edge."""
+    """The stamp's ink colour (CIE Lab): see :func:`_stamp_mark`; None if there is no such mark."""
+    found = _stamp_mark(alpha, colour)
+    return None if found is None else found[3]
+
+
+def _stamp_mark(
+    alpha: np.ndarray, colour: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray] | None:
+    """The marks (alpha > BOX_ALPHA_THRESHOLD) as (labels, stats without the background row, the
+    index in stats of the largest mark clear of the picture's edge: the stamp's, its ink colour
+    in CIE Lab from the median of its solid pixels); None if every mark touches the edge or the
+    stamp's has no solid pixel. ``colour``: the un-mixed BGR colour of the ink."""
     h, w = alpha.shape
     _, labels, stats, _ = cv2.connectedComponentsWithStats(
         (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
@@ -1429,8 +1439,9 @@ def _stamp_ink(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray | None:
     clear = ~((x == 0) | (y == 0) | (x + bw == w) | (y + bh == h))
     if not clear.any():
         return None
-    solid = (labels == 1 + int(np.flatnonzero(clear)[np.argmax(area[clear])])) & (alpha >= 128)
-    return np.median(_lab(colour[solid]), axis=0) if solid.any() else None
+    k = int(np.flatnonzero(clear)[np.argmax(area[clear])])
+    solid = (labels == k + 1) & (alpha >= 128)
+    return (labels, stats[1:], k, np.median(_lab(colour[solid]), axis=0)) if solid.any() else None
 
 
 def _holes_filled(mask: np.ndarray) -> np.ndarray:
@@ -1596,18 +1607,13 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     stamp's frame cut by the crop, a signature across it) stays.
     ``colour``: the un-mixed BGR colour of the ink."""
     h, w = alpha.shape
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (alpha > BOX_ALPHA_THRESHOLD * 255).astype(np.uint8)
-    )
-    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    found = _stamp_mark(alpha, colour)
+    if found is None:
+        return alpha
+    labels, stats, s, ink_lab = found
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
     edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
-    if not edge.any() or edge.all():
-        return alpha
-    s = int(np.flatnonzero(~edge)[np.argmax(area[~edge])])
     solid = alpha >= 128
-    if not (solid & (labels == s + 1)).any():
-        return alpha
-    ink_lab = np.median(_lab(colour[(labels == s + 1) & solid]), axis=0)
     gap = round(0.02 * min(h, w))
     out = alpha
     for k in np.flatnonzero(edge):
