@@ -1325,17 +1325,22 @@ SOFT_SHARE = 0.08
 
 
 def _soft_share(dist: np.ndarray, t0: float) -> float:
-    """The share of the outline of ``dist > 1.2 t0`` (away from the picture's edge) where ``dist``
-    changes slowly: the edge of light and shade rather than of ink."""
-    kept = (dist > 1.2 * t0).astype(np.uint8)
-    outline = (kept > 0) & ~(cv2.erode(kept, np.ones((3, 3), np.uint8)) > 0)
-    outline[0, :] = outline[-1, :] = outline[:, 0] = outline[:, -1] = False
-    if not outline.any():
-        return 0.0
-    smooth = cv2.GaussianBlur(dist, (0, 0), 2.0)
+    """The share of the outline of ``dist > 1.2 t0`` where ``dist`` changes slowly: the edge of
+    light and shade rather than of ink."""
+    slopes = _outline_slopes(dist, dist > 1.2 * t0)
+    return float((slopes < 0.1 * t0).mean()) if slopes.size else 0.0
+
+
+def _outline_slopes(dist: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """How steeply ``dist`` (smoothed) changes per pixel on the outline of ``mask``, away from the
+    picture's edge."""
+    mask = mask.astype(np.uint8)
+    outline = (mask > 0) & ~(cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0)
+    outline[:3, :] = outline[-3:, :] = outline[:, :3] = outline[:, -3:] = False
+    smooth = cv2.GaussianBlur(dist.astype(np.float32), (0, 0), 2.0)
     dx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
     dy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-    return float((np.hypot(dx, dy)[outline] / 8.0 < 0.1 * t0).mean())
+    return np.hypot(dx, dy)[outline] / 8.0
 
 
 def _with_lighting(
@@ -1343,9 +1348,9 @@ def _with_lighting(
 ) -> np.ndarray | None:
     """The background ``plane`` (HxWx3 float BGR) corrected for uneven lighting, or None when the
     lighting is even. A median filter over a wide window estimates the paper's colour around
-    each pixel (strokes of ink are thinner than the window); where that estimate differs from the
-    plane, the region is light and shade if its outline is soft, and ink (a solid badge, a sheet
-    or card on a desk: their outlines are sharp) if it is sharp, where the plane is kept."""
+    each pixel (strokes of ink are thinner than the window); where that estimate departs from
+    the plane, the region is light and shade if the departure rises gently at its outline, and
+    ink (a solid badge, a sheet or card on a desk) if it rises in a step: there the plane is kept."""
     h, w = img.shape[:2]
     scale = LIGHTING_SIDE / max(h, w)
     if scale >= 1.0:
@@ -1474,17 +1479,12 @@ def _soft_outline(img: np.ndarray, part: np.ndarray, around_lab: np.ndarray) -> 
     distance from ``around_lab`` changes there by less than SOFT_OUTLINE of its step per pixel (a
     sheet's edge by about a sixth, after the smoothing)."""
     lab = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
-    dist = cv2.GaussianBlur(np.linalg.norm(lab - around_lab, axis=2).astype(np.float32), (0, 0), 2.0)
-    mask = part.astype(np.uint8)
-    outline = (mask > 0) & ~(cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0)
-    outline[:3, :] = outline[-3:, :] = outline[:, :3] = outline[:, -3:] = False
-    if not outline.any():
+    dist = np.linalg.norm(lab - around_lab, axis=2)
+    slopes = _outline_slopes(dist, part)
+    if not slopes.size:
         return False
-    step = float(np.median(dist[mask > 0]))
-    slope = (
-        np.hypot(cv2.Sobel(dist, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(dist, cv2.CV_32F, 0, 1, ksize=3)) / 8
-    )
-    return float(np.median(slope[outline])) < SOFT_OUTLINE * step
+    step = float(np.median(cv2.GaussianBlur(dist.astype(np.float32), (0, 0), 2.0)[part]))
+    return float(np.median(slopes)) < SOFT_OUTLINE * step
 
 
 #: See :func:`_soft_outline`. Measured: sheets and cards on desks 0.13-0.18 (a white sheet on a
