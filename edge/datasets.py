@@ -38,7 +38,8 @@ A folder is detected in this order: ``images/`` + ``labels/`` (or labels beside 
 ``.csv`` or ``.json`` in it (or ``.json`` in its ``annotations/``).
 The root of an export made of split folders (``train/``, ``valid/``, ``test/``, as Roboflow writes
 every format) is refused with the splits named: pass one of them. The CSV and JSON exports of VIA
-and Label Studio (their own forms, not COCO) are recognised and refused, naming the export to use.
+and Label Studio (their own forms, not COCO) and CVAT's "CVAT for images" XML are recognised and
+refused, naming the export to use.
 
 Choices
 
@@ -361,6 +362,11 @@ def parse_voc(data: str | bytes, source: str) -> ImageLabels:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise DatasetError(f"{source}: not valid XML ({exc})") from None
+    if root.tag == "annotations" and root.find("image") is not None:
+        raise DatasetError(
+            f"{source}: a CVAT for images XML export, which is not read here; export the task as "
+            "'COCO 1.0', 'YOLO 1.1' or 'PASCAL VOC 1.1' instead"
+        )
     if root.tag != "annotation":
         raise DatasetError(f"{source} <{root.tag}>: expected the root element <annotation>")
     filename = (root.findtext("filename") or "").strip()

@@ -592,6 +592,17 @@ MALFORMED = [
         r"^annotations/a\.xml <foo>: expected the root element <annotation>",
     ),
     (
+        "voc-cvat-for-images",
+        {
+            **CSV_BASE,
+            "annotations.xml": "<annotations><version>1.1</version><image id='0' name='a.jpg' width='64' "
+            "height='48'><box label='stamp' xtl='1' ytl='2' xbr='10' ybr='20'/></image></annotations>",
+        },
+        ".",
+        r"^annotations\.xml: a CVAT for images XML export, which is not read here; export the task as "
+        r"'COCO 1\.0', 'YOLO 1\.1' or 'PASCAL VOC 1\.1' instead$",
+    ),
+    (
         "voc-missing-field",
         {**VOC_BASE, "annotations/a.xml": _voc("a.jpg", [("s", 1, 1, 5, 5)]).replace("<ymax>5</ymax>", "")},
         ".",
