@@ -1240,6 +1240,7 @@ class _Keyed:
     spread: float  # 90th percentile of the sampled pixels' distance from the fitted plane (Lab)
     kept: float  # share of the sampled pixels that fit the plane
     noise: float  # 99th percentile of the distance of the pixels that fit it: the background's grain
+    soft: float  # the share of the outline of what the plane leaves that is soft (_soft_share)
 
 
 def _key_out(
@@ -1273,9 +1274,8 @@ def _key_out(
     sampled = dist[ys, xs]
     noise = float(np.percentile(sampled[keep], 99))  # the background's own spread
     t0 = max(noise * 1.2, 6.0)
-    lit = None
-    if relight and _soft_share(dist if region is None else np.where(region, dist, 0), t0) >= SOFT_SHARE:
-        lit = _with_lighting(img, bg, t0, region)
+    soft = _soft_share(dist if region is None else np.where(region, dist, 0), t0)
+    lit = _with_lighting(img, bg, t0, region) if relight and soft >= SOFT_SHARE else None
     if lit is not None:
         bg = lit
         lab_bg = cv2.cvtColor(bg / 255.0, cv2.COLOR_BGR2Lab)
@@ -1304,6 +1304,7 @@ def _key_out(
         float(np.percentile(sampled, 90)),
         float(keep.mean()),
         noise,
+        soft,
     )
 
 
@@ -1327,20 +1328,20 @@ SOFT_SHARE = 0.08
 def _soft_share(dist: np.ndarray, t0: float) -> float:
     """The share of the outline of ``dist > 1.2 t0`` where ``dist`` changes slowly: the edge of
     light and shade rather than of ink."""
-    slopes = _outline_slopes(dist, dist > 1.2 * t0)
+    slopes, _ = _outline_slopes(dist, dist > 1.2 * t0)
     return float((slopes < 0.1 * t0).mean()) if slopes.size else 0.0
 
 
-def _outline_slopes(dist: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _outline_slopes(dist: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How steeply ``dist`` (smoothed) changes per pixel on the outline of ``mask``, away from the
-    picture's edge."""
+    picture's edge; and the smoothed ``dist``."""
     mask = mask.astype(np.uint8)
     outline = (mask > 0) & ~(cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0)
     outline[:3, :] = outline[-3:, :] = outline[:, :3] = outline[:, -3:] = False
     smooth = cv2.GaussianBlur(dist.astype(np.float32), (0, 0), 2.0)
     dx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
     dy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-    return np.hypot(dx, dy)[outline] / 8.0
+    return np.hypot(dx, dy)[outline] / 8.0, smooth
 
 
 def _with_lighting(
@@ -1398,7 +1399,8 @@ def _without_edge_strips(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     h, w = alpha.shape
     n, labels, stats, _ = cv2.connectedComponentsWithStats((alpha > 0).astype(np.uint8), connectivity=8)
     deep_y, deep_x = int(0.1 * h), int(0.1 * w)
-    ink_lab = _stamp_ink(alpha, colour)
+    found = _stamp_mark(alpha, colour)
+    ink_lab = None if found is None else found[3]
     out = alpha
     for k in range(1, n):
         x, y, bw, bh = stats[k, :4]
@@ -1416,17 +1418,11 @@ def _without_edge_strips(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
         solid = (labels == k) & (alpha >= 128)
         whole_edge = bh >= 0.9 * h or bw >= 0.9 * w
         if ink_lab is not None and solid.any() and not whole_edge:
-            if np.linalg.norm(np.median(_lab(colour[solid]), axis=0) - ink_lab) < SPECK_CONTRAST:
+            if np.linalg.norm(_median_lab(colour[solid]) - ink_lab) < SPECK_CONTRAST:
                 continue  # the stamp's own ink, cut by the crop
         out = out.copy() if out is alpha else out
         out[labels == k] = 0
     return out
-
-
-def _stamp_ink(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray | None:
-    """The stamp's ink colour (CIE Lab): see :func:`_stamp_mark`; None if there is no such mark."""
-    found = _stamp_mark(alpha, colour)
-    return None if found is None else found[3]
 
 
 def _stamp_mark(
@@ -1446,7 +1442,7 @@ def _stamp_mark(
         return None
     k = int(np.flatnonzero(clear)[np.argmax(area[clear])])
     solid = (labels == k + 1) & (alpha >= 128)
-    return (labels, stats[1:], k, np.median(_lab(colour[solid]), axis=0)) if solid.any() else None
+    return (labels, stats[1:], k, _median_lab(colour[solid])) if solid.any() else None
 
 
 def _holes_filled(mask: np.ndarray) -> np.ndarray:
@@ -1480,10 +1476,10 @@ def _soft_outline(img: np.ndarray, part: np.ndarray, around_lab: np.ndarray) -> 
     sheet's edge by about a sixth, after the smoothing)."""
     lab = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     dist = np.linalg.norm(lab - around_lab, axis=2)
-    slopes = _outline_slopes(dist, part)
+    slopes, smooth = _outline_slopes(dist, part)
     if not slopes.size:
         return False
-    step = float(np.median(cv2.GaussianBlur(dist.astype(np.float32), (0, 0), 2.0)[part]))
+    step = float(np.median(smooth[part]))
     return float(np.median(slopes)) < SOFT_OUTLINE * step
 
 
@@ -1534,7 +1530,7 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
         return keyed if _lightness(img, marks) <= keyed.background_lab[0] - SHEET_INK_CONTRAST else None
     if marks.sum() > 0.5 * inner.sum():
         return None  # most of it differs from the band: a stamp with a thick frame
-    mark_lab = np.median(_lab(img[marks]), axis=0)
+    mark_lab = _median_lab(img[marks])
     if mark_lab[0] <= keyed.background_lab[0] - SHEET_INK_CONTRAST:
         return keyed  # darker than the sheet, as ink is on paper (black ink on a black desk too)
     return keyed if np.linalg.norm(mark_lab - around_lab) >= SHEET_INK_CONTRAST else None
@@ -1575,8 +1571,8 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     if not solid.any():
         raise ValueError("nothing is left after keying out the background")
     final = _key_out_sheet(img, solid, keyed.background_lab)
-    if final is None and not inverted:
-        final = _key_out(img, border, relight=True)  # the plane again, if the lighting is even
+    if final is None and not inverted and keyed.soft >= SOFT_SHARE:  # uneven light
+        final = _key_out(img, border, relight=True)
         final.rgba[..., 3] = _without_edge_strips(final.rgba[..., 3], final.rgba[..., :3])
     final = final or keyed
     if final.noise > BUSY_BACKGROUND:
@@ -1625,7 +1621,7 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
         )
         part = (labels == k + 1) & solid
         if (apart or area[k] > 0.25 * h * w) and part.any():  # apart, or a desk all around
-            if np.linalg.norm(np.median(_lab(colour[part]), axis=0) - ink_lab) >= SPECK_CONTRAST:
+            if np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST:
                 out = out.copy() if out is alpha else out
                 out[labels == k + 1] = 0
     return out
@@ -1634,6 +1630,11 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
 def _lab(bgr: np.ndarray) -> np.ndarray:
     """Nx3 uint8 BGR -> Nx3 CIE Lab (L 0-100)."""
     return cv2.cvtColor(bgr.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab).reshape(-1, 3)
+
+
+def _median_lab(bgr: np.ndarray) -> np.ndarray:
+    """The median CIE Lab colour (per channel) of Nx3 uint8 BGR pixels."""
+    return np.median(_lab(bgr), axis=0)
 
 
 def _without_noise(alpha: np.ndarray) -> np.ndarray:
@@ -1671,8 +1672,8 @@ def _without_specks(
         return alpha  # the stamp itself reaches into the band: cropped tight, its marks are ink
     solid = alpha >= 128
     specks = np.isin(labels, 1 + np.flatnonzero(outer)) & solid
-    ink_lab = np.median(_lab(colour[(labels == k + 1) & solid]), axis=0)
-    if specks.any() and np.linalg.norm(np.median(_lab(colour[specks]), axis=0) - ink_lab) < SPECK_CONTRAST:
+    ink_lab = _median_lab(colour[(labels == k + 1) & solid])
+    if specks.any() and np.linalg.norm(_median_lab(colour[specks]) - ink_lab) < SPECK_CONTRAST:
         return alpha  # the marks in the band have the stamp's ink colour: a ring of dots
     small = np.concatenate([[False], area <= area[outer].max()])
     mass = np.bincount(labels.ravel(), weights=alpha.ravel().astype(np.float64), minlength=n)
@@ -1698,8 +1699,7 @@ def _without_specks(
 
 def _lightness(img: np.ndarray, mask: np.ndarray) -> float:
     """The median CIE L (0-100) of ``img``'s pixels under ``mask``."""
-    pixels = img[mask].reshape(-1, 1, 3).astype(np.float32) / 255.0
-    return float(np.median(cv2.cvtColor(pixels, cv2.COLOR_BGR2Lab)[..., 0]))
+    return float(_median_lab(img[mask])[0])
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
