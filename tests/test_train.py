@@ -297,7 +297,7 @@ def test_weak_cam_centre_of_a_tiny_model_lands_on_the_blob(tmp_path, capsys):
     val = _write_blob_centres(tmp_path / "v", 16, 6)
     out = tmp_path / "run"
     argv = ["--out", str(out), "--data", str(labels), "--val", str(val), "--weak", "--copies", "12"]
-    rc = train_main([*argv, "--steps", "160", "--eval-every", "80", "--batch-size", "32", "--quiet"])
+    rc = train_main([*argv, "--steps", "240", "--eval-every", "80", "--batch-size", "32", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["kind"] == "cam"
