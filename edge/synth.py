@@ -1599,7 +1599,8 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """``alpha`` without what touches the picture's edge in another colour than the stamp (the
     largest mark clear of the edge) and apart from it: the desk beside the sheet in a phone's
     close-up, a wall or a table's edge, or the desk all around a sheet (a quarter of the picture
-    or more). A smaller part in another colour that reaches over the stamp's box (a two-colour
+    or more, or, round a sheet that fills most of the photo, most of the picture's edge with no
+    pixel near the stamp). A smaller part in another colour that reaches over the stamp's box (a two-colour
     stamp's frame cut by the crop, a signature across it) stays.
     ``colour``: the un-mixed BGR colour of the ink."""
     h, w = alpha.shape
@@ -1611,19 +1612,31 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
     solid = alpha >= 128
     gap = round(0.02 * min(h, w))
+    # edge parts in another colour than the stamp: what may be dropped
+    foreign = {
+        int(k)
+        for k in np.flatnonzero(edge)
+        if (part := (labels == k + 1) & solid).any()
+        and np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST
+    }
+    # a desk all around a sheet that fills most of the photo (most of the picture's edge, maybe
+    # in pieces cut apart by the sheet's corners) has no pixel in the stamp's box widened by the
+    # gap, though its own box holds the stamp's
+    near = labels[max(y[s] - gap, 0) : y[s] + bh[s] + gap, max(x[s] - gap, 0) : x[s] + bw[s] + gap]
+    rim = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    around = np.isin(rim, [k + 1 for k in foreign]).mean() > 0.5
     out = alpha
-    for k in np.flatnonzero(edge):
+    for k in sorted(foreign):
         apart = (
             x[k] > x[s] + bw[s] + gap
             or x[k] + bw[k] + gap < x[s]
             or y[k] > y[s] + bh[s] + gap
             or y[k] + bh[k] + gap < y[s]
+            or (around and not (near == k + 1).any())
         )
-        part = (labels == k + 1) & solid
-        if (apart or area[k] > 0.25 * h * w) and part.any():  # apart, or a desk all around
-            if np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST:
-                out = out.copy() if out is alpha else out
-                out[labels == k + 1] = 0
+        if apart or area[k] > 0.25 * h * w:  # apart, or a desk all around
+            out = out.copy() if out is alpha else out
+            out[labels == k + 1] = 0
     return out
 
 

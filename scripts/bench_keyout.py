@@ -241,6 +241,21 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         truth = _over(page, st, 200, 200)
         lit = np.clip(page * cv2.GaussianBlur(gain, (0, 0), 15)[..., None], 0, 255)
         out[f"phone_photo_{kind}.jpg"] = (noisy(lit), truth)
+    # a phone photo filled by the stamped sheet: the desk shows as a frame all around it, or in
+    # pieces between the corners of a turned sheet
+    for kind, turned in (("round", 0), ("rect", 6)):
+        st = shapes[kind]
+        h, w = st.shape[:2]
+        sheet = np.full((h + 360, w + 300, 3), 236, np.uint8)
+        sheet_truth = _over(sheet, st, 170, (h + 360 - h) // 3)
+        H, W = round(sheet.shape[0] / 0.85**0.5), round(sheet.shape[1] / 0.85**0.5)
+        turn = cv2.getRotationMatrix2D((sheet.shape[1] / 2, sheet.shape[0] / 2), turned, 1.0)
+        turn[:, 2] += ((W - sheet.shape[1]) / 2, (H - sheet.shape[0]) / 2)
+        on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
+        photo = desk(H, W)
+        photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
+        name = "sheet_fills_the_photo" + ("_turned" if turned else "")
+        out[f"{kind}_{name}.jpg"] = (noisy(photo, 3), cv2.warpAffine(sheet_truth, turn, (W, H)))
     return out
 
 
