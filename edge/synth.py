@@ -1332,16 +1332,19 @@ def _soft_share(dist: np.ndarray, t0: float) -> float:
     return float((slopes < 0.1 * t0).mean()) if slopes.size else 0.0
 
 
-def _outline_slopes(dist: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _outline_slopes(dist: np.ndarray, mask: np.ndarray, reach: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """How steeply ``dist`` (smoothed) changes per pixel on the outline of ``mask``, away from the
-    picture's edge; and the smoothed ``dist``."""
+    picture's edge (the steepest within ``reach`` pixels); and the smoothed ``dist``."""
     mask = mask.astype(np.uint8)
     outline = (mask > 0) & ~(cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0)
     outline[:3, :] = outline[-3:, :] = outline[:, :3] = outline[:, -3:] = False
     smooth = cv2.GaussianBlur(dist.astype(np.float32), (0, 0), 2.0)
     dx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
     dy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-    return np.hypot(dx, dy)[outline] / 8.0, smooth
+    slope = np.hypot(dx, dy)
+    if reach:
+        slope = cv2.dilate(slope, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    return slope[outline] / 8.0, smooth
 
 
 def _with_lighting(
@@ -1476,7 +1479,8 @@ def _soft_outline(img: np.ndarray, part: np.ndarray, around_lab: np.ndarray) -> 
     sheet's edge by about a sixth, after the smoothing)."""
     lab = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
     dist = np.linalg.norm(lab - around_lab, axis=2)
-    slopes, smooth = _outline_slopes(dist, part)
+    # the steepest within 2 px: a thin shadow line along a sheet's edge peaks on the outline
+    slopes, smooth = _outline_slopes(dist, part, reach=2)
     if not slopes.size:
         return False
     step = float(np.median(smooth[part]))
@@ -1571,6 +1575,9 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     if not solid.any():
         raise ValueError("nothing is left after keying out the background")
     final = _key_out_sheet(img, solid, keyed.background_lab)
+    if final is None and not inverted and keyed.noise <= BUSY_BACKGROUND:
+        # a sheet near the plain desk's colour keys out half-opaque: found by its lightness
+        final = _key_out_sheet(img, _lighter_part(img, border), keyed.background_lab)
     if final is None and not inverted and keyed.soft >= SOFT_SHARE:  # uneven light
         final = _key_out(img, border, relight=True)
         final.rgba[..., 3] = _without_edge_strips(final.rgba[..., 3], final.rgba[..., :3])
@@ -1708,6 +1715,18 @@ def _without_specks(
     small = np.concatenate([[False], stats[1:, cv2.CC_STAT_AREA] <= area[outer].max()])
     out[small[labels]] = 0
     return out
+
+
+def _lighter_part(img: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """Where ``img`` is lighter than its ``border``: CIE L smoothed over a few pixels (a desk's
+    grain), split by Otsu's threshold, above the border's median."""
+    light = cv2.medianBlur(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 5)
+    desk = np.median(light[border])
+    lighter = light[light >= desk]
+    if lighter.size < 64:
+        return np.zeros(border.shape, bool)
+    t, _ = cv2.threshold(lighter.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return light > t
 
 
 def _lightness(img: np.ndarray, mask: np.ndarray) -> float:

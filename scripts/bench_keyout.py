@@ -256,6 +256,16 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
         name = "sheet_fills_the_photo" + ("_turned" if turned else "")
         out[f"{kind}_{name}.jpg"] = (noisy(photo, 3), cv2.warpAffine(sheet_truth, turn, (W, H)))
+        # ... on a light grey wooden table, close to the paper's colour (the sheet keys out
+        # half-opaque on the table's colour); half a pixel off, so its edge is a thin dark line
+        H, W = round(sheet.shape[0] / 0.7**0.5) | 1, round(sheet.shape[1] / 0.7**0.5) | 1
+        turn = np.float32([[1, 0, (W - sheet.shape[1]) / 2], [0, 1, (H - sheet.shape[0]) / 2]])
+        on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
+        light = np.array([160, 120, 75], np.float32)  # the desk's wood, lighter: grey 200
+        photo = np.clip(desk(H, W) + light, 0, 255).astype(np.uint8)
+        photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
+        truth = cv2.warpAffine(sheet_truth, turn, (W, H))
+        out[f"{kind}_sheet_on_a_light_table.jpg"] = (noisy(photo, 3), truth)
     return out
 
 
