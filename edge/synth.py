@@ -1718,8 +1718,9 @@ def _without_specks(
 
 
 def _lighter_part(img: np.ndarray, border: np.ndarray) -> np.ndarray:
-    """Where ``img`` is lighter than its ``border``: CIE L smoothed over a few pixels (a desk's
-    grain), split by Otsu's threshold, above the border's median."""
+    """The lighter of two parts of ``img`` (a sheet on a desk of nearly its colour): grey levels,
+    median-smoothed over 5 px (a desk's grain), above Otsu's threshold among those at least as
+    light as the ``border``'s median (the desk)."""
     light = cv2.medianBlur(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 5)
     desk = np.median(light[border])
     lighter = light[light >= desk]
