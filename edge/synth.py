@@ -1577,7 +1577,13 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     final = _key_out_sheet(img, solid, keyed.background_lab)
     if final is None and not inverted and keyed.noise <= BUSY_BACKGROUND:
         # a sheet near the plain desk's colour keys out half-opaque: found by its lightness
-        final = _key_out_sheet(img, _lighter_part(img, border), keyed.background_lab)
+        try:
+            final = _key_out_sheet(img, _lighter_part(img, border), keyed.background_lab)
+        except ValueError:  # found blank; the stamp may be elsewhere (a picture of many shapes)
+            raise ValueError(
+                "the lightest part of the picture (a sheet on a desk?) shows no stamp, and the rest "
+                "is not plain paper: photograph the stamp on a plain sheet, or crop to it"
+            ) from None
     if final is None and not inverted and keyed.soft >= SOFT_SHARE:  # uneven light
         final = _key_out(img, border, relight=True)
         final.rgba[..., 3] = _without_edge_strips(final.rgba[..., 3], final.rgba[..., :3])

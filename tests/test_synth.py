@@ -574,3 +574,31 @@ def test_framing_on_a_belt_moves_the_box_with_the_product(seed: int) -> None:
     ys, xs = np.nonzero(np.all(np.abs(framed.astype(int) - (255, 0, 255)) < 40, axis=2))
     assert np.allclose(box, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), atol=1.5)
     assert _frame_on_belt(product, None, rng, SynthConfig())[1] is None
+
+
+def test_a_picture_of_flat_shapes_with_a_blank_light_one_is_refused(tmp_path: Path) -> None:
+    """Flat shapes in many colours on a plain ground, the seal on a darker one: the lightest shape
+    is taken for a sheet on a desk and found blank, though the seal is there, so the message must
+    not say there is no stamp at all (it was accepted, the shapes kept as the stamp)."""
+    rng = np.random.default_rng(500)
+    img = np.empty((700, 900, 3), np.float32)
+    img[:] = rng.uniform(60, 200, 3)
+    for _ in range(40):
+        colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
+        kind = rng.integers(3)
+        x, y = int(rng.integers(0, 900)), int(rng.integers(0, 700))
+        if kind == 0:
+            w, h = int(rng.integers(30, 300)), int(rng.integers(30, 300))
+            cv2.rectangle(img, (x, y), (x + w, y + h), colour, -1)
+        elif kind == 1:
+            cv2.circle(img, (x, y), int(rng.integers(10, 120)), colour, -1, cv2.LINE_AA)
+        else:
+            cv2.putText(img, "SALE 50%", (x, y), cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.8, 2.5), colour, 3)
+    img += cv2.GaussianBlur(rng.normal(0, 25, img.shape).astype(np.float32), (0, 0), 3)
+    seal = synth.default_stamp(220)
+    a = seal[..., 3:].astype(np.float32) / 255
+    img[240:460, 340:560] = img[240:460, 340:560] * (1 - a) + seal[..., :3] * a
+    img = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "shapes.jpg"), img)
+    with pytest.raises(ValueError, match=r"shapes\.jpg: the lightest part of the picture .* shows no stamp"):
+        synth.load_stamp(tmp_path / "shapes.jpg")
