@@ -1625,12 +1625,13 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
     solid = alpha >= 128
     gap = round(0.02 * min(h, w))
-    # edge parts in another colour than the stamp: what may be dropped
+    # edge parts in another colour than the stamp: what may be dropped; and faint ones (no pixel
+    # half opaque, so no colour of their own: shade at the picture's edge, vignetting on a desk)
     foreign = {
         int(k)
         for k in np.flatnonzero(edge)
-        if (part := (labels == k + 1) & solid).any()
-        and np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST
+        if not (part := (labels == k + 1) & solid).any()
+        or np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST
     }
     # a desk all around a sheet that fills most of the photo (most of the picture's edge, maybe
     # in pieces cut apart by the sheet's corners) has no pixel in the stamp's box widened by the

@@ -266,6 +266,24 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
         truth = cv2.warpAffine(sheet_truth, turn, (W, H))
         out[f"{kind}_sheet_on_a_light_table.jpg"] = (noisy(photo, 3), truth)
+    # ... turned, on a white table, the photo darker towards its corners (vignetting): faint
+    # shade at the picture's edge is not ink
+    st = shapes["round"]
+    h, w = st.shape[:2]
+    sheet = np.full((h + 360, w + 300, 3), 238, np.uint8)
+    sheet_truth = _over(sheet, st, 200, 150)
+    H, W = round(sheet.shape[0] / 0.8**0.5), round(sheet.shape[1] / 0.8**0.5) + 200
+    turn = cv2.getRotationMatrix2D((sheet.shape[1] / 2, sheet.shape[0] / 2), -6, 1.0)
+    turn[:, 2] += ((W - sheet.shape[1]) / 2, (H - sheet.shape[0]) / 2)
+    on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
+    photo = np.full((H, W, 3), 222, np.float32)
+    photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
+    gy, gx = np.mgrid[0:H, 0:W].astype(np.float32)
+    photo *= (1.0 - 0.35 * (((gx - W / 2) / (W / 2)) ** 2 + ((gy - H / 2) / (H / 2)) ** 2) / 2)[..., None]
+    out["round_sheet_on_a_white_table_vignetting.jpg"] = (
+        noisy(photo, 2),
+        cv2.warpAffine(sheet_truth, turn, (W, H)),
+    )
     return out
 
 

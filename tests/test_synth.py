@@ -602,3 +602,22 @@ def test_a_picture_of_flat_shapes_with_a_blank_light_one_is_refused(tmp_path: Pa
     cv2.imwrite(str(tmp_path / "shapes.jpg"), img)
     with pytest.raises(ValueError, match=r"shapes\.jpg: the lightest part of the picture .* shows no stamp"):
         synth.load_stamp(tmp_path / "shapes.jpg")
+
+
+def test_faint_shade_at_the_pictures_edge_apart_from_the_stamp_is_dropped() -> None:
+    """A wholly faint mark at the picture's edge (no pixel half opaque, so its colour is the
+    ink's by default: vignetting or shade on a white table) stretched the stamp's box to the top
+    edge (box IoU 0.26); one in another colour went already. A faint mark reaching into the
+    stamp's box stays (a faded part of the stamp cut by the crop)."""
+    from edge.synth import _without_foreign_edges
+
+    alpha = np.zeros((400, 600), np.uint8)
+    cv2.circle(alpha, (300, 220), 80, 255, 10)
+    alpha[0:9, 450:533] = 80  # faint shade at the top edge, far from the seal
+    alpha[140:144, 390:600] = 70  # a faint stroke from beside the seal's ring to the right edge
+    colour = np.zeros((400, 600, 3), np.uint8)
+    colour[:] = (40, 40, 200)  # the key-out's un-mixed colour: the ink's median where not solid
+    out = _without_foreign_edges(alpha, colour)
+    assert not out[0:9, 450:533].any()
+    assert (out[140:144, 390:600] == 70).all()
+    assert (out[alpha == 255] == 255).all()
