@@ -1596,6 +1596,7 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     final.rgba[..., 3] = _without_foreign_edges(final.rgba[..., 3], final.rgba[..., :3])
     final.rgba[..., 3] = _without_noise(final.rgba[..., 3])
     final.rgba[..., 3] = _without_specks(final.rgba[..., 3], final.rgba[..., :3], img, final.background_lab)
+    final.rgba[..., 3] = _without_foreign_marks(final.rgba[..., 3], final.rgba[..., :3])
     return final.rgba
 
 
@@ -1649,6 +1650,32 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
             or (around and not (near == k + 1).any())
         )
         if apart or area[k] > 0.25 * h * w:  # apart, or a desk all around
+            out = out.copy() if out is alpha else out
+            out[labels == k + 1] = 0
+    return out
+
+
+def _without_foreign_marks(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """``alpha`` without the marks inside the picture in another colour than the stamp (the
+    largest mark clear of the edge) and apart from its box: a form's printed text above or below
+    a seal in red or blue ink. Marks reaching near the stamp stay (a signature across it, a
+    two-colour stamp's parts), and so do faint ones (their colour is unknown).
+    ``colour``: the un-mixed BGR colour of the ink."""
+    h, w = alpha.shape
+    found = _stamp_mark(alpha, colour)
+    if found is None:
+        return alpha
+    labels, stats, s, ink_lab = found
+    x, y, bw, bh, _ = (stats[:, i] for i in range(5))
+    gap = round(0.02 * min(h, w))
+    apart = (
+        (x > x[s] + bw[s] + gap) | (x + bw + gap < x[s]) | (y > y[s] + bh[s] + gap) | (y + bh + gap < y[s])
+    )
+    solid = alpha >= 128
+    out = alpha
+    for k in np.flatnonzero(apart):
+        part = (labels == k + 1) & solid
+        if part.any() and np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST:
             out = out.copy() if out is alpha else out
             out[labels == k + 1] = 0
     return out

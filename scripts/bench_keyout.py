@@ -284,6 +284,20 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         noisy(photo, 2),
         cv2.warpAffine(sheet_truth, turn, (W, H)),
     )
+    # a stamped form on a desk: lines of printed grey text above and below the seal
+    st = shapes["round"]
+    h, w = st.shape[:2]
+    form = np.full((h + 420, w + 200, 3), 240, np.uint8)
+    for i, row in enumerate([*range(60, 170, 26), *range(h + 250, h + 360, 26)]):
+        words = ["Invoice 4471", "Total due EUR", "Delivery note", "Signed", "Date 12.03"]
+        text = " ".join(words[(i + j) % 5] for j in range(2))
+        cv2.putText(form, text, (50, row), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (70, 70, 70), 2, cv2.LINE_AA)
+    form_truth = _over(form, st, 100, 210)
+    photo = desk(form.shape[0] + 240, form.shape[1] + 300)
+    photo[120 : 120 + form.shape[0], 150 : 150 + form.shape[1]] = form
+    truth = np.zeros(photo.shape[:2], np.uint8)
+    truth[120 : 120 + form.shape[0], 150 : 150 + form.shape[1]] = form_truth
+    out["round_stamped_form_on_desk.jpg"] = (noisy(photo, 3), truth)
     return out
 
 
