@@ -1609,50 +1609,72 @@ SPECK_BAND = 0.1
 SPECK_CONTRAST = 15.0
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The marks of a keyed picture around the stamp's (see :func:`_layout`)."""
+
+    labels: np.ndarray  # connected marks (alpha > BOX_ALPHA_THRESHOLD), 0 for none
+    x: np.ndarray  # each mark's box, and its area
+    y: np.ndarray
+    w: np.ndarray
+    h: np.ndarray
+    area: np.ndarray
+    stamp: int  # the stamp's mark: the largest clear of the picture's edge
+    ink_lab: np.ndarray  # its ink colour, CIE Lab
+    apart: np.ndarray  # marks whose box is apart from the stamp's by more than ``gap``
+    gap: int  # px: 2 % of the picture's shorter side
+    solid: np.ndarray  # alpha >= 128
+
+    def off_colour(self, k: int, colour: np.ndarray) -> bool | None:
+        """Whether mark ``k``'s solid pixels differ from the stamp's ink in colour (None: it has
+        none, so no colour of its own). ``colour``: the un-mixed BGR colour of the ink."""
+        part = (self.labels == k + 1) & self.solid
+        if not part.any():
+            return None
+        return bool(np.linalg.norm(_median_lab(colour[part]) - self.ink_lab) >= SPECK_CONTRAST)
+
+
+def _layout(alpha: np.ndarray, colour: np.ndarray) -> _Layout | None:
+    """The marks of ``alpha`` around the stamp's (None as :func:`_stamp_mark`)."""
+    found = _stamp_mark(alpha, colour)
+    if found is None:
+        return None
+    labels, stats, s, ink_lab = found
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    gap = round(0.02 * min(alpha.shape))
+    apart = (
+        (x > x[s] + bw[s] + gap) | (x + bw + gap < x[s]) | (y > y[s] + bh[s] + gap) | (y + bh + gap < y[s])
+    )
+    return _Layout(labels, x, y, bw, bh, area, s, ink_lab, apart, gap, alpha >= 128)
+
+
 def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """``alpha`` without what touches the picture's edge in another colour than the stamp (the
     largest mark clear of the edge) and apart from it: the desk beside the sheet in a phone's
     close-up, a wall or a table's edge, or the desk all around a sheet (a quarter of the picture
     or more, or, round a sheet that fills most of the photo, most of the picture's edge with no
-    pixel near the stamp). A smaller part in another colour that reaches over the stamp's box (a two-colour
-    stamp's frame cut by the crop, a signature across it) stays.
+    pixel near the stamp). A smaller part in another colour that reaches over the stamp's box (a
+    two-colour stamp's frame cut by the crop, a signature across it) stays.
     ``colour``: the un-mixed BGR colour of the ink."""
     h, w = alpha.shape
-    found = _stamp_mark(alpha, colour)
-    if found is None:
+    m = _layout(alpha, colour)
+    if m is None:
         return alpha
-    labels, stats, s, ink_lab = found
-    x, y, bw, bh, area = (stats[:, i] for i in range(5))
-    edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
-    solid = alpha >= 128
-    gap = round(0.02 * min(h, w))
+    s, labels, gap = m.stamp, m.labels, m.gap
+    edge = (m.x == 0) | (m.y == 0) | (m.x + m.w == w) | (m.y + m.h == h)
     # edge parts in another colour than the stamp: what may be dropped; and faint ones (no pixel
     # half opaque, so no colour of their own: shade at the picture's edge, vignetting on a desk)
-    foreign = {
-        int(k)
-        for k in np.flatnonzero(edge)
-        if not (part := (labels == k + 1) & solid).any()
-        or np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST
-    }
+    foreign = [int(k) for k in np.flatnonzero(edge) if m.off_colour(k, colour) is not False]
     # a desk all around a sheet that fills most of the photo (most of the picture's edge, maybe
     # in pieces cut apart by the sheet's corners) has no pixel in the stamp's box widened by the
     # gap, though its own box holds the stamp's
-    near = labels[max(y[s] - gap, 0) : y[s] + bh[s] + gap, max(x[s] - gap, 0) : x[s] + bw[s] + gap]
+    near = labels[max(m.y[s] - gap, 0) : m.y[s] + m.h[s] + gap, max(m.x[s] - gap, 0) : m.x[s] + m.w[s] + gap]
     rim = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
     around = np.isin(rim, [k + 1 for k in foreign]).mean() > 0.5
-    out = alpha
-    for k in sorted(foreign):
-        apart = (
-            x[k] > x[s] + bw[s] + gap
-            or x[k] + bw[k] + gap < x[s]
-            or y[k] > y[s] + bh[s] + gap
-            or y[k] + bh[k] + gap < y[s]
-            or (around and not (near == k + 1).any())
-        )
-        if apart or area[k] > 0.25 * h * w:  # apart, or a desk all around
-            out = out.copy() if out is alpha else out
-            out[labels == k + 1] = 0
-    return out
+    drop = [
+        k for k in foreign if m.apart[k] or (around and not (near == k + 1).any()) or m.area[k] > 0.25 * h * w
+    ]  # apart, or a desk all around
+    return np.where(np.isin(labels, [k + 1 for k in drop]), 0, alpha).astype(alpha.dtype) if drop else alpha
 
 
 def _without_foreign_marks(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -1661,24 +1683,11 @@ def _without_foreign_marks(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     a seal in red or blue ink. Marks reaching near the stamp stay (a signature across it, a
     two-colour stamp's parts), and so do faint ones (their colour is unknown).
     ``colour``: the un-mixed BGR colour of the ink."""
-    h, w = alpha.shape
-    found = _stamp_mark(alpha, colour)
-    if found is None:
+    m = _layout(alpha, colour)
+    if m is None:
         return alpha
-    labels, stats, s, ink_lab = found
-    x, y, bw, bh, _ = (stats[:, i] for i in range(5))
-    gap = round(0.02 * min(h, w))
-    apart = (
-        (x > x[s] + bw[s] + gap) | (x + bw + gap < x[s]) | (y > y[s] + bh[s] + gap) | (y + bh + gap < y[s])
-    )
-    solid = alpha >= 128
-    out = alpha
-    for k in np.flatnonzero(apart):
-        part = (labels == k + 1) & solid
-        if part.any() and np.linalg.norm(_median_lab(colour[part]) - ink_lab) >= SPECK_CONTRAST:
-            out = out.copy() if out is alpha else out
-            out[labels == k + 1] = 0
-    return out
+    drop = [k + 1 for k in np.flatnonzero(m.apart) if m.off_colour(int(k), colour)]
+    return np.where(np.isin(m.labels, drop), 0, alpha).astype(alpha.dtype) if drop else alpha
 
 
 def _lab(bgr: np.ndarray) -> np.ndarray:
