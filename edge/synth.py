@@ -1625,13 +1625,16 @@ class _Layout:
     gap: int  # px: 2 % of the picture's shorter side
     solid: np.ndarray  # alpha >= 128
 
-    def off_colour(self, k: int, colour: np.ndarray) -> bool | None:
-        """Whether mark ``k``'s solid pixels differ from the stamp's ink in colour (None: it has
-        none, so no colour of its own). ``colour``: the un-mixed BGR colour of the ink."""
+    def mark_lab(self, k: int, colour: np.ndarray) -> np.ndarray | None:
+        """Mark ``k``'s colour (CIE Lab, the median of its solid pixels; None: it has none, so no
+        colour of its own). ``colour``: the un-mixed BGR colour of the ink."""
         part = (self.labels == k + 1) & self.solid
-        if not part.any():
-            return None
-        return bool(np.linalg.norm(_median_lab(colour[part]) - self.ink_lab) >= SPECK_CONTRAST)
+        return _median_lab(colour[part]) if part.any() else None
+
+    def off_colour(self, k: int, colour: np.ndarray) -> bool | None:
+        """Whether mark ``k`` differs from the stamp's ink in colour (None: no colour of its own)."""
+        lab = self.mark_lab(k, colour)
+        return None if lab is None else bool(np.linalg.norm(lab - self.ink_lab) >= SPECK_CONTRAST)
 
 
 def _layout(alpha: np.ndarray, colour: np.ndarray) -> _Layout | None:
@@ -1677,14 +1680,20 @@ def _without_foreign_edges(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return np.where(np.isin(labels, [k + 1 for k in drop]), 0, alpha).astype(alpha.dtype) if drop else alpha
 
 
+#: CIE Lab chroma (a, b) from which an ink is coloured (red, blue, violet, green stamps: 30-80;
+#: black or grey print, a form's text, lines and tables: 0-10)
+INK_CHROMA = 20.0
+
+
 def _without_foreign_marks(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """``alpha`` without the marks inside the picture in another colour than the stamp (the
-    largest mark clear of the edge) and apart from its box: a form's printed text above or below
-    a seal in red or blue ink. Marks reaching near the stamp stay (a signature across it, a
-    two-colour stamp's parts), and so do faint ones (their colour is unknown).
+    """``alpha`` without the marks in another colour apart from a stamp in coloured ink (the
+    largest mark clear of the edge): a form's printed text above or below a red or blue seal.
+    Marks reaching near the stamp stay (a signature across it, a two-colour stamp's parts), and
+    so do faint ones (their colour is unknown). When the largest mark is black or grey (a form's
+    table, or a black stamp) nothing is dropped: it may not be the stamp.
     ``colour``: the un-mixed BGR colour of the ink."""
     m = _layout(alpha, colour)
-    if m is None:
+    if m is None or np.hypot(*m.ink_lab[1:]) < INK_CHROMA:
         return alpha
     drop = [k + 1 for k in np.flatnonzero(m.apart) if m.off_colour(int(k), colour)]
     return np.where(np.isin(m.labels, drop), 0, alpha).astype(alpha.dtype) if drop else alpha
