@@ -1548,9 +1548,11 @@ def key_out_background(image_bgr: np.ndarray) -> np.ndarray:
     border's noise level to about the ink's typical distance, so faded ink stays partly
     transparent. The ink colour is un-mixed from the background where alpha >= 0.5. Thin strips
     along an edge (a scanner's lid) are dropped, and a plain sheet kept whole (paper photographed
-    on a desk) is keyed out again on its own colour (:func:`_key_out_sheet`); else uneven light
+    on a desk) is keyed out again on its own colour (:func:`_key_out_sheet`; a sheet of nearly
+    the desk's colour is looked for by its lightness, :func:`_lighter_part`); else uneven light
     is corrected (:func:`_with_lighting`). Then what touches the picture's edge in another colour
-    than the stamp (a desk), sensor noise and the paper's specks and fibres are dropped.
+    than the stamp (a desk), sensor noise, the paper's specks and fibres, and print in another
+    colour apart from a stamp in coloured ink (a form's text) are dropped.
     """
     img = np.asarray(image_bgr)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 8:
