@@ -1627,16 +1627,13 @@ class _Layout:
     gap: int  # px: 2 % of the picture's shorter side
     solid: np.ndarray  # alpha >= 128
 
-    def mark_lab(self, k: int, colour: np.ndarray) -> np.ndarray | None:
-        """Mark ``k``'s colour (CIE Lab, the median of its solid pixels; None: it has none, so no
-        colour of its own). ``colour``: the un-mixed BGR colour of the ink."""
-        part = (self.labels == k + 1) & self.solid
-        return _median_lab(colour[part]) if part.any() else None
-
     def off_colour(self, k: int, colour: np.ndarray) -> bool | None:
-        """Whether mark ``k`` differs from the stamp's ink in colour (None: no colour of its own)."""
-        lab = self.mark_lab(k, colour)
-        return None if lab is None else bool(np.linalg.norm(lab - self.ink_lab) >= SPECK_CONTRAST)
+        """Whether mark ``k``'s solid pixels differ from the stamp's ink in colour (None: it has
+        none, so no colour of its own). ``colour``: the un-mixed BGR colour of the ink."""
+        part = (self.labels == k + 1) & self.solid
+        if not part.any():
+            return None
+        return bool(np.linalg.norm(_median_lab(colour[part]) - self.ink_lab) >= SPECK_CONTRAST)
 
 
 def _layout(alpha: np.ndarray, colour: np.ndarray) -> _Layout | None:

@@ -37,6 +37,22 @@ def _over(canvas: np.ndarray, rgba: np.ndarray, x: int, y: int) -> np.ndarray:
     return truth
 
 
+def _turn(sheet: np.ndarray, W: int, H: int, angle: float) -> np.ndarray:
+    """The affine map turning ``sheet`` by ``angle`` degrees about its middle, centred in W x H."""
+    turn = cv2.getRotationMatrix2D((sheet.shape[1] / 2, sheet.shape[0] / 2), angle, 1.0)
+    turn[:, 2] += ((W - sheet.shape[1]) / 2, (H - sheet.shape[0]) / 2)
+    return turn
+
+
+def _lay(photo: np.ndarray, sheet: np.ndarray, sheet_truth: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """Lay ``sheet`` on ``photo`` (in place) through the affine map ``turn``; the stamp's true
+    alpha moved with it."""
+    H, W = photo.shape[:2]
+    on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
+    photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
+    return cv2.warpAffine(sheet_truth, turn, (W, H))
+
+
 def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (the picture as written to disk, the true alpha of the stamp in it)."""
 
@@ -100,10 +116,9 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         H, W = h + 500, w + 560
         turn = cv2.getRotationMatrix2D((sheet.shape[1] / 2, sheet.shape[0] / 2), 12, 1.0)
         turn[:, 2] += (150, 150)
-        on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
         photo = desk(H, W)
-        photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
-        out[f"{kind}_sheet_turned.jpg"] = (noisy(photo, 4), cv2.warpAffine(sheet_truth, turn, (W, H)))
+        truth = _lay(photo, sheet, sheet_truth, turn)
+        out[f"{kind}_sheet_turned.jpg"] = (noisy(photo, 4), truth)
         photo = desk(h + 300, w + 400)
         photo[: h + 200, 150 : 150 + w + 100] = 230
         truth = _over(photo, st, 200, 80)
@@ -249,22 +264,16 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
         sheet = np.full((h + 360, w + 300, 3), 236, np.uint8)
         sheet_truth = _over(sheet, st, 170, (h + 360 - h) // 3)
         H, W = round(sheet.shape[0] / 0.85**0.5), round(sheet.shape[1] / 0.85**0.5)
-        turn = cv2.getRotationMatrix2D((sheet.shape[1] / 2, sheet.shape[0] / 2), turned, 1.0)
-        turn[:, 2] += ((W - sheet.shape[1]) / 2, (H - sheet.shape[0]) / 2)
-        on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
         photo = desk(H, W)
-        photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
+        truth = _lay(photo, sheet, sheet_truth, _turn(sheet, W, H, turned))
         name = "sheet_fills_the_photo" + ("_turned" if turned else "")
-        out[f"{kind}_{name}.jpg"] = (noisy(photo, 3), cv2.warpAffine(sheet_truth, turn, (W, H)))
+        out[f"{kind}_{name}.jpg"] = (noisy(photo, 3), truth)
         # ... on a light grey wooden table, close to the paper's colour (the sheet keys out
         # half-opaque on the table's colour); half a pixel off, so its edge is a thin dark line
         H, W = round(sheet.shape[0] / 0.7**0.5) | 1, round(sheet.shape[1] / 0.7**0.5) | 1
-        turn = np.float32([[1, 0, (W - sheet.shape[1]) / 2], [0, 1, (H - sheet.shape[0]) / 2]])
-        on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
         light = np.array([160, 120, 75], np.float32)  # the desk's wood, lighter: grey 200
         photo = np.clip(desk(H, W) + light, 0, 255).astype(np.uint8)
-        photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
-        truth = cv2.warpAffine(sheet_truth, turn, (W, H))
+        truth = _lay(photo, sheet, sheet_truth, _turn(sheet, W, H, 0))
         out[f"{kind}_sheet_on_a_light_table.jpg"] = (noisy(photo, 3), truth)
     # ... turned, on a white table, the photo darker towards its corners (vignetting): faint
     # shade at the picture's edge is not ink
@@ -273,17 +282,11 @@ def pictures(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
     sheet = np.full((h + 360, w + 300, 3), 238, np.uint8)
     sheet_truth = _over(sheet, st, 200, 150)
     H, W = round(sheet.shape[0] / 0.8**0.5), round(sheet.shape[1] / 0.8**0.5) + 200
-    turn = cv2.getRotationMatrix2D((sheet.shape[1] / 2, sheet.shape[0] / 2), -6, 1.0)
-    turn[:, 2] += ((W - sheet.shape[1]) / 2, (H - sheet.shape[0]) / 2)
-    on = cv2.warpAffine(np.full(sheet.shape[:2], 255, np.uint8), turn, (W, H)) > 127
     photo = np.full((H, W, 3), 222, np.float32)
-    photo[on] = cv2.warpAffine(sheet, turn, (W, H))[on]
+    truth = _lay(photo, sheet, sheet_truth, _turn(sheet, W, H, -6))
     gy, gx = np.mgrid[0:H, 0:W].astype(np.float32)
     photo *= (1.0 - 0.35 * (((gx - W / 2) / (W / 2)) ** 2 + ((gy - H / 2) / (H / 2)) ** 2) / 2)[..., None]
-    out["round_sheet_on_a_white_table_vignetting.jpg"] = (
-        noisy(photo, 2),
-        cv2.warpAffine(sheet_truth, turn, (W, H)),
-    )
+    out["round_sheet_on_a_white_table_vignetting.jpg"] = (noisy(photo, 2), truth)
     # a stamped form on a desk: lines of printed grey text above and below the seal
     st = shapes["round"]
     h, w = st.shape[:2]
