@@ -557,3 +557,18 @@ def test_edge_eval_says_what_its_class_figures_and_sheet_leave_out(tmp_path, cap
     result = json.loads(js.read_text())
     assert result["class_accuracy"] is None  # not 0: no object carries one of the model's labels
     assert result["n_positive"] == result["true_positives"] + result["false_negatives"]
+
+
+def test_same_seed_same_model_without_a_time_budget(tmp_path, capsys):
+    def run(name: str, seed: int) -> list[np.ndarray]:
+        import keras
+
+        out = tmp_path / name
+        argv = ["--out", str(out), "--synthetic", "64", "--val-size", "16", "--steps", "4"]
+        argv += ["--eval-every", "4", "--batch-size", "8", "--workers", "1", "--seed", str(seed), "--quiet"]
+        assert train_main(argv) == 0, capsys.readouterr().err
+        return keras.models.load_model(out / "model.keras", compile=False).get_weights()
+
+    first, again, other = run("a", 5), run("b", 5), run("c", 6)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, c) for a, c in zip(first, other, strict=True))
