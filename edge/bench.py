@@ -87,6 +87,7 @@ RUN_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "model_id": ((str,), True),
     "threads": ((int,), True),
     "amx_denied": ((bool,), True),
+    "refine": ((str,), False),
     "frames": ((int,), True),
     "fps": ((float, int), True),
     "invoke_ms_p50": ((float, int, type(None)), True),  # null: the model never ran (a warning says so)
@@ -161,6 +162,8 @@ def format_run(run: Mapping[str, object]) -> str:
     """One run's stage table and headline figures."""
     threads = run["threads"]
     head = f"{Path(str(run['model'])).name} ({run['model_id']}), {threads} thread{'s' * (threads != 1)}"
+    if run.get("refine", "off") != "off":
+        head += f", refine {run['refine']} (up to {3 if run['refine'] == 'zoom-flip' else 2} looks a frame)"
     if run.get("frame_age_ms_p99") is None and run.get("wall_ms_per_frame") is None:  # invoke-only
         lines = [f"{head}: {_f(run['fps'], '.1f')} invokes/s over {run['frames']} invokes"]
     else:
@@ -410,6 +413,8 @@ class PipelineParts:
     #: () -> sinks to enter (context managers)
     make_sinks: Callable[[float | None], list] = field(default=lambda fps: [])
     roi: Sequence[float] | None = None
+    #: second looks (edge.runtime.REFINE_MODES)
+    refine: str = "off"
     #: frames decoded ahead on a capture thread when the source is read as fast as possible
     prefetch: int = 0
     #: a video file's FFmpeg decoder threads (None: OpenCV's default)
@@ -474,6 +479,7 @@ class PipelineRun:
                 sinks,
                 roi=roi,
                 hooks=[self._recorder],
+                refine=self.parts.refine,
             )
             self._stack, self._source = stack.pop_all(), source
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.runtime import MAX_THREADS
+from edge.runtime import MAX_THREADS, REFINE_MODES
 
 SOURCE_KINDS = ("camera", "picamera", "video", "url", "images", "demo")
 TRIGGER_KINDS = ("occupancy", "every-frame", "gpio")
@@ -133,6 +133,10 @@ class ModelConfig:
     runtime: str | None = _opt(None, _one_of(*RUNTIMES))
     #: presence threshold; left out: the one in the model's metadata
     threshold: float | None = _opt(None, _open_unit)
+    #: second looks of a box model at each judged frame: off | zoom (a crop around the first box,
+    #: one more invoke) | zoom-flip (the crop and its mirror image, two more) | auto (zoom-flip
+    #: for a box model, off for the others); see edge.runtime.REFINE_MODES
+    refine: str = _opt("auto", _one_of(*REFINE_MODES))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 from edge.contract import prepare_input, roi_pixels
 from edge.decision import Decider, Trigger, no_product_hint
 from edge.overlay import OverlayState, draw_overlay
+from edge.runtime import look_again
 from edge.sinks import FrameResult, Sink, SinkError
 from edge.sources import EndOfStream, FrameSource
 from edge.types import Outcome, Prediction, Verdict
@@ -274,8 +275,11 @@ class Pipeline:
         model_id: str = "",
         runtime: str = "",
         heatmap: bool = False,
+        refine: str = "off",
     ):
         self.heatmap = heatmap
+        #: second looks at each judged frame (edge.runtime.look_again)
+        self.refine = refine
         self.source = source
         self.detector = detector
         self.trigger = trigger
@@ -355,6 +359,9 @@ class Pipeline:
             state = self.trigger.update(frame, view)
             t3 = time.perf_counter()
             prediction = self.detector.predict(view) if state.product is not None else None
+            if prediction is not None and self.refine != "off":
+                x, y, w, h = roi_px
+                prediction = look_again(self.detector, image[y : y + h, x : x + w], prediction, self.refine)
             t4 = time.perf_counter()
             verdict = self.decider.update(frame, state, prediction)
             t5 = time.perf_counter()

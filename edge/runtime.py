@@ -6,6 +6,7 @@ the serving signature, and the model's embedded metadata sets the contract.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import platform
@@ -273,3 +274,108 @@ class CallableDetector:
 
     def predict(self, image_rgb: np.ndarray) -> Prediction:
         return self.predict_batch([image_rgb])[0]
+
+
+#: ``--refine``: how many looks a box model takes at a frame. ``off``: one; ``zoom``: a second
+#: look at a square crop of the full-resolution view around the first box, the stamp's longer side
+#: filling ``REFINE_FILL`` of it; ``zoom-flip``: the crop and its mirror image (three looks);
+#: ``auto`` (the default): ``zoom-flip`` for a box model, ``off`` for centre and cam models.
+#: Measured with the bundled model (1,000 synthetic images of the default recipe; seeds 0-19 of
+#: the demo line): box IoU 0.789 / 0.825 / 0.847 and right verdicts 514 / 521 / 522 of 526 for
+#: off / zoom / zoom-flip
+REFINE_MODES = ("auto", "off", "zoom", "zoom-flip")
+#: the stamp's longer side as a share of the second look's crop: the recipe's larger stamps, on
+#: which the model's boxes are most precise (measured on 600 synthetic images: 0.4 and 0.5 gave
+#: a mean IoU of 0.842 and 0.843, 0.6 gave 0.823)
+REFINE_FILL = 0.5
+#: a first look scoring below this is not looked at again (its box means nothing)
+REFINE_MIN_PRESENCE = 0.1
+#: a crop that would cover this share of the view's shorter side or more is the view itself
+_REFINE_WHOLE = 0.95
+
+
+def refine_for(metadata: ModelMetadata, mode: str, name: str) -> str:
+    """The second looks ``mode`` means for a model (``name`` for the error): ``off``, ``zoom`` or
+    ``zoom-flip``. ModelError when the mode is unknown or needs a box model and this is none."""
+    if mode not in REFINE_MODES:
+        expected = ", ".join(REFINE_MODES)
+        raise ModelError(f"{name}: refine mode {mode!r} is unknown (expected one of {expected})")
+    if mode == "auto":
+        return "zoom-flip" if metadata.kind == "box" else "off"
+    if mode != "off" and metadata.kind != "box":
+        raise ModelError(f"{name}: refine {mode} needs a box model; this one is a {metadata.kind} model")
+    return mode
+
+
+def _mirrored(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """A box found in a left-right mirror image, in the image's own coordinates."""
+    x0, y0, x1, y1 = box
+    return 1.0 - x1, y0, 1.0 - x0, y1
+
+
+def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) -> Prediction:
+    """Refine a box model's ``first`` prediction on ``image_bgr`` (the full-resolution view the
+    first look was prepared from: the frame, or its region of interest) with ``mode``.
+
+    The second look sees a square crop centred on the first box, so a small stamp is seen at up to
+    several times the first look's resolution. The box is the mean of the second looks' boxes,
+    mapped back to the view; presence is the mean of the first look's and the second looks'
+    scores (class scores likewise). A first look below ``REFINE_MIN_PRESENCE`` or without a box
+    is returned as it is. Where the crop would be the whole view (a large stamp), ``zoom`` keeps
+    the first look and ``zoom-flip`` adds the mirrored view. The returned timings add up all looks
+    (cropping and resizing counted in ``set_input_ms``)."""
+    if mode == "off" or first.box is None or first.presence < REFINE_MIN_PRESENCE:
+        return first
+    t0 = time.perf_counter()
+    h, w = image_bgr.shape[:2]
+    x0, y0, x1, y1 = first.box
+    side = round(max((x1 - x0) * w, (y1 - y0) * h) / REFINE_FILL)
+    cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
+    if side < _REFINE_WHOLE * min(h, w):
+        side = max(side, 8)
+        left = round(min(max(cx - side / 2, 0.0), w - side))
+        top = round(min(max(cy - side / 2, 0.0), h - side))
+        crop = contract.prepare_input(image_bgr[top : top + side, left : left + side])
+        views = [(crop, False), (crop[:, ::-1], True)] if mode == "zoom-flip" else [(crop, False)]
+        fx, fy, fw, fh = left / w, top / h, side / w, side / h
+    elif mode == "zoom-flip":
+        views = [(contract.prepare_input(image_bgr)[:, ::-1], True)]
+        fx, fy, fw, fh = 0.0, 0.0, 1.0, 1.0
+    else:
+        return first
+    views = [(np.ascontiguousarray(v), mirrored) for v, mirrored in views]
+    prep_ms = (time.perf_counter() - t0) * 1e3
+    looks = [detector.predict(v) for v, _ in views]
+    t1 = time.perf_counter()
+    boxes = [
+        _mirrored(p.box) if mirrored else p.box
+        for p, (_, mirrored) in zip(looks, views, strict=True)
+        if p.box is not None
+    ]
+    if fw == 1.0 and fh == 1.0:  # the mirrored view: the first look's box counts as much
+        boxes.append(first.box)
+    box = tuple(float(v) for v in np.mean(boxes, axis=0)) if boxes else None
+    if box is not None:
+        box = (fx + box[0] * fw, fy + box[1] * fh, fx + box[2] * fw, fy + box[3] * fh)
+    again = float(np.mean([p.presence for p in looks]))
+    scores = label = None
+    if first.class_scores is not None and all(p.class_scores is not None for p in looks):
+        second = np.mean([p.class_scores for p in looks], axis=0)
+        mean = (np.asarray(first.class_scores) + second) / 2
+        scores = tuple(float(s) for s in mean)
+        label = detector.metadata.labels[int(np.argmax(mean))]
+    timings = dict(first.timings)
+    for p in looks:
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    timings["set_input_ms"] = timings.get("set_input_ms", 0.0) + prep_ms
+    timings["postprocess_ms"] = timings.get("postprocess_ms", 0.0) + (time.perf_counter() - t1) * 1e3
+    return dataclasses.replace(
+        first,
+        presence=(first.presence + again) / 2,
+        box=box if box is not None else first.box,
+        center=None if box is not None else first.center,  # a box model's centre is its box's
+        class_scores=scores if scores is not None else first.class_scores,
+        label=label if label is not None else first.label,
+        timings=timings,
+    )

@@ -31,7 +31,7 @@ from edge.cli.common import (
 )
 from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 from edge.metrics import Truth
-from edge.runtime import ModelError, TFLiteDetector
+from edge.runtime import REFINE_MODES, ModelError, TFLiteDetector, look_again, refine_for
 from edge.sources import is_grey
 from edge.types import Prediction
 
@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"write a contact sheet of the first {SHEET_LIMIT} images (.png or .jpg)",
     )
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (.tflite models)")
+    p.add_argument(
+        "--refine",
+        choices=REFINE_MODES,
+        default="auto",
+        help="look again at a crop around the first box, as edge-run --refine does (auto: zoom-flip "
+        "for box models, else off)",
+    )
     return p
 
 
@@ -204,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 "colour images, as the bundled one is, misses stamps in grey ones",
                 file=sys.stderr,
             )
+        refine = refine_for(det.metadata, args.refine, str(args.model))
         preds = det.predict_batch(inputs)
+        preds = [look_again(det, im, p, refine) for im, p in zip(originals, preds, strict=True)]
         threshold = args.threshold if args.threshold is not None else det.metadata.threshold
         model_labels = det.metadata.labels
         unknown = sorted({t.label for t in truths if t.present and t.label not in model_labels})
@@ -220,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if warning := metrics.no_skill_warning(result):
         print(f"edge-eval: WARNING: {warning}", file=sys.stderr)
     result = {k: result[k] for k in REPORT_KEYS}
-    result.update(model=str(args.model), data=str(args.data), threshold=threshold)
+    result.update(model=str(args.model), data=str(args.data), threshold=threshold, refine=refine)
     width = max(len(k) for k in REPORT_KEYS) + 2
     for k in REPORT_KEYS:
         v = result[k]

@@ -54,6 +54,7 @@ from edge.config import (
     MqttConfig,
     OutputConfig,
 )
+from edge.runtime import REFINE_MODES
 
 PROG = "edge-bench"
 
@@ -98,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime", choices=RUNTIMES, default=S, help="default: ai_edge_litert, else tflite_runtime"
     )
     mod.add_argument("--threshold", type=number, default=S, help="presence threshold (default: the model's)")
+    mod.add_argument(
+        "--refine",
+        choices=REFINE_MODES,
+        default=S,
+        help="ours looks again at a crop around the box, as edge-run --refine (the invoke stage "
+        "then sums every look; the textbook loop looks once)",
+    )
     mod.add_argument(
         "--amx",
         action="store_true",
@@ -234,6 +242,8 @@ def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> li
         argv += ["--roi", ",".join(f"{v:g}" for v in config.inspection.roi)]
     if config.model.runtime:
         argv += ["--runtime", config.model.runtime]
+    if config.model.refine != "off":
+        argv += ["--refine", config.model.refine]
     argv += [
         "--model",
         str(model),
@@ -286,16 +296,21 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     from edge.cli.run import build_sinks, build_source
     from edge.contract import prepare_input
     from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
-    from edge.runtime import TFLiteDetector, cpu_has_amx
+    from edge.runtime import TFLiteDetector, cpu_has_amx, refine_for
     from edge.sources import EndOfStream
 
     cpus = pin_cpus(args.cpus) if args.cpus else sorted(getattr(os, "sched_getaffinity", lambda _: [])(0))
     models = args.models or [config.model.path]
     thread_counts = args.thread_counts or [config.model.threads]
     arms = []  # (model, threads, detector)
+
+    def refine_of(detector) -> str:
+        return refine_for(detector.metadata, config.model.refine, str(detector.path))
+
     for model in models:
         for threads in thread_counts:
             detector = TFLiteDetector(model, threads, config.model.runtime, amx=args.amx)
+            refine_of(detector)  # a mode that does not fit the model fails before anything runs
             arms.append((model, threads, detector))
     s = config.source
     unpaced = s.kind == "images" or (s.kind in ("demo", "video") and s.as_fast_as_possible)
@@ -343,6 +358,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             ),
             make_sinks=sinks,
             roi=roi,
+            refine=refine_of(detector),
             prefetch=prefetch,
             decode_threads=args.decode_threads or (1 if prefetch else None),
         )
@@ -399,6 +415,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             "model_id": detector.model_id,
             "threads": threads,
             "amx_denied": bool(detector.amx_denied),
+            "refine": "off" if args.invoke_only else refine_of(detector),
             **ours[i].summary(measure_overhead=unpaced and not args.invoke_only),
         }
         if args.invoke_only:

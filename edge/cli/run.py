@@ -44,6 +44,7 @@ from edge.config import (
     check_pin,
     parse_endpoint,
 )
+from edge.runtime import REFINE_MODES
 
 if TYPE_CHECKING:
     from edge.synth import Stamp
@@ -159,6 +160,7 @@ OVERRIDES = {
     "threads": "model.threads",
     "runtime": "model.runtime",
     "threshold": "model.threshold",
+    "refine": "model.refine",
     "roi": "inspection.roi",
     "trigger": "trigger.kind",
     "min_hits": "decision.min_hits",
@@ -255,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime", choices=RUNTIMES, default=S, help="default: ai_edge_litert, else tflite_runtime"
     )
     mod.add_argument("--threshold", type=number, default=S, help="presence threshold (default: the model's)")
+    mod.add_argument(
+        "--refine",
+        choices=REFINE_MODES,
+        default=S,
+        help="look again at a crop around the box: zoom (2 invokes a judged frame), zoom-flip (3: the "
+        "crop and its mirror image), off (1); default auto: zoom-flip for box models, else off",
+    )
     dec = p.add_argument_group("inspection")
     dec.add_argument(
         "--roi",
@@ -436,7 +445,7 @@ def build_sinks(config: Config, fps: float | None) -> list:
 def run(config: Config) -> int:
     from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
     from edge.pipeline import Pipeline, SystemdNotifier, stop_signals
-    from edge.runtime import TFLiteDetector
+    from edge.runtime import TFLiteDetector, refine_for
     from edge.sinks import VerdictLog
     from edge.station.station import Station
 
@@ -463,6 +472,7 @@ def run(config: Config) -> int:
         station = stack.enter_context(Station(config, source.stats))
         detector = TFLiteDetector(config.model.path, config.model.threads, config.model.runtime)
         threshold = config.model.threshold or detector.metadata.threshold
+        refine = refine_for(detector.metadata, config.model.refine, str(detector.path))
         if truth is not None and truth.labels and not set(truth.labels) & set(detector.metadata.labels):
             print(
                 f"{PROG}: WARNING: the demo line's stamps {list(truth.labels)} are none of the model's "
@@ -508,6 +518,7 @@ def run(config: Config) -> int:
             model_id=detector.model_id,
             runtime=runtime,
             heatmap=config.output.heatmap,
+            refine=refine,
         )
         if pending:
             pipeline.stop(pending[0])
