@@ -46,7 +46,7 @@ from edge.cli.common import (
 )
 from edge.datasets import IMAGE_EXTENSIONS, Dataset, DatasetError, detect_format, load_dataset, read_image
 from edge.metrics import Truth
-from edge.runtime import CallableDetector, ModelError, TFLiteDetector
+from edge.runtime import CallableDetector, ModelError, TFLiteDetector, look_again
 from edge.synth import RECIPES
 
 MAX_IOU_DROP = 0.01
@@ -247,6 +247,7 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
 def validation_set(
     args: argparse.Namespace, labels, ds: Dataset | None
 ) -> tuple[list[np.ndarray], list[Truth], str]:
+    """The model inputs, their truth and a description of where they come from."""
     if ds is None:
         synth = _synth(args)
         unknown = [name for name in synth.labels if name not in labels]
@@ -273,6 +274,41 @@ def validation_set(
         images.append(contract.prepare_input(image))
         truths.append(metrics.truth_for(r, w, h))
     return images, truths, f"{len(images)} labelled images from {args.val}"
+
+
+def validation_originals(args: argparse.Namespace, ds: Dataset | None):
+    """``i`` -> the full-resolution image the ``i``-th validation input was prepared from (drawn
+    or read again: a set of large photos is not kept in memory)."""
+    if ds is None:
+        synth = _synth(args)
+        return lambda i: synth.sample_at(args.seed + 3_000_000, i).image
+    return lambda i: read_image(ds.records[i].image_path)
+
+
+def choose_refine(
+    detector, images: list[np.ndarray], truths: list[Truth], original, threshold: float, progress: bool
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Second looks (``edge.runtime.look_again``) measured on the validation images: mean IoU and
+    presence accuracy for each of ``contract.REFINE_CHOICES``, and the one with the highest sum
+    (fewer looks on a tie). ``original(i)`` is the full-resolution image of ``images[i]``."""
+    firsts = [detector.predict(im) for im in images]
+    preds: dict[str, list] = {mode: [] for mode in contract.REFINE_CHOICES}
+    for i, first in enumerate(tqdm(firsts, desc="second looks", leave=False, disable=not progress)):
+        full = original(i)
+        for mode in contract.REFINE_CHOICES:
+            preds[mode].append(look_again(detector, full, first, mode))
+    figures = {}
+    for mode in contract.REFINE_CHOICES:
+        m = metrics.summarize(preds[mode], truths, threshold)
+        figures[mode] = {k: m[k] for k in ("iou_mean", "presence_accuracy")}
+
+    def score(mode: str) -> float:
+        f = figures[mode]
+        return sum(0.0 if np.isnan(v) else v for v in f.values())
+
+    choices = contract.REFINE_CHOICES
+    best = max(choices, key=lambda mode: score(mode) - 1e-9 * choices.index(mode))
+    return best, figures
 
 
 def training_metadata(model_path: Path) -> dict:
@@ -376,6 +412,24 @@ def run(args: argparse.Namespace) -> int:
             }
             provenance["agreement"] = check["agreement"]
             print_report(report, check["metric"], log)
+            if kind == "box" and check["passed"]:
+                meta_args["refine"], report["refine"] = choose_refine(
+                    lite,
+                    images,
+                    truths,
+                    validation_originals(args, val_ds),
+                    threshold,
+                    not args.quiet,
+                )
+                provenance["refine"] = report["refine"]
+                log(
+                    "edge-convert: second looks on the validation images: "
+                    + "; ".join(
+                        f"{mode} IoU {f['iou_mean']:.4f}, presence {f['presence_accuracy']:.4f}"
+                        for mode, f in report["refine"].items()
+                    )
+                    + f" -> refine {meta_args['refine']} (edge-run --refine auto)"
+                )
             if warning := metrics.no_skill_warning(check["keras"]):  # agreement is not usefulness
                 print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
             if not check["passed"]:

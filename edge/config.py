@@ -134,8 +134,8 @@ class ModelConfig:
     #: presence threshold; left out: the one in the model's metadata
     threshold: float | None = _opt(None, _open_unit)
     #: second looks of a box model at each judged frame: off | zoom (a crop around the first box,
-    #: one more invoke) | zoom-flip (the crop and its mirror image, two more) | auto (zoom-flip
-    #: for a box model, off for the others); see edge.runtime.REFINE_MODES
+    #: one more invoke) | zoom-flip (the crop and its mirror image, two more) | auto (what
+    #: edge-convert measured best for the model; see edge.runtime.REFINE_MODES)
     refine: str = _opt("auto", _one_of(*REFINE_MODES))
 
 

@@ -110,6 +110,9 @@ def kind_of_outputs(names: Sequence[str]) -> str | None:
 
 DEFAULT_LABELS = ("stamp",)
 DEFAULT_THRESHOLD = 0.5
+#: the runtime's second looks at a frame (``edge.runtime.look_again``): ``refine`` in a model's
+#: metadata is the one ``edge-convert`` measured best for it on its validation images
+REFINE_CHOICES = ("off", "zoom", "zoom-flip")
 METADATA_NAME = "stampline"
 #: The resize every image goes through on its way into the model. Measured on a 640x480 frame
 #: (1 thread, this 2-core x86): INTER_AREA 0.76 ms, INTER_LINEAR 0.04 ms but aliased (mean
@@ -234,6 +237,9 @@ class ModelMetadata:
     resize: str = RESIZE_METHOD
     outputs: Mapping[str, str] = field(default_factory=dict)
     provenance: Mapping[str, object] = field(default_factory=dict)
+    #: second looks measured best for this model (one of REFINE_CHOICES); None: not measured
+    #: (converted before second looks existed)
+    refine: str | None = None
 
     def __post_init__(self) -> None:
         if self.contract_version != CONTRACT_VERSION:
@@ -251,6 +257,10 @@ class ModelMetadata:
             raise ContractError(f"labels must be a non-empty list of names, got {self.labels!r}")
         if not 0.0 < float(self.threshold) < 1.0:
             raise ContractError(f"threshold must be in (0, 1), got {self.threshold!r}")
+        if self.refine is not None and self.refine not in REFINE_CHOICES:
+            raise ContractError(
+                f"refine must be one of {list(REFINE_CHOICES)} or absent, got {self.refine!r}"
+            )
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         if not self.outputs:

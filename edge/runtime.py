@@ -279,15 +279,19 @@ class CallableDetector:
 #: ``--refine``: how many looks a box model takes at a frame. ``off``: one; ``zoom``: a second
 #: look at a square crop of the full-resolution view around the first box, the stamp's longer side
 #: filling ``REFINE_FILL`` of it; ``zoom-flip``: the crop and its mirror image (three looks);
-#: ``auto`` (the default): ``zoom-flip`` for a box model, ``off`` for centre and cam models.
-#: Measured with the bundled model (1,000 synthetic images of the default recipe; seeds 0-19 of
-#: the demo line): box IoU 0.789 / 0.825 / 0.847 and right verdicts 514 / 521 / 522 of 526 for
-#: off / zoom / zoom-flip
-REFINE_MODES = ("auto", "off", "zoom", "zoom-flip")
-#: the stamp's longer side as a share of the second look's crop: the recipe's larger stamps, on
-#: which the model's boxes are most precise (measured on 600 synthetic images: 0.4 and 0.5 gave
-#: a mean IoU of 0.842 and 0.843, 0.6 gave 0.823)
-REFINE_FILL = 0.5
+#: ``auto`` (the default): what ``edge-convert`` measured best for the model (its metadata's
+#: ``refine``), and for a model converted before that: ``zoom-flip`` for a box model, ``off`` for
+#: centre and cam models. Measured with the bundled model (1,000 synthetic images of the default
+#: recipe; seeds 0-19 of the demo line): see the README, "Second looks"
+REFINE_MODES = ("auto", *contract.REFINE_CHOICES)
+#: the stamp's longer side as a share of the second look's crop: inside the range of stamp sizes
+#: both recipes train on (default 0.2-0.65 of the image's shorter side, station 0.22-0.45).
+#: Measured with zoom-flip on 600 synthetic images (IoU, off -> fill 0.3 / 0.35 / 0.4 / 0.5): the
+#: bundled model on the default recipe 0.795 -> 0.841 / 0.852 / 0.860 / 0.859, on the station
+#: recipe 0.815 -> 0.865 / 0.879 / 0.888 / 0.898; the variants model (trained on the station
+#: recipe) 0.761 -> 0.809 / 0.815 / 0.806 / 0.689: a stamp larger than any it was trained on
+#: throws the box off
+REFINE_FILL = 0.4
 #: a first look scoring below this is not looked at again (its box means nothing)
 REFINE_MIN_PRESENCE = 0.1
 #: a crop that would cover this share of the view's shorter side or more is the view itself
@@ -301,6 +305,8 @@ def refine_for(metadata: ModelMetadata, mode: str, name: str) -> str:
         expected = ", ".join(REFINE_MODES)
         raise ModelError(f"{name}: refine mode {mode!r} is unknown (expected one of {expected})")
     if mode == "auto":
+        if metadata.refine is not None:
+            return metadata.refine if metadata.kind == "box" else "off"
         return "zoom-flip" if metadata.kind == "box" else "off"
     if mode != "off" and metadata.kind != "box":
         raise ModelError(f"{name}: refine {mode} needs a box model; this one is a {metadata.kind} model")
@@ -329,10 +335,10 @@ def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) ->
     t0 = time.perf_counter()
     h, w = image_bgr.shape[:2]
     x0, y0, x1, y1 = first.box
-    side = round(max((x1 - x0) * w, (y1 - y0) * h) / REFINE_FILL)
+    side = max(round(max((x1 - x0) * w, (y1 - y0) * h) / REFINE_FILL), 8)
     cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
-    if side < _REFINE_WHOLE * min(h, w):
-        side = max(side, 8)
+    whole = side >= _REFINE_WHOLE * min(h, w)
+    if not whole:
         left = round(min(max(cx - side / 2, 0.0), w - side))
         top = round(min(max(cy - side / 2, 0.0), h - side))
         crop = contract.prepare_input(image_bgr[top : top + side, left : left + side])
@@ -352,7 +358,7 @@ def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) ->
         for p, (_, mirrored) in zip(looks, views, strict=True)
         if p.box is not None
     ]
-    if fw == 1.0 and fh == 1.0:  # the mirrored view: the first look's box counts as much
+    if whole:  # the mirrored view: the first look's box counts as much
         boxes.append(first.box)
     box = tuple(float(v) for v in np.mean(boxes, axis=0)) if boxes else None
     if box is not None:

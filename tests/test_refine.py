@@ -97,6 +97,11 @@ def test_nothing_to_look_at_twice_is_returned_as_it_is(detector, samples):
     assert look_again(detector, image, whole, "zoom") is whole
     flipped = look_again(detector, image, whole, "zoom-flip")
     assert flipped is not whole and flipped.timings["invoke_ms"] > whole.timings["invoke_ms"]
+    # a view too small for any crop (a tiny region of interest) is looked at whole
+    tiny = image[:6, :6]
+    small = Prediction(presence=0.9, box=(0.2, 0.2, 0.4, 0.4))
+    assert look_again(detector, tiny, small, "zoom") is small
+    assert 0.0 <= look_again(detector, tiny, small, "zoom-flip").box[0] <= 1.0
 
 
 def test_auto_refines_box_models_and_an_explicit_mode_needs_one():
@@ -107,6 +112,13 @@ def test_auto_refines_box_models_and_an_explicit_mode_needs_one():
         refine_for(centre, "zoom", "c.tflite")
     with pytest.raises(ModelError, match="unknown"):
         refine_for(box, "twice", "m")
+    # what edge-convert measured best for a model is what auto gives it
+    measured = contract.ModelMetadata(kind="box", refine="off")
+    assert refine_for(measured, "auto", "m") == "off" and refine_for(measured, "zoom", "m") == "zoom"
+    again = contract.ModelMetadata.from_json(contract.ModelMetadata(kind="box", refine="zoom").to_json())
+    assert refine_for(again, "auto", "m") == "zoom"
+    with pytest.raises(contract.ContractError, match="refine must be one of"):
+        contract.ModelMetadata(kind="box", refine="twice")
 
 
 def test_edge_run_refines_on_the_demo_line_and_refuses_a_bad_mode(tmp_path: Path, capsys):

@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine",
         choices=REFINE_MODES,
         default="auto",
-        help="look again at a crop around the first box, as edge-run --refine does (auto: zoom-flip "
-        "for box models, else off)",
+        help="look again at a crop around the first box, as edge-run --refine does (auto: what "
+        "edge-convert measured best for the model)",
     )
     return p
 

@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REFINE_MODES,
         default=S,
         help="look again at a crop around the box: zoom (2 invokes a judged frame), zoom-flip (3: the "
-        "crop and its mirror image), off (1); default auto: zoom-flip for box models, else off",
+        "crop and its mirror image), off (1); default auto: what edge-convert measured best for the model",
     )
     dec = p.add_argument_group("inspection")
     dec.add_argument(
@@ -485,7 +485,7 @@ def run(config: Config) -> int:
         print(
             f"{PROG}: {source.name}, model {detector.model_id} ({detector.path.name}) on {runtime}, "
             f"region {','.join(f'{v:g}' for v in roi) if roi else 'whole frame'}, "
-            f"trigger {config.trigger.kind}; Ctrl-C to stop",
+            f"trigger {config.trigger.kind}, second looks {refine}; Ctrl-C to stop",
             flush=True,
         )
         for line in station.describe():
