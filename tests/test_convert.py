@@ -140,7 +140,8 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_di
     # second looks measured on the same validation photos; the best one is the model's own
     assert set(data["refine"]) == set(contract.REFINE_CHOICES)
     scores = {m: f["iou_mean"] + f["presence_accuracy"] for m, f in data["refine"].items()}
-    assert meta.refine == max(scores, key=scores.get) and meta.provenance["refine"] == data["refine"]
+    assert meta.refine in scores and meta.provenance["refine"] == data["refine"]
+    assert meta.refine == "off" or scores[meta.refine] >= scores["off"] + cli.REFINE_MARGIN
     assert refine_for(meta, "auto", "m") == meta.refine
 
 
@@ -163,8 +164,8 @@ def test_the_second_looks_a_model_gains_from_are_chosen_and_those_it_loses_by_ar
         )
     det = TFLiteDetector()
     best, figures = cli.choose_refine(det, images, truths, lambda i: samples[i].image, 0.5, False)
-    assert best == "zoom-flip", figures
-    assert figures["zoom-flip"]["iou_mean"] > figures["off"]["iou_mean"] + 0.02
+    assert best in ("zoom", "zoom-flip"), figures  # (on 100 images zoom-flip gains 0.006 on zoom)
+    assert figures[best]["iou_mean"] > figures["off"]["iou_mean"] + 0.02
     monkeypatch.setattr(R, "REFINE_FILL", 0.95)
     best, figures = cli.choose_refine(det, images, truths, lambda i: samples[i].image, 0.5, False)
     assert best == "off", figures
