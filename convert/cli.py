@@ -448,6 +448,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             os.close(fd)
             fd = -1
+            if kind == "box":
+                log(
+                    "edge-convert: second looks not measured (--no-verify): edge-run --refine auto looks once"
+                )
         final = embed_metadata(
             raw, contract.ModelMetadata(**meta_args, provenance=provenance).with_outputs(model.output_names)
         )

@@ -133,6 +133,8 @@ class Summary:
     source: str
     model_id: str
     runtime: str
+    #: the second looks the model took (edge.runtime.REFINE_MODES, resolved: off, zoom, zoom-flip)
+    refine: str = "off"
     frames: int = 0
     dropped: int = 0
     converted: int = 0
@@ -165,7 +167,7 @@ class Summary:
         odd = [f"{n} {what}" for n, what in ((self.converted, "converted"), (self.skipped, "skipped")) if n]
         lines = [
             f"source      {self.source}, until {self.end}",
-            f"model       {self.model_id} on {self.runtime}",
+            f"model       {self.model_id} on {self.runtime}, second looks {self.refine}",
             f"frames      {self.frames} in {self.duration_s:.1f} s ({self.fps:.1f} fps), "
             f"{self.dropped} dropped"
             + (f", odd frames {' and '.join(odd)}" if odd else "")
@@ -449,6 +451,7 @@ class Pipeline:
             source=self.source.name,
             model_id=self.model_id,
             runtime=self.runtime,
+            refine=self.refine,
             frames=frames,
             dropped=stats.dropped,
             converted=stats.converted,

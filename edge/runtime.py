@@ -280,9 +280,9 @@ class CallableDetector:
 #: look at a square crop of the full-resolution view around the first box, the stamp's longer side
 #: filling ``REFINE_FILL`` of it; ``zoom-flip``: the crop and its mirror image (three looks);
 #: ``auto`` (the default): what ``edge-convert`` measured best for the model (its metadata's
-#: ``refine``), and for a model converted before that: ``zoom-flip`` for a box model, ``off`` for
-#: centre and cam models. Measured with the bundled model (1,000 synthetic images of the default
-#: recipe; seeds 0-19 of the demo line): see the README, "Second looks"
+#: ``refine``); ``off`` for a model without that measurement and for centre and cam models.
+#: Measured with the bundled model (1,000 synthetic images of the default recipe; seeds 0-19 of
+#: the demo line): see the README, "Second looks"
 REFINE_MODES = ("auto", *contract.REFINE_CHOICES)
 #: the stamp's longer side as a share of the second look's crop: inside the range of stamp sizes
 #: both recipes train on (default 0.2-0.65 of the image's shorter side, station 0.22-0.45).
@@ -304,10 +304,8 @@ def refine_for(metadata: ModelMetadata, mode: str, name: str) -> str:
     if mode not in REFINE_MODES:
         expected = ", ".join(REFINE_MODES)
         raise ModelError(f"{name}: refine mode {mode!r} is unknown (expected one of {expected})")
-    if mode == "auto":
-        if metadata.refine is not None:
-            return metadata.refine if metadata.kind == "box" else "off"
-        return "zoom-flip" if metadata.kind == "box" else "off"
+    if mode == "auto":  # not measured (converted before second looks, or without the check): one
+        return metadata.refine if metadata.kind == "box" and metadata.refine is not None else "off"
     if mode != "off" and metadata.kind != "box":
         raise ModelError(f"{name}: refine {mode} needs a box model; this one is a {metadata.kind} model")
     return mode

@@ -18,7 +18,7 @@ from edge import contract
 from edge.runtime import model_id
 raw = pathlib.Path("edge/models/stamp_int8.tflite").read_bytes()
 meta = dataclasses.asdict(contract.read_embedded_metadata(raw))
-card = {k: meta[k] for k in ("kind", "labels", "threshold", "provenance")}
+card = {k: meta[k] for k in ("kind", "labels", "threshold", "refine", "provenance")}
 card["model_id"] = model_id(raw)
 pathlib.Path("edge/models/stamp_int8.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 PY

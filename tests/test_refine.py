@@ -106,26 +106,45 @@ def test_nothing_to_look_at_twice_is_returned_as_it_is(detector, samples):
 
 def test_auto_refines_box_models_and_an_explicit_mode_needs_one():
     box, centre = contract.ModelMetadata(kind="box"), contract.ModelMetadata(kind="center")
-    assert refine_for(box, "auto", "m") == "zoom-flip" and refine_for(centre, "auto", "m") == "off"
+    # a model without the measurement (converted before it, or with --no-verify) looks once
+    assert refine_for(box, "auto", "m") == "off" and refine_for(centre, "auto", "m") == "off"
     assert refine_for(box, "zoom", "m") == "zoom" and refine_for(centre, "off", "m") == "off"
     with pytest.raises(ModelError, match=r"^c.tflite: refine zoom needs a box model; this one is a center"):
         refine_for(centre, "zoom", "c.tflite")
     with pytest.raises(ModelError, match="unknown"):
         refine_for(box, "twice", "m")
     # what edge-convert measured best for a model is what auto gives it
-    measured = contract.ModelMetadata(kind="box", refine="off")
-    assert refine_for(measured, "auto", "m") == "off" and refine_for(measured, "zoom", "m") == "zoom"
+    measured = contract.ModelMetadata(kind="box", refine="zoom-flip")
+    assert refine_for(measured, "auto", "m") == "zoom-flip" and refine_for(measured, "off", "m") == "off"
+    assert refine_for(contract.ModelMetadata(kind="center", refine="zoom"), "auto", "m") == "off"
     again = contract.ModelMetadata.from_json(contract.ModelMetadata(kind="box", refine="zoom").to_json())
     assert refine_for(again, "auto", "m") == "zoom"
     with pytest.raises(contract.ContractError, match="refine must be one of"):
         contract.ModelMetadata(kind="box", refine="twice")
 
 
+def test_the_bundled_model_carries_its_measured_second_looks(detector):
+    assert detector.metadata.refine == "zoom-flip"
+    figures = detector.metadata.provenance["refine"]
+    assert figures["zoom-flip"]["iou_mean"] > figures["off"]["iou_mean"] + 0.03
+
+
+def test_edge_bench_cold_starts_edge_run_with_the_mode_it_measures():
+    from edge.cli.bench import edge_run_argv
+    from edge.config import Config
+
+    for mode in ("off", "zoom", "auto"):
+        config = Config.load(None, {"source.kind": "demo", "model.refine": mode})
+        argv = edge_run_argv(config, BUNDLED_MODEL, 1, Path("events.jsonl"))
+        assert argv[argv.index("--refine") + 1] == mode
+
+
 def test_edge_run_refines_on_the_demo_line_and_refuses_a_bad_mode(tmp_path: Path, capsys):
     summary = tmp_path / "summary.json"
-    argv = ["--demo", "--seed", "1", "--as-fast-as-possible", "--max-frames", "900", "--refine", "zoom-flip"]
+    argv = ["--demo", "--seed", "1", "--as-fast-as-possible", "--max-frames", "900"]
     assert run_main([*argv, "--summary", str(summary)]) == 0
     s = json.loads(summary.read_text())
+    assert s["refine"] == "zoom-flip"  # auto: what the bundled model's metadata says
     assert s["products"] == s["truth_products"] >= 10
     assert s["correct"] == s["truth_products"], capsys.readouterr().out
     capsys.readouterr()

@@ -242,8 +242,7 @@ def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> li
         argv += ["--roi", ",".join(f"{v:g}" for v in config.inspection.roi)]
     if config.model.runtime:
         argv += ["--runtime", config.model.runtime]
-    if config.model.refine != "off":
-        argv += ["--refine", config.model.refine]
+    argv += ["--refine", config.model.refine]
     argv += [
         "--model",
         str(model),
