@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,21 @@ def test_edge_run_refines_on_the_demo_line_and_refuses_a_bad_mode(tmp_path: Path
     config.write_text('[model]\nrefine = "twice"\n')
     assert run_main(["--check-config", str(config)]) == 2
     assert "model.refine" in capsys.readouterr().err
+
+
+def test_check_config_reads_the_model_and_refuses_a_refine_it_does_not_fit(tmp_path: Path, capsys):
+    data = BUNDLED_MODEL.read_bytes()
+    assert b'"kind": "box"' in data
+    cam = tmp_path / "cam.tflite"
+    cam.write_bytes(data.replace(b'"kind": "box"', b'"kind": "cam"'))  # its metadata says cam
+    config = tmp_path / "station.toml"
+    for path, refine, message in (
+        (cam, "zoom", r"model\.refine: .*cam\.tflite: refine zoom needs a box model; this one is a cam"),
+        (tmp_path / "none.tflite", "auto", r"model\.path: cannot read .*none\.tflite"),
+    ):
+        config.write_text(f'[model]\npath = "{path}"\nrefine = "{refine}"\n')
+        assert run_main(["--check-config", str(config)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err), err
+    config.write_text(f'[model]\npath = "{cam}"\nrefine = "auto"\n')
+    assert run_main(["--check-config", str(config)]) == 0

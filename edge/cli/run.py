@@ -372,26 +372,35 @@ def demo_stamps(config: Config) -> list[Stamp] | None:
     return None
 
 
-def check_expect(config: Config) -> None:
-    """ConfigError unless ``decision.expect`` (if set) is a label of the model's class head.
+def check_model(config: Config, strict: bool = False) -> None:
+    """ConfigError unless ``decision.expect`` (if set) is a label of the model's class head and
+    ``model.refine`` fits the model's kind.
 
-    Reads only the model's embedded metadata, so it runs before anything is opened; a model
-    that cannot be read is left to the detector to report."""
-    expect = config.decision.expect
-    if expect is None:
-        return
+    Reads only the model's embedded metadata, so it runs before anything is opened. A model that
+    cannot be read is left to the detector to report, unless ``strict`` (``--check-config``, which
+    opens nothing else): then it is the error."""
     from edge.contract import CLASS, ContractError, read_embedded_metadata
     from edge.decision import expect_problem
-    from edge.runtime import BUNDLED_MODEL
+    from edge.runtime import BUNDLED_MODEL, ModelError, refine_for
 
     path = config.model.path or BUNDLED_MODEL
     try:
         meta = read_embedded_metadata(path.read_bytes(), str(path))
-    except (OSError, ContractError):
+    except OSError as exc:
+        if strict:
+            raise ConfigError(f"model.path: cannot read {path} ({exc.strerror or exc})") from None
         return
-    problem = expect_problem(expect, meta.labels, CLASS in meta.outputs)
-    if problem:
+    except ContractError as exc:
+        if strict:
+            raise ConfigError(f"model.path: {exc}") from None
+        return
+    expect = config.decision.expect
+    if expect is not None and (problem := expect_problem(expect, meta.labels, CLASS in meta.outputs)):
         raise ConfigError(f"decision.expect {expect!r}: {problem} (model {path.name})")
+    try:
+        refine_for(meta, config.model.refine, str(path))
+    except ModelError as exc:
+        raise ConfigError(f"model.refine: {exc}") from None
 
 
 def build_source(config: Config):
@@ -449,7 +458,7 @@ def run(config: Config) -> int:
     from edge.sinks import VerdictLog
     from edge.station.station import Station
 
-    check_expect(config)
+    check_model(config)
     if config.output.summary is not None:
         check_output_file(config.output.summary, "the summary")
     if config.output.record is not None:
@@ -546,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.check_config is not None:
             config = Config.load(args.check_config, overrides_from(args))
-            check_expect(config)
+            check_model(config, strict=True)
             secret = config.mqtt.password_file
             if secret is not None and not os.access(secret, os.R_OK):
                 raise CliError(f"mqtt.password_file: cannot read {secret}")
