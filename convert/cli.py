@@ -431,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
                     not args.quiet,
                 )
                 provenance["refine"] = report["refine"]
+                report["refine_chosen"] = meta_args["refine"]
                 log(
                     "edge-convert: second looks on the validation images: "
                     + "; ".join(

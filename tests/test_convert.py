@@ -141,6 +141,7 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_di
     assert set(data["refine"]) == set(contract.REFINE_CHOICES)
     scores = {m: f["iou_mean"] + f["presence_accuracy"] for m, f in data["refine"].items()}
     assert meta.refine in scores and meta.provenance["refine"] == data["refine"]
+    assert data["refine_chosen"] == meta.refine
     assert meta.refine == "off" or scores[meta.refine] >= scores["off"] + cli.REFINE_MARGIN
     assert refine_for(meta, "auto", "m") == meta.refine
 

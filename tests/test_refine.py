@@ -167,7 +167,7 @@ def test_check_config_reads_the_model_and_refuses_a_refine_it_does_not_fit(tmp_p
     cam.write_bytes(data.replace(b'"kind": "box"', b'"kind": "cam"'))  # its metadata says cam
     config = tmp_path / "station.toml"
     for path, refine, message in (
-        (cam, "zoom", r"model\.refine: .*cam\.tflite: refine zoom needs a box model; this one is a cam"),
+        (cam, "zoom", r"station\.toml: model\.refine: .*cam\.tflite: refine zoom needs a box model"),
         (tmp_path / "none.tflite", "auto", r"model\.path: cannot read .*none\.tflite"),
     ):
         config.write_text(f'[model]\npath = "{path}"\nrefine = "{refine}"\n')
@@ -176,3 +176,7 @@ def test_check_config_reads_the_model_and_refuses_a_refine_it_does_not_fit(tmp_p
         assert len(err.splitlines()) == 1 and re.search(message, err), err
     config.write_text(f'[model]\npath = "{cam}"\nrefine = "auto"\n')
     assert run_main(["--check-config", str(config)]) == 0
+    assert "model cam.tflite, second looks off" in capsys.readouterr().out
+    config.write_text("[model]\n")  # the bundled model: what its metadata says
+    assert run_main(["--check-config", str(config)]) == 0
+    assert "second looks zoom-flip" in capsys.readouterr().out

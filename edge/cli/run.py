@@ -372,9 +372,10 @@ def demo_stamps(config: Config) -> list[Stamp] | None:
     return None
 
 
-def check_model(config: Config, strict: bool = False) -> None:
+def check_model(config: Config, strict: bool = False) -> str | None:
     """ConfigError unless ``decision.expect`` (if set) is a label of the model's class head and
-    ``model.refine`` fits the model's kind.
+    ``model.refine`` fits the model's kind; returns the second looks the model will take (None:
+    its metadata could not be read).
 
     Reads only the model's embedded metadata, so it runs before anything is opened. A model that
     cannot be read is left to the detector to report, unless ``strict`` (``--check-config``, which
@@ -389,16 +390,16 @@ def check_model(config: Config, strict: bool = False) -> None:
     except OSError as exc:
         if strict:
             raise ConfigError(f"model.path: cannot read {path} ({exc.strerror or exc})") from None
-        return
+        return None
     except ContractError as exc:
         if strict:
             raise ConfigError(f"model.path: {exc}") from None
-        return
+        return None
     expect = config.decision.expect
     if expect is not None and (problem := expect_problem(expect, meta.labels, CLASS in meta.outputs)):
         raise ConfigError(f"decision.expect {expect!r}: {problem} (model {path.name})")
     try:
-        refine_for(meta, config.model.refine, str(path))
+        return refine_for(meta, config.model.refine, str(path))
     except ModelError as exc:
         raise ConfigError(f"model.refine: {exc}") from None
 
@@ -555,11 +556,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.check_config is not None:
             config = Config.load(args.check_config, overrides_from(args))
-            check_model(config, strict=True)
+            try:
+                refine = check_model(config, strict=True)
+            except ConfigError as exc:  # named like the file's own errors
+                raise ConfigError(f"{args.check_config}: {exc}") from None
             secret = config.mqtt.password_file
             if secret is not None and not os.access(secret, os.R_OK):
                 raise CliError(f"mqtt.password_file: cannot read {secret}")
-            print(f"{args.check_config}: ok (source {config.source.kind}, trigger {config.trigger.kind})")
+            model = config.model.path.name if config.model.path else "the bundled model"
+            print(
+                f"{args.check_config}: ok (source {config.source.kind}, trigger {config.trigger.kind}, "
+                f"model {model}, second looks {refine})"
+            )
             return 0
         config = Config.load(args.config, overrides_from(args))
         return run(config)
