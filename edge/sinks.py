@@ -71,6 +71,28 @@ class Sink(Protocol):
     def write(self, result: FrameResult) -> None: ...
 
 
+def missing_paths(path: Path) -> list[Path]:
+    """``path`` and those of its folders that do not exist yet, deepest first: what opening it
+    (after ``mkdir(parents=True)``) would create."""
+    made = []
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            break
+        made.append(p)
+    return made
+
+
+def remove_if_empty(paths: list[Path]) -> None:
+    """Remove what a sink created for a run that never started (deepest first): empty files and
+    empty folders only, so nothing anyone wrote is lost."""
+    for p in paths:
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()  # fails unless empty
+            elif p.is_file() and p.stat().st_size == 0:
+                p.unlink()
+
+
 class _ClosingSink:
     """A sink as a context manager: ``close`` on leaving."""
 
@@ -207,10 +229,14 @@ class VerdictLog(_ClosingSink):
         self.next_seq = 1
         self.next_product = 1
         self.written = 0
+        #: what opening the log created (files, folders), removed again if the run never starts
+        self._made: list[Path] = []
 
     def __enter__(self) -> VerdictLog:
         if self.path.exists() and not self.path.is_file():
             raise SinkError(f"{self.path}: not a regular file (expected a file for the verdict log)")
+        state = [] if os.path.lexists(self.state_path) else [self.state_path]
+        self._made = state + missing_paths(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = self._open_locked()
@@ -377,6 +403,14 @@ class VerdictLog(_ClosingSink):
         if self._rotate_at is not None and start + len(data) >= self._rotate_at:
             self._rotate()
 
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+        if exc_type is not None and self.written == 0 and self.rotations == 0:
+            # the run failed to start (a model refused after the log opened): leave no empty log
+            remove_if_empty(self._made)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -407,8 +441,10 @@ class SnapshotSink(_ClosingSink):
         self.written = 0
         self.removed = 0
         self.failed = 0
+        self._made: list[Path] = []
 
     def __enter__(self) -> SnapshotSink:
+        self._made = missing_paths(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             sizes: dict[str, int] = {}
@@ -424,6 +460,12 @@ class SnapshotSink(_ClosingSink):
         self._kept = sorted(sizes.items())
         self._prune()
         return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None and self.written == 0:
+            remove_if_empty(self._made)  # a run that never started leaves no empty folder
 
     @property
     def count(self) -> int:

@@ -216,6 +216,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, a
 
 
 @needs_model
+def test_a_model_refused_at_start_leaves_no_empty_outputs_and_keeps_what_was_there(tmp_path: Path, capsys):
+    bad = model_variant(tmp_path, "corrupt")  # metadata readable, the interpreter refuses it
+    out = tmp_path / "new" / "deeper"
+    argv = ["--demo", "--max-frames", "5", "--model", str(bad)]
+    assert main([*argv, "--events", str(out / "verdicts.jsonl"), "--snapshots", str(out / "snaps")]) == 2
+    assert re.search("corrupt|cannot load", capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()  # no empty log, numbering file or folders left
+    # an existing log and snapshot folder are left exactly as they were
+    old = tmp_path / "old"
+    (old / "snaps").mkdir(parents=True)
+    line = json.dumps({"seq": 4, "product_id": 9, "verdict": "OK"}) + "\n"
+    (old / "verdicts.jsonl").write_text(line)
+    assert main([*argv, "--events", str(old / "verdicts.jsonl"), "--snapshots", str(old / "snaps")]) == 2
+    assert (old / "verdicts.jsonl").read_text() == line
+    assert (old / "snaps").is_dir()
+
+
+@needs_model
 def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, capsys):
     rng = np.random.default_rng(1)
     colour = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
