@@ -470,8 +470,15 @@ class Config:
         check_station(self)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Config:
-        """A config from parsed TOML, with ``{"section.key": value}`` overrides applied on top."""
+    def from_mapping(
+        cls, data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, base: Path | None = None
+    ) -> Config:
+        """A config from parsed TOML, with ``{"section.key": value}`` overrides applied on top.
+
+        ``base``: the config file's folder; a relative path in ``data`` (``model.path = "m.tflite"``)
+        is taken relative to it, wherever the process runs (a service's working directory is
+        not the engineer's). Paths in ``overrides`` (flags) stay relative to the working directory.
+        """
         merged: dict[str, dict[str, Any]] = {}
         sections = {f.name: f for f in dataclasses.fields(cls)}
         for name, table in data.items():
@@ -480,6 +487,8 @@ class Config:
             if not isinstance(table, Mapping):
                 raise ConfigError(f"{name}: expected a [{name}] table, got {_show(table)}")
             merged[name] = dict(table)
+            if base is not None:
+                merged[name] = _from_base(merged[name], sections[name].default_factory, base)  # type: ignore[arg-type]
         for key, value in (overrides or {}).items():
             section, _, name = key.partition(".")
             merged.setdefault(section, {})[name] = value
@@ -505,13 +514,27 @@ class Config:
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         try:
-            return cls.from_mapping(data, overrides)
+            return cls.from_mapping(data, overrides, base=path.parent if path is not None else None)
         except ConfigError as exc:
             if str(exc).split(":", 1)[0] in (overrides or {}):  # the bad value came from a flag
                 raise ConfigError(f"{exc} (from the command line)") from None
             if path is None:
                 raise
             raise ConfigError(f"{path}: {exc}") from None
+
+
+def _from_base(values: dict[str, Any], cls: type, base: Path) -> dict[str, Any]:
+    """``values`` with each relative path of a path-typed key taken relative to ``base``
+    (``~`` expands to the home folder); anything else, bad values included, is left for
+    ``_build_section`` to check."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if isinstance(value, str) and value and (hint is Path or Path in typing.get_args(hint)):
+            path = Path(value).expanduser()
+            out[key] = str(path if path.is_absolute() else base / path)
+    return out
 
 
 def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:

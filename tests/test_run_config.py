@@ -63,6 +63,37 @@ def test_flags_override_the_file(tmp_path: Path):
     assert Config.load(None).source.kind == "camera"
 
 
+def test_relative_paths_in_a_file_are_taken_from_its_folder_and_flags_from_the_working_dir(
+    tmp_path: Path, monkeypatch
+):
+    station = tmp_path / "station"
+    station.mkdir()
+    path = station / "line.toml"
+    path.write_text(
+        "[source]\nkind = 'video'\nvideo = 'clips/line.mp4'\n"
+        "[model]\npath = 'models/stamp.tflite'\n"
+        "[output]\nevents = '/var/log/v.jsonl'\nsnapshots = '~/snaps'\nsummary = '../s.json'\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a service's working directory is not the config's folder
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = Config.load(Path("..") / "station" / "line.toml")
+    base = Path("..") / "station"
+    assert config.source.video == base / "clips" / "line.mp4"
+    assert config.model.path == base / "models" / "stamp.tflite"
+    assert config.output.events == Path("/var/log/v.jsonl")  # absolute: as written
+    assert config.output.snapshots == tmp_path / "home" / "snaps"
+    assert config.output.summary == base / ".." / "s.json"
+    # a flag's path is the engineer's, relative to where the command runs
+    flagged = Config.load(path, {"model.path": Path("mine.tflite")})
+    assert flagged.model.path == Path("mine.tflite")
+    # a bad value is still named by its key, unchanged
+    path.write_text("[model]\npath = 3\n")
+    with pytest.raises(ConfigError, match="model.path: expected a path, got 3"):
+        Config.load(path)
+
+
 def test_the_example_config_is_valid_and_documents_every_key():
     config = Config.load(EXAMPLE)
     assert config.output.events == Path("/var/lib/stampline/verdicts.jsonl")
