@@ -90,7 +90,7 @@ def test_relative_paths_in_a_file_are_taken_from_its_folder_and_flags_from_the_w
     assert flagged.model.path == Path("mine.tflite")
     # a bad value is still named by its key, unchanged
     path.write_text("[model]\npath = 3\n")
-    with pytest.raises(ConfigError, match="model.path: expected a path, got 3"):
+    with pytest.raises(ConfigError, match=r"model\.path: expected a path, got 3"):
         Config.load(path)
 
 
