@@ -27,7 +27,7 @@ from edge.runtime import BUNDLED_MODEL
 from edge.sinks import FrameResult
 from edge.station.status import StationStatus
 from edge.station.web import WebView
-from edge.types import Frame
+from edge.types import Frame, Outcome, Verdict
 
 TOKEN = "s3cret-token-42"
 EDGE_RUN = [sys.executable, "-m", "edge.cli.run"]
@@ -178,6 +178,21 @@ def test_healthz_answers_503_until_frames_flow_and_when_they_stop():
         status.set_fault("camera", "no frame for 3.0 s")
         assert b"camera: no frame" in get(view.url + "healthz")[2]
         assert get(view.url + "metrics")[0] == 404  # no metrics given to this view
+
+
+def test_the_verdict_rate_holds_a_bounded_window_when_nothing_reads_it():
+    # a station without the web view or MQTT never asks for the rate: months of verdicts must
+    # not pile up in memory, and the rate read afterwards still counts the last minute only
+    now = [0.0]
+    status = StationStatus(clock=lambda: now[0])
+    image = np.zeros((48, 64, 3), np.uint8)
+    for seq in range(1, 3001):  # one verdict a second for 50 minutes
+        now[0] = float(seq)
+        verdict = Verdict(seq, seq, Outcome.OK, 1.8e9 + seq, 0.9, (0.1, 0.1, 0.4, 0.4), (seq,))
+        status.write(FrameResult(Frame(image, now[0], seq), (0, 0, 64, 48), None, TriggerState(), verdict))
+    assert len(status._verdict_times) <= 61
+    assert status.snapshot()["rate_per_min"] == pytest.approx(60.0, abs=1.0)
+    assert status.counts[Outcome.OK] == 3000
 
 
 def test_a_port_in_use_and_bad_addresses_are_one_line_errors(capsys):

@@ -113,6 +113,7 @@ class StationStatus:
             if verdict is not None:
                 self.counts[verdict.outcome] += 1
                 self._verdict_times.append(now)
+                self._forget_old_verdicts(now)  # bounded even where nothing asks for the rate
                 self.recent.appendleft(
                     RecentVerdict(
                         verdict.seq,
@@ -172,14 +173,18 @@ class StationStatus:
             return False, f"stalled: no frame through the loop for {age:.1f} s"
         return True, "ok: frames flow"
 
+    def _forget_old_verdicts(self, now: float) -> None:
+        """Drop the verdict times older than the rate's window (the lock held)."""
+        while self._verdict_times and now - self._verdict_times[0] > RATE_WINDOW_S:
+            self._verdict_times.popleft()
+
     def snapshot(self, now: float | None = None) -> dict[str, object]:
         """The status as plain data (``/api/status``, the MQTT stats)."""
         now = self._clock() if now is None else now
         fps = self.fps(now)
         healthy, why = self.health(now)
         with self._lock:
-            while self._verdict_times and now - self._verdict_times[0] > RATE_WINDOW_S:
-                self._verdict_times.popleft()
+            self._forget_old_verdicts(now)
             span = min(now - self.started, RATE_WINDOW_S)
             rate = len(self._verdict_times) * 60.0 / span if span >= 1.0 else 0.0
             lat = np.asarray(self._latency_ms) if self._latency_ms else None
