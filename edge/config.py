@@ -492,6 +492,9 @@ class Config:
         for key, value in (overrides or {}).items():
             section, _, name = key.partition(".")
             merged.setdefault(section, {})[name] = value
+        if merged.get("source", {}).get("kind") == "images" and "kind" not in merged.get("trigger", {}):
+            # photos of products, not frames of a belt: each one is a product unless told otherwise
+            merged.setdefault("trigger", {})["kind"] = "every-frame"
         built = {}
         for name, f in sections.items():
             section_cls = f.default_factory  # type: ignore[misc]

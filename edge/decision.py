@@ -126,6 +126,12 @@ class OccupancyTrigger:
         #: the highest occupancy seen with no product in view: says how near a missed product came
         self.idle_peak = 0.0
 
+    @property
+    def still_learning(self) -> int:
+        """How many frames of the empty belt it has seen while still learning it (0: learned,
+        or nothing seen yet)."""
+        return 0 if self._learned else len(self._learn)
+
     def occupancy(self, view: np.ndarray) -> float:
         """Share of cells differing from the reference by more than ``level`` (any channel)."""
         cv2.resize(view, (GRID, GRID), dst=self._small, interpolation=cv2.INTER_AREA)
@@ -181,6 +187,12 @@ def no_product_hint(trigger: object, products: int) -> str | None:
     if products or not isinstance(trigger, OccupancyTrigger):
         return None
     cfg, peak = trigger.config, trigger.idle_peak
+    if trigger.still_learning:
+        return (
+            f"the run ended while the occupancy trigger was still learning the empty belt "
+            f"({trigger.still_learning} of trigger.learn_frames = {cfg.learn_frames} frames), so nothing was "
+            "judged; for photos of single products use --trigger every-frame (trigger.kind)"
+        )
     if peak < max(cfg.off, cfg.on / 2):
         return None
     return (

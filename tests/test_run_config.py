@@ -94,6 +94,15 @@ def test_relative_paths_in_a_file_are_taken_from_its_folder_and_flags_from_the_w
         Config.load(path)
 
 
+def test_an_images_source_in_a_file_judges_each_image_unless_the_trigger_is_given(tmp_path: Path):
+    path = tmp_path / "photos.toml"
+    path.write_text("[source]\nkind = 'images'\nimages = 'photos'\n")
+    assert Config.load(path).trigger.kind == "every-frame"  # as with the --images flag
+    path.write_text("[source]\nkind = 'images'\nimages = 'photos'\n[trigger]\nkind = 'occupancy'\n")
+    assert Config.load(path).trigger.kind == "occupancy"  # said in so many words: kept
+    assert Config.load(None, {"source.kind": "video", "source.video": "v.mp4"}).trigger.kind == "occupancy"
+
+
 def test_the_example_config_is_valid_and_documents_every_key():
     config = Config.load(EXAMPLE)
     assert config.output.events == Path("/var/lib/stampline/verdicts.jsonl")

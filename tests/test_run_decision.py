@@ -159,3 +159,9 @@ def test_products_too_small_for_the_region_get_a_hint_and_counted_ones_none():
         idle.update(frame(i), view(0.0, rng))
     assert no_product_hint(idle, products=0) is None
     assert no_product_hint(EveryFrameTrigger(), products=0) is None
+    # a run shorter than the learning (a few photos through the occupancy trigger): said so
+    short = OccupancyTrigger(TriggerConfig(learn_frames=10))
+    for i in range(4):
+        short.update(frame(i), view(0.5, rng))
+    hint = no_product_hint(short, products=0)
+    assert hint is not None and "(4 of trigger.learn_frames = 10 frames)" in hint and "every-frame" in hint
