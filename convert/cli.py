@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
-        default="default",
-        help="synthetic recipe for calibration and validation (as edge-train --recipe)",
+        default=None,
+        help="synthetic recipe for calibration and validation (as edge-train --recipe; default: the "
+        "one the model was trained with, from config.json beside it, else default)",
     )
     cal.add_argument("--backgrounds", type=Path, default=None, help="product photos for the synthetic recipe")
     cal.add_argument(
@@ -179,7 +180,10 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
             synth.model_sample(args.seed + 2_000_000, i)[0]
             for i in tqdm(range(n), desc="calibration", leave=False, disable=args.quiet)
         ]
-        return images, f"{n} images from the synthetic recipe (seed {args.seed + 2_000_000})"
+        stamps = f"stamps {', '.join(args.stamp_labels)}" if args.stamp else "the procedural stamp"
+        return images, (
+            f"{n} images from the synthetic recipe {args.recipe!r} ({stamps}; seed {args.seed + 2_000_000})"
+        )
     images = []
     for path in tqdm(paths, desc="calibration", leave=False, disable=args.quiet):
         images.append(contract.prepare_input(read_image(path)))
@@ -222,6 +226,25 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         if used
     ]
     labels = tuple(training_metadata(args.model).get("labels") or contract.DEFAULT_LABELS)
+    trained = training_config(args.model)
+    if args.recipe is None:
+        recipe = trained.get("recipe")
+        args.recipe = recipe if recipe in RECIPES else "default"
+    args.stamp_labels = ()
+    if args.stamp:
+        from edge.synth import load_stamps
+
+        try:
+            args.stamp_labels = tuple(s.label for s in load_stamps(args.stamp))
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    if synthetic and args.stamp and set(args.stamp_labels) != set(labels):
+        # calibrated and proved on other stamps than the model learned: its figures would mislead
+        raise CliError(
+            f"--stamp gives {', '.join(repr(x) for x in args.stamp_labels)}, but {args.model} was "
+            f"trained on {', '.join(repr(x) for x in labels)} (model.json): give the same stamp "
+            "image(s) it was trained with"
+        )
     if synthetic and not args.stamp and labels != contract.DEFAULT_LABELS:
         # the procedural seal is not what the model learned: its figures would say nothing
         raise CliError(
@@ -229,7 +252,7 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             f"procedural stamp the synthetic {' and '.join(synthetic)} would draw; give its stamp "
             "image(s) with --stamp, or labelled photos with --val and --calibration"
         )
-    photos = training_config(args.model).get("backgrounds")
+    photos = trained.get("backgrounds")
     if synthetic and photos and args.backgrounds is None:
         raise CliError(
             f"{args.model}: was trained on product photos from {photos} (config.json), not the "
@@ -444,7 +467,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
             if not check["passed"]:
                 raise CliError(
-                    f"converted model does not agree with the Keras model: {check['why']}; nothing written"
+                    f"converted model does not agree with the Keras model: {check['why']}; nothing written "
+                    "(try: more training, as an under-trained model's scores sit near the threshold; "
+                    "--mode int8-float-stem; or --no-verify for a trial model)"
                 )
         else:
             os.close(fd)
@@ -519,7 +544,8 @@ def print_report(report: dict, loc: str, log) -> None:
         if not (np.isnan(kv) and np.isnan(tv)):
             log(f"{key:<22}{kv:>10.4f}{tv:>10.4f}")
     log("agreement: " + ", ".join(f"{key} {v:.4f}" for key, v in a.items()))
-    log(f"check on {loc}: {'PASSED' if report['passed'] else 'FAILED'}")
+    verdict = "PASSED" if report["passed"] else f"FAILED: {report['why']}"
+    log(f"check on {loc} and presence agreement: {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import blob_set
@@ -427,6 +428,18 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
         said = proc.stderr.strip().splitlines()
         assert len(said) == 1 and "was trained on 'acme-seal' (model.json)" in said[0], said
         assert "--stamp" in said[0]
+    # ... nor on another stamp than the one it learned, or on more of them
+    seal = np.zeros((256, 256, 4), np.uint8)
+    cv2.circle(seal, (128, 128), 110, (30, 30, 200, 255), 12)
+    for name in ("rework", "acme-seal"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), seal)
+    for stamps in (["rework.png"], ["acme-seal.png", "rework.png"]):
+        extra = [a for st in stamps for a in ("--stamp", str(tmp_path / st))]
+        argv = [sys.executable, "-c", code, str(model), "--out", str(tmp_path / "m.tflite"), *extra]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.split() == ["2", "False"], (stamps, proc.stdout, proc.stderr)
+        said = proc.stderr.strip().splitlines()
+        assert len(said) == 1 and "'rework'" in said[0] and "trained on 'acme-seal'" in said[0], said
 
 
 def test_an_error_after_tensorflow_loads_is_still_one_line(tmp_path):
