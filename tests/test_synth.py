@@ -509,6 +509,28 @@ def test_cli_writes_n_images_in_each_format(tmp_path: Path, fmt: str, capsys) ->
     assert len(loaded) == 5 and loaded.labels == ("stamp",)
 
 
+def test_cli_recipe_draws_the_training_recipe_images(tmp_path: Path, capsys) -> None:
+    """A held-out set for a model trained with --recipe station comes from the same recipe."""
+    import dataclasses
+
+    from edge.datasets import load_dataset
+    from edge.synth import RECIPES, Backgrounds, Synthesizer
+
+    boxes = {}
+    for recipe in ("station", "default"):
+        out = tmp_path / recipe
+        assert synth_main(["--out", str(out), "--n", "6", "--seed", "4", "--recipe", recipe]) == 0
+        records = sorted(load_dataset(out).records, key=lambda r: r.image_path.name)
+        boxes[recipe] = [r.objects[0].box if r.objects else None for r in records]
+    config = dataclasses.replace(RECIPES["station"], negative_share=RECIPES["default"].negative_share)
+    expected = [Synthesizer(None, Backgrounds(), config).sample_at(4, i).box for i in range(6)]
+    assert [b is None for b in boxes["station"]] == [b is None for b in expected]
+    for got, want in zip(boxes["station"], expected, strict=True):
+        if want is not None:
+            assert np.allclose(got, want, atol=1.0), (got, want)
+    assert boxes["station"] != boxes["default"]
+
+
 def test_cli_overwrites_only_its_own_output(tmp_path: Path, capsys) -> None:
     out = tmp_path / "set"
     args = ["--out", str(out), "--n", "2", "--negatives", "0"]

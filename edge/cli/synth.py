@@ -11,6 +11,7 @@ same whatever ``--workers``. Ctrl-C (or SIGTERM) stops early and still writes a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import shutil
 import signal
@@ -34,6 +35,7 @@ from edge.cli.common import (
 from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
 from edge.synth import (
     DEFAULT_VARIANTS,
+    RECIPES,
     VARIANTS,
     Backgrounds,
     Stamp,
@@ -101,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --backgrounds, the share of procedural surfaces anyway",
     )
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="the run's seed")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="default",
+        help="what varies, as edge-train --recipe: everything a line may vary (default), or narrowed "
+        "to a fixed station camera (station); a held-out set for a model trained with --recipe X "
+        "uses the same X",
+    )
     p.add_argument("--format", choices=FORMATS, default="voc", help="label format to write")
     p.add_argument(
         "--negatives",
@@ -225,7 +235,8 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             negatives = 0.0
-    synth = Synthesizer(stamps, backgrounds, SynthConfig(negative_share=negatives))
+    recipe = dataclasses.replace(RECIPES[args.recipe], negative_share=negatives)
+    synth = Synthesizer(stamps, backgrounds, recipe)
     _check_out(args.out, args.overwrite)
     digits = max(6, len(str(args.n - 1)))
     written = positives = 0
