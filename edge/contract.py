@@ -346,6 +346,11 @@ def read_embedded_metadata(model: bytes, source: str = "model") -> ModelMetadata
     """The contract metadata embedded in a ``.tflite`` file's bytes; ContractError if absent."""
     try:
         if len(model) < 8 or model[4:8] != b"TFL3":
+            if model[:4] == b"PK\x03\x04" or model[:8] == b"\x89HDF\r\n\x1a\n":  # .keras (zip), .h5
+                raise ContractError(
+                    f"{source}: a Keras model, not a TFLite flatbuffer; the device runs the converted "
+                    "model: edge-convert it to .tflite first"
+                )
             raise ContractError(f"{source}: not a TFLite flatbuffer (no 'TFL3' identifier)")
         root = _deref(model, 0)
         meta_field = _table_field(model, root, 6)

@@ -82,6 +82,15 @@ def missing_paths(path: Path) -> list[Path]:
     return made
 
 
+def why_no_folder(exc: OSError, folder: Path) -> str:
+    """Why ``folder`` could not be made: a file standing where one of its folders should be is
+    named (the system says only "File exists" or "Not a directory"), else the system's reason."""
+    for p in (folder, *folder.parents):
+        if os.path.lexists(p):
+            return f"{p} is a file, not a folder" if not p.is_dir() else (exc.strerror or str(exc))
+    return exc.strerror or str(exc)
+
+
 def remove_if_empty(paths: list[Path]) -> None:
     """Remove what a sink created for a run that never started (deepest first): empty files and
     empty folders only, so nothing anyone wrote is lost."""
@@ -241,7 +250,8 @@ class VerdictLog(_ClosingSink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = self._open_locked()
         except OSError as exc:
-            raise SinkError(f"{self.path}: cannot open the verdict log ({exc.strerror})") from None
+            why = why_no_folder(exc, self.path.parent) if not self.path.parent.is_dir() else exc.strerror
+            raise SinkError(f"{self.path}: cannot open the verdict log ({why})") from None
         try:
             self._repair()
         except OSError as exc:
@@ -456,7 +466,8 @@ class SnapshotSink(_ClosingSink):
                 if m:
                     sizes[m.group(1)] = sizes.get(m.group(1), 0) + p.stat().st_size
         except OSError as exc:
-            raise SinkError(f"{self.folder}: cannot use the snapshot folder ({exc.strerror})") from None
+            why = why_no_folder(exc, self.folder) if not self.folder.is_dir() else exc.strerror
+            raise SinkError(f"{self.folder}: cannot use the snapshot folder ({why})") from None
         self._kept = sorted(sizes.items())
         self._prune()
         return self

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -174,6 +175,7 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
     [
         (lambda tmp: ["--demo", "--model", str(tmp / "none.tflite")], "model file not found"),
         (lambda tmp: ["--demo", "--model", str(model_variant(tmp, "garbage"))], "not a TFLite flatbuffer"),
+        (lambda tmp: ["--demo", "--model", str(tmp / "m.keras")], "a Keras model.*edge-convert"),
         (lambda tmp: ["--demo", "--model", str(model_variant(tmp, "corrupt"))], "corrupt|cannot load"),
         (
             lambda tmp: ["--demo", "--model", str(model_variant(tmp, "unknown-contract"))],
@@ -200,6 +202,18 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
         (lambda tmp: ["--demo", "--record", str(tmp)], "is a folder"),
         (lambda tmp: ["--demo", "--summary", "/proc/no-such/s.json"], "cannot make its folder"),
         (lambda tmp: ["--demo", "--events", "/dev/null"], "not a regular file"),
+        (
+            lambda tmp: ["--demo", "--events", str(tmp / "bad.toml" / "v.jsonl")],
+            "bad.toml is a file, not a folder",
+        ),
+        (
+            lambda tmp: ["--demo", "--snapshots", str(tmp / "bad.toml" / "s")],
+            "bad.toml is a file, not a folder",
+        ),
+        (
+            lambda tmp: ["--demo", "--summary", str(tmp / "bad.toml" / "s.json")],
+            "bad.toml is a file, not a folder",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, args, message):
@@ -207,6 +221,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, a
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     (tmp_path / "bad.mp4").write_bytes(os.urandom(5000))
     (tmp_path / "bad.toml").write_text("[trigger]\nonn = 1\n")
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as z:  # what edge-train writes, unconverted
+        z.writestr("config.json", "{}")
     (tmp_path / "pics").mkdir()
     cv2.imwrite(str(tmp_path / "pics" / "photo.JPG"), np.full((48, 64, 3), 128, np.uint8))
     assert main([*args(tmp_path), "--max-frames", "5"]) == 2

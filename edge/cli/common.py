@@ -174,7 +174,10 @@ def check_output_file(path: Path, what: str) -> None:
     try:
         make_folder(parent)
     except OSError as exc:
-        raise CliError(f"{path}: cannot make its folder {parent} for {what} ({exc.strerror})") from None
+        from edge.sinks import why_no_folder
+
+        why = why_no_folder(exc, parent)
+        raise CliError(f"{path}: cannot make its folder {parent} for {what} ({why})") from None
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise CliError(f"{path}: not writable (needed for {what})")
 
