@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,27 @@ def test_check_config_exits_0_or_2_with_one_line(tmp_path: Path, capsys):
     assert main(["--check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("edge-run: error: ") and "decision.min_hitz" in err
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[source]\nkind = 'video'\nvideo = 'clips/no.mp4'\n", r"source\.video: .*no\.mp4 does not exist"),
+        ("[source]\nkind = 'video'\nvideo = 'clips'\n", r"source\.video: .*clips is a folder"),
+        ("[source]\nkind = 'images'\nimages = 'clips/a.mp4'\n", r"source\.images: .*a\.mp4 is a file"),
+        ("[source]\nkind = 'demo'\n[demo]\nstamps = 'mine'\n", r"demo\.stamps: .*mine does not exist"),
+    ],
+)
+def test_check_config_finds_the_source_files_missing(tmp_path: Path, capsys, toml: str, message: str):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"\0" * 10)
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(toml)
+    assert main(["--check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(f"{re.escape(str(cfg))}: {message}", err), err
+    cfg.write_text("[source]\nkind = 'video'\nvideo = 'clips/a.mp4'\n")  # there: the check passes
+    assert main(["--check-config", str(cfg)]) == 0
 
 
 def test_bad_flag_values_are_errors_too(capsys):

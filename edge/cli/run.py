@@ -404,6 +404,27 @@ def check_model(config: Config, strict: bool = False) -> str | None:
         raise ConfigError(f"model.refine: {exc}") from None
 
 
+def check_source_paths(config: Config) -> None:
+    """ConfigError naming the key when a file or folder the source needs is not there
+    (``--check-config``: a service must not find out at its start)."""
+    s = config.source
+    need: list[tuple[str, Path | None, str]] = []
+    if s.kind == "video":
+        need.append(("source.video", s.video, "file"))
+    if s.kind == "images":
+        need.append(("source.images", s.images, "folder"))
+    if s.kind == "demo" and config.demo.stamps is not None:
+        need.append(("demo.stamps", config.demo.stamps, "file or folder"))
+    for key, path, kind in need:
+        if path is None:
+            continue
+        if not path.exists():
+            raise ConfigError(f"{key}: {path} does not exist (expected a {kind})")
+        if (kind == "file" and not path.is_file()) or (kind == "folder" and not path.is_dir()):
+            found = "folder" if path.is_dir() else "file"
+            raise ConfigError(f"{key}: {path} is a {found} (expected a {kind})")
+
+
 def build_source(config: Config):
     """The configured source (not yet opened) and, for the demo, its ground truth."""
     from edge import sources
@@ -558,6 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = Config.load(args.check_config, overrides_from(args))
             try:
                 refine = check_model(config, strict=True)
+                check_source_paths(config)
             except ConfigError as exc:  # named like the file's own errors
                 raise ConfigError(f"{args.check_config}: {exc}") from None
             secret = config.mqtt.password_file
