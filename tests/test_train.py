@@ -572,3 +572,34 @@ def test_same_seed_same_model_without_a_time_budget(tmp_path, capsys):
     first, again, other = run("a", 5), run("b", 5), run("c", 6)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(np.array_equal(a, c) for a, c in zip(first, other, strict=True))
+
+
+def test_the_contact_sheet_draws_truth_green_prediction_red_and_names_a_wrong_variant():
+    from edge.metrics import Truth
+    from edge.types import Prediction
+
+    images = [np.full((120, 160, 3), 255, np.uint8) for _ in range(2)]
+    truths = [Truth(True, (0.25, 0.25, 0.75, 0.75), label="approved")] * 2
+    box = (0.3, 0.3, 0.7, 0.7)
+    plain = [Prediction(0.9, box=box)] * 2
+    variant = [
+        Prediction(0.9, box=box, label="approved", class_scores=(0.1, 0.9)),
+        Prediction(0.9, box=box, label="inspected", class_scores=(0.8, 0.2)),
+    ]
+    cell = 192
+    sheet = evaluate.contact_sheet(images, plain, truths, 0.5, cell=cell, cols=2)
+    assert sheet.shape == (cell, 2 * cell, 3)
+    tile = sheet[:, :cell]
+    green = (tile[:, :, 1] >= 180) & (tile[:, :, 0] < 60) & (tile[:, :, 2] < 60)
+    red = (tile[:, :, 2] >= 200) & (tile[:, :, 0] < 60) & (tile[:, :, 1] < 60)
+    ys, xs = np.nonzero(green)
+    assert abs(xs.min() - 0.25 * cell) <= 3 and abs(ys.max() - 0.75 * 144) <= 3  # 160x120 -> 192x144
+    ys, xs = np.nonzero(red[40:])  # below the score's text: the predicted box
+    assert abs(xs.min() - 0.3 * cell) <= 3
+    labelled = evaluate.contact_sheet(images, variant, truths, 0.5, cell=cell, cols=2)
+    band = slice(18, 33)  # the second line of text, where the variant is named (above the boxes)
+    assert not (sheet[band] == labelled[band]).all()
+    right, wrong = labelled[band, :cell], labelled[band, cell:]
+    assert ((right[:, :, 1] > 100) & (right[:, :, 2] < 60)).any()  # the right variant in green
+    assert ((wrong[:, :, 2] > 200) & (wrong[:, :, 1] < 60)).any()  # a wrong one in red
+    assert not ((wrong[:, :, 1] > 100) & (wrong[:, :, 2] < 60) & (wrong[:, :, 0] < 60)).any()

@@ -124,7 +124,8 @@ def contact_sheet(
 ) -> np.ndarray:
     """A PNG-ready grid of the first ``limit`` images, each scaled to fit its tile with its aspect
     kept: true box/centre green, predicted box/centre red, the presence score and the file name
-    on white; a missed object or a false find is said in words (MISSED, FALSE)."""
+    on white; a missed object or a false find is said in words (MISSED, FALSE). A model with a
+    class head also names the variant it found (green), and the true one beside a wrong one (red)."""
     n = min(len(images), limit)
     rows = max(1, math.ceil(n / cols))
     sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
@@ -151,6 +152,11 @@ def contact_sheet(
                 cv2.drawMarker(tile, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
         verdict = "" if found == t.present else (" MISSED" if t.present else " FALSE")
         _label(tile, f"{p.presence:.2f}{verdict}", (4, 14), (0, 0, 230))
+        if p.label is not None and p.class_scores is not None:  # a class head: which variant
+            said = p.label if found else "-"
+            wrong = found and t.present and t.label is not None and t.label != p.label
+            text = f"{said} (true {t.label})" if wrong else said
+            _label(tile, text[:30], (4, 30), (0, 0, 230) if wrong or not found else (0, 140, 0))
         if names is not None:
             _label(tile, names[i][-30:], (4, cell - 6), (0, 0, 0))
         r, c = divmod(i, cols)
