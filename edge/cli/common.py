@@ -17,6 +17,7 @@ from types import ModuleType
 
 import numpy as np
 
+from edge.files import missing_paths, remove_if_empty, why_no_folder
 from edge.runtime import MAX_THREADS
 
 USAGE_ERROR = 2
@@ -47,19 +48,14 @@ _made_folders: list[Path] = []
 def make_folder(folder: Path) -> None:
     """``mkdir -p folder``, remembering which folders it made, so that a run that fails does not
     leave them behind empty (:func:`remove_made_folders`)."""
-    missing, p = [], folder
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    _made_folders.extend(reversed(missing))
+    _made_folders.extend(reversed(missing_paths(folder)))
     folder.mkdir(parents=True, exist_ok=True)
 
 
 def remove_made_folders() -> None:
     """Remove the folders :func:`make_folder` made that are still empty, deepest first."""
-    while _made_folders:
-        with contextlib.suppress(OSError):
-            _made_folders.pop().rmdir()
+    remove_if_empty(_made_folders[::-1])
+    _made_folders.clear()
 
 
 def os_error_text(exc: OSError) -> str:
@@ -174,8 +170,6 @@ def check_output_file(path: Path, what: str) -> None:
     try:
         make_folder(parent)
     except OSError as exc:
-        from edge.sinks import why_no_folder
-
         why = why_no_folder(exc, parent)
         raise CliError(f"{path}: cannot make its folder {parent} for {what} ({why})") from None
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
