@@ -180,7 +180,7 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
             synth.model_sample(args.seed + 2_000_000, i)[0]
             for i in tqdm(range(n), desc="calibration", leave=False, disable=args.quiet)
         ]
-        stamps = f"stamps {', '.join(args.stamp_labels)}" if args.stamp else "the procedural stamp"
+        stamps = f"stamps {', '.join(synth.labels)}" if args.stamp else "the procedural stamp"
         return images, (
             f"{n} images from the synthetic recipe {args.recipe!r} ({stamps}; seed {args.seed + 2_000_000})"
         )
@@ -230,18 +230,18 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     if args.recipe is None:
         recipe = trained.get("recipe")
         args.recipe = recipe if recipe in RECIPES else "default"
-    args.stamp_labels = ()
+    stamp_labels: tuple[str, ...] = ()
     if args.stamp:
         from edge.synth import load_stamps
 
         try:
-            args.stamp_labels = tuple(s.label for s in load_stamps(args.stamp))
+            stamp_labels = tuple(s.label for s in load_stamps(args.stamp))
         except ValueError as exc:
             raise CliError(str(exc)) from None
-    if synthetic and args.stamp and set(args.stamp_labels) != set(labels):
+    if synthetic and args.stamp and set(stamp_labels) != set(labels):
         # calibrated and proved on other stamps than the model learned: its figures would mislead
         raise CliError(
-            f"--stamp gives {', '.join(repr(x) for x in args.stamp_labels)}, but {args.model} was "
+            f"--stamp gives {', '.join(repr(x) for x in stamp_labels)}, but {args.model} was "
             f"trained on {', '.join(repr(x) for x in labels)} (model.json): give the same stamp "
             "image(s) it was trained with"
         )
