@@ -184,3 +184,81 @@ def agreement(a: Sequence[Prediction], b: Sequence[Prediction], threshold: float
             np.mean(np.abs(np.array([x for x, _ in centers]) - np.array([y for _, y in centers])))
         )
     return out
+
+
+#: what the model said about one image against its truth
+OUTCOMES = ("hit", "missed", "false", "clear")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's figures (``per_image``): ``outcome`` is ``hit`` (found, and there), ``missed``,
+    ``false`` (found, not there) or ``clear`` (neither); ``iou`` and ``center_error`` are None where
+    the image or the model has no box or centre; ``label`` is the variant the model found (None if it
+    found nothing); ``label_right`` is None unless the object is there, found, and its variant is
+    one the model knows."""
+
+    presence: float
+    outcome: str
+    iou: float | None = None
+    center_error: float | None = None
+    label: str | None = None
+    true_label: str | None = None
+    label_right: bool | None = None
+
+    @property
+    def wrong(self) -> bool:
+        """The model got this image wrong: presence, variant, or where (IoU < 0.5 or a centre
+        further than ``CENTER_RADIUS``)."""
+        if self.outcome in ("missed", "false") or self.label_right is False:
+            return True
+        if self.iou is not None:
+            return self.iou < 0.5
+        return self.center_error is not None and self.center_error > CENTER_RADIUS
+
+
+def per_image(
+    preds: Sequence[Prediction],
+    truths: Sequence[Truth],
+    threshold: float,
+    known_labels: Sequence[str] | None = None,
+) -> list[ImageResult]:
+    """Each image's result, in order, counted as ``summarize`` counts them."""
+    if len(preds) != len(truths):
+        raise ValueError(f"per_image: {len(preds)} predictions for {len(truths)} truths")
+    known = None if known_labels is None else set(known_labels)
+    out = []
+    for p, t in zip(preds, truths, strict=True):
+        found = p.present(threshold)
+        outcome = ("hit" if found else "missed") if t.present else ("false" if found else "clear")
+        box_iou = center_error = right = None
+        if t.present and t.box is not None and p.box is not None:
+            box_iou = float(iou(np.array(p.box), np.array(t.box))[0])
+        if t.present and p.center is not None:
+            center_error = float(np.hypot(p.center[0] - t.center[0], p.center[1] - t.center[1]))
+        if found and t.present and t.label is not None and p.class_scores is not None:
+            if known is None or t.label in known:
+                right = p.label == t.label
+        label = p.label if found and p.class_scores is not None else None
+        out.append(ImageResult(p.presence, outcome, box_iou, center_error, label, t.label, right))
+    return out
+
+
+def worst_first(results: Sequence[ImageResult], threshold: float) -> list[int]:
+    """Indices of ``results`` from the worst: missed objects and false finds (the surest mistakes
+    first), then wrong variants, then the rest by IoU (lowest first) or centre error (largest
+    first), then images without the object (highest presence first)."""
+
+    def key(i: int) -> tuple[int, float]:
+        r = results[i]
+        if r.outcome in ("missed", "false"):
+            return 0, -abs(r.presence - threshold)
+        if r.label_right is False:
+            return 1, -r.presence
+        if r.iou is not None:
+            return 2, r.iou
+        if r.center_error is not None:
+            return 2, -r.center_error
+        return 3, -r.presence
+
+    return sorted(range(len(results)), key=key)

@@ -8,7 +8,7 @@ import pytest
 
 from edge import contract
 from edge.contract import ContractError, ModelMetadata
-from edge.metrics import Truth, agreement, iou, no_skill_warning, summarize
+from edge.metrics import Truth, agreement, iou, no_skill_warning, per_image, summarize, worst_first
 from edge.types import Prediction
 
 
@@ -203,3 +203,48 @@ def test_class_accuracy_over_all_stamped_images_and_over_the_detected_ones():
     preds[1] = pred(0.8, "a")
     m = summarize(preds, truths, 0.5)
     assert m["class_accuracy"] == pytest.approx(0.75) and m["class_accuracy_detected"] == pytest.approx(1.0)
+
+
+def test_per_image_results_agree_with_the_summary_and_worst_first_puts_mistakes_first():
+    box = (0.1, 0.1, 0.5, 0.5)
+
+    def pred(presence, b=box, label=None):
+        return Prediction(presence, box=b, label=label, class_scores=None if label is None else (0.5, 0.5))
+
+    truths = [
+        Truth(True, box=box, label="a"),  # 0: found, right variant, exact box
+        Truth(True, box=box, label="a"),  # 1: found, the box short of the right edge
+        Truth(True, box=box, label="a"),  # 2: missed (barely)
+        Truth(True, box=box, label="a"),  # 3: missed (surely)
+        Truth(False),  # 4: a false find
+        Truth(False),  # 5: clear
+        Truth(True, box=box, label="a"),  # 6: found, wrong variant
+    ]
+    preds = [
+        pred(0.9, label="a"),
+        pred(0.8, (0.1, 0.1, 0.35, 0.5), label="a"),
+        pred(0.45, label="a"),
+        pred(0.05, label="a"),
+        pred(0.7, label="b"),
+        pred(0.3, label="b"),
+        pred(0.95, label="b"),
+    ]
+    rows = per_image(preds, truths, 0.5)
+    assert [r.outcome for r in rows] == ["hit", "hit", "missed", "missed", "false", "clear", "hit"]
+    assert rows[0].iou == pytest.approx(1.0) and rows[1].iou == pytest.approx(0.625)
+    assert rows[4].iou is None and rows[4].label == "b" and rows[5].label is None  # nothing found, no label
+    assert [r.label_right for r in rows] == [True, True, None, None, None, None, False]
+    assert [r.wrong for r in rows] == [False, False, True, True, True, False, True]
+    m = summarize(preds, truths, 0.5)
+    assert np.mean([r.iou for r in rows if r.iou is not None]) == pytest.approx(m["iou_mean"])
+    assert sum(r.outcome == "false" for r in rows) == m["false_positives"]
+    assert sum(r.outcome == "missed" for r in rows) == m["false_negatives"]
+    # the surest presence mistakes, then the wrong variant, then positives by IoU, then negatives
+    assert worst_first(rows, 0.5) == [3, 4, 2, 6, 1, 0, 5]
+    centres = per_image(
+        [Prediction(0.9, center=(0.5, 0.5)), Prediction(0.9, center=(0.5, 0.6))],
+        [Truth(True, center=(0.5, 0.5))] * 2,
+        0.5,
+    )
+    assert centres[1].center_error == pytest.approx(0.1) and centres[1].wrong and not centres[0].wrong
+    assert worst_first(centres, 0.5) == [1, 0]

@@ -523,6 +523,7 @@ def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_pa
         (["--sheet", "{tmp}/sheet.xyz"], "--sheet {tmp}/sheet.xyz: expected an image file"),
         (["--sheet", "{tmp}"], "is a folder (expected a file for the contact sheet)"),
         (["--json", "/proc/no-such/m.json"], "cannot make its folder /proc/no-such"),
+        (["--per-image", "{tmp}/rows.txt"], "--per-image {tmp}/rows.txt: expected a .csv file"),
         (["--threads", "0"], "argument --threads: expected a number > 0"),
         (["--threads", "99999"], "argument --threads: expected at most 64 threads, got 99999"),
         (["--model", "{tmp}/junk.keras"], "junk.keras: not a Keras model file"),
@@ -557,6 +558,39 @@ def test_edge_eval_says_what_its_class_figures_and_sheet_leave_out(tmp_path, cap
     result = json.loads(js.read_text())
     assert result["class_accuracy"] is None  # not 0: no object carries one of the model's labels
     assert result["n_positive"] == result["true_positives"] + result["false_negatives"]
+
+
+def test_edge_eval_writes_a_row_per_image_and_a_sheet_of_the_worst(tmp_path, capsys):
+    import csv
+
+    from edge.cli.synth import main as synth_main
+    from edge.runtime import BUNDLED_MODEL
+
+    data = tmp_path / "d"
+    assert synth_main(["--out", str(data), "--n", "70", "--seed", "11"]) == 0
+    capsys.readouterr()
+    js, rows_csv, sheet = tmp_path / "m.json", tmp_path / "rows.csv", tmp_path / "worst.png"
+    argv = ["--model", str(BUNDLED_MODEL), "--data", str(data), "--json", str(js), "--refine", "off"]
+    argv += ["--per-image", str(rows_csv), "--sheet", str(sheet), "--sheet-order", "worst"]
+    assert evaluate.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "the sheet shows the worst 64 of 70 images" in out and sheet.stat().st_size > 0
+    result = json.loads(js.read_text())
+    with rows_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(evaluate.PER_IMAGE_COLUMNS) and len(rows) == 70
+    assert sorted(r["image"] for r in rows) == sorted(p.name for p in (data / "images").iterdir())
+    outcomes = [r["outcome"] for r in rows]
+    assert outcomes.count("false") == result["false_positives"]
+    assert outcomes.count("missed") == result["false_negatives"]
+    assert outcomes.count("hit") == result["true_positives"]
+    ious = [float(r["iou"]) for r in rows if r["iou"]]
+    assert len(ious) == result["n_positive"] and abs(np.mean(ious) - result["iou_mean"]) < 1e-3
+    assert all(r["iou"] == "" for r in rows if r["present"] == "0")
+    low = [r["iou"] != "" and float(r["iou"]) < 0.5 for r in rows]
+    wrong = sum(r["outcome"] in ("missed", "false") or bad for r, bad in zip(rows, low, strict=True))
+    assert 0 < wrong < 70
+    assert f"edge-eval: {wrong} of 70 images wrong" in out
 
 
 def test_same_seed_same_model_without_a_time_budget(tmp_path, capsys):

@@ -7,6 +7,7 @@ TensorFlow; a ``.keras`` model is decoded by the same ``edge.contract`` function
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -57,6 +58,19 @@ REPORT_KEYS = (
 
 
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")
+SHEET_ORDERS = ("first", "worst")
+#: the columns of ``--per-image`` (``edge.metrics.ImageResult``; empty where it does not apply)
+PER_IMAGE_COLUMNS = (
+    "image",
+    "present",
+    "presence",
+    "outcome",
+    "iou",
+    "center_error",
+    "true_label",
+    "label",
+    "label_right",
+)
 
 
 def load_detector(path: Path, threads: int = 1):
@@ -123,9 +137,10 @@ def contact_sheet(
     limit: int = SHEET_LIMIT,
 ) -> np.ndarray:
     """A PNG-ready grid of the first ``limit`` images, each scaled to fit its tile with its aspect
-    kept: true box/centre green, predicted box/centre red, the presence score and the file name
-    on white; a missed object or a false find is said in words (MISSED, FALSE). A model with a
-    class head also names the variant it found (green), and the true one beside a wrong one (red)."""
+    kept: true box/centre green, predicted box/centre red, the presence score (and the IoU of a
+    found box) and the file name on white; a missed object or a false find is said in words
+    (MISSED, FALSE). A model with a class head also names the variant it found (green), and the
+    true one beside a wrong one (red)."""
     n = min(len(images), limit)
     rows = max(1, math.ceil(n / cols))
     sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
@@ -151,6 +166,8 @@ def contact_sheet(
             if p.center is not None:
                 cv2.drawMarker(tile, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
         verdict = "" if found == t.present else (" MISSED" if t.present else " FALSE")
+        if found and t.box is not None and p.box is not None:
+            verdict += f" IoU {float(metrics.iou(np.array(p.box), np.array(t.box))[0]):.2f}"
         _label(tile, f"{p.presence:.2f}{verdict}", (4, 14), (0, 0, 230))
         if p.label is not None and p.class_scores is not None:  # a class head: which variant
             said = p.label if found else "-"
@@ -162,6 +179,25 @@ def contact_sheet(
         r, c = divmod(i, cols)
         sheet[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = tile
     return sheet
+
+
+def write_per_image(path: Path, names: Sequence[str], results: Sequence[metrics.ImageResult]) -> None:
+    """``--per-image``: one CSV row per image (``PER_IMAGE_COLUMNS``), numbers to 4 places."""
+
+    def cell(v: object) -> object:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return int(v)
+        return f"{v:.4f}" if isinstance(v, float) else v
+
+    with path.open("w", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(PER_IMAGE_COLUMNS)
+        for name, r in zip(names, results, strict=True):
+            present = r.outcome in ("hit", "missed")
+            row = (name, present, r.presence, r.outcome, r.iou, r.center_error, r.true_label, r.label)
+            out.writerow([cell(v) for v in (*row, r.label_right)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--sheet",
         type=Path,
         default=None,
-        help=f"write a contact sheet of the first {SHEET_LIMIT} images (.png or .jpg)",
+        help=f"write a contact sheet of {SHEET_LIMIT} images (.png or .jpg; see --sheet-order)",
+    )
+    p.add_argument(
+        "--sheet-order",
+        choices=SHEET_ORDERS,
+        default="first",
+        help="which images the sheet shows: the first ones, or the worst (missed objects and false "
+        "finds, then wrong variants, then the lowest IoU or largest centre error)",
+    )
+    p.add_argument(
+        "--per-image",
+        type=Path,
+        default=None,
+        metavar="FILE.csv",
+        help="write one CSV row per image: " + ", ".join(PER_IMAGE_COLUMNS),
     )
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (.tflite models)")
     p.add_argument(
@@ -205,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             check_output_file(args.sheet, "the contact sheet")
             if args.sheet.suffix.lower() not in SHEET_SUFFIXES:
                 raise CliError(f"--sheet {args.sheet}: expected an image file ({', '.join(SHEET_SUFFIXES)})")
+        if args.per_image is not None:
+            check_output_file(args.per_image, "the per-image results")
+            if args.per_image.suffix.lower() != ".csv":
+                raise CliError(f"--per-image {args.per_image}: expected a .csv file")
         dataset = load_dataset(args.data, subset=args.subset)
         if not dataset.records:
             raise CliError(f"{args.data}: no labelled images")
@@ -230,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         result = metrics.summarize(preds, truths, threshold, known_labels=model_labels)
+        per_image = metrics.per_image(preds, truths, threshold, known_labels=model_labels)
     except (CliError, DatasetError, ModelError, contract.ContractError) as exc:
         return fail("edge-eval", exc)
     if warning := metrics.no_skill_warning(result):
@@ -245,12 +300,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}
             args.json.write_text(json.dumps(clean, indent=2) + "\n")
+        names = [r.name for r in dataset.records]
+        if args.per_image:
+            write_per_image(args.per_image, names, per_image)
+            wrong = sum(r.wrong for r in per_image)
+            print(f"edge-eval: {wrong} of {len(names)} images wrong; one row per image in {args.per_image}")
         if args.sheet:
-            names = [r.name for r in dataset.records]
-            if not cv2.imwrite(str(args.sheet), contact_sheet(originals, preds, truths, threshold, names)):
+            order = list(range(len(names)))
+            if args.sheet_order == "worst":
+                order = metrics.worst_first(per_image, threshold)
+            sheet = contact_sheet(
+                [originals[i] for i in order],
+                [preds[i] for i in order],
+                [truths[i] for i in order],
+                threshold,
+                [names[i] for i in order],
+            )
+            if not cv2.imwrite(str(args.sheet), sheet):
                 raise CliError(f"--sheet {args.sheet}: cannot write the contact sheet")
             if len(originals) > SHEET_LIMIT:
-                print(f"edge-eval: the sheet shows the first {SHEET_LIMIT} of {len(originals)} images")
+                shown = f"the {args.sheet_order} {SHEET_LIMIT} of {len(originals)} images"
+                print(f"edge-eval: the sheet shows {shown}")
     except CliError as exc:
         return fail("edge-eval", exc)
     except OSError as exc:
