@@ -426,7 +426,7 @@ def with_decode_threads(device, threads: int | None):
     from edge.sources import VideoFile
 
     if threads and isinstance(device, VideoFile):
-        return VideoFile(device.path, decode_threads=threads)
+        return VideoFile(device.path, decode_threads=threads, fps=device.pace_fps)
     return device
 
 

@@ -71,6 +71,9 @@ from edge.types import Frame, Outcome, Prediction, Verdict
 _log = logging.getLogger(__name__)
 
 GRID = 32
+#: an occupancy that rose to this share of ``on`` and fell back without a product beginning is
+#: a near miss (``OccupancyTrigger.near_misses``)
+NEAR_MISS = 0.6
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,11 @@ class OccupancyTrigger:
         self.relearned = 0
         #: the highest occupancy seen with no product in view: says how near a missed product came
         self.idle_peak = 0.0
+        #: times the occupancy rose to ``NEAR_MISS`` x ``on`` (and above ``off``) and fell back below
+        #: ``off`` without a product beginning (something crossed unjudged?), and the highest of those
+        self.near_misses = 0
+        self.near_miss_peak = 0.0
+        self._rise = 0.0
 
     @property
     def still_learning(self) -> int:
@@ -153,7 +161,14 @@ class OccupancyTrigger:
         occ = self.occupancy(view)
         if self._product is None:
             self.idle_peak = max(self.idle_peak, occ)
+            if cfg.off <= occ < cfg.on and occ >= NEAR_MISS * cfg.on:
+                self._rise = max(self._rise, occ)
+            elif occ < cfg.off and self._rise:
+                self.near_misses += 1
+                self.near_miss_peak = max(self.near_miss_peak, self._rise)
+                self._rise = 0.0
             if occ >= cfg.on:
+                self._rise = 0.0
                 self._product = self._next
                 self._next += 1
                 self._started = frame.t_capture
@@ -182,11 +197,20 @@ class OccupancyTrigger:
 
 
 def no_product_hint(trigger: object, products: int) -> str | None:
-    """Why an occupancy trigger found no product although something crossed the region (its
-    occupancy rose well above the empty belt's but never to ``on``), and what to change."""
-    if products or not isinstance(trigger, OccupancyTrigger):
+    """Why an occupancy trigger found no product, or may have missed some, although something
+    crossed the region (its occupancy rose well above the empty belt's but never to ``on``), and
+    what to change."""
+    if not isinstance(trigger, OccupancyTrigger):
         return None
     cfg, peak = trigger.config, trigger.idle_peak
+    if products:
+        if not trigger.near_misses:
+            return None
+        return (
+            f"{trigger.near_misses} time(s) something covered up to {trigger.near_miss_peak:.2f} of the "
+            f"region and left without reaching the occupancy trigger's on level {cfg.on:g}: products may "
+            "have passed unjudged; narrow the region to where they pass (--roi x,y,w,h) or lower trigger.on"
+        )
     if trigger.still_learning:
         return (
             f"the run ended while the occupancy trigger was still learning the empty belt "

@@ -153,6 +153,32 @@ def last_record_in(fd: int) -> dict | None:
     return None
 
 
+#: how every line of the verdict log begins (``verdict_record``'s first key)
+RECORD_START = b'{"seq":'
+
+
+def not_a_verdict_log(path: Path) -> str | None:
+    """Why an existing, non-empty ``path`` is not a verdict log to append to (None: it is one, or
+    it is empty or not there). Its first line must be a verdict record; a first line without a
+    newline (torn by a power cut) must begin as one. So a video, a model or a notes file named
+    by mistake is refused, never appended to or cut."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(TAIL_BYTES)
+    except OSError:  # not there, or not readable: opening it says why
+        return None
+    if not head:
+        return None
+    end = head.find(b"\n")
+    if end < 0:  # one line, torn or longer than any record
+        return None if head.startswith(RECORD_START) and len(head) < TAIL_BYTES else "not a verdict log"
+    try:
+        first = json.loads(head[:end])
+    except (ValueError, RecursionError):
+        first = None
+    return None if _valid_record(first) else "not a verdict log (its first line is not a verdict record)"
+
+
 def rotated_log(path: Path, i: int) -> Path:
     """The ``i``-th newest rotated file of the verdict log ``path`` (``i`` = 0: the log itself)."""
     return path if i == 0 else path.with_name(f"{path.name}.{i}")
@@ -214,6 +240,8 @@ class VerdictLog(_ClosingSink):
     def __enter__(self) -> VerdictLog:
         if self.path.exists() and not self.path.is_file():
             raise SinkError(f"{self.path}: not a regular file (expected a file for the verdict log)")
+        if problem := not_a_verdict_log(self.path):
+            raise SinkError(f"{self.path}: {problem} (expected an edge-run verdict log or a new file)")
         state = [] if os.path.lexists(self.state_path) else [self.state_path]
         self._made = state + missing_paths(self.path)
         try:
@@ -510,7 +538,9 @@ class VideoRecorder(_ClosingSink):
         self.path = Path(path)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
-        self._size: tuple[int, int] | None = None
+        #: the first frame's size, and the recording's (rounded up to even numbers)
+        self._frame_size = (0, 0)
+        self._size = (0, 0)
         self.frames = 0
 
     def __enter__(self) -> VideoRecorder:
@@ -520,21 +550,34 @@ class VideoRecorder(_ClosingSink):
             )
         if not self.path.parent.is_dir():
             raise SinkError(f"{self.path}: folder {self.path.parent} does not exist")
+        existed = self.path.exists()
+        try:  # the writer opens the file only at the first frame: find out now if it cannot
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError as exc:
+            raise SinkError(f"{self.path}: cannot record ({exc.strerror})") from None
+        if not existed:
+            self.path.unlink(missing_ok=True)
         return self
 
     def write(self, result: FrameResult) -> None:
         image = result.annotated if result.annotated is not None else result.frame.image
+        h, w = image.shape[:2]
         if self._writer is None:
-            h, w = image.shape[:2]
-            self._size = (w, h)
+            self._frame_size = (w, h)
+            # the encoder takes even sizes only (it would drop an odd row or column): pad instead
+            self._size = (w + w % 2, h + h % 2)
             self._writer = cv2.VideoWriter(
                 str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size
             )
             if not self._writer.isOpened():
                 self._writer = None
                 raise SinkError(f"{self.path}: cannot record (OpenCV has no writer for this file type)")
-        if (image.shape[1], image.shape[0]) != self._size:
-            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        fw, fh = self._frame_size
+        if (w, h) != (fw, fh):
+            image = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_AREA)
+        if (fw, fh) != self._size:
+            pad_y, pad_x = self._size[1] - fh, self._size[0] - fw
+            image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
         self._writer.write(image)
         self.frames += 1
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -515,6 +516,10 @@ class StreamURL(OpenCVCamera):
         self._cap = cap
 
 
+#: failed decodes in a row after which a video file is taken to have ended
+MAX_BAD_READS = 50
+
+
 class VideoFile(_OpenCVCapture):
     """A video file through OpenCV; checked readable (first frame decoded) when opened.
 
@@ -525,19 +530,31 @@ class VideoFile(_OpenCVCapture):
 
     live = False
 
-    def __init__(self, path: str | Path, decode_threads: int | None = None):
+    def __init__(self, path: str | Path, decode_threads: int | None = None, fps: float | None = None):
         self.path = Path(path)
         self.name = f"video {self.path}"
         self.decode_threads = decode_threads
+        #: ``fps``: the pace, instead of the file's own rate (a raw stream's guessed one, a wrong header)
+        self.pace_fps = fps
         self.fps: float | None = None
         self._first: np.ndarray | None = None
+        #: frames the container says it holds (None: it does not say), decoded and skipped ones
+        self.declared_frames: int | None = None
+        self.decoded = 0
+        self.undecodable = 0
 
     def open(self) -> None:
         _quiet_opencv()
         if self.path.is_dir():
             raise SourceError(f"{self.path}: expected a video file, found a folder (--images reads a folder)")
-        if not self.path.is_file():
+        if not self.path.exists():
+            scheme = re.match(r"(rtsps?|rtmp|https?|udp|tcp|srt):/+", str(self.path), re.IGNORECASE)
+            if scheme:  # a path keeps one slash of "rtsp://"
+                url = f"{scheme.group(1)}://{str(self.path)[scheme.end() :]}"
+                raise SourceError(f"{url}: a stream's address, not a file: give it with --url (source.url)")
             raise SourceError(f"{self.path}: video file not found")
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: not a regular file (expected a video file)")
         if self.path.suffix.lower() in IMAGE_EXTENSIONS:  # FFmpeg plays it as a one-frame video
             raise SourceError(
                 f"{self.path}: is an image, expected a video (--images DIR reads a folder of images)"
@@ -550,13 +567,42 @@ class VideoFile(_OpenCVCapture):
             raise SourceError(f"{self.path}: not a readable video (OpenCV cannot decode a frame of it)")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else DEFAULT_VIDEO_FPS
+        if self.pace_fps:
+            self.fps = float(self.pace_fps)
+        declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.declared_frames = int(declared) if declared and declared > 0 else None
+        self.decoded, self.undecodable = 1, 0
         self._cap, self._first = cap, first
 
     def grab(self) -> np.ndarray | None:
         if self._first is not None:
             image, self._first = self._first, None
             return image
-        return super().grab()
+        if self._cap is None:
+            return None
+        for failed in range(MAX_BAD_READS + 1):  # a corrupt stretch: read on past it
+            ok, image = self._cap.read()
+            if ok:
+                self.decoded += 1
+                if failed:
+                    self.undecodable += failed
+                    _log.warning(
+                        "%s: %d frame(s) could not be decoded after frame %d (corrupt?); going on",
+                        self.name,
+                        failed,
+                        self.decoded - 1,
+                    )
+                return image
+        declared = self.declared_frames
+        if declared and declared - self.decoded > max(2, declared // 100):
+            _log.warning(
+                "%s: ended after %d of the %d frames its header declares (truncated or corrupt?)",
+                self.name,
+                self.decoded,
+                declared,
+            )
+        self.close()
+        return None
 
 
 class ImageFolder:

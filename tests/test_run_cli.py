@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -214,6 +215,30 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
             lambda tmp: ["--demo", "--summary", str(tmp / "bad.toml" / "s.json")],
             "bad.toml is a file, not a folder",
         ),
+        (
+            lambda tmp: ["--video", str(tmp / "bad.mp4"), "--record", str(tmp / "." / "bad.mp4")],
+            r"output.record .*bad.mp4: the same as source.video \(it would be overwritten\)",
+        ),
+        (
+            lambda tmp: ["--demo", "--events", str(tmp / "o.json"), "--summary", str(tmp / "o.json")],
+            "output.summary .*o.json: the same as output.events",
+        ),
+        (
+            lambda tmp: ["--images", str(tmp / "pics"), "--snapshots", str(tmp / "pics")],
+            "output.snapshots .*pics: the same as source.images",
+        ),
+        (lambda tmp: ["--demo", "--events", str(tmp / "bad.toml")], "bad.toml: not a verdict log"),
+        (
+            lambda tmp: ["--video", "rtsp://127.0.0.1:8554/line"],
+            "rtsp://127.0.0.1:8554/line: a stream's address, not a file: give it with --url",
+        ),
+        (lambda tmp: ["--video", "/dev/null"], r"/dev/null: not a regular file \(expected a video file\)"),
+        (
+            lambda tmp: ["--video", str(tmp / "bad.mp4"), "--width", "320"],
+            "--width: only for --camera and --picamera, not for the video source",
+        ),
+        (lambda tmp: ["--demo", "--fps", "5"], "--fps: only for --camera, --picamera and --video"),
+        (lambda tmp: ["--images", str(tmp / "pics"), "--seed", "3"], "--seed: only for --demo"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, args, message):
@@ -229,6 +254,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, a
     err = capsys.readouterr().err
     assert err.startswith("edge-run: error: ") and err.count("\n") == 1, err
     assert re.search(message, err), err
+
+
+@needs_model
+def test_an_output_named_like_the_video_read_leaves_the_video_as_it_was(tmp_path: Path, capsys):
+    video = tmp_path / "line.mp4"
+    shutil.copy(FIXTURES / "demo_line.mp4", video)
+    before = video.read_bytes()
+    for flag in ("--record", "--events", "--summary"):
+        assert main(["--video", str(video), flag, str(video), "--max-frames", "5"]) == 2
+        assert "the same as source.video" in capsys.readouterr().err
+    assert video.read_bytes() == before
 
 
 @needs_model

@@ -146,14 +146,20 @@ def test_a_product_that_never_leaves_is_judged_and_the_belt_relearned():
     assert later and all(s.product is None for s in later)
 
 
-def test_products_too_small_for_the_region_get_a_hint_and_counted_ones_none():
+def test_products_too_small_for_the_region_get_a_hint_and_whole_ones_none():
     rng = np.random.default_rng(0)
     small = OccupancyTrigger(TriggerConfig(learn_frames=5))
     for i, c in enumerate([0.0] * 5 + [0.0, 0.2, 0.35, 0.35, 0.2, 0.0] * 3):  # a third of the region
         small.update(frame(i), view(c, rng))
     hint = no_product_hint(small, products=0)
     assert hint is not None and "on level 0.5 (the region's peak was 0.3" in hint and "--roi" in hint
-    assert no_product_hint(small, products=1) is None
+    # some products judged, but these three rose and left without reaching on: said so too
+    hint = no_product_hint(small, products=1)
+    assert hint is not None and hint.startswith("3 time(s) something covered up to 0.3") and "--roi" in hint
+    counted = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    for i, c in enumerate([0.0] * 5 + [0.0, 0.3, 0.7, 1.0, 0.7, 0.3, 0.0, 0.0, 0.0] * 3):  # whole products
+        counted.update(frame(i), view(c, rng))
+    assert counted.near_misses == 0 and no_product_hint(counted, products=3) is None
     idle = OccupancyTrigger(TriggerConfig(learn_frames=5))
     for i in range(15):  # an empty belt: nothing crossed, nothing to hint at
         idle.update(frame(i), view(0.0, rng))

@@ -291,3 +291,52 @@ def test_a_directory_in_the_way_stops_rotation_and_is_left_alone(tmp_path: Path,
             log.write(make_result(seq))
     assert _seqs(path) == [1, 2] and (tmp_path / "verdicts.jsonl.1" / "precious.txt").read_text() == "mine"
     assert f"{tmp_path / 'verdicts.jsonl.1'} is in the way (not a regular file)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"important notes, no newline at the end",
+        b'{"made_by": "scripts/make_demo_video.py"}\n{"seq": 1}\n',
+        b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4,
+        b"not a log\n" + b'{"seq":1,"product_id":1}\n',
+    ],
+)
+def test_verdict_log_refuses_a_file_that_is_not_one_and_leaves_it_as_it_was(tmp_path: Path, content: bytes):
+    path = tmp_path / "named-by-mistake"
+    path.write_bytes(content)
+    with pytest.raises(SinkError, match="not a verdict log"):
+        VerdictLog(path).__enter__()
+    assert path.read_bytes() == content
+    assert not (tmp_path / "named-by-mistake.next").exists()
+
+
+def test_verdict_log_whose_only_line_was_torn_is_cut_and_written_on(tmp_path: Path):
+    path = tmp_path / "verdicts.jsonl"
+    path.write_bytes(b'{"seq":1,"product_id":1,"ti')  # a power cut while the first line was written
+    with VerdictLog(path) as log:
+        assert (log.next_seq, log.next_product) == (1, 1)
+        log.write(make_result(1))
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1]
+
+
+def test_recorder_keeps_every_pixel_of_an_odd_sized_frame(tmp_path: Path):
+    path = tmp_path / "odd.mp4"
+    image = np.zeros((45, 63, 3), np.uint8)
+    image[:, -1] = 255  # the last column, which an even-sized encoder would drop
+    frame = Frame(image, t_capture=0.0, index=0)
+    with VideoRecorder(path, fps=10) as rec:
+        for _ in range(3):
+            rec.write(FrameResult(frame, (0, 0, 63, 45), None, TriggerState(), None, image.copy()))
+    cap = cv2.VideoCapture(str(path))
+    ok, back = cap.read()
+    cap.release()
+    assert ok and back.shape == (46, 64, 3)
+    assert back[:45, 62].mean() > 200 and back[:45, :60].mean() < 30  # the white column is there
+
+
+def test_recorder_that_cannot_create_its_file_says_why_before_the_first_frame(tmp_path: Path):
+    with pytest.raises(SinkError, match=r"/proc/stampline-test\.mp4: cannot record \("):
+        VideoRecorder("/proc/stampline-test.mp4", 30).__enter__()
+    with VideoRecorder(tmp_path / "new.mp4", 30):
+        assert not (tmp_path / "new.mp4").exists()  # tried, not left behind before the first frame

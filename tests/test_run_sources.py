@@ -214,3 +214,71 @@ def test_picamera_without_picamera2_gives_the_apt_hint():
         pytest.skip("picamera2 is installed here")
     with pytest.raises(SourceError, match=r"sudo apt install python3-picamera2.*system-site-packages"):
         PiCamera().open()
+
+
+def _mjpg_video(path: Path, frames: int) -> list[int]:
+    """A small MJPG video of numbered grey frames; the byte offsets of its frame chunks."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(frames):
+        image = np.full((64, 96, 3), 4 * i, np.uint8)
+        cv2.putText(image, str(i), (10, 50), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 2)
+        writer.write(image)
+    writer.release()
+    data = path.read_bytes()
+    movi = data.index(b"movi")
+    chunks, at = [], movi + 4
+    while data[at : at + 4] == b"00dc":
+        chunks.append(at)
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        at += 8 + size + size % 2
+    return chunks
+
+
+def test_a_truncated_video_ends_where_it_is_cut_and_says_the_header_promised_more(tmp_path: Path, caplog):
+    whole = tmp_path / "whole.avi"
+    chunks = _mjpg_video(whole, 40)
+    assert len(chunks) == 40
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: chunks[25]])
+    for path, expected, warned in ((whole, 40, False), (cut, 25, True)):
+        video = VideoFile(path)
+        video.open()
+        n = 0
+        while video.grab() is not None:
+            n += 1
+        assert n == expected and video.declared_frames == 40
+        said = [r.getMessage() for r in caplog.records if "header declares" in r.getMessage()]
+        assert bool(said) == warned, said
+    assert "ended after 25 of the 40 frames its header declares" in said[0]
+
+
+class _Capture:
+    """OpenCV's capture as far as VideoFile uses it, failing the reads named in ``bad``."""
+
+    def __init__(self, frames: int, bad: set[int]):
+        self.frames, self.bad, self.at = frames, bad, 0
+
+    def read(self):
+        i, self.at = self.at, self.at + 1
+        if i >= self.frames or i in self.bad:
+            return False, None
+        return True, np.full((8, 8, 3), i, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_a_video_reads_on_past_frames_it_cannot_decode(tmp_path: Path, caplog):
+    chunks = _mjpg_video(tmp_path / "v.avi", 3)
+    assert len(chunks) == 3
+    video = VideoFile(tmp_path / "v.avi")
+    video.open()
+    video._first, video._cap = None, _Capture(100, bad={10, 11, 12, 50})  # what OpenCV reads after
+    video.decoded = 0
+    seen = []
+    while (image := video.grab()) is not None:
+        seen.append(int(image[0, 0, 0]))
+    assert seen == [i for i in range(100) if i not in {10, 11, 12, 50}]
+    assert video.undecodable == 4 and video.decoded == 96
+    said = [r.getMessage() for r in caplog.records]
+    assert any("3 frame(s) could not be decoded after frame 10 (corrupt?); going on" in m for m in said), said

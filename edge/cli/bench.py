@@ -43,7 +43,7 @@ from edge.cli.common import (
     thread_count,
     write_json,
 )
-from edge.cli.run import _roi, add_source_arguments, overrides_from
+from edge.cli.run import _roi, add_source_arguments, check_source_flags, overrides_from
 from edge.config import (
     RUNTIMES,
     TRIGGER_KINDS,
@@ -181,6 +181,7 @@ def load_config(args: argparse.Namespace) -> Config:
         overrides["source.kind"] = "demo"
     overrides.setdefault("trigger.kind", "every-frame")
     config = Config.load(args.config, overrides)
+    check_source_flags(args, config.source.kind)
     # the bench never writes where the station writes: its outputs go to a temporary folder;
     # nor does it drive the station's pins, serve its web view or publish to its broker
     return dataclasses.replace(
@@ -405,9 +406,10 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     runs = []
     for i, (model, threads, detector) in enumerate(arms):
         if ours[i].frames == 0:
+            smaller = " or a smaller --warmup (at least 1)" if args.warmup > 1 else ""
             raise CliError(
-                f"{source_name}: ended within the warm-up ({args.warmup} frames); "
-                "use a longer source or a smaller --warmup (at least 1)"
+                f"{source_name}: ended within the warm-up ({args.warmup} frames); use a source of "
+                f"more than {args.warmup} frames{smaller}"
             )
         run: dict[str, Any] = {
             "model": str(detector.path),

@@ -212,7 +212,9 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         "--width", type=positive_int, default=S, help="requested frame width (default: the device's)"
     )
     src.add_argument("--height", type=positive_int, default=S, help="requested frame height")
-    src.add_argument("--fps", type=number, default=S, help="requested frame rate")
+    src.add_argument(
+        "--fps", type=number, default=S, help="requested frame rate (--video: the pace instead of the file's)"
+    )
     src.add_argument(
         "--as-fast-as-possible",
         action="store_true",
@@ -238,6 +240,29 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         help="demo products carry one of the stamp images in DIR (labels: file stems), as --demo-variants",
     )
     return src
+
+
+#: source flags and the sources they are for (given with another, they are refused, not ignored)
+SOURCE_FLAG_KINDS = {
+    "width": ("camera", "picamera"),
+    "height": ("camera", "picamera"),
+    "fps": ("camera", "picamera", "video"),
+    "as_fast_as_possible": ("video", "images", "demo"),
+    "seed": ("demo",),
+    "demo_variants": ("demo",),
+    "demo_stamps": ("demo",),
+}
+
+
+def check_source_flags(args: argparse.Namespace, kind: str) -> None:
+    """CliError when a source flag was given that the configured source ``kind`` does not use."""
+    given = vars(args)
+    for dest, kinds in SOURCE_FLAG_KINDS.items():
+        if dest in given and given[dest] is not False and kind not in kinds:
+            names = [f"--{k}" for k in kinds]
+            some = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            flag = "--" + dest.replace("_", "-")
+            raise CliError(f"{flag}: only for {some}, not for the {kind} source")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,6 +450,34 @@ def check_source_paths(config: Config) -> None:
             raise ConfigError(f"{key}: {path} is a {found} (expected a {kind})")
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file or folder (the same inode, or the same path before either
+    exists)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def check_paths_apart(config: Config) -> None:
+    """ConfigError when an output would overwrite an input or another output: the verdict log,
+    the summary and the recording are three files, none of them the video or the model read,
+    and snapshots do not go into the folder of images read."""
+    o, s = config.output, config.source
+    inputs = [("model.path", config.model.path)]
+    if s.kind == "video":
+        inputs.append(("source.video", s.video))
+    if s.kind == "images":
+        inputs.append(("source.images", s.images))
+    outputs = [("output.events", o.events), ("output.summary", o.summary), ("output.record", o.record)]
+    outputs.append(("output.snapshots", o.snapshots))
+    named = [(k, p) for k, p in outputs if p is not None]
+    for i, (key, path) in enumerate(named):
+        for other, there in [*named[:i], *((k, p) for k, p in inputs if p is not None)]:
+            if _same_path(path, there):
+                raise ConfigError(f"{key} {path}: the same as {other} (it would be overwritten)")
+
+
 def build_source(config: Config):
     """The configured source (not yet opened) and, for the demo, its ground truth."""
     from edge import sources
@@ -451,7 +504,7 @@ def build_source(config: Config):
         paced = not s.as_fast_as_possible
         # as fast as possible: decode ahead on one capture thread (FFmpeg's own threads would
         # compete with the model), nothing dropped
-        device = sources.VideoFile(s.video, decode_threads=None if paced else 1)
+        device = sources.VideoFile(s.video, decode_threads=None if paced else 1, fps=s.fps)
         return sources.Source(device, threaded=paced, pace=paced, prefetch=0 if paced else 2), None
     return sources.Source(sources.ImageFolder(s.images), threaded=False), None
 
@@ -481,6 +534,7 @@ def run(config: Config) -> int:
     from edge.station.station import Station
 
     check_model(config)
+    check_paths_apart(config)
     if config.output.summary is not None:
         check_output_file(config.output.summary, "the summary")
     if config.output.record is not None:
@@ -580,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 refine = check_model(config, strict=True)
                 check_source_paths(config)
+                check_paths_apart(config)
             except ConfigError as exc:  # named like the file's own errors
                 raise ConfigError(f"{args.check_config}: {exc}") from None
             secret = config.mqtt.password_file
@@ -592,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         config = Config.load(args.config, overrides_from(args))
+        check_source_flags(args, config.source.kind)
         return run(config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
         return fail(PROG, exc)
