@@ -186,10 +186,6 @@ def agreement(a: Sequence[Prediction], b: Sequence[Prediction], threshold: float
     return out
 
 
-#: what the model said about one image against its truth
-OUTCOMES = ("hit", "missed", "false", "clear")
-
-
 @dataclass(frozen=True)
 class ImageResult:
     """One image's figures (``per_image``): ``outcome`` is ``hit`` (found, and there), ``missed``,
