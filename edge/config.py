@@ -99,7 +99,8 @@ def check_roi(v: Any) -> str | None:
         return "4 numbers x, y, w, h"
     x, y, w, h = v
     if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1):
-        return "x, y in [0, 1) and w, h in (0, 1]"
+        pixels = " (shares of the frame's width and height, not pixels)" if max(v) > 1 else ""
+        return f"x, y in [0, 1) and w, h in (0, 1]{pixels}"
     if x + w > 1 + 1e-9 or y + h > 1 + 1e-9:
         return "a region inside the frame (x + w <= 1, y + h <= 1)"
     return None

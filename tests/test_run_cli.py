@@ -198,6 +198,10 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
         (lambda tmp: ["--config", str(tmp / "bad.toml")], "trigger.onn"),
         (lambda tmp: ["--demo", "--display"], "--display needs"),
         (lambda tmp: ["--demo", "--roi", "-0.1,0,0.5,0.5"], r"inspection.roi: expected x, y in \[0, 1\)"),
+        (
+            lambda tmp: ["--demo", "--roi", "80,24,160,192"],
+            r"\(shares of the frame's width and height, not pixels\)",
+        ),
         (lambda tmp: ["--demo", "--record", "/proc/no-such/x.mp4"], "cannot make its folder /proc/no-such"),
         (lambda tmp: ["--demo", "--record", str(tmp / "x.txt")], "cannot record to this file type"),
         (lambda tmp: ["--demo", "--record", str(tmp)], "is a folder"),
