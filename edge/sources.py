@@ -331,16 +331,25 @@ class Source:
                 return frame
 
     def _grab_paced(self) -> np.ndarray | None:
-        if self.pace and self.device.fps:
-            now = time.monotonic()
-            if self._t0 is None:
-                self._t0 = now
-            due = self._t0 + self._index / self.device.fps
-            if due > now:
-                self._stop.wait(due - now)
-            elif now - due > 1.0:
-                self._t0 = now - self._index / self.device.fps  # fell behind: do not race to catch up
-        return self.device.grab()
+        """The next frame, held back to its time in the file (its timestamp where the device
+        gives one, as a variable-rate file needs, else its number over ``fps``)."""
+        if not (self.pace and self.device.fps):
+            return self.device.grab()
+        raw = self.device.grab()
+        if raw is None:
+            return None
+        offset = getattr(self.device, "position_s", None)
+        if offset is None:
+            offset = self._index / self.device.fps
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now - offset
+        due = self._t0 + offset
+        if due > now:
+            self._stop.wait(due - now)
+        elif now - due > 1.0:
+            self._t0 = now - offset  # fell behind: do not race to catch up
+        return raw
 
     def _to_frame(self, raw: np.ndarray) -> Frame | None:
         t = time.monotonic()
@@ -540,6 +549,10 @@ class VideoFile(_OpenCVCapture):
         self._first: np.ndarray | None = None
         #: frames the container says it holds (None: it does not say), decoded and skipped ones
         self.declared_frames: int | None = None
+        #: the time of the frame just read in the file, in seconds (None: pace by frame number)
+        self.position_s: float | None = None
+        self._start_s: float | None = None
+        self._timed = False
         self.decoded = 0
         self.undecodable = 0
 
@@ -573,6 +586,24 @@ class VideoFile(_OpenCVCapture):
         self.declared_frames = int(declared) if declared and declared > 0 else None
         self.decoded, self.undecodable = 1, 0
         self._cap, self._first = cap, first
+        self._start_s, self._timed = None, not self.pace_fps
+        self._note_position()
+
+    def _note_position(self) -> None:
+        """``position_s`` of the frame just read: its timestamp from the file's first, while the
+        file gives timestamps that do not go back (a raw stream gives 0 throughout: then None,
+        and the pace is the frame rate's)."""
+        if not self._timed or self._cap is None:
+            self.position_s = None
+            return
+        t = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if self._start_s is None:
+            self._start_s = t
+        t -= self._start_s
+        last = self.position_s
+        if last is not None and (t < last or (t == 0 and self.decoded > 0)):
+            self._timed, t = False, None  # no usable timestamps: paced by frame number from here
+        self.position_s = t
 
     def grab(self) -> np.ndarray | None:
         if self._first is not None:
@@ -583,6 +614,7 @@ class VideoFile(_OpenCVCapture):
         for failed in range(MAX_BAD_READS + 1):  # a corrupt stretch: read on past it
             ok, image = self._cap.read()
             if ok:
+                self._note_position()
                 self.decoded += 1
                 if failed:
                     self.undecodable += failed

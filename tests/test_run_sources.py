@@ -253,10 +253,11 @@ def test_a_truncated_video_ends_where_it_is_cut_and_says_the_header_promised_mor
 
 
 class _Capture:
-    """OpenCV's capture as far as VideoFile uses it, failing the reads named in ``bad``."""
+    """OpenCV's capture as far as VideoFile uses it, failing the reads named in ``bad``; frame
+    ``i``'s timestamp is ``times_ms[i]`` (default: none, as a raw stream gives)."""
 
-    def __init__(self, frames: int, bad: set[int]):
-        self.frames, self.bad, self.at = frames, bad, 0
+    def __init__(self, frames: int, bad: set[int] = frozenset(), times_ms: list[float] | None = None):
+        self.frames, self.bad, self.at, self.times_ms = frames, bad, 0, times_ms
 
     def read(self):
         i, self.at = self.at, self.at + 1
@@ -264,8 +265,38 @@ class _Capture:
             return False, None
         return True, np.full((8, 8, 3), i, np.uint8)
 
+    def get(self, prop):
+        assert prop == cv2.CAP_PROP_POS_MSEC
+        return self.times_ms[self.at - 1] if self.times_ms else 0.0
+
     def release(self):
         pass
+
+
+def _positions(video: VideoFile, capture: _Capture) -> list[float | None]:
+    """``position_s`` of every frame ``video`` reads from ``capture`` (its first read as open's)."""
+    video._cap, video._first = capture, None
+    video.decoded, video.position_s, video._start_s, video._timed = 0, None, None, not video.pace_fps
+    out = []
+    while video.grab() is not None:
+        out.append(video.position_s)
+    return out
+
+
+def test_a_video_is_paced_by_its_timestamps_or_else_by_its_frame_rate(tmp_path: Path):
+    _mjpg_video(tmp_path / "v.avi", 12)  # 10 fps
+    video = VideoFile(tmp_path / "v.avi")
+    video.open()
+    seen = []
+    while video.grab() is not None:
+        seen.append(video.position_s)
+    assert seen == pytest.approx([i / 10 for i in range(12)])
+    # a variable-rate file: 60 fps, then 30 fps, starting at 1.5 s
+    times = [1500 + 1000 * i / 60 for i in range(6)] + [1600 + 1000 * i / 30 for i in range(1, 4)]
+    assert _positions(video, _Capture(9, times_ms=times)) == pytest.approx([t / 1000 - 1.5 for t in times])
+    # a raw stream (no timestamps) and a pace asked for (--fps): paced by frame number
+    assert _positions(video, _Capture(5)) == [0.0, None, None, None, None]
+    assert _positions(VideoFile(tmp_path / "v.avi", fps=5), _Capture(3, times_ms=[0, 100, 200])) == [None] * 3
 
 
 def test_a_video_reads_on_past_frames_it_cannot_decode(tmp_path: Path, caplog):
@@ -274,6 +305,7 @@ def test_a_video_reads_on_past_frames_it_cannot_decode(tmp_path: Path, caplog):
     video = VideoFile(tmp_path / "v.avi")
     video.open()
     video._first, video._cap = None, _Capture(100, bad={10, 11, 12, 50})  # what OpenCV reads after
+    video._timed = False
     video.decoded = 0
     seen = []
     while (image := video.grab()) is not None:
