@@ -589,6 +589,12 @@ class VideoFile(_OpenCVCapture):
         self._start_s, self._timed = None, not self.pace_fps
         self._note_position()
 
+    def describe(self) -> str:
+        """The frames it delivers, for the start-up line: size (as decoded: a file with rotation
+        metadata comes turned) and rate."""
+        size = f"{self._first.shape[1]}x{self._first.shape[0]}, " if self._first is not None else ""
+        return f"{size}{self.fps:g} fps{' (--fps)' if self.pace_fps else ''}"
+
     def _note_position(self) -> None:
         """``position_s`` of the frame just read: its timestamp from the file's first, while the
         file gives timestamps that do not go back (a raw stream gives 0 throughout: then None,

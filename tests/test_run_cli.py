@@ -55,13 +55,18 @@ def test_demo_line_gives_one_right_verdict_per_product(tmp_path: Path, seed: int
 
 
 @needs_model
-def test_recorded_video_gives_its_known_verdicts(tmp_path: Path):
+def test_recorded_video_gives_its_known_verdicts(tmp_path: Path, capsys):
     meta = json.loads(VIDEO.with_suffix(".json").read_text())
     assert VIDEO.stat().st_size < 1_000_000
     events = tmp_path / "verdicts.jsonl"
     roi = ",".join(str(v) for v in meta["roi"])
     argv = ["--video", str(VIDEO), "--as-fast-as-possible", "--roi", roi, "--events", str(events)]
     assert main(argv) == 0
+    width, height = meta["size"]
+    assert (
+        f"{VIDEO}, {width}x{height}, {meta['fps']:g} fps, as fast as possible, model"
+        in capsys.readouterr().out
+    )
     log = read_log(events)
     assert [r["verdict"] for r in log] == meta["verdicts"]
     for record, product in zip(log, meta["products"], strict=True):

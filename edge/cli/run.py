@@ -567,8 +567,12 @@ def run(config: Config) -> int:
                 flush=True,
             )
         runtime = f"{detector.runtime.name} {detector.runtime.version}, {detector.threads} thread(s)"
+        frames = source.device.describe() if hasattr(source.device, "describe") else ""
+        if config.source.as_fast_as_possible:
+            frames += ", as fast as possible" if frames else "as fast as possible"
         print(
-            f"{PROG}: {source.name}, model {detector.model_id} ({detector.path.name}) on {runtime}, "
+            f"{PROG}: {source.name}{f', {frames}' if frames else ''}, "
+            f"model {detector.model_id} ({detector.path.name}) on {runtime}, "
             f"region {','.join(f'{v:g}' for v in roi) if roi else 'whole frame'}, "
             f"trigger {config.trigger.kind}, second looks {refine}; Ctrl-C to stop",
             flush=True,
