@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import itertools
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -169,57 +170,78 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         )
     step = 0
     stop_reason = "steps done"
-    while step < total:
-        n = min(every, total - step)
-        t0 = time.perf_counter()
-        logs = {}
-        for _ in range(n):
-            # the schedule follows whichever budget runs out first: steps, or wall time with --minutes
-            # (then runs are not bit-for-bit repeatable; without --minutes they are)
-            progress = step / total
-            if deadline:
-                progress = max(progress, (time.perf_counter() - t_train) / (deadline - t_train))
-            model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
-            x, y, w = next(it)
-            logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
-            if ema is not None:
-                ema.update()
-            step += 1
+    interrupted = False
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def model_json() -> dict:
+        """model.json of the checkpoint in model.keras (written beside it at every checkpoint, so
+        the two match whenever the run ends: steps done, Ctrl-C, or killed)."""
+        partial = {"data": prep.description, "seed": args.seed, "date": date, "best_step": best.get("step")}
+        partial["val"] = best.get("metrics", {})
+        return {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(partial)}
+
+    try:
+        while step < total:
+            n = min(every, total - step)
+            t0 = time.perf_counter()
+            logs = {}
+            done = 0
+            for _ in range(n):
+                # the schedule follows whichever budget runs out first: steps, or wall time with --minutes
+                # (then runs are not bit-for-bit repeatable; without --minutes they are)
+                progress = step / total
+                if deadline:
+                    progress = max(progress, (time.perf_counter() - t_train) / (deadline - t_train))
+                model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
+                x, y, w = next(it)
+                logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
+                if ema is not None:
+                    ema.update()
+                step += 1
+                done += 1
+                if deadline and time.perf_counter() > deadline:
+                    break
+            step_s = (time.perf_counter() - t0) / max(done, 1)
+            with ema.applied() if ema is not None else contextlib.nullcontext():
+                m = validate() if len(val_images) else {}
+                score = score_of(prep.kind, m) if m else (-float(logs.get("loss", 0)), 0.0)
+                improved = score > best["score"]
+                if improved:
+                    best = {"score": score, "step": step, "metrics": m}
+                    partial = out / ".model.partial.keras"  # a kill mid-save leaves model.keras whole
+                    saved.save(partial)
+                    os.replace(partial, out / "model.keras")
+                    write_json(out / "model.json", model_json())
+                    bad = 0
+                else:
+                    bad += 1
+            row = {"step": step, "minutes": (time.perf_counter() - t_train) / 60, "step_s": step_s}
+            row.update({f"train_{k}": float(v) for k, v in logs.items()})
+            row.update({f"val_{k}": v for k, v in m.items()})
+            history.append(row)
+            if not args.quiet:
+                shown = ", ".join(
+                    f"{k} {m[k]:.4f}"
+                    for k in ("iou_mean", "center_within_0_05", "presence_accuracy", "class_accuracy")
+                    if k in m and not np.isnan(m[k])
+                )
+                print(
+                    f"step {step}/{total} loss {logs.get('loss', float('nan')):.4f} | val {shown}"
+                    f" | {step_s * 1000:.0f} ms/step{' *' if improved else ''}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if deadline and time.perf_counter() > deadline:
+                stop_reason = f"time budget of {args.minutes} min"
                 break
-        step_s = (time.perf_counter() - t0) / max(n, 1)
-        with ema.applied() if ema is not None else contextlib.nullcontext():
-            m = validate() if len(val_images) else {}
-            score = score_of(prep.kind, m) if m else (-float(logs.get("loss", 0)), 0.0)
-            improved = score > best["score"]
-            if improved:
-                best = {"score": score, "step": step, "metrics": m}
-                saved.save(out / "model.keras")
-                bad = 0
-            else:
-                bad += 1
-        row = {"step": step, "minutes": (time.perf_counter() - t_train) / 60, "step_s": step_s}
-        row.update({f"train_{k}": float(v) for k, v in logs.items()})
-        row.update({f"val_{k}": v for k, v in m.items()})
-        history.append(row)
-        if not args.quiet:
-            shown = ", ".join(
-                f"{k} {m[k]:.4f}"
-                for k in ("iou_mean", "center_within_0_05", "presence_accuracy", "class_accuracy")
-                if k in m and not np.isnan(m[k])
-            )
-            print(
-                f"step {step}/{total} loss {logs.get('loss', float('nan')):.4f} | val {shown}"
-                f" | {step_s * 1000:.0f} ms/step{' *' if improved else ''}",
-                file=sys.stderr,
-                flush=True,
-            )
-        if deadline and time.perf_counter() > deadline:
-            stop_reason = f"time budget of {args.minutes} min"
-            break
-        if bad >= args.patience:
-            stop_reason = f"no improvement in {args.patience} validations"
-            break
+            if bad >= args.patience:
+                stop_reason = f"no improvement in {args.patience} validations"
+                break
+    except KeyboardInterrupt:  # Ctrl-C: keep the best checkpoint so far, with its reports
+        interrupted, stop_reason = True, "interrupted"
+        if "step" not in best:
+            print("edge-train: interrupted before the first checkpoint; nothing written", file=sys.stderr)
+            return 130
     train_minutes = (time.perf_counter() - t_train) / 60
     images_per_s = args.batch_size / np.median([h["step_s"] for h in history]) if history else float("nan")
     result = {
@@ -237,7 +259,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         "val": best.get("metrics", {}),
         "data": prep.description,
         "seed": args.seed,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": date,
         "environment": environment(),
     }
     write_json(out / "metrics.json", result)
@@ -246,9 +268,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     config["stamp"] = [str(s) for s in args.stamp]
     config.update(kind=prep.kind, labels=list(prep.labels), total_steps=total)
     write_json(out / "config.json", config)
-    write_json(
-        out / "model.json", {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(result)}
-    )
+    write_json(out / "model.json", model_json())
     plot_curves(history, out / "curves.png")
     if result["val"] and (warning := metrics.no_skill_warning(result["val"])):
         print(f"edge-train: WARNING: {warning}", file=sys.stderr)
@@ -264,6 +284,13 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             + f" -> {out / 'model.keras'}",
             file=sys.stderr,
         )
+    if interrupted:
+        print(
+            f"edge-train: interrupted at step {step}; kept the best checkpoint so far (step "
+            f"{result['best_step']}) in {out / 'model.keras'}, with its model.json and reports",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
