@@ -227,13 +227,18 @@ def test_random_erasing_never_hides_more_than_half_of_the_object():
         (["--stamp", "/nonexistent/stamp.png"], "stamp.png"),
         (["--weak"], "--weak needs labelled photos"),
         (["--weak", "--kind", "box"], "--weak trains a cam model"),
+        (
+            ["--data", "{tmp}/kept", "--out", "{tmp}/kept/run"],
+            "--out {tmp}/kept/run: inside --data {tmp}/kept",
+        ),
     ],
 )
 def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     (tmp_path / "kept").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     rc = train_main(["--out", str(tmp_path / "runs" / "o"), "--steps", "1", *argv])
     err = capsys.readouterr().err
-    assert rc == 2 and message in err and "Traceback" not in err
+    assert rc == 2 and message.replace("{tmp}", str(tmp_path)) in err and "Traceback" not in err
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]  # no empty run folder left behind
 
 
@@ -524,6 +529,13 @@ def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_pa
         (["--sheet", "{tmp}"], "is a folder (expected a file for the contact sheet)"),
         (["--json", "/proc/no-such/m.json"], "cannot make its folder /proc/no-such"),
         (["--per-image", "{tmp}/rows.txt"], "--per-image {tmp}/rows.txt: expected a .csv file"),
+        (["--json", "{tmp}/voc/m.json"], "--json {tmp}/voc/m.json: inside --data {tmp}/voc"),
+        (["--json", "{tmp}/none.tflite"], "--json {tmp}/none.tflite: the same as --model"),
+        (
+            ["--json", "{tmp}/r.csv", "--per-image", "{tmp}/r.csv"],
+            "--per-image {tmp}/r.csv: the same as --json",
+        ),
+        (["--sheet-order", "worst"], "--sheet-order worst: needs --sheet FILE.png"),
         (["--threads", "0"], "argument --threads: expected a number > 0"),
         (["--threads", "99999"], "argument --threads: expected at most 64 threads, got 99999"),
         (["--model", "{tmp}/junk.keras"], "junk.keras: not a Keras model file"),
@@ -637,3 +649,38 @@ def test_the_contact_sheet_draws_truth_green_prediction_red_and_names_a_wrong_va
     assert ((right[:, :, 1] > 100) & (right[:, :, 2] < 60)).any()  # the right variant in green
     assert ((wrong[:, :, 2] > 200) & (wrong[:, :, 1] < 60)).any()  # a wrong one in red
     assert not ((wrong[:, :, 1] > 100) & (wrong[:, :, 2] < 60) & (wrong[:, :, 0] < 60)).any()
+
+
+def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    (out).mkdir()
+    # a folder reused from another run: its metadata must not survive next to the new checkpoint
+    (out / "model.json").write_text(json.dumps({"kind": "center", "labels": ["a", "b", "c"]}))
+    argv = [sys.executable, "-m", "train.cli", "--out", str(out), "--synthetic", "128", "--val-size", "16"]
+    argv += ["--steps", "100000", "--eval-every", "2", "--batch-size", "4", "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "model.keras").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert (out / "model.keras").exists(), (
+            proc.stderr.read() if proc.poll() is not None else "no checkpoint"
+        )
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "kept the best checkpoint so far" in err, err
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["kind"] == "box" and meta["labels"] == ["stamp"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stop_reason"] == "interrupted" and metrics["best_step"] >= 2
+    assert meta["provenance"]["steps"] == metrics["best_step"]
+    assert not list(out.glob(".model.partial*"))
