@@ -45,6 +45,7 @@ from edge.cli.common import (
     write_json,
 )
 from edge.datasets import IMAGE_EXTENSIONS, Dataset, DatasetError, detect_format, load_dataset, read_image
+from edge.files import clash
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector, look_again
 from edge.synth import RECIPES
@@ -195,6 +196,16 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
     return reps, f"{n} images ({len(images)} distinct, cycled) from {args.calibration}"
 
 
+#: the files and folders edge-convert reads, by flag (its outputs must be none of them)
+CONVERT_INPUTS = (
+    ("--calibration", "calibration"),
+    ("--subset", "subset"),
+    ("--val", "val"),
+    ("--val-subset", "val_subset"),
+    ("--backgrounds", "backgrounds"),
+)
+
+
 def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | None]:
     """Everything the flags and label files decide, before TensorFlow loads (seconds): the
     labelled validation set when --val names one, the calibration images when --calibration does."""
@@ -252,6 +263,19 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             f"procedural stamp the synthetic {' and '.join(synthetic)} would draw; give its stamp "
             "image(s) with --stamp, or labelled photos with --val and --calibration"
         )
+    data = trained.get("data")
+    if synthetic and data and not trained.get("synthetic"):
+        # a model of labelled photos only: synthetic stamps would calibrate it on the wrong images
+        subset = trained.get("subset")
+        raise CliError(
+            f"{args.model}: was trained on labelled photos only ({data}, config.json), not on the "
+            f"synthetic stamp images the {' and '.join(synthetic)} would draw; give labelled photos "
+            f"with --calibration and --val (e.g. --calibration {data}"
+            + (f" --subset {subset}" if subset else "")
+            + f" --val {data}"
+            + (f" --val-subset {subset}" if subset else "")
+            + ")"
+        )
     photos = trained.get("backgrounds")
     if synthetic and photos and args.backgrounds is None:
         raise CliError(
@@ -259,11 +283,18 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             f"procedural surfaces the synthetic {' and '.join(synthetic)} would use; give them with "
             "--backgrounds, or labelled photos with --val and --calibration"
         )
-    if args.no_verify or args.val is None:
-        return None, cal_paths
-    ds = load_dataset(args.val, subset=args.val_subset)
-    if not ds.records:
-        raise CliError(f"--val {args.val}: no labelled images")
+    ds = None
+    if not (args.no_verify or args.val is None):
+        ds = load_dataset(args.val, subset=args.val_subset)
+        if not ds.records:
+            raise CliError(f"--val {args.val}: no labelled images")
+    inputs = [("the model", args.model), ("its model.json", args.model.with_name("model.json"))]
+    inputs += [("its config.json", args.model.with_name("config.json"))]
+    inputs += [(flag, getattr(args, key)) for flag, key in CONVERT_INPUTS]
+    read = [("the calibration images", cal_paths or []), ("the validation set", ds.files() if ds else [])]
+    folders = [("--calibration", args.calibration), ("--val", args.val)]
+    if problem := clash([("--out", args.out), ("--report", args.report)], inputs, read, folders):
+        raise CliError(problem)
     return ds, cal_paths
 
 

@@ -123,6 +123,14 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 FORMATS = ("voc", "yolo", "coco", "csv", "centers")
+#: the label files of each format (what ``Dataset.files`` protects in a data set's folder)
+LABEL_SUFFIXES = {
+    "voc": (".xml",),
+    "yolo": (".txt", ".yaml", ".yml"),
+    "coco": (".json",),
+    "csv": (".csv",),
+    "centers": (".txt",),
+}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: how far (pixels) a box may overhang the image before it is an error; it is clipped to the image
 BOX_TOLERANCE_PX = 1.0
@@ -256,6 +264,15 @@ class Dataset:
     @property
     def negatives(self) -> int:
         return sum(1 for r in self.records if r.is_negative)
+
+    def files(self) -> list[Path]:
+        """The files it was read from: its images, and its label files (the label file it was
+        loaded from, or those of its format in its folder), which a command must not write over."""
+        out = [r.image_path for r in self.records] + list(self.unlabelled)
+        if self.source is not None and self.source.is_file():
+            return [*out, self.source]
+        suffixes = LABEL_SUFFIXES[self.format]
+        return out + [p for p in self.root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
 
 
 @dataclass(frozen=True)

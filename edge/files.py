@@ -38,3 +38,39 @@ def remove_if_empty(paths: list[Path]) -> None:
                 p.rmdir()  # fails unless empty
             elif p.is_file() and p.stat().st_size == 0:
                 p.unlink()
+
+
+def same_path(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file or folder (the same inode, or the same path before either
+    exists)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def clash(
+    outputs: list[tuple[str, Path | None]],
+    inputs: list[tuple[str, Path | None]],
+    protected: list[tuple[str, list[Path]]] = (),  # type: ignore[assignment]
+    folders: list[tuple[str, Path | None]] = (),  # type: ignore[assignment]
+) -> str | None:
+    """Why an output would overwrite what a command reads or another of its outputs (None: it
+    would not): each named output must differ from every other output and from every input,
+    differ from the files of each ``protected`` group (a data set's images and label files,
+    wherever they are), and lie outside each of ``folders`` (a data set's folder, where a file
+    added is read as part of the data set next time)."""
+    named = [(k, p) for k, p in outputs if p is not None]
+    for i, (key, path) in enumerate(named):
+        for other, there in [*named[:i], *((k, p) for k, p in inputs if p is not None)]:
+            if same_path(path, there):
+                return f"{key} {path}: the same as {other} (it would be overwritten)"
+        for other, folder in folders:
+            if folder is not None and folder.is_dir() and folder.resolve() in path.resolve().parents:
+                return f"{key} {path}: inside {other} {folder} (write it outside the data)"
+        if not path.exists():
+            continue
+        for what, files in protected:
+            if any(same_path(path, f) for f in files):
+                return f"{key} {path}: one of the files of {what} (it would be overwritten)"
+    return None

@@ -378,19 +378,29 @@ def test_a_validation_set_without_the_object_is_judged_on_presence_alone(keras_m
         (["--val", "{tmp}/none"], "none"),
         (["--val-size", "100"], "--val-size 100: the proof needs at least 500 images"),
         (["--calibration-size", "100"], "--calibration-size 100: at least 200 representative images"),
+        (["--report", "{model}"], "--report {model}: the same as the model (it would be overwritten)"),
+        (["--report", "{models}/model.json"], "the same as its model.json"),
+        (["--report", "{tmp}/m.tflite"], "--report {tmp}/m.tflite: the same as --out"),
     ],
 )
 def test_cli_bad_options_are_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
     (tmp_path / "not_an_image.png").write_text("text")
     argv = [str(tiny_model_dir / "model.keras"), "--out", str(tmp_path / "m.tflite")]
-    argv += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+
+    def fill(text: str) -> str:
+        text = text.replace("{model}", str(tiny_model_dir / "model.keras"))
+        return text.replace("{models}", str(tiny_model_dir)).replace("{tmp}", str(tmp_path))
+
+    argv += [fill(a) for a in extra]
+    before = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
     try:
         rc = cli.main(argv)
     except SystemExit as exc:  # usage errors
         rc = exc.code
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert rc == 2 and len(err) == 1 and fill(message) in err[0], err
     assert not (tmp_path / "m.tflite").exists()
+    assert {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()} == before
 
 
 def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):

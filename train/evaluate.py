@@ -31,6 +31,7 @@ from edge.cli.common import (
     thread_count,
 )
 from edge.datasets import Dataset, DatasetError, load_dataset, read_image
+from edge.files import clash
 from edge.metrics import Truth
 from edge.runtime import REFINE_MODES, ModelError, TFLiteDetector, look_again, refine_for
 from edge.sources import is_grey
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             check_output_file(args.sheet, "the contact sheet")
             if args.sheet.suffix.lower() not in SHEET_SUFFIXES:
                 raise CliError(f"--sheet {args.sheet}: expected an image file ({', '.join(SHEET_SUFFIXES)})")
+        if args.sheet_order != "first" and args.sheet is None:
+            raise CliError(f"--sheet-order {args.sheet_order}: needs --sheet FILE.png")
         if args.per_image is not None:
             check_output_file(args.per_image, "the per-image results")
             if args.per_image.suffix.lower() != ".csv":
@@ -262,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(args.data, subset=args.subset)
         if not dataset.records:
             raise CliError(f"{args.data}: no labelled images")
+        outputs = [("--json", args.json), ("--sheet", args.sheet), ("--per-image", args.per_image)]
+        inputs = [("--model", args.model), ("--data", args.data), ("--subset", args.subset)]
+        protected = [(f"the data set {args.data}", dataset.files())]
+        if problem := clash(outputs, inputs, protected, folders=[("--data", args.data)]):
+            raise CliError(problem)
         det = load_detector(args.model, args.threads)
         originals, inputs, truths = truths_and_images(dataset)
         grey = sum(is_grey(image) for image in originals)

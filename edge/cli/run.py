@@ -44,6 +44,7 @@ from edge.config import (
     check_pin,
     parse_endpoint,
 )
+from edge.files import clash
 from edge.runtime import REFINE_MODES
 
 if TYPE_CHECKING:
@@ -450,15 +451,6 @@ def check_source_paths(config: Config) -> None:
             raise ConfigError(f"{key}: {path} is a {found} (expected a {kind})")
 
 
-def _same_path(a: Path, b: Path) -> bool:
-    """``a`` and ``b`` name one file or folder (the same inode, or the same path before either
-    exists)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return a.expanduser().resolve() == b.expanduser().resolve()
-
-
 def check_paths_apart(config: Config) -> None:
     """ConfigError when an output would overwrite an input or another output: the verdict log,
     the summary and the recording are three files, none of them the video or the model read,
@@ -471,11 +463,8 @@ def check_paths_apart(config: Config) -> None:
         inputs.append(("source.images", s.images))
     outputs = [("output.events", o.events), ("output.summary", o.summary), ("output.record", o.record)]
     outputs.append(("output.snapshots", o.snapshots))
-    named = [(k, p) for k, p in outputs if p is not None]
-    for i, (key, path) in enumerate(named):
-        for other, there in [*named[:i], *((k, p) for k, p in inputs if p is not None)]:
-            if _same_path(path, there):
-                raise ConfigError(f"{key} {path}: the same as {other} (it would be overwritten)")
+    if problem := clash(outputs, inputs):
+        raise ConfigError(problem)
 
 
 def build_source(config: Config):
