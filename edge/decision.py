@@ -238,6 +238,7 @@ class _Seen:
     #: the class head's label and probabilities (None: a model without one)
     label: str | None = None
     class_scores: tuple[float, ...] | None = None
+    center: tuple[float, float] | None = None
 
 
 @dataclass
@@ -320,7 +321,9 @@ class Decider:
     def _add(self, cur: _Product, frame: Frame, state: TriggerState, pred: Prediction) -> None:
         label = pred.label if pred.class_scores is not None else None
         cur.seen.append(
-            _Seen(frame.index, pred.presence, pred.box, state.occupancy, label, pred.class_scores)
+            _Seen(
+                frame.index, pred.presence, pred.box, state.occupancy, label, pred.class_scores, pred.center
+            )
         )
         cur.hits += pred.presence >= self.threshold
         cur.best.append((pred.presence, frame, pred))
@@ -368,6 +371,7 @@ class Decider:
             wall_time=time.time(),
             score=top.presence,
             box=top.box,
+            center=top.center,
             frames=tuple(s.index for s in judged),
             label=label,
             label_votes=votes,

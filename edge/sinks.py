@@ -108,6 +108,10 @@ def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int]) -> dict:
         "frame_last": verdict.frames[-1],
         "model_id": verdict.model_id,
     }
+    if verdict.box is None and verdict.center is not None:  # a centre model: where it saw the stamp
+        cx, cy = verdict.center
+        rec["center"] = [round(cx, 4), round(cy, 4)]
+        rec["center_px"] = list(box_to_pixels((cx, cy, cx, cy), roi_px)[:2])
     if verdict.evidence is not None and verdict.evidence.name is not None:
         rec["image"] = verdict.evidence.name  # the photo judged (image folders)
     if verdict.label is not None:

@@ -108,6 +108,9 @@ class Verdict:
     hits: int = 0
     #: the model that judged it (``edge.runtime.model_id``)
     model_id: str = ""
+    #: the centre where the best frame saw the stamp, normalised to the region (centre models;
+    #: a box model's is its box's)
+    center: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.outcome, Outcome):

@@ -340,3 +340,21 @@ def test_recorder_that_cannot_create_its_file_says_why_before_the_first_frame(tm
         VideoRecorder("/proc/stampline-test.mp4", 30).__enter__()
     with VideoRecorder(tmp_path / "new.mp4", 30):
         assert not (tmp_path / "new.mp4").exists()  # tried, not left behind before the first frame
+
+
+def test_a_centre_models_verdict_says_where_it_saw_the_stamp():
+    from edge.config import DecisionConfig
+    from edge.decision import Decider
+
+    decider = Decider(0.5, DecisionConfig(), 1, "abc", ("stamp",))
+    frames = [Frame(np.zeros((120, 160, 3), np.uint8), t_capture=i, index=i) for i in range(3)]
+    centres = [(0.2, 0.3), (0.5, 0.25), (0.4, 0.6)]
+    verdict = None
+    for f, c, score in zip(frames, centres, (0.7, 0.95, 0.8), strict=True):
+        state = TriggerState(product=1, ended=1 if f.index == 2 else None, occupancy=1.0)
+        verdict = decider.update(f, state, Prediction(presence=score, center=c)) or verdict
+    assert verdict is not None and verdict.box is None and verdict.center == (0.5, 0.25)  # the best frame's
+    rec = verdict_record(verdict, ROI_PX)
+    assert rec["center"] == [0.5, 0.25] and rec["center_px"] == [160 + 160, 48 + 96]
+    assert rec["box"] is None
+    assert "center" not in verdict_record(make_result(1).verdict, ROI_PX)  # a box model's: its box
