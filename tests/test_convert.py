@@ -428,6 +428,14 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
     assert "trained on product photos from /srv/photos/line-3 (config.json)" in proc.stderr
+    # ... nor a model of labelled photos alone on synthetic stamps
+    (tmp_path / "config.json").write_text(
+        '{"data": "/srv/line3/labels.txt", "subset": "/srv/line3/train.txt"}'
+    )
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
+    assert "trained on labelled photos only (/srv/line3/labels.txt, config.json)" in proc.stderr
+    assert "--calibration /srv/line3/labels.txt --subset /srv/line3/train.txt" in proc.stderr
     (tmp_path / "config.json").unlink()
     # a model of the customer's own stamp is not checked on the procedural seal behind its back
     (tmp_path / "model.json").write_text('{"labels": ["acme-seal"]}')
