@@ -603,6 +603,9 @@ def test_edge_eval_writes_a_row_per_image_and_a_sheet_of_the_worst(tmp_path, cap
     wrong = sum(r["outcome"] in ("missed", "false") or bad for r, bad in zip(rows, low, strict=True))
     assert 0 < wrong < 70
     assert f"edge-eval: {wrong} of 70 images wrong" in out
+    assert [r["wrong"] == "1" for r in rows] == [
+        r["outcome"] in ("missed", "false") or bad for r, bad in zip(rows, low, strict=True)
+    ]
 
 
 def test_same_seed_same_model_without_a_time_budget(tmp_path, capsys):

@@ -71,6 +71,7 @@ PER_IMAGE_COLUMNS = (
     "true_label",
     "label",
     "label_right",
+    "wrong",
 )
 
 
@@ -139,9 +140,9 @@ def contact_sheet(
 ) -> np.ndarray:
     """A PNG-ready grid of the first ``limit`` images, each scaled to fit its tile with its aspect
     kept: true box/centre green, predicted box/centre red, the presence score (and the IoU of a
-    found box) and the file name on white; a missed object or a false find is said in words
-    (MISSED, FALSE). A model with a class head also names the variant it found (green), and the
-    true one beside a wrong one (red)."""
+    found box, or how far off a found centre is) and the file name on white; a missed object or
+    a false find is said in words (MISSED, FALSE). A model with a class head also names the
+    variant it found (green), and the true one beside a wrong one (red)."""
     n = min(len(images), limit)
     rows = max(1, math.ceil(n / cols))
     sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
@@ -169,6 +170,8 @@ def contact_sheet(
         verdict = "" if found == t.present else (" MISSED" if t.present else " FALSE")
         if found and t.box is not None and p.box is not None:
             verdict += f" IoU {float(metrics.iou(np.array(p.box), np.array(t.box))[0]):.2f}"
+        elif found and t.box is None and t.center is not None and p.center is not None:
+            verdict += f" off {np.hypot(p.center[0] - t.center[0], p.center[1] - t.center[1]):.3f}"
         _label(tile, f"{p.presence:.2f}{verdict}", (4, 14), (0, 0, 230))
         if p.label is not None and p.class_scores is not None:  # a class head: which variant
             said = p.label if found else "-"
@@ -198,7 +201,7 @@ def write_per_image(path: Path, names: Sequence[str], results: Sequence[metrics.
         for name, r in zip(names, results, strict=True):
             present = r.outcome in ("hit", "missed")
             row = (name, present, r.presence, r.outcome, r.iou, r.center_error, r.true_label, r.label)
-            out.writerow([cell(v) for v in (*row, r.label_right)])
+            out.writerow([cell(v) for v in (*row, r.label_right, r.wrong)])
 
 
 def build_parser() -> argparse.ArgumentParser:
