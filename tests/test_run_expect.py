@@ -257,12 +257,27 @@ def test_demo_variant_flags_bad_input(tmp_path: Path, capsys):
 def test_a_demo_line_of_stamps_the_model_does_not_know_is_warned_about(tmp_path: Path, capsys):
     from edge.synth import write_stamps
 
-    write_stamps(variant_stamps(2), tmp_path / "stamps")
+    write_stamps(variant_stamps(3)[1:], tmp_path / "stamps")
     assert main(["--demo", "--demo-stamps", str(tmp_path / "stamps"), "--max-frames", "3"]) == 0
-    err = capsys.readouterr().err  # the bundled model knows only 'stamp'
-    assert "WARNING: the demo line's stamps ['inspected', 'qc-passed'] are none of the model's labels" in err
+    err = capsys.readouterr().err  # the bundled model learned the default seal only ('stamp')
+    assert "WARNING: the demo line's stamps ['approved', 'inspected'] are none of the model's labels" in err
+    write_stamps(variant_stamps(2), tmp_path / "two")  # the default seal ('qc-passed') and another
+    assert main(["--demo", "--demo-stamps", str(tmp_path / "two"), "--max-frames", "3"]) == 0
+    assert (
+        "WARNING: the demo line's stamps ['inspected'] are not among the model's labels"
+        in capsys.readouterr().err
+    )
+    write_stamps(variant_stamps(1), tmp_path / "seal")
+    assert main(["--demo", "--demo-stamps", str(tmp_path / "seal"), "--max-frames", "3"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
     assert main(["--demo", "--demo-variants", "2", "--model", str(VARIANTS_MODEL), "--max-frames", "3"]) == 0
     assert "WARNING" not in capsys.readouterr().err
+    argv = ["--demo", "--demo-variants", "5", "--model", str(VARIANTS_MODEL), "--max-frames", "3"]
+    assert main(argv) == 0  # the fixture knows three variants
+    assert "stamps ['released', 'grade-a'] are not among the model's labels" in capsys.readouterr().err
+    argv = ["--demo", "--demo-stamps", str(tmp_path / "stamps"), "--expect", "qc-passed", "--max-frames", "3"]
+    assert main([*argv, "--model", str(VARIANTS_MODEL)]) == 0  # the line: approved, inspected
+    assert "--expect 'qc-passed': no product on the demo line carries it" in capsys.readouterr().err
 
 
 # -- the demo line with variants ------------------------------------------------------------------

@@ -451,6 +451,34 @@ def check_source_paths(config: Config) -> None:
             raise ConfigError(f"{key}: {path} is a {found} (expected a {kind})")
 
 
+def demo_label_warning(line, labels: Sequence[str]) -> str | None:
+    """What makes a demo line's verdicts say little for a model with these labels: stamps on the
+    line that the model was not trained on, or an expected variant no product carries. A model
+    labelled with the default label learned the procedural seal, the first variant."""
+    from edge import contract
+    from edge.synth import VARIANTS
+
+    stamps = list(line.labels)
+    if not stamps:
+        return None
+    known = set(labels) | ({VARIANTS[0][0]} if tuple(labels) == contract.DEFAULT_LABELS else set())
+    unknown = [x for x in stamps if x not in known]
+    if len(unknown) == len(stamps):
+        return (
+            f"the demo line's stamps {stamps} are none of the model's labels {list(labels)}: it was "
+            "trained on other stamps, so its verdicts here say little (give --model one trained on "
+            "these stamps)"
+        )
+    if unknown:
+        return (
+            f"the demo line's stamps {unknown} are not among the model's labels {list(labels)}: it "
+            "was not trained on them, so the verdicts of products carrying them say little"
+        )
+    if line.expect is not None and line.expect not in stamps:
+        return f"--expect {line.expect!r}: no product on the demo line carries it (its stamps: {stamps})"
+    return None
+
+
 def check_paths_apart(config: Config) -> None:
     """ConfigError when an output would overwrite an input or another output: the verdict log,
     the summary and the recording are three files, none of them the video or the model read,
@@ -547,14 +575,8 @@ def run(config: Config) -> int:
         detector = TFLiteDetector(config.model.path, config.model.threads, config.model.runtime)
         threshold = config.model.threshold or detector.metadata.threshold
         refine = refine_for(detector.metadata, config.model.refine, str(detector.path))
-        if truth is not None and truth.labels and not set(truth.labels) & set(detector.metadata.labels):
-            print(
-                f"{PROG}: WARNING: the demo line's stamps {list(truth.labels)} are none of the model's "
-                f"labels {list(detector.metadata.labels)}: it was trained on other stamps, so its verdicts "
-                "here say little (give --model one trained on these stamps)",
-                file=sys.stderr,
-                flush=True,
-            )
+        if truth is not None and (warning := demo_label_warning(truth, detector.metadata.labels)):
+            print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
         runtime = f"{detector.runtime.name} {detector.runtime.version}, {detector.threads} thread(s)"
         frames = source.device.describe() if hasattr(source.device, "describe") else ""
         if config.source.as_fast_as_possible:
