@@ -7,6 +7,7 @@ annotated image (recording, display, snapshots), never on the bare hot path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,12 @@ GREY = (170, 170, 170)
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 OUTCOME_COLOURS = {Outcome.OK: GREEN, Outcome.MISSING: RED, Outcome.WRONG: AMBER}
+
+
+def score_text(score: float) -> str:
+    """A score to two places, rounded down: 0.4961 reads 0.49, never as the 0.50 threshold it
+    did not reach."""
+    return f"{math.floor(score * 100) / 100:.2f}"
 
 
 def box_to_pixels(box: Sequence[float], roi_px: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -89,9 +96,9 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
             cv2.drawMarker(canvas, (cx, cy), BLACK, cv2.MARKER_CROSS, size + 4, thick + 2, cv2.LINE_AA)
             cv2.drawMarker(canvas, (cx, cy), colour, cv2.MARKER_CROSS, size, thick, cv2.LINE_AA)
             text = (
-                f"{pred.label} {pred.presence:.2f}"
+                f"{pred.label} {score_text(pred.presence)}"
                 if pred.class_scores is not None
-                else f"{pred.presence:.2f}"
+                else f"{score_text(pred.presence)}"
             )
             _text(
                 canvas, text, (cx + size // 2 + 4, max(cy - size // 2, line // 2)), 0.8 * scale, colour, thick
@@ -102,14 +109,21 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
             cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thick + 1)
             # a class head's label beside the score (a single-stamp model's label says nothing)
             text = (
-                f"{pred.label} {pred.presence:.2f}"
+                f"{pred.label} {score_text(pred.presence)}"
                 if pred.class_scores is not None
-                else f"{pred.presence:.2f}"
+                else f"{score_text(pred.presence)}"
             )
             _text(canvas, text, (x0, max(y0 - 6, line // 2)), 0.8 * scale, colour, thick)
         else:  # no stamp seen: the box the model regressed means nothing, its score does
             colour = state.box_colour or GREY
-            _text(canvas, f"no stamp {pred.presence:.2f}", (rx + 6, ry + line), 0.8 * scale, colour, thick)
+            _text(
+                canvas,
+                f"no stamp {score_text(pred.presence)}",
+                (rx + 6, ry + line),
+                0.8 * scale,
+                colour,
+                thick,
+            )
 
     if state.learning:
         _text(canvas, "learning the empty belt", (10, line), scale, AMBER, thick)
@@ -168,7 +182,7 @@ def annotate_verdict(image: np.ndarray, roi_px: tuple[int, int, int, int], verdi
     canvas = draw_overlay(image.copy(), roi_px, state)
     scale = max(min(canvas.shape[:2]) / 720.0, 0.35)
     frame = verdict.evidence.index if verdict.evidence is not None else "-"
-    text = f"best score {verdict.score:.2f}  hits {verdict.hits}/{len(verdict.frames)}  frame {frame}"
+    text = f"best score {score_text(verdict.score)}  hits {verdict.hits}/{len(verdict.frames)}  frame {frame}"
     if verdict.label_votes:
         text += "  votes " + ", ".join(f"{label} {n}" for label, n in verdict.label_votes)
     _text(canvas, text, (10, canvas.shape[0] - 10), 0.8 * scale, WHITE, max(round(2 * scale), 1))

@@ -358,3 +358,9 @@ def test_a_centre_models_verdict_says_where_it_saw_the_stamp():
     assert rec["center"] == [0.5, 0.25] and rec["center_px"] == [160 + 160, 48 + 96]
     assert rec["box"] is None
     assert "center" not in verdict_record(make_result(1).verdict, ROI_PX)  # a box model's: its box
+
+
+def test_scores_are_shown_rounded_down_so_none_reads_as_the_threshold_it_missed():
+    from edge.overlay import score_text
+
+    assert [score_text(s) for s in (0.4961, 0.5, 0.9961, 0.0)] == ["0.49", "0.50", "0.99", "0.00"]
