@@ -665,7 +665,13 @@ class ImageFolder:
             p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
         )
         if not self.files:
-            raise SourceError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            holding = sorted(
+                d.name
+                for d in self.folder.iterdir()
+                if d.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in d.iterdir())
+            )
+            inside = f"; its subfolder {holding[0]}/ holds some (give that folder)" if holding else ""
+            raise SourceError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){inside}")
 
     def grab(self) -> np.ndarray | None:
         while self._next < len(self.files):

@@ -194,13 +194,16 @@ def test_image_folder_in_sorted_order_skipping_unreadable(tmp_path: Path, caplog
         (lambda tmp: ImageFolder(tmp / "nope"), "image folder not found"),
         (lambda tmp: ImageFolder(tmp / "corrupt.mp4"), "expected a folder of images, found a file"),
         (lambda tmp: VideoFile(tmp), "expected a video file, found a folder"),
-        (lambda tmp: ImageFolder(tmp), "no image files"),
+        (lambda tmp: ImageFolder(tmp), r"no image files \(.*\)$"),
+        (lambda tmp: ImageFolder(tmp / "set"), r"no image files .*; its subfolder images/ holds some"),
         (lambda tmp: OpenCVCamera(97), "camera 97: cannot open"),
         (lambda tmp: OpenCVCamera(str(tmp / "video97")), "cannot open"),
     ],
 )
 def test_sources_that_cannot_open_say_why(tmp_path: Path, device, message):
     (tmp_path / "corrupt.mp4").write_bytes(RNG.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "set" / "images").mkdir(parents=True)  # a data set's layout: the photos one level down
+    cv2.imwrite(str(tmp_path / "set" / "images" / "a.jpg"), BGR)
     with pytest.raises(SourceError, match=message), Source(device(tmp_path), threaded=False):
         pass
 
