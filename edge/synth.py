@@ -1855,8 +1855,12 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    """The image files of a folder, sorted; hidden ones (macOS's ``._x.png`` AppleDouble files,
+    which are not images) left out."""
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(f for f in found if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    return sorted(
+        f for f in found if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
+    )
 
 
 def load_stamps(paths: Sequence[PathLike]) -> list[Stamp]:

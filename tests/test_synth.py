@@ -434,6 +434,7 @@ def test_load_stamps_takes_folders_sorted_and_refuses_duplicate_labels(tmp_path:
     cv2.imwrite(str(folder / "b.png"), default_stamp(48, "B"))
     cv2.imwrite(str(folder / "a.png"), default_stamp(48, "A"))
     (folder / "notes.txt").write_text("ignored")
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 a macOS AppleDouble file")  # copied from a Mac
     assert [s.label for s in load_stamps([folder])] == ["a", "b"]
     other = tmp_path / "other"
     other.mkdir()
