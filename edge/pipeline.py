@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.contract import prepare_input, roi_pixels
 from edge.decision import Decider, Trigger, no_product_hint
-from edge.overlay import OverlayState, draw_overlay
+from edge.overlay import OverlayState, draw_overlay, score_text
 from edge.runtime import look_again
 from edge.sinks import FrameResult, Sink, SinkError
 from edge.sources import EndOfStream, FrameSource
@@ -124,6 +124,17 @@ class SystemdNotifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def flag_line(verdict: Verdict, expect: str | None = None) -> str:
+    """The one line a flagged product gets on the console and in the journal."""
+    seen = (
+        f"{verdict.hits} of {len(verdict.frames)} frames saw a stamp, best score {score_text(verdict.score)}"
+    )
+    if verdict.outcome is Outcome.WRONG:
+        what = f"carries {verdict.label!r}, expected {expect!r}" if verdict.label else "its variant unknown"
+        return f"product {verdict.product_id} WRONG: {what} ({seen})"
+    return f"product {verdict.product_id} MISSING ({seen})"
 
 
 @dataclass
@@ -370,6 +381,8 @@ class Pipeline:
             if verdict is not None:
                 verdict_counts[verdict.outcome] += 1
                 last_verdict = verdict
+                if verdict.outcome is not Outcome.OK:  # flagged: a line in the journal too
+                    _log.warning("%s", flag_line(verdict, self.decider.expect))
                 if self.truth is not None:
                     judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
             if t_prev_frame is not None:

@@ -4,6 +4,7 @@ ground truth, a SIGKILL mid-run, clean stops, bad input, odd frames, systemd not
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,10 +36,11 @@ def read_log(path: Path) -> list[dict]:
 
 @needs_model
 @pytest.mark.parametrize("seed", [1, 6])
-def test_demo_line_gives_one_right_verdict_per_product(tmp_path: Path, seed: int, capsys):
+def test_demo_line_gives_one_right_verdict_per_product(tmp_path: Path, seed: int, capsys, caplog):
     summary, events = tmp_path / "summary.json", tmp_path / "verdicts.jsonl"
     argv = ["--demo", "--seed", str(seed), "--as-fast-as-possible", "--max-frames", "1800"]
-    assert main([*argv, "--summary", str(summary), "--events", str(events)]) == 0
+    with caplog.at_level(logging.WARNING, logger="edge.pipeline"):
+        assert main([*argv, "--summary", str(summary), "--events", str(events)]) == 0
     s = json.loads(summary.read_text())
     out = capsys.readouterr().out
     assert s["frames"] == 1800 and s["dropped"] == 0  # 60 s of the line at 30 fps
@@ -52,6 +54,13 @@ def test_demo_line_gives_one_right_verdict_per_product(tmp_path: Path, seed: int
     assert [r["seq"] for r in log] == list(range(1, s["products"] + 1))
     assert all(r["verdict"] == r["truth"]["expected"] for r in log)
     assert f"correct     {s['correct']}/{s['truth_products']}" in out
+    # each flagged product has its line in the journal, the same as its verdict log line
+    flagged = [m.getMessage() for m in caplog.records if " MISSING (" in m.getMessage()]
+    missing = [r for r in log if r["verdict"] == "MISSING"]
+    assert [m.split()[1] for m in flagged] == [str(r["product_id"]) for r in missing]
+    assert all(
+        f"{r['hits']} of {r['frames']} frames saw a stamp" in m for m, r in zip(flagged, missing, strict=True)
+    )
 
 
 @needs_model

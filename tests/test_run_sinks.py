@@ -364,3 +364,16 @@ def test_scores_are_shown_rounded_down_so_none_reads_as_the_threshold_it_missed(
     from edge.overlay import score_text
 
     assert [score_text(s) for s in (0.4961, 0.5, 0.9961, 0.0)] == ["0.49", "0.50", "0.99", "0.00"]
+
+
+def test_a_flagged_product_gets_one_line_saying_why():
+    import dataclasses
+
+    from edge.pipeline import flag_line
+
+    missing = make_result(3).verdict  # product 103, frames (3, 4), no hits, score 0.2
+    assert flag_line(missing) == "product 103 MISSING (0 of 2 frames saw a stamp, best score 0.20)"
+    wrong = dataclasses.replace(missing, outcome=Outcome.WRONG, label="inspected", hits=2, score=0.995)
+    said = flag_line(wrong, "qc-passed")
+    assert said.startswith("product 103 WRONG: carries 'inspected', expected 'qc-passed' (")
+    assert said.endswith("(2 of 2 frames saw a stamp, best score 0.99)")
