@@ -277,7 +277,9 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         print(
             f"edge-train: best at step {result['best_step']} ({stop_reason}); "
             + ", ".join(
-                f"{k} {v[k]:.4f}" for k in ("iou_mean", "center_within_0_05", "presence_accuracy") if k in v
+                f"{k} {v[k]:.4f}"
+                for k in ("iou_mean", "center_within_0_05", "presence_accuracy")
+                if k in v and not np.isnan(v[k])
             )
             + f"; {train_minutes:.1f} min training, {images_per_s:.0f} img/s"
             + (f", generator {prep.synth_rate:.0f} img/s" if prep.synth_rate else "")
