@@ -196,6 +196,10 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
     return reps, f"{n} images ({len(images)} distinct, cycled) from {args.calibration}"
 
 
+#: a proof on fewer validation images than this (the synthetic minimum) gets the hint that one
+#: image moves a share a lot
+SMALL_VALIDATION = 500
+
 #: the files and folders edge-convert reads, by flag (its outputs must be none of them)
 CONVERT_INPUTS = (
     ("--calibration", "calibration"),
@@ -497,10 +501,18 @@ def run(args: argparse.Namespace) -> int:
             if warning := metrics.no_skill_warning(check["keras"]):  # agreement is not usefulness
                 print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
             if not check["passed"]:
+                few = len(images) < SMALL_VALIDATION
                 raise CliError(
                     f"converted model does not agree with the Keras model: {check['why']}; nothing written "
                     "(try: more training, as an under-trained model's scores sit near the threshold; "
-                    "--mode int8-float-stem; or --no-verify for a trial model)"
+                    "--mode int8-float-stem; "
+                    + (
+                        f"on {len(images)} validation images one image moves a share by "
+                        f"{1 / len(images):.3f}, so a larger --max-iou-drop may fit; "
+                        if few
+                        else ""
+                    )
+                    + "or --no-verify for a trial model)"
                 )
         else:
             os.close(fd)

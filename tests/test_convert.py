@@ -174,7 +174,7 @@ def test_the_second_looks_a_model_gains_from_are_chosen_and_those_it_loses_by_ar
     assert figures["zoom"]["iou_mean"] < figures["off"]["iou_mean"]
 
 
-def test_cli_failed_check_leaves_nothing(tiny_model_dir, tmp_path, capsys):
+def test_cli_failed_check_leaves_nothing(tiny_model_dir, blob_voc_dir, tmp_path, capsys):
     """Calibrated on near-black frames (a capped lens, a dark night shift), the int8 ranges are far
     too narrow for the validation images: the proof catches it and nothing is written."""
     import cv2
@@ -189,6 +189,12 @@ def test_cli_failed_check_leaves_nothing(tiny_model_dir, tmp_path, capsys):
     rc = cli.main([*argv, "--calibration-size", "200"])
     err = capsys.readouterr().err
     assert rc == 2 and "does not agree" in err and "Traceback" not in err
+    assert "--max-iou-drop" not in err  # 500 validation images: one image is not the reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dark"]
+    # on a few labelled photos, one image moves a share a lot: the hint says so
+    rc = cli.main([*argv, "--calibration-size", "200", "--val", str(blob_voc_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "so a larger --max-iou-drop may fit" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dark"]
 
 
