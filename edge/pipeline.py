@@ -52,6 +52,8 @@ STAGES = (
 #: latency percentiles are over the most recent frames (a bounded window on a months-long run)
 LATENCY_WINDOW = 1 << 16
 READ_TIMEOUT_S = 0.5
+#: a region of interest narrower than this (pixels) is warned about: there is little to see in it
+MIN_REGION_PX = 32
 #: how long a verdict stays on the overlay after its product's evidence frame
 VERDICT_HOLD_S = 2.0
 
@@ -367,6 +369,15 @@ class Pipeline:
             roi_px = self._roi_px.get(image.shape)
             if roi_px is None:
                 roi_px = self._roi_px[image.shape] = roi_pixels(image.shape, self.roi)
+                if min(roi_px[2:]) < MIN_REGION_PX:
+                    _log.warning(
+                        "the region of interest is only %dx%d pixels of the %dx%d frame; the model sees "
+                        "it enlarged to its 128x128 input (check --roi, inspection.roi)",
+                        roi_px[2],
+                        roi_px[3],
+                        image.shape[1],
+                        image.shape[0],
+                    )
             view = prepare_input(image, self.roi)
             t2 = time.perf_counter()
             state = self.trigger.update(frame, view)

@@ -425,3 +425,14 @@ def test_a_stop_asked_for_while_starting_up_ends_with_a_summary(tmp_path: Path, 
     s = json.loads(summary.read_text())
     assert s["end"] == "SIGINT" and s["frames"] == 0
     assert signal.getsignal(signal.SIGINT) is before  # the handlers are given back
+
+
+@needs_model
+def test_a_region_of_a_few_pixels_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="edge.pipeline"):
+        assert main(["--video", str(VIDEO), "--roi", "0.5,0.5,0.02,0.02", "--max-frames", "3"]) == 0
+        assert main(["--video", str(VIDEO), "--roi", "0.25,0.1,0.5,0.8", "--max-frames", "3"]) == 0
+    said = [r.getMessage() for r in caplog.records if "region of interest is only" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(
+        "the region of interest is only 6x5 pixels of the 320x240 frame"
+    )
