@@ -9,7 +9,9 @@ import datetime as dt
 import itertools
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -112,6 +114,22 @@ class WeightAverage:
                 v.assign(t)
 
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) waits until the block is done, then interrupts as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda sig, _frame: got.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
+
+
 def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int:
     import keras
     import tensorflow as tf
@@ -207,11 +225,12 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                 score = score_of(prep.kind, m) if m else (-float(logs.get("loss", 0)), 0.0)
                 improved = score > best["score"]
                 if improved:
-                    best = {"score": score, "step": step, "metrics": m}
-                    partial = out / ".model.partial.keras"  # a kill mid-save leaves model.keras whole
-                    saved.save(partial)
-                    os.replace(partial, out / "model.keras")
-                    write_json(out / "model.json", model_json())
+                    with interrupts_deferred():  # the checkpoint, its record and model.json together
+                        partial = out / ".model.partial.keras"  # a kill mid-save leaves model.keras whole
+                        saved.save(partial)
+                        os.replace(partial, out / "model.keras")
+                        best = {"score": score, "step": step, "metrics": m}
+                        write_json(out / "model.json", model_json())
                     bad = 0
                 else:
                     bad += 1
