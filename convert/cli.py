@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--val", type=Path, default=None, help="labelled validation set (default: synthetic)")
     cal.add_argument("--val-subset", type=Path, default=None, help="restrict --val to the images listed")
     cal.add_argument(
-        "--val-size", type=positive_int, default=500, help="synthetic validation images (>= 500)"
+        "--val-size",
+        type=positive_int,
+        default=MIN_VALIDATION,
+        help=f"synthetic validation images (>= {MIN_VALIDATION})",
     )
     cal.add_argument(
         "--stamp", action="append", type=Path, default=[], help="stamp image(s) for the synthetic recipe"
@@ -196,9 +199,9 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
     return reps, f"{n} images ({len(images)} distinct, cycled) from {args.calibration}"
 
 
-#: a proof on fewer validation images than this (the synthetic minimum) gets the hint that one
-#: image moves a share a lot
-SMALL_VALIDATION = 500
+#: the fewest synthetic validation images a proof of agreement takes; a proof on fewer labelled
+#: ones gets the hint that one image moves a share a lot
+MIN_VALIDATION = 500
 
 #: the files and folders edge-convert reads, by flag (its outputs must be none of them)
 CONVERT_INPUTS = (
@@ -229,8 +232,8 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         given = [flag for key, flag in PROOF_FLAGS.items() if getattr(args, key) is not None]
         if given:
             raise CliError(f"{', '.join(given)} with --no-verify: there is no proof of agreement to use it")
-    elif args.val is None and args.val_size < 500:
-        raise CliError(f"--val-size {args.val_size}: the proof needs at least 500 images")
+    elif args.val is None and args.val_size < MIN_VALIDATION:
+        raise CliError(f"--val-size {args.val_size}: the proof needs at least {MIN_VALIDATION} images")
     cal_paths = calibration_paths(args) if args.mode in INTEGER_MODES else None
     synthetic = [
         use
@@ -267,8 +270,12 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             f"procedural stamp the synthetic {' and '.join(synthetic)} would draw; give its stamp "
             "image(s) with --stamp, or labelled photos with --val and --calibration"
         )
-    data = trained.get("data")
-    if synthetic and data and not trained.get("synthetic"):
+    data, pool = trained.get("data"), trained.get("synthetic")
+    # edge-train's pool: --synthetic N, or by default none beside photos unless stamps or backgrounds
+    photos_only = data and (
+        pool == 0 or (pool is None and not trained.get("stamp") and not trained.get("backgrounds"))
+    )
+    if synthetic and photos_only:
         # a model of labelled photos only: synthetic stamps would calibrate it on the wrong images
         subset = trained.get("subset")
         raise CliError(
@@ -501,7 +508,7 @@ def run(args: argparse.Namespace) -> int:
             if warning := metrics.no_skill_warning(check["keras"]):  # agreement is not usefulness
                 print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
             if not check["passed"]:
-                few = len(images) < SMALL_VALIDATION
+                few = len(images) < MIN_VALIDATION
                 raise CliError(
                     f"converted model does not agree with the Keras model: {check['why']}; nothing written "
                     "(try: more training, as an under-trained model's scores sit near the threshold; "

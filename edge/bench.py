@@ -268,6 +268,11 @@ class TimedDevice:
     def fps(self) -> float | None:
         return self.device.fps
 
+    @property
+    def position_s(self) -> float | None:
+        """The device's timestamp of the frame just read (paced video files keep to it)."""
+        return getattr(self.device, "position_s", None)
+
     def open(self) -> None:
         self.device.open()
 
@@ -480,6 +485,7 @@ class PipelineRun:
                 roi=roi,
                 hooks=[self._recorder],
                 refine=self.parts.refine,
+                flag_lines=False,  # a measurement, not a station: no journal line per product
             )
             self._stack, self._source = stack.pop_all(), source
 

@@ -119,6 +119,9 @@ class SourceConfig:
     width: int | None = _opt(None, _positive)
     height: int | None = _opt(None, _positive)
     fps: float | None = _opt(None, _positive)
+    #: a video file: play it at this rate instead of its own (a raw stream's guessed rate, a wrong
+    #: header; ``edge-run --video FILE --fps N``); left out: the file's timestamps
+    pace_fps: float | None = _opt(None, _positive)
     #: video files, image folders and the demo: every frame as fast as possible, none dropped
     as_fast_as_possible: bool = False
     #: a live source that delivers nothing for this long is closed and reopened (with back-off)

@@ -66,6 +66,7 @@ import cv2
 import numpy as np
 
 from edge.config import DecisionConfig, TriggerConfig
+from edge.overlay import score_text
 from edge.types import Frame, Outcome, Prediction, Verdict
 
 _log = logging.getLogger(__name__)
@@ -206,8 +207,9 @@ def no_product_hint(trigger: object, products: int) -> str | None:
     if products:
         if not trigger.near_misses:
             return None
+        shown = score_text(trigger.near_miss_peak)  # rounded down: never shown as reaching on
         return (
-            f"{trigger.near_misses} time(s) something covered up to {trigger.near_miss_peak:.2f} of the "
+            f"{trigger.near_misses} time(s) something covered up to {shown} of the "
             f"region and left without reaching the occupancy trigger's on level {cfg.on:g}: products may "
             "have passed unjudged; narrow the region to where they pass (--roi x,y,w,h) or lower trigger.on"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -50,10 +51,10 @@ def same_path(a: Path, b: Path) -> bool:
 
 
 def clash(
-    outputs: list[tuple[str, Path | None]],
-    inputs: list[tuple[str, Path | None]],
-    protected: list[tuple[str, list[Path]]] = (),  # type: ignore[assignment]
-    folders: list[tuple[str, Path | None]] = (),  # type: ignore[assignment]
+    outputs: Sequence[tuple[str, Path | None]],
+    inputs: Sequence[tuple[str, Path | None]],
+    protected: Sequence[tuple[str, Sequence[Path]]] = (),
+    folders: Sequence[tuple[str, Path | None]] = (),
 ) -> str | None:
     """Why an output would overwrite what a command reads or another of its outputs (None: it
     would not): each named output must differ from every other output and from every input,
@@ -66,7 +67,11 @@ def clash(
             if same_path(path, there):
                 return f"{key} {path}: the same as {other} (it would be overwritten)"
         for other, folder in folders:
-            if folder is not None and folder.is_dir() and folder.resolve() in path.resolve().parents:
+            if (
+                folder is not None
+                and folder.is_dir()
+                and folder.resolve() in (path.resolve(), *path.resolve().parents)
+            ):
                 return f"{key} {path}: inside {other} {folder} (write it outside the data)"
         if not path.exists():
             continue

@@ -29,7 +29,14 @@ OUTCOME_COLOURS = {Outcome.OK: GREEN, Outcome.MISSING: RED, Outcome.WRONG: AMBER
 def score_text(score: float) -> str:
     """A score to two places, rounded down: 0.4961 reads 0.49, never as the 0.50 threshold it
     did not reach."""
-    return f"{math.floor(score * 100) / 100:.2f}"
+    return f"{math.floor(score * 100 + 1e-6) / 100:.2f}"  # 0.29 * 100 is 28.999...
+
+
+def _score_label(pred: Prediction) -> str:
+    """The score beside a found stamp, after its variant for a class head (a single-stamp
+    model's label says nothing)."""
+    score = score_text(pred.presence)
+    return f"{pred.label} {score}" if pred.class_scores is not None else score
 
 
 def box_to_pixels(box: Sequence[float], roi_px: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -95,11 +102,7 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
             size = max(round(28 * scale), 8)
             cv2.drawMarker(canvas, (cx, cy), BLACK, cv2.MARKER_CROSS, size + 4, thick + 2, cv2.LINE_AA)
             cv2.drawMarker(canvas, (cx, cy), colour, cv2.MARKER_CROSS, size, thick, cv2.LINE_AA)
-            text = (
-                f"{pred.label} {score_text(pred.presence)}"
-                if pred.class_scores is not None
-                else f"{score_text(pred.presence)}"
-            )
+            text = _score_label(pred)
             _text(
                 canvas, text, (cx + size // 2 + 4, max(cy - size // 2, line // 2)), 0.8 * scale, colour, thick
             )
@@ -107,13 +110,7 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
             colour = state.box_colour or GREEN
             x0, y0, x1, y1 = box_to_pixels(pred.box, roi_px)
             cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thick + 1)
-            # a class head's label beside the score (a single-stamp model's label says nothing)
-            text = (
-                f"{pred.label} {score_text(pred.presence)}"
-                if pred.class_scores is not None
-                else f"{score_text(pred.presence)}"
-            )
-            _text(canvas, text, (x0, max(y0 - 6, line // 2)), 0.8 * scale, colour, thick)
+            _text(canvas, _score_label(pred), (x0, max(y0 - 6, line // 2)), 0.8 * scale, colour, thick)
         else:  # no stamp seen: the box the model regressed means nothing, its score does
             colour = state.box_colour or GREY
             _text(

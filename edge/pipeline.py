@@ -128,6 +128,34 @@ class SystemdNotifier:
             self._sock = None
 
 
+#: flagged products logged a second at most (a fixture station judging every frame flags many)
+FLAG_LINES_PER_S = 5
+
+
+class FlagLines:
+    """A warning line per flagged product, at most ``FLAG_LINES_PER_S`` in a second; the ones
+    left out are counted in the next line (the verdict log has every one)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._in_second = 0
+        self._left_out = 0
+
+    def add(self, verdict: Verdict, expect: str | None) -> None:
+        now = int(time.monotonic())
+        if now != self._second:
+            self._second, self._in_second = now, 0
+        if self._in_second >= FLAG_LINES_PER_S:
+            self._left_out += 1
+            return
+        self._in_second += 1
+        line = flag_line(verdict, expect)
+        if self._left_out:
+            line += f"; {self._left_out} more flagged before it not shown (--events logs every one)"
+            self._left_out = 0
+        _log.warning("%s", line)
+
+
 def flag_line(verdict: Verdict, expect: str | None = None) -> str:
     """The one line a flagged product gets on the console and in the journal."""
     seen = (
@@ -291,8 +319,12 @@ class Pipeline:
         runtime: str = "",
         heatmap: bool = False,
         refine: str = "off",
+        flag_lines: bool = True,
     ):
         self.heatmap = heatmap
+        #: a log line per flagged product (at most ``FLAG_LINES_PER_S`` a second)
+        self.flag_lines = FlagLines() if flag_lines else None
+        self._small_region_said = False
         #: second looks at each judged frame (edge.runtime.look_again)
         self.refine = refine
         self.source = source
@@ -369,7 +401,8 @@ class Pipeline:
             roi_px = self._roi_px.get(image.shape)
             if roi_px is None:
                 roi_px = self._roi_px[image.shape] = roi_pixels(image.shape, self.roi)
-                if min(roi_px[2:]) < MIN_REGION_PX:
+                if min(roi_px[2:]) < MIN_REGION_PX and not self._small_region_said:
+                    self._small_region_said = True
                     _log.warning(
                         "the region of interest is only %dx%d pixels of the %dx%d frame; the model sees "
                         "it enlarged to its 128x128 input (check --roi, inspection.roi)",
@@ -392,8 +425,8 @@ class Pipeline:
             if verdict is not None:
                 verdict_counts[verdict.outcome] += 1
                 last_verdict = verdict
-                if verdict.outcome is not Outcome.OK:  # flagged: a line in the journal too
-                    _log.warning("%s", flag_line(verdict, self.decider.expect))
+                if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
+                    self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
                 if self.truth is not None:
                     judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
             if t_prev_frame is not None:

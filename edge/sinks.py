@@ -171,11 +171,13 @@ def not_a_verdict_log(path: Path) -> str | None:
             head = f.read(TAIL_BYTES)
     except OSError:  # not there, or not readable: opening it says why
         return None
+    head = head.lstrip(b"\0")  # a power cut can leave the first write's blocks zeroed
     if not head:
         return None
     end = head.find(b"\n")
-    if end < 0:  # one line, torn or longer than any record
-        return None if head.startswith(RECORD_START) and len(head) < TAIL_BYTES else "not a verdict log"
+    if end < 0:  # one line: a first record torn anywhere (even within its first key), or not a log
+        torn = head.startswith(RECORD_START) or RECORD_START.startswith(head)
+        return None if torn and len(head) < TAIL_BYTES else "not a verdict log"
     try:
         first = json.loads(head[:end])
     except (ValueError, RecursionError):

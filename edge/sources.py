@@ -345,7 +345,9 @@ class Source:
         if self._t0 is None:
             self._t0 = now - offset
         due = self._t0 + offset
-        if due > now:
+        if due - now > max(1.0, 3.0 / self.device.fps):
+            self._t0 = now - offset  # a jump ahead in the timestamps (joined recordings): go on now
+        elif due > now:
             self._stop.wait(due - now)
         elif now - due > 1.0:
             self._t0 = now - offset  # fell behind: do not race to catch up
@@ -593,7 +595,7 @@ class VideoFile(_OpenCVCapture):
         """The frames it delivers, for the start-up line: size (as decoded: a file with rotation
         metadata comes turned) and rate."""
         size = f"{self._first.shape[1]}x{self._first.shape[0]}, " if self._first is not None else ""
-        return f"{size}{self.fps:g} fps{' (--fps)' if self.pace_fps else ''}"
+        return f"{size}{self.fps:g} fps{' (pace given)' if self.pace_fps else ''}"
 
     def _note_position(self) -> None:
         """``position_s`` of the frame just read: its timestamp from the file's first, while the
@@ -607,7 +609,7 @@ class VideoFile(_OpenCVCapture):
             self._start_s = t
         t -= self._start_s
         last = self.position_s
-        if last is not None and (t < last or (t == 0 and self.decoded > 0)):
+        if last is not None and (t < last or t == 0):
             self._timed, t = False, None  # no usable timestamps: paced by frame number from here
         self.position_s = t
 
@@ -620,27 +622,37 @@ class VideoFile(_OpenCVCapture):
         for failed in range(MAX_BAD_READS + 1):  # a corrupt stretch: read on past it
             ok, image = self._cap.read()
             if ok:
-                self._note_position()
-                self.decoded += 1
                 if failed:
                     self.undecodable += failed
                     _log.warning(
                         "%s: %d frame(s) could not be decoded after frame %d (corrupt?); going on",
                         self.name,
                         failed,
-                        self.decoded - 1,
+                        self.decoded - 1,  # the last good one, numbered from 0 as frames are
                     )
+                self._note_position()
+                self.decoded += 1
                 return image
-        declared = self.declared_frames
-        if declared and declared - self.decoded > max(2, declared // 100):
+        if self._ended_short():
             _log.warning(
                 "%s: ended after %d of the %d frames its header declares (truncated or corrupt?)",
                 self.name,
                 self.decoded,
-                declared,
+                self.declared_frames,
             )
         self.close()
         return None
+
+    def _ended_short(self) -> bool:
+        """The file ended well before its header said: fewer frames than it declares and, where
+        its frames carry timestamps, earlier than its length (a variable-rate file's declared
+        count is its length times its highest rate, so the count alone would mislead)."""
+        declared = self.declared_frames
+        if not declared or declared - self.decoded <= max(2, declared // 100):
+            return False
+        if self.position_s is None or not self.fps:
+            return True
+        return declared / self.fps - self.position_s > max(1.0, 2.0 / self.fps)
 
 
 class ImageFolder:

@@ -200,3 +200,32 @@ def test_check_config_reads_the_mqtt_password_file(tmp_path: Path, capsys):
     assert "mqtt.password_file: cannot read" in capsys.readouterr().err
     (tmp_path / "none").write_text("secret\n")
     assert main(["--check-config", str(cfg)]) == 0
+
+
+def test_a_camera_configs_frame_rate_does_not_pace_a_video_only_fps_given_with_it_does(tmp_path: Path):
+    from edge.cli import bench
+    from edge.cli.run import build_parser, overrides_from, with_video_pace
+
+    cam = tmp_path / "cam.toml"  # a station's file, as systemd/stampline.toml: a camera at 30 fps
+    cam.write_text('[source]\nkind = "camera"\nwidth = 640\nheight = 480\nfps = 30\n')
+
+    def config(*flags: str) -> Config:
+        args = build_parser().parse_args(["--config", str(cam), *flags])
+        return with_video_pace(Config.load(cam, overrides_from(args)), args)
+
+    assert config("--video", "line.mp4").source.pace_fps is None  # the file's own rate
+    assert config("--video", "line.mp4", "--fps", "10").source.pace_fps == 10
+    assert config("--camera", "0", "--fps", "10").source.pace_fps is None  # a camera is asked for 10
+    # edge-bench's cold start hands edge-run only the flags its source takes
+    args = bench.build_parser().parse_args(["--config", str(cam), "--video", "line.mp4", "--cold-start", "1"])
+    argv = bench.edge_run_argv(bench.load_config(args), tmp_path / "m.tflite", 1, tmp_path / "v.jsonl")
+    assert "--video" in argv and not {"--width", "--height", "--fps"} & set(argv)
+
+
+def test_an_output_over_the_bundled_model_is_refused(tmp_path: Path):
+    from edge.cli.run import check_paths_apart
+    from edge.runtime import BUNDLED_MODEL
+
+    config = Config.load(None, {"source.kind": "demo", "output.summary": BUNDLED_MODEL})
+    with pytest.raises(ConfigError, match=r"output\.summary .*stamp_int8\.tflite: the same as model\.path"):
+        check_paths_apart(config)

@@ -311,9 +311,10 @@ def test_verdict_log_refuses_a_file_that_is_not_one_and_leaves_it_as_it_was(tmp_
     assert not (tmp_path / "named-by-mistake.next").exists()
 
 
-def test_verdict_log_whose_only_line_was_torn_is_cut_and_written_on(tmp_path: Path):
+@pytest.mark.parametrize("torn", [b'{"seq":1,"product_id":1,"ti', b'{"se', b"{", b"\0" * 300])
+def test_verdict_log_whose_only_line_was_torn_is_cut_and_written_on(tmp_path: Path, torn: bytes):
     path = tmp_path / "verdicts.jsonl"
-    path.write_bytes(b'{"seq":1,"product_id":1,"ti')  # a power cut while the first line was written
+    path.write_bytes(torn)  # a power cut while the first line was written (its blocks maybe zeroed)
     with VerdictLog(path) as log:
         assert (log.next_seq, log.next_product) == (1, 1)
         log.write(make_result(1))
@@ -364,6 +365,7 @@ def test_scores_are_shown_rounded_down_so_none_reads_as_the_threshold_it_missed(
     from edge.overlay import score_text
 
     assert [score_text(s) for s in (0.4961, 0.5, 0.9961, 0.0)] == ["0.49", "0.50", "0.99", "0.00"]
+    assert [score_text(s) for s in (0.29, 0.57, 0.58, 1.0)] == ["0.29", "0.57", "0.58", "1.00"]
 
 
 def test_a_flagged_product_gets_one_line_saying_why():
@@ -377,3 +379,19 @@ def test_a_flagged_product_gets_one_line_saying_why():
     said = flag_line(wrong, "qc-passed")
     assert said.startswith("product 103 WRONG: carries 'inspected', expected 'qc-passed' (")
     assert said.endswith("(2 of 2 frames saw a stamp, best score 0.99)")
+
+
+def test_flagged_lines_are_at_most_five_a_second_and_say_how_many_were_left_out(monkeypatch, caplog):
+    import edge.pipeline as P
+
+    clock = [100.2]
+    monkeypatch.setattr(P.time, "monotonic", lambda: clock[0])
+    lines = P.FlagLines()
+    with caplog.at_level(logging.WARNING, logger="edge.pipeline"):
+        for _ in range(12):  # a fixture station judging every frame, all flagged
+            lines.add(make_result(1).verdict, None)
+        clock[0] = 101.1
+        lines.add(make_result(2).verdict, None)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 6 and all(m.startswith("product 10") for m in said)
+    assert said[-1].endswith("; 7 more flagged before it not shown (--events logs every one)")

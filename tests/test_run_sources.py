@@ -316,4 +316,53 @@ def test_a_video_reads_on_past_frames_it_cannot_decode(tmp_path: Path, caplog):
     assert seen == [i for i in range(100) if i not in {10, 11, 12, 50}]
     assert video.undecodable == 4 and video.decoded == 96
     said = [r.getMessage() for r in caplog.records]
-    assert any("3 frame(s) could not be decoded after frame 10 (corrupt?); going on" in m for m in said), said
+    assert any("3 frame(s) could not be decoded after frame 9 (corrupt?); going on" in m for m in said), said
+
+
+def test_a_file_whose_count_overstates_its_frames_is_not_called_truncated_if_it_reaches_its_end(
+    tmp_path: Path, caplog
+):
+    """A variable-rate file's header count is its length times its highest rate: 2 s at 60 fps and
+    10 s at 10 fps declare 714 frames at 60 fps, and hold 220. Truncated, it ends early in time."""
+    _mjpg_video(tmp_path / "v.avi", 3)
+    times = [1000 * i / 60 for i in range(120)] + [2000 + 100 * i for i in range(1, 101)]
+    for end, warned in ((220, False), (150, True)):
+        caplog.clear()
+        video = VideoFile(tmp_path / "v.avi")
+        video.open()
+        video.declared_frames, video.fps = 714, 60.0
+        assert len(_positions(video, _Capture(end, times_ms=times))) == end
+        said = [r.getMessage() for r in caplog.records if "header declares" in r.getMessage()]
+        assert bool(said) == warned, said
+
+
+def test_a_jump_ahead_in_a_files_timestamps_is_not_waited_out():
+    """Recordings joined end to end (a DVR's segments) jump minutes ahead: go on, do not sleep."""
+
+    class Joined:
+        name, live, fps = "joined", False, 30.0
+
+        def __init__(self):
+            self.i, self.position_s = 0, None
+
+        def open(self):
+            pass
+
+        def close(self):
+            pass
+
+        def grab(self):
+            if self.i >= 6:
+                return None
+            self.position_s = self.i / 30 + (600.0 if self.i >= 3 else 0.0)
+            self.i += 1
+            return BGR
+
+    t0 = time.monotonic()
+    with Source(Joined(), threaded=False, pace=True) as src:
+        frames = 0
+        with pytest.raises(EndOfStream):
+            while True:
+                src.read(1.0)
+                frames += 1
+    assert frames == 6 and time.monotonic() - t0 < 60  # not the 600 s the timestamps jump

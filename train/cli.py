@@ -26,7 +26,7 @@ from edge.cli.common import (
     unit_float,
 )
 from edge.datasets import DatasetError, load_dataset
-from edge.files import same_path
+from edge.files import clash
 from edge.synth import RECIPES
 
 EPILOG = """examples:
@@ -298,13 +298,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.out.exists() and not args.out.is_dir():
         raise CliError(f"--out {args.out}: is a file (expected a folder for the model and its reports)")
-    for flag, path in [("--data", args.data), ("--val", args.val), ("--backgrounds", args.backgrounds)]:
-        inside = path is not None and path.is_dir() and path.resolve() in args.out.resolve().parents
-        if path is not None and path.is_dir() and (same_path(args.out, path) or inside):
-            raise CliError(
-                f"--out {args.out}: inside {flag} {path}; the model and its reports would be written among "
-                "the data (give another folder)"
-            )
+    read = [("--data", args.data), ("--val", args.val), ("--backgrounds", args.backgrounds)]
+    if problem := clash([("--out", args.out)], [], folders=read):  # its model and reports among the data
+        raise CliError(problem)
     if args.init is not None and (problem := keras_file_problem(args.init)):
         raise CliError(f"--init {problem}")
     if args.weights is not None and (problem := keras_file_problem(args.weights)):

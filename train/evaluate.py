@@ -168,10 +168,11 @@ def contact_sheet(
             if p.center is not None:
                 cv2.drawMarker(tile, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
         verdict = "" if found == t.present else (" MISSED" if t.present else " FALSE")
-        if found and t.box is not None and p.box is not None:
-            verdict += f" IoU {float(metrics.iou(np.array(p.box), np.array(t.box))[0]):.2f}"
-        elif found and t.box is None and t.center is not None and p.center is not None:
-            verdict += f" off {np.hypot(p.center[0] - t.center[0], p.center[1] - t.center[1]):.3f}"
+        result = metrics.per_image([p], [t], threshold)[0]
+        if found and result.iou is not None:
+            verdict += f" IoU {result.iou:.2f}"
+        elif found and result.center_error is not None:
+            verdict += f" off {result.center_error:.3f}"
         _label(tile, f"{p.presence:.2f}{verdict}", (4, 14), (0, 0, 230))
         if p.label is not None and p.class_scores is not None:  # a class head: which variant
             said = p.label if found else "-"

@@ -189,12 +189,14 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     step = 0
     stop_reason = "steps done"
     interrupted = False
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def now() -> str:
+        return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def model_json() -> dict:
         """model.json of the checkpoint in model.keras (written beside it at every checkpoint, so
         the two match whenever the run ends: steps done, Ctrl-C, or killed)."""
-        partial = {"data": prep.description, "seed": args.seed, "date": date, "best_step": best.get("step")}
+        partial = {"data": prep.description, "seed": args.seed, "date": now(), "best_step": best.get("step")}
         partial["val"] = best.get("metrics", {})
         return {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(partial)}
 
@@ -278,7 +280,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         "val": best.get("metrics", {}),
         "data": prep.description,
         "seed": args.seed,
-        "date": date,
+        "date": now(),
         "environment": environment(),
     }
     write_json(out / "metrics.json", result)

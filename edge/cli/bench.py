@@ -43,7 +43,14 @@ from edge.cli.common import (
     thread_count,
     write_json,
 )
-from edge.cli.run import _roi, add_source_arguments, check_source_flags, overrides_from
+from edge.cli.run import (
+    SOURCE_FLAG_KINDS,
+    _roi,
+    add_source_arguments,
+    check_source_flags,
+    overrides_from,
+    with_video_pace,
+)
 from edge.config import (
     RUNTIMES,
     TRIGGER_KINDS,
@@ -182,6 +189,7 @@ def load_config(args: argparse.Namespace) -> Config:
     overrides.setdefault("trigger.kind", "every-frame")
     config = Config.load(args.config, overrides)
     check_source_flags(args, config.source.kind)
+    config = with_video_pace(config, args)
     # the bench never writes where the station writes: its outputs go to a temporary folder;
     # nor does it drive the station's pins, serve its web view or publish to its broker
     return dataclasses.replace(
@@ -234,10 +242,11 @@ def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> li
         "camera": ["--camera", str(s.camera)],
         "picamera": ["--picamera"],
     }[s.kind]
-    for flag, value in (("--width", s.width), ("--height", s.height), ("--fps", s.fps)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if s.as_fast_as_possible:
+    fps = s.pace_fps if s.kind == "video" else s.fps
+    for dest, value in (("width", s.width), ("height", s.height), ("fps", fps)):
+        if value is not None and s.kind in SOURCE_FLAG_KINDS[dest]:  # a camera config's size: not a video's
+            argv += [f"--{dest}", str(value)]
+    if s.as_fast_as_possible and s.kind in SOURCE_FLAG_KINDS["as_fast_as_possible"]:
         argv.append("--as-fast-as-possible")
     if config.inspection.roi is not None:
         argv += ["--roi", ",".join(f"{v:g}" for v in config.inspection.roi)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -48,6 +49,7 @@ from edge.files import clash
 from edge.runtime import REFINE_MODES
 
 if TYPE_CHECKING:
+    from edge.demo import DemoLine
     from edge.synth import Stamp
 
 PROG = "edge-run"
@@ -266,6 +268,14 @@ def check_source_flags(args: argparse.Namespace, kind: str) -> None:
             raise CliError(f"{flag}: only for {some}, not for the {kind} source")
 
 
+def with_video_pace(config: Config, args: argparse.Namespace) -> Config:
+    """``--fps`` given with a video source paces the file (``source.pace_fps``); a camera's
+    ``source.fps`` from a config file does not."""
+    if config.source.kind != "video" or "fps" not in vars(args):
+        return config
+    return dataclasses.replace(config, source=dataclasses.replace(config.source, pace_fps=args.fps))
+
+
 def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # flags left out do not override the config file
     p = OneLineParser(
@@ -451,7 +461,7 @@ def check_source_paths(config: Config) -> None:
             raise ConfigError(f"{key}: {path} is a {found} (expected a {kind})")
 
 
-def demo_label_warning(line, labels: Sequence[str]) -> str | None:
+def demo_label_warning(line: DemoLine, labels: Sequence[str]) -> str | None:
     """What makes a demo line's verdicts say little for a model with these labels: stamps on the
     line that the model was not trained on, or an expected variant no product carries. A model
     labelled with the default label learned the procedural seal, the first variant."""
@@ -484,7 +494,9 @@ def check_paths_apart(config: Config) -> None:
     the summary and the recording are three files, none of them the video or the model read,
     and snapshots do not go into the folder of images read."""
     o, s = config.output, config.source
-    inputs = [("model.path", config.model.path)]
+    from edge.runtime import BUNDLED_MODEL
+
+    inputs = [("model.path", config.model.path or BUNDLED_MODEL)]
     if s.kind == "video":
         inputs.append(("source.video", s.video))
     if s.kind == "images":
@@ -521,7 +533,7 @@ def build_source(config: Config):
         paced = not s.as_fast_as_possible
         # as fast as possible: decode ahead on one capture thread (FFmpeg's own threads would
         # compete with the model), nothing dropped
-        device = sources.VideoFile(s.video, decode_threads=None if paced else 1, fps=s.fps)
+        device = sources.VideoFile(s.video, decode_threads=None if paced else 1, fps=s.pace_fps)
         return sources.Source(device, threaded=paced, pace=paced, prefetch=0 if paced else 2), None
     return sources.Source(sources.ImageFolder(s.images), threaded=False), None
 
@@ -663,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         config = Config.load(args.config, overrides_from(args))
         check_source_flags(args, config.source.kind)
-        return run(config)
+        return run(with_video_pace(config, args))
     except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
         return fail(PROG, exc)
     except OSError as exc:
