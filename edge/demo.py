@@ -84,9 +84,15 @@ class TruthProduct:
             return "MISSING"
         return "WRONG" if self.expect is not None and self.label != self.expect else "OK"
 
+    @property
+    def number(self) -> int:
+        """Its number in the truth (from 1, as edge-run numbers the products it sees: a run from
+        the line's start gives each product the same number in its verdict)."""
+        return self.id + 1
+
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
-            "product": self.id,
+            "product": self.number,
             "stamp": self.stamp,
             "distractor": self.distractor,
             "expected": self.expected,

@@ -257,7 +257,7 @@ def compare_with_truth(
     whose right verdict is WRONG (another stamp variant than the expected one)."""
     by_id: dict[object, list[Outcome]] = {}
     extra = 0
-    ids = {p.id for p in truth}
+    ids = {p.number for p in truth}
     for pid, outcome in judged:
         if pid in ids:
             by_id.setdefault(pid, []).append(outcome)
@@ -265,7 +265,7 @@ def compare_with_truth(
             extra += 1
     correct = incorrect = split = unjudged = 0
     for p in truth:
-        got = by_id.get(p.id, [])
+        got = by_id.get(p.number, [])
         if not got:
             unjudged += 1
         elif len(got) > 1:

@@ -53,6 +53,7 @@ def test_demo_line_gives_one_right_verdict_per_product(tmp_path: Path, seed: int
     log = read_log(events)
     assert [r["seq"] for r in log] == list(range(1, s["products"] + 1))
     assert all(r["verdict"] == r["truth"]["expected"] for r in log)
+    assert all(r["truth"]["product"] == r["product_id"] for r in log)  # one numbering
     assert f"correct     {s['correct']}/{s['truth_products']}" in out
     # each flagged product has its line in the journal, the same as its verdict log line
     flagged = [m.getMessage() for m in caplog.records if " MISSING (" in m.getMessage()]

@@ -29,7 +29,7 @@ def test_the_belt_is_empty_at_first_and_products_cross_one_by_one():
     for before, after in itertools.pairwise(products):
         assert before.last_frame < after.first_frame  # never two products in the region at once
     frame = (products[3].first_frame + products[3].last_frame) // 2
-    assert line.truth_at(frame)["product"] == 3
+    assert line.truth_at(frame)["product"] == 4  # numbered from 1, as edge-run's product ids
     assert line.truth_at(frame)["expected"] == products[3].expected
 
 

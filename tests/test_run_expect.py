@@ -342,10 +342,10 @@ def test_the_summary_compares_wrong_verdicts_with_the_truth():
     products = truth(1)
     wrong = [p for p in products if p.expected == "WRONG"]
     ok = [p for p in products if p.expected == "OK"]
-    judged = [(p.id, Outcome(p.expected)) for p in products]
+    judged = [(p.number, Outcome(p.expected)) for p in products]  # verdicts name the truth's number
     # the model passes one product of another variant and flags a right one
     judged = [
-        (pid, Outcome.OK if pid == wrong[0].id else Outcome.WRONG if pid == ok[0].id else o)
+        (pid, Outcome.OK if pid == wrong[0].number else Outcome.WRONG if pid == ok[0].number else o)
         for pid, o in judged
     ]
     result = compare_with_truth(judged, products)
