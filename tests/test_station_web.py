@@ -252,6 +252,9 @@ def test_the_page_in_a_headless_browser_shows_the_stream_and_counters_that_move(
         WebDriverWait(driver, 30, poll_frequency=0.5).until(lambda d: number("inspected") > inspected)
         assert driver.find_element(By.ID, "model").text == status(station)["model_id"]
         assert driver.find_elements(By.CSS_SELECTOR, "#recent li .v")  # the last verdicts
+        # scores read as on the frames: rounded down, so none reads as the threshold it missed
+        said = driver.execute_script("return [0.4961, 0.29, 0.5, 1].map(score)")
+        assert said == ["0.49", "0.29", "0.50", "1.00"]
         # readable on a phone: nothing wider than the screen
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         # the stream keeps changing in the page itself
