@@ -195,10 +195,19 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
         raise CliError(f"{args.calibration}: calibration images are blank or all alike")
     if len(images) >= n:
         return images, f"{len(images)} images from {args.calibration}"
+    if len(images) < FEW_CALIBRATION:
+        print(
+            f"edge-convert: WARNING: {args.calibration}: only {len(images)} calibration images; the int8 "
+            f"ranges they set may not cover what the camera sees (give {FEW_CALIBRATION} or more, as "
+            "varied as the line)",
+            file=sys.stderr,
+        )
     reps = [images[i % len(images)] for i in range(n)]
     return reps, f"{n} images ({len(images)} distinct, cycled) from {args.calibration}"
 
 
+#: fewer distinct calibration images than this are warned about (they are cycled to the size asked)
+FEW_CALIBRATION = 50
 #: the fewest synthetic validation images a proof of agreement takes; a proof on fewer labelled
 #: ones gets the hint that one image moves a share a lot
 MIN_VALIDATION = 500

@@ -189,6 +189,7 @@ def test_cli_failed_check_leaves_nothing(tiny_model_dir, blob_voc_dir, tmp_path,
     rc = cli.main([*argv, "--calibration-size", "200"])
     err = capsys.readouterr().err
     assert rc == 2 and "does not agree" in err and "Traceback" not in err
+    assert "only 20 calibration images; the int8 ranges they set may not cover" in err
     assert "--max-iou-drop" not in err  # 500 validation images: one image is not the reason
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dark"]
     # on a few labelled photos, one image moves a share a lot: the hint says so
