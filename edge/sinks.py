@@ -579,8 +579,13 @@ class VideoRecorder(_ClosingSink):
                 self._writer = None
                 raise SinkError(f"{self.path}: cannot record (OpenCV has no writer for this file type)")
         fw, fh = self._frame_size
-        if (w, h) != (fw, fh):
-            image = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_AREA)
+        if (w, h) != (fw, fh):  # another size (a folder of photos): fitted whole, its aspect kept
+            f = min(fw / w, fh / h)
+            tw, th = max(1, round(w * f)), max(1, round(h * f))
+            fitted = np.zeros((fh, fw, 3), np.uint8)
+            x, y = (fw - tw) // 2, (fh - th) // 2
+            fitted[y : y + th, x : x + tw] = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+            image = fitted
         if (fw, fh) != self._size:
             pad_y, pad_x = self._size[1] - fh, self._size[0] - fw
             image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)

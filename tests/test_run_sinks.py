@@ -395,3 +395,24 @@ def test_flagged_lines_are_at_most_five_a_second_and_say_how_many_were_left_out(
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 6 and all(m.startswith("product 10") for m in said)
     assert said[-1].endswith("; 7 more flagged before it not shown (--events logs every one)")
+
+
+def test_recorder_fits_a_frame_of_another_size_whole_with_its_aspect(tmp_path: Path):
+    path = tmp_path / "mixed.mp4"
+    first = np.zeros((120, 160, 3), np.uint8)
+    tall = np.full((200, 100, 3), 255, np.uint8)  # a portrait photo after a landscape one
+    with VideoRecorder(path, fps=10) as rec:
+        for image in (first, tall, tall):
+            frame = Frame(image, t_capture=0.0, index=0)
+            rec.write(
+                FrameResult(frame, (0, 0, *image.shape[1::-1]), None, TriggerState(), None, image.copy())
+            )
+    cap = cv2.VideoCapture(str(path))
+    cap.read()
+    ok, back = cap.read()
+    cap.release()
+    assert ok and back.shape == (120, 160, 3)
+    white = back.mean(axis=2) > 128
+    cols = np.nonzero(white.any(axis=0))[0]
+    assert 55 <= cols.size <= 65 and abs(cols.mean() - 80) < 3  # 100x200 -> 60x120, centred
+    assert white.any(axis=1).sum() >= 115  # its full height
