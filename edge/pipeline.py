@@ -442,7 +442,8 @@ class Pipeline:
                 overlay = OverlayState(
                     prediction=prediction,
                     threshold=self.decider.threshold,
-                    product=state.product,
+                    # a product judged on this very frame (every-frame) shows its verdict, not "inspecting"
+                    product=state.product if state.ended != state.product else None,
                     hits=self.decider.hits_so_far(),
                     verdict=last_verdict,
                     inspected=verdict_counts.total(),
