@@ -1200,14 +1200,14 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _hidden(path: Path) -> bool:
+def hidden_file(path: Path) -> bool:
     """A hidden file (``.DS_Store``, macOS's ``._x.jpg`` and ``._x.xml`` AppleDouble files):
     neither an image nor a label file."""
     return path.name.startswith(".")
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(path)
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not hidden_file(path)
 
 
 def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
@@ -1217,9 +1217,9 @@ def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
 def _voc_layout(root: Path) -> tuple[Path, Path] | None:
     """(annotations folder, images folder) of a VOC folder, or None."""
     ann = _first_dir(root, ("annotations", "Annotations"))
-    if ann is not None and any(not _hidden(p) for p in ann.glob("*.xml")):
+    if ann is not None and any(not hidden_file(p) for p in ann.glob("*.xml")):
         return ann, _first_dir(root, ("images", "JPEGImages")) or root
-    if any(not _hidden(p) for p in root.glob("*.xml")):
+    if any(not hidden_file(p) for p in root.glob("*.xml")):
         return root, root
     return None
 
@@ -1270,7 +1270,7 @@ def _label_files(path: Path) -> list[Path]:
         [p for p in path.glob("labels.txt") if p.is_file()]
         + [p for p in path.glob("*.csv") if p.is_file()]
         + [p for p in path.glob("*.json") if p.is_file()]
-    ) + sorted(p for p in (ann.glob("*.json") if ann else ()) if p.is_file() and not _hidden(p))
+    ) + sorted(p for p in (ann.glob("*.json") if ann else ()) if p.is_file() and not hidden_file(p))
 
 
 def _holds_labels(path: Path) -> bool:
@@ -1379,7 +1379,7 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
     dirs = [img_dir] if ann_dir == img_dir else [img_dir, ann_dir]
     records: list[Record] = []
     owner: dict[Path, str] = {}
-    for xml_path in sorted(p for p in ann_dir.glob("*.xml") if not _hidden(p)):
+    for xml_path in sorted(p for p in ann_dir.glob("*.xml") if not hidden_file(p)):
         shown = _rel(xml_path, root)
         try:
             data = xml_path.read_bytes()
@@ -1446,7 +1446,11 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
             )
         by_label[label_path] = image
     for label_path in sorted(lbl_dir.rglob("*.txt")):
-        if label_path not in by_label and label_path != lbl_dir / "classes.txt" and not _hidden(label_path):
+        if (
+            label_path not in by_label
+            and label_path != lbl_dir / "classes.txt"
+            and not hidden_file(label_path)
+        ):
             stem = label_path.relative_to(lbl_dir).with_suffix("").as_posix()
             raise DatasetError(
                 f"{_rel(label_path, root)}: no image for these labels (expected "

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from edge.contract import INPUT_SHAPE, prepare_input
-from edge.datasets import cut_short
+from edge.datasets import cut_short, hidden_file
 
 __all__ = [
     "BOX_ALPHA_THRESHOLD",
@@ -1859,7 +1859,7 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
     which are not images) left out."""
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
-        f for f in found if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
+        f for f in found if f.suffix.lower() in IMAGE_SUFFIXES and not hidden_file(f) and f.is_file()
     )
 
 

@@ -144,6 +144,7 @@ def contact_sheet(
     a false find is said in words (MISSED, FALSE). A model with a class head also names the
     variant it found (green), and the true one beside a wrong one (red)."""
     n = min(len(images), limit)
+    results = metrics.per_image(preds[:n], truths[:n], threshold)
     rows = max(1, math.ceil(n / cols))
     sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
     for i in range(n):
@@ -168,7 +169,7 @@ def contact_sheet(
             if p.center is not None:
                 cv2.drawMarker(tile, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
         verdict = "" if found == t.present else (" MISSED" if t.present else " FALSE")
-        result = metrics.per_image([p], [t], threshold)[0]
+        result = results[i]
         if found and result.iou is not None:
             verdict += f" IoU {result.iou:.2f}"
         elif found and result.center_error is not None:
@@ -176,7 +177,7 @@ def contact_sheet(
         _label(tile, f"{p.presence:.2f}{verdict}", (4, 14), (0, 0, 230))
         if p.label is not None and p.class_scores is not None:  # a class head: which variant
             said = p.label if found else "-"
-            wrong = found and t.present and t.label is not None and t.label != p.label
+            wrong = result.label_right is False
             text = f"{said} (true {t.label})" if wrong else said
             _label(tile, text[:30], (4, 30), (0, 0, 230) if wrong or not found else (0, 140, 0))
         if names is not None:

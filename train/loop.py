@@ -205,7 +205,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             n = min(every, total - step)
             t0 = time.perf_counter()
             logs = {}
-            done = 0
+            first = step
             for _ in range(n):
                 # the schedule follows whichever budget runs out first: steps, or wall time with --minutes
                 # (then runs are not bit-for-bit repeatable; without --minutes they are)
@@ -218,10 +218,9 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                 if ema is not None:
                     ema.update()
                 step += 1
-                done += 1
                 if deadline and time.perf_counter() > deadline:
                     break
-            step_s = (time.perf_counter() - t0) / max(done, 1)
+            step_s = (time.perf_counter() - t0) / max(step - first, 1)
             with ema.applied() if ema is not None else contextlib.nullcontext():
                 m = validate() if len(val_images) else {}
                 score = score_of(prep.kind, m) if m else (-float(logs.get("loss", 0)), 0.0)

@@ -46,7 +46,7 @@ from edge.config import (
     parse_endpoint,
 )
 from edge.files import clash
-from edge.runtime import REFINE_MODES
+from edge.runtime import BUNDLED_MODEL, REFINE_MODES
 
 if TYPE_CHECKING:
     from edge.demo import DemoLine
@@ -418,7 +418,7 @@ def check_model(config: Config, strict: bool = False) -> str | None:
     opens nothing else): then it is the error."""
     from edge.contract import CLASS, ContractError, read_embedded_metadata
     from edge.decision import expect_problem
-    from edge.runtime import BUNDLED_MODEL, ModelError, refine_for
+    from edge.runtime import ModelError, refine_for
 
     path = config.model.path or BUNDLED_MODEL
     try:
@@ -494,8 +494,6 @@ def check_paths_apart(config: Config) -> None:
     the summary and the recording are three files, none of them the video or the model read,
     and snapshots do not go into the folder of images read."""
     o, s = config.output, config.source
-    from edge.runtime import BUNDLED_MODEL
-
     inputs = [("model.path", config.model.path or BUNDLED_MODEL)]
     if s.kind == "video":
         inputs.append(("source.video", s.video))
