@@ -33,6 +33,7 @@ from edge.cli.common import (
 from edge.datasets import Dataset, DatasetError, load_dataset, read_image
 from edge.files import clash
 from edge.metrics import Truth
+from edge.overlay import score_text
 from edge.runtime import REFINE_MODES, ModelError, TFLiteDetector, look_again, refine_for
 from edge.sources import is_grey
 from edge.types import Prediction
@@ -174,7 +175,7 @@ def contact_sheet(
             verdict += f" IoU {result.iou:.2f}"
         elif found and result.center_error is not None:
             verdict += f" off {result.center_error:.3f}"
-        _label(tile, f"{p.presence:.2f}{verdict}", (4, 14), (0, 0, 230))
+        _label(tile, f"{score_text(p.presence)}{verdict}", (4, 14), (0, 0, 230))
         if p.label is not None and p.class_scores is not None:  # a class head: which variant
             said = p.label if found else "-"
             wrong = result.label_right is False
