@@ -97,6 +97,7 @@ __all__ = [
     "ImageLabels",
     "ObjectLabel",
     "Record",
+    "decode_image",
     "detect_format",
     "format_centers",
     "format_coco",
@@ -105,6 +106,7 @@ __all__ = [
     "format_yolo_labels",
     "image_size",
     "image_size_from_header",
+    "incomplete",
     "load_dataset",
     "normalised_box",
     "normalised_center",
@@ -117,7 +119,9 @@ __all__ = [
     "parse_yaml_names",
     "parse_yolo_labels",
     "read_image",
+    "read_image_bytes",
     "read_subset",
+    "write_image",
 ]
 
 _log = logging.getLogger(__name__)
@@ -131,7 +135,7 @@ LABEL_SUFFIXES = {
     "csv": (".csv",),
     "centers": (".txt",),
 }
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 #: how far (pixels) a box may overhang the image before it is an error; it is clipped to the image
 BOX_TOLERANCE_PX = 1.0
 DEFAULT_LABEL = DEFAULT_LABELS[0]
@@ -1076,6 +1080,27 @@ def _exif_orientation(tiff: bytes) -> int:
     return 1
 
 
+def _jpeg_segments(data: bytes):
+    """A JPEG's marker segments up to its first scan: ``(marker, offset, length)`` each, the start of
+    scan last; stops early where ``data`` ends or is not a JPEG's segment structure."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, i + 2)
+        yield marker, i, length
+        if marker == 0xDA:
+            return
+        i += 2 + length
+
+
 def image_size_from_header(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` of a JPEG, PNG or BMP from its first bytes, as ``read_image`` returns it
     (an EXIF orientation 5..8, in a JPEG or a PNG's eXIf chunk, swaps the two); None if not
@@ -1104,18 +1129,8 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
         return abs(w), abs(h)
     if data[:2] != b"\xff\xd8":
         return None
-    i, orientation = 2, 1
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-            continue
-        (length,) = struct.unpack_from(">H", data, i + 2)
+    orientation = 1
+    for marker, i, length in _jpeg_segments(data):
         if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
             orientation = _exif_orientation(data[i + 10 : i + 2 + length])
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
@@ -1123,10 +1138,7 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
                 return None
             h, w = struct.unpack_from(">HH", data, i + 5)
             return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-        if marker == 0xDA:  # start of scan before any frame header
-            return None
-        i += 2 + length
-    return None
+    return None  # a start of scan before any frame header, or the headers go past ``data``
 
 
 def image_size(path: Path | str) -> tuple[int, int]:
@@ -1146,37 +1158,86 @@ def image_size(path: Path | str) -> tuple[int, int]:
     return w, h
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """An image file as BGR uint8 HxWx3 (grey and BGRA converted); DatasetError naming the file."""
+def read_image_bytes(path: Path | str) -> bytes:
+    """An image file's bytes; DatasetError naming the file when it is missing, unreadable, empty or
+    cut short (see ``incomplete``)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
-    cut = cut_short(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the image ({exc.strerror or exc})") from None
+    if not data:
+        raise DatasetError(f"{path}: empty file (0 bytes), not an image")
+    cut = incomplete(data)
     if cut:
         raise DatasetError(f"{path}: {cut} (the file was cut short, e.g. by an interrupted copy)")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return data
+
+
+def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """An image file's bytes decoded by OpenCV (``IMREAD_COLOR``: BGR uint8, EXIF orientation
+    applied), None where it cannot. Decoding bytes, not a path: OpenCV crashes on a file name
+    that is not valid UTF-8 (a Latin-1 name from an old archive), and reads some files from
+    memory that it cannot from their path (a TIFF with an orientation tag)."""
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error:
+        return None
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """An image file as BGR uint8 HxWx3 (grey and BGRA converted); DatasetError naming the file."""
+    image = decode_image(read_image_bytes(path))
     if image is None:
         raise DatasetError(f"{path}: not a readable image (OpenCV cannot decode it)")
     return image
 
 
-def cut_short(path: Path) -> str | None:
-    """Why a JPEG or PNG file is incomplete, from its first and last bytes: OpenCV decodes the
-    part that is there, greys out the rest and only says "Premature end of JPEG file" on stderr.
-    The end-of-image marker is looked for in the last 4 KiB: some cameras append data after it."""
+def write_image(path: Path | str, image: np.ndarray, params: Sequence[int] = ()) -> bool:
+    """``cv2.imwrite`` through bytes (see ``decode_image``): False where OpenCV cannot encode the
+    image as the file's suffix asks; the file system's errors are raised (OSError)."""
     try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            size = f.seek(0, 2)
-            f.seek(max(0, size - 4096))
-            tail = f.read()
-    except OSError:
-        return None  # imread says what it can
-    if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
+        ok, buf = cv2.imencode(Path(path).suffix.lower() or ".png", image, list(params))
+    except cv2.error:
+        return False
+    if ok:
+        Path(path).write_bytes(buf.tobytes())
+    return bool(ok)
+
+
+def incomplete(data: bytes) -> str | None:
+    """Why a JPEG or PNG file's bytes are incomplete: OpenCV decodes the part that is there, greys
+    out the rest and only says "Premature end of JPEG file" on stderr. A JPEG is complete when an
+    end-of-image marker follows its first scan, a PNG when its chunks reach IEND; what comes after
+    (a phone's motion-photo video, padding) does not matter."""
+    if data[:2] == b"\xff\xd8":
+        scan = None
+        for marker, i, length in _jpeg_segments(data):
+            if marker == 0xDA:
+                scan = i + 2 + length
+        if scan is None or data.find(b"\xff\xd9", scan) < 0:
+            return "truncated JPEG (no end-of-image marker)"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while True:
+            if i + 8 > len(data):
+                return "truncated PNG (no IEND chunk)"
+            (length,) = struct.unpack_from(">I", data, i)
+            if data[i + 4 : i + 8] == b"IEND":
+                return None
+            i += 12 + length
     return None
+
+
+def cut_short(path: Path) -> str | None:
+    """Why a JPEG or PNG file is incomplete (see ``incomplete``); None when it is whole, is of
+    another kind or cannot be read (the decoder then says what it can)."""
+    try:
+        return incomplete(Path(path).read_bytes())
+    except OSError:
+        return None
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -1663,7 +1724,7 @@ class DatasetWriter:
             self.skipped_negatives += 1
             return
         filename = f"{name}.jpg"
-        if not cv2.imwrite(str(self._image_dir / filename), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+        if not write_image(self._image_dir / filename, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
             raise OSError(f"DatasetWriter.add: OpenCV could not write {self._image_dir / filename}")
         self._names.add(name)
         objs = tuple(checked)

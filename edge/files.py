@@ -79,3 +79,21 @@ def clash(
             if any(same_path(path, f) for f in files):
                 return f"{key} {path}: one of the files of {what} (it would be overwritten)"
     return None
+
+
+def opencv_problem(path: Path | str) -> str | None:
+    """Why OpenCV's path-taking calls (``VideoCapture``, ``VideoWriter``) must not be given ``path``,
+    or None: a file name that is not valid UTF-8 (a Latin-1 name from an old archive) crashes the
+    process in them. Images are read and written through bytes instead
+    (``edge.datasets.decode_image``, ``write_image``), so any name does there."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{shown(path)}: the file name is not valid UTF-8, which OpenCV cannot open; rename the file"
+    return None
+
+
+def shown(path: Path | str) -> str:
+    """``path`` for a message: a file name that is not valid UTF-8 shows its odd bytes escaped
+    (``caf\\xe9.jpg``) instead of failing to print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -36,7 +36,7 @@ import numpy as np
 
 from edge.config import MAX_ROTATED_LOGS
 from edge.decision import TriggerState
-from edge.files import missing_paths, remove_if_empty, why_no_folder
+from edge.files import missing_paths, opencv_problem, remove_if_empty, why_no_folder
 from edge.overlay import annotate_verdict, box_to_pixels
 from edge.types import Frame, Outcome, Prediction, Verdict
 
@@ -557,6 +557,8 @@ class VideoRecorder(_ClosingSink):
         if not self.path.parent.is_dir():
             raise SinkError(f"{self.path}: folder {self.path.parent} does not exist")
         existed = self.path.exists()
+        if problem := opencv_problem(self.path):
+            raise SinkError(problem)
         try:  # the writer opens the file only at the first frame: find out now if it cannot
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644))
         except OSError as exc:

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from edge.datasets import IMAGE_EXTENSIONS, DatasetError, read_image
+from edge.files import opencv_problem
 from edge.types import Frame
 
 _log = logging.getLogger(__name__)
@@ -574,6 +575,8 @@ class VideoFile(_OpenCVCapture):
             raise SourceError(
                 f"{self.path}: is an image, expected a video (--images DIR reads a folder of images)"
             )
+        if problem := opencv_problem(self.path):
+            raise SourceError(problem)
         params = [cv2.CAP_PROP_N_THREADS, int(self.decode_threads)] if self.decode_threads else []
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
         ok, first = cap.read() if cap.isOpened() else (False, None)

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from edge.contract import INPUT_SHAPE, prepare_input
-from edge.datasets import cut_short, hidden_file
+from edge.datasets import IMAGE_EXTENSIONS, decode_image, hidden_file, incomplete
 
 __all__ = [
     "BOX_ALPHA_THRESHOLD",
@@ -63,7 +63,7 @@ __all__ = [
 
 #: a stamp pixel counts as visible (inside the box) when its final alpha exceeds this
 BOX_ALPHA_THRESHOLD = 0.2
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 PathLike = str | Path
 Box = tuple[float, float, float, float]
@@ -353,12 +353,10 @@ def _noise(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _read_any(path: Path, flags: int) -> np.ndarray | None:
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = Path(path).read_bytes()
     except OSError:
         return None
-    if data.size == 0:
-        return None
-    return cv2.imdecode(data, flags)
+    return decode_image(data, flags) if data else None
 
 
 def _hsv(bgr: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -2184,9 +2182,14 @@ class Backgrounds:
         warning for those skipped and one for those so small they are blown up into blur."""
         usable, skipped, small = [], [], []
         for path in paths:
-            why, thumb = cut_short(path), None
+            why, thumb = None, None
             try:
-                thumb = None if why else _read_any(path, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+                data = path.read_bytes()
+                why = incomplete(data) if data else "empty file (0 bytes)"
+                if not why:
+                    thumb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+            except OSError as exc:
+                why = f"cannot be read ({exc.strerror or exc})"
             except cv2.error:  # under 8 px: nothing left at an eighth
                 why = "smaller than 8 px"
             if thumb is None or min(thumb.shape[:2]) < 2:
@@ -2203,14 +2206,15 @@ class Backgrounds:
                 f"{path.relative_to(self.folder)}: {why})"
             )
         if skipped:
-            path, why = skipped[0]
+            named = "; ".join(f"{path.relative_to(self.folder)}: {why}" for path, why in skipped[:5])
+            more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
             _log.warning(
-                "backgrounds folder %s: %d of %d images skipped, e.g. %s: %s",
+                "backgrounds folder %s: %d of %d images skipped (%s%s)",
                 self.folder,
                 len(skipped),
                 len(paths),
-                path.relative_to(self.folder),
-                why,
+                named,
+                more,
             )
         if small:
             _log.warning(

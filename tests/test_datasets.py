@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import re
 import struct
 from pathlib import Path
@@ -22,12 +23,15 @@ from edge.datasets import (
     detect_format,
     image_size,
     image_size_from_header,
+    incomplete,
     load_dataset,
     parse_subset,
     parse_yaml_names,
     read_image,
     read_subset,
+    write_image,
 )
+from edge.files import opencv_problem
 
 W, H = 64, 48  # size of the fixture images
 
@@ -1182,6 +1186,58 @@ def test_images_cut_short_are_refused_and_whole_ones_with_trailing_data_are_not(
         ):
             read_image(tmp_path / f"half{ext}")
     assert "Premature end" not in capfd.readouterr().err
+
+
+def test_whole_images_with_data_after_them_are_read_and_cut_ones_are_not(tmp_path):
+    """A phone's motion photo is a whole JPEG with a video after it (kilobytes and more); a JPEG's
+    EXIF thumbnail carries an end-of-image marker of its own before the main image's scan."""
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    video = b"\x00\x00\x00\x18ftypmp42" + bytes(rng.integers(0, 256, 50_000, dtype=np.uint8))
+    jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
+    progressive = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    thumb = cv2.imencode(".jpg", photo[::8, ::8])[1].tobytes()
+    payload = b"Exif\x00\x00" + thumb  # the thumbnail's bytes where EXIF keeps it (APP1)
+    with_thumb = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+    png = cv2.imencode(".png", photo)[1].tobytes()
+    for name, data in [
+        ("motion.jpg", jpeg + video),
+        ("progressive.jpg", progressive + video),
+        ("thumb.jpg", with_thumb),
+        ("png_then_data.png", png + video),
+    ]:
+        assert incomplete(data) is None, name
+        (tmp_path / name).write_bytes(data)
+        assert read_image(tmp_path / name).shape == (96, 128, 3)
+    for name, data in [
+        ("cut.jpg", jpeg[: len(jpeg) * 3 // 4]),
+        ("cut_progressive.jpg", progressive[: len(progressive) * 3 // 4]),
+        ("cut_with_thumb.jpg", with_thumb[: len(with_thumb) - 200]),  # the thumbnail's marker stays
+        ("cut_in_headers.jpg", jpeg[:100]),
+        ("cut.png", png[: len(png) - 5]),
+    ]:
+        assert incomplete(data), name
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=rf"{re.escape(name)}: truncated"):
+            read_image(tmp_path / name)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"empty\.jpg: empty file \(0 bytes\)"):
+        read_image(tmp_path / "empty.jpg")
+
+
+def test_images_with_names_opencv_cannot_take_are_read_and_written(tmp_path):
+    """OpenCV's path-taking calls crash the process on a file name that is not valid UTF-8 (a
+    Latin-1 name from an old archive); images go through bytes, videos are refused by name."""
+    name = os.fsdecode(b"caf\xe9.png")
+    photo = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    assert write_image(tmp_path / name, photo)
+    assert np.array_equal(read_image(tmp_path / name), photo)
+    assert image_size(tmp_path / name) == (40, 30)
+    problem = opencv_problem(tmp_path / os.fsdecode(b"v\xe9.mp4"))
+    assert problem and problem.endswith(
+        "v\\xe9.mp4: the file name is not valid UTF-8, which OpenCV cannot open; rename the file"
+    )
+    assert opencv_problem(tmp_path / "café.mp4") is None
 
 
 # -- the shared real data sets ------------------------------------------------------------------------

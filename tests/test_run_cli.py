@@ -258,6 +258,10 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
         ),
         (lambda tmp: ["--demo", "--fps", "5"], "--fps: only for --camera, --picamera and --video"),
         (lambda tmp: ["--images", str(tmp / "pics"), "--seed", "3"], "--seed: only for --demo"),
+        (  # OpenCV would crash the process on this name (a Latin-1 name from an old archive)
+            lambda tmp: ["--demo", "--record", str(tmp / os.fsdecode(b"line\xe9.mp4"))],
+            r"line\\xe9.mp4: the file name is not valid UTF-8, which OpenCV cannot open",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys, args, message):

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import contract
-from edge.datasets import Dataset, read_image
+from edge.datasets import Dataset, read_image, write_image
 from edge.metrics import Truth
 from edge.synth import Synthesizer, generate_arrays, opencv_fork_safe
 
@@ -422,4 +422,4 @@ def save_preview(pool: Pool, path: Path, n: int = 32) -> None:
             cv2.rectangle(im, (b[0], b[1]), (b[2], b[3]), (0, 200, 0), 1)
         r, c = divmod(i, cols)
         sheet[r * s : (r + 1) * s, c * s : (c + 1) * s] = im
-    cv2.imwrite(str(path), sheet)
+    write_image(path, sheet)

@@ -30,7 +30,7 @@ from edge.cli.common import (
     presence_threshold,
     thread_count,
 )
-from edge.datasets import Dataset, DatasetError, load_dataset, read_image
+from edge.datasets import Dataset, DatasetError, load_dataset, read_image, write_image
 from edge.files import clash
 from edge.metrics import Truth
 from edge.overlay import score_text
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 threshold,
                 [names[i] for i in order],
             )
-            if not cv2.imwrite(str(args.sheet), sheet):
+            if not write_image(args.sheet, sheet):
                 raise CliError(f"--sheet {args.sheet}: cannot write the contact sheet")
             if len(originals) > SHEET_LIMIT:
                 shown = f"the {args.sheet_order} {SHEET_LIMIT} of {len(originals)} images"
