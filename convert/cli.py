@@ -44,7 +44,7 @@ from edge.cli.common import (
     unit_float,
     write_json,
 )
-from edge.datasets import IMAGE_EXTENSIONS, Dataset, DatasetError, detect_format, load_dataset, read_image
+from edge.datasets import Dataset, DatasetError, detect_format, image_files, load_dataset, read_image
 from edge.files import clash
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector, look_again
@@ -167,9 +167,7 @@ def calibration_paths(args: argparse.Namespace) -> list[Path] | None:
     elif args.subset is not None:
         raise CliError(f"--subset {args.subset}: --calibration {folder} holds no labels to pick images by")
     else:
-        paths = sorted(
-            q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.name[0] != "."
-        )
+        paths = image_files(folder, recursive=True)
     if not paths:
         raise CliError(f"{folder}: no calibration images found")
     return paths
@@ -188,9 +186,21 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
         return images, (
             f"{n} images from the synthetic recipe {args.recipe!r} ({stamps}; seed {args.seed + 2_000_000})"
         )
-    images = []
+    images, skipped = [], []
     for path in tqdm(paths, desc="calibration", leave=False, disable=args.quiet):
-        images.append(contract.prepare_input(read_image(path)))
+        try:
+            images.append(contract.prepare_input(read_image(path)))
+        except DatasetError as exc:  # as the backgrounds and edge-run --images do: skipped, named
+            skipped.append(str(exc))
+    if not images:
+        raise CliError(f"{args.calibration}: no readable calibration images ({skipped[0]})")
+    if skipped:
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        print(
+            f"edge-convert: WARNING: {args.calibration}: {len(skipped)} of {len(paths)} images skipped "
+            f"({'; '.join(skipped[:5])}{more})",
+            file=sys.stderr,
+        )
     if len({im.tobytes() for im in images}) < 2 or max(float(im.std()) for im in images) < 1.0:
         raise CliError(f"{args.calibration}: calibration images are blank or all alike")
     if len(images) >= n:

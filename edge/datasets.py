@@ -104,6 +104,7 @@ __all__ = [
     "format_csv",
     "format_voc",
     "format_yolo_labels",
+    "image_files",
     "image_size",
     "image_size_from_header",
     "incomplete",
@@ -1269,6 +1270,13 @@ def hidden_file(path: Path) -> bool:
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not hidden_file(path)
+
+
+def image_files(folder: Path | str, recursive: bool = False) -> list[Path]:
+    """The image files of a folder (and of its subfolders when ``recursive``), sorted; hidden ones
+    (macOS's ``._x.png`` AppleDouble files, which are not images) left out."""
+    folder = Path(folder)
+    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if _is_image(p))
 
 
 def _first_dir(root: Path, names: Sequence[str]) -> Path | None:

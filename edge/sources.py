@@ -38,7 +38,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edge.datasets import IMAGE_EXTENSIONS, DatasetError, read_image
+from edge.datasets import IMAGE_EXTENSIONS, DatasetError, image_files, read_image
 from edge.files import opencv_problem
 from edge.types import Frame
 
@@ -676,17 +676,17 @@ class ImageFolder:
             raise SourceError(f"{self.folder}: expected a folder of images, found a file")
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: image folder not found")
-        self.files = sorted(
-            p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        )
+        self.files = image_files(self.folder)
+        holding = sorted(d.name for d in self.folder.iterdir() if d.is_dir() and image_files(d))
         if not self.files:
-            holding = sorted(
-                d.name
-                for d in self.folder.iterdir()
-                if d.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in d.iterdir())
-            )
             inside = f"; its subfolder {holding[0]}/ holds some (give that folder)" if holding else ""
             raise SourceError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){inside}")
+        if holding:
+            _log.warning(
+                "%s: the images in its subfolders (%s) are not read: --images reads the folder itself",
+                self.folder,
+                ", ".join(f"{d}/" for d in holding[:5]) + (", ..." if len(holding) > 5 else ""),
+            )
 
     def grab(self) -> np.ndarray | None:
         while self._next < len(self.files):

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from edge.contract import INPUT_SHAPE, prepare_input
-from edge.datasets import IMAGE_EXTENSIONS, decode_image, hidden_file, incomplete
+from edge.datasets import IMAGE_EXTENSIONS, decode_image, image_files, incomplete
 
 __all__ = [
     "BOX_ALPHA_THRESHOLD",
@@ -754,7 +754,7 @@ def write_stamps(stamps: Sequence[Stamp], folder: PathLike, overwrite: bool = Fa
     if len(names) != len(stamps):
         raise ValueError(f"stamp labels must be unique, got {[s.label for s in stamps]}")
     if out.is_dir():
-        others = [p.name for p in _image_files(out, recursive=False) if p.name not in names]
+        others = [p.name for p in image_files(out, recursive=False) if p.name not in names]
         if others:
             raise ValueError(
                 f"stamp folder {out}: holds other images (e.g. {others[0]!r}) that would be taken for "
@@ -1852,15 +1852,6 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
     return stamp
 
 
-def _image_files(folder: Path, recursive: bool) -> list[Path]:
-    """The image files of a folder, sorted; hidden ones (macOS's ``._x.png`` AppleDouble files,
-    which are not images) left out."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        f for f in found if f.suffix.lower() in IMAGE_SUFFIXES and not hidden_file(f) and f.is_file()
-    )
-
-
 def load_stamps(paths: Sequence[PathLike]) -> list[Stamp]:
     """Stamp images (files, or folders of images taken in sorted order); labels are the file stems
     and must be unique."""
@@ -1871,7 +1862,7 @@ def load_stamps(paths: Sequence[PathLike]) -> list[Stamp]:
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            files = _image_files(p, recursive=False)
+            files = image_files(p, recursive=False)
             if not files:
                 raise ValueError(
                     f"stamp folder {p}: holds no images (expected {', '.join(IMAGE_SUFFIXES)} files)"
@@ -2166,7 +2157,7 @@ class Backgrounds:
             return
         if not self.folder.is_dir():
             raise ValueError(f"backgrounds folder {self.folder}: does not exist or is not a folder")
-        self.paths = tuple(_image_files(self.folder, recursive=True))
+        self.paths = tuple(image_files(self.folder, recursive=True))
         if not self.paths:
             raise ValueError(
                 f"backgrounds folder {self.folder}: holds no images "

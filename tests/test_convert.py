@@ -248,7 +248,7 @@ def test_cli_model_without_expected_outputs(tmp_path, capsys):
     ("content", "message"),
     [
         ("empty", "no calibration images found"),
-        ("unreadable", "a.jpg: not a readable image"),
+        ("unreadable", "no readable calibration images"),
         ("blank", "calibration images are blank or all alike"),
         # a broken label file was taken for a folder of plain images, and --subset ignored
         ("broken labels", "a.xml: not valid XML"),
@@ -280,6 +280,30 @@ def test_cli_bad_calibration_data(tiny_model_dir, tmp_path, capsys, content, mes
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0] and not out.exists(), err
+
+
+def test_a_calibration_folder_skips_unreadable_files_by_name_and_reads_subfolders(
+    tiny_model_dir, tmp_path, capsys
+):
+    """As the backgrounds and edge-run --images do: one bad file neither stops the conversion nor
+    passes unnoticed; hidden files (macOS's ._x.jpg) are not images."""
+    import cv2
+
+    cal = tmp_path / "cal"
+    (cal / "day2").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        cv2.imwrite(
+            str(cal / ("day2" if i % 2 else "") / f"{i}.png"), rng.integers(0, 256, (48, 64, 3), np.uint8)
+        )
+    (cal / "broken.jpg").write_bytes(b"garbage")
+    (cal / "._0.png").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble: not an image, not a problem
+    out = tmp_path / "o.tflite"
+    args = [str(tiny_model_dir / "model.keras"), "--out", str(out), "--calibration", str(cal)]
+    assert cli.main([*args, "--no-verify", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 7 images skipped" in err and "broken.jpg: not a readable image" in err, err
+    assert "._0.png" not in err and out.exists()
 
 
 def test_runtime_refuses_model_without_metadata(keras_model, tmp_path):

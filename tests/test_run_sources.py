@@ -174,6 +174,9 @@ def test_image_folder_in_sorted_order_skipping_unreadable(tmp_path: Path, caplog
         cv2.imwrite(str(tmp_path / name), np.full((40, 40, 3), value, np.uint8))
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble: not an image
+    (tmp_path / "later").mkdir()
+    cv2.imwrite(str(tmp_path / "later" / "d.png"), np.full((40, 40, 3), 40, np.uint8))
     for _ in range(3):  # as edge-bench reads it: once per model, thread count and baseline
         with Source(ImageFolder(tmp_path), threaded=False) as src:
             means = []
@@ -184,6 +187,11 @@ def test_image_folder_in_sorted_order_skipping_unreadable(tmp_path: Path, caplog
         assert src.stats.skipped == 1
     warnings = [r.getMessage() for r in caplog.records if "broken.jpg" in r.getMessage()]
     assert warnings == [f"{tmp_path / 'broken.jpg'}: not a readable image (OpenCV cannot decode it)"]
+    said = [r.getMessage() for r in caplog.records if "subfolders" in r.getMessage()]
+    assert (
+        said[0]
+        == f"{tmp_path}: the images in its subfolders (later/) are not read: --images reads the folder itself"
+    )
 
 
 @pytest.mark.parametrize(
