@@ -1015,10 +1015,11 @@ def format_csv(rows: Sequence[tuple[str, Sequence[ObjectLabel]]]) -> str:
 
 def parse_centers(text: str, source: str, label: str = DEFAULT_LABEL) -> list[ImageLabels]:
     """``name x y`` lines (normalised centre, origin top-left) -> one ImageLabels per image, in order.
-    Several lines for one image are several objects."""
+    Several lines for one image are several objects. The numbers are the last two fields, so a
+    name may hold spaces."""
     images: dict[str, tuple[list[ObjectLabel], list[str]]] = {}
     for n, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
+        fields = line.strip().rsplit(maxsplit=2)
         if not fields:
             continue
         where = f"{source} line {n}"

@@ -161,6 +161,8 @@ def flag_line(verdict: Verdict, expect: str | None = None) -> str:
     seen = (
         f"{verdict.hits} of {len(verdict.frames)} frames saw a stamp, best score {score_text(verdict.score)}"
     )
+    if verdict.evidence is not None and verdict.evidence.name is not None:  # a photo of a folder
+        seen = f"photo {verdict.evidence.name}: {seen}"
     if verdict.outcome is Outcome.WRONG:
         what = f"carries {verdict.label!r}, expected {expect!r}" if verdict.label else "its variant unknown"
         return f"product {verdict.product_id} WRONG: {what} ({seen})"

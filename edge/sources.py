@@ -120,6 +120,11 @@ GREY_WARNING = (
 )
 
 
+#: photos (a folder of them) without colour get a warning each, this many at the most
+GREY_NAMED = 3
+GREY_PHOTO = "a model trained on colour images, as the bundled one is, misses stamps in grey ones"
+
+
 def is_grey(image: np.ndarray) -> bool:
     """No colour at all: the three channels of a BGR image equal (sampled on a grid), as a
     monochrome camera or a grey file gives. A colour camera looking at a grey belt still has
@@ -285,7 +290,7 @@ class Source:
         self.truth = truth
         self.stats = SourceStats()
         self._index = 0
-        self._grey_frames = 0  # of the first GREY_CHECK_FRAMES: those without colour
+        self._grey_frames = 0  # of the first GREY_CHECK_FRAMES (of photos: of all) those without colour
         self.prefetch = int(prefetch)
         self._slot: LatestFrame | FrameQueue = FrameQueue(prefetch) if prefetch else LatestFrame(self.stats)
         self._stop = threading.Event()
@@ -365,12 +370,18 @@ class Source:
             return None
         if converted:
             self.stats.converted += 1
-        if index < GREY_CHECK_FRAMES:
+        name = self._frame_name(index) if self._frame_name is not None else None
+        if name is not None:  # photos, each its own: every grey one counts (the first few named)
+            if is_grey(image):
+                self._grey_frames += 1
+                if self._grey_frames <= GREY_NAMED:
+                    more = "; further grey photos are not named" if self._grey_frames == GREY_NAMED else ""
+                    _log.warning("%s: photo %s has no colour: %s%s", self.device.name, name, GREY_PHOTO, more)
+        elif index < GREY_CHECK_FRAMES:
             self._grey_frames += is_grey(image)
             if index == GREY_CHECK_FRAMES - 1 and self._grey_frames == GREY_CHECK_FRAMES:
                 _log.warning("%s: %s", self.device.name, GREY_WARNING)
         truth = self.truth(index) if self.truth is not None else None
-        name = self._frame_name(index) if self._frame_name is not None else None
         return Frame(image=image, t_capture=t, index=index, truth=truth, name=name)
 
     def _run(self) -> None:

@@ -510,10 +510,16 @@ def test_label_files_find_their_images_in_any_case_and_hidden_files_are_ignored(
 def test_centers_multiple_points_and_class_name(tmp_path):
     _build(
         tmp_path,
-        {"a.jpg": (W, H), "b.jpg": (W, H), "labels.txt": "a.jpg 0.5 0.25\nb.jpg 0 1\na.jpg 0.1 0.2\n"},
+        {
+            "a.jpg": (W, H),
+            "b.jpg": (W, H),
+            "my photo 2.jpg": (W, H),  # a name with spaces: the numbers are the last two fields
+            "labels.txt": "a.jpg 0.5 0.25\nb.jpg 0 1\na.jpg 0.1 0.2\nmy photo 2.jpg  0.3\t0.4 \n",
+        },
     )
     ds = load_dataset(tmp_path)
     assert ds.format == "centers" and ds.labels == ("stamp",)
+    assert _by_name(ds)["my photo 2.jpg"].primary().center == (0.3, 0.4)
     a = _by_name(ds)["a.jpg"]
     assert [o.center for o in a.objects] == [(0.5, 0.25), (0.1, 0.2)]
     assert a.primary().center == (0.5, 0.25) and a.normalised_center() == (0.5, 0.25)

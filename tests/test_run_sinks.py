@@ -379,6 +379,11 @@ def test_a_flagged_product_gets_one_line_saying_why():
     said = flag_line(wrong, "qc-passed")
     assert said.startswith("product 103 WRONG: carries 'inspected', expected 'qc-passed' (")
     assert said.endswith("(2 of 2 frames saw a stamp, best score 0.99)")
+    photo = dataclasses.replace(missing, evidence=dataclasses.replace(missing.evidence, name="box 17.jpg"))
+    assert (
+        flag_line(photo)
+        == "product 103 MISSING (photo box 17.jpg: 0 of 2 frames saw a stamp, best score 0.20)"
+    )
 
 
 def test_flagged_lines_are_at_most_five_a_second_and_say_how_many_were_left_out(monkeypatch, caplog):

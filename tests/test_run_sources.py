@@ -119,6 +119,19 @@ def test_a_source_without_colour_is_reported_once(caplog, frames, warned):
     assert messages == (["fake camera: " + GREY_WARNING] if warned else [])
 
 
+def test_grey_photos_in_a_folder_are_named_each_up_to_a_few(tmp_path: Path, caplog):
+    """Photos are each their own: one grey photo among colour ones is missed as surely."""
+    grey = np.dstack([BGR[:, :, 1]] * 3)
+    for i, image in enumerate([BGR, grey, BGR, grey, grey, grey, grey]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), image)
+    with Source(ImageFolder(tmp_path), threaded=False) as src, pytest.raises(EndOfStream):
+        while True:
+            src.read()
+    messages = [r.getMessage() for r in caplog.records if "no colour" in r.getMessage()]
+    assert [m.split(":")[1] for m in messages] == [f" photo {i}.png has no colour" for i in (1, 3, 4)]
+    assert messages[-1].endswith("grey ones; further grey photos are not named")
+
+
 def test_a_slow_consumer_gets_the_newest_frame_and_drops_are_counted():
     with Source(FakeCamera(rate=500), threaded=True) as src:
         taken = []

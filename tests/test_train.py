@@ -687,3 +687,22 @@ def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_pa
     assert metrics["stop_reason"] == "interrupted" and metrics["best_step"] >= 2
     assert meta["provenance"]["steps"] == metrics["best_step"]
     assert not list(out.glob(".model.partial*"))
+
+
+def test_edge_eval_names_the_grey_images_among_colour_ones(tmp_path, capsys):
+    """A model trained on colour misses stamps in grey photos: even a few of them are said."""
+    import cv2
+
+    from edge.cli.synth import main as synth_main
+    from edge.runtime import BUNDLED_MODEL
+
+    data = tmp_path / "d"
+    assert synth_main(["--out", str(data), "--n", "8", "--seed", "5"]) == 0
+    capsys.readouterr()
+    photos = sorted((data / "images").iterdir())
+    for p in photos[2:4]:
+        cv2.imwrite(str(p), cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR))
+    assert evaluate.main(["--model", str(BUNDLED_MODEL), "--data", str(data), "--refine", "off"]) == 0
+    err = capsys.readouterr().err
+    named = f"{photos[2].name}, {photos[3].name}"
+    assert f"edge-eval: WARNING: 2 of 8 images have no colour ({named}); a model trained on colour" in err

@@ -35,7 +35,7 @@ from edge.files import clash
 from edge.metrics import Truth
 from edge.overlay import score_text
 from edge.runtime import REFINE_MODES, ModelError, TFLiteDetector, look_again, refine_for
-from edge.sources import is_grey
+from edge.sources import GREY_NAMED, GREY_PHOTO, is_grey
 from edge.types import Prediction
 
 REPORT_KEYS = (
@@ -278,11 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(problem)
         det = load_detector(args.model, args.threads)
         originals, inputs, truths = truths_and_images(dataset)
-        grey = sum(is_grey(image) for image in originals)
-        if grey * 2 > len(originals):
+        grey = [r.image_path.name for r, im in zip(dataset.records, originals, strict=True) if is_grey(im)]
+        if grey:
+            named = ", ".join(grey[:GREY_NAMED]) + (", ..." if len(grey) > GREY_NAMED else "")
             print(
-                f"edge-eval: WARNING: {grey} of {len(originals)} images have no colour; a model trained on "
-                "colour images, as the bundled one is, misses stamps in grey ones",
+                f"edge-eval: WARNING: {len(grey)} of {len(originals)} images have no colour ({named}); "
+                f"{GREY_PHOTO}",
                 file=sys.stderr,
             )
         refine = refine_for(det.metadata, args.refine, str(args.model))
