@@ -231,10 +231,15 @@ def test_random_erasing_never_hides_more_than_half_of_the_object():
             ["--data", "{tmp}/kept", "--out", "{tmp}/kept/run"],
             "--out {tmp}/kept/run: inside --data {tmp}/kept",
         ),
+        (  # a data set's folder not given as --data: its model would land among the photos
+            ["--out", "{tmp}/kept"],
+            "--out {tmp}/kept: holds images (images/a.png, ...): a data set's folder, not one for a model",
+        ),
     ],
 )
 def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
-    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "images").mkdir(parents=True)
+    (tmp_path / "kept" / "images" / "a.png").write_bytes(b"")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     rc = train_main(["--out", str(tmp_path / "runs" / "o"), "--steps", "1", *argv])
     err = capsys.readouterr().err

@@ -25,7 +25,7 @@ from edge.cli.common import (
     positive_int,
     unit_float,
 )
-from edge.datasets import DatasetError, load_dataset
+from edge.datasets import DatasetError, image_files, load_dataset
 from edge.files import clash
 from edge.synth import RECIPES
 
@@ -119,9 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="localization head: dense regression or a 16x16 grid of cells "
         "(default: dense for box models, grid for centre and cam models)",
     )
-    m.add_argument("--weights", type=Path, default=None, help="local MobileNet weights (.h5) to start from")
     m.add_argument(
-        "--init", type=Path, default=None, help="start from this trained .keras model (fine-tuning)"
+        "--weights",
+        type=Path,
+        default=None,
+        help="local MobileNet weights (.h5) to start from (default: none, random)",
+    )
+    m.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this trained .keras model (fine-tuning; default: none)",
     )
     m.add_argument("--steps", type=positive_int, default=None, help="training steps (default: from --epochs)")
     m.add_argument(
@@ -140,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=None,
         help="wall-time budget of the training loop (preparing the data comes first and is not "
-        "counted; the log says how long it took); the best checkpoint so far is kept",
+        "counted; the log says how long it took); the best checkpoint so far is kept (default: no limit)",
     )
     m.add_argument(
         "--ema",
@@ -294,6 +302,10 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     return Prepared(D.Pool.concat(pools), val_pool, labels, kind, "; ".join(desc), rate)
 
 
+#: the images edge-train writes into --out (train.loop): a previous run's are not a data set's
+IMAGES_WRITTEN = ("curves.png", "train_preview.png")
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.out.exists() and not args.out.is_dir():
@@ -301,6 +313,15 @@ def run(args: argparse.Namespace) -> int:
     read = [("--data", args.data), ("--val", args.val), ("--backgrounds", args.backgrounds)]
     if problem := clash([("--out", args.out)], [], folders=read):  # its model and reports among the data
         raise CliError(problem)
+    if args.out.is_dir():  # a data set's folder not given here (the next edge-synth --out would refuse it)
+        photos = [p for p in image_files(args.out) if p.name not in IMAGES_WRITTEN]
+        photos += image_files(args.out / "images") if (args.out / "images").is_dir() else []
+        if photos:
+            first = photos[0].relative_to(args.out).as_posix()
+            raise CliError(
+                f"--out {args.out}: holds images ({first}, ...): a data set's folder, not one for a "
+                "model; give another folder"
+            )
     if args.init is not None and (problem := keras_file_problem(args.init)):
         raise CliError(f"--init {problem}")
     if args.weights is not None and (problem := keras_file_problem(args.weights)):
