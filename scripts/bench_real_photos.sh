@@ -8,6 +8,8 @@
 # Usage: scripts/bench_real_photos.sh [find_phone|find_phone_weak|raccoon|raccoon_init ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the README installs into .venv: use it without asking anyone to activate it
+if [ -x .venv/bin/python ]; then export PATH="$PWD/.venv/bin:$PATH"; fi
 DATA=${DATA:-../shared/datasets}
 OUT=${OUT:-runs/real}
 MINUTES=${MINUTES:-10}

@@ -110,6 +110,7 @@ def main() -> int:
             station.sinks,
             roi=line.roi,
             hooks=[hook],
+            flag_lines=False,  # every frame is a product here: no journal lines for the missing ones
         )
         threading.Thread(target=control, daemon=True).start()
         pipeline.run(duration=total + 30)

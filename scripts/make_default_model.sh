@@ -4,9 +4,12 @@
 # Needs the training extra: pip install -e '.[train]'. About 35 minutes on a 2-core x86 machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the README installs into .venv: use it without asking anyone to activate it
+if [ -x .venv/bin/python ]; then export PATH="$PWD/.venv/bin:$PATH"; fi
 OUT=${OUT:-runs/default}
 SEED=${SEED:-0}
-edge-train --out "$OUT" --synthetic 40000 --val-size 1000 --steps 5600 --minutes 28 --eval-every 400 --seed "$SEED"
+MINUTES=${MINUTES:-28}  # the training budget (shorter for a try-out; the bundled model had 28)
+edge-train --out "$OUT" --synthetic 40000 --val-size 1000 --steps 5600 --minutes "$MINUTES" --eval-every 400 --seed "$SEED"
 edge-convert "$OUT/model.keras" --out "$OUT/stamp_int8.tflite" --mode int8 --seed "$SEED" \
     --calibration-size 1000 --val-size 1000 --report "$OUT/convert_report.json"
 edge-convert "$OUT/model.keras" --out "$OUT/stamp_float32.tflite" --mode float32 --seed "$SEED" \

@@ -21,10 +21,18 @@ from edge.demo import DemoLine
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=10)
-    p.add_argument("--frames", type=int, default=330)
-    p.add_argument("--scale", type=float, default=0.5, help="frame size relative to the demo's 640x480")
-    p.add_argument("--out", type=Path, default=Path("tests/fixtures/demo_line.mp4"))
+    p.add_argument("--seed", type=int, default=10, help="the demo line's seed (default 10)")
+    p.add_argument("--frames", type=int, default=330, help="frames to record, at 30 fps (default 330)")
+    p.add_argument(
+        "--scale", type=float, default=0.5, help="frame size relative to the demo's 640x480 (default 0.5)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the video to write (.mp4), with its truth beside it as <out>.json (the test fixture: "
+        "tests/fixtures/demo_line.mp4)",
+    )
     args = p.parse_args(argv)
 
     line = DemoLine(args.seed)

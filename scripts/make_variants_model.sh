@@ -7,6 +7,8 @@
 # seed. Needs the training extra. About 35 minutes on a 2-core x86 machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the README installs into .venv: use it without asking anyone to activate it
+if [ -x .venv/bin/python ]; then export PATH="$PWD/.venv/bin:$PATH"; fi
 OUT=${OUT:-runs/variants}
 SEED=${SEED:-0}
 MINUTES=${MINUTES:-30}

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REFINE_MODES,
         default=S,
         help="ours looks again at a crop around the box, as edge-run --refine (the invoke stage "
-        "then sums every look; the textbook loop looks once)",
+        "then sums every look; the textbook loop looks once; default auto: what edge-convert measured best)",
     )
     mod.add_argument(
         "--amx",
@@ -170,13 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="video files: FFmpeg decoder threads in both loops (default: ours 1 when it decodes "
         "ahead on its own thread, the textbook loop OpenCV's default, one per core)",
     )
-    run.add_argument("--cpus", type=positive_int, help="pin the run to this many cores (sched_setaffinity)")
+    run.add_argument(
+        "--cpus", type=positive_int, help="pin the run to this many cores (sched_setaffinity; default: all)"
+    )
     run.add_argument(
         "--cold-start",
         type=non_negative_int,
         default=0,
         metavar="K",
-        help="also start edge-run K times per model and thread count: process start to first verdict",
+        help="also start edge-run K times per model and thread count: process start to first verdict "
+        "(default: not measured)",
     )
     run.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     return p

@@ -127,9 +127,10 @@ def keras_file_problem(path: Path) -> str | None:
     return None
 
 
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Defaults shown in --help, except where there is none to show: required options, options
-    left out by default (None, an empty list, a switch that is off), and help that already says."""
+    left out by default (None, an empty list, a switch that is off), and help that already says.
+    The description and epilog keep their lines (examples to copy)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         default = action.default

@@ -115,7 +115,10 @@ def add_station_arguments(p: argparse.ArgumentParser) -> None:
         "127.0.0.1 only (default: off)",
     )
     st.add_argument(
-        "--http-token", default=S, metavar="TOKEN", help="a token the web view asks for (default: none)"
+        "--http-token",
+        default=S,
+        metavar="TOKEN",
+        help="a token the web view asks for: 8 or more printable characters, no spaces (default: none)",
     )
     st.add_argument(
         "--mqtt",
