@@ -83,8 +83,25 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
 
 
+#: a frame smaller than this (shorter side, px) is drawn on blown up by a whole factor (each pixel
+#: a block): at its own size the text would be a few unreadable pixels (a folder of small photos)
+MIN_OVERLAY_SIDE = 240
+
+
+def legible(canvas: np.ndarray, roi_px: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``canvas`` and ``roi_px`` as drawn on: unchanged, or blown up (see ``MIN_OVERLAY_SIDE``)."""
+    side = min(canvas.shape[:2])
+    if side >= MIN_OVERLAY_SIDE or side == 0:
+        return canvas, roi_px
+    f = math.ceil(MIN_OVERLAY_SIDE / side)
+    big = cv2.resize(canvas, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
+    return big, tuple(v * f for v in roi_px)
+
+
 def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: OverlayState) -> np.ndarray:
-    """Draw ``state`` onto ``canvas`` (a BGR image, changed in place) and return it."""
+    """Draw ``state`` onto ``canvas`` (a BGR image, changed in place) and return it; a small one
+    (see ``MIN_OVERLAY_SIDE``) is drawn on and returned blown up instead."""
+    canvas, roi_px = legible(canvas, roi_px)
     h, w = canvas.shape[:2]
     scale = max(min(w, h) / 720.0, 0.35)
     thick = max(round(2 * scale), 1)

@@ -28,13 +28,13 @@ def test_a_centre_model_gets_a_crosshair_at_its_centre():
 
 
 def test_heatmap_is_blended_where_the_model_looks_and_only_when_asked():
-    blank = np.full((200, 200, 3), 128, np.uint8)
+    blank = np.full((240, 240, 3), 128, np.uint8)
     heat = np.zeros((16, 16), np.float32)
     heat[12:, 12:] = 1.0  # the bottom-right quarter of the region's bottom-right quarter
     pred = Prediction(presence=0.1, heatmap=heat)
-    roi = (0, 0, 200, 200)
+    roi = (0, 0, 240, 240)
     out = draw_overlay(blank.copy(), roi, OverlayState(prediction=pred, footer=False, heatmap=True))
-    assert _changed(out[165:195, 165:195], blank[165:195, 165:195]).mean() > 0.9
-    assert not _changed(out[5:60, 140:195], blank[5:60, 140:195]).any()  # cold cells: as they were
+    assert _changed(out[198:234, 198:234], blank[198:234, 198:234]).mean() > 0.9
+    assert not _changed(out[6:72, 168:234], blank[6:72, 168:234]).any()  # cold cells: as they were
     plain = draw_overlay(blank.copy(), roi, OverlayState(prediction=pred, footer=False))
-    assert not _changed(plain[165:195, 165:195], blank[165:195, 165:195]).any()
+    assert not _changed(plain[198:234, 198:234], blank[198:234, 198:234]).any()

@@ -72,6 +72,18 @@ def test_overlay_draws_in_place_and_only_there():
     assert image.any()
 
 
+def test_a_small_frame_is_drawn_on_blown_up_so_its_text_can_be_read():
+    image = np.full((16, 24, 3), 77, np.uint8)  # a folder's thumbnail-sized photo
+    state = OverlayState(prediction=Prediction(0.9, box=(0.25, 0.5, 0.75, 1.0)), inspected=3, missing=1)
+    out = draw_overlay(image, (0, 0, 24, 16), state)
+    assert out.shape == (240, 360, 3)  # 15 times: the shorter side at least MIN_OVERLAY_SIDE
+    assert tuple(out[5, 5]) == (77, 77, 77)  # each pixel a block
+    assert tuple(out[8 * 15 + 30, 6 * 15]) == (60, 200, 60)  # the box's left edge, mapped
+    assert (out[200:, :200] > 200).all(axis=-1).any()  # the counters' text, legible at that size
+    image = np.full((240, 320, 3), 77, np.uint8)  # from this size on: drawn on in place
+    assert draw_overlay(image, (0, 0, 320, 240), state) is image
+
+
 def test_verdict_log_appends_across_restarts_and_repairs_a_torn_line(tmp_path: Path):
     path = tmp_path / "log" / "verdicts.jsonl"
     with VerdictLog(path) as log:
@@ -102,8 +114,10 @@ def test_snapshots_of_missing_products_honour_the_count_limit(tmp_path: Path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 6  # three products, clean + annotated
     assert [n.split("_")[1] for n in names[::2]] == ["000003", "000005", "000006"]
-    clean = cv2.imread(str(tmp_path / names[0]))
-    assert clean.shape == (120, 160, 3)
+    clean = cv2.imread(str(tmp_path / names[1]))
+    assert names[1].endswith("_clean.jpg") and clean.shape == (120, 160, 3)
+    annotated = cv2.imread(str(tmp_path / names[0]))  # small: drawn on blown up, to be read
+    assert names[0].endswith("_annotated.jpg") and annotated.shape == (240, 320, 3)
     assert not any(n.endswith(".tmp") for n in names)
 
 
