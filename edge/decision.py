@@ -90,6 +90,8 @@ class TriggerState:
     ended: int | None = None
     occupancy: float | None = None
     learning: bool = False
+    #: ``ended`` ended because the frames stopped while it was in view (``Frame.gap_s``)
+    interrupted: bool = False
 
 
 class Trigger(Protocol):
@@ -159,6 +161,11 @@ class OccupancyTrigger:
                 self._learn.clear()
                 self._learned = True
             return TriggerState(learning=True)
+        if frame.gap_s and self._product is not None:
+            # the frames stopped with a product in view: what comes now may be another product,
+            # so the one in progress is judged on what was seen of it (this frame begins afresh)
+            pid, self._product = self._product, None
+            return TriggerState(ended=pid, interrupted=True)
         occ = self.occupancy(view)
         if self._product is None:
             self.idle_peak = max(self.idle_peak, occ)
@@ -317,7 +324,7 @@ class Decider:
         if state.ended is not None and self._current is not None and self._current.pid == state.ended:
             product, self._current = self._current, None
             if product.seen:
-                return self._judge(product)
+                return self._judge(product, frame.gap_s if state.interrupted else None)
         return None
 
     def _add(self, cur: _Product, frame: Frame, state: TriggerState, pred: Prediction) -> None:
@@ -339,7 +346,7 @@ class Decider:
             cur.truths[key] += 1
             cur.truth_of[key] = frame.truth
 
-    def _judge(self, product: _Product) -> Verdict:
+    def _judge(self, product: _Product, interrupted_s: float | None = None) -> Verdict:
         seen = product.seen
         occs = [s.occupancy for s in seen if s.occupancy is not None]
         if occs:
@@ -382,6 +389,7 @@ class Decider:
             truth=truth,
             hits=hits,
             model_id=self.model_id,
+            interrupted_s=interrupted_s,
         )
         self._seq += 1
         return verdict

@@ -169,6 +169,14 @@ def flag_line(verdict: Verdict, expect: str | None = None) -> str:
     return f"product {verdict.product_id} MISSING ({seen})"
 
 
+def interrupted_line(verdict: Verdict) -> str:
+    """The line a product in view when the frames stopped gets, whatever its verdict."""
+    return (
+        f"product {verdict.product_id} {verdict.outcome.value} on {len(verdict.frames)} frames only: no "
+        f"frames for {verdict.interrupted_s:.1f} s while it was in view (check it)"
+    )
+
+
 @dataclass
 class Summary:
     """What a run did. ``to_dict`` is the ``--summary`` JSON; ``format`` the lines printed."""
@@ -183,6 +191,12 @@ class Summary:
     converted: int = 0
     skipped: int = 0
     reopens: int = 0
+    #: times a live source's frames stopped for its stall_s or more, and the seconds without
+    #: frames in all (products that passed meanwhile were not seen)
+    gaps: int = 0
+    blind_s: float = 0.0
+    #: products in view when the frames stopped, judged on the frames before (``interrupted_s``)
+    interrupted: int = 0
     products: int = 0
     ok: int = 0
     missing: int = 0
@@ -214,12 +228,22 @@ class Summary:
             f"frames      {self.frames} in {self.duration_s:.1f} s ({self.fps:.1f} fps), "
             f"{self.dropped} dropped"
             + (f", odd frames {' and '.join(odd)}" if odd else "")
-            + (f", camera reopened {self.reopens}x" if self.reopens else ""),
+            + (f", camera reopened {self.reopens}x" if self.reopens else "")
+            + (
+                f", no frames {self.gaps}x for {self.blind_s:.1f} s in all (products then unseen)"
+                if self.gaps
+                else ""
+            ),
             f"latency     p50 {self.latency_ms_p50:.1f} ms, p99 {self.latency_ms_p99:.1f} ms "
             "(capture to result)",
             f"verdicts    {self.products} products: {self.ok} OK, {self.missing} MISSING"
             + (f", {self.wrong} WRONG (expected {self.expect})" if self.expect is not None else "")
-            + (f" ({self.unfinished} in view at the end, not judged)" if self.unfinished else ""),
+            + (f" ({self.unfinished} in view at the end, not judged)" if self.unfinished else "")
+            + (
+                f"; {self.interrupted} judged on part of their frames (the frames stopped)"
+                if self.interrupted
+                else ""
+            ),
         ]
         if self.truth is not None:
             t = self.truth
@@ -374,6 +398,7 @@ class Pipeline:
         verdict_counts: Counter[Outcome] = Counter()
         judged: list[tuple[object | None, Outcome]] = []
         frames = 0
+        gaps, blind_s, interrupted = 0, 0.0, 0  # the frames stopped: times, seconds, products in view
         first_index = last_index = None
         last_verdict: Verdict | None = None
         fps_ema = 0.0
@@ -399,6 +424,8 @@ class Pipeline:
             if frame is None:
                 continue
             t1 = time.perf_counter()
+            if frame.gap_s:
+                gaps, blind_s = gaps + 1, blind_s + frame.gap_s
             image = frame.image
             roi_px = self._roi_px.get(image.shape)
             if roi_px is None:
@@ -427,6 +454,9 @@ class Pipeline:
             if verdict is not None:
                 verdict_counts[verdict.outcome] += 1
                 last_verdict = verdict
+                if verdict.interrupted_s is not None:
+                    interrupted += 1
+                    _log.warning("%s", interrupted_line(verdict))
                 if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
                     self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
                 if self.truth is not None:
@@ -517,6 +547,9 @@ class Pipeline:
             converted=stats.converted,
             skipped=stats.skipped,
             reopens=stats.reopens,
+            gaps=gaps,
+            blind_s=round(blind_s, 1),
+            interrupted=interrupted,
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],
             missing=verdict_counts[Outcome.MISSING],

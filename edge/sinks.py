@@ -118,6 +118,8 @@ def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int]) -> dict:
         rec["label"] = verdict.label
     if verdict.label_votes:
         rec["label_votes"] = dict(verdict.label_votes)
+    if verdict.interrupted_s is not None:  # judged on the frames before the frames stopped
+        rec["interrupted_s"] = round(verdict.interrupted_s, 1)
     if verdict.truth is not None:
         rec["truth"] = dict(verdict.truth)
     return rec

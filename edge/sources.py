@@ -290,6 +290,7 @@ class Source:
         self.truth = truth
         self.stats = SourceStats()
         self._index = 0
+        self._last_t: float | None = None  # when the last frame was captured
         self._grey_frames = 0  # of the first GREY_CHECK_FRAMES (of photos: of all) those without colour
         self.prefetch = int(prefetch)
         self._slot: LatestFrame | FrameQueue = FrameQueue(prefetch) if prefetch else LatestFrame(self.stats)
@@ -382,7 +383,10 @@ class Source:
             if index == GREY_CHECK_FRAMES - 1 and self._grey_frames == GREY_CHECK_FRAMES:
                 _log.warning("%s: %s", self.device.name, GREY_WARNING)
         truth = self.truth(index) if self.truth is not None else None
-        return Frame(image=image, t_capture=t, index=index, truth=truth, name=name)
+        gap = t - self._last_t if self._last_t is not None and self.device.live else 0.0
+        self._last_t = t
+        gap = gap if gap >= self.stall_s else 0.0  # frames lost: a stall, a dropped stream, a reopen
+        return Frame(image=image, t_capture=t, index=index, truth=truth, name=name, gap_s=gap)
 
     def _run(self) -> None:
         last_frame = time.monotonic()

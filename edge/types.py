@@ -24,6 +24,9 @@ class Frame:
     truth: Mapping[str, object] | None = None
     #: the file the frame was read from (image folders), for the verdict log
     name: str | None = None
+    #: seconds without frames before this one, when a live source lost them for its ``stall_s`` or
+    #: more (a stream dropped or stalled, a camera reopened); 0 otherwise
+    gap_s: float = 0.0
 
     def __post_init__(self) -> None:
         img = self.image
@@ -111,6 +114,9 @@ class Verdict:
     #: the centre where the best frame saw the stamp, normalised to the region (centre models;
     #: a box model's is its box's)
     center: tuple[float, float] | None = None
+    #: the frames stopped for this many seconds while the product was in view: it was judged on
+    #: the frames before (None: seen through)
+    interrupted_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.outcome, Outcome):
