@@ -517,13 +517,70 @@ class OpenCVCamera(_OpenCVCapture):
         self._cap = cap
 
 
-class StreamURL(OpenCVCamera):
-    """An RTSP/HTTP stream through OpenCV's FFmpeg backend, with open and read timeouts."""
+#: the stream schemes FFmpeg reads that edge-run expects (others are refused with this list)
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
+_TCP_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
 
-    def __init__(self, url: str, timeout_ms: int = 5000):
+
+def shown_url(url: str) -> str:
+    """``url`` for logs and messages: a password in it (``rtsp://user:secret@camera/``) masked."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
+    """Why a stream's address does not open, as far as a look at the network tells (FFmpeg's own
+    reason stays inside OpenCV): an unknown scheme or host, a refused or silent port, an HTTP
+    error; else that the server is there but no video stream could be read from it."""
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in STREAM_SCHEMES:
+        return f"unknown scheme {parts.scheme!r}; expected {', '.join(s + '://' for s in STREAM_SCHEMES)}"
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "the port is not a number"
+    if not host:
+        return "no host in the address"
+    if scheme in ("udp", "rtp", "srt"):
+        return f"nothing arrived within the open timeout (is the sender sending to this {scheme} port?)"
+    port = port or _TCP_PORTS.get(scheme)
+    if port is None:
+        return "no port in the address"
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return f"unknown host {host!r}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            if scheme == "http":
+                target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                conn.sendall(f"GET {target} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                status = conn.recv(256).split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+                if len(status) >= 2 and status[1].isdigit() and int(status[1]) >= 400:
+                    return f"the server answered {' '.join(status[1:])}"
+    except ConnectionRefusedError:
+        return f"connection refused: nothing listens on {host}:{port}"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout_s:g} s"
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+    return "the server is there, but no video stream could be read from it (path, credentials or codec?)"
+
+
+class StreamURL(OpenCVCamera):
+    """An RTSP/HTTP stream through OpenCV's FFmpeg backend, with open and read timeouts: a read
+    that waits longer than ``read_timeout_ms`` (give the source's ``stall_s``) gives up, so a stream
+    that stalls is noticed then (with FFmpeg's default of 5 s, a 3 s ``stall_s`` took 8 s)."""
+
+    def __init__(self, url: str, timeout_ms: int = 5000, read_timeout_ms: int | None = None):
         super().__init__(camera=url)
-        self.name = f"stream {url}"
+        self.name = f"stream {shown_url(url)}"
         self.timeout_ms = int(timeout_ms)
+        self.read_timeout_ms = int(read_timeout_ms) if read_timeout_ms else self.timeout_ms
+        self._said_length = False
 
     def open(self) -> None:
         _quiet_opencv()
@@ -531,15 +588,34 @@ class StreamURL(OpenCVCamera):
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             self.timeout_ms,
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            self.timeout_ms,
+            self.read_timeout_ms,
         ]
-        cap = cv2.VideoCapture(str(self.camera), cv2.CAP_FFMPEG, params)
+        url = str(self.camera)
+        scheme = re.match(r"([a-z][a-z0-9+.-]*)://", url, re.IGNORECASE)
+        if scheme is None:
+            expected = ", ".join(s + "://" for s in STREAM_SCHEMES[:4])
+            raise SourceError(
+                f"{url}: not a stream's address ({expected}...); a video file is given with --video "
+                "(source.video)"
+            )
+        if scheme.group(1).lower() == "file":
+            raise SourceError(f"{url}: a file, not a stream's address: give it with --video (source.video)")
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"{self.name}: cannot open")
+            raise SourceError(f"{self.name}: cannot open ({why_no_stream(url)})")
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         got_fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(got_fps) if got_fps and 0 < got_fps < 1000 else None
+        length = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        if length and length > 0 and not self._said_length:  # a live stream has none
+            self._said_length = True
+            _log.warning(
+                "%s: has a length (%d frames): a recording served as a file, not a live camera; it is "
+                "read as fast as it comes and again from the start when it ends (a file: --video)",
+                self.name,
+                int(length),
+            )
         self._cap = cap
 
 

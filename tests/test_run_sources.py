@@ -18,8 +18,10 @@ from edge.sources import (
     PiCamera,
     Source,
     SourceError,
+    StreamURL,
     VideoFile,
     normalize_image,
+    shown_url,
 )
 
 RNG = np.random.default_rng(0)
@@ -387,3 +389,63 @@ def test_a_jump_ahead_in_a_files_timestamps_is_not_waited_out():
                 src.read(1.0)
                 frames += 1
     assert frames == 6 and time.monotonic() - t0 < 60  # not the 600 s the timestamps jump
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path):
+    """A local HTTP server on a folder (an IP camera's stream, a recording served as a file)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_stream_that_does_not_open_says_why(http_folder):
+    _folder, base = http_folder
+    port = _closed_port()
+    cases = [
+        (f"{base}/none.ts", "the server answered 404"),
+        (f"http://127.0.0.1:{port}/live.ts", f"connection refused: nothing listens on 127.0.0.1:{port}"),
+        ("foo://camera/live", "unknown scheme 'foo'; expected rtsp://"),
+        (f"rtsp://admin:s3cret@127.0.0.1:{port}/cam", "connection refused"),
+    ]
+    for url, why in cases:
+        with pytest.raises(SourceError) as err, Source(StreamURL(url), threaded=False):
+            pass
+        assert f": cannot open ({why}" in str(err.value), str(err.value)
+        assert "s3cret" not in str(err.value)  # a camera's password stays out of the journal
+    assert shown_url("rtsp://admin:s3cret@cam.local:554/h264") == "rtsp://admin:***@cam.local:554/h264"
+
+
+@pytest.mark.parametrize("url", ["/data/line.mp4", "file:///data/line.mp4", "line.mp4"])
+def test_a_file_given_as_a_stream_points_to_video(url):
+    with (
+        pytest.raises(SourceError, match=r"(given|give it) with --video"),
+        Source(StreamURL(url), threaded=False),
+    ):
+        pass
+
+
+def test_a_recording_served_over_http_is_said_not_to_be_a_live_camera(http_folder, caplog):
+    folder, base = http_folder
+    (folder / "line.mp4").write_bytes((Path(__file__).parent / "fixtures" / "demo_line.mp4").read_bytes())
+    with Source(StreamURL(f"{base}/line.mp4"), threaded=False):
+        pass
+    said = [r.getMessage() for r in caplog.records if "has a length" in r.getMessage()]
+    assert len(said) == 1 and "not a live camera" in said[0]

@@ -529,7 +529,8 @@ def build_source(config: Config):
         device = sources.PiCamera(s.width, s.height, s.fps)
         return sources.Source(device, threaded=True, stall_s=s.stall_s), None
     if s.kind == "url":
-        return sources.Source(sources.StreamURL(s.url), threaded=True, stall_s=s.stall_s), None
+        stream = sources.StreamURL(s.url, read_timeout_ms=round(s.stall_s * 1000))
+        return sources.Source(stream, threaded=True, stall_s=s.stall_s), None
     if s.kind == "video":
         paced = not s.as_fast_as_possible
         # as fast as possible: decode ahead on one capture thread (FFmpeg's own threads would
