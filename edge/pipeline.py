@@ -130,6 +130,43 @@ class SystemdNotifier:
 
 #: flagged products logged a second at most (a fixture station judging every frame flags many)
 FLAG_LINES_PER_S = 5
+#: a product judged on fewer frames than this is seen too briefly for its verdict to be sure (one
+#: false hit passes it, and the gaps between products go unseen, so two merge into one): the loop
+#: is too slow for the line. Said at once, then at most every ``FEW_FRAMES_EVERY_S``, with a count
+FEW_FRAMES = 3
+FEW_FRAMES_EVERY_S = 60.0
+
+
+class FewFrames:
+    """Products of a trigger that spans frames judged on fewer than ``FEW_FRAMES`` of them: a
+    warning that the loop cannot keep up with the line (at once, then once a minute at most)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._said_at: float | None = None
+        self._since = 0
+
+    def add(self, verdict: Verdict, fps: float, dropped: int) -> None:
+        if len(verdict.frames) >= FEW_FRAMES:
+            return
+        self.count += 1
+        self._since += 1
+        now = time.monotonic()
+        if self._said_at is not None and now - self._said_at < FEW_FRAMES_EVERY_S:
+            return
+        what = (
+            f"product {verdict.product_id} was judged on {len(verdict.frames)} frame(s)"
+            if self._since == 1
+            else f"{self._since} products were judged on fewer than {FEW_FRAMES} frames"
+        )
+        _log.warning(
+            "%s: the loop runs at %.1f frames/s (%d frames dropped so far), too slow for the line to "
+            "be sure (products then also merge); lighten it: --refine off, no --record, a smaller region",
+            what,
+            fps,
+            dropped,
+        )
+        self._said_at, self._since = now, 0
 
 
 class FlagLines:
@@ -197,6 +234,8 @@ class Summary:
     blind_s: float = 0.0
     #: products in view when the frames stopped, judged on the frames before (``interrupted_s``)
     interrupted: int = 0
+    #: products judged on fewer than FEW_FRAMES frames (the loop too slow for the line)
+    few_frames: int = 0
     products: int = 0
     ok: int = 0
     missing: int = 0
@@ -242,6 +281,11 @@ class Summary:
             + (
                 f"; {self.interrupted} judged on part of their frames (the frames stopped)"
                 if self.interrupted
+                else ""
+            )
+            + (
+                f"; {self.few_frames} judged on fewer than {FEW_FRAMES} frames (the loop too slow for it)"
+                if self.few_frames
                 else ""
             ),
         ]
@@ -350,6 +394,8 @@ class Pipeline:
         self.heatmap = heatmap
         #: a log line per flagged product (at most ``FLAG_LINES_PER_S`` a second)
         self.flag_lines = FlagLines() if flag_lines else None
+        #: products judged on too few frames: the loop is too slow for the line (off with flag_lines)
+        self.few_frames = FewFrames() if flag_lines else None
         self._small_region_said = False
         #: second looks at each judged frame (edge.runtime.look_again)
         self.refine = refine
@@ -457,6 +503,8 @@ class Pipeline:
                 if verdict.interrupted_s is not None:
                     interrupted += 1
                     _log.warning("%s", interrupted_line(verdict))
+                elif self.few_frames is not None and state.occupancy is not None:  # a product spans frames
+                    self.few_frames.add(verdict, fps_ema, self.source.stats.dropped)
                 if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
                     self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
                 if self.truth is not None:
@@ -550,6 +598,7 @@ class Pipeline:
             gaps=gaps,
             blind_s=round(blind_s, 1),
             interrupted=interrupted,
+            few_frames=self.few_frames.count if self.few_frames is not None else 0,
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],
             missing=verdict_counts[Outcome.MISSING],

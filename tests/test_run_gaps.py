@@ -79,3 +79,53 @@ def test_a_product_in_view_when_the_frames_stop_is_judged_on_its_own_frames_and_
     assert said and said[0].startswith("product 1 OK on ") and "frames only: no frames for 0." in said[0]
     assert "no frames 1x for " in summary.format() and "1 judged on part of their frames" in summary.format()
     assert np.isfinite(summary.latency_ms_p99)
+
+
+class EveryNthFrame:
+    """The demo line as a loop too slow for it sees it: only every ``n``-th frame arrives."""
+
+    live = False
+    fps = None
+
+    def __init__(self, line: DemoLine, n: int):
+        self.name, self.line, self.n, self._t = "slow loop", line, n, 0
+
+    def open(self) -> None:
+        pass
+
+    def grab(self):
+        image = self.line.render(self._t)
+        self._t += self.n
+        return image
+
+    def close(self) -> None:
+        pass
+
+
+def test_products_judged_on_too_few_frames_say_the_loop_is_too_slow_for_the_line(caplog):
+    from edge.pipeline import FEW_FRAMES
+
+    line = DemoLine(0)
+    detector = TFLiteDetector()
+    runs = {}
+    for n in (1, 6):  # every frame: 9-14 judged frames a product; every 6th: one or two
+        with Source(EveryNthFrame(line, n), threaded=False) as src:
+            caplog.clear()
+            pipeline = Pipeline(
+                src,
+                detector,
+                OccupancyTrigger(TriggerConfig()),
+                Decider(detector.metadata.threshold),
+                roi=line.roi,
+            )
+            with caplog.at_level(logging.WARNING):
+                summary = pipeline.run(max_frames=1200 // n)
+        runs[n] = (
+            summary,
+            [r.getMessage() for r in caplog.records if "too slow for the line" in r.getMessage()],
+        )
+    summary, said = runs[1]
+    assert summary.products >= 10 and summary.few_frames == 0 and not said
+    summary, said = runs[6]
+    assert summary.few_frames >= 3 and len(said) == 1  # at once, then not again within the minute
+    assert said[0].startswith("product ") and f"judged on fewer than {FEW_FRAMES} frames" in summary.format()
