@@ -169,7 +169,8 @@ def test_wrong_is_logged_with_its_label_snapshotted_and_drawn_amber(tmp_path: Pa
     assert {n.split("_")[1] for n in names} == {f"{wrong.seq:06d}", f"{missing.seq:06d}"}
     # the annotated WRONG frame shows the stamp's box in amber (MISSING shows no box)
     annotated = annotate_verdict(wrong.evidence.image, roi_px, wrong)
-    x0, y0, _, y1 = box_to_pixels(BOX, roi_px)
+    f = annotated.shape[1] // 160  # a frame this small is drawn on blown up (overlay.MIN_OVERLAY_SIDE)
+    x0, y0, _, y1 = box_to_pixels(BOX, tuple(v * f for v in roi_px))
     assert tuple(annotated[(y0 + y1) // 2, x0]) == AMBER
     assert tuple(annotate_verdict(missing.evidence.image, roi_px, missing)[(y0 + y1) // 2, x0]) != AMBER
 
