@@ -622,16 +622,19 @@ def _parse_yaml_names(text: str, source: str) -> list[str]:
 
 def parse_yolo_labels(text: str, source: str, classes: Sequence[str], width: int, height: int) -> ImageLabels:
     """A YOLO label file (``class x_center y_center width height`` a line, normalised) -> pixel boxes
-    in a ``width`` x ``height`` image. An empty file is a negative."""
+    in a ``width`` x ``height`` image. An empty file is a negative. A segmentation or oriented-box
+    line (``class x1 y1 x2 y2 x3 y3 ...``, normalised points, as Ultralytics and Roboflow export
+    them) is the box around its points."""
     objects, places = [], []
     for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         where = f"{source} line {n}"
-        if len(fields) != 5:
+        if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
             raise DatasetError(
-                f"{where}: expected 5 values 'class x_center y_center width height', got {len(fields)}"
+                f"{where}: expected 5 values 'class x_center y_center width height' (or a class and "
+                f"three or more x y points), got {len(fields)}"
             )
         class_id = _number(fields[0], where, "class id")
         if not class_id.is_integer() or not 0 <= class_id < len(classes):
@@ -639,10 +642,16 @@ def parse_yolo_labels(text: str, source: str, classes: Sequence[str], width: int
                 f"{where}: class id {fields[0]!r} is out of range (expected 0..{len(classes) - 1}, "
                 f"{len(classes)} classes)"
             )
-        cx, cy, w, h = (
-            _number(v, where, k)
-            for v, k in zip(fields[1:], ("x_center", "y_center", "width", "height"), strict=True)
-        )
+        if len(fields) == 5:
+            cx, cy, w, h = (
+                _number(v, where, k)
+                for v, k in zip(fields[1:], ("x_center", "y_center", "width", "height"), strict=True)
+            )
+        else:  # a polygon's points: the box around them
+            xs = [_number(v, where, "x") for v in fields[1::2]]
+            ys = [_number(v, where, "y") for v in fields[2::2]]
+            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+            w, h = max(xs) - min(xs), max(ys) - min(ys)
         if w <= 0 or h <= 0:
             raise DatasetError(f"{where}: expected width > 0 and height > 0, got {_fmt(w)}, {_fmt(h)}")
         box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)

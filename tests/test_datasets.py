@@ -144,6 +144,22 @@ def test_yolo_classes_txt_negatives_and_pixel_boxes(tmp_path, caplog):
     assert ds.unlabelled == (tmp_path / "images" / "c.jpg",)
 
 
+def test_yolo_segmentation_and_oriented_box_lines_are_the_box_around_their_points(tmp_path):
+    """Ultralytics' and Roboflow's segmentation exports (class x1 y1 x2 y2 ...) and oriented boxes
+    (four points)."""
+    _build(
+        tmp_path,
+        {
+            "classes.txt": "round\nsquare\n",
+            "images/a.jpg": (W, H),
+            "labels/a.txt": "0 0.25 0.25 0.75 0.25 0.5 0.75\n1 0.5 0 1 0.5 0.5 1 0 0.5\n",
+        },
+    )
+    a = _by_name(load_dataset(tmp_path))["a.jpg"]
+    assert a.objects[0] == ObjectLabel("round", box=(16.0, 12.0, 48.0, 36.0))
+    assert a.objects[1] == ObjectLabel("square", box=(0.0, 0.0, 64.0, 48.0))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -696,7 +712,8 @@ MALFORMED = [
         "yolo-columns",
         {**YOLO_BASE, "labels/a.txt": "0 0.5 0.5 0.2\n"},
         ".",
-        r"^labels/a\.txt line 1: expected 5 values 'class x_center y_center width height', got 4$",
+        r"^labels/a\.txt line 1: expected 5 values 'class x_center y_center width height' \(or a class and "
+        r"three or more x y points\), got 4$",
     ),
     (
         "yolo-not-number",
