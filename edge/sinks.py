@@ -46,6 +46,8 @@ TAIL_BYTES = 1 << 16
 #: the verdicts that are flagged: snapshotted here, red/amber on the overlay
 FLAGGED = (Outcome.MISSING, Outcome.WRONG)
 JPEG_QUALITY = 90
+#: a recording that plays this many times faster than the line ran (frames dropped) is said to
+SPEED_SAID = 1.5
 #: containers OpenCV's FFmpeg writer takes the mp4v stream in
 RECORD_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
@@ -542,10 +544,14 @@ class VideoRecorder(_ClosingSink):
 
     needs_annotated = True
 
-    def __init__(self, path: str | Path, fps: float):
+    def __init__(self, path: str | Path, fps: float, live: bool = True):
         self.path = Path(path)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self._writer: cv2.VideoWriter | None = None
+        #: the first and last frame's capture time; frames that come in real time (``live``: a
+        #: camera, a stream, a paced video) span how long the line ran
+        self._span: tuple[float, float] | None = None
+        self.live = live
         #: the first frame's size, and the recording's (rounded up to even numbers)
         self._frame_size = (0, 0)
         self._size = (0, 0)
@@ -595,11 +601,34 @@ class VideoRecorder(_ClosingSink):
             image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
         self._writer.write(image)
         self.frames += 1
+        t = result.frame.t_capture
+        self._span = (t, t) if self._span is None else (self._span[0], t)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            self._say_speed()
+
+    def _say_speed(self) -> None:
+        """A recording of a loop that dropped frames plays faster than the line ran (its frames
+        are written at the source's rate; filling the gaps would cost the inspection encoding
+        time): said, with by how much, when it is 1.5 times or more."""
+        if self._span is None or self.frames < 2 or not self.live:
+            return
+        ran = self._span[1] - self._span[0]
+        plays = (self.frames - 1) / self.fps
+        if plays > 0 and ran / plays >= SPEED_SAID:
+            _log.warning(
+                "%s: %d frames over %.0f s of the line, written at %g fps: it plays %.1fx faster than "
+                "the line ran (the loop kept up with %.1f frames/s)",
+                self.path,
+                self.frames,
+                ran,
+                self.fps,
+                ran / plays,
+                (self.frames - 1) / ran,
+            )
 
 
 def display_available() -> str | None:

@@ -145,6 +145,22 @@ def test_recorder_writes_the_annotated_stream(tmp_path: Path):
         pass
 
 
+@pytest.mark.parametrize(
+    ("step_s", "live", "said"), [(0.1, True, "plays 3.0x faster"), (1 / 30, True, None), (0.1, False, None)]
+)
+def test_a_recording_that_plays_faster_than_the_line_ran_says_so(tmp_path: Path, caplog, step_s, live, said):
+    """A loop that drops frames writes fewer of them than the camera gave, at the camera's rate."""
+    with VideoRecorder(tmp_path / "out.mp4", fps=30, live=live) as rec, caplog.at_level(logging.WARNING):
+        for i in range(31):
+            frame = Frame(np.zeros((48, 64, 3), np.uint8), t_capture=100 + i * step_s, index=i)
+            rec.write(FrameResult(frame, (0, 0, 64, 48), None, TriggerState(), None, None))
+    lines = [r.getMessage() for r in caplog.records if "faster than the line ran" in r.getMessage()]
+    if said is None:
+        assert not lines
+    else:
+        assert len(lines) == 1 and said in lines[0] and "kept up with 10.0 frames/s" in lines[0], lines
+
+
 def test_display_is_refused_with_a_reason_where_there_is_none(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

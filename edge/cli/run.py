@@ -551,7 +551,9 @@ def build_sinks(config: Config, fps: float | None) -> list:
     if o.snapshots is not None:
         out.append(sinks.SnapshotSink(o.snapshots, o.snapshot_max_count, int(o.snapshot_max_mb * 2**20)))
     if o.record is not None:
-        out.append(sinks.VideoRecorder(o.record, fps or 30.0))
+        # frames come in real time unless read as fast as possible or from photos
+        realtime = config.source.kind != "images" and not config.source.as_fast_as_possible
+        out.append(sinks.VideoRecorder(o.record, fps or 30.0, live=realtime))
     if o.display:
         out.append(sinks.Display())
     return out
