@@ -329,8 +329,12 @@ def _topic_level(v: Any) -> str | None:
     return None if _TOPIC_LEVEL.fullmatch(v) else "one MQTT topic level (no '/', '+', '#' or spaces)"
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,}")
+
+
 def _token(v: Any) -> str | None:
-    return None if len(v) >= 8 and v.isprintable() and " " not in v else "at least 8 printable characters"
+    # characters a cookie and a URL carry as they are (a ';', a quote or an accent broke the login)
+    return None if _TOKEN.fullmatch(v) else "at least 8 characters, each a letter, digit or one of . _ ~ -"
 
 
 def _port_or_percent(lo: int, hi: int) -> Check:

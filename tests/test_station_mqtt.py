@@ -357,6 +357,53 @@ def test_an_unreachable_broker_does_not_stop_the_inspection(tmp_path, caplog):
     )
 
 
+@needs_model
+def test_a_broker_that_drops_each_connection_at_once_is_not_hammered(tmp_path, caplog):
+    """A broker (or a firewall) that accepts and closes: the reconnects back off as after a
+    failed connection (before: 541 reconnects and journal lines in 25 s)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.2)
+    accepted, done = [], threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(time.monotonic())
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    conn.recv(1024)  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted ... and gone
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    events = tmp_path / "verdicts.jsonl"
+    argv = [
+        "--demo",
+        "--duration",
+        "5",
+        "--events",
+        str(events),
+        "--mqtt",
+        f"127.0.0.1:{server.getsockname()[1]}",
+    ]
+    try:
+        assert main(argv) == 0
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+    assert 2 <= len(accepted) <= 6, len(accepted)  # 0.5 + 1 + 2 s of back-off, not one every few ms
+    assert caplog.text.count("mqtt: lost") <= 6
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

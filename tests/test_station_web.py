@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import cv2
@@ -45,6 +46,21 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0):
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()
+
+
+def raw_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """(status, headers) of a GET, redirects not followed."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers or {})
+        r = conn.getresponse()
+        r.read()
+        return r.status, dict(r.getheaders())
+    finally:
+        conn.close()
 
 
 def read_mjpeg(url: str, parts: int, timeout: float = 15.0) -> list[bytes]:
@@ -107,11 +123,14 @@ def test_the_token_guards_everything_but_healthz(station):
     for path in ("", "api/status", "metrics", "stream.mjpg", "thumb/1.jpg"):
         assert get(station + path)[0] == 401, path
     assert get(station + "?token=wrong-token")[0] == 401
-    code, headers, body = get(station + f"?token={TOKEN}")
-    assert code == 200 and b"<title>Stampline" in body
+    code, headers = raw_get(station + f"?token={TOKEN}")  # the token off the address bar at once
+    assert code == 303 and headers["Location"] == "/"
     cookie = headers["Set-Cookie"].split(";")[0]
     assert "HttpOnly" in headers["Set-Cookie"] and cookie == f"stampline_token={TOKEN}"
+    code, _, body = get(station, {"Cookie": cookie})
+    assert code == 200 and b"<title>Stampline" in body and TOKEN.encode() not in body
     assert get(station + "api/status", {"Cookie": cookie})[0] == 200
+    assert get(station + f"api/status?token={TOKEN}")[0] == 200  # a scraper's query still works
     assert get(station + "metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
     assert get(station + "nowhere", {"Cookie": cookie})[0] == 404
 
@@ -180,6 +199,63 @@ def test_healthz_answers_503_until_frames_flow_and_when_they_stop():
         assert get(view.url + "metrics")[0] == 404  # no metrics given to this view
 
 
+def test_clients_that_never_finish_a_request_are_cut_and_capped():
+    """Slow or half-open clients (a slowloris attack needs no token) must not take the process's
+    threads and file handles: the headers have a deadline and connections a cap."""
+    import socket
+
+    import edge.station.web as web
+
+    with WebView(HttpConfig(listen="127.0.0.1:0"), StationStatus()) as view:
+        slow = socket.create_connection(("127.0.0.1", view.port))
+        slow.sendall(b"GET / HTTP/1.1\r\n")  # and then a byte now and then: never the end
+        slow.settimeout(0.3)
+        t0, closed = time.monotonic(), False
+        while not closed and time.monotonic() - t0 < web.HEADER_DEADLINE_S + 5:
+            try:
+                closed = slow.recv(1024) == b""
+            except TimeoutError:
+                slow.sendall(b"X")
+            except OSError:
+                closed = True
+        assert closed and time.monotonic() - t0 < web.HEADER_DEADLINE_S + 1.0  # cut, however it trickles
+        slow.close()
+        idle = [socket.create_connection(("127.0.0.1", view.port)) for _ in range(web.MAX_CONNECTIONS + 8)]
+        time.sleep(0.3)
+        assert view._server.refused >= 8  # the ones over the cap were closed at once
+        for conn in idle:
+            conn.close()
+        time.sleep(web.HEADER_DEADLINE_S + 0.6)  # the slots come back
+        assert get(view.url + "healthz")[0] in (200, 503)
+
+
+def test_odd_requests_get_plain_answers(tmp_path):
+    import socket
+
+    with WebView(HttpConfig(listen="127.0.0.1:0"), StationStatus()) as view:
+        _code, headers = raw_get(view.url + "healthz")
+        assert headers["Server"] == "stampline", headers  # no Python version
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /"
+        with socket.create_connection(("127.0.0.1", view.port), timeout=5) as conn:
+            conn.sendall(smuggled)
+            assert conn.recv(1024).startswith(b"HTTP/1.1 400")
+        assert (
+            get(view.url + "thumb/%C2%B2.jpg")[0] == 404
+            and get(view.url + "thumb/" + "9" * 40 + ".jpg")[0] == 404
+        )
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", view.port, timeout=5)
+        conn.request("HEAD", "/healthz")
+        r = conn.getresponse()
+        assert r.status in (200, 503) and r.read() == b""
+        conn.close()
+        # without a token, a page of another site (its own name pointed at this machine) is refused
+        assert raw_get(view.url + "api/status", {"Host": "rebind.attacker.example"})[0] == 403
+        assert raw_get(view.url + "api/status", {"Host": f"localhost:{view.port}"})[0] == 200
+        assert raw_get(view.url + "healthz", {"Host": "rebind.attacker.example"})[0] in (200, 503)
+
+
 def test_the_verdict_rate_holds_a_bounded_window_when_nothing_reads_it():
     # a station without the web view or MQTT never asks for the rate: months of verdicts must
     # not pile up in memory, and the rate read afterwards still counts the last minute only
@@ -240,6 +316,7 @@ def test_the_page_in_a_headless_browser_shows_the_stream_and_counters_that_move(
         driver.get(station + f"?token={TOKEN}")
         wait = WebDriverWait(driver, 20, poll_frequency=0.2)
         wait.until(lambda d: d.find_element(By.ID, "health").text == "running")
+        assert TOKEN not in driver.current_url  # the page works on the cookie alone
         wait.until(lambda d: d.execute_script("return document.getElementById('stream').naturalWidth") == 640)
 
         def number(name: str) -> int:

@@ -118,7 +118,7 @@ def add_station_arguments(p: argparse.ArgumentParser) -> None:
         "--http-token",
         default=S,
         metavar="TOKEN",
-        help="a token the web view asks for: 8 or more printable characters, no spaces (default: none)",
+        help="a token the web view asks for: 8 or more letters, digits or . _ ~ - (default: none)",
     )
     st.add_argument(
         "--mqtt",

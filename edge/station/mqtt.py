@@ -21,6 +21,7 @@ the station's counts every ``stats_interval_s`` (QoS 0).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,9 @@ from edge.station.status import StationStatus
 _log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 0.5
+#: a connection that lasted less than this was dropped at once: the next one waits as after a
+#: failed one (a broker that accepts and closes made 541 reconnects and journal lines in 25 s)
+STABLE_SESSION_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 #: the state file is rewritten at most this often (a lost update only means a duplicate)
 STATE_EVERY_S = 0.2
@@ -449,14 +453,22 @@ class VerdictPublisher:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, self.config.reconnect_max_s)
                 continue
-            delay = BACKOFF_START_S
             outage_logged = False
             _log.info("mqtt: connected to %s:%d; %d verdicts to send", self.host, self.port, self.unsent)
+            began = self._clock()
             self._session(client)
             self.connected = False
             if stopping or self._stopping.is_set():
                 if self.unsent == 0 or not self._flush_left():
                     return
+            if self._clock() - began >= STABLE_SESSION_S:
+                delay = BACKOFF_START_S
+            else:  # dropped as soon as it was up (a broker or firewall that closes at once): back off
+                if self._stopping.is_set() and self._flush_deadline is not None:  # no longer than the flush
+                    time.sleep(max(0.0, min(delay, self._flush_deadline - self._clock())))
+                else:
+                    self._stopping.wait(delay)
+                delay = min(delay * 2, self.config.reconnect_max_s)
 
     def _flush_left(self) -> bool:
         """On stop: is there time left to send what is unsent?"""
@@ -570,8 +582,9 @@ class VerdictPublisher:
         self._save_state(force=True)
         info = client.publish(self.topic_status, "offline", qos=1, retain=True)
         end = self._clock() + 2.0
-        while not info.is_published() and self._clock() < end:
-            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
-                break
+        with contextlib.suppress(RuntimeError):  # paho raises it for a connection already lost
+            while not info.is_published() and self._clock() < end:
+                if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                    break
         client.disconnect()
         client.loop(timeout=0.05)

@@ -10,6 +10,8 @@ is loaded: pins, the listening port, the libraries, the MQTT password file.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 import time
 from collections.abc import Callable
 
@@ -18,6 +20,15 @@ from edge.sources import SourceStats
 from edge.station.common import StationError
 from edge.station.status import StationStatus
 from edge.station.watchdog import FaultMonitor, WatchedDetector
+
+_log = logging.getLogger(__name__)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 
 class Station:
@@ -130,6 +141,12 @@ class Station:
             )
         if self.web is not None:
             where = "every interface" if self.web.host in ("0.0.0.0", "::") else self.web.host
+            if c.http.token is None and not _loopback(self.web.host):
+                _log.warning(
+                    "the web view listens on %s without a token: anyone on the network sees the line; "
+                    "set http.token (--http-token)",
+                    where,
+                )
             lines.append(
                 f"web view on {self.web.url} ({where}{', token required' if c.http.token else ''}); "
                 f"/metrics, /healthz, /api/status"

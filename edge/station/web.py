@@ -21,10 +21,13 @@ cookie, so a bookmarked link works), the cookie, or ``Authorization: Bearer``.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
+import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -33,7 +36,7 @@ from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import cv2
 import numpy as np
@@ -49,6 +52,13 @@ COOKIE = "stampline_token"
 THUMB_WIDTH = 192
 #: a viewer that takes no data for this long is dropped
 SEND_TIMEOUT_S = 10.0
+#: connections served at once; more are closed at once (each is a thread and a file handle: without
+#: a cap, clients that never finish their request took every file handle of the process, and the
+#: snapshots of rejected products failed with "Too many open files")
+MAX_CONNECTIONS = 32
+#: a request's line and headers must arrive within this, however slowly they trickle in
+HEADER_DEADLINE_S = 5.0
+_THUMB = re.compile(r"/thumb/([0-9]{1,12})\.jpg")
 
 
 class _Server(ThreadingHTTPServer):
@@ -58,7 +68,68 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], view: WebView):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.view = view
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+        #: connections still reading a request's headers -> when they must be done
+        self._reading: dict[socket.socket, float] = {}
+        self._reading_lock = threading.Lock()
+        self._closed = threading.Event()
         super().__init__(address, _Handler)
+        threading.Thread(target=self._cut_slow_requests, name="http deadlines", daemon=True).start()
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def reading(self, conn: socket.socket, done: bool = False) -> None:
+        """``conn`` begins (or, ``done``, ends) reading a request's line and headers."""
+        with self._reading_lock:
+            if done:
+                self._reading.pop(conn, None)
+            else:
+                self._reading[conn] = time.monotonic() + HEADER_DEADLINE_S
+
+    def _cut_slow_requests(self) -> None:
+        while not self._closed.wait(0.25):
+            now = time.monotonic()
+            with self._reading_lock:
+                late = [conn for conn, due in self._reading.items() if due < now]
+                for conn in late:
+                    del self._reading[conn]
+            for conn in late:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
+
+
+def _is_local_name(host: str) -> bool:
+    """A ``Host`` header's name that is this machine's, or an address: what a page of another site
+    (DNS rebinding: its own name pointed at 127.0.0.1) cannot send."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host  # the port off
+    name = name.strip("[]").lower().rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    me = socket.gethostname().lower()
+    return name in ("localhost", me, f"{me}.local") or name.endswith(".localhost")
 
 
 class WebView:
@@ -241,19 +312,54 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "stampline"
     timeout = SEND_TIMEOUT_S
+    _head = False
 
     def log_message(self, format: str, *args: object) -> None:
         _log.debug("http %s: " + format, self.address_string(), *args)
 
+    def version_string(self) -> str:
+        return self.server_version  # the Server header names no Python version
+
+    def handle_one_request(self) -> None:
+        self.server.reading(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.reading(self.connection, done=True)
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.server.reading(self.connection, done=True)
+        return ok
+
+    def do_HEAD(self) -> None:
+        self._head = True
+        self.do_GET()
+
     def do_GET(self) -> None:
         view = self.server.view
+        if (
+            self.headers.get("Content-Length", "0").strip() not in ("", "0")
+            or "Transfer-Encoding" in self.headers
+        ):
+            self.close_connection = True  # a body is not read: it would be taken for the next request
+            self._send(HTTPStatus.BAD_REQUEST, "a GET takes no body\n", "text/plain")
+            return
         url = urlsplit(self.path)
         path = url.path
         if path == "/healthz":
             healthy, why = view.status.health()
             self._send(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, why + "\n", "text/plain")
             return
-        allowed, set_cookie = view.authorized(parse_qs(url.query), self.headers)
+        if view.token is None and not _is_local_name(self.headers.get("Host", "")):
+            self._send(  # without a token only this machine's names: no other site's page reads the view
+                HTTPStatus.FORBIDDEN,
+                "this view answers to its address or host name only (set http.token to open it wider)\n",
+                "text/plain",
+            )
+            return
+        query = parse_qs(url.query)
+        allowed, set_cookie = view.authorized(query, self.headers)
         if not allowed:
             self._send(
                 HTTPStatus.UNAUTHORIZED,
@@ -265,6 +371,11 @@ class _Handler(BaseHTTPRequestHandler):
         cookie = {}
         if set_cookie:
             cookie["Set-Cookie"] = f"{COOKIE}={view.token}; Path=/; HttpOnly; SameSite=Strict"
+            if path in ("/", "/index.html"):  # the token off the address bar (history, screenshots)
+                rest = {k: v for k, v in query.items() if k != "token"}
+                target = "/" + ("?" + urlencode(rest, doseq=True) if rest else "")
+                self._send(HTTPStatus.SEE_OTHER, "", "text/plain", extra={**cookie, "Location": target})
+                return
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, view._page, "text/html; charset=utf-8", extra=cookie)
         elif path == "/api/status":
@@ -283,12 +394,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, body, kind)
         elif path == "/stream.mjpg":
             self._stream(view)
-        elif path.startswith("/thumb/") and path.endswith(".jpg") and path[7:-4].isdigit():
-            data = view.thumbnail(int(path[7:-4]))
+        elif thumb := _THUMB.fullmatch(path):
+            data = view.thumbnail(int(thumb.group(1)))
             if data is None:
                 self._send(HTTPStatus.NOT_FOUND, "no such thumbnail\n", "text/plain")
             else:
-                self._send(HTTPStatus.OK, data, "image/jpeg", extra={"Cache-Control": "max-age=3600"})
+                self._send(
+                    HTTPStatus.OK, data, "image/jpeg", extra={"Cache-Control": "private, max-age=3600"}
+                )
         else:
             self._send(HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
 
@@ -305,12 +418,17 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
+        if self._head:
+            return
         try:
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
 
     def _stream(self, view: WebView) -> None:
+        if self._head:
+            self._send(HTTPStatus.OK, b"", "multipart/x-mixed-replace; boundary=frame")
+            return
         if not view.add_viewer():
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, "too many viewers\n", "text/plain")
             return
