@@ -94,6 +94,18 @@ class TriggerState:
     interrupted: bool = False
 
 
+#: a product judged on fewer frames than this is seen too briefly for its verdict to be sure (one
+#: false hit passes it, and the gaps between products go unseen, so two merge into one): the loop
+#: is too slow for the line
+FEW_FRAMES = 3
+
+
+def seen_too_briefly(verdict: Verdict, state: TriggerState) -> bool:
+    """A product of a trigger that spans frames (one with an occupancy) judged on fewer than
+    ``FEW_FRAMES`` frames, though its frames did not stop (that is ``interrupted_s``)."""
+    return state.occupancy is not None and verdict.interrupted_s is None and len(verdict.frames) < FEW_FRAMES
+
+
 class Trigger(Protocol):
     """Frame (and the model's view of its region, 128x128 RGB) -> which product it belongs to."""
 

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.contract import prepare_input, roi_pixels
-from edge.decision import Decider, Trigger, no_product_hint
+from edge.decision import FEW_FRAMES, Decider, Trigger, TriggerState, no_product_hint, seen_too_briefly
 from edge.overlay import OverlayState, draw_overlay, score_text
 from edge.runtime import look_again
 from edge.sinks import FrameResult, Sink, SinkError
@@ -130,10 +130,8 @@ class SystemdNotifier:
 
 #: flagged products logged a second at most (a fixture station judging every frame flags many)
 FLAG_LINES_PER_S = 5
-#: a product judged on fewer frames than this is seen too briefly for its verdict to be sure (one
-#: false hit passes it, and the gaps between products go unseen, so two merge into one): the loop
-#: is too slow for the line. Said at once, then at most every ``FEW_FRAMES_EVERY_S``, with a count
-FEW_FRAMES = 3
+#: products seen too briefly (``edge.decision.seen_too_briefly``) are said at once, then at most
+#: every this many seconds, with a count
 FEW_FRAMES_EVERY_S = 60.0
 
 
@@ -146,8 +144,8 @@ class FewFrames:
         self._said_at: float | None = None
         self._since = 0
 
-    def add(self, verdict: Verdict, fps: float, dropped: int) -> None:
-        if len(verdict.frames) >= FEW_FRAMES:
+    def add(self, verdict: Verdict, state: TriggerState, fps: float, dropped: int) -> None:
+        if not seen_too_briefly(verdict, state):
             return
         self.count += 1
         self._since += 1
@@ -503,8 +501,8 @@ class Pipeline:
                 if verdict.interrupted_s is not None:
                     interrupted += 1
                     _log.warning("%s", interrupted_line(verdict))
-                elif self.few_frames is not None and state.occupancy is not None:  # a product spans frames
-                    self.few_frames.add(verdict, fps_ema, self.source.stats.dropped)
+                elif self.few_frames is not None:
+                    self.few_frames.add(verdict, state, fps_ema, self.source.stats.dropped)
                 if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
                     self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
                 if self.truth is not None:

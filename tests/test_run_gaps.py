@@ -103,7 +103,8 @@ class EveryNthFrame:
 
 
 def test_products_judged_on_too_few_frames_say_the_loop_is_too_slow_for_the_line(caplog):
-    from edge.pipeline import FEW_FRAMES
+    from edge.decision import FEW_FRAMES
+    from edge.station.status import StationStatus
 
     line = DemoLine(0)
     detector = TFLiteDetector()
@@ -111,15 +112,18 @@ def test_products_judged_on_too_few_frames_say_the_loop_is_too_slow_for_the_line
     for n in (1, 6):  # every frame: 9-14 judged frames a product; every 6th: one or two
         with Source(EveryNthFrame(line, n), threaded=False) as src:
             caplog.clear()
+            status = StationStatus()  # what the web view and /metrics show
             pipeline = Pipeline(
                 src,
                 detector,
                 OccupancyTrigger(TriggerConfig()),
                 Decider(detector.metadata.threshold),
+                sinks=[status],
                 roi=line.roi,
             )
             with caplog.at_level(logging.WARNING):
                 summary = pipeline.run(max_frames=1200 // n)
+        assert status.snapshot()["few_frames"] == summary.few_frames
         runs[n] = (
             summary,
             [r.getMessage() for r in caplog.records if "too slow for the line" in r.getMessage()],

@@ -7,7 +7,8 @@ registry of its own, not the library's global one.
 Exposed: ``stampline_frames_total``, ``stampline_inferences_total``,
 ``stampline_frames_dropped_total``, ``stampline_frames_skipped_total``,
 ``stampline_camera_reopens_total``, ``stampline_verdicts_total{result}``,
-``stampline_unjudged_total``, ``stampline_rejects_total``, ``stampline_invoke_seconds`` and
+``stampline_unjudged_total``, ``stampline_interrupted_total``, ``stampline_few_frames_total``,
+``stampline_rejects_total``, ``stampline_invoke_seconds`` and
 ``stampline_latency_seconds`` (histograms: one model invoke; capture to result),
 ``stampline_camera_connected``, ``stampline_healthy``, ``stampline_fault{kind}``,
 ``stampline_fps``, ``stampline_frame_age_seconds``, ``stampline_mqtt_connected``,
@@ -105,6 +106,12 @@ class _Live:
             ("stampline_frames_skipped", "Frames of unusable form, skipped", stats.skipped),
             ("stampline_camera_reopens", "Times a silent camera was reopened", stats.reopens),
             ("stampline_unjudged", "Triggered products no frame saw", s.unjudged),
+            (
+                "stampline_interrupted",
+                "Products judged on the frames before the frames stopped",
+                s.interrupted,
+            ),
+            ("stampline_few_frames", "Products judged on too few frames (the loop too slow)", s.few_frames),
             ("stampline_rejects", "Reject pulses scheduled", s.rejects),
         ):
             yield core.CounterMetricFamily(name, doc, value=value)

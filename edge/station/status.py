@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.decision import seen_too_briefly
 from edge.sinks import FrameResult, iso_time
 from edge.sources import SourceStats
 from edge.types import Frame, Outcome, Verdict
@@ -85,6 +86,9 @@ class StationStatus:
         self.recent: deque[RecentVerdict] = deque(maxlen=RECENT_VERDICTS)
         self.unjudged = 0
         self.rejects = 0
+        #: products judged on the frames before the frames stopped, and on too few frames
+        self.interrupted = 0
+        self.few_frames = 0
         #: active faults, name -> why (set by the fault monitor)
         self.faults: dict[str, str] = {}
         self.verdict_listeners: list[Callable[[Verdict], None]] = []
@@ -112,6 +116,8 @@ class StationStatus:
                     self._invoke_ms.append(float(invoke))
             if verdict is not None:
                 self.counts[verdict.outcome] += 1
+                self.interrupted += verdict.interrupted_s is not None
+                self.few_frames += seen_too_briefly(verdict, result.trigger)
                 self._verdict_times.append(now)
                 self._forget_old_verdicts(now)  # bounded even where nothing asks for the rate
                 self.recent.appendleft(
@@ -212,6 +218,8 @@ class StationStatus:
                 "missing": counts[Outcome.MISSING.value],
                 "rate_per_min": round(rate, 1),
                 "unjudged": self.unjudged,
+                "interrupted": self.interrupted,
+                "few_frames": self.few_frames,
                 "rejects": self.rejects,
                 "recent": [v.as_dict() for v in self.recent],
             }

@@ -64,6 +64,7 @@ _THUMB = re.compile(r"/thumb/([0-9]{1,12})\.jpg")
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # a burst of connections is accepted (and those over the cap closed) at once
 
     def __init__(self, address: tuple[str, int], view: WebView):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
