@@ -123,8 +123,9 @@ def test_the_token_guards_everything_but_healthz(station):
     for path in ("", "api/status", "metrics", "stream.mjpg", "thumb/1.jpg"):
         assert get(station + path)[0] == 401, path
     assert get(station + "?token=wrong-token")[0] == 401
-    code, headers = raw_get(station + f"?token={TOKEN}")  # the token off the address bar at once
-    assert code == 303 and headers["Location"] == "/"
+    code, headers = raw_get(station + f"?token={TOKEN}&x=1")  # the token off the address bar at once
+    assert code == 303 and headers["Location"] == "./?x=1"  # relative: a proxy's sub-path too
+    assert "SameSite=Lax" in headers["Set-Cookie"]  # a link from a wiki or dashboard opens the view
     cookie = headers["Set-Cookie"].split(";")[0]
     assert "HttpOnly" in headers["Set-Cookie"] and cookie == f"stampline_token={TOKEN}"
     code, _, body = get(station, {"Cookie": cookie})
@@ -249,13 +250,23 @@ def test_odd_requests_get_plain_answers(tmp_path):
         import http.client
 
         conn = http.client.HTTPConnection("127.0.0.1", view.port, timeout=5)
-        conn.request("HEAD", "/healthz")
+        conn.request("HEAD", "/api/status")
         r = conn.getresponse()
-        assert r.status in (200, 503) and r.read() == b""
+        assert r.status == 200 and r.read() == b""
+        conn.request("GET", "/api/status")  # the same kept-alive connection: a body again
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["frames"] == 0
         conn.close()
         # without a token, a page of another site (its own name pointed at this machine) is refused
         assert raw_get(view.url + "api/status", {"Host": "rebind.attacker.example"})[0] == 403
         assert raw_get(view.url + "api/status", {"Host": f"localhost:{view.port}"})[0] == 200
+        for host in (
+            f"[::1]:{view.port}",
+            "[::1]",
+            f"{socket.getfqdn().upper()}.:8080",
+            f"127.0.0.1:{view.port}",
+        ):
+            assert raw_get(view.url + "api/status", {"Host": host})[0] == 200, host
         assert raw_get(view.url + "healthz", {"Host": "rebind.attacker.example"})[0] in (200, 503)
 
 

@@ -26,3 +26,14 @@ class StationError(SinkError):
 def missing(module: str, what: str) -> StationError:
     """The error for an optional library that is not installed, with how to install it."""
     return StationError(f"{what}: {HINTS[module]}")
+
+
+def host_name(host: str) -> str:
+    """The name or address of a ``Host`` header or listen host: port, IPv6 brackets, case and a
+    trailing dot taken off."""
+    host = host.strip()
+    if host.startswith("["):  # [::1]:8080
+        return host[1 : host.find("]")].lower() if "]" in host else host[1:].lower()
+    if host.count(":") == 1:  # name:port (a bare IPv6 address has several)
+        host = host.split(":", 1)[0]
+    return host.lower().rstrip(".")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from edge.config import Config
 from edge.sources import SourceStats
-from edge.station.common import StationError
+from edge.station.common import StationError, host_name
 from edge.station.status import StationStatus
 from edge.station.watchdog import FaultMonitor, WatchedDetector
 
@@ -25,10 +25,11 @@ _log = logging.getLogger(__name__)
 
 
 def _loopback(host: str) -> bool:
+    name = host_name(host)
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
-        return host.lower() == "localhost"
+        return name == "localhost"
 
 
 class Station:

@@ -22,6 +22,7 @@ cookie, so a bookmarked link works), the cookie, or ``Authorization: Bearer``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import html
 import ipaddress
@@ -43,7 +44,7 @@ import numpy as np
 
 from edge.config import HttpConfig, parse_endpoint
 from edge.sinks import FrameResult
-from edge.station.common import StationError
+from edge.station.common import StationError, host_name
 from edge.station.status import StationStatus
 
 _log = logging.getLogger(__name__)
@@ -120,17 +121,28 @@ class _Server(ThreadingHTTPServer):
 
 
 def _is_local_name(host: str) -> bool:
-    """A ``Host`` header's name that is this machine's, or an address: what a page of another site
-    (DNS rebinding: its own name pointed at 127.0.0.1) cannot send."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host  # the port off
-    name = name.strip("[]").lower().rstrip(".")
+    """A ``Host`` header's name that is this machine's, or an address (or none: an HTTP/1.0
+    client): what a page of another site (DNS rebinding: its own name pointed at this machine)
+    cannot send."""
+    name = host_name(host)
+    if not name:
+        return True
     try:
         ipaddress.ip_address(name)
         return True
     except ValueError:
         pass
+    return name == "localhost" or name.endswith(".localhost") or name in _own_names()
+
+
+@functools.lru_cache(maxsize=1)
+def _own_names() -> frozenset[str]:
+    """This machine's names: its host name, fully qualified and ``.local``."""
     me = socket.gethostname().lower()
-    return name in ("localhost", me, f"{me}.local") or name.endswith(".localhost")
+    names = {me, f"{me}.local"}
+    with contextlib.suppress(OSError):
+        names.add(socket.getfqdn().lower().rstrip("."))
+    return frozenset(names)
 
 
 class WebView:
@@ -322,6 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server_version  # the Server header names no Python version
 
     def handle_one_request(self) -> None:
+        self._head = False  # one handler serves every request of a kept-alive connection
         self.server.reading(self.connection)
         try:
             super().handle_one_request()
@@ -371,10 +384,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         cookie = {}
         if set_cookie:
-            cookie["Set-Cookie"] = f"{COOKIE}={view.token}; Path=/; HttpOnly; SameSite=Strict"
+            # Lax: a link to the view on a wiki or dashboard (another site) opens it; the view only reads
+            cookie["Set-Cookie"] = f"{COOKIE}={view.token}; Path=/; HttpOnly; SameSite=Lax"
             if path in ("/", "/index.html"):  # the token off the address bar (history, screenshots)
                 rest = {k: v for k, v in query.items() if k != "token"}
-                target = "/" + ("?" + urlencode(rest, doseq=True) if rest else "")
+                target = "./" + (
+                    "?" + urlencode(rest, doseq=True) if rest else ""
+                )  # relative: a proxy's path
                 self._send(HTTPStatus.SEE_OTHER, "", "text/plain", extra={**cookie, "Location": target})
                 return
         if path in ("/", "/index.html"):
