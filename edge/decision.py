@@ -54,6 +54,7 @@ Stamp variants (models with a class head)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -92,18 +93,27 @@ class TriggerState:
     learning: bool = False
     #: ``ended`` ended because the frames stopped while it was in view (``Frame.gap_s``)
     interrupted: bool = False
+    #: ``product`` begins on the first frame after the frames stopped for this long: it was in
+    #: view then, so it was seen only from here on (None: it was seen coming)
+    resumed_s: float | None = None
 
 
-#: a product judged on fewer frames than this is seen too briefly for its verdict to be sure (one
-#: false hit passes it, and the gaps between products go unseen, so two merge into one): the loop
-#: is too slow for the line
+#: a product seen in fewer frames than this is seen too briefly for its verdict to be sure (one
+#: false hit passes it, and where the loop drops frames the gaps between products go unseen, so
+#: two merge into one)
 FEW_FRAMES = 3
 
 
-def seen_too_briefly(verdict: Verdict, state: TriggerState) -> bool:
-    """A product of a trigger that spans frames (one with an occupancy) judged on fewer than
-    ``FEW_FRAMES`` frames, though its frames did not stop (that is ``interrupted_s``)."""
-    return state.occupancy is not None and verdict.interrupted_s is None and len(verdict.frames) < FEW_FRAMES
+def seen_too_briefly(verdict: Verdict, state: TriggerState, dropping: bool) -> bool:
+    """A product of a trigger that spans frames (one with an occupancy), its frames not stopped
+    (that is ``interrupted_s``), seen in fewer than ``FEW_FRAMES`` frames, or judged on fewer
+    while the loop drops frames (``dropping``: then products also merge, and a merged one is seen
+    long but judged on its fullest few)."""
+    if state.occupancy is None or verdict.interrupted_s is not None:
+        return False
+    return (verdict.in_view or len(verdict.frames)) < FEW_FRAMES or (
+        dropping and len(verdict.frames) < FEW_FRAMES
+    )
 
 
 class Trigger(Protocol):
@@ -173,11 +183,18 @@ class OccupancyTrigger:
                 self._learn.clear()
                 self._learned = True
             return TriggerState(learning=True)
-        if frame.gap_s and self._product is not None:
-            # the frames stopped with a product in view: what comes now may be another product,
-            # so the one in progress is judged on what was seen of it (this frame begins afresh)
-            pid, self._product = self._product, None
-            return TriggerState(ended=pid, interrupted=True)
+        if not frame.gap_s:
+            return self._step(frame, view)
+        # the frames stopped: what comes now may be another product, so the one in progress is
+        # judged on what was seen of it, and this frame begins afresh; a product in view on it
+        # was seen only from here on
+        ended, self._product = self._product, None
+        state = self._step(frame, view)
+        resumed = frame.gap_s if state.product is not None else None
+        return dataclasses.replace(state, ended=ended, interrupted=ended is not None, resumed_s=resumed)
+
+    def _step(self, frame: Frame, view: np.ndarray) -> TriggerState:
+        cfg = self.config
         occ = self.occupancy(view)
         if self._product is None:
             self.idle_peak = max(self.idle_peak, occ)
@@ -265,6 +282,8 @@ class _Seen:
 @dataclass
 class _Product:
     pid: int
+    #: seen only after the frames stopped for this long (``TriggerState.resumed_s``)
+    resumed_s: float | None = None
     seen: list[_Seen] = field(default_factory=list)
     # at most three frames kept per product: the two best-scoring and the fullest view
     best: list[tuple[float, Frame, Prediction]] = field(default_factory=list)
@@ -324,20 +343,31 @@ class Decider:
         return self._current.hits if self._current is not None else 0
 
     def update(self, frame: Frame, state: TriggerState, prediction: Prediction | None) -> Verdict | None:
-        """Add this frame to its product; a Verdict when a product ended with it."""
+        """Add this frame to its product; a Verdict when a product ended with it (or, the frames
+        having stopped, before it)."""
+        verdict = None
+        if state.ended is not None and state.ended != state.product:
+            verdict = self._end(state.ended, frame.gap_s if state.interrupted else None)
         if state.product is not None:
             cur = self._current
             if cur is None or cur.pid != state.product:
                 if cur is not None:
                     self.abandoned += 1  # a trigger that never ended it; not judged on a guess
-                cur = self._current = _Product(state.product)
+                cur = self._current = _Product(state.product, resumed_s=state.resumed_s)
             if prediction is not None:
                 self._add(cur, frame, state, prediction)
-        if state.ended is not None and self._current is not None and self._current.pid == state.ended:
-            product, self._current = self._current, None
-            if product.seen:
-                return self._judge(product, frame.gap_s if state.interrupted else None)
-        return None
+        if state.ended is not None and state.ended == state.product:
+            verdict = self._end(state.ended, None)
+        return verdict
+
+    def _end(self, pid: int, interrupted_s: float | None) -> Verdict | None:
+        """Judge product ``pid`` if it is the one in progress and was seen."""
+        if self._current is None or self._current.pid != pid:
+            return None
+        product, self._current = self._current, None
+        if not product.seen:
+            return None
+        return self._judge(product, interrupted_s if interrupted_s is not None else product.resumed_s)
 
     def _add(self, cur: _Product, frame: Frame, state: TriggerState, pred: Prediction) -> None:
         label = pred.label if pred.class_scores is not None else None
@@ -402,6 +432,7 @@ class Decider:
             hits=hits,
             model_id=self.model_id,
             interrupted_s=interrupted_s,
+            in_view=len(seen),
         )
         self._seq += 1
         return verdict

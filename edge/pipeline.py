@@ -136,16 +136,18 @@ FEW_FRAMES_EVERY_S = 60.0
 
 
 class FewFrames:
-    """Products of a trigger that spans frames judged on fewer than ``FEW_FRAMES`` of them: a
+    """Products of a trigger that spans frames seen in fewer than ``FEW_FRAMES`` of them: a
     warning that the loop cannot keep up with the line (at once, then once a minute at most)."""
 
     def __init__(self) -> None:
         self.count = 0
         self._said_at: float | None = None
         self._since = 0
+        self._dropped = 0  # the source's dropped frames at the last verdict
 
     def add(self, verdict: Verdict, state: TriggerState, fps: float, dropped: int) -> None:
-        if not seen_too_briefly(verdict, state):
+        dropping, self._dropped = dropped > self._dropped, dropped
+        if not seen_too_briefly(verdict, state, dropping):
             return
         self.count += 1
         self._since += 1
@@ -153,17 +155,26 @@ class FewFrames:
         if self._said_at is not None and now - self._said_at < FEW_FRAMES_EVERY_S:
             return
         what = (
-            f"product {verdict.product_id} was judged on {len(verdict.frames)} frame(s)"
+            f"product {verdict.product_id} was seen in {verdict.in_view or len(verdict.frames)} frame(s)"
             if self._since == 1
-            else f"{self._since} products were judged on fewer than {FEW_FRAMES} frames"
+            else f"{self._since} products were seen in fewer than {FEW_FRAMES} frames"
         )
-        _log.warning(
-            "%s: the loop runs at %.1f frames/s (%d frames dropped so far), too slow for the line to "
-            "be sure (products then also merge); lighten it: --refine off, no --record, a smaller region",
-            what,
-            fps,
-            dropped,
-        )
+        if dropping:
+            _log.warning(
+                "%s: the loop runs at %.1f frames/s (%d frames dropped so far), too slow for the line "
+                "to be sure (products then also merge); lighten it: --refine off, no --record, a "
+                "smaller region",
+                what,
+                fps,
+                dropped,
+            )
+        else:  # the loop keeps up: the products pass the region too fast for the camera's rate
+            _log.warning(
+                "%s, too few to be sure of its verdict, though the loop keeps up (%.1f frames/s): a wider "
+                "region, a faster camera or a slower line gives each product more",
+                what,
+                fps,
+            )
         self._said_at, self._since = now, 0
 
 
@@ -232,7 +243,7 @@ class Summary:
     blind_s: float = 0.0
     #: products in view when the frames stopped, judged on the frames before (``interrupted_s``)
     interrupted: int = 0
-    #: products judged on fewer than FEW_FRAMES frames (the loop too slow for the line)
+    #: products seen in fewer than FEW_FRAMES frames (too few to be sure of their verdicts)
     few_frames: int = 0
     products: int = 0
     ok: int = 0
@@ -282,7 +293,7 @@ class Summary:
                 else ""
             )
             + (
-                f"; {self.few_frames} judged on fewer than {FEW_FRAMES} frames (the loop too slow for it)"
+                f"; {self.few_frames} seen in fewer than {FEW_FRAMES} frames (too few to be sure)"
                 if self.few_frames
                 else ""
             ),
@@ -392,7 +403,7 @@ class Pipeline:
         self.heatmap = heatmap
         #: a log line per flagged product (at most ``FLAG_LINES_PER_S`` a second)
         self.flag_lines = FlagLines() if flag_lines else None
-        #: products judged on too few frames: the loop is too slow for the line (off with flag_lines)
+        #: products seen in too few frames (a loop too slow for the line; off with flag_lines)
         self.few_frames = FewFrames() if flag_lines else None
         self._small_region_said = False
         #: second looks at each judged frame (edge.runtime.look_again)

@@ -22,6 +22,7 @@ skipped. Both are counted in :class:`SourceStats`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -192,6 +193,8 @@ class LatestFrame:
         with self._cond:
             if self._frame is not None:
                 self._stats.dropped += 1
+                if self._frame.gap_s > frame.gap_s:  # the frames stopped before the one dropped
+                    frame = dataclasses.replace(frame, gap_s=self._frame.gap_s)
             self._frame = frame
             self._cond.notify()
 

@@ -117,6 +117,9 @@ class Verdict:
     #: the frames stopped for this many seconds while the product was in view: it was judged on
     #: the frames before (None: seen through)
     interrupted_s: float | None = None
+    #: the frames the product was seen in (``frames`` are those of them it was judged on; 0: not
+    #: counted)
+    in_view: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.outcome, Outcome):

@@ -89,6 +89,7 @@ class StationStatus:
         #: products judged on the frames before the frames stopped, and on too few frames
         self.interrupted = 0
         self.few_frames = 0
+        self._dropped_at_verdict = 0
         #: active faults, name -> why (set by the fault monitor)
         self.faults: dict[str, str] = {}
         self.verdict_listeners: list[Callable[[Verdict], None]] = []
@@ -117,7 +118,9 @@ class StationStatus:
             if verdict is not None:
                 self.counts[verdict.outcome] += 1
                 self.interrupted += verdict.interrupted_s is not None
-                self.few_frames += seen_too_briefly(verdict, result.trigger)
+                dropping = self.source_stats.dropped > self._dropped_at_verdict
+                self._dropped_at_verdict = self.source_stats.dropped
+                self.few_frames += seen_too_briefly(verdict, result.trigger, dropping)
                 self._verdict_times.append(now)
                 self._forget_old_verdicts(now)  # bounded even where nothing asks for the rate
                 self.recent.appendleft(
