@@ -1096,8 +1096,11 @@ def _jpeg_segments(data: bytes):
     scan last; stops early where ``data`` ends or is not a JPEG's segment structure."""
     i = 2
     while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return
+        if data[i] != 0xFF:  # stray bytes between segments (libjpeg reads on past them): resync
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return
+            continue
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1

@@ -39,7 +39,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edge.datasets import IMAGE_EXTENSIONS, DatasetError, image_files, read_image
+from edge.datasets import IMAGE_EXTENSIONS, DatasetError, hidden_file, image_files, read_image
 from edge.files import opencv_problem
 from edge.types import Frame
 
@@ -526,8 +526,11 @@ _TCP_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
 
 
 def shown_url(url: str) -> str:
-    """``url`` for logs and messages: a password in it (``rtsp://user:secret@camera/``) masked."""
-    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    """``url`` for logs and messages: a password in it masked, after the user name
+    (``rtsp://user:secret@camera/``; the last ``@`` before the path ends it, as for FFmpeg) or in
+    the query, as cheap cameras take it (``?user=admin&password=...``)."""
+    url = re.sub(r"(://[^/:@]*):[^/]*@", r"\1:***@", url)
+    return re.sub(r"([?&](?:password|passwd|pwd|pass|token|key)=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
@@ -598,8 +601,8 @@ class StreamURL(OpenCVCamera):
         if scheme is None:
             expected = ", ".join(s + "://" for s in STREAM_SCHEMES[:4])
             raise SourceError(
-                f"{url}: not a stream's address ({expected}...); a video file is given with --video "
-                "(source.video)"
+                f"{shown_url(url)}: not a stream's address ({expected}...); a video file is given with "
+                "--video (source.video)"
             )
         if scheme.group(1).lower() == "file":
             raise SourceError(f"{url}: a file, not a stream's address: give it with --video (source.video)")
@@ -661,7 +664,9 @@ class VideoFile(_OpenCVCapture):
             scheme = re.match(r"(rtsps?|rtmp|https?|udp|tcp|srt):/+", str(self.path), re.IGNORECASE)
             if scheme:  # a path keeps one slash of "rtsp://"
                 url = f"{scheme.group(1)}://{str(self.path)[scheme.end() :]}"
-                raise SourceError(f"{url}: a stream's address, not a file: give it with --url (source.url)")
+                raise SourceError(
+                    f"{shown_url(url)}: a stream's address, not a file: give it with --url (source.url)"
+                )
             raise SourceError(f"{self.path}: video file not found")
         if not self.path.is_file():
             raise SourceError(f"{self.path}: not a regular file (expected a video file)")
@@ -752,6 +757,14 @@ class VideoFile(_OpenCVCapture):
         return declared / self.fps - self.position_s > max(1.0, 2.0 / self.fps)
 
 
+def _holds_images(folder: Path) -> bool:
+    """A subfolder, not hidden, with image files in it (one that cannot be read: no)."""
+    try:
+        return folder.is_dir() and not hidden_file(folder) and bool(image_files(folder))
+    except OSError:  # lost+found on a USB stick, owned by root
+        return False
+
+
 class ImageFolder:
     """The image files of a folder in sorted order; unreadable ones are skipped and counted."""
 
@@ -771,7 +784,7 @@ class ImageFolder:
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: image folder not found")
         self.files = image_files(self.folder)
-        holding = sorted(d.name for d in self.folder.iterdir() if d.is_dir() and image_files(d))
+        holding = sorted(d.name for d in self.folder.iterdir() if _holds_images(d))
         if not self.files:
             inside = f"; its subfolder {holding[0]}/ holds some (give that folder)" if holding else ""
             raise SourceError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){inside}")

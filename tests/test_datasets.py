@@ -1228,6 +1228,7 @@ def test_whole_images_with_data_after_them_are_read_and_cut_ones_are_not(tmp_pat
         ("progressive.jpg", progressive + video),
         ("thumb.jpg", with_thumb),
         ("png_then_data.png", png + video),
+        ("stray_bytes.jpg", jpeg[:20] + b"\x00\x00" + jpeg[20:]),  # libjpeg: "2 extraneous bytes"
     ]:
         assert incomplete(data) is None, name
         (tmp_path / name).write_bytes(data)

@@ -191,6 +191,8 @@ def test_image_folder_in_sorted_order_skipping_unreadable(tmp_path: Path, caplog
     (tmp_path / "notes.txt").write_text("ignored")
     (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble: not an image
     (tmp_path / "later").mkdir()
+    (tmp_path / ".thumbs").mkdir()  # hidden: not the user's photos
+    cv2.imwrite(str(tmp_path / ".thumbs" / "t.png"), np.full((40, 40, 3), 50, np.uint8))
     cv2.imwrite(str(tmp_path / "later" / "d.png"), np.full((40, 40, 3), 40, np.uint8))
     for _ in range(3):  # as edge-bench reads it: once per model, thread count and baseline
         with Source(ImageFolder(tmp_path), threaded=False) as src:
@@ -431,6 +433,11 @@ def test_a_stream_that_does_not_open_says_why(http_folder):
         assert f": cannot open ({why}" in str(err.value), str(err.value)
         assert "s3cret" not in str(err.value)  # a camera's password stays out of the journal
     assert shown_url("rtsp://admin:s3cret@cam.local:554/h264") == "rtsp://admin:***@cam.local:554/h264"
+    assert shown_url("rtsp://admin:s3cr@t@cam/live") == "rtsp://admin:***@cam/live"  # FFmpeg: the last @
+    assert (
+        shown_url("http://cam/video.cgi?user=admin&PWD=s3cret&ch=1")
+        == "http://cam/video.cgi?user=admin&PWD=***&ch=1"
+    )
 
 
 @pytest.mark.parametrize("url", ["/data/line.mp4", "file:///data/line.mp4", "line.mp4"])

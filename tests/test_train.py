@@ -235,11 +235,18 @@ def test_random_erasing_never_hides_more_than_half_of_the_object():
             ["--out", "{tmp}/kept"],
             "--out {tmp}/kept: holds images (images/a.png, ...): a data set's folder, not one for a model",
         ),
+        (  # an earlier run's folder, with a contact sheet beside its model, is taken again
+            ["--out", "{tmp}/kept/run1", "--data", "/nonexistent/labels"],
+            "nonexistent",
+        ),
     ],
 )
 def test_edge_train_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     (tmp_path / "kept" / "images").mkdir(parents=True)
     (tmp_path / "kept" / "images" / "a.png").write_bytes(b"")
+    (tmp_path / "kept" / "run1").mkdir()
+    for name in ("model.keras", "test_int8.png"):
+        (tmp_path / "kept" / "run1" / name).write_bytes(b"")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     rc = train_main(["--out", str(tmp_path / "runs" / "o"), "--steps", "1", *argv])
     err = capsys.readouterr().err

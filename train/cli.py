@@ -304,6 +304,8 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
 
 #: the images edge-train writes into --out (train.loop): a previous run's are not a data set's
 IMAGES_WRITTEN = ("curves.png", "train_preview.png")
+#: files that mark a folder as an earlier run's (its sheets and conversions beside them are fine)
+RUN_FILES = ("model.keras", "model.json", "config.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -313,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     read = [("--data", args.data), ("--val", args.val), ("--backgrounds", args.backgrounds)]
     if problem := clash([("--out", args.out)], [], folders=read):  # its model and reports among the data
         raise CliError(problem)
-    if args.out.is_dir():  # a data set's folder not given here (the next edge-synth --out would refuse it)
+    earlier_run = any((args.out / name).exists() for name in RUN_FILES)
+    if args.out.is_dir() and not earlier_run:  # a data set's folder not given here
         photos = [p for p in image_files(args.out) if p.name not in IMAGES_WRITTEN]
         photos += image_files(args.out / "images") if (args.out / "images").is_dir() else []
         if photos:
