@@ -84,8 +84,9 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour
 
 
 #: a frame smaller than this (shorter side, px) is drawn on blown up by a whole factor (each pixel
-#: a block): at its own size the text would be a few unreadable pixels (a folder of small photos)
-MIN_OVERLAY_SIDE = 240
+#: a block): at its own size the text would be a few unreadable pixels (a folder of small photos);
+#: a small camera's frames (320x180) are not, so they cost no more to record and stream
+MIN_OVERLAY_SIDE = 160
 
 
 def legible(canvas: np.ndarray, roi_px: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -76,12 +76,12 @@ def test_a_small_frame_is_drawn_on_blown_up_so_its_text_can_be_read():
     image = np.full((16, 24, 3), 77, np.uint8)  # a folder's thumbnail-sized photo
     state = OverlayState(prediction=Prediction(0.9, box=(0.25, 0.5, 0.75, 1.0)), inspected=3, missing=1)
     out = draw_overlay(image, (0, 0, 24, 16), state)
-    assert out.shape == (240, 360, 3)  # 15 times: the shorter side at least MIN_OVERLAY_SIDE
+    assert out.shape == (160, 240, 3)  # 10 times: the shorter side at least MIN_OVERLAY_SIDE
     assert tuple(out[5, 5]) == (77, 77, 77)  # each pixel a block
-    assert tuple(out[8 * 15 + 30, 6 * 15]) == (60, 200, 60)  # the box's left edge, mapped
-    assert (out[200:, :200] > 200).all(axis=-1).any()  # the counters' text, legible at that size
-    image = np.full((240, 320, 3), 77, np.uint8)  # from this size on: drawn on in place
-    assert draw_overlay(image, (0, 0, 320, 240), state) is image
+    assert tuple(out[8 * 10 + 30, 6 * 10]) == (60, 200, 60)  # the box's left edge, mapped
+    assert (out[130:, :200] > 200).all(axis=-1).any()  # the counters' text, legible at that size
+    image = np.full((180, 320, 3), 77, np.uint8)  # a small camera's frames: drawn on in place
+    assert draw_overlay(image, (0, 0, 320, 180), state) is image
 
 
 def test_verdict_log_appends_across_restarts_and_repairs_a_torn_line(tmp_path: Path):
