@@ -45,7 +45,7 @@ from edge.cli.common import (
     write_json,
 )
 from edge.datasets import Dataset, DatasetError, detect_format, image_files, load_dataset, read_image
-from edge.files import clash
+from edge.files import clash, listed
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector, look_again
 from edge.synth import RECIPES
@@ -195,10 +195,9 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
     if not images:
         raise CliError(f"{args.calibration}: no readable calibration images ({skipped[0]})")
     if skipped:
-        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         print(
             f"edge-convert: WARNING: {args.calibration}: {len(skipped)} of {len(paths)} images skipped "
-            f"({'; '.join(skipped[:5])}{more})",
+            f"({listed(skipped)})",
             file=sys.stderr,
         )
     if len({im.tobytes() for im in images}) < 2 or max(float(im.std()) for im in images) < 1.0:

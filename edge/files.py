@@ -97,3 +97,9 @@ def shown(path: Path | str) -> str:
     """``path`` for a message: a file name that is not valid UTF-8 shows its odd bytes escaped
     (``caf\\xe9.jpg``) instead of failing to print."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def listed(items: Sequence[str], most: int = 5) -> str:
+    """``items`` for a one-line message: the first ``most`` of them, then how many more."""
+    more = f"; and {len(items) - most} more" if len(items) > most else ""
+    return "; ".join(items[:most]) + more

@@ -37,12 +37,12 @@ import numpy as np
 
 from edge.contract import INPUT_SHAPE, prepare_input
 from edge.datasets import IMAGE_EXTENSIONS, decode_image, image_files, incomplete
+from edge.files import listed
 
 __all__ = [
     "BOX_ALPHA_THRESHOLD",
     "DEFAULT_CONFIG",
     "DEFAULT_VARIANTS",
-    "IMAGE_SUFFIXES",
     "VARIANTS",
     "Backgrounds",
     "Stamp",
@@ -63,7 +63,6 @@ __all__ = [
 
 #: a stamp pixel counts as visible (inside the box) when its final alpha exceeds this
 BOX_ALPHA_THRESHOLD = 0.2
-IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 PathLike = str | Path
 Box = tuple[float, float, float, float]
@@ -1865,7 +1864,7 @@ def load_stamps(paths: Sequence[PathLike]) -> list[Stamp]:
             files = image_files(p, recursive=False)
             if not files:
                 raise ValueError(
-                    f"stamp folder {p}: holds no images (expected {', '.join(IMAGE_SUFFIXES)} files)"
+                    f"stamp folder {p}: holds no images (expected {', '.join(IMAGE_EXTENSIONS)} files)"
                 )
         else:
             files = [p]
@@ -2161,7 +2160,7 @@ class Backgrounds:
         if not self.paths:
             raise ValueError(
                 f"backgrounds folder {self.folder}: holds no images "
-                f"(expected {', '.join(IMAGE_SUFFIXES)} files)"
+                f"(expected {', '.join(IMAGE_EXTENSIONS)} files)"
             )
         self.paths = self._usable(self.paths)
 
@@ -2197,15 +2196,12 @@ class Backgrounds:
                 f"{path.relative_to(self.folder)}: {why})"
             )
         if skipped:
-            named = "; ".join(f"{path.relative_to(self.folder)}: {why}" for path, why in skipped[:5])
-            more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
             _log.warning(
-                "backgrounds folder %s: %d of %d images skipped (%s%s)",
+                "backgrounds folder %s: %d of %d images skipped (%s)",
                 self.folder,
                 len(skipped),
                 len(paths),
-                named,
-                more,
+                listed([f"{path.relative_to(self.folder)}: {why}" for path, why in skipped]),
             )
         if small:
             _log.warning(
