@@ -620,17 +620,22 @@ def _parse_yaml_names(text: str, source: str) -> list[str]:
     return items_list or _names_from_map(pairs, where)
 
 
-def parse_yolo_labels(text: str, source: str, classes: Sequence[str], width: int, height: int) -> ImageLabels:
+def parse_yolo_labels(
+    text: str, source: str, classes: Sequence[str], width: int, height: int, pose: bool = False
+) -> ImageLabels:
     """A YOLO label file (``class x_center y_center width height`` a line, normalised) -> pixel boxes
     in a ``width`` x ``height`` image. An empty file is a negative. A segmentation or oriented-box
     line (``class x1 y1 x2 y2 x3 y3 ...``, normalised points, as Ultralytics and Roboflow export
-    them) is the box around its points."""
+    them) is the box around its points. A pose line (``pose``: its ``data.yaml`` has a
+    ``kpt_shape``) is a box followed by keypoints: the box is taken, the keypoints left."""
     objects, places = [], []
     for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         where = f"{source} line {n}"
+        if pose and len(fields) > 5:
+            fields = fields[:5]
         if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
             raise DatasetError(
                 f"{where}: expected 5 values 'class x_center y_center width height' (or a class and "
@@ -1506,9 +1511,12 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
     yaml_path = next(
         (home / n for home in homes for n in ("data.yaml", "data.yml") if (home / n).is_file()), None
     )
+    pose = False
     if yaml_path is not None:
         shown = _rel(yaml_path, root)
-        lists.append((f"{shown} names", parse_yaml_names(_read_text(yaml_path, shown), shown)))
+        yaml_text = _read_text(yaml_path, shown)
+        lists.append((f"{shown} names", parse_yaml_names(yaml_text, shown)))
+        pose = re.search(r"^kpt_shape\s*:", yaml_text, re.MULTILINE) is not None  # a pose export
     if not lists:
         raise DatasetError(
             f"{root}: YOLO folder without classes.txt, obj.names or data.yaml naming the classes"
@@ -1544,7 +1552,7 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
             continue
         shown = _rel(label_path, root)
         width, height = image_size(image)
-        entry = parse_yolo_labels(_read_text(label_path, shown), shown, classes, width, height)
+        entry = parse_yolo_labels(_read_text(label_path, shown), shown, classes, width, height, pose)
         records.append(Record(image, entry.objects, width, height))
     labelled = {r.image_path for r in records}
     return records, classes, _unlabelled(root, images, labelled)

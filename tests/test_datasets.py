@@ -160,6 +160,21 @@ def test_yolo_segmentation_and_oriented_box_lines_are_the_box_around_their_point
     assert a.objects[1] == ObjectLabel("square", box=(0.0, 0.0, 64.0, 48.0))
 
 
+def test_yolo_pose_lines_are_their_box_not_their_keypoints(tmp_path):
+    """A pose export's data.yaml has kpt_shape; its lines are a box and then keypoints (an odd
+    count, like a polygon's)."""
+    _build(
+        tmp_path,
+        {
+            "data.yaml": "names: [seal]\nkpt_shape: [2, 3]\n",
+            "images/a.jpg": (W, H),
+            "labels/a.txt": "0 0.5 0.5 0.25 0.5 0.1 0.1 2 0.9 0.9 2\n",
+        },
+    )
+    a = _by_name(load_dataset(tmp_path))["a.jpg"]
+    assert a.objects == (ObjectLabel("seal", box=(24.0, 12.0, 40.0, 36.0)),)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
