@@ -1250,15 +1250,6 @@ def incomplete(data: bytes) -> str | None:
     return None
 
 
-def cut_short(path: Path) -> str | None:
-    """Why a JPEG or PNG file is incomplete (see ``incomplete``); None when it is whole, is of
-    another kind or cannot be read (the decoder then says what it can)."""
-    try:
-        return incomplete(Path(path).read_bytes())
-    except OSError:
-        return None
-
-
 # -- loading --------------------------------------------------------------------------------------
 
 

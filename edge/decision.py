@@ -116,6 +116,22 @@ def seen_too_briefly(verdict: Verdict, state: TriggerState, dropping: bool) -> b
     )
 
 
+class BriefProducts:
+    """Counts the products seen too briefly (``seen_too_briefly``), telling from the source's
+    dropped frames at each verdict whether the loop was dropping frames meanwhile."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._dropped = 0  # the source's dropped frames at the last verdict
+
+    def add(self, verdict: Verdict, state: TriggerState, dropped: int) -> tuple[bool, bool]:
+        """(seen too briefly, the loop dropping frames) for a verdict; the former counted."""
+        dropping, self._dropped = dropped > self._dropped, dropped
+        brief = seen_too_briefly(verdict, state, dropping)
+        self.count += brief
+        return brief, dropping
+
+
 class Trigger(Protocol):
     """Frame (and the model's view of its region, 128x128 RGB) -> which product it belongs to."""
 

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.contract import prepare_input, roi_pixels
-from edge.decision import FEW_FRAMES, Decider, Trigger, TriggerState, no_product_hint, seen_too_briefly
+from edge.decision import FEW_FRAMES, BriefProducts, Decider, Trigger, TriggerState, no_product_hint
 from edge.overlay import OverlayState, draw_overlay, score_text
 from edge.runtime import look_again
 from edge.sinks import FrameResult, Sink, SinkError
@@ -140,16 +140,18 @@ class FewFrames:
     warning that the loop cannot keep up with the line (at once, then once a minute at most)."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.briefs = BriefProducts()
         self._said_at: float | None = None
         self._since = 0
-        self._dropped = 0  # the source's dropped frames at the last verdict
+
+    @property
+    def count(self) -> int:
+        return self.briefs.count
 
     def add(self, verdict: Verdict, state: TriggerState, fps: float, dropped: int) -> None:
-        dropping, self._dropped = dropped > self._dropped, dropped
-        if not seen_too_briefly(verdict, state, dropping):
+        brief, dropping = self.briefs.add(verdict, state, dropped)
+        if not brief:
             return
-        self.count += 1
         self._since += 1
         now = time.monotonic()
         if self._said_at is not None and now - self._said_at < FEW_FRAMES_EVERY_S:

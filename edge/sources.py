@@ -661,7 +661,7 @@ class VideoFile(_OpenCVCapture):
         if self.path.is_dir():
             raise SourceError(f"{self.path}: expected a video file, found a folder (--images reads a folder)")
         if not self.path.exists():
-            scheme = re.match(r"(rtsps?|rtmp|https?|udp|tcp|srt):/+", str(self.path), re.IGNORECASE)
+            scheme = re.match(rf"({'|'.join(STREAM_SCHEMES)}):/+", str(self.path), re.IGNORECASE)
             if scheme:  # a path keeps one slash of "rtsp://"
                 url = f"{scheme.group(1)}://{str(self.path)[scheme.end() :]}"
                 raise SourceError(

@@ -450,8 +450,7 @@ class VerdictPublisher:
                         "mqtt: cannot reach %s:%d; verdicts wait in the log (retrying)", self.host, self.port
                     )
                     outage_logged = True
-                self._stopping.wait(delay)
-                delay = min(delay * 2, self.config.reconnect_max_s)
+                delay = self._back_off(delay)
                 continue
             outage_logged = False
             _log.info("mqtt: connected to %s:%d; %d verdicts to send", self.host, self.port, self.unsent)
@@ -464,11 +463,16 @@ class VerdictPublisher:
             if self._clock() - began >= STABLE_SESSION_S:
                 delay = BACKOFF_START_S
             else:  # dropped as soon as it was up (a broker or firewall that closes at once): back off
-                if self._stopping.is_set() and self._flush_deadline is not None:  # no longer than the flush
-                    time.sleep(max(0.0, min(delay, self._flush_deadline - self._clock())))
-                else:
-                    self._stopping.wait(delay)
-                delay = min(delay * 2, self.config.reconnect_max_s)
+                delay = self._back_off(delay)
+
+    def _back_off(self, delay: float) -> float:
+        """Wait ``delay`` before the next connection (stopping: no longer than the flush time left);
+        the delay after that."""
+        if self._stopping.is_set() and self._flush_deadline is not None:
+            time.sleep(max(0.0, min(delay, self._flush_deadline - self._clock())))
+        else:
+            self._stopping.wait(delay)
+        return min(delay * 2, self.config.reconnect_max_s)
 
     def _flush_left(self) -> bool:
         """On stop: is there time left to send what is unsent?"""

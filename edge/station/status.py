@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.decision import seen_too_briefly
+from edge.decision import BriefProducts
 from edge.sinks import FrameResult, iso_time
 from edge.sources import SourceStats
 from edge.types import Frame, Outcome, Verdict
@@ -88,8 +88,7 @@ class StationStatus:
         self.rejects = 0
         #: products judged on the frames before the frames stopped, and on too few frames
         self.interrupted = 0
-        self.few_frames = 0
-        self._dropped_at_verdict = 0
+        self._briefs = BriefProducts()
         #: active faults, name -> why (set by the fault monitor)
         self.faults: dict[str, str] = {}
         self.verdict_listeners: list[Callable[[Verdict], None]] = []
@@ -118,9 +117,7 @@ class StationStatus:
             if verdict is not None:
                 self.counts[verdict.outcome] += 1
                 self.interrupted += verdict.interrupted_s is not None
-                dropping = self.source_stats.dropped > self._dropped_at_verdict
-                self._dropped_at_verdict = self.source_stats.dropped
-                self.few_frames += seen_too_briefly(verdict, result.trigger, dropping)
+                self._briefs.add(verdict, result.trigger, self.source_stats.dropped)
                 self._verdict_times.append(now)
                 self._forget_old_verdicts(now)  # bounded even where nothing asks for the rate
                 self.recent.appendleft(
@@ -138,6 +135,11 @@ class StationStatus:
         if verdict is not None:
             for listener in self.verdict_listeners:
                 listener(verdict)
+
+    @property
+    def few_frames(self) -> int:
+        """Products seen too briefly to be sure of (``edge.decision.seen_too_briefly``)."""
+        return self._briefs.count
 
     def now(self) -> float:
         return self._clock()
