@@ -407,6 +407,15 @@ class MqttConfig:
     username: str | None = None
     #: a file holding the password (readable by the service only)
     password_file: Path | None = None
+    #: connect over TLS (port 8883 when the broker has none), the broker's certificate checked
+    #: against the system's CA certificates, or ca_file's
+    tls: bool = False
+    #: the CA certificate (PEM) that signed the broker's; left out: the system's
+    ca_file: Path | None = None
+    #: this station's certificate (PEM), for a broker that asks for one ...
+    cert_file: Path | None = None
+    #: ... and its private key, without a passphrase (readable by the service only); left out: in cert_file
+    key_file: Path | None = None
     keepalive_s: int = _opt(30, _positive)
     #: the stats message (counts, fps, latency) every this many seconds
     stats_interval_s: float = _opt(60.0, _positive)
@@ -436,6 +445,11 @@ def check_station(config: Any) -> None:
         raise ConfigError(
             "mqtt.broker: expected output.events too (the verdict log is what is published, --events FILE)"
         )
+    for name in ("ca_file", "cert_file", "key_file"):
+        if getattr(config.mqtt, name) is not None and not config.mqtt.tls:
+            raise ConfigError(f"mqtt.{name}: expected mqtt.tls = true too")
+    if config.mqtt.key_file is not None and config.mqtt.cert_file is None:
+        raise ConfigError("mqtt.key_file: expected mqtt.cert_file too (the certificate of that key)")
     seen: dict[str, str] = {}
     for name in ("trigger_pin", "reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin"):
         value = getattr(config.gpio, name)

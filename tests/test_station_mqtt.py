@@ -4,6 +4,7 @@ from the last acknowledged verdict; the retained status is online, then offline 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -47,12 +48,13 @@ def free_port() -> int:
 class Broker:
     """Mosquitto on 127.0.0.1, persistent (a restart keeps subscriptions and queued messages)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, listener: str = ""):
+        """``listener``: more settings of the listener (its TLS files)."""
         self.port = free_port()
         self.folder = folder
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {self.port} 127.0.0.1\n{listener}allow_anonymous true\npersistence true\n"
             f"persistence_location {folder}/\nlog_dest stderr\nlog_type error\n"
             + ("user root\n" if os.geteuid() == 0 else "")
         )
@@ -90,11 +92,13 @@ class Broker:
 class Subscriber:
     """A persistent-session QoS 1 subscriber to stampline/#, reconnecting on its own."""
 
-    def __init__(self, port: int, client_id: str):
+    def __init__(self, port: int, client_id: str, tls: dict | None = None):
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.reconnect_delay_set(0.1, 0.5)
+        if tls is not None:
+            self.client.tls_set(**tls)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("stampline/#", qos=1)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
@@ -435,3 +439,179 @@ def test_missing_paho_says_how_to_install_it(monkeypatch, tmp_path):
     pub = VerdictPublisher(MqttConfig(broker="localhost"), tmp_path / "v.jsonl")
     with pytest.raises(StationError, match=r"mqtt.broker: paho-mqtt is not installed: pip install"):
         pub.__enter__()
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A plant's CA, the broker's certificate from it (for localhost and 127.0.0.1), a station's
+    certificate from it, and another CA; PEM files in tmp_path/pki."""
+    trustme = pytest.importorskip("trustme")
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    files = {}
+    ca, other = trustme.CA(), trustme.CA()
+    broker, station = ca.issue_cert("localhost", "127.0.0.1"), ca.issue_cert("line1.plant.local")
+    for name, blob in [
+        ("ca", ca.cert_pem),
+        ("other_ca", other.cert_pem),
+        ("broker", broker.cert_chain_pems[0]),
+        ("broker_key", broker.private_key_pem),
+        ("station", station.cert_chain_pems[0]),
+        ("station_key", station.private_key_pem),
+    ]:
+        files[name] = folder / f"{name}.pem"
+        blob.write_to_path(files[name])
+    return files
+
+
+def tls_broker(folder: Path, pki: dict, require_certificate: bool) -> Broker:
+    return Broker(
+        folder,
+        f"cafile {pki['ca']}\ncertfile {pki['broker']}\nkeyfile {pki['broker_key']}\n"
+        f"require_certificate {str(require_certificate).lower()}\n",
+    )
+
+
+@needs_broker
+def test_verdicts_reach_a_tls_broker_that_asks_for_the_station_certificate(tmp_path, pki):
+    events = tmp_path / "verdicts.jsonl"
+    station = {"ca_file": pki["ca"], "cert_file": pki["station"], "key_file": pki["station_key"]}
+    cfg = MqttConfig(broker="localhost", station="line1", tls=True, reconnect_max_s=0.5, **station)
+    consumer = {
+        "ca_certs": str(pki["ca"]),
+        "certfile": str(pki["station"]),
+        "keyfile": str(pki["station_key"]),
+    }
+    with tls_broker(tmp_path, pki, require_certificate=True) as broker:
+        cfg = dataclasses.replace(cfg, broker=f"localhost:{broker.port}")
+        with Subscriber(broker.port, "consumer-tls", consumer) as sub, VerdictLog(events) as log:
+            with VerdictPublisher(cfg, events) as pub:
+                log_verdicts(log, pub, range(1, 8))
+                sub.wait(lambda: pub.unsent == 0)
+                assert pub.connected and pub.problem == ""
+            assert in_order_without_duplicates(sub.verdict_seqs("line1")) == list(range(1, 8))
+
+
+@needs_broker
+@pytest.mark.parametrize(
+    ("host", "station", "why"),
+    [
+        # the broker's certificate from a CA the station was not told of
+        ("localhost", {"ca_file": "other_ca"}, "TLS: the broker's certificate is not trusted"),
+        # no ca_file: the system's CAs, which never signed a test CA's certificate
+        ("localhost", {}, "TLS: the broker's certificate is not trusted"),
+        # a broker that asks for the station's certificate, and none set
+        ("localhost", {"ca_file": "ca"}, "closed before accepting the connection; as a broker does"),
+    ],
+)
+def test_a_tls_connection_that_fails_keeps_the_verdicts_and_the_journal_says_why(
+    tmp_path, pki, caplog, host, station, why
+):
+    events = tmp_path / "verdicts.jsonl"
+    files = {key: pki[name] for key, name in station.items()}
+    with tls_broker(tmp_path, pki, require_certificate=True) as broker, VerdictLog(events) as log:
+        cfg = MqttConfig(
+            broker=f"{host}:{broker.port}",
+            station="line1",
+            tls=True,
+            reconnect_max_s=0.2,
+            flush_s=0.2,
+            **files,
+        )
+        with VerdictPublisher(cfg, events) as pub:
+            log_verdicts(log, pub, range(1, 4))
+            deadline = time.monotonic() + 10
+            while why not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not pub.connected and pub.unsent == 3
+    line = next(r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage())
+    assert line.startswith(f"mqtt: cannot reach {host}:{broker.port} (") and why in line, line
+    assert "verdicts wait in the log" in line
+    assert len(events.read_text().splitlines()) == 3  # kept for the next connection
+
+
+@needs_broker
+def test_a_broker_name_the_certificate_does_not_carry_is_refused(tmp_path, pki, caplog):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(tmp_path / "ca2.pem")
+    cert = ca.issue_cert("mqtt.plant.local")  # not 127.0.0.1
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "b2.pem")
+    cert.private_key_pem.write_to_path(tmp_path / "b2.key")
+    broker = Broker(
+        tmp_path, f"cafile {tmp_path}/ca2.pem\ncertfile {tmp_path}/b2.pem\nkeyfile {tmp_path}/b2.key\n"
+    )
+    events = tmp_path / "verdicts.jsonl"
+    with broker, VerdictLog(events) as log:
+        cfg = MqttConfig(
+            broker=f"127.0.0.1:{broker.port}", tls=True, ca_file=tmp_path / "ca2.pem", flush_s=0.2
+        )
+        with VerdictPublisher(cfg, events) as pub:
+            log_verdicts(log, pub, range(1, 2))
+            deadline = time.monotonic() + 10
+            while not pub.problem and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not pub.connected
+    assert "mismatch" in pub.problem and "a name or address the certificate carries" in pub.problem, (
+        pub.problem
+    )
+
+
+def test_the_tls_port_is_8883_unless_given():
+    assert VerdictPublisher(MqttConfig(broker="mqtt.plant.local", tls=True), Path("v.jsonl")).port == 8883
+    assert VerdictPublisher(MqttConfig(broker="mqtt.plant.local"), Path("v.jsonl")).port == 1883
+    assert (
+        VerdictPublisher(MqttConfig(broker="mqtt.plant.local:9000", tls=True), Path("v.jsonl")).port == 9000
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ('ca_file = "{ca}"', "mqtt.ca_file: expected mqtt.tls = true too"),
+        ('tls = true\nkey_file = "{station_key}"', "mqtt.key_file: expected mqtt.cert_file too"),
+        (
+            'tls = true\nca_file = "{missing}"',
+            "mqtt.ca_file: cannot read {missing} (No such file or directory)",
+        ),
+        ('tls = true\nca_file = "{garbage}"', "mqtt.ca_file: {garbage} is not a PEM certificate"),
+        (
+            'tls = true\ncert_file = "{station}"\nkey_file = "{broker_key}"',
+            "mqtt.cert_file: {station} is not a PEM certificate of mqtt.key_file's key",
+        ),
+        (
+            'tls = true\ncert_file = "{station}"',
+            "mqtt.cert_file: {station} is not a PEM certificate with its key",
+        ),
+        (
+            'tls = true\ncert_file = "{station}"\nkey_file = "{locked}"',
+            "mqtt.key_file: {locked} holds a key with a passphrase; expected one without",
+        ),
+    ],
+)
+def test_bad_tls_settings_are_one_line_errors_before_the_run(tmp_path, pki, capsys, settings, message):
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pki["station_key"].read_bytes(), None)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    names = {**pki, "missing": tmp_path / "nope.pem", "garbage": tmp_path / "garbage.pem", "locked": locked}
+    config = tmp_path / "station.toml"
+    config.write_text(
+        f'[source]\nkind = "demo"\n[output]\nevents = "{tmp_path}/v.jsonl"\n'
+        f'[mqtt]\nbroker = "localhost"\n{settings.format(**names)}\n'
+    )
+    for argv in (["--check-config", str(config)], ["--config", str(config), "--max-frames", "1"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message.format(**names) in err, err

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -668,9 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_paths_apart(config)
             except ConfigError as exc:  # named like the file's own errors
                 raise ConfigError(f"{args.check_config}: {exc}") from None
-            secret = config.mqtt.password_file
-            if secret is not None and not os.access(secret, os.R_OK):
-                raise CliError(f"mqtt.password_file: cannot read {secret}")
+            if config.mqtt.broker is not None:
+                from edge.station.mqtt import read_password, tls_context
+
+                read_password(config.mqtt)
+                tls_context(config.mqtt)
             model = config.model.path.name if config.model.path else "the bundled model"
             print(
                 f"{args.check_config}: ok (source {config.source.kind}, trigger {config.trigger.kind}, "

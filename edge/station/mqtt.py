@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -47,6 +48,83 @@ CONNECT_TIMEOUT_S = 5.0
 #: the state file is rewritten at most this often (a lost update only means a duplicate)
 STATE_EVERY_S = 0.2
 READ_CHUNK = 1 << 16
+
+
+def read_password(config: MqttConfig) -> str | None:
+    """The password of ``mqtt.password_file`` (None without one); StationError naming the key."""
+    if config.password_file is None:
+        return None
+    try:
+        return config.password_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "expected UTF-8 text"
+        raise StationError(f"mqtt.password_file: cannot read {config.password_file} ({why})") from None
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    raise _Encrypted  # OpenSSL would otherwise prompt on the terminal (and a service has none)
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS settings of ``mqtt.tls`` (None: plain MQTT): the broker's certificate checked against
+    ``ca_file`` or the system's CA certificates, and its name against the broker's host; this
+    station's certificate when ``cert_file`` is set. StationError naming the key of a file that
+    cannot be read or is not what it should be."""
+    if not config.tls:
+        return None
+
+    def problem(key: str, path: Path, exc: Exception, want: str) -> StationError:
+        if isinstance(exc, ssl.SSLError):
+            return StationError(f"mqtt.{key}: {path} is not {want} ({exc.reason or exc})")
+        return StationError(f"mqtt.{key}: cannot read {path} ({exc.strerror or exc})")
+
+    try:
+        context = ssl.create_default_context(cafile=config.ca_file)
+    except OSError as exc:  # ssl.SSLError is one
+        raise problem("ca_file", config.ca_file, exc, "a PEM certificate") from None
+    if config.cert_file is not None:
+        try:
+            context.load_cert_chain(config.cert_file, config.key_file, password=_no_passphrase)
+        except _Encrypted:
+            key = "key_file" if config.key_file is not None else "cert_file"
+            raise StationError(
+                f"mqtt.{key}: {config.key_file or config.cert_file} holds a key with a passphrase; "
+                "expected one without (openssl pkey -in KEY -out PLAIN_KEY)"
+            ) from None
+        except OSError as exc:
+            for key in ("cert_file", "key_file"):  # which file could not be read
+                path = getattr(config, key)
+                if path is not None and not os.access(path, os.R_OK):
+                    raise problem(key, path, exc, "") from None
+            of = " with its key" if config.key_file is None else " of mqtt.key_file's key"
+            raise problem("cert_file", config.cert_file, exc, "a PEM certificate" + of) from None
+    return context
+
+
+def connect_problem(exc: BaseException) -> str:
+    """Why a connection to the broker failed, in a few words, with what to do about a TLS one."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason or "not trusted"
+        if "hostname" in why.lower() or "ip address mismatch" in why.lower():
+            return f"TLS: {why}; connect by a name or address the certificate carries"
+        return f"TLS: the broker's certificate is not trusted ({why}); mqtt.ca_file names its CA"
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
+            return "TLS: the port does not speak TLS (the broker's TLS port is usually 8883)"
+        if exc.reason and "CERTIFICATE_REQUIRED" in exc.reason:
+            return "TLS: the broker asks for this station's certificate (mqtt.cert_file)"
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "no answer"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def station_name(config: MqttConfig) -> str:
@@ -292,7 +370,7 @@ class VerdictPublisher:
         if config.broker is None:
             raise ValueError("VerdictPublisher: mqtt.broker is not set")
         self.config = config
-        self.host, self.port = parse_endpoint(config.broker, None, 1883)
+        self.host, self.port = parse_endpoint(config.broker, None, 8883 if config.tls else 1883)
         self.events = Path(events)
         self.state_path = self.events.with_name(self.events.name + ".mqtt")
         self.status = status
@@ -305,6 +383,9 @@ class VerdictPublisher:
         self._clock = clock
         self._mqtt = None
         self._password: str | None = None
+        self._tls: ssl.SSLContext | None = None
+        #: why the last connection failed (the journal's outage line says it)
+        self.problem = ""
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._flush_deadline: float | None = None
@@ -329,13 +410,8 @@ class VerdictPublisher:
         except ImportError:
             raise missing("paho", "mqtt.broker") from None
         self._mqtt = mqtt
-        if self.config.password_file is not None:
-            try:
-                self._password = self.config.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise StationError(
-                    f"mqtt.password_file: cannot read {self.config.password_file} ({exc.strerror})"
-                ) from None
+        self._password = read_password(self.config)
+        self._tls = tls_context(self.config)
         #: verdicts logged before this start, still in the log and not yet acknowledged
         self.unsent_at_start = self._load_state()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -447,7 +523,10 @@ class VerdictPublisher:
                     return  # the broker is away: what is unsent goes after the next start
                 if not outage_logged:
                     _log.warning(
-                        "mqtt: cannot reach %s:%d; verdicts wait in the log (retrying)", self.host, self.port
+                        "mqtt: cannot reach %s:%d (%s); verdicts wait in the log (retrying)",
+                        self.host,
+                        self.port,
+                        self.problem,
                     )
                     outage_logged = True
                 delay = self._back_off(delay)
@@ -482,6 +561,7 @@ class VerdictPublisher:
 
     def _connect(self):
         mqtt = self._mqtt
+        self.problem = ""
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -489,6 +569,8 @@ class VerdictPublisher:
             protocol=mqtt.MQTTv311,
         )
         client.connect_timeout = CONNECT_TIMEOUT_S
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
         client.max_inflight_messages_set(self.config.max_inflight)
         client.will_set(self.topic_status, "offline", qos=1, retain=True)
         if self.config.username is not None:
@@ -501,17 +583,30 @@ class VerdictPublisher:
         client.on_connect = on_connect
         try:
             client.connect(self.host, self.port, keepalive=self.config.keepalive_s)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self.problem = connect_problem(exc)
             _log.debug("mqtt: connect failed: %s", exc)
             return None
         deadline = self._clock() + CONNECT_TIMEOUT_S
-        while result["rc"] is None and self._clock() < deadline:
-            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
-                break
+        try:
+            while result["rc"] is None and self._clock() < deadline:
+                if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+        except OSError as exc:  # a TLS alert after the handshake (a client certificate refused)
+            self.problem = connect_problem(exc)
         rc = result["rc"]
         if rc is None or rc.is_failure:
             if rc is not None:
+                self.problem = f"refused: {rc}"
                 _log.warning("mqtt: %s:%d refused the connection (%s)", self.host, self.port, rc)
+            elif not self.problem:
+                self.problem = "closed before accepting the connection"
+                if self._tls is not None and self.config.cert_file is None:
+                    self.problem += (
+                        "; as a broker does that asks for this station's certificate (mqtt.cert_file)"
+                    )
+                elif self._tls is None and self.port == 8883:
+                    self.problem += "; a TLS port? (mqtt.tls = true)"
             try:
                 client.disconnect()
             except Exception:
