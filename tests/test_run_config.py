@@ -222,6 +222,24 @@ def test_a_camera_configs_frame_rate_does_not_pace_a_video_only_fps_given_with_i
     assert "--video" in argv and not {"--width", "--height", "--fps"} & set(argv)
 
 
+def test_bench_cold_start_hands_a_stream_address_over_in_a_private_file_not_on_the_command_line(
+    tmp_path: Path,
+):
+    from edge.cli import bench
+    from edge.cli.run import build_parser, overrides_from
+
+    url = 'rtsp://admin:p@ss"w\\rd#1@10.0.0.5:554/stream1'
+    args = bench.build_parser().parse_args(["--url", url, "--cold-start", "1"])
+    argv = bench.edge_run_argv(bench.load_config(args), tmp_path / "m.tflite", 1, tmp_path / "v.jsonl")
+    assert not any("p@ss" in a for a in argv), argv
+    path = Path(argv[argv.index("--config") + 1])
+    assert path.parent == tmp_path and path.stat().st_mode & 0o777 == 0o600
+    # what edge-run makes of those flags: the same stream, the address to the letter
+    run_args = build_parser().parse_args(argv[3:])
+    config = Config.load(run_args.config, overrides_from(run_args))
+    assert config.source.kind == "url" and config.source.url == url
+
+
 def test_an_output_over_the_bundled_model_is_refused(tmp_path: Path):
     from edge.cli.run import check_paths_apart
     from edge.runtime import BUNDLED_MODEL

@@ -234,17 +234,25 @@ def cpu_model() -> str:
 
 
 def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> list[str]:
-    """``edge-run`` flags for the same source, region and model, one frame, its verdict logged."""
+    """``edge-run`` flags for the same source, region and model, one frame, its verdict logged. A
+    stream's address goes in a config file beside ``events``, readable by this user only: its
+    password would show on the child's command line (``ps``, /proc) as a flag."""
     s = config.source
     argv = [sys.executable, "-m", "edge.cli.run"]
-    argv += {
-        "demo": ["--demo", "--seed", str(config.demo.seed)],
-        "video": ["--video", str(s.video)],
-        "images": ["--images", str(s.images)],
-        "url": ["--url", str(s.url)],
-        "camera": ["--camera", str(s.camera)],
-        "picamera": ["--picamera"],
-    }[s.kind]
+    if s.kind == "url":
+        secret = events.with_name(events.stem + ".source.toml")
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # a JSON string is a TOML basic string
+            f.write(f'[source]\nkind = "url"\nurl = {json.dumps(str(s.url))}\n')
+        argv += ["--config", str(secret)]
+    else:
+        argv += {
+            "demo": ["--demo", "--seed", str(config.demo.seed)],
+            "video": ["--video", str(s.video)],
+            "images": ["--images", str(s.images)],
+            "camera": ["--camera", str(s.camera)],
+            "picamera": ["--picamera"],
+        }[s.kind]
     fps = s.pace_fps if s.kind == "video" else s.fps
     for dest, value in (("width", s.width), ("height", s.height), ("fps", fps)):
         if value is not None and s.kind in SOURCE_FLAG_KINDS[dest]:  # a camera config's size: not a video's
