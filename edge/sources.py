@@ -563,7 +563,15 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
         with socket.create_connection((host, port), timeout=timeout_s) as conn:
             if scheme == "http":
                 target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-                conn.sendall(f"GET {target} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                auth = ""
+                if parts.username is not None:  # as FFmpeg sends them: the server judges them, not us
+                    import base64
+
+                    who = (
+                        f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+                    )
+                    auth = f"Authorization: Basic {base64.b64encode(who.encode()).decode()}\r\n"
+                conn.sendall(f"GET {target} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n".encode())
                 status = conn.recv(256).split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
                 if len(status) >= 2 and status[1].isdigit() and int(status[1]) >= 400:
                     return f"the server answered {' '.join(status[1:])}"

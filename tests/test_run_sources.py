@@ -440,6 +440,42 @@ def test_a_stream_that_does_not_open_says_why(http_folder):
     )
 
 
+def test_a_camera_that_asks_for_a_password_is_asked_with_the_addresses_own(tmp_path):
+    """The look behind "cannot open" sends the address's user and password, as FFmpeg does: a
+    wrong password is named as the server's 401, a right one is not blamed."""
+    import base64
+    import http.server
+    import threading
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            want = "Basic " + base64.b64encode(b"admin:p@ss:w0rd").decode()
+            ok = self.headers.get("Authorization") == want
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"not a video\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"127.0.0.1:{server.server_address[1]}/video.cgi"
+    try:
+        for url, why in [
+            (f"http://admin:wrong@{base}", "the server answered 401"),
+            (f"http://admin:p%40ss%3Aw0rd@{base}", "the server is there, but no video stream"),
+        ]:
+            with pytest.raises(SourceError) as err, Source(StreamURL(url, timeout_ms=2000), threaded=False):
+                pass
+            assert f": cannot open ({why}" in str(err.value), str(err.value)
+            assert "wrong" not in str(err.value) and "w0rd" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("url", ["/data/line.mp4", "file:///data/line.mp4", "line.mp4"])
 def test_a_file_given_as_a_stream_points_to_video(url):
     with (
