@@ -332,7 +332,7 @@ def _topic_level(v: Any) -> str | None:
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,}")
 
 
-def _token(v: Any) -> str | None:
+def token_problem(v: Any) -> str | None:
     # characters a cookie and a URL carry as they are (a ';', a quote or an accent broke the login)
     return None if _TOKEN.fullmatch(v) else "at least 8 characters, each a letter, digit or one of . _ ~ -"
 
@@ -385,7 +385,9 @@ class HttpConfig:
     listen: str | None = _opt(None, _endpoint_check("127.0.0.1", None))
     #: a token the page, the API and /metrics ask for (?token=, a cookie, or Authorization: Bearer);
     #: /healthz stays open. Left out: none (keep the web view on loopback then)
-    token: str | None = _opt(None, _token)
+    token: str | None = _opt(None, token_problem)
+    #: or a file holding the token (readable by the service only; systemd's LoadCredential= makes one)
+    token_file: Path | None = None
     #: the live stream's frame rate cap (frames are encoded only while someone watches)
     stream_fps: float = _opt(10.0, _positive)
     #: stream frames are scaled down to at most this width
@@ -445,6 +447,8 @@ def check_station(config: Any) -> None:
         raise ConfigError(
             "mqtt.broker: expected output.events too (the verdict log is what is published, --events FILE)"
         )
+    if config.http.token is not None and config.http.token_file is not None:
+        raise ConfigError("http.token_file: expected http.token or http.token_file, not both")
     for name in ("ca_file", "cert_file", "key_file"):
         if getattr(config.mqtt, name) is not None and not config.mqtt.tls:
             raise ConfigError(f"mqtt.{name}: expected mqtt.tls = true too")

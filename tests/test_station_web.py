@@ -82,12 +82,15 @@ def read_mjpeg(url: str, parts: int, timeout: float = 15.0) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def station(tmp_path_factory):
-    """edge-run on the paced demo line with the web view on a free loopback port and a token."""
+    """edge-run on the paced demo line with the web view on a free loopback port and a token, kept
+    in a file as a service keeps it (http.token_file; --http-token sets the same setting)."""
     if not BUNDLED_MODEL.is_file():
         pytest.skip("bundled model not built")
     tmp = tmp_path_factory.mktemp("web")
-    cmd = [*EDGE_RUN, "--demo", "--seed", "6", "--duration", "120", "--http", "127.0.0.1:0"]
-    cmd += ["--http-token", TOKEN, "--events", str(tmp / "verdicts.jsonl")]
+    (tmp / "http-token").write_text(TOKEN + "\n")
+    (tmp / "station.toml").write_text('[http]\ntoken_file = "http-token"\n')  # beside the config
+    cmd = [*EDGE_RUN, "--config", str(tmp / "station.toml"), "--demo", "--seed", "6", "--duration", "120"]
+    cmd += ["--http", "127.0.0.1:0", "--events", str(tmp / "verdicts.jsonl")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = None
@@ -115,6 +118,32 @@ def status(url: str) -> dict:
     code, _, body = get(url + "api/status", {"Authorization": f"Bearer {TOKEN}"})
     assert code == 200
     return json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            'token = "abcdefgh1"\ntoken_file = "t"',
+            "http.token_file: expected http.token or http.token_file, not both",
+        ),
+        ('token_file = "none"', "http.token_file: cannot read {tmp}/none (No such file or directory)"),
+        ('token_file = "short"', "http.token_file: {tmp}/short: expected at least 8 characters"),
+        ('token_file = "quote"', "http.token_file: {tmp}/quote: expected at least 8 characters"),
+    ],
+)
+def test_a_token_file_that_is_not_a_token_is_a_one_line_error(tmp_path, capsys, settings, message):
+    from edge.cli.run import main
+
+    (tmp_path / "short").write_text("zq7\n")
+    (tmp_path / "quote").write_text('zq7"defgh;ij\n')  # a cookie would not carry it
+    config = tmp_path / "station.toml"
+    config.write_text(f'[source]\nkind = "demo"\n[http]\nlisten = "127.0.0.1:0"\n{settings}\n')
+    for argv in (["--check-config", str(config)], ["--config", str(config), "--max-frames", "1"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message.format(tmp=tmp_path) in err, err
+        assert "zq7" not in err  # the file's content stays out of the journal
 
 
 @needs_model

@@ -117,7 +117,8 @@ def add_station_arguments(p: argparse.ArgumentParser) -> None:
         "--http-token",
         default=S,
         metavar="TOKEN",
-        help="a token the web view asks for: 8 or more letters, digits or . _ ~ - (default: none)",
+        help="a token the web view asks for: 8 or more letters, digits or . _ ~ - (default: none; a "
+        "service keeps it in http.token_file, off the command line)",
     )
     st.add_argument(
         "--mqtt",
@@ -672,6 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 read_password(config.mqtt)
                 tls_context(config.mqtt)
+            if config.http.listen is not None:
+                from edge.station.common import http_token
+
+                http_token(config.http)
             model = config.model.path.name if config.model.path else "the bundled model"
             print(
                 f"{args.check_config}: ok (source {config.source.kind}, trigger {config.trigger.kind}, "

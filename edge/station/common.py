@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from edge.config import HttpConfig, token_problem
 from edge.sinks import SinkError
 
 INSTALL = "pip install 'stampline[station]'"
@@ -26,6 +29,26 @@ class StationError(SinkError):
 def missing(module: str, what: str) -> StationError:
     """The error for an optional library that is not installed, with how to install it."""
     return StationError(f"{what}: {HINTS[module]}")
+
+
+def read_secret(path: Path, key: str) -> str:
+    """A password or token kept in a file (``key`` names the setting), stripped of its line end."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "expected UTF-8 text"
+        raise StationError(f"{key}: cannot read {path} ({why})") from None
+
+
+def http_token(config: HttpConfig) -> str | None:
+    """The web view's token: ``http.token``, or what ``http.token_file`` holds."""
+    if config.token_file is None:
+        return config.token
+    token = read_secret(config.token_file, "http.token_file")
+    problem = token_problem(token)
+    if problem is not None:
+        raise StationError(f"http.token_file: {config.token_file}: expected {problem}")
+    return token
 
 
 def host_name(host: str) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from edge.config import MqttConfig, parse_endpoint
 from edge.sinks import FrameResult, last_record_in, rotated_files, rotated_log
-from edge.station.common import StationError, missing
+from edge.station.common import StationError, missing, read_secret
 from edge.station.status import StationStatus
 
 _log = logging.getLogger(__name__)
@@ -52,13 +52,7 @@ READ_CHUNK = 1 << 16
 
 def read_password(config: MqttConfig) -> str | None:
     """The password of ``mqtt.password_file`` (None without one); StationError naming the key."""
-    if config.password_file is None:
-        return None
-    try:
-        return config.password_file.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "expected UTF-8 text"
-        raise StationError(f"mqtt.password_file: cannot read {config.password_file} ({why})") from None
+    return None if config.password_file is None else read_secret(config.password_file, "mqtt.password_file")
 
 
 class _Encrypted(Exception):

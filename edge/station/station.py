@@ -142,14 +142,14 @@ class Station:
             )
         if self.web is not None:
             where = "every interface" if self.web.host in ("0.0.0.0", "::") else self.web.host
-            if c.http.token is None and not _loopback(self.web.host):
+            if self.web.token is None and not _loopback(self.web.host):
                 _log.warning(
                     "the web view listens on %s without a token: anyone on the network sees the line; "
                     "set http.token (--http-token)",
                     where,
                 )
             lines.append(
-                f"web view on {self.web.url} ({where}{', token required' if c.http.token else ''}); "
+                f"web view on {self.web.url} ({where}{', token required' if self.web.token else ''}); "
                 f"/metrics, /healthz, /api/status"
             )
         if self.publisher is not None:

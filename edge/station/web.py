@@ -44,7 +44,7 @@ import numpy as np
 
 from edge.config import HttpConfig, parse_endpoint
 from edge.sinks import FrameResult
-from edge.station.common import StationError, host_name
+from edge.station.common import StationError, host_name, http_token
 from edge.station.status import StationStatus
 
 _log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class WebView:
         self.host, self.port = parse_endpoint(config.listen, "127.0.0.1", None)
         self.status = status
         self.metrics = metrics
-        self.token = config.token
+        self.token = http_token(config)
         self._clock = clock
         self._interval = 1.0 / config.stream_fps
         self._cond = threading.Condition()
