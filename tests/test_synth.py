@@ -480,9 +480,34 @@ def test_unusable_background_photos_are_named_and_the_rest_drawn_equally(tmp_pat
     assert "1 of 7 images are under 64 px" in said and "3small.png" in said
     assert len(bg) == 4
     rng = np.random.default_rng(0)
-    draws = [tuple(bg.draw(rng, 32, 24)[12, 16]) for _ in range(800)]
-    for colour in [*colours, (90, 90, 90)]:
-        assert 0.2 < draws.count(colour) / len(draws) < 0.3
+    kinds = np.array([*colours, (90, 90, 90)])
+    # each draw's photo: the nearest colour (photos are kept as JPEGs of quality 95: +-2)
+    draws = [bg.draw(rng, 32, 24)[12, 16].astype(int) for _ in range(800)]
+    assert max(np.abs(kinds - d).max(axis=1).min() for d in draws) <= 3
+    nearest = [int(np.abs(kinds - d).max(axis=1).argmin()) for d in draws]
+    for k in range(len(kinds)):
+        assert 0.2 < nearest.count(k) / len(draws) < 0.3
+
+
+def test_big_photos_are_kept_shrunk_and_draws_do_not_depend_on_what_memory_held(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    for k in range(4):  # a phone's photo: 4000 x 3000, some detail
+        small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        photo = cv2.resize(small, (4000, 3000), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(tmp_path / f"p{k}.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(tmp_path / "p4.png"), cv2.resize(small, (1600, 1200)))
+    roomy = Backgrounds(tmp_path)
+    for k in range(4):
+        side = max(roomy._load(tmp_path / f"p{k}.jpg").shape[:2])
+        assert 0.9 * 1024 <= side <= 1024  # decoded at a quarter of its size: 1000 px
+    assert max(roomy._load(tmp_path / "p4.png").shape[:2]) == 1024
+    assert 0 < roomy._packed_bytes < 5 * 2**20  # five photos, kept as JPEGs
+    # nothing kept (no memory to spare, one decoded photo at a time) draws the same surfaces
+    tight = Backgrounds(tmp_path, cache_size=1, packed_mb=0)
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    for width, height in [(640, 480), (320, 240), (200, 500)] * 4:
+        assert np.array_equal(roomy.draw(a, width, height), tight.draw(b, width, height))
+    assert tight._packed_bytes == 0 and len(tight._cache) == 1
 
 
 @pytest.mark.parametrize(("width", "height"), [(160, 90), (640, 356), (200, 333), (17, 9)])
