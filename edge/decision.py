@@ -133,9 +133,16 @@ class BriefProducts:
 
 
 class Trigger(Protocol):
-    """Frame (and the model's view of its region, 128x128 RGB) -> which product it belongs to."""
+    """Frame (and the model's view of its region, 128x128 RGB) -> which product it belongs to.
+
+    ``idle`` is asked when no frame came for a while: ``stopped`` says the frames of a live
+    source stopped for its ``stall_s`` or more. A product that ends then, without a frame (the
+    one in view when the frames stopped, or a trigger window that has passed), is returned, to be
+    judged at once on what was seen of it; else None."""
 
     def update(self, frame: Frame, view: np.ndarray) -> TriggerState: ...
+
+    def idle(self, now: float, stopped: bool) -> TriggerState | None: ...
 
 
 class EveryFrameTrigger:
@@ -148,6 +155,9 @@ class EveryFrameTrigger:
         pid = self._next
         self._next += 1
         return TriggerState(product=pid, ended=pid)
+
+    def idle(self, now: float, stopped: bool) -> TriggerState | None:
+        return None  # each frame's product ended with it
 
 
 class OccupancyTrigger:
@@ -201,13 +211,21 @@ class OccupancyTrigger:
             return TriggerState(learning=True)
         if not frame.gap_s:
             return self._step(frame, view)
-        # the frames stopped: what comes now may be another product, so the one in progress is
-        # judged on what was seen of it, and this frame begins afresh; a product in view on it
-        # was seen only from here on
+        # the frames stopped: what comes now may be another product, so the one in progress (if
+        # ``idle`` did not end it when they stopped) is judged on what was seen of it, and this
+        # frame begins afresh; a product in view on it was seen only from here on
         ended, self._product = self._product, None
         state = self._step(frame, view)
         resumed = frame.gap_s if state.product is not None else None
         return dataclasses.replace(state, ended=ended, interrupted=ended is not None, resumed_s=resumed)
+
+    def idle(self, now: float, stopped: bool) -> TriggerState | None:
+        """The frames stopped with a product in view: it ends now, not when they come back (if
+        they ever do); the first frame after them begins afresh."""
+        if not stopped or self._product is None:
+            return None
+        ended, self._product = self._product, None
+        return TriggerState(ended=ended, interrupted=True)
 
     def _step(self, frame: Frame, view: np.ndarray) -> TriggerState:
         cfg = self.config
@@ -375,6 +393,13 @@ class Decider:
         if state.ended is not None and state.ended == state.product:
             verdict = self._end(state.ended, None)
         return verdict
+
+    def end(self, state: TriggerState, stopped_s: float | None) -> Verdict | None:
+        """The verdict on a product a trigger ended without a frame (``Trigger.idle``);
+        ``stopped_s``: for how long the frames have stopped (None: they had not)."""
+        if state.ended is None:
+            return None
+        return self._end(state.ended, stopped_s if state.interrupted else None)
 
     def _end(self, pid: int, interrupted_s: float | None) -> Verdict | None:
         """Judge product ``pid`` if it is the one in progress and was seen."""

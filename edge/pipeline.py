@@ -34,7 +34,7 @@ from edge.overlay import OverlayState, draw_overlay, score_text
 from edge.runtime import look_again
 from edge.sinks import FrameResult, Sink, SinkError
 from edge.sources import EndOfStream, FrameSource
-from edge.types import Outcome, Prediction, Verdict
+from edge.types import Frame, Outcome, Prediction, Verdict
 
 _log = logging.getLogger(__name__)
 
@@ -239,6 +239,8 @@ class Summary:
     converted: int = 0
     skipped: int = 0
     reopens: int = 0
+    #: frames a stream handed over only when its read timed out (seconds old: dropped)
+    stale: int = 0
     #: times a live source's frames stopped for its stall_s or more, and the seconds without
     #: frames in all (products that passed meanwhile were not seen)
     gaps: int = 0
@@ -279,6 +281,7 @@ class Summary:
             f"{self.dropped} dropped"
             + (f", odd frames {' and '.join(odd)}" if odd else "")
             + (f", camera reopened {self.reopens}x" if self.reopens else "")
+            + (f", {self.stale} stale (came when a read timed out)" if self.stale else "")
             + (
                 f", no frames {self.gaps}x for {self.blind_s:.1f} s in all (products then unseen)"
                 if self.gaps
@@ -456,6 +459,9 @@ class Pipeline:
         judged: list[tuple[object | None, Outcome]] = []
         frames = 0
         gaps, blind_s, interrupted = 0, 0.0, 0  # the frames stopped: times, seconds, products in view
+        stop_counted = False  # the frames have stopped for stall_s, and that was counted in gaps
+        last_frame: Frame | None = None
+        last_roi = (0, 0, 0, 0)
         first_index = last_index = None
         last_verdict: Verdict | None = None
         fps_ema = 0.0
@@ -463,6 +469,22 @@ class Pipeline:
         ready = False
         t_start = time.monotonic()
         end = "end of stream"
+
+        def given(verdict: Verdict, state: TriggerState) -> None:
+            """Count a verdict, and say what the journal should about it."""
+            nonlocal last_verdict, interrupted
+            verdict_counts[verdict.outcome] += 1
+            last_verdict = verdict
+            if verdict.interrupted_s is not None:
+                interrupted += 1
+                _log.warning("%s", interrupted_line(verdict))
+            elif self.few_frames is not None:
+                self.few_frames.add(verdict, state, fps_ema, self.source.stats.dropped)
+            if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
+                self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
+            if self.truth is not None:
+                judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
+
         while True:
             if self._stop.is_set():
                 end = self._stop_reason
@@ -479,10 +501,30 @@ class Pipeline:
             except EndOfStream:
                 break
             if frame is None:
+                if last_frame is None:
+                    continue
+                now = time.monotonic()
+                stopped_s = now - last_frame.t_capture
+                stopped = self.source.live and stopped_s >= self.source.stall_s
+                if stopped and not stop_counted:  # counted now: the frames may never come back
+                    gaps, stop_counted = gaps + 1, True
+                state = self.trigger.idle(now, stopped)
+                verdict = self.decider.end(state, stopped_s) if state is not None else None
+                if verdict is not None:
+                    given(verdict, state)
+                    result = FrameResult(last_frame, last_roi, None, state, verdict, stopped=True)
+                    try:
+                        for sink in self.sinks:
+                            sink.write(result)
+                    except SinkError as exc:
+                        self.failure = exc
+                        end = f"error: {exc}"
+                        break
                 continue
             t1 = time.perf_counter()
             if frame.gap_s:
-                gaps, blind_s = gaps + 1, blind_s + frame.gap_s
+                gaps, blind_s = gaps + (not stop_counted), blind_s + frame.gap_s
+            stop_counted = False
             image = frame.image
             roi_px = self._roi_px.get(image.shape)
             if roi_px is None:
@@ -509,17 +551,7 @@ class Pipeline:
             verdict = self.decider.update(frame, state, prediction)
             t5 = time.perf_counter()
             if verdict is not None:
-                verdict_counts[verdict.outcome] += 1
-                last_verdict = verdict
-                if verdict.interrupted_s is not None:
-                    interrupted += 1
-                    _log.warning("%s", interrupted_line(verdict))
-                elif self.few_frames is not None:
-                    self.few_frames.add(verdict, state, fps_ema, self.source.stats.dropped)
-                if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
-                    self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
-                if self.truth is not None:
-                    judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
+                given(verdict, state)
             if t_prev_frame is not None:
                 dt = frame.t_capture - t_prev_frame
                 if dt > 0:
@@ -549,6 +581,7 @@ class Pipeline:
                 annotated = draw_overlay(image.copy(), roi_px, overlay)
             t6 = time.perf_counter()
             result = FrameResult(frame, roi_px, prediction, state, verdict, annotated)
+            last_frame, last_roi = frame, roi_px
             try:
                 for sink in self.sinks:
                     sink.write(result)
@@ -589,6 +622,8 @@ class Pipeline:
             )
 
         elapsed = time.monotonic() - t_start
+        if stop_counted and last_frame is not None:  # the frames had stopped, and did not come back
+            blind_s += time.monotonic() - last_frame.t_capture
         unfinished = 1 if self.decider.in_progress is not None else 0
         if hint := no_product_hint(self.trigger, verdict_counts.total() + unfinished):
             _log.warning(hint)
@@ -606,6 +641,7 @@ class Pipeline:
             converted=stats.converted,
             skipped=stats.skipped,
             reopens=stats.reopens,
+            stale=stats.stale,
             gaps=gaps,
             blind_s=round(blind_s, 1),
             interrupted=interrupted,

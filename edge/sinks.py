@@ -66,6 +66,9 @@ class FrameResult:
     trigger: TriggerState
     verdict: Verdict | None = None
     annotated: np.ndarray | None = None
+    #: no new frame: the verdict on a product ended because the frames stopped (``frame`` is the
+    #: last one seen; sinks of frames leave it out)
+    stopped: bool = False
 
 
 class Sink(Protocol):
@@ -576,6 +579,8 @@ class VideoRecorder(_ClosingSink):
         return self
 
     def write(self, result: FrameResult) -> None:
+        if result.stopped:
+            return  # no new frame
         image = result.annotated if result.annotated is not None else result.frame.image
         h, w = image.shape[:2]
         if self._writer is None:
@@ -664,6 +669,8 @@ class Display(_ClosingSink):
         return self
 
     def write(self, result: FrameResult) -> None:
+        if result.stopped:
+            return  # no new frame
         image = result.annotated if result.annotated is not None else result.frame.image
         cv2.imshow(self.WINDOW, image)
         cv2.waitKey(1)

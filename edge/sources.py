@@ -9,7 +9,11 @@ thread (:class:`LatestFrame`) that keeps only the newest frame: a frame that was
 the next one arrived is dropped and counted, so the consumer never works on a backlog. OpenCV's
 own buffer is set to one frame (``CAP_PROP_BUFFERSIZE``) and drained by that thread. A live source
 that delivers nothing for ``stall_s`` seconds is closed and reopened with back-off (0.5 s doubling
-to 30 s), logged each time; the run goes on.
+to 30 s), logged each time; the run goes on. A frame that took ``STALE_READ`` x ``stall_s`` or
+longer to read is a stall too, not a frame: when a stream goes silent, FFmpeg's read times out
+and hands over what its decoder still held, seconds old (it would have been judged as a new
+product, and each such frame put the reopening off by another ``stall_s``). It is dropped,
+counted (``SourceStats.stale``), and the device reopened at once.
 
 ``prefetch`` (files, folders and the demo read as fast as possible): a capture thread decodes up
 to that many frames ahead into a FIFO (:class:`FrameQueue`) and waits when it is full, so
@@ -63,6 +67,11 @@ PICAMERA_HINT = (
 )
 
 
+#: a live device's read that took this share of ``stall_s`` or more returned a stale frame (a
+#: stream's read times out at ``stall_s``)
+STALE_READ = 0.9
+
+
 class SourceError(RuntimeError):
     """A source that cannot be opened or read (reported on one line, exit status 2)."""
 
@@ -81,13 +90,19 @@ class SourceStats:
     converted: int = 0
     skipped: int = 0
     reopens: int = 0
+    #: frames that came only when a live device's read timed out (dropped: seconds old)
+    stale: int = 0
 
 
 class FrameSource(Protocol):
-    """Where frames come from. Used as a context manager; ``stats`` counts what happened."""
+    """Where frames come from. Used as a context manager; ``stats`` counts what happened.
+    ``live``: a camera or stream, whose frames can stop; ``stall_s``: for how long they may before
+    that is a stall."""
 
     stats: SourceStats
     name: str
+    live: bool
+    stall_s: float
 
     def read(self, timeout: float) -> Frame | None: ...
 
@@ -305,6 +320,10 @@ class Source:
     def fps(self) -> float | None:
         return self.device.fps
 
+    @property
+    def live(self) -> bool:
+        return self.device.live
+
     def __enter__(self) -> Source:
         self.device.open()
         return self
@@ -393,19 +412,28 @@ class Source:
 
     def _run(self) -> None:
         last_frame = time.monotonic()
+        opened = True  # the first read after opening may wait for the device: not a stale frame
         try:
             while not self._stop.is_set():
+                began = time.monotonic()
                 try:
                     raw = self._grab_paced()
                 except Exception as exc:  # a driver error is a stall, not the end of the run
                     _log.warning("%s: capture failed (%s)", self.name, exc)
                     raw = None
+                first, opened = opened, False
+                slow = time.monotonic() - began >= STALE_READ * self.stall_s
+                if raw is not None and slow and self.device.live and not first:
+                    self.stats.stale += 1  # what the decoder held when the read timed out
+                    self._reopen()
+                    last_frame, opened = time.monotonic(), True
+                    continue
                 if raw is None:
                     if not self.device.live:
                         break
                     if time.monotonic() - last_frame >= self.stall_s:
                         self._reopen()
-                        last_frame = time.monotonic()
+                        last_frame, opened = time.monotonic(), True
                     else:
                         self._stop.wait(0.01)
                     continue

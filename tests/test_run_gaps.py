@@ -52,36 +52,55 @@ class DroppingStream:
         pass
 
 
-def _run_dropping(cut: int, resume: int, caplog):
+class Results:
+    """A sink keeping what it is given (the verdicts, and whether each came with a new frame)."""
+
+    needs_annotated = False
+
+    def __init__(self) -> None:
+        self.verdicts, self.stopped, self.frames = [], [], 0
+
+    def write(self, result) -> None:
+        self.frames += not result.stopped
+        if result.verdict is not None:
+            self.verdicts.append(result.verdict)
+            self.stopped.append(result.stopped)
+
+
+def _run_dropping(cut: int, resume: int, caplog, silent_s: float = 0.6, duration: float = 8.0):
     line = DemoLine(0)  # product 1 (stamped) crosses the region in frames 79-90, 2 (unstamped) 155-165
-    stream = DroppingStream(line, cut=cut, resume=resume, silent_s=0.6, end=resume + 80)
+    stream = DroppingStream(line, cut=cut, resume=resume, silent_s=silent_s, end=resume + 80)
     detector = TFLiteDetector()
-    verdicts = []
+    results = Results()
     with Source(stream, threaded=True, stall_s=0.3) as src:
         pipeline = Pipeline(
             src,
             detector,
             OccupancyTrigger(TriggerConfig()),
             Decider(detector.metadata.threshold),
+            sinks=[results],
             roi=line.roi,
-            hooks=[lambda result, _ms: verdicts.append(result.verdict) if result.verdict else None],
         )
         with caplog.at_level(logging.WARNING):
-            summary = pipeline.run(duration=8.0, max_frames=cut + 75)
-    return verdicts, summary
+            summary = pipeline.run(duration=duration, max_frames=cut + 75)
+    return results, summary
 
 
 def test_a_product_in_view_when_the_frames_stop_is_judged_on_its_own_frames_and_marked(caplog):
-    verdicts, summary = _run_dropping(84, 158, caplog)  # back in the middle of product 2
+    results, summary = _run_dropping(84, 158, caplog)  # back in the middle of product 2
+    verdicts = results.verdicts
     first, second = verdicts[:2]
     assert first.product_id == 1 and first.outcome.value == "OK"  # seen stamped before the drop
-    assert first.interrupted_s is not None and first.interrupted_s >= 0.55
+    # judged when the frames had stopped for stall_s, before they came back (not at the next frame)
+    assert results.stopped[:2] == [True, False]
+    assert first.interrupted_s is not None and 0.3 <= first.interrupted_s < 0.6
     assert max(first.frames) < 84  # only frames from before the drop (frames are numbered as read)
     assert verdict_record(first, (0, 0, 640, 480))["interrupted_s"] == round(first.interrupted_s, 1)
     # product 2 was in view when the frames came back: seen only from then on, and marked so
     assert second.product_id == 2 and second.outcome.value == "MISSING"
-    assert second.interrupted_s == first.interrupted_s and min(second.frames) >= 84
+    assert second.interrupted_s >= 0.55 and min(second.frames) >= 84
     assert (summary.gaps, summary.interrupted) == (1, 2) and summary.blind_s >= 0.5
+    assert summary.frames == results.frames  # the verdict without a frame is not a frame
     said = [r.getMessage() for r in caplog.records if "while it was in view" in r.getMessage()]
     assert said[0].startswith("product 1 OK on ") and "frames only: no frames for 0." in said[0]
     assert said[1].startswith("product 2 MISSING on ") and len(said) == 2
@@ -90,10 +109,20 @@ def test_a_product_in_view_when_the_frames_stop_is_judged_on_its_own_frames_and_
     assert all(v.interrupted_s is None for v in verdicts[2:])  # products after that were seen whole
 
 
+def test_a_product_in_view_when_the_frames_stop_for_good_is_judged_at_once(caplog):
+    """The stream never comes back: the product in view still gets its verdict (logged, flagged
+    and sent on), and the summary counts the frames stopping and the time without them."""
+    results, summary = _run_dropping(84, 158, caplog, silent_s=60.0, duration=2.5)
+    assert [v.product_id for v in results.verdicts] == [1] and results.stopped == [True]
+    assert results.verdicts[0].interrupted_s >= 0.3
+    assert summary.gaps == 1 and summary.blind_s >= 1.5 and summary.unfinished == 0
+    assert "no frames 1x for " in summary.format()
+
+
 def test_a_product_still_in_view_when_the_frames_come_back_gets_two_marked_verdicts(caplog):
     """It cannot be told from another product: both parts are judged, and both marked to check."""
-    verdicts, summary = _run_dropping(84, 85, caplog)  # back on the next frame: product 1 again
-    first, second = verdicts[:2]
+    results, summary = _run_dropping(84, 85, caplog)  # back on the next frame: product 1 again
+    first, second = results.verdicts[:2]
     assert (first.product_id, second.product_id) == (1, 2)
     assert first.interrupted_s is not None and second.interrupted_s is not None
     assert summary.interrupted == 2

@@ -163,6 +163,39 @@ def test_a_live_source_that_stalls_is_reopened_and_keeps_delivering():
     assert cam.opened >= 2 and src.stats.reopens >= 1
 
 
+class FreezingStream(FakeCamera):
+    """The hardware boundary as an RTSP camera through FFmpeg that freezes after ``freeze_after``
+    frames: each read then waits for the read timeout and hands over a frame the decoder still
+    held, seconds old; reopening brings fresh frames."""
+
+    def __init__(self, timeout_s: float, freeze_after: int):
+        super().__init__(rate=200)
+        self.timeout_s, self.freeze_after = timeout_s, freeze_after
+
+    def grab(self):
+        if self.opened == 1 and self.grabs >= self.freeze_after:
+            time.sleep(self.timeout_s)
+            self.grabs += 1
+            return np.full((32, 32, 3), 255, np.uint8)  # white: a stale frame
+        return super().grab()
+
+
+def test_frames_a_stream_hands_over_when_its_read_times_out_are_dropped_and_it_is_reopened():
+    cam = FreezingStream(timeout_s=0.3, freeze_after=5)
+    with Source(cam, threaded=True, stall_s=0.3) as src:
+        seen = []
+        deadline = time.monotonic() + 5
+        while len(seen) < 12 and time.monotonic() < deadline:
+            frame = src.read(timeout=0.1)
+            if frame is not None:
+                seen.append(frame)
+    assert len(seen) == 12
+    assert not any((f.image == 255).all() for f in seen)  # none of the stale ones
+    assert src.stats.stale == 1 and src.stats.reopens == 1 and cam.opened == 2
+    # the first fresh frame after the freeze is marked: the frames stopped for stall_s or more
+    assert seen[5].gap_s >= 0.3 and not any(f.gap_s for f in seen[:5] + seen[6:])
+
+
 def test_odd_frames_from_a_device_are_counted():
     frames = [BGR, BGR[:, :, 0], np.zeros((4, 4, 3), np.uint8), BGR[:, ::2]]
 

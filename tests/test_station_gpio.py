@@ -128,6 +128,26 @@ def test_a_product_is_the_frames_in_its_window_after_the_edge(delay, window, eve
     assert unjudged == ([1] if "without-frames" in str(expected) or expected[1] == "p2" else [])
 
 
+def test_a_window_with_frames_ends_when_it_has_passed_or_the_frames_stop_not_at_the_next_frame():
+    factory, clock = MockFactory(), Clock()
+    cfg = GpioConfig(trigger_pin=17, window_s=0.2, debounce_s=0.0)
+    with GpioTrigger(cfg, pin_factory=factory, clock=clock) as trigger:
+        pin = factory.pin(17)
+
+        def product_at(t: float) -> None:
+            clock.now = t
+            pin.drive_low()
+            pin.drive_high()
+            assert show(trigger.update(frame(t + 0.05), VIEW)) == f"p{round(t)}"
+
+        product_at(1.0)  # product 1: no frame came after 1.05; its window passed at 1.2
+        assert trigger.idle(1.1, stopped=False) is None
+        assert trigger.idle(1.25, stopped=False) == TriggerState(ended=1)
+        product_at(2.0)  # product 2: the frames stopped inside its window
+        assert trigger.idle(2.1, stopped=True) == TriggerState(ended=2, interrupted=True)
+        assert trigger.idle(2.5, stopped=True) is None and trigger.pending == 0
+
+
 @pytest.mark.parametrize(
     ("pull", "active", "drive", "edges_at"),
     [
@@ -194,6 +214,43 @@ def test_reject_pulses_come_after_the_delay_for_their_length_and_never_for_ok():
     assert s3 - t0 == pytest.approx(0.80, abs=TOL) and e3 - s3 == pytest.approx(0.1, abs=TOL)
     assert s4 - t0 == pytest.approx(1.1, abs=0.1) and out.late_rejects == 1
     assert out.rejects == 3
+
+
+def test_a_product_judged_after_the_frames_stopped_is_pushed_on_time_or_not_at_all(caplog):
+    """The occupancy trigger (no edges): the pusher's delay runs from when the product was last
+    seen; a pulse that would come after it passed the pusher is left out, and the journal says so."""
+    from edge.sinks import FrameResult
+
+    factory = MockFactory()
+    cfg = GpioConfig(reject_pin=27, reject_delay_s=0.5, reject_pulse_s=0.1)
+    with GpioOutputs(cfg, pin_factory=factory) as out:
+        reject = factory.pin(27)
+        reject.clear_states()
+        base = reject._last_change
+        t0 = time.monotonic()
+        stopped = TriggerState(ended=1, interrupted=True)
+        # last seen 0.2 s ago: the pulse is still due, 0.3 s from now
+        out.write(
+            FrameResult(
+                frame(t0 - 0.2), (0, 0, 32, 32), None, stopped, verdict(Outcome.MISSING, 1), stopped=True
+            )
+        )
+        # last seen 3 s ago: it passed the pusher long since
+        late = TriggerState(ended=2, interrupted=True)
+        out.write(
+            FrameResult(
+                frame(t0 - 3.0), (0, 0, 32, 32), None, late, verdict(Outcome.MISSING, 2), stopped=True
+            )
+        )
+        time.sleep(0.6)
+    got = pulses(reject, base)
+    assert len(got) == 1 and got[0][0] - t0 == pytest.approx(0.3, abs=TOL), got
+    assert (out.rejects, out.unrejected, out.late_rejects) == (1, 1, 0)
+    said = [r.getMessage() for r in caplog.records if "not rejected" in r.getMessage()]
+    assert said == [
+        "product 2: MISSING but not rejected: the frames stopped while it was in view and its verdict "
+        "came after it passed the pusher (take it off the line by hand)"
+    ]
 
 
 def test_overlapping_rejects_merge_into_one_long_pulse_and_lights_hold():

@@ -262,6 +262,16 @@ class GpioTrigger:
         self._report(unjudged)
         return state
 
+    def idle(self, now: float, stopped: bool) -> TriggerState | None:
+        """No frame came: the window being judged ends when it has passed, or when the frames
+        stopped in it (judged on the frames it had, marked interrupted), not at the next frame."""
+        with self._lock:
+            cur = self._current
+            if cur is None or not (stopped or now > cur.end):
+                return None
+            self._current = None
+        return TriggerState(ended=cur.pid, interrupted=stopped)
+
     def expire(self, now: float | None = None, grace_s: float = 0.5) -> None:
         """Windows that ended more than ``grace_s`` ago without a frame are unjudged (called by
         the station's monitor, so a camera that delivers nothing still gets them rejected)."""
@@ -309,6 +319,8 @@ class GpioOutputs:
         self._light_gen = 0
         self.rejects = 0
         self.late_rejects = 0
+        #: flagged products judged after the frames stopped, too late for the pusher
+        self.unrejected = 0
         self.pulses: list[tuple[float, float]] = []  # (start, end) as scheduled, the latest few
 
     @property
@@ -367,18 +379,38 @@ class GpioOutputs:
     def write(self, result: FrameResult) -> None:
         verdict = result.verdict
         if verdict is not None:
-            self.verdict(verdict)
+            seen = None
+            if result.trigger.interrupted:  # judged after its frames stopped: when was it last seen?
+                seen = result.frame.t_capture - (0.0 if result.stopped else result.frame.gap_s)
+            self.verdict(verdict, seen)
             self._set("busy_pin", self._pending() > 0 or result.trigger.product is not None)
         elif result.trigger.product is not None:
             self._set("busy_pin", True)
         elif self._pending() == 0:
             self._set("busy_pin", False)
 
-    def verdict(self, verdict: Verdict) -> None:
+    def verdict(self, verdict: Verdict, last_seen: float | None = None) -> None:
+        """Lights and the reject pulse for a verdict. ``last_seen``: the product was judged after
+        the frames stopped while it was in view, and this is when it was last seen; without a
+        trigger edge its pulse is timed from then, and left out when that time has passed (it
+        would push whatever is at the pusher now; the journal says to take it off by hand)."""
         bad = verdict.outcome is not Outcome.OK
         self._lights(bad)
-        if bad:
-            self.reject(verdict.product_id, self._edge_time(verdict.product_id))
+        if not bad:
+            return
+        anchor = self._edge_time(verdict.product_id)
+        if anchor is None and last_seen is not None:
+            if last_seen + self.config.reject_delay_s < self._clock():
+                self.unrejected += 1
+                _log.warning(
+                    "product %d: %s but not rejected: the frames stopped while it was in view and its "
+                    "verdict came after it passed the pusher (take it off the line by hand)",
+                    verdict.product_id,
+                    verdict.outcome.value,
+                )
+                return
+            anchor = last_seen
+        self.reject(verdict.product_id, anchor)
 
     def _lights(self, bad: bool) -> None:
         with self._lock:

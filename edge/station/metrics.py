@@ -67,14 +67,15 @@ class PromMetrics:
         pass
 
     def write(self, result: FrameResult) -> None:
-        self.frames.inc()
+        if not result.stopped:  # else no new frame, only a verdict
+            self.frames.inc()
+            self.latency.observe(max(self.status.now() - result.frame.t_capture, 0.0))
         pred = result.prediction
         if pred is not None:
             self.inferences.inc()
             invoke = pred.timings.get("invoke_ms")
             if invoke is not None:
                 self.invoke.observe(invoke / 1e3)
-        self.latency.observe(max(self.status.now() - result.frame.t_capture, 0.0))
         if result.verdict is not None:
             self.verdicts.labels(result.verdict.outcome.value).inc()
 

@@ -105,10 +105,11 @@ class StationStatus:
         pred = result.prediction
         verdict = result.verdict
         with self._lock:
-            self.frames += 1
-            self.last_frame_t = now
-            self._frame_times.append(now)
-            self._latency_ms.append(latency_ms)
+            if not result.stopped:  # else no new frame, only a verdict
+                self.frames += 1
+                self.last_frame_t = now
+                self._frame_times.append(now)
+                self._latency_ms.append(latency_ms)
             if pred is not None:
                 self.inferences += 1
                 invoke = pred.timings.get("invoke_ms")
