@@ -557,7 +557,8 @@ def shown_url(url: str) -> str:
     """``url`` for logs and messages: a password in it masked, after the user name
     (``rtsp://user:secret@camera/``; the last ``@`` before the path ends it, as for FFmpeg) or in
     the query, as cheap cameras take it (``?user=admin&password=...``)."""
-    url = re.sub(r"(://[^/:@]*):[^/]*@", r"\1:***@", url)
+    # to the last @ anywhere: a password with a / ? or # not percent-encoded must not show either
+    url = re.sub(r"(://[^/:@]*):.*@(?=[^@]*$)", r"\1:***@", url)
     return re.sub(r"([?&](?:password|passwd|pwd|pass|token|key)=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
@@ -575,6 +576,8 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
+        if "@" in url.split("://", 1)[-1]:
+            return "the port is not a number (a / ? # or @ in the password is written %2F %3F %23 %40)"
         return "the port is not a number"
     if not host:
         return "no host in the address"
@@ -603,6 +606,10 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
                 status = conn.recv(256).split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
                 if len(status) >= 2 and status[1].isdigit() and int(status[1]) >= 400:
                     return f"the server answered {' '.join(status[1:])}"
+            if scheme == "rtsp":
+                why = _rtsp_refusal(conn, parts)
+                if why:
+                    return why
     except ConnectionRefusedError:
         return f"connection refused: nothing listens on {host}:{port}"
     except TimeoutError:
@@ -610,6 +617,73 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
     except OSError as exc:
         return f"{host}:{port}: {exc.strerror or exc}"
     return "the server is there, but no video stream could be read from it (path, credentials or codec?)"
+
+
+def _rtsp_answer(conn, request: str) -> tuple[int, dict[str, str]]:
+    """Send one RTSP request; the answer's status code (0: not RTSP) and headers (lower-case)."""
+    conn.sendall(request.encode("latin-1"))
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < 16384:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    status = lines[0].split(" ", 2)
+    code = int(status[1]) if len(status) >= 2 and status[0].startswith("RTSP/") and status[1].isdigit() else 0
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers.setdefault(key.strip().lower(), value.strip())
+    return code, headers
+
+
+def _rtsp_refusal(conn, parts) -> str | None:
+    """Why an RTSP server will not serve the stream, from a DESCRIBE as FFmpeg sends it (with the
+    address's user and password, Digest or Basic as the server asks): a user name or password it
+    refuses, a path it has no stream at, another error, or that it would serve it; None where it
+    does not answer as an RTSP server."""
+    import base64
+    import hashlib
+    import urllib.parse
+
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    uri = urllib.parse.urlunsplit(("rtsp", netloc, parts.path or "/", parts.query, ""))
+    ask = f"DESCRIBE {uri} RTSP/1.0\r\nCSeq: {{cseq}}\r\nAccept: application/sdp\r\n{{auth}}\r\n"
+    code, headers = _rtsp_answer(conn, ask.format(cseq=1, auth=""))
+    if code == 401:
+        if parts.username is None:
+            return "the server asks for a user name and password (rtsp://USER:PASSWORD@host/...)"
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        challenge = headers.get("www-authenticate", "")
+        fields = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+        if challenge.lower().startswith("digest"):
+
+            def md5(text: str) -> str:
+                return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+            realm, nonce = fields.get("realm", ""), fields.get("nonce", "")
+            response = md5(f"{md5(f'{user}:{realm}:{password}')}:{nonce}:{md5(f'DESCRIBE:{uri}')}")
+            auth = (
+                f'Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}", '
+                f'uri="{uri}", response="{response}"\r\n'
+            )
+        else:
+            auth = f"Authorization: Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}\r\n"
+        try:
+            code, headers = _rtsp_answer(conn, ask.format(cseq=2, auth=auth))
+        except OSError:  # it closed the connection after its challenge: no telling
+            return None
+        if code == 401:
+            return "the server refused the user name or password"
+    if code == 404:
+        return f"the server has no stream at {parts.path or '/'!r}"
+    if code >= 400:
+        return f"the server answered {code}"
+    if 200 <= code < 300:
+        return "the server has that stream, but no video could be read from it (its codec?)"
+    return None
 
 
 class StreamURL(OpenCVCamera):

@@ -509,6 +509,63 @@ def test_a_camera_that_asks_for_a_password_is_asked_with_the_addresses_own(tmp_p
         server.server_close()
 
 
+@pytest.fixture
+def rtsp_camera():
+    """An RTSP server's front door (the hardware boundary): it answers DESCRIBE for /live only,
+    after a Digest challenge, to user admin with password p@ss:w0rd (no video behind it)."""
+    import hashlib
+    import socketserver
+    import threading
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    class Camera(socketserver.StreamRequestHandler):
+        def handle(self):
+            while True:
+                lines = []
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    lines.append(line.decode().strip())
+                if not lines:
+                    return
+                method, uri, _ = lines[0].split(" ")
+                headers = dict(line.split(": ", 1) for line in lines[1:])
+                cseq = headers.get("CSeq", "0")
+                auth = headers.get("Authorization", "")
+                want = md5(f"{md5('admin:cam:p@ss:w0rd')}:n0nce:{md5(f'{method}:{uri}')}")
+                if f'response="{want}"' not in auth or 'username="admin"' not in auth:
+                    extra = 'WWW-Authenticate: Digest realm="cam", nonce="n0nce"\r\n'
+                    self.wfile.write(f"RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\n{extra}\r\n".encode())
+                elif not uri.endswith("/live"):
+                    self.wfile.write(f"RTSP/1.0 404 Not Found\r\nCSeq: {cseq}\r\n\r\n".encode())
+                else:  # a stream description OpenCV cannot play: no video behind it
+                    self.wfile.write(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n".encode())
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_rtsp_camera_that_refuses_says_whether_the_password_or_the_path_is_wrong(rtsp_camera):
+    from edge.sources import why_no_stream
+
+    cases = [
+        (f"rtsp://{rtsp_camera}/live", "the server asks for a user name and password"),
+        (f"rtsp://admin:wrong@{rtsp_camera}/live", "the server refused the user name or password"),
+        (f"rtsp://admin:p%40ss%3Aw0rd@{rtsp_camera}/nope", "the server has no stream at '/nope'"),
+        (f"rtsp://admin:p%40ss%3Aw0rd@{rtsp_camera}/live", "the server has that stream, but no video"),
+        # a password with a / not percent-encoded: the address cannot be read, and it is not shown
+        (f"rtsp://admin:a/b@{rtsp_camera}/live", "the port is not a number (a / ? # or @ in the password"),
+    ]
+    for url, why in cases:
+        assert why_no_stream(url).startswith(why), (url, why_no_stream(url))
+    assert shown_url(f"rtsp://admin:a/b@{rtsp_camera}/live") == f"rtsp://admin:***@{rtsp_camera}/live"
+    assert shown_url("rtsp://admin:a#b?c@cam/live") == "rtsp://admin:***@cam/live"
+
+
 @pytest.mark.parametrize("url", ["/data/line.mp4", "file:///data/line.mp4", "line.mp4"])
 def test_a_file_given_as_a_stream_points_to_video(url):
     with (
