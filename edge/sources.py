@@ -686,6 +686,15 @@ def _rtsp_refusal(conn, parts) -> str | None:
     return None
 
 
+def rtsp_over_tcp() -> None:
+    """RTSP over TCP, said to FFmpeg through OpenCV's options unless they say otherwise: OpenCV
+    asks for TCP only while ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is unset, and any other option there
+    made it UDP, which a firewall may drop (every open then succeeded and no frame ever came)."""
+    options = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    if "rtsp_transport" not in options:
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(filter(None, [options, "rtsp_transport;tcp"]))
+
+
 class StreamURL(OpenCVCamera):
     """An RTSP/HTTP stream through OpenCV's FFmpeg backend, with open and read timeouts: a read
     that waits longer than ``read_timeout_ms`` (give the source's ``stall_s``) gives up, so a stream
@@ -716,6 +725,7 @@ class StreamURL(OpenCVCamera):
             )
         if scheme.group(1).lower() == "file":
             raise SourceError(f"{url}: a file, not a stream's address: give it with --video (source.video)")
+        rtsp_over_tcp()
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()

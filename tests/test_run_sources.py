@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -564,6 +565,24 @@ def test_an_rtsp_camera_that_refuses_says_whether_the_password_or_the_path_is_wr
         assert why_no_stream(url).startswith(why), (url, why_no_stream(url))
     assert shown_url(f"rtsp://admin:a/b@{rtsp_camera}/live") == f"rtsp://admin:***@{rtsp_camera}/live"
     assert shown_url("rtsp://admin:a#b?c@cam/live") == "rtsp://admin:***@cam/live"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (None, "rtsp_transport;tcp"),
+        ("fflags;nobuffer", "fflags;nobuffer|rtsp_transport;tcp"),  # alone, it made FFmpeg use UDP
+        ("rtsp_transport;udp", "rtsp_transport;udp"),  # asked for: kept
+    ],
+)
+def test_rtsp_goes_over_tcp_unless_ffmpegs_options_say_otherwise(monkeypatch, options, expected):
+    from edge.sources import rtsp_over_tcp
+
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", options or "")  # put back as it was after
+    if options is None:
+        monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+    rtsp_over_tcp()
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == expected
 
 
 @pytest.mark.parametrize("url", ["/data/line.mp4", "file:///data/line.mp4", "line.mp4"])
