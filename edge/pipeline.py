@@ -485,6 +485,19 @@ class Pipeline:
             if self.truth is not None:
                 judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
 
+        def write_all(result: FrameResult) -> bool:
+            """Hand a result to every sink; False where one failed (e.g. a full disk: the run
+            stops, but still with its summary)."""
+            nonlocal end
+            try:
+                for sink in self.sinks:
+                    sink.write(result)
+            except SinkError as exc:
+                self.failure = exc
+                end = f"error: {exc}"
+                return False
+            return True
+
         while True:
             if self._stop.is_set():
                 end = self._stop_reason
@@ -512,13 +525,7 @@ class Pipeline:
                 verdict = self.decider.end(state, stopped_s) if state is not None else None
                 if verdict is not None:
                     given(verdict, state)
-                    result = FrameResult(last_frame, last_roi, None, state, verdict, stopped=True)
-                    try:
-                        for sink in self.sinks:
-                            sink.write(result)
-                    except SinkError as exc:
-                        self.failure = exc
-                        end = f"error: {exc}"
+                    if not write_all(FrameResult(last_frame, last_roi, None, state, verdict, stopped=True)):
                         break
                 continue
             t1 = time.perf_counter()
@@ -582,12 +589,7 @@ class Pipeline:
             t6 = time.perf_counter()
             result = FrameResult(frame, roi_px, prediction, state, verdict, annotated)
             last_frame, last_roi = frame, roi_px
-            try:
-                for sink in self.sinks:
-                    sink.write(result)
-            except SinkError as exc:  # e.g. a full disk: stop, but still with the run's summary
-                self.failure = exc
-                end = f"error: {exc}"
+            if not write_all(result):
                 break
             t7 = time.perf_counter()
 

@@ -9,11 +9,12 @@ thread (:class:`LatestFrame`) that keeps only the newest frame: a frame that was
 the next one arrived is dropped and counted, so the consumer never works on a backlog. OpenCV's
 own buffer is set to one frame (``CAP_PROP_BUFFERSIZE``) and drained by that thread. A live source
 that delivers nothing for ``stall_s`` seconds is closed and reopened with back-off (0.5 s doubling
-to 30 s), logged each time; the run goes on. A frame that took ``STALE_READ`` x ``stall_s`` or
-longer to read is a stall too, not a frame: when a stream goes silent, FFmpeg's read times out
-and hands over what its decoder still held, seconds old (it would have been judged as a new
-product, and each such frame put the reopening off by another ``stall_s``). It is dropped,
-counted (``SourceStats.stale``), and the device reopened at once.
+to 30 s), logged each time; the run goes on. On a device whose reads time out (a stream: its
+``read_timeout_s``), a frame that came only when the read timed out (``STALE_READ`` of it or
+longer) is a stall too, not a frame: when a stream goes silent, FFmpeg's read times out and hands
+over what its decoder still held, seconds old (it would have been judged as a new product, and
+each such frame put the reopening off by another ``stall_s``). It is dropped, counted
+(``SourceStats.stale``), and the device reopened at once.
 
 ``prefetch`` (files, folders and the demo read as fast as possible): a capture thread decodes up
 to that many frames ahead into a FIFO (:class:`FrameQueue`) and waits when it is full, so
@@ -67,8 +68,7 @@ PICAMERA_HINT = (
 )
 
 
-#: a live device's read that took this share of ``stall_s`` or more returned a stale frame (a
-#: stream's read times out at ``stall_s``)
+#: a read that took this share of its device's read timeout or more returned a stale frame
 STALE_READ = 0.9
 
 
@@ -422,10 +422,17 @@ class Source:
                     _log.warning("%s: capture failed (%s)", self.name, exc)
                     raw = None
                 first, opened = opened, False
-                slow = time.monotonic() - began >= STALE_READ * self.stall_s
-                if raw is not None and slow and self.device.live and not first:
+                timeout = getattr(self.device, "read_timeout_s", None)  # a device whose reads time out
+                if (
+                    raw is not None
+                    and timeout
+                    and not first
+                    and time.monotonic() - began >= STALE_READ * timeout
+                ):
                     self.stats.stale += 1  # what the decoder held when the read timed out
-                    self._reopen()
+                    self._reopen(
+                        f"a frame came only when the read timed out ({timeout:g} s): the stream froze"
+                    )
                     last_frame, opened = time.monotonic(), True
                     continue
                 if raw is None:
@@ -446,11 +453,11 @@ class Source:
             return
         self._slot.close()
 
-    def _reopen(self) -> None:
+    def _reopen(self, why: str = "") -> None:
         """Close and reopen a stalled live device, backing off until it opens or we stop."""
         delay = BACKOFF_START_S
         attempt = 0
-        _log.warning("%s: no frame for %.1f s; reopening", self.name, self.stall_s)
+        _log.warning("%s: %s; reopening", self.name, why or f"no frame for {self.stall_s:.1f} s")
         while not self._stop.is_set():
             attempt += 1
             try:
@@ -555,10 +562,22 @@ _TCP_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
 
 def shown_url(url: str) -> str:
     """``url`` for logs and messages: a password in it masked, after the user name
-    (``rtsp://user:secret@camera/``; the last ``@`` before the path ends it, as for FFmpeg) or in
-    the query, as cheap cameras take it (``?user=admin&password=...``)."""
-    # to the last @ anywhere: a password with a / ? or # not percent-encoded must not show either
-    url = re.sub(r"(://[^/:@]*):.*@(?=[^@]*$)", r"\1:***@", url)
+    (``rtsp://user:secret@camera/``; the last ``@`` before the path ends it, as for FFmpeg; where
+    a password not percent-encoded may hold a / ? or #, the last ``@`` at all) or in the query or
+    path, as cheap cameras take it (``?user=admin&password=...``)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    try:
+        readable = parts.port is not None or True
+    except ValueError:
+        readable = False
+    after = url.split(parts.netloc, 1)[-1] if parts.netloc else ""
+    if readable and ("@" in parts.netloc or ":" not in parts.netloc or "@" not in after):
+        # the user part as FFmpeg reads it: the address's authority, up to its last @
+        url = re.sub(r"(://[^/:@]*):[^/]*@", r"\1:***@", url)
+    else:  # a / ? or # in a password, not percent-encoded (admin:12/3@cam): to the last @, to be safe
+        url = re.sub(r"(://[^/:@]*):.*@(?=[^@]*$)", r"\1:***@", url)
     return re.sub(r"([?&](?:password|passwd|pwd|pass|token|key)=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
@@ -596,18 +615,16 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
                 target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
                 auth = ""
                 if parts.username is not None:  # as FFmpeg sends them: the server judges them, not us
-                    import base64
-
-                    who = (
-                        f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-                    )
-                    auth = f"Authorization: Basic {base64.b64encode(who.encode()).decode()}\r\n"
+                    auth = f"Authorization: {_basic(*_credentials(parts))}\r\n"
                 conn.sendall(f"GET {target} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n".encode())
                 status = conn.recv(256).split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
                 if len(status) >= 2 and status[1].isdigit() and int(status[1]) >= 400:
                     return f"the server answered {' '.join(status[1:])}"
             if scheme == "rtsp":
-                why = _rtsp_refusal(conn, parts)
+                try:
+                    why = _rtsp_refusal(conn, parts)
+                except (UnicodeError, ValueError):
+                    why = None
                 if why:
                     return why
     except ConnectionRefusedError:
@@ -619,9 +636,44 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
     return "the server is there, but no video stream could be read from it (path, credentials or codec?)"
 
 
+def _credentials(parts) -> tuple[str, str]:
+    """The user name and password of a split address, percent-decoded."""
+    import urllib.parse
+
+    return urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return f"Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}"
+
+
+def _digest(challenge: dict[str, str], user: str, password: str, method: str, uri: str) -> str:
+    """An RFC 2617 Digest answer (MD5; ``qop="auth"`` where the challenge asks for it)."""
+    import hashlib
+    import secrets
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+    realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
+    ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"{method}:{uri}")
+    answer = f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}"'
+    if "auth" in [q.strip() for q in challenge.get("qop", "").split(",")]:
+        cnonce = secrets.token_hex(8)
+        answer += f', qop=auth, nc=00000001, cnonce="{cnonce}"'
+        response = md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
+    else:
+        response = md5(f"{ha1}:{nonce}:{ha2}")
+    if "opaque" in challenge:
+        answer += f', opaque="{challenge["opaque"]}"'
+    return answer + f', response="{response}"'
+
+
 def _rtsp_answer(conn, request: str) -> tuple[int, dict[str, str]]:
     """Send one RTSP request; the answer's status code (0: not RTSP) and headers (lower-case)."""
-    conn.sendall(request.encode("latin-1"))
+    conn.sendall(request.encode("utf-8"))  # as FFmpeg sends an address: its bytes
     data = b""
     while b"\r\n\r\n" not in data and len(data) < 16384:
         chunk = conn.recv(4096)
@@ -643,8 +695,6 @@ def _rtsp_refusal(conn, parts) -> str | None:
     address's user and password, Digest or Basic as the server asks): a user name or password it
     refuses, a path it has no stream at, another error, or that it would serve it; None where it
     does not answer as an RTSP server."""
-    import base64
-    import hashlib
     import urllib.parse
 
     netloc = parts.netloc.rsplit("@", 1)[-1]
@@ -654,31 +704,21 @@ def _rtsp_refusal(conn, parts) -> str | None:
     if code == 401:
         if parts.username is None:
             return "the server asks for a user name and password (rtsp://USER:PASSWORD@host/...)"
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
         challenge = headers.get("www-authenticate", "")
-        fields = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
         if challenge.lower().startswith("digest"):
-
-            def md5(text: str) -> str:
-                return hashlib.md5(text.encode("utf-8")).hexdigest()
-
-            realm, nonce = fields.get("realm", ""), fields.get("nonce", "")
-            response = md5(f"{md5(f'{user}:{realm}:{password}')}:{nonce}:{md5(f'DESCRIBE:{uri}')}")
-            auth = (
-                f'Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}", '
-                f'uri="{uri}", response="{response}"\r\n'
-            )
+            fields = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+            answer = _digest(fields, *_credentials(parts), "DESCRIBE", uri)
         else:
-            auth = f"Authorization: Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}\r\n"
+            answer = _basic(*_credentials(parts))
+        auth = f"Authorization: {answer}\r\n"
         try:
             code, headers = _rtsp_answer(conn, ask.format(cseq=2, auth=auth))
         except OSError:  # it closed the connection after its challenge: no telling
             return None
         if code == 401:
             return "the server refused the user name or password"
-    if code == 404:
-        return f"the server has no stream at {parts.path or '/'!r}"
+    if code == 404:  # the path as logged: a camera that takes its password in the path, masked
+        return f"the server has no stream at {urllib.parse.urlsplit(shown_url(uri)).path or '/'!r}"
     if code >= 400:
         return f"the server answered {code}"
     if 200 <= code < 300:
@@ -705,6 +745,7 @@ class StreamURL(OpenCVCamera):
         self.name = f"stream {shown_url(url)}"
         self.timeout_ms = int(timeout_ms)
         self.read_timeout_ms = int(read_timeout_ms) if read_timeout_ms else self.timeout_ms
+        self.read_timeout_s = self.read_timeout_ms / 1000
         self._said_length = False
 
     def open(self) -> None:

@@ -560,6 +560,23 @@ def test_a_broker_name_the_certificate_does_not_carry_is_refused(tmp_path, pki, 
     )
 
 
+def test_a_broker_port_that_accepts_and_never_answers_is_said_to_be_silent(tmp_path, monkeypatch):
+    import edge.station.mqtt as station_mqtt
+
+    monkeypatch.setattr(station_mqtt, "CONNECT_TIMEOUT_S", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # the kernel accepts; nothing ever answers
+    try:
+        cfg = MqttConfig(broker=f"127.0.0.1:{silent.getsockname()[1]}", flush_s=0.1)
+        pub = VerdictPublisher(cfg, tmp_path / "v.jsonl")
+        pub._mqtt = mqtt
+        assert pub._connect() is None
+        assert pub.problem == "no answer to the connection within 0.5 s"
+    finally:
+        silent.close()
+
+
 def test_the_tls_port_is_8883_unless_given():
     assert VerdictPublisher(MqttConfig(broker="mqtt.plant.local", tls=True), Path("v.jsonl")).port == 8883
     assert VerdictPublisher(MqttConfig(broker="mqtt.plant.local"), Path("v.jsonl")).port == 1883
@@ -580,11 +597,19 @@ def test_the_tls_port_is_8883_unless_given():
         ('tls = true\nca_file = "{garbage}"', "mqtt.ca_file: {garbage} is not a PEM certificate"),
         (
             'tls = true\ncert_file = "{station}"\nkey_file = "{broker_key}"',
-            "mqtt.cert_file: {station} is not a PEM certificate of mqtt.key_file's key",
+            "mqtt.key_file: {broker_key} holds a key that is not the key of mqtt.cert_file's certificate",
         ),
         (
             'tls = true\ncert_file = "{station}"',
-            "mqtt.cert_file: {station} is not a PEM certificate with its key",
+            "mqtt.cert_file: {station} is not a PEM private key (no PRIVATE KEY",
+        ),
+        (
+            'tls = true\ncert_file = "{station}"\nkey_file = "{garbage}"',
+            "mqtt.key_file: {garbage} is not a PEM private key",
+        ),
+        (
+            'tls = true\ncert_file = "{garbage}"\nkey_file = "{station_key}"',
+            "mqtt.cert_file: {garbage} is not a PEM certificate",
         ),
         (
             'tls = true\ncert_file = "{station}"\nkey_file = "{locked}"',

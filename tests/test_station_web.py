@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("prometheus_client")
 
 from edge.cli.run import main
-from edge.config import HttpConfig
+from edge.config import Config, HttpConfig
 from edge.decision import TriggerState
 from edge.runtime import BUNDLED_MODEL
 from edge.sinks import FrameResult
@@ -118,6 +118,16 @@ def status(url: str) -> dict:
     code, _, body = get(url + "api/status", {"Authorization": f"Bearer {TOKEN}"})
     assert code == 200
     return json.loads(body)
+
+
+def test_the_token_flag_stands_in_for_the_configs_token_file(tmp_path):
+    from edge.cli.run import build_parser, overrides_from
+
+    config = tmp_path / "station.toml"
+    config.write_text('[http]\nlisten = "127.0.0.1:0"\ntoken_file = "missing"\n')
+    args = build_parser().parse_args(["--config", str(config), "--http-token", "from-the-flag"])
+    loaded = Config.load(config, overrides_from(args))
+    assert (loaded.http.token, loaded.http.token_file) == ("from-the-flag", None)
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,7 @@ def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> li
         secret = events.with_name(events.stem + ".source.toml")
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:  # a JSON string is a TOML basic string
-            f.write(f'[source]\nkind = "url"\nurl = {json.dumps(str(s.url))}\n')
+            f.write(f'[source]\nkind = "url"\nurl = {json.dumps(str(s.url), ensure_ascii=False)}\n')
         argv += ["--config", str(secret)]
     else:
         argv += {

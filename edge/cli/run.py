@@ -392,6 +392,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         out["trigger.kind"] = "every-frame"  # photos of products, not frames of a belt
     if isinstance(given.get("trigger"), tuple):  # gpio:PIN
         out["trigger.kind"], out["gpio.trigger_pin"] = given["trigger"]
+    if "http_token" in given:  # the flag's token stands in for the config's, given either way
+        out["http.token_file"] = None
     return out
 
 

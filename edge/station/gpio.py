@@ -396,7 +396,7 @@ class GpioOutputs:
         would push whatever is at the pusher now; the journal says to take it off by hand)."""
         bad = verdict.outcome is not Outcome.OK
         self._lights(bad)
-        if not bad:
+        if not bad or "reject_pin" not in self._devices:
             return
         anchor = self._edge_time(verdict.product_id)
         if anchor is None and last_seen is not None:

@@ -81,21 +81,37 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     except OSError as exc:  # ssl.SSLError is one
         raise problem("ca_file", config.ca_file, exc, "a PEM certificate") from None
     if config.cert_file is not None:
+        key = (
+            ("key_file", config.key_file) if config.key_file is not None else ("cert_file", config.cert_file)
+        )
+        for name, path, want, marker in (
+            ("cert_file", config.cert_file, "a PEM certificate", b"-----BEGIN CERTIFICATE-----"),
+            (*key, "a PEM private key", b"PRIVATE KEY-----"),
+        ):
+            try:
+                text = path.read_bytes()
+            except OSError as exc:
+                raise problem(name, path, exc, "") from None
+            if marker not in text:
+                raise StationError(
+                    f"mqtt.{name}: {path} is not {want} (no {marker.decode().strip('-')} in it)"
+                )
         try:
             context.load_cert_chain(config.cert_file, config.key_file, password=_no_passphrase)
         except _Encrypted:
-            key = "key_file" if config.key_file is not None else "cert_file"
+            name, path = key
             raise StationError(
-                f"mqtt.{key}: {config.key_file or config.cert_file} holds a key with a passphrase; "
+                f"mqtt.{name}: {path} holds a key with a passphrase; "
                 "expected one without (openssl pkey -in KEY -out PLAIN_KEY)"
             ) from None
         except OSError as exc:
-            for key in ("cert_file", "key_file"):  # which file could not be read
-                path = getattr(config, key)
-                if path is not None and not os.access(path, os.R_OK):
-                    raise problem(key, path, exc, "") from None
-            of = " with its key" if config.key_file is None else " of mqtt.key_file's key"
-            raise problem("cert_file", config.cert_file, exc, "a PEM certificate" + of) from None
+            name, path = key
+            if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+                whose = "mqtt.cert_file's certificate" if name == "key_file" else "the certificate in it"
+                raise StationError(
+                    f"mqtt.{name}: {path} holds a key that is not the key of {whose}"
+                ) from None
+            raise problem(name, path, exc, "a PEM private key this station can read") from None
     return context
 
 
@@ -582,9 +598,11 @@ class VerdictPublisher:
             _log.debug("mqtt: connect failed: %s", exc)
             return None
         deadline = self._clock() + CONNECT_TIMEOUT_S
+        closed = False
         try:
             while result["rc"] is None and self._clock() < deadline:
                 if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                    closed = True
                     break
         except OSError as exc:  # a TLS alert after the handshake (a client certificate refused)
             self.problem = connect_problem(exc)
@@ -593,6 +611,8 @@ class VerdictPublisher:
             if rc is not None:
                 self.problem = f"refused: {rc}"
                 _log.warning("mqtt: %s:%d refused the connection (%s)", self.host, self.port, rc)
+            elif not self.problem and not closed:
+                self.problem = f"no answer to the connection within {CONNECT_TIMEOUT_S:g} s"
             elif not self.problem:
                 self.problem = "closed before accepting the connection"
                 if self._tls is not None and self.config.cert_file is None:
