@@ -152,15 +152,21 @@ def test_a_slow_consumer_gets_the_newest_frame_and_drops_are_counted():
     assert src.stats.delivered == 5
 
 
+def read_frames(src: Source, n: int, within_s: float = 5.0) -> list:
+    """Up to ``n`` frames from a threaded source, reading until they came or ``within_s`` passed."""
+    seen = []
+    deadline = time.monotonic() + within_s
+    while len(seen) < n and time.monotonic() < deadline:
+        frame = src.read(timeout=0.1)
+        if frame is not None:
+            seen.append(frame)
+    return seen
+
+
 def test_a_live_source_that_stalls_is_reopened_and_keeps_delivering():
     cam = FakeCamera(rate=200, stall_after=5)
     with Source(cam, threaded=True, stall_s=0.2) as src:
-        seen = []
-        deadline = time.monotonic() + 5
-        while len(seen) < 10 and time.monotonic() < deadline:
-            frame = src.read(timeout=0.1)
-            if frame is not None:
-                seen.append(frame.index)
+        seen = [f.index for f in read_frames(src, 10)]
     assert len(seen) == 10
     assert cam.opened >= 2 and src.stats.reopens >= 1
 
@@ -186,12 +192,7 @@ class FreezingStream(FakeCamera):
 def test_frames_a_stream_hands_over_when_its_read_times_out_are_dropped_and_it_is_reopened():
     cam = FreezingStream(timeout_s=0.3, freeze_after=5)
     with Source(cam, threaded=True, stall_s=0.3) as src:
-        seen = []
-        deadline = time.monotonic() + 5
-        while len(seen) < 12 and time.monotonic() < deadline:
-            frame = src.read(timeout=0.1)
-            if frame is not None:
-                seen.append(frame)
+        seen = read_frames(src, 12)
     assert len(seen) == 12
     assert not any((f.image == 255).all() for f in seen)  # none of the stale ones
     assert src.stats.stale == 1 and src.stats.reopens == 1 and cam.opened == 2
@@ -203,12 +204,7 @@ def test_a_slow_camera_whose_reads_do_not_time_out_keeps_every_frame():
     """One frame every 0.95 x stall_s (a slow camera, a busy machine): frames, not a stall."""
     cam = FakeCamera(rate=1 / 0.19)
     with Source(cam, threaded=True, stall_s=0.2) as src:
-        seen = []
-        deadline = time.monotonic() + 5
-        while len(seen) < 6 and time.monotonic() < deadline:
-            frame = src.read(timeout=0.1)
-            if frame is not None:
-                seen.append(frame.index)
+        seen = [f.index for f in read_frames(src, 6)]
     assert seen == list(range(6)) and src.stats.stale == 0 and src.stats.reopens == 0
 
 
