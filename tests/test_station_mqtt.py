@@ -164,7 +164,7 @@ def broker(tmp_path):
 
 
 @needs_broker
-def test_the_broker_stopped_and_restarted_mid_run_loses_no_verdict(broker, tmp_path):
+def test_the_broker_stopped_and_restarted_mid_run_loses_no_verdict(broker, tmp_path, caplog):
     events = tmp_path / "verdicts.jsonl"
     cfg = MqttConfig(broker=f"127.0.0.1:{broker.port}", station="line1", reconnect_max_s=0.5)
     with Subscriber(broker.port, "consumer-1") as sub, VerdictLog(events) as log:
@@ -188,6 +188,10 @@ def test_the_broker_stopped_and_restarted_mid_run_loses_no_verdict(broker, tmp_p
     received = {json.loads(p)["seq"]: json.loads(p) for t, p, _ in sub.messages if t.endswith("/verdict")}
     assert [received[r["seq"]] for r in lines] == lines  # the log's lines, as written
     assert json.loads((tmp_path / "verdicts.jsonl.mqtt").read_text())["seq"] == 25
+    # the journal (warnings only, by default) says the broker was lost, and that it is back
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith(f"mqtt: lost 127.0.0.1:{broker.port}") for m in said), said
+    assert any(m.startswith(f"mqtt: connected to 127.0.0.1:{broker.port} again;") for m in said), said
 
 
 @needs_broker
@@ -575,6 +579,69 @@ def test_a_broker_port_that_accepts_and_never_answers_is_said_to_be_silent(tmp_p
         assert pub.problem == "no answer to the connection within 0.5 s"
     finally:
         silent.close()
+
+
+class WrappingClient:
+    """The network boundary: a paho client whose message ids wrap after ``ids`` (paho's: 65535),
+    which reports a QoS 0 message (the stats) as published when it sends it, and whose broker
+    acknowledges the first ``acks`` QoS 1 messages only; then the link is silent, and after a
+    few more rounds found dead (the keepalive)."""
+
+    def __init__(self, ids: int, acks: int):
+        self.ids, self.acks = ids, acks
+        self.rounds_left = 3
+        self.on_publish = None
+        self._mid = 0
+        self._to_report: list[int] = []
+        self.acked_seqs: list[int] = []  # the verdicts the broker really acknowledged
+        self._seq_of: dict[int, int] = {}
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self._mid = self._mid % self.ids + 1
+        if qos == 0:
+            self._to_report.append(self._mid)
+        elif self.acks > 0:
+            self.acks -= 1
+            self._to_report.append(self._mid)
+            if topic.endswith("/verdict"):
+                self.acked_seqs.append(json.loads(payload)["seq"])
+        return type("Info", (), {"mid": self._mid, "rc": 0, "is_published": lambda _: True})()
+
+    def loop(self, timeout=0.0):
+        reported, self._to_report = self._to_report, []
+        for mid in reported:
+            self.on_publish(self, None, mid, 0, None)
+        time.sleep(0.001)
+        if self.acks == 0:
+            self.rounds_left -= 1
+        return 0 if self.rounds_left > 0 else 7  # MQTT_ERR_CONN_LOST
+
+    def disconnect(self):
+        pass
+
+
+def test_a_verdict_counts_as_acknowledged_only_on_its_own_acknowledgement(tmp_path):
+    """paho's ids wrap (65535; 10 here) and it reports the stats when sent: an id once seen for
+    them must not acknowledge a later verdict that the broker never did (it would never be sent
+    again, and a restart would go on after it)."""
+    import types
+
+    events = tmp_path / "verdicts.jsonl"
+    with VerdictLog(events) as log:
+        log_verdicts(log, None, range(1, 61))
+    cfg = MqttConfig(broker="127.0.0.1:1", station="w", stats_interval_s=1e-6, max_inflight=2, flush_s=0.1)
+    pub = VerdictPublisher(cfg, events, StationStatus(station="w"))
+    pub._mqtt = types.SimpleNamespace(MQTT_ERR_SUCCESS=0, error_string=str)
+    pub.last_logged_seq = 60
+    # the stats every round: their ids come round again and again while the broker acknowledges
+    client = WrappingClient(ids=10, acks=25)  # "online" and 24 verdicts acknowledged, then silence
+    session = threading.Thread(target=pub._session, args=(client,), daemon=True)
+    session.start()
+    session.join(5)
+    assert not session.is_alive()  # the link found dead ends the session
+    assert client.acked_seqs == list(range(1, 25))
+    assert pub.acked_seq == 24 and pub.unsent == 36  # not one verdict more than the broker said
+    assert json.loads((tmp_path / "verdicts.jsonl.mqtt").read_text())["seq"] == 24
 
 
 def test_the_tls_port_is_8883_unless_given():

@@ -523,6 +523,7 @@ class VerdictPublisher:
     def _run(self) -> None:
         delay = BACKOFF_START_S
         outage_logged = False
+        was_down = False  # the journal said the broker was lost or out of reach: say it is back
         while True:
             stopping = self._stopping.is_set()
             if stopping and self.unsent == 0:
@@ -538,14 +539,21 @@ class VerdictPublisher:
                         self.port,
                         self.problem,
                     )
-                    outage_logged = True
+                    outage_logged = was_down = True
                 delay = self._back_off(delay)
                 continue
             outage_logged = False
-            _log.info("mqtt: connected to %s:%d; %d verdicts to send", self.host, self.port, self.unsent)
+            (_log.warning if was_down else _log.info)(
+                "mqtt: connected to %s:%d%s; %d verdicts to send",
+                self.host,
+                self.port,
+                " again" if was_down else "",
+                self.unsent,
+            )
             began = self._clock()
             self._session(client)
             self.connected = False
+            was_down = True  # the session ended: lost (said so), or stopping
             if stopping or self._stopping.is_set():
                 if self.unsent == 0 or not self._flush_left():
                     return
@@ -632,10 +640,14 @@ class VerdictPublisher:
         """Publish from the line after the last acknowledged one until the connection breaks."""
         mqtt = self._mqtt
         sent: deque[tuple[int, int, Position]] = deque()  # (mid, seq, position after the line), in order
+        in_flight: set[int] = set()  # the message ids of ``sent``
         acked_mids: set[int] = set()
 
         def on_publish(client, userdata, mid, reason_code, properties) -> None:
-            acked_mids.add(mid)
+            # a verdict's acknowledgement only: paho also reports the stats (QoS 0, when sent) and the
+            # status, and its ids wrap at 65535, so a stale id would acknowledge a later verdict
+            if mid in in_flight:
+                acked_mids.add(mid)
 
         client.on_publish = on_publish
         self._follower.seek(self.acked_pos, self.acked_seq)
@@ -663,6 +675,7 @@ class VerdictPublisher:
                     _log.warning("mqtt: publish failed (%s); reconnecting", mqtt.error_string(info.rc))
                     return
                 sent.append((info.mid, seq, position))
+                in_flight.add(info.mid)
                 self.published += 1
             if self.status is not None and self._clock() >= next_stats:
                 next_stats = self._clock() + self.config.stats_interval_s
@@ -674,6 +687,7 @@ class VerdictPublisher:
             while sent and sent[0][0] in acked_mids:
                 mid, seq, position = sent.popleft()
                 acked_mids.discard(mid)
+                in_flight.discard(mid)
                 self.acked_seq, self.acked_pos = seq, position
                 self.acked += 1
                 self._state_dirty = True
