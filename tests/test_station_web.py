@@ -272,6 +272,24 @@ def test_clients_that_never_finish_a_request_are_cut_and_capped(monkeypatch):
         assert get(view.url + "healthz")[0] in (200, 503)
 
 
+def test_a_viewer_that_leaves_while_no_frames_come_frees_its_slot():
+    """A stalled camera: no frame is written to the stream, and an operator reloads the page;
+    each viewer that left gives its slot back at once, not at the next frame."""
+    import socket
+
+    with WebView(HttpConfig(listen="127.0.0.1:0", max_viewers=2), StationStatus()) as view:
+        for _ in range(4):  # more than max_viewers, one after the other
+            conn = socket.create_connection(("127.0.0.1", view.port), timeout=5)
+            conn.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200")
+            assert view.viewers == 1
+            conn.close()
+            deadline = time.monotonic() + 3.0
+            while view.viewers and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert view.viewers == 0
+
+
 def test_odd_requests_get_plain_answers(tmp_path):
     import socket
 

@@ -145,6 +145,18 @@ def _own_names() -> frozenset[str]:
     return frozenset(names)
 
 
+def _peer_gone(conn: socket.socket) -> bool:
+    """Has the client of a stream closed its end? (It sends nothing after its request, so its
+    socket turns readable only when it closes or resets.)"""
+    import select
+
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and not conn.recv(1, socket.MSG_PEEK)
+    except (OSError, ValueError):
+        return True
+
+
 class WebView:
     """The web server and the stream's encoder; a sink fed by the loop."""
 
@@ -460,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
             while not view._stopped.is_set():
                 jpeg, n = view.next_jpeg(n, timeout=1.0)
                 if jpeg is None:
+                    if _peer_gone(self.connection):  # no frames (a stalled camera): free the slot now
+                        break
                     continue
                 head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
                 self.wfile.write(head + jpeg + b"\r\n")
