@@ -156,10 +156,15 @@ class FewFrames:
         now = time.monotonic()
         if self._said_at is not None and now - self._said_at < FEW_FRAMES_EVERY_S:
             return
+        seen, judged = verdict.in_view or len(verdict.frames), len(verdict.frames)
         what = (
-            f"product {verdict.product_id} was seen in {verdict.in_view or len(verdict.frames)} frame(s)"
+            (
+                f"product {verdict.product_id} was seen in {seen} frame(s)"
+                if seen < FEW_FRAMES
+                else f"product {verdict.product_id} was judged on {judged} of the {seen} frames that saw it"
+            )
             if self._since == 1
-            else f"{self._since} products were seen in fewer than {FEW_FRAMES} frames"
+            else f"{self._since} products were seen, or judged, in fewer than {FEW_FRAMES} frames"
         )
         if dropping:
             _log.warning(

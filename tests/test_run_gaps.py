@@ -221,6 +221,22 @@ def test_products_judged_on_too_few_frames_say_the_loop_is_too_slow_for_the_line
     assert said[0].startswith("product ") and f"seen in fewer than {FEW_FRAMES} frames" in summary.format()
 
 
+def test_a_product_seen_long_but_judged_on_few_frames_is_said_so(caplog):
+    """The loop dropping frames judges a product on its fullest few: the warning says that, not
+    that it was seen in many frames and still too few."""
+    from edge.decision import TriggerState
+    from edge.pipeline import FewFrames
+    from edge.types import Outcome, Verdict
+
+    few = FewFrames()
+    verdict = Verdict(1, 7, Outcome.OK, 0.0, 0.9, None, (3, 9), in_view=11)
+    with caplog.at_level(logging.WARNING):
+        few.add(verdict, TriggerState(ended=7, occupancy=0.2), fps=12.0, dropped=40)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("product 7 was judged on 2 of the 11 frames that saw it: ")
+    assert "the loop runs at 12.0 frames/s (40 frames dropped so far)" in said[0]
+
+
 def test_a_product_judged_on_one_frame_of_six_is_not_blamed_on_a_loop_that_keeps_up():
     """Only its fullest frames are judged: a product that only just fills the region has one."""
     from edge.decision import TriggerState, seen_too_briefly
