@@ -775,7 +775,10 @@ class StreamURL(OpenCVCamera):
         got_fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(got_fps) if got_fps and 0 < got_fps < 1000 else None
         length = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        if length and length > 0 and not self._said_length:  # a live stream has none
+        # a live stream has no length; an RTSP server plays a recording at its own pace (it may
+        # give its length), a web server hands over the file as fast as it is read
+        served_file = scheme.group(1).lower() in ("http", "https")
+        if length and length > 0 and served_file and not self._said_length:
             self._said_length = True
             _log.warning(
                 "%s: has a length (%d frames): a recording served as a file, not a live camera; it is "
