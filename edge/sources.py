@@ -413,6 +413,7 @@ class Source:
     def _run(self) -> None:
         last_frame = time.monotonic()
         opened = True  # the first read after opening may wait for the device: not a stale frame
+        timeout = getattr(self.device, "read_timeout_s", None)  # a device whose reads time out
         try:
             while not self._stop.is_set():
                 began = time.monotonic()
@@ -422,7 +423,6 @@ class Source:
                     _log.warning("%s: capture failed (%s)", self.name, exc)
                     raw = None
                 first, opened = opened, False
-                timeout = getattr(self.device, "read_timeout_s", None)  # a device whose reads time out
                 if (
                     raw is not None
                     and timeout
@@ -569,7 +569,8 @@ def shown_url(url: str) -> str:
 
     parts = urllib.parse.urlsplit(url)
     try:
-        readable = parts.port is not None or True
+        _ = parts.port  # a ValueError where what follows the first ':' does not read as a port
+        readable = True
     except ValueError:
         readable = False
     after = url.split(parts.netloc, 1)[-1] if parts.netloc else ""
