@@ -609,6 +609,11 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
+        if "@" not in parts.netloc and "@" in url.split(parts.netloc, 1)[-1]:  # admin:12/3@camera
+            return (
+                f"unknown host {host!r} (if that is the user name: a / ? # or @ in the password is"
+                " written %2F %3F %23 %40)"
+            )
         return f"unknown host {host!r}"
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as conn:

@@ -584,9 +584,12 @@ def test_an_rtsp_camera_that_refuses_says_whether_the_password_or_the_path_is_wr
         (f"rtsp://admin:p%40ss%3Aw0rd@{rtsp_camera}/live", "the server has that stream, but no video"),
         # a password with a / not percent-encoded: the address cannot be read, and it is not shown
         (f"rtsp://admin:a/b@{rtsp_camera}/live", "the port is not a number (a / ? # or @ in the password"),
+        # ... or one whose first part reads as a port: the user name is taken for the host
+        ("rtsp://op.invalid:12/3@cam/live", "unknown host 'op.invalid' (if that is the user name: a / ?"),
     ]
     for url, why in cases:
         assert why_no_stream(url).startswith(why), (url, why_no_stream(url))
+    assert why_no_stream("rtsp://op.invalid:12/live") == "unknown host 'op.invalid'"  # no @: no hint
     assert shown_url(f"rtsp://admin:a/b@{rtsp_camera}/live") == f"rtsp://admin:***@{rtsp_camera}/live"
     assert shown_url("rtsp://admin:a#b?c@cam/live") == "rtsp://admin:***@cam/live"
     assert shown_url("rtsp://admin:12/3@cam/live") == "rtsp://admin:***@cam/live"  # '12' reads as a port
