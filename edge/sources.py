@@ -470,6 +470,8 @@ class Source:
                 self._stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
+            if self._stop.is_set():  # opened while the run ended: its summary is already out
+                return
             self.stats.reopens += 1
             _log.warning("%s: reopened (attempt %d)", self.name, attempt)
             return

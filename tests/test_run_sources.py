@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -169,6 +171,33 @@ def test_a_live_source_that_stalls_is_reopened_and_keeps_delivering():
         seen = [f.index for f in read_frames(src, 10)]
     assert len(seen) == 10
     assert cam.opened >= 2 and src.stats.reopens >= 1
+
+
+class SlowToReopen(FakeCamera):
+    """The hardware boundary as a camera that stalls and then takes ``open_s`` to open again."""
+
+    def __init__(self, open_s: float):
+        super().__init__(rate=200, stall_after=3)
+        self.open_s = open_s
+        self.reopening = threading.Event()
+
+    def open(self) -> None:
+        if self.opened:
+            self.reopening.set()
+            time.sleep(self.open_s)
+        super().open()
+
+
+def test_a_reopen_that_completes_after_the_run_ended_is_neither_counted_nor_said(caplog):
+    """The summary is out when the run ends: a reopen finishing later would contradict it."""
+    cam = SlowToReopen(open_s=0.5)
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        with Source(cam, threaded=True, stall_s=0.1) as src:
+            read_frames(src, 3)
+            assert cam.reopening.wait(5.0)
+        assert cam.opened == 2  # it did open again, as the run was ending
+    assert src.stats.reopens == 0
+    assert "reopening" in caplog.text and "reopened" not in caplog.text
 
 
 class FreezingStream(FakeCamera):
