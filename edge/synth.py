@@ -1804,6 +1804,9 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
     img = _read_any(p, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"stamp image {p}: cannot be read as an image ({_EXPECTED_STAMP})")
+    if img.ndim == 2 or img.shape[2] == 3:  # no alpha: read again with its EXIF orientation applied
+        # (IMREAD_UNCHANGED ignores it; a phone's photo of a stamp may be stored mirrored)
+        img = _read_any(p, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     img = _to_uint8(img)
     if max(img.shape[:2]) > MAX_STAMP_PICTURE:  # a phone's 4000x3000 photo: 7 s to key out, 48 MB kept
         f = MAX_STAMP_PICTURE / max(img.shape[:2])

@@ -291,6 +291,25 @@ def test_jpg_stamp_has_its_background_keyed_out(tmp_path: Path, crop: int) -> No
     assert ink[2] > ink[0] + 80  # still red ink
 
 
+def test_a_stamp_photo_is_turned_as_its_exif_orientation_says(tmp_path: Path) -> None:
+    """A phone stores a photo as its sensor read it and says in EXIF how to turn it (6: a quarter
+    turn clockwise, 2: mirrored); the stamp is what a viewer shows, as for every other image."""
+    from test_datasets import _with_exif_orientation
+
+    write_photo_of_stamp(tmp_path / "seal.jpg")
+    photo = cv2.imread(str(tmp_path / "seal.jpg"))[:, 20:]  # not square: a turn shows in the shape
+    ok, buf = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (tmp_path / "seal.jpg").write_bytes(buf.tobytes())
+    upright = load_stamp(tmp_path / "seal.jpg").rgba[..., 3].astype(int)
+    for orientation, turn in ((6, lambda a: np.rot90(a, -1)), (2, lambda a: a[:, ::-1])):
+        path = tmp_path / f"seal-{orientation}.jpg"
+        path.write_bytes(_with_exif_orientation(buf.tobytes(), orientation))
+        alpha = load_stamp(path).rgba[..., 3].astype(int)
+        expected = turn(upright)
+        assert alpha.shape == expected.shape, orientation
+        assert np.abs(alpha - expected).mean() < 3, orientation
+
+
 def _bench_keyout():
     """scripts/bench_keyout.py: its made-up stamp pictures are this test's cases too."""
     path = Path(__file__).resolve().parents[1] / "scripts" / "bench_keyout.py"
