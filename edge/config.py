@@ -110,7 +110,8 @@ def check_roi(v: Any) -> str | None:
 class SourceConfig:
     #: camera | picamera | video | url | images | demo
     kind: str = _opt("camera", _one_of(*SOURCE_KINDS))
-    #: V4L2 camera: index (0) or device path (/dev/v4l/by-id/...)
+    #: V4L2 camera: index (0) or device path (/dev/v4l/by-id/...); picamera: the camera's number
+    #: (0; 1 for the second camera port of a Raspberry Pi 5 or Compute Module)
     camera: int | str = 0
     video: Path | None = None
     url: str | None = None
@@ -493,6 +494,11 @@ class Config:
         needs = {"video": src.video, "url": src.url, "images": src.images}
         if src.kind in needs and needs[src.kind] is None:
             raise ConfigError(f"source.{src.kind}: expected a value for source.kind = {src.kind!r}")
+        if src.kind == "picamera" and (isinstance(src.camera, bool) or not isinstance(src.camera, int)):
+            raise ConfigError(
+                f"source.camera: expected the Pi camera's number (0, or 1 for a second camera port) "
+                f"for source.kind = 'picamera', got {_show(src.camera)}"
+            )
         check_station(self)
 
     @classmethod

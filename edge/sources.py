@@ -998,8 +998,11 @@ class PiCamera:
 
     live = True
 
-    def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None):
-        self.name = "picamera"
+    def __init__(
+        self, width: int | None = None, height: int | None = None, fps: float | None = None, number: int = 0
+    ):
+        self.number = number  # picamera2's camera_num: 1 is a second camera port (Pi 5, CM4)
+        self.name = "picamera" if number == 0 else f"picamera {number}"
         self.size = (width or PICAMERA_DEFAULT_SIZE[0], height or PICAMERA_DEFAULT_SIZE[1])
         self.fps = fps
         self._cam = None
@@ -1010,7 +1013,7 @@ class PiCamera:
         except ImportError:
             raise SourceError(PICAMERA_HINT) from None
         try:
-            cam = Picamera2()
+            cam = Picamera2(self.number)
             controls = {"FrameRate": float(self.fps)} if self.fps else {}
             # "RGB888" is B, G, R in memory: what OpenCV calls BGR
             config = cam.create_video_configuration(
@@ -1019,7 +1022,7 @@ class PiCamera:
             cam.configure(config)
             cam.start()
         except Exception as exc:
-            raise SourceError(f"picamera: cannot open ({exc})") from None
+            raise SourceError(f"{self.name}: cannot open ({exc})") from None
         self._cam = cam
 
     def grab(self) -> np.ndarray | None:

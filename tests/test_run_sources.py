@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.config import Config, ConfigError
 from edge.sources import (
     GREY_WARNING,
     MAX_SIDE,
@@ -316,6 +318,57 @@ def test_picamera_without_picamera2_gives_the_apt_hint():
         pytest.skip("picamera2 is installed here")
     with pytest.raises(SourceError, match=r"sudo apt install python3-picamera2.*system-site-packages"):
         PiCamera().open()
+
+
+class FakePicamera2:
+    """The hardware boundary: picamera2's camera object, recording which camera was asked for."""
+
+    opened: list[int] = []
+
+    def __init__(self, camera_num: int = 0):
+        self.opened.append(camera_num)
+
+    def create_video_configuration(self, **kwargs):
+        return kwargs
+
+    def configure(self, config) -> None:
+        self.size = config["main"]["size"]
+
+    def start(self) -> None:
+        pass
+
+    def capture_array(self, name: str):
+        return np.zeros((self.size[1], self.size[0], 3), np.uint8)
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("argv", "number"), [(["--picamera"], 0), (["--picamera", "1"], 1)])
+def test_the_pi_camera_opened_is_the_one_asked_for(monkeypatch, argv, number):
+    """A Raspberry Pi 5 or Compute Module has two camera ports: two lines on one board."""
+    import types
+
+    from edge.cli.run import build_parser, build_source, overrides_from
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    FakePicamera2.opened = []
+    config = Config.load(None, overrides_from(build_parser().parse_args(argv)))
+    assert (config.source.kind, config.source.camera) == ("picamera", number)
+    source, _line = build_source(config)
+    with source:
+        frame = source.read(timeout=2.0)
+    assert frame is not None and FakePicamera2.opened == [number]
+
+
+def test_a_pi_camera_is_named_by_its_number_in_the_config(tmp_path: Path):
+    path = tmp_path / "line2.toml"
+    path.write_text("[source]\nkind = 'picamera'\ncamera = '/dev/video0'\n")
+    with pytest.raises(ConfigError, match=r"line2\.toml: source\.camera: expected the Pi camera's number"):
+        Config.load(path)
 
 
 def _mjpg_video(path: Path, frames: int) -> list[int]:

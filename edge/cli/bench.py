@@ -251,7 +251,7 @@ def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> li
             "video": ["--video", str(s.video)],
             "images": ["--images", str(s.images)],
             "camera": ["--camera", str(s.camera)],
-            "picamera": ["--picamera"],
+            "picamera": ["--picamera", str(s.camera)],
         }[s.kind]
     fps = s.pace_fps if s.kind == "video" else s.fps
     for dest, value in (("width", s.width), ("height", s.height), ("fps", fps)):

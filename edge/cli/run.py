@@ -25,6 +25,7 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    non_negative_int,
     number,
     os_error_text,
     positive_int,
@@ -202,7 +203,15 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
     one.add_argument(
         "--camera", type=_camera, default=S, metavar="N", help="V4L2 camera index or device path"
     )
-    one.add_argument("--picamera", action="store_true", default=S, help="Raspberry Pi camera (picamera2)")
+    one.add_argument(
+        "--picamera",
+        type=non_negative_int,
+        nargs="?",
+        const=0,
+        default=S,
+        metavar="N",
+        help="Raspberry Pi camera (picamera2); N: its number, 1 for a second camera port (default 0)",
+    )
     one.add_argument("--video", type=Path, default=S, metavar="FILE", help="a video file")
     one.add_argument("--url", default=S, help="an RTSP/HTTP stream")
     one.add_argument(
@@ -382,8 +391,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     given = vars(args)
     out = {key: given[dest] for dest, key in OVERRIDES.items() if dest in given}
     kinds = [k for k in ("camera", "video", "url", "images") if k in given]
-    if given.get("picamera"):
+    if "picamera" in given:
         kinds.append("picamera")
+        out["source.camera"] = given["picamera"]
     if given.get("demo"):
         kinds.append("demo")
     if kinds:
@@ -528,7 +538,7 @@ def build_source(config: Config):
         device = sources.OpenCVCamera(s.camera, s.width, s.height, s.fps)
         return sources.Source(device, threaded=True, stall_s=s.stall_s), None
     if s.kind == "picamera":
-        device = sources.PiCamera(s.width, s.height, s.fps)
+        device = sources.PiCamera(s.width, s.height, s.fps, number=int(s.camera))
         return sources.Source(device, threaded=True, stall_s=s.stall_s), None
     if s.kind == "url":
         stream = sources.StreamURL(s.url, read_timeout_ms=round(s.stall_s * 1000))
