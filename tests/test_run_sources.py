@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -323,7 +324,7 @@ def test_picamera_without_picamera2_gives_the_apt_hint():
 class FakePicamera2:
     """The hardware boundary: picamera2's camera object, recording which camera was asked for."""
 
-    opened: list[int] = []
+    opened: ClassVar[list[int]] = []
 
     def __init__(self, camera_num: int = 0):
         self.opened.append(camera_num)

@@ -298,7 +298,7 @@ def test_a_stamp_photo_is_turned_as_its_exif_orientation_says(tmp_path: Path) ->
 
     write_photo_of_stamp(tmp_path / "seal.jpg")
     photo = cv2.imread(str(tmp_path / "seal.jpg"))[:, 20:]  # not square: a turn shows in the shape
-    ok, buf = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    _ok, buf = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
     (tmp_path / "seal.jpg").write_bytes(buf.tobytes())
     upright = load_stamp(tmp_path / "seal.jpg").rgba[..., 3].astype(int)
     for orientation, turn in ((6, lambda a: np.rot90(a, -1)), (2, lambda a: a[:, ::-1])):
