@@ -16,6 +16,7 @@ from edge.config import Config, ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "systemd" / "stampline.toml"
 UNIT = ROOT / "systemd" / "edge-run.service"
+TEMPLATE = ROOT / "systemd" / "edge-run@.service"  # one instance per line
 
 
 @pytest.mark.parametrize(
@@ -153,16 +154,40 @@ def test_bad_flag_values_are_errors_too(capsys):
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_the_unit_file_verifies(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("source", "name"), [(UNIT, "edge-run.service"), (TEMPLATE, "edge-run@line2.service")]
+)
+def test_the_unit_file_verifies(tmp_path: Path, source: Path, name: str):
     # verify checks that ExecStart exists: point it at this venv's edge-run for the check
     edge_run = Path(sys.executable).with_name("edge-run")
-    unit = tmp_path / "edge-run.service"
-    unit.write_text(UNIT.read_text().replace("/opt/stampline/venv/bin/edge-run", str(edge_run)))
+    unit = tmp_path / name  # the template as one of its instances
+    unit.write_text(source.read_text().replace("/opt/stampline/venv/bin/edge-run", str(edge_run)))
     proc = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "", proc.stderr
+
+
+def test_the_template_unit_is_the_unit_with_a_config_and_a_state_folder_per_line():
+    """edge-run@.service differs from edge-run.service in what is the line's own, nothing else
+    (a fix to one's sandboxing must reach the other)."""
+
+    def settings(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+    per_line = {
+        "Description=Stampline stamp inspection (edge-run)": (
+            "Description=Stampline stamp inspection (edge-run), line %i"
+        ),
+        "ExecStart=/opt/stampline/venv/bin/edge-run --config /etc/stampline/stampline.toml": (
+            "ExecStart=/opt/stampline/venv/bin/edge-run --config /etc/stampline/%i.toml"
+        ),
+        "StateDirectory=stampline": "StateDirectory=stampline/%i",
+        "WorkingDirectory=/var/lib/stampline": "WorkingDirectory=/var/lib/stampline/%i",
+        "ReadWritePaths=/var/lib/stampline": "ReadWritePaths=/var/lib/stampline/%i",
+    }
+    assert settings(TEMPLATE) == [per_line.get(line, line) for line in settings(UNIT)]
 
 
 def test_the_unit_has_what_the_service_needs():
@@ -247,3 +272,56 @@ def test_an_output_over_the_bundled_model_is_refused(tmp_path: Path):
     config = Config.load(None, {"source.kind": "demo", "output.summary": BUNDLED_MODEL})
     with pytest.raises(ConfigError, match=r"output\.summary .*stamp_int8\.tflite: the same as model\.path"):
         check_paths_apart(config)
+
+
+def _line(tmp_path: Path, name: str, camera: object, state: str, port: int, station: str, pin: int) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f"[source]\nkind = 'camera'\ncamera = {camera!r}\n"
+        f"[output]\nevents = '{tmp_path / state / 'verdicts.jsonl'}'\n"
+        f"snapshots = '{tmp_path / state / 'snaps'}'\n"
+        f"[http]\nlisten = {port!r}\n"
+        f"[mqtt]\nbroker = 'mqtt.plant.local'\nstation = {station!r}\n"
+        f"[gpio]\nreject_pin = {pin!r}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("line2", "message"),
+    [
+        (dict(camera=0), r"both read /dev/video0 \(source\.camera\)"),
+        (dict(camera="/dev/video0"), r"both read /dev/video0 \(source\.camera\)"),
+        (dict(state="line1"), r"both write .*line1/verdicts\.jsonl \(output\.events\)"),
+        (dict(port="0.0.0.0:8080"), r"both listen on 127\.0\.0\.1:8080 / 0\.0\.0\.0:8080 \(http\.listen\)"),
+        (dict(station="line1"), r"both publish to stampline/line1/ \(mqtt\.station\)"),
+        (dict(pin="BOARD13"), r"both use GPIO27 \(gpio\.reject_pin\)"),  # pin 13 of the header is GPIO27
+    ],
+)
+def test_check_config_of_the_lines_of_one_machine_refuses_what_two_would_share(
+    tmp_path: Path, capsys, line2: dict, message: str
+):
+    """Two cameras on one Raspberry Pi (edge-run@line1, edge-run@line2): `--check-config` with
+    both files finds what they would fight over before either starts."""
+    one = _line(tmp_path, "line1", 0, "line1", "127.0.0.1:8080", "line1", 27)
+    apart = dict(camera=2, state="line2", port="127.0.0.1:8081", station="line2", pin=22)
+    assert main(["--check-config", str(one), str(_line(tmp_path, "line2", **apart))]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in said] == [str(one), str(tmp_path / "line2.toml")]
+    two = _line(tmp_path, "line2", **{**apart, **line2})
+    assert main(["--check-config", str(one), str(two)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.search(
+        f"{re.escape(str(one))} and {re.escape(str(two))}: {message}; each line needs its own", err
+    ), err
+    assert main(["--check-config", str(two)]) == 0  # alone, each is fine
+
+
+def test_two_lines_without_a_station_name_would_publish_as_one(tmp_path: Path, capsys):
+    one = _line(tmp_path, "line1", 0, "line1", "127.0.0.1:8080", "x", 27)
+    two = _line(tmp_path, "line2", 1, "line2", "127.0.0.1:8081", "x", 22)
+    for path in (one, two):
+        path.write_text(path.read_text().replace("station = 'x'\n", ""))
+    assert main(["--check-config", str(one), str(two)]) == 2
+    assert "(mqtt.station, left out: the host name)" in capsys.readouterr().err

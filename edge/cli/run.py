@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from edge.config import (
     TriggerConfig,
     check_pin,
     parse_endpoint,
+    pin_key,
 )
 from edge.files import clash
 from edge.runtime import BUNDLED_MODEL, REFINE_MODES
@@ -296,7 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Flags override the config file. Exit status 2: bad input (one line on stderr).",
     )
     p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
-    p.add_argument("--check-config", type=Path, metavar="FILE", help="validate a config file and exit")
+    p.add_argument(
+        "--check-config",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="validate a config file and exit; several: the stations of one machine, also checked "
+        "against each other (cameras, outputs, web port, MQTT identity, GPIO pins)",
+    )
     add_source_arguments(p, "camera 0")
     mod = p.add_argument_group("model")
     mod.add_argument("--model", type=Path, default=S, help="a .tflite model (default: the bundled one)")
@@ -520,6 +529,89 @@ def check_paths_apart(config: Config) -> None:
         raise ConfigError(problem)
 
 
+#: listening addresses that take a port on every interface
+_ANY_HOST = ("0.0.0.0", "::", "[::]")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def claims(config: Config) -> list[tuple[str, str, str, object]]:
+    """What a station holds that another on the same machine must not: (key, what it does with
+    it, the thing, a comparable value) for its camera, output files and folders, web port, MQTT
+    identity and GPIO pins."""
+    from edge.files import same_path
+    from edge.station.mqtt import station_name
+
+    s, o = config.source, config.output
+    out: list[tuple[str, str, str, object]] = []
+    if s.kind == "camera":
+        device = f"/dev/video{s.camera}" if isinstance(s.camera, int) else str(s.camera)
+        out.append(("source.camera", "read", device, ("camera", os.path.realpath(device))))
+    if s.kind == "picamera":
+        out.append(("source.camera", "read", f"Pi camera {s.camera}", ("picamera", s.camera)))
+    for key, path in (
+        ("output.events", o.events),
+        ("output.summary", o.summary),
+        ("output.record", o.record),
+        ("output.snapshots", o.snapshots),
+    ):
+        if path is not None:
+            out.append((key, "write", str(path), ("path", path, same_path)))
+    if config.http.listen is not None:
+        host, port = parse_endpoint(config.http.listen, "127.0.0.1", None)
+        out.append(("http.listen", "listen on", config.http.listen, ("port", host, port)))
+    m = config.mqtt
+    if m.broker is not None:
+        broker = parse_endpoint(m.broker, None, 1883)
+        station = station_name(m)
+        key = "mqtt.station" if m.station is not None else "mqtt.station, left out: the host name"
+        out.append(
+            (key, "publish to", f"{m.topic_prefix}/{station}/", ("topics", broker, m.topic_prefix, station))
+        )
+        client = m.client_id or f"stampline-{station}"
+        out.append(("mqtt.client_id", "connect to the broker as", client, ("client", broker, client)))
+    g = config.gpio
+    for name in ("trigger_pin", "reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin"):
+        value = getattr(g, name)
+        if value is not None and (line := pin_key(value)) is not None:
+            out.append((f"gpio.{name}", "use", line, ("pin", line)))
+    return out
+
+
+def _same_claim(a: object, b: object) -> bool:
+    if not (isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0]):
+        return False
+    if a[0] == "path":
+        return a[2](a[1], b[1])
+    if a[0] == "port":
+        (_, host_a, port_a), (_, host_b, port_b) = a, b
+        if port_a != port_b or port_a == 0:
+            return False
+        return (
+            host_a == host_b
+            or host_a in _ANY_HOST
+            or host_b in _ANY_HOST
+            or (host_a in _LOOPBACK and host_b in _LOOPBACK)
+        )
+    return a == b
+
+
+def check_lines_apart(named: Sequence[tuple[Path, Config]]) -> None:
+    """ConfigError when two station configs meant to run side by side on one machine (two lines,
+    one Raspberry Pi: ``edge-run --check-config /etc/stampline/*.toml``) claim the same camera,
+    output file or folder, web port, MQTT topics or client id, or GPIO pin."""
+    held = [(path, claims(config)) for path, config in named]
+    for i, (path, mine) in enumerate(held):
+        for other, theirs in held[:i]:
+            for key, verb, shown, value in mine:
+                for other_key, _verb, other_shown, other_value in theirs:
+                    if _same_claim(value, other_value):
+                        what = shown if shown == other_shown else f"{other_shown} / {shown}"
+                        where = key if key == other_key else f"{other_key} / {key}"
+                        raise ConfigError(
+                            f"{other} and {path}: both {verb} {what} ({where}); each line needs its own"
+                        )
+
+
 def build_source(config: Config):
     """The configured source (not yet opened) and, for the demo, its ground truth."""
     from edge import sources
@@ -659,6 +751,32 @@ def run(config: Config) -> int:
     return 0
 
 
+def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
+    """``--check-config``: the config file at ``path`` (with the flags given) checked as the
+    service would find it at its start, and the line saying it is fine."""
+    config = Config.load(path, overrides_from(args))
+    try:
+        refine = check_model(config, strict=True)
+        check_source_paths(config)
+        check_paths_apart(config)
+    except ConfigError as exc:  # named like the file's own errors
+        raise ConfigError(f"{path}: {exc}") from None
+    if config.mqtt.broker is not None:
+        from edge.station.mqtt import read_password, tls_context
+
+        read_password(config.mqtt)
+        tls_context(config.mqtt)
+    if config.http.listen is not None:
+        from edge.station.common import http_token
+
+        http_token(config.http)
+    model = config.model.path.name if config.model.path else "the bundled model"
+    return config, (
+        f"{path}: ok (source {config.source.kind}, trigger {config.trigger.kind}, "
+        f"model {model}, second looks {refine})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -673,27 +791,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.check_config is not None:
-            config = Config.load(args.check_config, overrides_from(args))
-            try:
-                refine = check_model(config, strict=True)
-                check_source_paths(config)
-                check_paths_apart(config)
-            except ConfigError as exc:  # named like the file's own errors
-                raise ConfigError(f"{args.check_config}: {exc}") from None
-            if config.mqtt.broker is not None:
-                from edge.station.mqtt import read_password, tls_context
-
-                read_password(config.mqtt)
-                tls_context(config.mqtt)
-            if config.http.listen is not None:
-                from edge.station.common import http_token
-
-                http_token(config.http)
-            model = config.model.path.name if config.model.path else "the bundled model"
-            print(
-                f"{args.check_config}: ok (source {config.source.kind}, trigger {config.trigger.kind}, "
-                f"model {model}, second looks {refine})"
-            )
+            checked = [(path, check_config(path, args)) for path in args.check_config]
+            if len(checked) > 1:
+                check_lines_apart([(path, config) for path, (config, _said) in checked])
+            for _path, (_config, said) in checked:
+                print(said)
             return 0
         config = Config.load(args.config, overrides_from(args))
         check_source_flags(args, config.source.kind)
