@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -194,6 +195,23 @@ def test_the_broker_stopped_and_restarted_mid_run_loses_no_verdict(broker, tmp_p
     lost = (f"mqtt: lost 127.0.0.1:{broker.port}", "mqtt: publish failed")
     assert any(m.startswith(lost) for m in said), said
     assert any(m.startswith(f"mqtt: connected to 127.0.0.1:{broker.port} again;") for m in said), said
+
+
+@needs_broker
+def test_two_stations_of_one_name_are_told_why_the_broker_keeps_dropping_them(broker, tmp_path, caplog):
+    """Two lines on one host with mqtt.station left out publish as one client id: the broker drops
+    one each time the other connects. The journal says so instead of only 'lost' over and over."""
+    cfg = MqttConfig(broker=f"127.0.0.1:{broker.port}", station="twin", reconnect_max_s=1.0)
+    with caplog.at_level(logging.WARNING, logger="edge.station.mqtt"):
+        with VerdictLog(tmp_path / "a.jsonl") as log_a, VerdictLog(tmp_path / "b.jsonl") as log_b:
+            with VerdictPublisher(cfg, tmp_path / "a.jsonl"), VerdictPublisher(cfg, tmp_path / "b.jsonl"):
+                log_verdicts(log_a, None, range(1, 3))
+                log_verdicts(log_b, None, range(1, 3))
+                deadline = time.monotonic() + 20
+                while "another client may be connected" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.1)
+    assert "another client may be connected as 'stampline-twin'" in caplog.text, caplog.text
+    assert "give each its own mqtt.station or mqtt.client_id" in caplog.text
 
 
 @needs_broker
@@ -412,6 +430,8 @@ def test_a_broker_that_drops_each_connection_at_once_is_not_hammered(tmp_path, c
         server.close()
     assert 2 <= len(accepted) <= 6, len(accepted)  # 0.5 + 1 + 2 s of back-off, not one every few ms
     assert caplog.text.count("mqtt: lost") <= 6
+    if len(accepted) >= 3:  # three brief sessions in a row: the journal says what may cause them
+        assert caplog.text.count("dropped the last 3 connections within 10 s of making them") == 1
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,8 @@ BACKOFF_START_S = 0.5
 #: a connection that lasted less than this was dropped at once: the next one waits as after a
 #: failed one (a broker that accepts and closes made 541 reconnects and journal lines in 25 s)
 STABLE_SESSION_S = 10.0
+#: this many such connections in a row get a journal line on why (another client of the same id)
+BRIEF_SESSIONS = 3
 CONNECT_TIMEOUT_S = 5.0
 #: the state file is rewritten at most this often (a lost update only means a duplicate)
 STATE_EVERY_S = 0.2
@@ -524,6 +526,7 @@ class VerdictPublisher:
         delay = BACKOFF_START_S
         outage_logged = False
         was_down = False  # the journal said the broker was lost or out of reach: say it is back
+        brief = 0  # connections in a row dropped soon after they were made
         while True:
             stopping = self._stopping.is_set()
             if stopping and self.unsent == 0:
@@ -558,8 +561,22 @@ class VerdictPublisher:
                 if self.unsent == 0 or not self._flush_left():
                     return
             if self._clock() - began >= STABLE_SESSION_S:
-                delay = BACKOFF_START_S
+                delay, brief = BACKOFF_START_S, 0
             else:  # dropped as soon as it was up (a broker or firewall that closes at once): back off
+                brief += 1
+                if brief == BRIEF_SESSIONS and not self._stopping.is_set():
+                    _log.warning(
+                        "mqtt: %s:%d dropped the last %d connections within %g s of making them: "
+                        "another client may be connected as %r (two stations of one name: give each "
+                        "its own mqtt.station or mqtt.client_id), or the broker does not let this one "
+                        "publish to %s/",
+                        self.host,
+                        self.port,
+                        brief,
+                        STABLE_SESSION_S,
+                        self.client_id,
+                        self.topic_verdict.rsplit("/", 1)[0],
+                    )
                 delay = self._back_off(delay)
 
     def _back_off(self, delay: float) -> float:
