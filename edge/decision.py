@@ -33,11 +33,12 @@ Decider
     a bad one (one false hit is not two). The verdict carries the best score and box, the judged
     frames, and the evidence frame (best-scoring frame for OK, the fullest view for MISSING).
 
-    ``min_hit_share`` measured with the bundled model (bc7a61927086) on the demo line, seeds 0-9,
-    60 s each, 262 products, 9-14 judged frames each: stamped products had hit shares of 0.38 and
-    more (one at 0: the model never sees that stamp); products without a stamp 0.27 and less,
-    except four with hard distractor marks or surfaces (0.36, 0.4, 0.82, 1.0). ``min_hits`` = 2
-    alone passed two of those bad products (0.17, 0.25); 0.3 between the groups does not.
+    ``min_hit_share`` measured with an early default model (bc7a61927086, before the bundled one)
+    on the demo line, seeds 0-9, 60 s each, 262 products, 9-14 judged frames each: stamped
+    products had hit shares of 0.38 and more (one at 0: the model never sees that stamp);
+    products without a stamp 0.27 and less, except four with hard distractor marks or surfaces
+    (0.36, 0.4, 0.82, 1.0). ``min_hits`` = 2 alone passed two of those bad products (0.17, 0.25);
+    0.3 between the groups does not.
     ``judge_share`` 0.9 instead of 0.8 judged fewer, better-centred frames and was no better
     (6 wrong instead of 5).
 

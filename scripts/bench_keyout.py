@@ -1,4 +1,4 @@
-"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 47 made-up stamp
+"""How well ``load_stamp`` keys a stamp out of the pictures customers send: 53 made-up stamp
 pictures (three stamp shapes; a clean scan, a tight crop, one cropped to the ink itself (a frame
 is then the picture's border; a two-colour frame or a digit cut by the crop), a stamped sheet
 photographed on a desk, turned or running off the picture, black ink on a sheet on a black desk,

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log",
         action="store_true",
-        help="write the verdict log and MISSING snapshots (to a temporary folder)",
+        help="write the verdict log and MISSING/WRONG snapshots (to a temporary folder)",
     )
     run.add_argument(
         "--prefetch",

@@ -226,7 +226,10 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
     )
     one.add_argument("--demo", action="store_true", default=S, help="a synthetic production line (no camera)")
     src.add_argument(
-        "--width", type=positive_int, default=S, help="requested frame width (default: the device's)"
+        "--width",
+        type=positive_int,
+        default=S,
+        help="requested frame width (default: the device's; --picamera: 320x240, the ISP scales)",
     )
     src.add_argument("--height", type=positive_int, default=S, help="requested frame height")
     src.add_argument(
