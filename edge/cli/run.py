@@ -47,7 +47,7 @@ from edge.config import (
     parse_endpoint,
     pin_key,
 )
-from edge.files import clash
+from edge.files import clash, same_path
 from edge.runtime import BUNDLED_MODEL, REFINE_MODES
 
 if TYPE_CHECKING:
@@ -541,7 +541,6 @@ def claims(config: Config) -> list[tuple[str, str, str, object]]:
     """What a station holds that another on the same machine must not: (key, what it does with
     it, the thing, a comparable value) for its camera, output files and folders, web port, MQTT
     identity and GPIO pins."""
-    from edge.files import same_path
     from edge.station.mqtt import station_name
 
     s, o = config.source, config.output
@@ -558,7 +557,7 @@ def claims(config: Config) -> list[tuple[str, str, str, object]]:
         ("output.snapshots", o.snapshots),
     ):
         if path is not None:
-            out.append((key, "write", str(path), ("path", path, same_path)))
+            out.append((key, "write", str(path), ("path", path)))
     if config.http.listen is not None:
         host, port = parse_endpoint(config.http.listen, "127.0.0.1", None)
         out.append(("http.listen", "listen on", config.http.listen, ("port", host, port)))
@@ -584,7 +583,7 @@ def _same_claim(a: object, b: object) -> bool:
     if not (isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0]):
         return False
     if a[0] == "path":
-        return a[2](a[1], b[1])
+        return same_path(a[1], b[1])
     if a[0] == "port":
         (_, host_a, port_a), (_, host_b, port_b) = a, b
         if port_a != port_b or port_a == 0:
