@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +44,12 @@ from edge.types import Frame, Outcome, Prediction, Verdict
 _log = logging.getLogger(__name__)
 
 TAIL_BYTES = 1 << 16
+#: the wall clock moving this much against the monotonic one between two verdicts is a step (NTP
+#: setting a clock that started wrong, someone setting it by hand): said in the journal
+CLOCK_STEP_S = 2.0
+#: a clock this far behind the last verdict in the log, at start, is said to be wrong
+CLOCK_BEHIND_S = 60.0
+CLOCK_HINT = "verdict times follow the clock, seq keeps their order"
 #: the verdicts that are flagged: snapshotted here, red/amber on the overlay
 FLAGGED = (Outcome.MISSING, Outcome.WRONG)
 JPEG_QUALITY = 90
@@ -90,6 +97,16 @@ class _ClosingSink:
 
     def close(self) -> None:
         pass
+
+
+def span(seconds: float) -> str:
+    """A length of time for people: ``45 s``, ``1.0 h``, ``56 years``."""
+    s = abs(seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min"
+    return f"{s / 86400:.0f} days" if s < 2 * 365.25 * 86400 else f"{s / (365.25 * 86400):.0f} years"
 
 
 def iso_time(epoch: float) -> str:
@@ -247,6 +264,8 @@ class VerdictLog(_ClosingSink):
         self.next_seq = 1
         self.next_product = 1
         self.written = 0
+        #: wall time minus monotonic time at the last verdict written (a change is a clock step)
+        self._clock_offset: float | None = None
         #: what opening the log created (files, folders), removed again if the run never starts
         self._made: list[Path] = []
 
@@ -275,6 +294,17 @@ class VerdictLog(_ClosingSink):
         if last is not None:
             self.next_seq = last["seq"] + 1
             self.next_product = last["product_id"] + 1
+            behind = float(last.get("epoch", 0) or 0) - time.time()
+            if behind > CLOCK_BEHIND_S:
+                _log.warning(
+                    "%s: the clock reads %s, %s before the last verdict in the log (%s): is it set? "
+                    "(a Raspberry Pi has no clock of its own: NTP, or a real-time clock); %s",
+                    self.path,
+                    iso_time(time.time()),
+                    span(behind),
+                    iso_time(float(last["epoch"])),
+                    CLOCK_HINT,
+                )
         # the numbering outlives the log: a log moved away (archived, rotated) must not make the
         # next verdicts reuse sequence numbers a consumer has already seen
         saved = self._read_numbering()
@@ -413,6 +443,15 @@ class VerdictLog(_ClosingSink):
                     pass
             raise SinkError(f"{self.path}: cannot write the verdict log ({exc.strerror})") from None
         self.written += 1
+        offset = result.verdict.wall_time - time.monotonic()
+        if self._clock_offset is not None and abs(offset - self._clock_offset) > CLOCK_STEP_S:
+            _log.warning(
+                "the wall clock stepped %s %s since the last verdict; %s",
+                "ahead" if offset > self._clock_offset else "back",
+                span(offset - self._clock_offset),
+                CLOCK_HINT,
+            )
+        self._clock_offset = offset
         if self._state_fd is not None:  # not fsync-ed: the log itself is the record
             v = result.verdict
             try:
@@ -450,12 +489,20 @@ class SnapshotSink(_ClosingSink):
     beyond the limits.
 
     ``max_count`` counts products (two files each); ``max_bytes`` all snapshot files together.
+    ``by_seq``: the verdicts' sequence numbers go on across restarts (a verdict log keeps them),
+    so they order the snapshots a folder already holds; else the time in their names does. The
+    wall clock can be wrong for a while (a Raspberry Pi has no clock of its own: after a power
+    cut it starts from the last saved time, or 1970, until NTP answers), and snapshots named by
+    such a clock must not be taken for the oldest and removed first.
     """
 
     needs_annotated = False
 
-    def __init__(self, folder: str | Path, max_count: int = 1000, max_bytes: int = 500 << 20):
+    def __init__(
+        self, folder: str | Path, max_count: int = 1000, max_bytes: int = 500 << 20, by_seq: bool = False
+    ):
         self.folder = Path(folder)
+        self.by_seq = by_seq
         self.max_count = int(max_count)
         self.max_bytes = int(max_bytes)
         self._kept: list[tuple[str, int]] = []  # (stem, bytes of both files), oldest first
@@ -479,9 +526,16 @@ class SnapshotSink(_ClosingSink):
         except OSError as exc:
             why = why_no_folder(exc, self.folder) if not self.folder.is_dir() else exc.strerror
             raise SinkError(f"{self.folder}: cannot use the snapshot folder ({why})") from None
-        self._kept = sorted(sizes.items())
+        self._kept = sorted(sizes.items(), key=self._age)
         self._prune()
         return self
+
+    def _age(self, item: tuple[str, int]) -> tuple:
+        """Sort key of an existing snapshot, oldest first (see ``by_seq``)."""
+        stem = item[0]
+        if self.by_seq:
+            return (int(stem.split("_")[1]), stem)
+        return (stem,)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -7,7 +7,10 @@ import errno
 import json
 import logging
 import os
+import re
+import time
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -107,6 +110,32 @@ def test_verdict_log_appends_across_restarts_and_repairs_a_torn_line(tmp_path: P
     assert records[2]["verdict"] == "OK"
 
 
+def test_a_clock_that_is_wrong_or_steps_is_said_in_the_journal(tmp_path: Path, caplog):
+    """The verdict times follow the wall clock, which on a Pi without a clock of its own may start
+    in the past and jump when NTP answers; the operator is told, and seq keeps the order."""
+    path = tmp_path / "verdicts.jsonl"
+    now = time.time()
+    with caplog.at_level(logging.WARNING, logger="edge.sinks"):
+        with VerdictLog(path) as log:
+            log.write(make_result(1, t=now - 1))
+            log.write(make_result(2, t=now - 2))  # 1 s later by this clock: no step
+            assert "clock" not in caplog.text
+            log.write(make_result(3, t=now - 7200))  # set back two hours
+            assert "the wall clock stepped back 2.0 h since the last verdict" in caplog.text
+        caplog.clear()
+        with VerdictLog(path):  # the log's last verdict two hours behind the clock: fine
+            assert "clock" not in caplog.text
+        with open(path, "a") as f:  # a verdict from when the clock was right, decades ahead
+            f.write(
+                json.dumps({**json.loads(path.read_text().splitlines()[-1]), "seq": 4, "epoch": now}) + "\n"
+            )
+        with mock.patch("time.time", return_value=2 * 86400.0), VerdictLog(path):  # started in 1970
+            pass
+    assert "the clock reads 1970-01-03" in caplog.text
+    assert re.search(r"\b5\d years before the last verdict in the log", caplog.text)
+    assert "seq keeps their order" in caplog.text
+
+
 def test_snapshots_of_missing_products_honour_the_count_limit(tmp_path: Path):
     with SnapshotSink(tmp_path, max_count=3) as snaps:
         for seq in range(1, 7):
@@ -119,6 +148,29 @@ def test_snapshots_of_missing_products_honour_the_count_limit(tmp_path: Path):
     annotated = cv2.imread(str(tmp_path / names[0]))  # small: drawn on blown up, to be read
     assert names[0].endswith("_annotated.jpg") and annotated.shape == (240, 320, 3)
     assert not any(n.endswith(".tmp") for n in names)
+
+
+def test_after_a_restart_with_the_clock_behind_the_oldest_snapshots_go_first(tmp_path: Path):
+    """A Raspberry Pi has no clock of its own: after a power cut it may start an hour behind (or in
+    1970) until NTP answers. Snapshots named by that clock are not the oldest: with a verdict log
+    the sequence numbers, which go on across restarts, say which are."""
+    with SnapshotSink(tmp_path, by_seq=True) as snaps:
+        for seq in (1, 2, 3):
+            snaps.write(make_result(seq))
+    with SnapshotSink(tmp_path, by_seq=True) as snaps:  # the clock an hour behind
+        for seq in (4, 5, 6):
+            snaps.write(make_result(seq, t=1.8e9 - 3600))
+    with SnapshotSink(tmp_path, max_count=4, by_seq=True) as snaps:  # the next start
+        assert snaps.count == 4
+
+    def kept() -> list[int]:
+        return sorted({int(p.name.split("_")[1]) for p in tmp_path.iterdir()})
+
+    assert kept() == [3, 4, 5, 6]
+    # without a verdict log the numbers start again at each run: the time in the names orders them
+    with SnapshotSink(tmp_path, max_count=3) as snaps:
+        assert snaps.count == 3
+    assert kept() == [3, 5, 6]  # 4 was named earliest
 
 
 def test_snapshot_byte_limit_also_applies_to_what_was_there(tmp_path: Path):

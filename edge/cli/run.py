@@ -655,7 +655,14 @@ def build_sinks(config: Config, fps: float | None) -> list:
         rotate_at = int(o.events_max_mb * 2**20) or None  # 0: never (else >= 0.001 MB)
         out.append(sinks.VerdictLog(o.events, rotate_at, o.events_keep))
     if o.snapshots is not None:
-        out.append(sinks.SnapshotSink(o.snapshots, o.snapshot_max_count, int(o.snapshot_max_mb * 2**20)))
+        out.append(
+            sinks.SnapshotSink(
+                o.snapshots,
+                o.snapshot_max_count,
+                int(o.snapshot_max_mb * 2**20),
+                by_seq=o.events is not None,  # numbered on across restarts
+            )
+        )
     if o.record is not None:
         # frames come in real time unless read as fast as possible or from photos
         realtime = config.source.kind != "images" and not config.source.as_fast_as_possible
