@@ -5,6 +5,7 @@ from the last acknowledged verdict; the retained status is online, then offline 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -480,7 +481,15 @@ def pki(tmp_path):
     files = {}
     ca, other = trustme.CA(), trustme.CA()
     broker, station = ca.issue_cert("localhost", "127.0.0.1"), ca.issue_cert("line1.plant.local")
+    # valid from 2001 to 2002: to a station whose clock is right, expired
+    old = ca.issue_cert(
+        "localhost",
+        not_before=dt.datetime(2001, 1, 1, tzinfo=dt.UTC),
+        not_after=dt.datetime(2002, 1, 1, tzinfo=dt.UTC),
+    )
     for name, blob in [
+        ("broker_2001", old.cert_chain_pems[0]),
+        ("broker_2001_key", old.private_key_pem),
         ("ca", ca.cert_pem),
         ("other_ca", other.cert_pem),
         ("broker", broker.cert_chain_pems[0]),
@@ -493,10 +502,10 @@ def pki(tmp_path):
     return files
 
 
-def tls_broker(folder: Path, pki: dict, require_certificate: bool) -> Broker:
+def tls_broker(folder: Path, pki: dict, require_certificate: bool, cert: str = "broker") -> Broker:
     return Broker(
         folder,
-        f"cafile {pki['ca']}\ncertfile {pki['broker']}\nkeyfile {pki['broker_key']}\n"
+        f"cafile {pki['ca']}\ncertfile {pki[cert]}\nkeyfile {pki[cert + '_key']}\n"
         f"require_certificate {str(require_certificate).lower()}\n",
     )
 
@@ -557,6 +566,27 @@ def test_a_tls_connection_that_fails_keeps_the_verdicts_and_the_journal_says_why
     assert line.startswith(f"mqtt: cannot reach {host}:{broker.port} (") and why in line, line
     assert "verdicts wait in the log" in line
     assert len(events.read_text().splitlines()) == 3  # kept for the next connection
+
+
+@needs_broker
+def test_a_certificate_not_valid_by_the_station_clock_says_to_check_the_clock(tmp_path, pki, caplog):
+    """A Pi that started in the past (no clock of its own, NTP not yet reached) finds a good
+    certificate "not yet valid"; one whose certificate ran out finds it "expired". Either way the
+    journal names the clock's reading, not the CA file."""
+    events = tmp_path / "verdicts.jsonl"
+    with tls_broker(tmp_path, pki, False, cert="broker_2001") as broker, VerdictLog(events) as log:
+        cfg = MqttConfig(
+            broker=f"localhost:{broker.port}", tls=True, ca_file=pki["ca"], reconnect_max_s=0.2, flush_s=0.2
+        )
+        with VerdictPublisher(cfg, events) as pub:
+            log_verdicts(log, pub, range(1, 3))
+            deadline = time.monotonic() + 10
+            while "cannot reach" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+    line = next(r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage())
+    assert "the broker's certificate is not valid now (certificate has expired)" in line, line
+    assert f"by this station's clock, which reads {time.strftime('%Y-%m-%d', time.gmtime())}" in line
+    assert "mqtt.ca_file" not in line
 
 
 @needs_broker

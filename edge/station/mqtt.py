@@ -123,6 +123,13 @@ def connect_problem(exc: BaseException) -> str:
         why = exc.verify_message or exc.reason or "not trusted"
         if "hostname" in why.lower() or "ip address mismatch" in why.lower():
             return f"TLS: {why}; connect by a name or address the certificate carries"
+        if "not yet valid" in why.lower() or "expired" in why.lower():
+            now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            return (
+                f"TLS: the broker's certificate is not valid now ({why}) by this station's clock, "
+                f"which reads {now}; if that is wrong, set the clock (a Raspberry Pi has none of its "
+                "own: NTP, or a real-time clock), else renew the certificate"
+            )
         return f"TLS: the broker's certificate is not trusted ({why}); mqtt.ca_file names its CA"
     if isinstance(exc, ssl.SSLError):
         if exc.reason in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
