@@ -358,6 +358,30 @@ def test_pinned_to_one_core_with_a_cold_start_and_no_tensorflow(tmp_path: Path):
     assert cold["n"] == 1 and cold["min"] > 0
 
 
+@needs_model
+def test_a_cold_start_during_which_the_clock_was_set_is_measured_again(tmp_path: Path, monkeypatch):
+    """Cold starts are timed by the wall clock (the first verdict's time in edge-run's log); NTP
+    setting the clock of a Pi just after boot would make one read an hour long, or negative."""
+    from edge.cli import bench as bench_cli
+    from edge.config import Config
+
+    real_run, real_time, shift = subprocess.run, time.time, [-3600.0]  # an hour behind at boot
+
+    def run_during_which_ntp_steps_the_clock(*args, **kwargs):
+        proc = real_run(*args, **kwargs)  # its verdict: by the clock NTP has just set
+        shift[0] = 0.0
+        return proc
+
+    monkeypatch.setattr(bench_cli.subprocess, "run", run_during_which_ntp_steps_the_clock)
+    monkeypatch.setattr(bench_cli.time, "time", lambda: real_time() + shift[0])
+    from edge.runtime import BUNDLED_MODEL
+
+    stats = bench_cli.cold_start(
+        Config.from_mapping({"source": {"kind": "demo"}}), BUNDLED_MODEL, 1, 1, tmp_path
+    )
+    assert stats["n"] == 1 and 0 < stats["max"] < 30  # the second start, timed by an unmoved clock
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -64,6 +64,11 @@ from edge.config import (
 from edge.runtime import REFINE_MODES
 
 PROG = "edge-bench"
+#: a cold start is timed by the wall clock (the verdict's time in edge-run's log): one during
+#: which the wall clock moved this much against the monotonic clock (NTP setting a clock that
+#: started wrong, as on a Raspberry Pi just after boot) is measured again, up to this many times
+COLD_START_SLACK_S = 0.01
+COLD_START_STEPS = 3
 
 
 def _threads(text: str) -> list[int]:
@@ -281,18 +286,25 @@ def cold_start(config: Config, model: Path, threads: int, times: int, folder: Pa
     """Start ``edge-run`` ``times`` times: seconds from before the process starts to its first verdict."""
     from edge.bench import stage_stats
 
-    seconds = []
-    for i in range(times):
-        events = folder / f"cold_{i}.jsonl"
+    seconds: list[float] = []
+    steps = 0
+    while len(seconds) < times:
+        events = folder / f"cold_{len(seconds)}.jsonl"
         argv = edge_run_argv(config, model, threads, events)
+        offset = time.time() - time.monotonic()
         t0 = time.time()
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             message = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise CliError(f"cold start: edge-run exited with {proc.returncode} ({message})")
         first = json.loads(events.read_text().splitlines()[0])
-        seconds.append(float(first["epoch"]) - t0)  # the verdict's wall time, to the millisecond
         events.unlink()
+        if abs(time.time() - time.monotonic() - offset) > COLD_START_SLACK_S:  # the clock was set meanwhile
+            steps += 1
+            if steps > COLD_START_STEPS:
+                raise CliError("cold start: the wall clock kept stepping (NTP?); measure again later")
+            continue
+        seconds.append(float(first["epoch"]) - t0)  # the verdict's wall time, to the millisecond
     return {**stage_stats(seconds), "n": times}
 
 
