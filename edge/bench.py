@@ -486,6 +486,7 @@ class PipelineRun:
                 hooks=[self._recorder],
                 refine=self.parts.refine,
                 flag_lines=False,  # a measurement, not a station: no journal line per product
+                last_run=False,  # blocks of frames from one source
             )
             self._stack, self._source = stack.pop_all(), source
 

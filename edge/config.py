@@ -438,6 +438,10 @@ class WatchdogConfig:
     inference_timeout_s: float = _opt(10.0, _positive)
 
 
+#: the ``[gpio]`` keys that name a pin
+GPIO_PINS = ("trigger_pin", "reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin")
+
+
 def check_station(config: Any) -> None:
     """What needs two keys: a GPIO trigger needs its pin, MQTT needs the verdict log, one pin each."""
     if config.trigger.kind == "gpio" and config.gpio.trigger_pin is None:
@@ -456,7 +460,7 @@ def check_station(config: Any) -> None:
     if config.mqtt.key_file is not None and config.mqtt.cert_file is None:
         raise ConfigError("mqtt.key_file: expected mqtt.cert_file too (the certificate of that key)")
     seen: dict[str, str] = {}
-    for name in ("trigger_pin", "reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin"):
+    for name in GPIO_PINS:
         value = getattr(config.gpio, name)
         if value is None:
             continue
@@ -494,7 +498,9 @@ class Config:
         needs = {"video": src.video, "url": src.url, "images": src.images}
         if src.kind in needs and needs[src.kind] is None:
             raise ConfigError(f"source.{src.kind}: expected a value for source.kind = {src.kind!r}")
-        if src.kind == "picamera" and (isinstance(src.camera, bool) or not isinstance(src.camera, int)):
+        if src.kind == "picamera" and (
+            isinstance(src.camera, bool) or not isinstance(src.camera, int) or src.camera < 0
+        ):
             raise ConfigError(
                 f"source.camera: expected the Pi camera's number (0, or 1 for a second camera port) "
                 f"for source.kind = 'picamera', got {_show(src.camera)}"

@@ -409,8 +409,13 @@ class Pipeline:
         heatmap: bool = False,
         refine: str = "off",
         flag_lines: bool = True,
+        last_run: bool = True,
     ):
         self.heatmap = heatmap
+        #: the source gives its frames to this run only: when the loop ends its capture stops, so a
+        #: reopen still under way is not counted after the summary (edge-bench runs blocks of
+        #: frames from one source: False)
+        self.last_run = last_run
         #: a log line per flagged product (at most ``FLAG_LINES_PER_S`` a second)
         self.flag_lines = FlagLines() if flag_lines else None
         #: products seen in too few frames (a loop too slow for the line; off with flag_lines)
@@ -628,6 +633,8 @@ class Pipeline:
                 ),
             )
 
+        if self.last_run:
+            self.source.stop()
         elapsed = time.monotonic() - t_start
         if stop_counted and last_frame is not None:  # the frames had stopped, and did not come back
             blind_s += time.monotonic() - last_frame.t_capture

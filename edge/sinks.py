@@ -44,12 +44,16 @@ from edge.types import Frame, Outcome, Prediction, Verdict
 _log = logging.getLogger(__name__)
 
 TAIL_BYTES = 1 << 16
-#: the wall clock moving this much against the monotonic one between two verdicts is a step (NTP
-#: setting a clock that started wrong, someone setting it by hand): said in the journal
+#: the wall clock moving this much against the boot clock between two verdicts, plus a thousandth
+#: of the time between them (NTP's slewing stays below half that), is a step (NTP setting a clock
+#: that started wrong, someone setting it by hand): said in the journal
 CLOCK_STEP_S = 2.0
+CLOCK_SLEW = 1e-3
 #: a clock this far behind the last verdict in the log, at start, is said to be wrong
 CLOCK_BEHIND_S = 60.0
 CLOCK_HINT = "verdict times follow the clock, seq keeps their order"
+#: counts on while the machine is suspended, as the wall clock does (Linux; elsewhere monotonic)
+BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 #: the verdicts that are flagged: snapshotted here, red/amber on the overlay
 FLAGGED = (Outcome.MISSING, Outcome.WRONG)
 JPEG_QUALITY = 90
@@ -264,8 +268,9 @@ class VerdictLog(_ClosingSink):
         self.next_seq = 1
         self.next_product = 1
         self.written = 0
-        #: wall time minus monotonic time at the last verdict written (a change is a clock step)
-        self._clock_offset: float | None = None
+        #: (boot clock, wall clock minus boot clock) at the last verdict written: a change of the
+        #: difference is a clock step
+        self._clock: tuple[float, float] | None = None
         #: what opening the log created (files, folders), removed again if the run never starts
         self._made: list[Path] = []
 
@@ -443,15 +448,7 @@ class VerdictLog(_ClosingSink):
                     pass
             raise SinkError(f"{self.path}: cannot write the verdict log ({exc.strerror})") from None
         self.written += 1
-        offset = result.verdict.wall_time - time.monotonic()
-        if self._clock_offset is not None and abs(offset - self._clock_offset) > CLOCK_STEP_S:
-            _log.warning(
-                "the wall clock stepped %s %s since the last verdict; %s",
-                "ahead" if offset > self._clock_offset else "back",
-                span(offset - self._clock_offset),
-                CLOCK_HINT,
-            )
-        self._clock_offset = offset
+        self._check_clock()
         if self._state_fd is not None:  # not fsync-ed: the log itself is the record
             v = result.verdict
             try:
@@ -462,6 +459,23 @@ class VerdictLog(_ClosingSink):
                 self._state_fd = None
         if self._rotate_at is not None and start + len(data) >= self._rotate_at:
             self._rotate()
+
+    def _check_clock(self) -> None:
+        """Say in the journal when the wall clock stepped since the last verdict (read at one
+        instant with the boot clock, which counts a suspended machine's time too)."""
+        boot = time.clock_gettime(BOOT_CLOCK)
+        offset = time.time() - boot
+        if self._clock is not None:
+            last_boot, last_offset = self._clock
+            step = offset - last_offset
+            if abs(step) > CLOCK_STEP_S + CLOCK_SLEW * (boot - last_boot):
+                _log.warning(
+                    "the wall clock stepped %s %s since the last verdict; %s",
+                    "ahead" if step > 0 else "back",
+                    span(step),
+                    CLOCK_HINT,
+                )
+        self._clock = (boot, offset)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -489,20 +503,26 @@ class SnapshotSink(_ClosingSink):
     beyond the limits.
 
     ``max_count`` counts products (two files each); ``max_bytes`` all snapshot files together.
-    ``by_seq``: the verdicts' sequence numbers go on across restarts (a verdict log keeps them),
-    so they order the snapshots a folder already holds; else the time in their names does. The
-    wall clock can be wrong for a while (a Raspberry Pi has no clock of its own: after a power
-    cut it starts from the last saved time, or 1970, until NTP answers), and snapshots named by
-    such a clock must not be taken for the oldest and removed first.
+    ``numbering``: the verdict log (entered before this sink), whose sequence numbers go on
+    across restarts: they order the snapshots a folder already holds, below its ``next_seq``;
+    without one, or for numbers from before the numbering restarted (at or above ``next_seq``:
+    a log deleted, or snapshots kept before there was a log; those count as older), the time in
+    their names does. The wall clock can be wrong for a while (a Raspberry Pi has no clock of its
+    own: after a power cut it starts from the last saved time, or 1970, until NTP answers), and
+    snapshots named by such a clock must not be taken for the oldest and removed first.
     """
 
     needs_annotated = False
 
     def __init__(
-        self, folder: str | Path, max_count: int = 1000, max_bytes: int = 500 << 20, by_seq: bool = False
+        self,
+        folder: str | Path,
+        max_count: int = 1000,
+        max_bytes: int = 500 << 20,
+        numbering: VerdictLog | None = None,
     ):
         self.folder = Path(folder)
-        self.by_seq = by_seq
+        self.numbering = numbering
         self.max_count = int(max_count)
         self.max_bytes = int(max_bytes)
         self._kept: list[tuple[str, int]] = []  # (stem, bytes of both files), oldest first
@@ -531,11 +551,12 @@ class SnapshotSink(_ClosingSink):
         return self
 
     def _age(self, item: tuple[str, int]) -> tuple:
-        """Sort key of an existing snapshot, oldest first (see ``by_seq``)."""
+        """Sort key of an existing snapshot, oldest first (see ``numbering``)."""
         stem = item[0]
-        if self.by_seq:
-            return (int(stem.split("_")[1]), stem)
-        return (stem,)
+        seq = int(stem.split("_")[1])
+        if self.numbering is not None and seq < self.numbering.next_seq:
+            return (1, seq, stem)
+        return (0, 0, stem)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

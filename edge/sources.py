@@ -106,6 +106,9 @@ class FrameSource(Protocol):
 
     def read(self, timeout: float) -> Frame | None: ...
 
+    def stop(self) -> None:
+        """No more frames are wanted (the run is ending): capture stops reopening the device."""
+
 
 class Device(Protocol):
     """The hardware (or file) boundary one :class:`Source` wraps.
@@ -328,6 +331,9 @@ class Source:
         self.device.open()
         return self
 
+    def stop(self) -> None:
+        self._stop.set()
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -509,6 +515,12 @@ class _OpenCVCapture:
             self._cap = None
 
 
+def camera_device(camera: int | str) -> int | str:
+    """A V4L2 camera as OpenCV opens it: an index (``0``, also given as the text ``"0"``, which
+    OpenCV would take for a file name) or a device path."""
+    return int(camera) if isinstance(camera, str) and camera.strip().isdigit() else camera
+
+
 class OpenCVCamera(_OpenCVCapture):
     """A V4L2 camera through OpenCV: MJPG when offered, one-frame driver buffer."""
 
@@ -521,7 +533,7 @@ class OpenCVCamera(_OpenCVCapture):
         height: int | None = None,
         fps: float | None = None,
     ):
-        self.camera = camera
+        self.camera = camera_device(camera)
         self.name = f"camera {camera}"
         self.width, self.height, self.fps = width, height, fps
         self.format = ""
@@ -611,7 +623,8 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        if "@" not in parts.netloc and "@" in url.split(parts.netloc, 1)[-1]:  # admin:12/3@camera
+        if ":" in parts.netloc and "@" not in parts.netloc and "@" in url.split(parts.netloc, 1)[-1]:
+            # admin:12/3@camera: the user name read as the host, the password's start as the port
             return (
                 f"unknown host {host!r} (if that is the user name: a / ? # or @ in the password is"
                 " written %2F %3F %23 %40)"

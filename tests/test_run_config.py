@@ -291,6 +291,7 @@ def _line(tmp_path: Path, name: str, camera: object, state: str, port: int, stat
     ("line2", "message"),
     [
         (dict(camera=0), r"both read /dev/video0 \(source\.camera\)"),
+        (dict(camera="0"), r"both read /dev/video0 \(source\.camera\)"),  # the index as text
         (dict(camera="/dev/video0"), r"both read /dev/video0 \(source\.camera\)"),
         (dict(state="line1"), r"both write .*line1/verdicts\.jsonl \(output\.events\)"),
         (dict(port="0.0.0.0:8080"), r"both listen on 127\.0\.0\.1:8080 / 0\.0\.0\.0:8080 \(http\.listen\)"),
@@ -325,3 +326,47 @@ def test_two_lines_without_a_station_name_would_publish_as_one(tmp_path: Path, c
         path.write_text(path.read_text().replace("station = 'x'\n", ""))
     assert main(["--check-config", str(one), str(two)]) == 2
     assert "(mqtt.station, left out: the host name)" in capsys.readouterr().err
+
+
+def test_check_config_of_several_lines_knows_what_is_not_shared(tmp_path: Path, capsys):
+    """Same broker, another port (a TLS listener): one broker, whose client ids are one namespace;
+    a photo-eye pin of a line whose trigger is not the photo-eye is not in use."""
+    one = _line(tmp_path, "line1", 0, "line1", "127.0.0.1:8080", "line1", 27)
+    two = _line(tmp_path, "line2", 1, "line2", "[::1]:8080", "line2", 22)  # IPv6: a socket of its own
+    text = two.read_text().replace("broker = 'mqtt.plant.local'", "broker = 'mqtt.plant.local:8883'")
+    two.write_text(text.replace("reject_pin = 22", "trigger_pin = 27"))
+    assert main(["--check-config", str(one), str(two)]) == 0, capsys.readouterr().err
+    two.write_text(
+        two.read_text().replace("station = 'line2'\n", "station = 'line2'\nclient_id = 'stampline-line1'\n")
+    )
+    assert main(["--check-config", str(one), str(two)]) == 2
+    assert "both connect to the broker as stampline-line1 (mqtt.client_id)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["A", "A"], "--check-config: .*A.toml is given twice"),
+        (["A", "B", "--threads", "1"], "--check-config with several files takes no other flags"),
+    ],
+)
+def test_check_config_of_several_files_refuses_what_would_mislead(tmp_path: Path, capsys, argv, message):
+    for name in "AB":
+        (tmp_path / f"{name}.toml").write_text("[source]\nkind = 'demo'\n")
+    files = [str(tmp_path / f"{a}.toml") if a in "AB" else a for a in argv]
+    assert main(["--check-config", *files]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_bare_picamera_flag_keeps_the_config_camera_number(tmp_path: Path):
+    from edge.cli.run import build_parser, overrides_from
+
+    path = tmp_path / "line2.toml"
+    path.write_text("[source]\nkind = 'picamera'\ncamera = 1\n")
+    args = build_parser().parse_args(["--config", str(path), "--picamera"])
+    assert Config.load(path, overrides_from(args)).source.camera == 1
+    args = build_parser().parse_args(["--config", str(path), "--picamera", "0"])
+    assert Config.load(path, overrides_from(args)).source.camera == 0
+    path.write_text("[source]\nkind = 'picamera'\ncamera = -1\n")
+    with pytest.raises(ConfigError, match=r"source\.camera: expected the Pi camera's number"):
+        Config.load(path)

@@ -32,7 +32,7 @@ from edge.types import Frame, Outcome, Prediction, Verdict
 ROI_PX = (160, 48, 320, 384)
 
 
-def make_result(seq: int, outcome: Outcome = Outcome.MISSING, t: float = 1.8e9) -> FrameResult:
+def make_result(seq: int, outcome: Outcome = Outcome.MISSING, t: float = 1.7e9) -> FrameResult:
     rng = np.random.default_rng(seq)
     frame = Frame(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), t_capture=seq, index=seq)
     pred = Prediction(presence=0.2, box=(0.1, 0.2, 0.3, 0.4))
@@ -105,7 +105,7 @@ def test_verdict_log_appends_across_restarts_and_repairs_a_torn_line(tmp_path: P
     first = records[0]
     assert first["verdict"] == "MISSING" and first["product_id"] == 101 and first["model_id"] == "abc"
     assert first["box"] == [0.1, 0.2, 0.3, 0.4] and first["box_px"] == [192, 125, 256, 202]
-    assert first["frames"] == 2 and first["epoch"] == pytest.approx(1.8e9 + 1)
+    assert first["frames"] == 2 and first["epoch"] == pytest.approx(1.7e9 + 1)
     assert dt.datetime.fromisoformat(first["time"]).timestamp() == pytest.approx(first["epoch"], abs=1e-3)
     assert records[2]["verdict"] == "OK"
 
@@ -114,13 +114,15 @@ def test_a_clock_that_is_wrong_or_steps_is_said_in_the_journal(tmp_path: Path, c
     """The verdict times follow the wall clock, which on a Pi without a clock of its own may start
     in the past and jump when NTP answers; the operator is told, and seq keeps the order."""
     path = tmp_path / "verdicts.jsonl"
-    now = time.time()
+    now, real_time, shift = time.time(), time.time, [0.0]
     with caplog.at_level(logging.WARNING, logger="edge.sinks"):
-        with VerdictLog(path) as log:
+        with mock.patch("time.time", lambda: real_time() + shift[0]), VerdictLog(path) as log:
             log.write(make_result(1, t=now - 1))
-            log.write(make_result(2, t=now - 2))  # 1 s later by this clock: no step
+            time.sleep(0.3)  # time passing between verdicts is no step
+            log.write(make_result(2, t=now - 2))
             assert "clock" not in caplog.text
-            log.write(make_result(3, t=now - 7200))  # set back two hours
+            shift[0] = -7200.0  # set back two hours
+            log.write(make_result(3, t=now - 7200))
             assert "the wall clock stepped back 2.0 h since the last verdict" in caplog.text
         caplog.clear()
         with VerdictLog(path):  # the log's last verdict two hours behind the clock: fine
@@ -154,23 +156,36 @@ def test_after_a_restart_with_the_clock_behind_the_oldest_snapshots_go_first(tmp
     """A Raspberry Pi has no clock of its own: after a power cut it may start an hour behind (or in
     1970) until NTP answers. Snapshots named by that clock are not the oldest: with a verdict log
     the sequence numbers, which go on across restarts, say which are."""
-    with SnapshotSink(tmp_path, by_seq=True) as snaps:
-        for seq in (1, 2, 3):
-            snaps.write(make_result(seq))
-    with SnapshotSink(tmp_path, by_seq=True) as snaps:  # the clock an hour behind
-        for seq in (4, 5, 6):
-            snaps.write(make_result(seq, t=1.8e9 - 3600))
-    with SnapshotSink(tmp_path, max_count=4, by_seq=True) as snaps:  # the next start
-        assert snaps.count == 4
+    log = VerdictLog(tmp_path / "verdicts.jsonl")
+
+    def run(seqs, t: float = 1.7e9, max_count: int = 1000) -> int:
+        with log, SnapshotSink(tmp_path / "snaps", max_count, numbering=log) as snaps:
+            for seq in seqs:
+                result = make_result(seq, t=t)
+                log.write(result)
+                snaps.write(result)
+            return snaps.count
 
     def kept() -> list[int]:
-        return sorted({int(p.name.split("_")[1]) for p in tmp_path.iterdir()})
+        return sorted({int(p.name.split("_")[1]) for p in (tmp_path / "snaps").iterdir()})
 
+    run((1, 2, 3))
+    run((4, 5, 6), t=1.7e9 - 3600)  # the clock an hour behind
+    assert run((), max_count=4) == 4  # the next start
     assert kept() == [3, 4, 5, 6]
+    # snapshots from before a numbering that started again (the log deleted): older than its own
+    for p in (tmp_path / "snaps").iterdir():  # 13..16: from a numbering gone since
+        stamp, seq, rest = p.name.split("_", 2)
+        p.rename(p.with_name(f"{stamp}_{int(seq) + 10:06d}_{rest}"))
+    (tmp_path / "verdicts.jsonl").unlink()
+    (tmp_path / "verdicts.jsonl.next").unlink()
+    assert run((1, 2), t=1.7e9 - 7200, max_count=4) == 4  # numbered from 1 again, the clock behind
+    # the new numbering's are the newest; among the others the time in their names decides
+    assert kept() == [1, 2, 13, 16]
     # without a verdict log the numbers start again at each run: the time in the names orders them
-    with SnapshotSink(tmp_path, max_count=3) as snaps:
+    with SnapshotSink(tmp_path / "snaps", max_count=3) as snaps:
         assert snaps.count == 3
-    assert kept() == [3, 5, 6]  # 4 was named earliest
+    assert kept() == [2, 13, 16]  # 1 was named earliest
 
 
 def test_snapshot_byte_limit_also_applies_to_what_was_there(tmp_path: Path):

@@ -335,7 +335,7 @@ def test_the_verdict_rate_holds_a_bounded_window_when_nothing_reads_it():
     image = np.zeros((48, 64, 3), np.uint8)
     for seq in range(1, 3001):  # one verdict a second for 50 minutes
         now[0] = float(seq)
-        verdict = Verdict(seq, seq, Outcome.OK, 1.8e9 + seq, 0.9, (0.1, 0.1, 0.4, 0.4), (seq,))
+        verdict = Verdict(seq, seq, Outcome.OK, 1.7e9 + seq, 0.9, (0.1, 0.1, 0.4, 0.4), (seq,))
         status.write(FrameResult(Frame(image, now[0], seq), (0, 0, 64, 48), None, TriggerState(), verdict))
     assert len(status._verdict_times) <= 61
     assert status.snapshot()["rate_per_min"] == pytest.approx(60.0, abs=1.0)

@@ -34,6 +34,7 @@ from edge.cli.common import (
     write_json,
 )
 from edge.config import (
+    GPIO_PINS,
     RUNTIMES,
     TRIGGER_KINDS,
     Config,
@@ -209,10 +210,11 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         "--picamera",
         type=non_negative_int,
         nargs="?",
-        const=0,
+        const=None,
         default=S,
         metavar="N",
-        help="Raspberry Pi camera (picamera2); N: its number, 1 for a second camera port (default 0)",
+        help="Raspberry Pi camera (picamera2); N: its number, 1 for a second camera port (default: "
+        "the config's source.camera, else 0)",
     )
     one.add_argument("--video", type=Path, default=S, metavar="FILE", help="a video file")
     one.add_argument("--url", default=S, help="an RTSP/HTTP stream")
@@ -405,7 +407,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     kinds = [k for k in ("camera", "video", "url", "images") if k in given]
     if "picamera" in given:
         kinds.append("picamera")
-        out["source.camera"] = given["picamera"]
+        if given["picamera"] is not None:
+            out["source.camera"] = given["picamera"]
     if given.get("demo"):
         kinds.append("demo")
     if kinds:
@@ -532,21 +535,23 @@ def check_paths_apart(config: Config) -> None:
         raise ConfigError(problem)
 
 
-#: listening addresses that take a port on every interface
-_ANY_HOST = ("0.0.0.0", "::", "[::]")
-_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: listening addresses that take a port on every interface (IPv4 and IPv6 apart)
+_ANY_HOST = ("0.0.0.0", "::")
+_LOOPBACK = ("127.0.0.1", "localhost")
 
 
 def claims(config: Config) -> list[tuple[str, str, str, object]]:
     """What a station holds that another on the same machine must not: (key, what it does with
     it, the thing, a comparable value) for its camera, output files and folders, web port, MQTT
     identity and GPIO pins."""
-    from edge.station.mqtt import station_name
+    from edge.sources import camera_device
+    from edge.station.mqtt import client_id, station_name
 
     s, o = config.source, config.output
     out: list[tuple[str, str, str, object]] = []
     if s.kind == "camera":
-        device = f"/dev/video{s.camera}" if isinstance(s.camera, int) else str(s.camera)
+        camera = camera_device(s.camera)
+        device = f"/dev/video{camera}" if isinstance(camera, int) else str(camera)
         out.append(("source.camera", "read", device, ("camera", os.path.realpath(device))))
     if s.kind == "picamera":
         out.append(("source.camera", "read", f"Pi camera {s.camera}", ("picamera", s.camera)))
@@ -563,17 +568,20 @@ def claims(config: Config) -> list[tuple[str, str, str, object]]:
         out.append(("http.listen", "listen on", config.http.listen, ("port", host, port)))
     m = config.mqtt
     if m.broker is not None:
-        broker = parse_endpoint(m.broker, None, 1883)
+        # one broker whatever the port (a TLS and a plain listener share their clients and topics)
+        broker = parse_endpoint(m.broker, None, 1883)[0]
         station = station_name(m)
         key = "mqtt.station" if m.station is not None else "mqtt.station, left out: the host name"
         out.append(
             (key, "publish to", f"{m.topic_prefix}/{station}/", ("topics", broker, m.topic_prefix, station))
         )
-        client = m.client_id or f"stampline-{station}"
+        client = client_id(m)
         out.append(("mqtt.client_id", "connect to the broker as", client, ("client", broker, client)))
     g = config.gpio
-    for name in ("trigger_pin", "reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin"):
+    for name in GPIO_PINS:
         value = getattr(g, name)
+        if name == "trigger_pin" and config.trigger.kind != "gpio":
+            continue  # not used
         if value is not None and (line := pin_key(value)) is not None:
             out.append((f"gpio.{name}", "use", line, ("pin", line)))
     return out
@@ -651,16 +659,18 @@ def build_sinks(config: Config, fps: float | None) -> list:
 
     o = config.output
     out: list = []
+    log = None
     if o.events is not None:
         rotate_at = int(o.events_max_mb * 2**20) or None  # 0: never (else >= 0.001 MB)
-        out.append(sinks.VerdictLog(o.events, rotate_at, o.events_keep))
+        log = sinks.VerdictLog(o.events, rotate_at, o.events_keep)
+        out.append(log)
     if o.snapshots is not None:
         out.append(
             sinks.SnapshotSink(
                 o.snapshots,
                 o.snapshot_max_count,
                 int(o.snapshot_max_mb * 2**20),
-                by_seq=o.events is not None,  # numbered on across restarts
+                numbering=log,  # entered before the snapshots
             )
         )
     if o.record is not None:
@@ -800,6 +810,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.check_config is not None:
+            if len(args.check_config) > 1:
+                if overrides_from(args):
+                    raise CliError(
+                        "--check-config with several files takes no other flags (each would apply to "
+                        "every file)"
+                    )
+                for i, path in enumerate(args.check_config):
+                    if any(same_path(path, other) for other in args.check_config[:i]):
+                        raise CliError(f"--check-config: {path} is given twice")
             checked = [(path, check_config(path, args)) for path in args.check_config]
             if len(checked) > 1:
                 check_lines_apart([(path, config) for path, (config, _said) in checked])

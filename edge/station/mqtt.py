@@ -126,9 +126,9 @@ def connect_problem(exc: BaseException) -> str:
         if "not yet valid" in why.lower() or "expired" in why.lower():
             now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             return (
-                f"TLS: the broker's certificate is not valid now ({why}) by this station's clock, "
-                f"which reads {now}; if that is wrong, set the clock (a Raspberry Pi has none of its "
-                "own: NTP, or a real-time clock), else renew the certificate"
+                f"TLS: the broker's certificate (or its CA's) is not valid now ({why}) by this "
+                f"station's clock, which reads {now}; if that is wrong, set the clock (a Raspberry Pi "
+                "has none of its own: NTP, or a real-time clock), else renew the certificate"
             )
         return f"TLS: the broker's certificate is not trusted ({why}); mqtt.ca_file names its CA"
     if isinstance(exc, ssl.SSLError):
@@ -149,6 +149,11 @@ def connect_problem(exc: BaseException) -> str:
 def station_name(config: MqttConfig) -> str:
     name = config.station or socket.gethostname().split(".")[0] or "station"
     return "".join(c if c not in "/+# " else "_" for c in name)
+
+
+def client_id(config: MqttConfig) -> str:
+    """The MQTT client id: ``mqtt.client_id``, else ``stampline-<station>``."""
+    return config.client_id or f"stampline-{station_name(config)}"
 
 
 #: where the publisher is in the log: (inode of the file, byte offset in it); inode None: the
@@ -398,7 +403,7 @@ class VerdictPublisher:
         self.topic_verdict = f"{base}/verdict"
         self.topic_status = f"{base}/status"
         self.topic_stats = f"{base}/stats"
-        self.client_id = config.client_id or f"stampline-{self.station}"
+        self.client_id = client_id(config)
         self._clock = clock
         self._mqtt = None
         self._password: str | None = None
