@@ -374,6 +374,11 @@ class GpioConfig:
     fault_pin: int | str | None = _opt(None, check_pin)
     #: on while a product is being judged (trigger edge or product in view, until its verdict)
     busy_pin: int | str | None = _opt(None, check_pin)
+    #: toggles at each look of the fault monitor (4 a second) while the station inspects: frames
+    #: flow and nothing is at fault; still when not, and when edge-run stops, hangs or dies (a pin
+    #: keeps its last level then, so a steady "ready" level could not say so). For a watchdog relay
+    #: or a PLC that stops the line when the pulses stop
+    heartbeat_pin: int | str | None = _opt(None, check_pin)
     #: how long the OK / MISSING light stays on after a verdict; 0: until the next verdict
     light_hold_s: float = _opt(0.0, _non_negative)
     #: outputs drive the pin high when on (false: low, for active-low relay boards)
@@ -438,8 +443,9 @@ class WatchdogConfig:
     inference_timeout_s: float = _opt(10.0, _positive)
 
 
-#: the ``[gpio]`` keys that name a pin
-GPIO_PINS = ("trigger_pin", "reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin")
+#: the ``[gpio]`` keys that name an output pin, and all that name a pin
+OUTPUT_PINS = ("reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin", "heartbeat_pin")
+GPIO_PINS = ("trigger_pin", *OUTPUT_PINS)
 
 
 def check_station(config: Any) -> None:

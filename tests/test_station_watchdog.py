@@ -97,14 +97,18 @@ class SilentSpell:
 
 
 @needs_model
-def test_a_silent_camera_lights_fault_and_stops_the_systemd_pings_until_frames_flow(tmp_path):
+def test_a_silent_camera_lights_fault_and_stops_the_pings_and_heartbeat_until_frames_flow(tmp_path):
     MockFactory = pytest.importorskip("gpiozero.pins.mock").MockFactory
 
     from edge.runtime import TFLiteDetector
 
     factory = MockFactory()
     config = Config.from_mapping(
-        {"gpio": {"fault_pin": 26}, "watchdog": {"stall_s": 0.6}, "source": {"stall_s": 0.4}}
+        {
+            "gpio": {"fault_pin": 26, "heartbeat_pin": 16},
+            "watchdog": {"stall_s": 0.6},
+            "source": {"stall_s": 0.4},
+        }
     )
     camera = SilentSpell((1.0, 3.0))
     pings: list[float] = []
@@ -130,9 +134,10 @@ def test_a_silent_camera_lights_fault_and_stops_the_systemd_pings_until_frames_f
             Source(camera, threaded=True, stall_s=0.4) as src,
             Station(config, src.stats, factory) as station,
         ):
-            fault = factory.pin(26)
+            fault, beat = factory.pin(26), factory.pin(16)
             fault.clear_states()
-            base = fault._last_change
+            beat.clear_states()
+            base, beat_base = fault._last_change, beat._last_change
 
             def watch_health() -> None:
                 while not done.is_set():
@@ -151,6 +156,8 @@ def test_a_silent_camera_lights_fault_and_stops_the_systemd_pings_until_frames_f
             watcher.join()
             states = [s.state for s in fault.states[1:]]
             times = np.cumsum([s.timestamp for s in fault.states[1:]]) + base
+            beats = np.cumsum([s.timestamp for s in beat.states[1:]]) + beat_base
+            beat_states = [s.state for s in beat.states[1:]]
         listener.join()
     t0 = camera.t0
     quiet_from, quiet_to = t0 + 1.0, t0 + 3.0
@@ -160,6 +167,13 @@ def test_a_silent_camera_lights_fault_and_stops_the_systemd_pings_until_frames_f
     assert times[1] - quiet_to == pytest.approx(0.0, abs=0.4)  # off when frames flow again
     assert any(t < quiet_from for t in pings) and any(t > quiet_to + 0.3 for t in pings)
     assert not [t for t in pings if quiet_from + 0.15 < t < quiet_to], "pinged while no frame came"
+    # the heartbeat toggles four times a second while frames flow, and stands still at fault
+    before = [t for t in beats if t < quiet_from]
+    assert len(before) >= 3 and max(np.diff(before)) < 0.4, np.diff(before)
+    assert not [t for t in beats if times[0] + 0.01 < t < quiet_to], "a heartbeat while at fault"
+    assert len([t for t in beats if t > times[1]]) >= 3  # beating again
+    at_fault = max(i for i, t in enumerate(beats) if t <= times[0] + 0.3)
+    assert beat_states[at_fault] is False  # held off while at fault
     silent = [(ok, why) for t, ok, why in health if quiet_from + 1.0 < t < quiet_to - 0.1]
     assert silent and all(not ok and why.startswith("camera: no frame") for ok, why in silent)
     assert health[-1][1], health[-1]

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.config import GpioConfig, pin_key
+from edge.config import OUTPUT_PINS, GpioConfig, pin_key
 from edge.decision import TriggerState
 from edge.sinks import FrameResult
 from edge.station.common import StationError, missing
@@ -326,12 +326,12 @@ class GpioOutputs:
     @property
     def enabled(self) -> bool:
         c = self.config
-        return any(p is not None for p in (c.reject_pin, c.ok_pin, c.missing_pin, c.fault_pin, c.busy_pin))
+        return any(getattr(c, key) is not None for key in OUTPUT_PINS)
 
     def __enter__(self) -> GpioOutputs:
         c = self.config
         try:
-            for key in ("reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin"):
+            for key in OUTPUT_PINS:
                 pin = getattr(c, key)
                 if pin is None:
                     continue
@@ -443,6 +443,12 @@ class GpioOutputs:
 
     def fault(self, on: bool) -> None:
         self._set("fault_pin", on)
+
+    def heartbeat(self, healthy: bool) -> None:
+        """Toggle the heartbeat output while ``healthy``; else hold it off."""
+        device = self._devices.get("heartbeat_pin")
+        if device is not None:
+            device.toggle() if healthy else device.off()
 
     def reject(self, product_id: int, anchor: float | None) -> None:
         """Pulse the reject output ``reject_delay_s`` after ``anchor`` (None: after now)."""

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from edge.config import Config
+from edge.config import OUTPUT_PINS, Config
 from edge.sources import SourceStats
 from edge.station.common import StationError, host_name
 from edge.station.status import StationStatus
@@ -127,9 +127,7 @@ class Station:
         if self.outputs is not None:
             g = c.gpio
             pins = [
-                f"{k.removesuffix('_pin')} {getattr(g, k)}"
-                for k in ("reject_pin", "ok_pin", "missing_pin", "fault_pin", "busy_pin")
-                if getattr(g, k) is not None
+                f"{k.removesuffix('_pin')} {getattr(g, k)}" for k in OUTPUT_PINS if getattr(g, k) is not None
             ]
             lines.append(
                 f"outputs {', '.join(pins)}"
@@ -189,6 +187,7 @@ class Station:
             self.trigger.expire(now)
         if self.outputs is not None:
             self.status.rejects = self.outputs.rejects
+            self.outputs.heartbeat(self.status.last_frame_t is not None and not self.status.faults)
 
 
 __all__ = ["Station", "StationError"]
