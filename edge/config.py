@@ -376,7 +376,7 @@ class GpioConfig:
     busy_pin: int | str | None = _opt(None, check_pin)
     #: toggles at each look of the fault monitor (4 a second) while the station inspects: frames
     #: flow and nothing is at fault; still when not, and when edge-run stops, hangs or dies (a pin
-    #: keeps its last level then, so a steady "ready" level could not say so). For a watchdog relay
+    #: may keep its last level then, so a steady "ready" level could not say so). For a watchdog relay
     #: or a PLC that stops the line when the pulses stop
     heartbeat_pin: int | str | None = _opt(None, check_pin)
     #: how long the OK / MISSING light stays on after a verdict; 0: until the next verdict
