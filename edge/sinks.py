@@ -103,6 +103,18 @@ class _ClosingSink:
         pass
 
 
+def lock_exclusive(fd: int) -> bool:
+    """Lock an open file for this process alone (released when it is closed or the process ends);
+    False when another process holds it. A file system without locks goes on unlocked."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
 def span(seconds: float) -> str:
     """A length of time for people: ``45 s``, ``1.0 h``, ``56 years``."""
     s = abs(seconds)
@@ -324,16 +336,13 @@ class VerdictLog(_ClosingSink):
     def _open_locked(self) -> int:
         """The log opened for appending, locked (SinkError if another process holds it)."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            # one writer per log: a second edge-run would number its verdicts over the first's
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # one writer per log: a second edge-run would number its verdicts over the first's
+        if not lock_exclusive(fd):
             os.close(fd)
             raise SinkError(
-                f"{self.path}: another process is writing this verdict log (a second edge-run?)"
-            ) from None
-        except OSError:
-            pass  # a file system without locks: go on unlocked
+                f"output.events {self.path}: another process is writing this verdict log (a second "
+                "edge-run, or another line's config naming the same file?)"
+            )
         return fd
 
     def _rotate(self) -> None:
@@ -530,11 +539,20 @@ class SnapshotSink(_ClosingSink):
         self.removed = 0
         self.failed = 0
         self._made: list[Path] = []
+        self._lock_fd: int | None = None
 
     def __enter__(self) -> SnapshotSink:
         self._made = missing_paths(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)  # the folder itself
+            if not lock_exclusive(self._lock_fd):
+                self._unlock()
+                raise SinkError(
+                    f"output.snapshots {self.folder}: another process keeps snapshots in this folder "
+                    "(a second edge-run, or another line's config naming the same folder?); its "
+                    "retention would remove them"
+                )
             sizes: dict[str, int] = {}
             for p in self.folder.iterdir():
                 if _SNAPSHOT_TMP.match(p.name):  # left by a power cut mid-write
@@ -561,8 +579,14 @@ class SnapshotSink(_ClosingSink):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._unlock()
         if exc_type is not None and self.written == 0:
             remove_if_empty(self._made)  # a run that never started leaves no empty folder
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def count(self) -> int:

@@ -188,6 +188,19 @@ def test_after_a_restart_with_the_clock_behind_the_oldest_snapshots_go_first(tmp
     assert kept() == [2, 13, 16]  # 1 was named earliest
 
 
+def test_a_snapshot_folder_has_one_keeper(tmp_path: Path):
+    """Two lines given one snapshot folder: the second's retention would remove the first's."""
+    folder = tmp_path / "snaps"
+    with SnapshotSink(folder, max_count=3) as snaps:
+        snaps.write(make_result(1))
+        with pytest.raises(SinkError, match=r"output.snapshots .*snaps: another process keeps snapshots"):
+            SnapshotSink(folder, max_count=1).__enter__()
+        snaps.write(make_result(2))
+    assert {int(p.name.split("_")[1]) for p in folder.iterdir()} == {1, 2}  # none removed
+    with SnapshotSink(folder, max_count=1) as snaps:  # free once the first has closed
+        assert snaps.count == 1
+
+
 def test_snapshot_byte_limit_also_applies_to_what_was_there(tmp_path: Path):
     with SnapshotSink(tmp_path) as snaps:
         for seq in range(1, 5):
@@ -268,7 +281,9 @@ def test_verdict_log_continues_from_the_last_well_formed_line(tmp_path: Path):
 def test_verdict_log_has_one_writer_and_must_be_a_file(tmp_path: Path):
     path = tmp_path / "verdicts.jsonl"
     with VerdictLog(path):
-        with pytest.raises(SinkError, match="another process is writing this verdict log"):
+        with pytest.raises(
+            SinkError, match=r"output\.events .*: another process is writing this verdict log"
+        ):
             VerdictLog(path).__enter__()
     with VerdictLog(path) as log:  # free again once the first has closed
         log.write(make_result(1))

@@ -23,6 +23,9 @@ from edge.station.watchdog import FaultMonitor, WatchedDetector
 
 _log = logging.getLogger(__name__)
 
+#: the heartbeat stops when the last frame is older than this (or three frame intervals)
+HEARTBEAT_MAX_AGE_S = 0.5
+
 
 def _loopback(host: str) -> bool:
     name = host_name(host)
@@ -187,7 +190,16 @@ class Station:
             self.trigger.expire(now)
         if self.outputs is not None:
             self.status.rejects = self.outputs.rejects
-            self.outputs.heartbeat(self.status.last_frame_t is not None and not self.status.faults)
+            self.outputs.heartbeat(self._inspecting(now))
+
+    def _inspecting(self, now: float) -> bool:
+        """Frames flow (the last within half a second, or three frame intervals of a slower
+        camera) and nothing is at fault: what the heartbeat output says."""
+        s = self.status
+        if s.last_frame_t is None or s.faults:
+            return False
+        fps = s.fps(now)
+        return s.frame_age(now) <= max(HEARTBEAT_MAX_AGE_S, 3.0 / fps if fps > 0 else 0.0)
 
 
 __all__ = ["Station", "StationError"]
