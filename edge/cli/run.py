@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import sys
@@ -535,20 +536,31 @@ def check_paths_apart(config: Config) -> None:
         raise ConfigError(problem)
 
 
-#: listening addresses that take a port on every interface (IPv4 and IPv6 apart)
-_ANY_HOST = ("0.0.0.0", "::")
-_LOOPBACK = ("127.0.0.1", "localhost")
+#: listening addresses that take a port on every interface ("::" also IPv4's, as Linux binds it)
+_ANY_IPV4 = "0.0.0.0"
+_ANY_HOST = "::"
 
 
-def claims(config: Config) -> list[tuple[str, str, str, object]]:
-    """What a station holds that another on the same machine must not: (key, what it does with
-    it, the thing, a comparable value) for its camera, output files and folders, web port, MQTT
-    identity and GPIO pins."""
+def _host_key(host: str) -> str:
+    """A host name or address as one machine knows it: case folded, loopback as one."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return "loopback"
+    try:
+        return "loopback" if ipaddress.ip_address(name).is_loopback else name
+    except ValueError:
+        return name
+
+
+def claims(config: Config) -> list[tuple[str, str, str, tuple]]:
+    """What a station holds that another on the same machine must not touch: (key, what it does
+    with it, the thing, a comparable value) for its camera, the files and folders it writes and
+    reads, its web port, MQTT identity and GPIO pins."""
     from edge.sources import camera_device
     from edge.station.mqtt import client_id, station_name
 
     s, o = config.source, config.output
-    out: list[tuple[str, str, str, object]] = []
+    out: list[tuple[str, str, str, tuple]] = []
     if s.kind == "camera":
         camera = camera_device(s.camera)
         device = f"/dev/video{camera}" if isinstance(camera, int) else str(camera)
@@ -561,15 +573,22 @@ def claims(config: Config) -> list[tuple[str, str, str, object]]:
         ("output.record", o.record),
         ("output.snapshots", o.snapshots),
     ):
+        if path is not None:  # the verdict log: with its numbering, MQTT state and rotated files
+            out.append((key, "write", str(path), ("write", path, key == "output.events")))
+    for key, path in (
+        ("model.path", config.model.path),
+        ("source.video", s.video if s.kind == "video" else None),
+        ("source.images", s.images if s.kind == "images" else None),
+    ):
         if path is not None:
-            out.append((key, "write", str(path), ("path", path)))
+            out.append((key, "read", str(path), ("read", path)))
     if config.http.listen is not None:
         host, port = parse_endpoint(config.http.listen, "127.0.0.1", None)
-        out.append(("http.listen", "listen on", config.http.listen, ("port", host, port)))
+        out.append(("http.listen", "listen on", config.http.listen, ("port", host.strip("[]"), port)))
     m = config.mqtt
     if m.broker is not None:
         # one broker whatever the port (a TLS and a plain listener share their clients and topics)
-        broker = parse_endpoint(m.broker, None, 1883)[0]
+        broker = _host_key(parse_endpoint(m.broker, None, 1883)[0])
         station = station_name(m)
         key = "mqtt.station" if m.station is not None else "mqtt.station, left out: the host name"
         out.append(
@@ -587,20 +606,37 @@ def claims(config: Config) -> list[tuple[str, str, str, object]]:
     return out
 
 
-def _same_claim(a: object, b: object) -> bool:
-    if not (isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0]):
+def _in_log(log: Path, path: Path) -> bool:
+    """``path`` is the verdict log ``log`` or one of the files beside it that go with it
+    (``.next``, ``.mqtt``, rotated ``.1``, ``.2``, ...)."""
+    if same_path(log, path):
+        return True
+    return same_path(log.parent, path.parent) and path.name.startswith(log.name + ".")
+
+
+def _same_claim(a: tuple, b: tuple) -> bool:
+    """Two lines' claims (see :func:`claims`) clash: one thing both hold, or one line writes
+    what the other reads."""
+    if a[0] == "write" and b[0] in ("write", "read"):
+        return (
+            (a[2] and _in_log(a[1], b[1]))
+            or (b[0] == "write" and b[2] and _in_log(b[1], a[1]))
+            or (same_path(a[1], b[1]))
+        )
+    if a[0] == "read" and b[0] == "write":
+        return _same_claim(b, a)
+    if a[0] != b[0] or a[0] == "read":
         return False
-    if a[0] == "path":
-        return same_path(a[1], b[1])
     if a[0] == "port":
         (_, host_a, port_a), (_, host_b, port_b) = a, b
         if port_a != port_b or port_a == 0:
             return False
+        ipv6 = ":" in host_a, ":" in host_b
         return (
-            host_a == host_b
-            or host_a in _ANY_HOST
-            or host_b in _ANY_HOST
-            or (host_a in _LOOPBACK and host_b in _LOOPBACK)
+            (ipv6[0] == ipv6[1] and _host_key(host_a) == _host_key(host_b))  # IPv4 and IPv6 apart
+            or _ANY_HOST in (host_a, host_b)
+            or (host_a == _ANY_IPV4 and not ipv6[1])
+            or (host_b == _ANY_IPV4 and not ipv6[0])
         )
     return a == b
 
@@ -608,18 +644,26 @@ def _same_claim(a: object, b: object) -> bool:
 def check_lines_apart(named: Sequence[tuple[Path, Config]]) -> None:
     """ConfigError when two station configs meant to run side by side on one machine (two lines,
     one Raspberry Pi: ``edge-run --check-config /etc/stampline/*.toml``) claim the same camera,
-    output file or folder, web port, MQTT topics or client id, or GPIO pin."""
+    output file or folder, web port, MQTT topics or client id, or GPIO pin, or one writes what
+    the other reads; every clash of the first such pair is named, on one line."""
     held = [(path, claims(config)) for path, config in named]
     for i, (path, mine) in enumerate(held):
         for other, theirs in held[:i]:
+            said: list[str] = []
             for key, verb, shown, value in mine:
-                for other_key, _verb, other_shown, other_value in theirs:
-                    if _same_claim(value, other_value):
-                        what = shown if shown == other_shown else f"{other_shown} / {shown}"
+                for other_key, other_verb, other_shown, other_value in theirs:
+                    if not _same_claim(value, other_value):
+                        continue
+                    what = shown if shown == other_shown else f"{other_shown} / {shown}"
+                    if verb == other_verb:
                         where = key if key == other_key else f"{other_key} / {key}"
-                        raise ConfigError(
-                            f"{other} and {path}: both {verb} {what} ({where}); each line needs its own"
-                        )
+                        said.append(f"both {verb} {what} ({where})")
+                    elif verb == "read":
+                        said.append(f"{other} writes {other_shown} ({other_key}), which {path} reads ({key})")
+                    else:
+                        said.append(f"{path} writes {shown} ({key}), which {other} reads ({other_key})")
+            if said:
+                raise ConfigError(f"{other} and {path}: {'; '.join(said)}; each line needs its own")
 
 
 def build_source(config: Config):
