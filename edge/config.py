@@ -375,9 +375,10 @@ class GpioConfig:
     #: on while a product is being judged (trigger edge or product in view, until its verdict)
     busy_pin: int | str | None = _opt(None, check_pin)
     #: toggles at each look of the fault monitor (4 a second) while the station inspects: frames
-    #: flow (the last within 0.5 s) and nothing is at fault; still when not, and when edge-run
-    #: stops, hangs or dies (a pin may keep its last level then, so a steady "ready" level could
-    #: not say so). For a watchdog relay or a PLC that stops the line when the pulses stop
+    #: flow (the last within 0.5 s, or three frame intervals of a slower camera), the belt is not
+    #: being learned, nothing is at fault; still when not, and when edge-run stops, hangs or dies
+    #: (a pin may keep its last level then, high or low, so a steady "ready" level could not say
+    #: so). For a relay that watches the pulses, or a PLC that counts them
     heartbeat_pin: int | str | None = _opt(None, check_pin)
     #: how long the OK / MISSING light stays on after a verdict; 0: until the next verdict
     light_hold_s: float = _opt(0.0, _non_negative)

@@ -103,15 +103,18 @@ class _ClosingSink:
         pass
 
 
-def lock_exclusive(fd: int) -> bool:
+def lock_exclusive(fd: int, what: str) -> bool:
     """Lock an open file for this process alone (released when it is closed or the process ends);
-    False when another process holds it. A file system without locks goes on unlocked."""
+    False when another process holds it. Where the file system cannot lock it (some network
+    file systems) it goes on unlocked, with a warning naming ``what``."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
-    except OSError:
-        pass
+    except OSError as exc:
+        _log.warning(
+            "%s: cannot be locked here (%s): make sure no other edge-run uses it", what, exc.strerror
+        )
     return True
 
 
@@ -337,7 +340,7 @@ class VerdictLog(_ClosingSink):
         """The log opened for appending, locked (SinkError if another process holds it)."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # one writer per log: a second edge-run would number its verdicts over the first's
-        if not lock_exclusive(fd):
+        if not lock_exclusive(fd, f"output.events {self.path}"):
             os.close(fd)
             raise SinkError(
                 f"output.events {self.path}: another process is writing this verdict log (a second "
@@ -546,7 +549,7 @@ class SnapshotSink(_ClosingSink):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)  # the folder itself
-            if not lock_exclusive(self._lock_fd):
+            if not lock_exclusive(self._lock_fd, f"output.snapshots {self.folder}"):
                 self._unlock()
                 raise SinkError(
                     f"output.snapshots {self.folder}: another process keeps snapshots in this folder "
@@ -562,10 +565,15 @@ class SnapshotSink(_ClosingSink):
                 if m:
                     sizes[m.group(1)] = sizes.get(m.group(1), 0) + p.stat().st_size
         except OSError as exc:
+            self._unlock()
             why = why_no_folder(exc, self.folder) if not self.folder.is_dir() else exc.strerror
             raise SinkError(f"{self.folder}: cannot use the snapshot folder ({why})") from None
         self._kept = sorted(sizes.items(), key=self._age)
-        self._prune()
+        try:
+            self._prune()
+        except BaseException:
+            self._unlock()
+            raise
         return self
 
     def _age(self, item: tuple[str, int]) -> tuple:

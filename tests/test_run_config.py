@@ -405,3 +405,35 @@ def test_check_config_of_several_lines_sees_through_names_and_reads_too(tmp_path
     assert main(["--check-config", str(one), str(two)]) == 2
     err = capsys.readouterr().err
     assert f"{one} writes {model} (output.summary), which {two} reads (model.path)" in err
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "clash"),
+    [
+        (("write", "v.jsonl", True), ("write", "v.jsonl.1", False), True),  # its rotated file
+        (("write", "v.jsonl", True), ("write", "v.jsonl.next", False), True),  # its numbering
+        (("write", "v.jsonl", True), ("read", "v.jsonl.mqtt", False), True),
+        (("write", "v.jsonl", True), ("write", "v.jsonl.bak", False), False),  # an archive's name
+        (("write", "v.jsonl", True), ("write", "v.jsonl.20261130", False), False),
+        (("write", "verdicts", True), ("write", "verdicts.jsonl", True), False),  # two logs
+        (("port", "127.0.0.1", 8080), ("port", "127.0.0.2", 8080), False),  # two addresses
+        (("port", "localhost", 8080), ("port", "127.0.0.1", 8080), True),
+        (("port", "0:0::0", 8080), ("port", "127.0.0.1", 8080), True),  # "::" spelled out
+        (("port", "fe80::1", 8080), ("port", "FE80:0::1", 8080), True),
+        (("port", "0.0.0.0", 8080), ("port", "::1", 8080), False),
+    ],
+)
+def test_two_lines_claims_clash_by_meaning_not_by_spelling(tmp_path: Path, a, b, clash):
+    from edge.cli.run import _same_claim
+
+    def claim(c):
+        return (
+            (c[0], tmp_path / c[1], c[2])
+            if c[0] == "write"
+            else (c[0], tmp_path / c[1])
+            if c[0] == "read"
+            else c
+        )
+
+    assert _same_claim(claim(a), claim(b)) is clash
+    assert _same_claim(claim(b), claim(a)) is clash

@@ -224,3 +224,34 @@ def test_a_model_error_lights_fault_and_ends_the_run_with_one_line():
         assert station.status.faults["model"].startswith("RuntimeError: Node number 12")
     assert str(exc.value) == "inference failed (RuntimeError: Node number 12 (CONV_2D) failed to invoke)"
     assert fail("edge-run", exc.value) == 2
+
+
+@pytest.mark.parametrize("interval", [0.04, 1.0, 2.5])
+def test_the_heartbeat_follows_the_frames_of_a_camera_of_any_rate_and_not_the_belts_learning(interval):
+    """Beating while the frames come at their own pace (a slow camera's too), not once three of
+    its frame intervals (at least 0.5 s) pass without one, nor while the belt is being learned."""
+    from edge.decision import TriggerState
+    from edge.sinks import FrameResult
+    from edge.types import Frame
+
+    now = [100.0]
+    station = Station(Config.from_mapping({}), clock=lambda: now[0])
+    image = np.zeros((8, 8, 3), np.uint8)
+
+    def frame(learning: bool = False) -> None:
+        station.status.write(
+            FrameResult(Frame(image, now[0], 0), (0, 0, 8, 8), None, TriggerState(learning=learning))
+        )
+
+    assert not station._inspecting(now[0])  # no frame yet
+    frame(learning=True)
+    now[0] += interval
+    frame(learning=True)
+    assert not station._inspecting(now[0])  # learning the empty belt: nothing is judged
+    for _ in range(5):
+        now[0] += interval
+        frame()
+        for look in np.arange(0.0, interval, 0.25):  # the fault monitor's looks between frames
+            assert station._inspecting(now[0] + look), (interval, look)
+    now[0] += max(0.5, 3 * interval) + 0.01
+    assert not station._inspecting(now[0])  # the frames stopped

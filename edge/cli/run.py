@@ -36,6 +36,7 @@ from edge.cli.common import (
 )
 from edge.config import (
     GPIO_PINS,
+    MAX_ROTATED_LOGS,
     RUNTIMES,
     TRIGGER_KINDS,
     Config,
@@ -536,9 +537,15 @@ def check_paths_apart(config: Config) -> None:
         raise ConfigError(problem)
 
 
-#: listening addresses that take a port on every interface ("::" also IPv4's, as Linux binds it)
-_ANY_IPV4 = "0.0.0.0"
-_ANY_HOST = "::"
+def _listen_key(host: str) -> tuple[bool, bool, str]:
+    """A web view's listening host as (IPv6?, every address?, the address in one spelling);
+    ``localhost`` listens on 127.0.0.1, and a name is compared as written."""
+    name = host.strip("[]").lower()
+    try:
+        ip = ipaddress.ip_address("127.0.0.1" if name == "localhost" else name)
+    except ValueError:
+        return False, False, name
+    return ip.version == 6, ip.is_unspecified, str(ip)
 
 
 def _host_key(host: str) -> str:
@@ -607,11 +614,17 @@ def claims(config: Config) -> list[tuple[str, str, str, tuple]]:
 
 
 def _in_log(log: Path, path: Path) -> bool:
-    """``path`` is the verdict log ``log`` or one of the files beside it that go with it
-    (``.next``, ``.mqtt``, rotated ``.1``, ``.2``, ...)."""
+    """``path`` is the verdict log ``log`` or one of the files beside it that go with it: its
+    numbering (``.next``), MQTT's place in it (``.mqtt``, written through ``.mqtt.tmp``) and its
+    rotated files (``.1`` .. ``.9999``)."""
     if same_path(log, path):
         return True
-    return same_path(log.parent, path.parent) and path.name.startswith(log.name + ".")
+    if not (path.name.startswith(log.name + ".") and same_path(log.parent, path.parent)):
+        return False
+    suffix = path.name[len(log.name) + 1 :]
+    return suffix in ("next", "mqtt", "mqtt.tmp") or (
+        suffix.isdigit() and 1 <= int(suffix) <= MAX_ROTATED_LOGS and not suffix.startswith("0")
+    )
 
 
 def _same_claim(a: tuple, b: tuple) -> bool:
@@ -631,13 +644,12 @@ def _same_claim(a: tuple, b: tuple) -> bool:
         (_, host_a, port_a), (_, host_b, port_b) = a, b
         if port_a != port_b or port_a == 0:
             return False
-        ipv6 = ":" in host_a, ":" in host_b
-        return (
-            (ipv6[0] == ipv6[1] and _host_key(host_a) == _host_key(host_b))  # IPv4 and IPv6 apart
-            or _ANY_HOST in (host_a, host_b)
-            or (host_a == _ANY_IPV4 and not ipv6[1])
-            or (host_b == _ANY_IPV4 and not ipv6[0])
-        )
+        (v6_a, any_a, key_a), (v6_b, any_b, key_b) = _listen_key(host_a), _listen_key(host_b)
+        if (any_a and v6_a) or (any_b and v6_b):
+            return True  # "::" takes the port on every address, IPv4's too
+        if v6_a != v6_b:
+            return False  # an IPv4 and an IPv6 address are two sockets
+        return any_a or any_b or key_a == key_b
     return a == b
 
 
@@ -655,6 +667,8 @@ def check_lines_apart(named: Sequence[tuple[Path, Config]]) -> None:
                     if not _same_claim(value, other_value):
                         continue
                     what = shown if shown == other_shown else f"{other_shown} / {shown}"
+                    if verb == "write" == other_verb and not same_path(Path(shown), Path(other_shown)):
+                        what += ", a verdict log and a file that goes with it"
                     if verb == other_verb:
                         where = key if key == other_key else f"{other_key} / {key}"
                         said.append(f"both {verb} {what} ({where})")

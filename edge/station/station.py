@@ -194,12 +194,12 @@ class Station:
 
     def _inspecting(self, now: float) -> bool:
         """Frames flow (the last within half a second, or three frame intervals of a slower
-        camera) and nothing is at fault: what the heartbeat output says."""
+        camera), the trigger is not learning the belt and nothing is at fault: what the
+        heartbeat output says."""
         s = self.status
-        if s.last_frame_t is None or s.faults:
+        if s.last_frame_t is None or s.faults or s.learning:
             return False
-        fps = s.fps(now)
-        return s.frame_age(now) <= max(HEARTBEAT_MAX_AGE_S, 3.0 / fps if fps > 0 else 0.0)
+        return s.frame_age(now) <= max(HEARTBEAT_MAX_AGE_S, 3.0 * s.frame_interval)
 
 
 __all__ = ["Station", "StationError"]

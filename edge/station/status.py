@@ -79,6 +79,10 @@ class StationStatus:
         self.counts: Counter[Outcome] = Counter()
         #: monotonic time the loop last finished a frame (None: not yet)
         self.last_frame_t: float | None = None
+        #: seconds between the last two frames (0: fewer than two yet)
+        self.frame_interval = 0.0
+        #: the trigger is learning the empty belt (nothing is judged)
+        self.learning = False
         self._frame_times: deque[float] = deque(maxlen=64)
         self._latency_ms: deque[float] = deque(maxlen=WINDOW)
         self._invoke_ms: deque[float] = deque(maxlen=WINDOW)
@@ -107,7 +111,10 @@ class StationStatus:
         with self._lock:
             if not result.stopped:  # else no new frame, only a verdict
                 self.frames += 1
+                if self.last_frame_t is not None:
+                    self.frame_interval = now - self.last_frame_t
                 self.last_frame_t = now
+                self.learning = result.trigger.learning
                 self._frame_times.append(now)
                 self._latency_ms.append(latency_ms)
             if pred is not None:
