@@ -552,7 +552,7 @@ class Config:
         if path is not None:
             path = Path(path)
             try:
-                text = path.read_text(encoding="utf-8")
+                text = path.read_text(encoding="utf-8-sig")  # Notepad may start it with a BOM
             except FileNotFoundError:
                 raise ConfigError(f"{path}: config file not found") from None
             except (OSError, UnicodeDecodeError) as exc:

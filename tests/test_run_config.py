@@ -437,3 +437,18 @@ def test_two_lines_claims_clash_by_meaning_not_by_spelling(tmp_path: Path, a, b,
 
     assert _same_claim(claim(a), claim(b)) is clash
     assert _same_claim(claim(b), claim(a)) is clash
+
+
+def test_a_config_and_a_token_file_saved_by_windows_notepad_read(tmp_path: Path, capsys):
+    """Notepad may write UTF-8 with a byte-order mark and CRLF line ends."""
+    token = tmp_path / "http-token"
+    token.write_bytes(b"\xef\xbb\xbfs3cret-token-1\r\n")
+    cfg = tmp_path / "line1.toml"
+    cfg.write_bytes(
+        f"\ufeff[source]\r\nkind = 'demo'\r\n[http]\r\nlisten = ':8080'\r\n"
+        f"token_file = '{token}'\r\n".encode()
+    )
+    assert main(["--check-config", str(cfg)]) == 0, capsys.readouterr().err
+    from edge.station.common import http_token
+
+    assert http_token(Config.load(cfg).http) == "s3cret-token-1"

@@ -34,7 +34,7 @@ def missing(module: str, what: str) -> StationError:
 def read_secret(path: Path, key: str) -> str:
     """A password or token kept in a file (``key`` names the setting), stripped of its line end."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return path.read_text(encoding="utf-8-sig").strip()
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "expected UTF-8 text"
         raise StationError(f"{key}: cannot read {path} ({why})") from None
