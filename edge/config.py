@@ -106,6 +106,12 @@ def check_roi(v: Any) -> str | None:
     return None
 
 
+def camera_device(camera: int | str) -> int | str:
+    """A V4L2 camera as OpenCV opens it: an index (``0``, also given as the text ``"0"``, which
+    OpenCV would take for a file name) or a device path."""
+    return int(camera) if isinstance(camera, str) and camera.strip().isdigit() else camera
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     #: camera | picamera | video | url | images | demo

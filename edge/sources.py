@@ -44,6 +44,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge.config import camera_device
 from edge.datasets import IMAGE_EXTENSIONS, DatasetError, hidden_file, image_files, read_image
 from edge.files import opencv_problem
 from edge.types import Frame
@@ -513,12 +514,6 @@ class _OpenCVCapture:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-
-def camera_device(camera: int | str) -> int | str:
-    """A V4L2 camera as OpenCV opens it: an index (``0``, also given as the text ``"0"``, which
-    OpenCV would take for a file name) or a device path."""
-    return int(camera) if isinstance(camera, str) and camera.strip().isdigit() else camera
 
 
 class OpenCVCamera(_OpenCVCapture):

@@ -46,6 +46,7 @@ from edge.config import (
     OutputConfig,
     SourceConfig,
     TriggerConfig,
+    camera_device,
     check_pin,
     parse_endpoint,
     pin_key,
@@ -68,10 +69,6 @@ def _roi(text: str) -> tuple[float, ...]:
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"expected x,y,w,h (four numbers), got {text!r}")
     return values
-
-
-def _camera(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
 
 
 def _trigger(text: str) -> str | tuple[str, int | str]:
@@ -206,7 +203,7 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
     src = p.add_argument_group(f"source (one of; default: {default})")
     one = src.add_mutually_exclusive_group()
     one.add_argument(
-        "--camera", type=_camera, default=S, metavar="N", help="V4L2 camera index or device path"
+        "--camera", type=camera_device, default=S, metavar="N", help="V4L2 camera index or device path"
     )
     one.add_argument(
         "--picamera",
@@ -537,33 +534,34 @@ def check_paths_apart(config: Config) -> None:
         raise ConfigError(problem)
 
 
-def _listen_key(host: str) -> tuple[bool, bool, str]:
-    """A web view's listening host as (IPv6?, every address?, the address in one spelling);
-    ``localhost`` listens on 127.0.0.1, and a name is compared as written."""
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    """A host as an address (``localhost`` is 127.0.0.1), or its name, case folded."""
     name = host.strip("[]").lower()
     try:
-        ip = ipaddress.ip_address("127.0.0.1" if name == "localhost" else name)
+        return ipaddress.ip_address("127.0.0.1" if name == "localhost" else name)
     except ValueError:
-        return False, False, name
+        return name
+
+
+def _listen_key(host: str) -> tuple[bool, bool, str]:
+    """A web view's listening host as (IPv6?, every address?, the address in one spelling); a
+    name is compared as written."""
+    ip = _address(host)
+    if isinstance(ip, str):
+        return False, False, ip
     return ip.version == 6, ip.is_unspecified, str(ip)
 
 
 def _host_key(host: str) -> str:
-    """A host name or address as one machine knows it: case folded, loopback as one."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return "loopback"
-    try:
-        return "loopback" if ipaddress.ip_address(name).is_loopback else name
-    except ValueError:
-        return name
+    """A broker's host as one machine knows it: case folded, loopback as one."""
+    ip = _address(host)
+    return "loopback" if not isinstance(ip, str) and ip.is_loopback else host.strip("[]").lower()
 
 
 def claims(config: Config) -> list[tuple[str, str, str, tuple]]:
     """What a station holds that another on the same machine must not touch: (key, what it does
     with it, the thing, a comparable value) for its camera, the files and folders it writes and
     reads, its web port, MQTT identity and GPIO pins."""
-    from edge.sources import camera_device
     from edge.station.mqtt import client_id, station_name
 
     s, o = config.source, config.output

@@ -199,7 +199,7 @@ class Station:
         s = self.status
         if s.last_frame_t is None or s.faults or s.learning:
             return False
-        return s.frame_age(now) <= max(HEARTBEAT_MAX_AGE_S, 3.0 * s.frame_interval)
+        return s.frame_age(now) <= max(HEARTBEAT_MAX_AGE_S, 3.0 * s.frame_interval())
 
 
 __all__ = ["Station", "StationError"]

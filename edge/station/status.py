@@ -79,8 +79,6 @@ class StationStatus:
         self.counts: Counter[Outcome] = Counter()
         #: monotonic time the loop last finished a frame (None: not yet)
         self.last_frame_t: float | None = None
-        #: seconds between the last two frames (0: fewer than two yet)
-        self.frame_interval = 0.0
         #: the trigger is learning the empty belt (nothing is judged)
         self.learning = False
         self._frame_times: deque[float] = deque(maxlen=64)
@@ -111,8 +109,6 @@ class StationStatus:
         with self._lock:
             if not result.stopped:  # else no new frame, only a verdict
                 self.frames += 1
-                if self.last_frame_t is not None:
-                    self.frame_interval = now - self.last_frame_t
                 self.last_frame_t = now
                 self.learning = result.trigger.learning
                 self._frame_times.append(now)
@@ -168,6 +164,12 @@ class StationStatus:
         now = self._clock() if now is None else now
         last = self.last_frame_t
         return now - (last if last is not None else self.started)
+
+    def frame_interval(self) -> float:
+        """Seconds between the last two frames through the loop (0: fewer than two yet)."""
+        with self._lock:
+            times = self._frame_times
+            return times[-1] - times[-2] if len(times) >= 2 else 0.0
 
     def fps(self, now: float | None = None) -> float:
         """Frames per second through the loop over the last few seconds."""
