@@ -122,6 +122,7 @@ __all__ = [
     "read_image",
     "read_image_bytes",
     "read_subset",
+    "to_uint8",
     "write_image",
 ]
 
@@ -1195,19 +1196,45 @@ def read_image_bytes(path: Path | str) -> bytes:
     return data
 
 
+#: the bit depths a 16-bit image's data may have: a 10-, 12- or 14-bit sensor's values are often
+#: stored in 16-bit PNGs and TIFFs as they are, not shifted to the top bits
+DATA_BITS = (10, 12, 14, 16)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An image of any depth as uint8 (the same shape). 16-bit by its data's bit depth: the
+    smallest of ``DATA_BITS`` that holds its largest value, so a 12-bit camera's PNG (values up
+    to 4095) is not read 16 times too dark, as OpenCV's 8-bit conversion (the top 8 of 16 bits)
+    reads it; a 16-bit image whose brightest value is under a quarter of 65535 is brightened
+    alike. Float: 0..1 scaled to 0..255 (larger values taken as 0..255), clipped."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        top = int(image.max()) if image.size else 0
+        bits = next(b for b in DATA_BITS if top < 1 << b)
+        return (image >> (bits - 8)).astype(np.uint8)
+    scale = 255.0 if image.size and float(image.max()) <= 1.0 else 1.0
+    return np.clip(image.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+
+
 def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """An image file's bytes decoded by OpenCV (``IMREAD_COLOR``: BGR uint8, EXIF orientation
-    applied), None where it cannot. Decoding bytes, not a path: OpenCV crashes on a file name
-    that is not valid UTF-8 (a Latin-1 name from an old archive), and reads some files from
-    memory that it cannot from their path (a TIFF with an orientation tag)."""
+    applied; a 16-bit file read as :func:`to_uint8` reads it), None where it cannot. Decoding
+    bytes, not a path: OpenCV crashes on a file name that is not valid UTF-8 (a Latin-1 name
+    from an old archive), and reads some files from memory that it cannot from their path (a
+    TIFF with an orientation tag)."""
+    if flags == cv2.IMREAD_COLOR:
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     try:
-        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error:
         return None
+    return None if image is None else to_uint8(image)
 
 
 def read_image(path: Path | str) -> np.ndarray:
-    """An image file as BGR uint8 HxWx3 (grey and BGRA converted); DatasetError naming the file."""
+    """An image file as BGR uint8 HxWx3 (grey and BGRA converted, 16-bit as :func:`to_uint8`
+    reads it); DatasetError naming the file."""
     image = decode_image(read_image_bytes(path))
     if image is None:
         raise DatasetError(f"{path}: not a readable image (OpenCV cannot decode it)")

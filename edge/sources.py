@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from edge.config import camera_device
-from edge.datasets import IMAGE_EXTENSIONS, DatasetError, hidden_file, image_files, read_image
+from edge.datasets import IMAGE_EXTENSIONS, DatasetError, hidden_file, image_files, read_image, to_uint8
 from edge.files import opencv_problem
 from edge.types import Frame
 
@@ -170,7 +170,7 @@ def normalize_image(raw: object) -> tuple[np.ndarray | None, bool]:
     if min(image.shape[:2]) < MIN_SIDE:
         return None, True
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = to_uint8(image)
         converted = True
     elif image.dtype != np.uint8:
         return None, True

@@ -1783,14 +1783,6 @@ def _lightness(img: np.ndarray, mask: np.ndarray) -> float:
     return float(_median_lab(img[mask])[0])
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:
-        return (img >> 8).astype(np.uint8)
-    return np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-
-
 def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
     """A stamp image file -> Stamp. A PNG with transparency is used as is; any other image (or a
     PNG whose alpha is fully opaque) has its plain background keyed out (:func:`key_out_background`).
@@ -1807,7 +1799,6 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
     if img.ndim == 2 or img.shape[2] == 3:  # no alpha: read again with its EXIF orientation applied
         # (IMREAD_UNCHANGED ignores it; a phone's photo of a stamp may be stored mirrored)
         img = _read_any(p, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
-    img = _to_uint8(img)
     if max(img.shape[:2]) > MAX_STAMP_PICTURE:  # a phone's 4000x3000 photo: 7 s to key out, 48 MB kept
         f = MAX_STAMP_PICTURE / max(img.shape[:2])
         img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)

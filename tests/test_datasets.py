@@ -29,6 +29,7 @@ from edge.datasets import (
     parse_yaml_names,
     read_image,
     read_subset,
+    to_uint8,
     write_image,
 )
 from edge.files import opencv_problem
@@ -1207,6 +1208,30 @@ def test_read_image_converts_grey_and_bgra_and_names_missing_files(tmp_path):
         assert img.shape == (5, 6, 3) and img.dtype == np.uint8
     with pytest.raises(DatasetError, match=r"missing\.jpg: image file not found"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_16_bit_images_read_by_the_bit_depth_of_their_data(tmp_path):
+    """A 10-, 12- or 14-bit camera's values stored in a 16-bit PNG or TIFF as they are (not in
+    the top bits) read as bright as the scene was, not 4-64 times too dark; a full-range
+    16-bit image reads as its top 8 bits, as OpenCV reads it."""
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    photo[0, 0] = 255  # the brightest value of each: its data's full scale
+    for bits in (10, 12, 14, 16):
+        raw = (photo.astype(np.uint32) * ((1 << bits) - 1) // 255).astype(np.uint16)
+        for ext in (".png", ".tiff"):
+            path = tmp_path / f"raw{bits}{ext}"
+            assert cv2.imwrite(str(path), raw)
+            img = read_image(path)
+            assert img.dtype == np.uint8 and img.shape == photo.shape
+            assert np.abs(img.astype(int) - photo).max() <= 1, (bits, ext)
+        grey = tmp_path / f"grey{bits}.png"
+        assert cv2.imwrite(str(grey), raw[..., 1])
+        assert np.abs(read_image(grey)[..., 2].astype(int) - photo[..., 1]).max() <= 1
+    dim = (photo // 2).astype(np.uint16) * 257  # a dim 16-bit photo, half its range: as OpenCV reads it
+    cv2.imwrite(str(tmp_path / "dim16.png"), dim)
+    assert np.array_equal(read_image(tmp_path / "dim16.png"), photo // 2)
+    assert to_uint8(np.array([[0.0, 0.5, 1.0]], np.float32)).tolist() == [[0, 127, 255]]
 
 
 def test_images_cut_short_are_refused_and_whole_ones_with_trailing_data_are_not(tmp_path, capfd):

@@ -69,6 +69,11 @@ def test_grey_and_bgra_convert_to_the_same_colours():
     assert np.array_equal(grey[:, :, 0], BGR[:, :, 1]) and np.array_equal(grey[:, :, 2], BGR[:, :, 1])
     bgra, _ = normalize_image(np.dstack([BGR, np.zeros((48, 64), np.uint8)]))
     assert np.array_equal(bgra, BGR)
+    for bits in (12, 16):  # a 12-bit camera's frames (values up to 4095) as bright as the scene
+        frame = (BGR.astype(np.uint32) * ((1 << bits) - 1) // 255).astype(np.uint16)
+        frame[0, 0] = (1 << bits) - 1
+        image, _ = normalize_image(frame)
+        assert np.abs(image[1:].astype(int) - BGR[1:]).max() <= 1
 
 
 class FakeCamera:
