@@ -35,11 +35,17 @@ Model kinds (``kind`` in the metadata) and the outputs each one carries:
 
 Several objects in one image: every loader keeps all boxes; training and evaluation use the
 largest one (by area) as *the* stamp. A product carries one stamp; the others are ignored.
+
+Versions: a metadata key a newer edge-convert adds (as ``refine`` was) is ignored, with a
+warning, by a runtime that does not know it, so an older station still runs the model as it
+can; a change an older runtime must not ignore raises ``CONTRACT_VERSION``, and a model of a
+newer contract is refused with the advice to upgrade the runtime.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -49,6 +55,10 @@ import cv2
 import numpy as np
 
 from edge.types import Prediction
+
+_log = logging.getLogger(__name__)
+#: the unknown metadata keys already warned of, by model file
+_SAID_UNKNOWN: set[tuple[str, tuple[str, ...]]] = set()
 
 CONTRACT_VERSION = 1
 INPUT_HEIGHT = 128
@@ -243,9 +253,16 @@ class ModelMetadata:
 
     def __post_init__(self) -> None:
         if self.contract_version != CONTRACT_VERSION:
+            newer = isinstance(self.contract_version, int) and self.contract_version > CONTRACT_VERSION
             raise ContractError(
-                f"model contract version {self.contract_version!r} is not known to this runtime "
-                f"(expected {CONTRACT_VERSION}); convert the model again with this version"
+                f"model contract version {self.contract_version!r} is "
+                + (
+                    f"newer than this runtime's ({CONTRACT_VERSION}): upgrade Stampline on this device, "
+                    "or convert the model with the version installed here"
+                    if newer
+                    else f"not known to this runtime (expected {CONTRACT_VERSION}); convert the model "
+                    "again with this version"
+                )
             )
         if self.kind not in KIND_OUTPUTS:
             raise ContractError(
@@ -293,20 +310,34 @@ class ModelMetadata:
         return json.dumps(asdict(self), sort_keys=True, default=_json_default)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> ModelMetadata:
+    def from_json(cls, text: str | bytes, source: str | None = None) -> ModelMetadata:
+        """The metadata in ``text``; ContractError (naming ``source``, the model file, if given)
+        if it is not a contract's. Keys this version does not know are ignored, with a warning
+        (see "Versions" above)."""
+        named = f"{source}: " if source else ""
         try:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ContractError(f"model metadata is not valid JSON: {exc}") from None
+            raise ContractError(f"{named}model metadata is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise ContractError("model metadata must be a JSON object")
+            raise ContractError(f"{named}model metadata must be a JSON object")
+        if "contract_version" not in data:
+            raise ContractError(f"{named}model metadata lacks 'contract_version'")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
-        if unknown:
-            raise ContractError(f"model metadata has unknown key(s) {unknown}")
-        if "contract_version" not in data:
-            raise ContractError("model metadata lacks 'contract_version'")
-        return cls(**data)
+        try:
+            meta = cls(**{k: v for k, v in data.items() if k in known})
+        except ContractError as exc:
+            raise ContractError(f"{named}{exc}") from None
+        if unknown and (named, tuple(unknown)) not in _SAID_UNKNOWN:  # once a file (read twice at a start)
+            _SAID_UNKNOWN.add((named, tuple(unknown)))
+            _log.warning(
+                "%smodel metadata key(s) %s unknown to this version of Stampline (a newer "
+                "edge-convert wrote them): ignored; upgrade Stampline on this device to use them",
+                named,
+                unknown,
+            )
+        return meta
 
 
 def _json_default(obj: object) -> object:
@@ -344,6 +375,8 @@ def _vector(buf: bytes, pos: int) -> tuple[int, int]:
 
 def read_embedded_metadata(model: bytes, source: str = "model") -> ModelMetadata:
     """The contract metadata embedded in a ``.tflite`` file's bytes; ContractError if absent."""
+    if not model:
+        raise ContractError(f"{source}: empty file (0 bytes), not a model")
     try:
         if len(model) < 8 or model[4:8] != b"TFL3":
             if model[:4] == b"PK\x03\x04" or model[:8] == b"\x89HDF\r\n\x1a\n":  # .keras (zip), .h5
@@ -375,12 +408,12 @@ def read_embedded_metadata(model: bytes, source: str = "model") -> ModelMetadata
             data_pos = _table_field(model, buffer, 0)
             if data_pos is not None:
                 d, dn = _vector(model, data_pos)
-                return ModelMetadata.from_json(model[d : d + dn])
+                return ModelMetadata.from_json(model[d : d + dn], source)
             off_pos, size_pos = _table_field(model, buffer, 1), _table_field(model, buffer, 2)
             if off_pos and size_pos:
                 off = struct.unpack_from("<Q", model, off_pos)[0]
                 size = struct.unpack_from("<Q", model, size_pos)[0]
-                return ModelMetadata.from_json(model[off : off + size])
+                return ModelMetadata.from_json(model[off : off + size], source)
             raise ContractError(f"{source}: metadata buffer is empty")
     except (struct.error, IndexError):
         raise ContractError(f"{source}: corrupt TFLite flatbuffer") from None

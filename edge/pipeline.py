@@ -239,6 +239,8 @@ class Summary:
     runtime: str
     #: the second looks the model took (edge.runtime.REFINE_MODES, resolved: off, zoom, zoom-flip)
     refine: str = "off"
+    #: the presence threshold the verdicts were decided with (the model's, or model.threshold)
+    threshold: float = 0.0
     frames: int = 0
     dropped: int = 0
     converted: int = 0
@@ -281,7 +283,8 @@ class Summary:
         odd = [f"{n} {what}" for n, what in ((self.converted, "converted"), (self.skipped, "skipped")) if n]
         lines = [
             f"source      {self.source}, until {self.end}",
-            f"model       {self.model_id} on {self.runtime}, second looks {self.refine}",
+            f"model       {self.model_id} on {self.runtime}, threshold {self.threshold:g}, "
+            f"second looks {self.refine}",
             f"frames      {self.frames} in {self.duration_s:.1f} s ({self.fps:.1f} fps), "
             f"{self.dropped} dropped"
             + (f", odd frames {' and '.join(odd)}" if odd else "")
@@ -650,6 +653,7 @@ class Pipeline:
             model_id=self.model_id,
             runtime=self.runtime,
             refine=self.refine,
+            threshold=self.decider.threshold,
             frames=frames,
             dropped=stats.dropped,
             converted=stats.converted,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import logging
+import os
 import platform
 import sys
 import time
@@ -21,6 +23,8 @@ import numpy as np
 from edge import contract
 from edge.contract import ContractError, ModelMetadata
 from edge.types import Prediction
+
+_log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = Path(__file__).with_name("models") / "stamp_int8.tflite"
 
@@ -296,6 +300,88 @@ REFINE_FILL = 0.4
 REFINE_MIN_PRESENCE = 0.1
 #: a crop that would cover this share of the view's shorter side or more is the view itself
 _REFINE_WHOLE = 0.95
+
+
+def model_warnings(metadata: ModelMetadata) -> list[str]:
+    """What a station engineer must hear about a model before it judges products (its
+    provenance, as edge-convert embedded it): converted without the proof of agreement, or
+    validated no better than always giving the commoner answer. Empty for a model fit to run."""
+    from edge.metrics import no_skill_warning
+
+    prov = metadata.provenance
+    said = []
+    if prov and "agreement" not in prov:
+        said.append(
+            "it was converted without the proof of agreement (edge-convert --no-verify): its int8 "
+            "answers were never compared with the trained model's; convert it again without "
+            "--no-verify before it judges products"
+        )
+    for key in ("validation_tflite", "validation"):
+        figures = prov.get(key)
+        if isinstance(figures, Mapping) and isinstance(figures.get("presence_accuracy"), float):
+            if problem := no_skill_warning(figures):
+                said.append(f"its {key.replace('_', ' ')}: {problem}")
+            break
+    return said
+
+
+class ModelFileWatch:
+    """Notices when the model file a running detector was loaded from is replaced or removed:
+    the loop goes on with the model it loaded, and the file is read again only at the next start
+    (which may then be a new model, or fail). ``check`` looks at most every ``every_s`` and says
+    each change once in the journal; ``problem`` is what is wrong now (None: the file is the one
+    loaded)."""
+
+    def __init__(
+        self, path: Path, loaded_id: str, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.path = Path(path)
+        self.loaded_id = loaded_id
+        self.every_s = float(every_s)
+        self._clock = clock
+        self._stat = self._signature()
+        self._next = clock() + self.every_s
+        self.problem: str | None = None
+
+    def _signature(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+    def check(self, now: float | None = None) -> str | None:
+        now = self._clock() if now is None else now
+        if now < self._next:
+            return self.problem
+        self._next = now + self.every_s
+        stat = self._signature()
+        if stat == self._stat:
+            return self.problem
+        self._stat = stat
+        if stat is None:
+            problem = (
+                f"{self.path}: the model file is gone (running model {self.loaded_id} goes on); "
+                "edge-run will not start again until it is back"
+            )
+        else:
+            try:
+                new_id = model_id(self.path.read_bytes())
+            except OSError as exc:
+                new_id = f"unreadable: {exc.strerror}"
+            problem = (
+                None
+                if new_id == self.loaded_id
+                else f"{self.path}: the model file changed since the start (now {new_id}; running model "
+                f"{self.loaded_id} goes on): restart edge-run to run the new one"
+            )
+        if problem != self.problem:
+            if problem is not None:
+                _log.warning("%s", problem)
+            else:
+                _log.warning("%s: the model file is the one running again (%s)", self.path, self.loaded_id)
+            self.problem = problem
+        return problem
 
 
 def refine_for(metadata: ModelMetadata, mode: str, name: str) -> str:

@@ -1,13 +1,14 @@
 """The model contract: preprocessing, metadata round trip, flatbuffer reading, output decoding."""
 
 import json
+import logging
 import math
 
 import numpy as np
 import pytest
 
 from edge import contract
-from edge.contract import ContractError, ModelMetadata
+from edge.contract import CONTRACT_VERSION, ContractError, ModelMetadata
 from edge.metrics import Truth, agreement, iou, no_skill_warning, per_image, summarize, worst_first
 from edge.types import Prediction
 
@@ -62,7 +63,7 @@ def test_metadata_refuses_what_it_does_not_know(fields, message):
         ModelMetadata(**fields)
 
 
-def test_metadata_json_round_trip_and_unknown_keys():
+def test_metadata_json_round_trip_and_unknown_keys(caplog):
     meta = ModelMetadata(kind="box", labels=("a", "b"), threshold=0.4, provenance={"seed": 3})
     back = ModelMetadata.from_json(meta.to_json())
     assert back == meta and set(back.outputs) == {"presence", "cells", "cell_boxes", "class"}
@@ -70,8 +71,15 @@ def test_metadata_json_round_trip_and_unknown_keys():
     assert set(direct.outputs) == {"presence", "box", "class"}
     assert meta.with_outputs(["presence", "cells", "cell_boxes", "class"]) == meta
     data = json.loads(meta.to_json())
-    data["colour"] = "red"
-    with pytest.raises(ContractError, match="unknown key"):
+    data["colour"] = "red"  # a newer edge-convert's key: ignored, with a warning
+    with caplog.at_level(logging.WARNING):
+        assert ModelMetadata.from_json(json.dumps(data)) == meta
+    assert "['colour'] unknown to this version" in caplog.text
+    data["contract_version"] = CONTRACT_VERSION + 1  # a newer contract: refused, upgrade the runtime
+    with pytest.raises(ContractError, match=r"newer than this runtime's \(1\): upgrade Stampline"):
+        ModelMetadata.from_json(json.dumps(data))
+    data["contract_version"] = 0
+    with pytest.raises(ContractError, match="not known to this runtime"):
         ModelMetadata.from_json(json.dumps(data))
     with pytest.raises(ContractError, match="not valid JSON"):
         ModelMetadata.from_json(b"{oops")
@@ -80,6 +88,8 @@ def test_metadata_json_round_trip_and_unknown_keys():
 def test_read_embedded_metadata_rejects_non_tflite():
     with pytest.raises(ContractError, match="not a TFLite"):
         contract.read_embedded_metadata(b"hello world, not a model", "x.tflite")
+    with pytest.raises(ContractError, match=r"x\.tflite: empty file \(0 bytes\)"):
+        contract.read_embedded_metadata(b"", "x.tflite")
 
 
 def test_decode_outputs_per_kind():

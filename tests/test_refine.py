@@ -176,7 +176,8 @@ def test_check_config_reads_the_model_and_refuses_a_refine_it_does_not_fit(tmp_p
         assert len(err.splitlines()) == 1 and re.search(message, err), err
     config.write_text(f'[model]\npath = "{cam}"\nrefine = "auto"\n')
     assert run_main(["--check-config", str(config)]) == 0
-    assert "model cam.tflite, second looks off" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert re.search(r"model cam\.tflite [0-9a-f]{12} \(cam\), threshold 0\.5, second looks off", said)
     config.write_text("[model]\n")  # the bundled model: what its metadata says
     assert run_main(["--check-config", str(config)]) == 0
     assert "second looks zoom-flip" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -452,3 +453,42 @@ def test_a_config_and_a_token_file_saved_by_windows_notepad_read(tmp_path: Path,
     from edge.station.common import http_token
 
     assert http_token(Config.load(cfg).http) == "s3cret-token-1"
+
+
+def test_check_config_loads_the_model_as_the_run_does_and_warns_of_an_unproven_one(tmp_path: Path, capsys):
+    """A model file cut short past its metadata reads as a model until the interpreter loads it;
+    a model converted with --no-verify (no proof of agreement), or validated no better than
+    always saying "present", is named in a warning by --check-config and at the run's start."""
+    import dataclasses
+
+    from convert.tflite import embed_metadata
+    from edge.contract import read_embedded_metadata
+    from edge.runtime import BUNDLED_MODEL, model_warnings
+
+    data = BUNDLED_MODEL.read_bytes()
+    config = tmp_path / "station.toml"
+    config.write_text('[model]\npath = "m.tflite"\n')
+    (tmp_path / "m.tflite").write_bytes(data[: len(data) * 19 // 20])
+    assert main(["--check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert re.search(r"station\.toml: model\.path: .*m\.tflite: .* cannot load it", err), err
+
+    meta = read_embedded_metadata(data)
+    assert model_warnings(meta) == []  # the bundled model: proven, and skilled
+    prov = {k: v for k, v in meta.provenance.items() if k != "agreement"}
+    prov["validation_tflite"] = {"presence_accuracy": 0.74, "n_images": 100, "n_positive": 74}
+    unproven = dataclasses.replace(meta, provenance=prov)
+    said = model_warnings(unproven)
+    assert len(said) == 2 and "--no-verify" in said[0] and "no better than always saying 'present'" in said[1]
+    (tmp_path / "m.tflite").write_bytes(embed_metadata(data, unproven))
+    assert main(["--check-config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert "ok" in out and err.count("WARNING") == 2 and "station.toml: model " in err
+    summary = tmp_path / "summary.json"
+    argv = ["--demo", "--model", str(tmp_path / "m.tflite"), "--max-frames", "2", "--threshold", "0.7"]
+    assert main([*argv, "--summary", str(summary)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("without the proof of agreement") == 1
+    assert "threshold 0.7 (the model's own: 0.5)" in out  # the start line: which threshold judges
+    assert json.loads(summary.read_text())["threshold"] == 0.7

@@ -4,6 +4,7 @@ again; a model that raises lights FAULT and ends the run with one line."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from edge.config import EXIT_INFERENCE_STALLED, Config
 from edge.decision import Decider, EveryFrameTrigger
 from edge.pipeline import Pipeline, SystemdNotifier
-from edge.runtime import BUNDLED_MODEL
+from edge.runtime import BUNDLED_MODEL, model_id
 from edge.sources import Source
 from edge.station.station import Station
 from edge.station.watchdog import InferenceError
@@ -255,3 +256,42 @@ def test_the_heartbeat_follows_the_frames_of_a_camera_of_any_rate_and_not_the_be
             assert station._inspecting(now[0] + look), (interval, look)
     now[0] += max(0.5, 3 * interval) + 0.01
     assert not station._inspecting(now[0])  # the frames stopped
+
+
+def test_a_model_file_replaced_or_removed_under_a_running_station_is_said_once_each_time(tmp_path, caplog):
+    """The loop goes on with the model it loaded; the status (web view, /api/status, MQTT stats)
+    and the journal say that the file on disk is no longer it, which the next start would run
+    (or fail on), until the file is the one loaded again."""
+    from edge.runtime import TFLiteDetector
+
+    model = tmp_path / "stamp.tflite"
+    original = BUNDLED_MODEL.read_bytes()
+    model.write_bytes(original)
+    now = [100.0]
+    station = Station(Config.from_mapping({}), clock=lambda: now[0])
+    detector = TFLiteDetector(model)
+    station.watch(detector)
+    try:
+
+        def look(after: float = 6.0) -> object:
+            now[0] += after
+            station._tick(now[0])
+            return station.status.snapshot(now[0])["model_file"]
+
+        assert look() is None
+        model.write_bytes(original)  # the same model copied over it again: nothing to say
+        os.utime(model, ns=(1, 1))
+        assert look() is None
+        other = original + b"\0"  # another file (the same network with other bytes)
+        model.write_bytes(other)
+        assert look(1.0) is None  # looked at every few seconds only
+        said = look()
+        assert f"changed since the start (now {model_id(other)}; running model {detector.model_id}" in said
+        assert "restart edge-run" in said
+        assert look() == said and caplog.text.count("changed since the start") == 1  # said once
+        model.unlink()
+        assert "the model file is gone" in look() and "will not start again" in look()
+        model.write_bytes(original)
+        assert look() is None and "is the one running again" in caplog.text
+    finally:
+        station.monitor.__exit__(None, None, None)

@@ -741,7 +741,7 @@ def build_sinks(config: Config, fps: float | None) -> list:
 def run(config: Config) -> int:
     from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
     from edge.pipeline import Pipeline, SystemdNotifier, stop_signals
-    from edge.runtime import TFLiteDetector, refine_for
+    from edge.runtime import TFLiteDetector, model_warnings, refine_for
     from edge.sinks import VerdictLog
     from edge.station.station import Station
 
@@ -768,8 +768,15 @@ def run(config: Config) -> int:
         # pins, the web view's port, MQTT's libraries: checked before the model loads
         station = stack.enter_context(Station(config, source.stats))
         detector = TFLiteDetector(config.model.path, config.model.threads, config.model.runtime)
-        threshold = config.model.threshold or detector.metadata.threshold
+        meta_threshold = detector.metadata.threshold
+        threshold = config.model.threshold or meta_threshold
         refine = refine_for(detector.metadata, config.model.refine, str(detector.path))
+        for warning in model_warnings(detector.metadata):
+            print(
+                f"{PROG}: WARNING: model {detector.model_id} ({detector.path.name}): {warning}",
+                file=sys.stderr,
+                flush=True,
+            )
         if truth is not None and (warning := demo_label_warning(truth, detector.metadata.labels)):
             print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
         runtime = f"{detector.runtime.name} {detector.runtime.version}, {detector.threads} thread(s)"
@@ -778,9 +785,10 @@ def run(config: Config) -> int:
             frames += ", as fast as possible" if frames else "as fast as possible"
         print(
             f"{PROG}: {source.name}{f', {frames}' if frames else ''}, "
-            f"model {detector.model_id} ({detector.path.name}) on {runtime}, "
-            f"region {','.join(f'{v:g}' for v in roi) if roi else 'whole frame'}, "
-            f"trigger {config.trigger.kind}, second looks {refine}; Ctrl-C to stop",
+            f"model {detector.model_id} ({detector.path.name}, {model_facts(detector.metadata)}) "
+            f"on {runtime}, region {','.join(f'{v:g}' for v in roi) if roi else 'whole frame'}, "
+            f"trigger {config.trigger.kind}, {threshold_said(config.model.threshold, meta_threshold)}, "
+            f"second looks {refine}; Ctrl-C to stop",
             flush=True,
         )
         for line in station.describe():
@@ -829,13 +837,24 @@ def run(config: Config) -> int:
 def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
     """``--check-config``: the config file at ``path`` (with the flags given) checked as the
     service would find it at its start, and the line saying it is fine."""
+    from edge.runtime import ModelError, TFLiteDetector, model_warnings
+
     config = Config.load(path, overrides_from(args))
     try:
         refine = check_model(config, strict=True)
+        try:  # loaded as the run loads it: a file cut short past its metadata, tensors of another model
+            detector = TFLiteDetector(config.model.path, 1, config.model.runtime)
+        except ModelError as exc:
+            raise ConfigError(f"model.path: {exc}") from None
         check_source_paths(config)
         check_paths_apart(config)
     except ConfigError as exc:  # named like the file's own errors
         raise ConfigError(f"{path}: {exc}") from None
+    for warning in model_warnings(detector.metadata):
+        print(
+            f"{PROG}: WARNING: {path}: model {detector.model_id} ({detector.path.name}): {warning}",
+            file=sys.stderr,
+        )
     if config.mqtt.broker is not None:
         from edge.station.mqtt import read_password, tls_context
 
@@ -848,8 +867,22 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
     model = config.model.path.name if config.model.path else "the bundled model"
     return config, (
         f"{path}: ok (source {config.source.kind}, trigger {config.trigger.kind}, "
-        f"model {model}, second looks {refine})"
+        f"model {model} {detector.model_id} ({model_facts(detector.metadata)}), "
+        f"{threshold_said(config.model.threshold, detector.metadata.threshold)}, second looks {refine})"
     )
+
+
+def model_facts(meta) -> str:
+    """A model's kind and labels, for the lines that name it."""
+    labels = f", labels {', '.join(meta.labels)}" if len(meta.labels) > 1 else ""
+    return f"{meta.kind}{labels}"
+
+
+def threshold_said(configured: float | None, model: float) -> str:
+    """The presence threshold in force, and whose it is."""
+    if configured is None or configured == model:
+        return f"threshold {model:g}"
+    return f"threshold {configured:g} (the model's own: {model:g})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from edge.config import OUTPUT_PINS, Config
+from edge.runtime import ModelFileWatch
 from edge.sources import SourceStats
 from edge.station.common import StationError, host_name
 from edge.station.status import StationStatus
@@ -61,6 +62,7 @@ class Station:
         self.publisher = None
         self.monitor: FaultMonitor | None = None
         self.detector: WatchedDetector | None = None
+        self._model_file: ModelFileWatch | None = None
         self._stack = contextlib.ExitStack()
 
     @property
@@ -165,6 +167,10 @@ class Station:
         """The detector, watched; starts the fault monitor (call right before the loop runs)."""
         self.detector = WatchedDetector(detector, clock=self._clock)
         self.status.model_id = getattr(detector, "model_id", "")
+        path = getattr(detector, "path", None)
+        self._model_file = (
+            ModelFileWatch(path, self.status.model_id, clock=self._clock) if path is not None else None
+        )
         self.status.runtime = runtime
         self.status.started = self._clock()
         kwargs = {"exit": self._exit} if self._exit is not None else {}
@@ -186,6 +192,8 @@ class Station:
             self.outputs.fault(on)
 
     def _tick(self, now: float) -> None:
+        if self._model_file is not None:
+            self.status.model_file = self._model_file.check(now)
         if self.trigger is not None:
             self.trigger.expire(now)
         if self.outputs is not None:

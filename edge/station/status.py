@@ -71,6 +71,9 @@ class StationStatus:
         self.station = station
         self.model_id = ""
         self.runtime = ""
+        #: what is wrong with the model file the running model was loaded from (replaced or gone:
+        #: it takes effect at the next start), None while it is the one loaded
+        self.model_file: str | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self.started = clock()
@@ -214,6 +217,7 @@ class StationStatus:
             data: dict[str, object] = {
                 "station": self.station,
                 "model_id": self.model_id,
+                "model_file": self.model_file,
                 "runtime": self.runtime,
                 "uptime_s": round(now - self.started, 1),
                 "healthy": healthy,
