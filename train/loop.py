@@ -323,7 +323,12 @@ def provenance(result: dict) -> dict:
         "seed": result["seed"],
         "trained": result["date"],
         "steps": result["best_step"],
-        "validation": {k: v for k, v in result["val"].items() if isinstance(v, float) and not np.isnan(v)},
+        # with the counts, which tell a figure's skill (edge.metrics.no_skill_warning)
+        "validation": {
+            k: v
+            for k, v in result["val"].items()
+            if (isinstance(v, float) and not np.isnan(v)) or k in ("n_images", "n_positive")
+        },
     }
 
 
