@@ -173,7 +173,8 @@ class TriggerConfig:
     learn_frames: int = _opt(10, _positive)
     #: how fast the reference follows slow light changes while the belt is empty
     adapt_rate: float = _opt(0.02, _unit)
-    #: a product in view longer than this is judged and the empty-belt reference relearned
+    #: a product in view longer than this is judged, and the region held until it matches the
+    #: empty belt again or still frames give a new one (``edge.decision.OccupancyTrigger``)
     max_product_s: float = _opt(30.0, _positive)
 
 

@@ -70,6 +70,8 @@ class OverlayState:
     fps: float = 0.0
     latency_ms: float = 0.0
     learning: bool = False
+    #: the trigger judges nothing though the region is not empty (``TriggerState.held``)
+    held: bool = False
     #: the counters, FPS and latency line (live views; not on snapshots)
     footer: bool = True
     #: the box's colour; None: green (the box is drawn where presence >= threshold)
@@ -142,6 +144,8 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
 
     if state.learning:
         _text(canvas, "learning the empty belt", (10, line), scale, AMBER, thick)
+    elif state.held:
+        _text(canvas, "not judging: the region differs from the empty belt", (10, line), scale, AMBER, thick)
     elif state.product is not None:
         _text(canvas, f"#{state.product} inspecting ({state.hits} hits)", (10, line), scale, AMBER, thick)
     if state.verdict is not None:

@@ -596,6 +596,7 @@ class Pipeline:
                     fps=fps_ema,
                     latency_ms=float(latencies[(frames - 1) % LATENCY_WINDOW]) if frames else 0.0,
                     learning=state.learning,
+                    held=state.held is not None,
                     heatmap=self.heatmap,
                 )
                 annotated = draw_overlay(image.copy(), roi_px, overlay)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from edge.config import DecisionConfig, TriggerConfig
-from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger, TriggerState, no_product_hint
+from edge.decision import (
+    Decider,
+    EveryFrameTrigger,
+    OccupancyTrigger,
+    TriggerState,
+    no_product_hint,
+    seen_too_briefly,
+)
 from edge.types import Frame, Outcome, Prediction
 
 BELT = (60, 110, 50)
@@ -102,19 +109,40 @@ def test_every_frame_trigger_judges_each_frame():
     assert outcomes == [(5, Outcome.OK, (0,)), (6, Outcome.MISSING, (1,)), (7, Outcome.OK, (2,))]
 
 
-def view(cover: float, rng: np.random.Generator) -> np.ndarray:
-    """A model view (128x128 RGB) of a belt with a product covering ``cover`` of it from the left."""
-    img = np.empty((128, 128, 3), np.uint8)
+def view(cover: float, rng: np.random.Generator, light: float = 1.0) -> np.ndarray:
+    """A model view (128x128 RGB) of a belt with a product covering ``cover`` of it from the left,
+    under ``light`` times the usual light."""
+    img = np.empty((128, 128, 3), np.float64)
     img[...] = BELT
     img[:, : round(cover * 128)] = PRODUCT
+    img[:, ::16] *= 0.8  # the belt's slats and the product's print: some texture
     noise = rng.normal(0, 4, img.shape)
-    return np.clip(img + noise, 0, 255).astype(np.uint8)
+    return np.clip(img * light + noise, 0, 255).astype(np.uint8)
 
 
-def run_trigger(covers, config=None):
+def run_trigger(covers, config=None, lights=None, trigger=None):
     rng = np.random.default_rng(0)
-    trigger = OccupancyTrigger(config or TriggerConfig(learn_frames=5))
-    return [trigger.update(frame(i), view(c, rng)) for i, c in enumerate(covers)]
+    trigger = trigger or OccupancyTrigger(config or TriggerConfig(learn_frames=5))
+    lights = lights or [1.0] * len(covers)
+    return [
+        trigger.update(frame(i), view(c, rng, g)) for i, (c, g) in enumerate(zip(covers, lights, strict=True))
+    ]
+
+
+#: one product crossing the region, and the empty belt after it
+CROSSING = [0.0, 0.3, 0.7, 1.0, 1.0, 0.7, 0.3, 0.0, 0.0, 0.0]
+
+
+def segments(states) -> list[tuple[int, int]]:
+    """(product, frames it was the product of) for every product a trigger ended, in order."""
+    counts: dict[int, int] = {}
+    ended = []
+    for s in states:
+        if s.product is not None:
+            counts[s.product] = counts.get(s.product, 0) + 1
+        if s.ended is not None:
+            ended.append((s.ended, counts.get(s.ended, 0)))
+    return ended
 
 
 def test_occupancy_trigger_learns_then_begins_and_ends_with_hysteresis():
@@ -134,6 +162,77 @@ def test_occupancy_trigger_two_products_two_ids():
     states = run_trigger([0.0] * 5 + one + one)
     ended = [s.ended for s in states if s.ended is not None]
     assert ended == [1, 2]
+
+
+def test_a_stopped_line_judges_its_product_once_and_the_products_after_it_each_alone():
+    """A product stopped in view beyond max_product_s is judged; its still view is learned as the
+    belt's for as long as it stays; when the line moves on and the region matches the old belt
+    again, that one comes back, the "product" begun by the stopped one leaving is dropped, and the
+    next products are each one product again (not lumped into 30-second ones, as relearning
+    from whatever was in view did)."""
+    config = TriggerConfig(learn_frames=5, max_product_s=0.5)  # 15 frames at 30 fps
+    stop = [0.0] * 5 + [0.3, 0.7] + [1.0] * 60 + [0.7, 0.3] + [0.0] * 4
+    states = run_trigger(stop + CROSSING * 4, config)
+    done = segments(states)
+    assert done[0][0] == 1 and done[0][1] >= 15  # the stopped product, judged while it stood
+    voided = [s.voided for s in states if s.voided is not None]
+    assert voided == [2]  # begun by the stopped one leaving the learned view
+    assert [pid for pid, _ in done[1:]] == [3, 4, 5, 6]  # then one product per crossing
+    assert all(3 <= n <= 6 for _, n in done[1:]), done
+    decider = Decider(0.5)
+    verdicts = [decider.update(frame(i), st, pred(0.9)) for i, st in enumerate(states)]
+    assert [v.product_id for v in verdicts if v] == [1, 3, 4, 5, 6] and decider.voided == 1
+
+
+def test_the_light_switched_on_is_learned_as_the_belt_after_a_few_seconds():
+    """The whole region changes at once and stays changed: after SUDDEN_HOLD_S (not 30 s) the
+    still scene is learned as the belt, and the products under the new light are found one by
+    one; the old belt does not come back."""
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    covers = [0.0] * 10 + [0.0] * 120 + CROSSING * 4
+    lights = [1.0] * 10 + [1.6] * (120 + len(CROSSING) * 4)
+    states = run_trigger(covers, lights=lights, trigger=trigger)
+    done = segments(states)
+    assert done[0][0] == 1 and 85 <= done[0][1] <= 100  # the light step, held after about 3 s
+    assert [pid for pid, _ in done[1:]] == [2, 3, 4, 5]
+    assert trigger.relearned == 1 and trigger.restored == 0
+    assert not any(s.voided for s in states) and not any(s.held_moving for s in states)
+
+
+def test_a_region_that_differs_while_things_move_is_a_fault_until_the_belt_is_learned_again(caplog):
+    """No still frame to learn from (products touching in a queue under a new light): the
+    trigger holds, says why, with things moving (a station fault: products pass unjudged),
+    and after HELD_BLIND_S learns from the last frames whatever they show."""
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5, max_product_s=1.0))
+    queue = [0.6, 0.8, 1.0, 0.9, 0.7] * 120  # never the belt: 600 frames, 20 s
+    states = run_trigger([0.0] * 5 + queue, trigger=trigger)
+    held = [s for s in states if s.held is not None]
+    assert held and all(s.held_moving and "while things move" in s.held for s in held[1:])
+    first = next(i for i, s in enumerate(states) if s.held is not None)
+    last = max(i for i, s in enumerate(states) if s.held is not None)
+    assert 5 + 30 <= first <= 5 + 32 and (last - first) / 30 == pytest.approx(10.0, abs=0.2)
+    assert trigger.relearned == 1 and "none still" in caplog.text
+
+
+def test_a_product_far_longer_than_the_recent_ones_is_said_to_be_merged(caplog):
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    two_touching = [0.0, 0.3, 0.7, 1.0, 1.0, 1.0, 0.9, 1.0, 1.0, 1.0, 0.7, 0.3, 0.0, 0.0, 0.0]
+    states = run_trigger([0.0] * 5 + CROSSING * 6 + two_touching + CROSSING, trigger=trigger)
+    assert [n for _, n in segments(states)] == [6] * 6 + [11, 6]  # (with the frame that ends each)
+    assert trigger.long_products == 1 and "product 7 was in view for 10 frames, 2.0x the 5" in caplog.text
+
+
+def test_a_frame_the_product_has_left_does_not_count_as_seeing_it():
+    """The frames below ``off`` that end a product are the product's but do not show it: a
+    product seen in two frames is seen too briefly, whatever trails it."""
+    decider = Decider(0.5)
+    states = [TriggerState(product=1, occupancy=o) for o in (0.6, 0.9)]
+    states.append(TriggerState(product=1, occupancy=0.1, leaving=True))
+    for i, st in enumerate(states):
+        assert decider.update(frame(i), st, pred(0.9)) is None
+    end = TriggerState(ended=1, occupancy=0.0)
+    v = decider.update(frame(3), end, None)
+    assert v.in_view == 2 and seen_too_briefly(v, end, dropping=False)
 
 
 def test_a_product_that_never_leaves_is_judged_and_the_belt_relearned():

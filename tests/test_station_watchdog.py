@@ -295,3 +295,31 @@ def test_a_model_file_replaced_or_removed_under_a_running_station_is_said_once_e
         assert look() is None and "is the one running again" in caplog.text
     finally:
         station.monitor.__exit__(None, None, None)
+
+
+def test_a_trigger_holding_while_things_move_is_a_fault_and_a_stopped_line_is_not():
+    """Products may pass unjudged while the region differs from the empty belt and things move
+    in it: a station fault (web view, /healthz, the FAULT light) until the trigger judges again.
+    A stopped line (the region holds still) is said in the status, not a fault."""
+    from edge.decision import TriggerState
+    from edge.sinks import FrameResult
+    from edge.types import Frame
+
+    now = [100.0]
+    station = Station(Config.from_mapping({}), clock=lambda: now[0])
+    image = np.zeros((8, 8, 3), np.uint8)
+
+    def frame(state: TriggerState) -> dict:
+        now[0] += 0.04
+        station.status.write(FrameResult(Frame(image, now[0], 0), (0, 0, 8, 8), None, state))
+        return station.status.snapshot(now[0])
+
+    assert frame(TriggerState(occupancy=0.0))["healthy"]
+    moving = "the region has differed from the empty belt for 31 s while things move in it"
+    s = frame(TriggerState(occupancy=0.9, held=moving, held_moving=True))
+    assert not s["healthy"] and s["faults"] == {"trigger": moving} and s["trigger_held"] == moving
+    stopped = "the region has differed from the empty belt for 31 s and holds still: a stopped line?"
+    s = frame(TriggerState(occupancy=0.9, held=stopped))
+    assert s["healthy"] and s["faults"] == {} and s["trigger_held"] == stopped
+    s = frame(TriggerState(occupancy=0.0))
+    assert s["healthy"] and s["trigger_held"] is None

@@ -84,6 +84,8 @@ class StationStatus:
         self.last_frame_t: float | None = None
         #: the trigger is learning the empty belt (nothing is judged)
         self.learning = False
+        #: why the trigger judges no product though the region is not empty (None: it judges)
+        self.trigger_held: str | None = None
         self._frame_times: deque[float] = deque(maxlen=64)
         self._latency_ms: deque[float] = deque(maxlen=WINDOW)
         self._invoke_ms: deque[float] = deque(maxlen=WINDOW)
@@ -114,6 +116,12 @@ class StationStatus:
                 self.frames += 1
                 self.last_frame_t = now
                 self.learning = result.trigger.learning
+                held = result.trigger.held
+                self.trigger_held = held
+                if held is not None and result.trigger.held_moving:  # products may pass unjudged
+                    self.faults["trigger"] = held
+                else:
+                    self.faults.pop("trigger", None)
                 self._frame_times.append(now)
                 self._latency_ms.append(latency_ms)
             if pred is not None:
@@ -218,6 +226,7 @@ class StationStatus:
                 "station": self.station,
                 "model_id": self.model_id,
                 "model_file": self.model_file,
+                "trigger_held": self.trigger_held,
                 "runtime": self.runtime,
                 "uptime_s": round(now - self.started, 1),
                 "healthy": healthy,
