@@ -295,11 +295,11 @@ class OccupancyTrigger:
             cv2.resize(view, (GRID, GRID), dst=self._small, interpolation=cv2.INTER_AREA)
             self._track_still()
             if self._learn_began is None:
-                self._learn_began = frame.t_capture
+                self._learn_began = frame.t_on_line
             if len(self._still) >= cfg.learn_frames:
                 self._set_reference(np.median(np.stack(self._still), axis=0))
             elif (
-                frame.t_capture - self._learn_began >= LEARN_WAIT_S and len(self._recent) >= cfg.learn_frames
+                frame.t_on_line - self._learn_began >= LEARN_WAIT_S and len(self._recent) >= cfg.learn_frames
             ):
                 _log.info(
                     "no %d still frames in %.0f s: the empty belt is the median of the last ones",
@@ -351,7 +351,7 @@ class OccupancyTrigger:
                 self._rise = 0.0
                 self._product = self._next
                 self._next += 1
-                self._started = frame.t_capture
+                self._started = frame.t_on_line
                 self._limit = cfg.max_product_s
                 if last < cfg.off and occ >= SUDDEN:
                     self._limit = min(SUDDEN_HOLD_S, cfg.max_product_s)
@@ -370,7 +370,7 @@ class OccupancyTrigger:
             return TriggerState(ended=pid, occupancy=occ)
         if not self._below:
             self._in_view += 1
-        if frame.t_capture - self._started > self._limit:
+        if frame.t_on_line - self._started > self._limit:
             _log.warning(
                 "product %d in view for more than %.0f s%s: judged; no product begins until the region "
                 "matches the empty belt again, or holds still for a new one to be learned (the line "
@@ -380,7 +380,7 @@ class OccupancyTrigger:
                 " after the whole region changed at once" if self._limit < cfg.max_product_s else "",
             )
             self._product = None
-            self._held_since = frame.t_capture
+            self._held_since = frame.t_on_line
             self._held_still = False
             self._below = 0
             self._still.clear()
@@ -440,8 +440,8 @@ class OccupancyTrigger:
         again, or for still frames to learn a new belt from."""
         cfg = self.config
         self._below = self._below + 1 if occ < cfg.off else 0
-        held_s = frame.t_capture - self._held_since
-        since = frame.t_capture - self._started  # the region has differed from the belt this long
+        held_s = frame.t_on_line - self._held_since
+        since = frame.t_on_line - self._started  # the region has differed from the belt this long
         if self._below >= cfg.exit_frames:
             self._held_since = None
             _log.warning(

@@ -308,6 +308,8 @@ class Source:
         self.name = device.name
         self.threaded = threaded
         self.pace = pace
+        #: t_capture of the first frame less its offset in the recording (``Frame.t_line``)
+        self._line_t0: float | None = None
         self.stall_s = float(stall_s)
         self.truth = truth
         self.stats = SourceStats()
@@ -415,7 +417,14 @@ class Source:
         gap = t - self._last_t if self._last_t is not None and self.device.live else 0.0
         self._last_t = t
         gap = gap if gap >= self.stall_s else 0.0  # frames lost: a stall, a dropped stream, a reopen
-        return Frame(image=image, t_capture=t, index=index, truth=truth, name=name, gap_s=gap)
+        t_line = None
+        if not (self.pace or self.device.live) and self.device.fps:  # a recording, as fast as possible
+            offset = getattr(self.device, "position_s", None)
+            offset = index / self.device.fps if offset is None else offset
+            if self._line_t0 is None:
+                self._line_t0 = t - offset
+            t_line = self._line_t0 + offset
+        return Frame(image=image, t_capture=t, index=index, truth=truth, name=name, gap_s=gap, t_line=t_line)
 
     def _run(self) -> None:
         last_frame = time.monotonic()

@@ -27,6 +27,15 @@ class Frame:
     #: seconds without frames before this one, when a live source lost them for its ``stall_s`` or
     #: more (a stream dropped or stalled, a camera reopened); 0 otherwise
     gap_s: float = 0.0
+    #: when the frame was taken on the line's own clock, where that is not ``t_capture``: a
+    #: recording (or the demo line) read as fast as possible, at its timestamp from ``t_capture``
+    #: of the first frame, so timings of the line (a product in view too long) are those of the
+    #: line it recorded; None: ``t_capture``
+    t_line: float | None = None
+
+    @property
+    def t_on_line(self) -> float:
+        return self.t_capture if self.t_line is None else self.t_line
 
     def __post_init__(self) -> None:
         img = self.image

@@ -463,6 +463,21 @@ def test_a_video_is_paced_by_its_timestamps_or_else_by_its_frame_rate(tmp_path: 
     assert _positions(VideoFile(tmp_path / "v.avi", fps=5), _Capture(3, times_ms=[0, 100, 200])) == [None] * 3
 
 
+def test_a_recording_read_as_fast_as_possible_keeps_the_lines_own_clock(tmp_path: Path):
+    """Read unpaced, a recording's frames come faster than the line ran; the trigger's timings (a
+    product in view too long) go by ``t_line``, its timestamps, so a replay judges as live did.
+    Paced, and from a live camera, the line's clock is the capture time."""
+    _mjpg_video(tmp_path / "v.avi", 12)  # 10 fps
+    with Source(VideoFile(tmp_path / "v.avi"), threaded=False, pace=False) as src:
+        frames = [src.read() for _ in range(12)]
+    lines = [f.t_on_line - frames[0].t_on_line for f in frames]
+    assert lines == pytest.approx([i / 10 for i in range(12)], abs=1e-6)
+    assert frames[-1].t_capture - frames[0].t_capture < 0.5 < lines[-1]  # read faster than it ran
+    with Source(VideoFile(tmp_path / "v.avi"), threaded=False, pace=True) as src:
+        frame = src.read()
+    assert frame.t_line is None and frame.t_on_line == frame.t_capture
+
+
 def test_a_video_reads_on_past_frames_it_cannot_decode(tmp_path: Path, caplog):
     chunks = _mjpg_video(tmp_path / "v.avi", 3)
     assert len(chunks) == 3
