@@ -84,11 +84,13 @@ GRID = 32
 #: over a cell)
 STILL = 0.02
 #: learning the empty belt waits this long at most for ``learn_frames`` still frames (a camera's
-#: exposure settling, products passing), then takes the median of the last ``learn_frames``
-LEARN_WAIT_S = 1.0
+#: exposure settling, products passing), then takes what recurs in the last frames (``recurring``)
+LEARN_WAIT_S = 2.0
 #: held this long while things move in the region (no still frames to learn from), the belt is
 #: learned again from the last ``learn_frames`` frames, whatever they show
 HELD_BLIND_S = 10.0
+#: frames kept to learn the belt from when none are still (``recurring``): 2 s at 30 fps
+RECENT_FRAMES = 60
 #: a belt learned again while the region was held is trusted, and the one before it forgotten,
 #: after this many products came and went against it
 TRUSTED_AFTER = 3
@@ -199,6 +201,19 @@ class EveryFrameTrigger:
         return None  # each frame's product ended with it
 
 
+def recurring(frames: Sequence[np.ndarray], level: int) -> np.ndarray:
+    """Per cell, the colour that recurs most often in ``frames`` (N x GRID x GRID x 3): the
+    median of the largest group of frames within ``level`` of one of them. Where products pass
+    (each one other), the belt between them recurs, though it may show less than half the time
+    (where a plain median takes the products); on an empty belt it is about the median."""
+    stack = np.stack(frames).astype(np.int16)
+    close = np.abs(stack[:, None] - stack[None, :]).max(axis=-1) <= level  # (N, N, G, G)
+    best = close.sum(axis=1).argmax(axis=0)  # (G, G): the frame with the most frames near it
+    members = np.take_along_axis(close, best[None, None], axis=0)[0]  # (N, G, G)
+    values = np.where(members[..., None], stack, np.nan)
+    return np.nanmedian(values, axis=0).astype(np.float32)
+
+
 class OccupancyTrigger:
     """Software trigger: occupancy of the region against a learned empty-belt reference.
 
@@ -223,7 +238,7 @@ class OccupancyTrigger:
         self._ref = np.zeros((GRID, GRID, 3), np.uint8)
         #: the frames of the current still run (learning, or held), and the last few of any kind
         self._still: list[np.ndarray] = []
-        self._recent: deque[np.ndarray] = deque(maxlen=self.config.learn_frames)
+        self._recent: deque[np.ndarray] = deque(maxlen=max(self.config.learn_frames, RECENT_FRAMES))
         self._learn_began: float | None = None
         self._learned = False
         self._product: int | None = None
@@ -259,7 +274,7 @@ class OccupancyTrigger:
     def still_learning(self) -> int:
         """How many frames of the empty belt it has seen while still learning it (0: learned,
         or nothing seen yet)."""
-        return 0 if self._learned else len(self._recent)
+        return 0 if self._learned else min(len(self._recent), self.config.learn_frames)
 
     def _share_off(self, ref: np.ndarray, small: np.ndarray | None = None) -> float:
         """Share of cells of ``small`` (default: this frame's) differing from ``ref`` by more
@@ -302,11 +317,11 @@ class OccupancyTrigger:
                 frame.t_on_line - self._learn_began >= LEARN_WAIT_S and len(self._recent) >= cfg.learn_frames
             ):
                 _log.info(
-                    "no %d still frames in %.0f s: the empty belt is the median of the last ones",
+                    "no %d still frames in %.0f s: the empty belt is what recurs in the last ones",
                     cfg.learn_frames,
                     LEARN_WAIT_S,
                 )
-                self._set_reference(np.median(np.stack(self._recent), axis=0))
+                self._set_reference(recurring(list(self._recent), cfg.level))
             else:
                 return TriggerState(learning=True)
             self._still.clear()
@@ -452,11 +467,13 @@ class OccupancyTrigger:
         self._held_still = still
         blind = not still and held_s > HELD_BLIND_S and len(self._recent) >= cfg.learn_frames
         if len(self._still) >= cfg.learn_frames or blind:
-            frames = self._still if not blind else list(self._recent)
             self._fallback = self._ref.copy()
             self._fallback_below = 0
             self._trust = 0
-            self._set_reference(np.median(np.stack(frames), axis=0))
+            if blind:
+                self._set_reference(recurring(list(self._recent), cfg.level))
+            else:
+                self._set_reference(np.median(np.stack(self._still), axis=0))
             self._still.clear()
             self._held_since = None
             self.relearned += 1
@@ -466,7 +483,7 @@ class OccupancyTrigger:
                 since,
                 f"{cfg.learn_frames} still frames"
                 if not blind
-                else f"the last {cfg.learn_frames} frames (none still)",
+                else "what recurs in the last frames (none still)",
             )
             return TriggerState(occupancy=self._share_off(self._ref))
         why = f"the region has differed from the empty belt for {since:.0f} s" + (

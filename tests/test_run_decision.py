@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from edge.decision import (
     OccupancyTrigger,
     TriggerState,
     no_product_hint,
+    recurring,
     seen_too_briefly,
 )
 from edge.types import Frame, Outcome, Prediction
@@ -270,3 +272,30 @@ def test_products_too_small_for_the_region_get_a_hint_and_whole_ones_none():
         short.update(frame(i), view(0.5, rng))
     hint = no_product_hint(short, products=0)
     assert hint is not None and "(4 of trigger.learn_frames = 10 frames)" in hint and "every-frame" in hint
+
+
+def test_started_with_products_passing_it_learns_the_belt_between_them():
+    """A restart while the line runs: no still frames to learn the belt from, products in view
+    more often than not; what recurs between the (each different) products is the belt, where a
+    median of the first frames took products for it and lumped the next ones for 30 s."""
+    rng = np.random.default_rng(1)
+    colours = rng.integers(120, 256, (40, 3))
+
+    def busy(i: int) -> np.ndarray:  # products of many colours: a cell shows the belt 47% of the time
+        img = np.empty((128, 128, 3), np.float64)
+        img[...] = BELT
+        x = (i * 10) % 245 - 120
+        img[:, max(x, 0) : max(x + 130, 0)] = colours[(i * 10) // 245 % 40]
+        return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+    frames = [frame(i) for i in range(170)]
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=10))
+    states = [trigger.update(f, busy(f.index)) for f in frames]
+    learned = next(i for i, s in enumerate(states) if not s.learning)
+    assert 60 <= learned <= 62  # after LEARN_WAIT_S (2 s at 30 fps) without ten still frames
+    assert trigger.occupancy(np.full((128, 128, 3), BELT, np.uint8)) < 0.05  # the belt, learned
+    assert [n for _, n in segments(states)][1:] == [18] * 3  # each product its own (the first: seen in part)
+    stack = [cv2.resize(busy(i), (32, 32), interpolation=cv2.INTER_AREA) for i in range(60)]
+    belt = np.full((32, 32, 3), BELT, np.float32)
+    assert np.abs(recurring(stack, 30) - belt).max() < 10
+    assert np.abs(np.median(np.stack(stack), axis=0) - belt).max() > 30  # the median takes products
