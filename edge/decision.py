@@ -16,7 +16,7 @@ Triggers
     the whole region changed at once) is judged, and then the region is held until it matches
     the belt again or a new belt is learned; see :class:`OccupancyTrigger`. Measured on 37
     scenario videos (a stopped line, restarts with the line running, lights switched on, light
-    steps, flicker, camera shifts, fast and touching products; 446 products): 357 were each one
+    steps, flicker, camera shifts, fast and touching products; 446 products): 372 were each one
     trigger segment of their own, against 200 when the reference was relearned blindly from the
     next frames after ``max_product_s``.
 
