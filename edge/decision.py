@@ -218,15 +218,16 @@ class OccupancyTrigger:
     """Software trigger: occupancy of the region against a learned empty-belt reference.
 
     The reference is learned from ``learn_frames`` still frames (waiting up to ``LEARN_WAIT_S``
-    for them, so a camera's exposure settling or products passing at the start are not learned).
-    A product in view for longer than ``max_product_s`` is judged, and then the region is *held*:
-    no product begins until the region matches the empty belt again (a stopped line moving on),
-    or until ``learn_frames`` still frames give a new empty belt (the light or the camera
-    changed; a still line held longer than ``max_product_s`` again takes that view too). A belt
-    learned again keeps the one before as a fallback until ``TRUSTED_AFTER`` products came and
-    went against it: if the region matches the old one again (what was learned was a stopped
-    product, which has now left), the old one comes back and the product begun against the new
-    one is dropped (``voided``)."""
+    for them, so a camera's exposure settling or products passing at the start are not learned;
+    then from what recurs over the last frames). A product in view for longer than
+    ``max_product_s`` (``SUDDEN_HOLD_S`` after the whole region changed at once) is judged, and
+    then the region is *held*: no product begins until the region matches the empty belt again
+    (a stopped line moving on), or until ``learn_frames`` still frames give a new empty belt
+    (the light or the camera changed, or a stopped product, learned for as long as it stays;
+    after ``HELD_BLIND_S`` without still frames, what recurs). A belt learned again keeps the one
+    before as a fallback until ``TRUSTED_AFTER`` products came and went against it: if the region
+    matches the old one again (what was learned was a stopped product, which has now left), the
+    old one comes back and the product begun against the new one is dropped (``voided``)."""
 
     def __init__(self, config: TriggerConfig | None = None, first_product: int = 1):
         self.config = config or TriggerConfig()
@@ -250,9 +251,8 @@ class OccupancyTrigger:
         self._limit = self.config.max_product_s
         #: frames in view of the recent products (``LONG_RATIO``)
         self._lengths: deque[int] = deque(maxlen=20)
-        #: since when the region is held (None: not held), and whether it was still at last look
+        #: since when the region is held (None: not held)
         self._held_since: float | None = None
-        self._held_still = False
         #: the empty belt before the last one learned while held (None: none, or trusted since)
         self._fallback: np.ndarray | None = None
         self._fallback_below = 0
@@ -396,7 +396,7 @@ class OccupancyTrigger:
             )
             self._product = None
             self._held_since = frame.t_on_line
-            self._held_still = False
+            self._recent.clear()
             self._below = 0
             self._still.clear()
             return TriggerState(product=pid, ended=pid, occupancy=occ)
@@ -464,7 +464,6 @@ class OccupancyTrigger:
             )
             return TriggerState(occupancy=occ)
         still = self._track_still()
-        self._held_still = still
         blind = not still and held_s > HELD_BLIND_S and len(self._recent) >= cfg.learn_frames
         if len(self._still) >= cfg.learn_frames or blind:
             self._fallback = self._ref.copy()
