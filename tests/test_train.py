@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -438,6 +439,26 @@ def test_without_validation_images_the_lowest_loss_checkpoint_is_saved(tmp_path,
     assert metrics["n_val"] == 0 and metrics["best_step"] in (2, 4)
     assert (out / "model.keras").is_file()
     assert "WARNING: no validation images (6 labelled, --val-split 0.0)" in capsys.readouterr().err
+    # fine-tuned from it: the provenance names the model it started from, by path and hash
+    again = tmp_path / "again"
+    argv = [
+        "--out",
+        str(again),
+        "--data",
+        str(data),
+        "--val-split",
+        "0",
+        "--copies",
+        "2",
+        "--init",
+        str(out / "model.keras"),
+    ]
+    assert train_main([*argv, "--steps", "2", "--eval-every", "2", "--batch-size", "4", "--quiet"]) == 0
+    digest = hashlib.sha256((out / "model.keras").read_bytes()).hexdigest()[:12]
+    assert (
+        json.loads((again / "model.json").read_text())["provenance"]["init"]
+        == f"{out / 'model.keras'} (sha256 {digest})"
+    )
 
 
 def test_labelled_photos_without_a_single_object_are_refused(tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import itertools
 import math
 import os
@@ -141,7 +142,11 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     out: Path = args.out
     save_preview(prep.train, out / "train_preview.png")
     n_classes = len(prep.labels)
+    #: the model fine-tuned from, for the provenance: its path and the first 12 hex digits of its
+    #: SHA-256 (so a deployed model can be traced to the run before it)
+    init = None
     if args.init is not None:
+        init = f"{args.init} (sha256 {hashlib.sha256(Path(args.init).read_bytes()).hexdigest()[:12]})"
         model = load_model(args.init)
         if model.output_names and contract.PRESENCE not in model.output_names:
             raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
@@ -198,6 +203,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         the two match whenever the run ends: steps done, Ctrl-C, or killed)."""
         partial = {"data": prep.description, "seed": args.seed, "date": now(), "best_step": best.get("step")}
         partial["val"] = best.get("metrics", {})
+        partial["init"] = init
         return {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(partial)}
 
     try:
@@ -280,6 +286,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         "data": prep.description,
         "seed": args.seed,
         "date": now(),
+        "init": init,
         "environment": environment(),
     }
     write_json(out / "metrics.json", result)
@@ -323,6 +330,7 @@ def provenance(result: dict) -> dict:
         "seed": result["seed"],
         "trained": result["date"],
         "steps": result["best_step"],
+        **({"init": result["init"]} if result.get("init") else {}),
         # with the counts, which tell a figure's skill (edge.metrics.no_skill_warning)
         "validation": {
             k: v
