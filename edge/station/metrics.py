@@ -26,7 +26,7 @@ from edge.types import Outcome
 
 INVOKE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-FAULT_KINDS = ("camera", "inference", "model")
+FAULT_KINDS = ("camera", "inference", "model", "trigger")
 
 
 class PromMetrics:
