@@ -95,10 +95,24 @@ RECENT_FRAMES = 60
 #: after this many products came and went against it
 TRUSTED_AFTER = 3
 #: a "product" that covers this share of the region on its first frame, the frame before it
-#: showing the empty belt, is more likely a change of the whole scene (lights switched on, the
-#: camera knocked): it is held after ``SUDDEN_HOLD_S`` instead of ``max_product_s``
+#: showing the empty belt, and that a change of light explains (each colour channel of the belt
+#: scaled alike over the region), is the light switched on or off: it is held after
+#: ``SUDDEN_HOLD_S`` instead of ``max_product_s`` (a product moved in at once, as on an indexing
+#: line, is not explained so, and may stay)
 SUDDEN = 0.9
 SUDDEN_HOLD_S = 3.0
+#: the most one colour channel's factor may exceed another's for a change to be the light's
+LIGHT_TINT = 1.3
+#: the frames ``recurring`` compares at most (spread over those it is given)
+RECURRING_SAMPLES = 30
+#: a stopped product learned as the belt leaves within this long: the "product" its leaving began
+#: against that belt is dropped when the old belt shows again, unless it lasted longer or
+#: something rose against the old belt meanwhile (``FOLLOWER_RISE``: a product close behind)
+LEAVING_S = 2.5
+FOLLOWER_RISE = 0.25
+#: ... and the old belt must show this long (and ``exit_frames``) to come back: a product that
+#: happens to look like it passes quicker
+RESTORE_S = 0.3
 #: a product in view this many times as many frames as the median of the recent ones (and at
 #: least ``LONG_EXTRA`` frames more) is said to be several products merged
 LONG_RATIO = 1.8
@@ -202,14 +216,17 @@ class EveryFrameTrigger:
 
 
 def recurring(frames: Sequence[np.ndarray], level: int) -> np.ndarray:
-    """Per cell, the colour that recurs most often in ``frames`` (N x GRID x GRID x 3): the
-    median of the largest group of frames within ``level`` of one of them. Where products pass
-    (each one other), the belt between them recurs, though it may show less than half the time
-    (where a plain median takes the products); on an empty belt it is about the median."""
-    stack = np.stack(frames).astype(np.int16)
-    close = np.abs(stack[:, None] - stack[None, :]).max(axis=-1) <= level  # (N, N, G, G)
-    best = close.sum(axis=1).argmax(axis=0)  # (G, G): the frame with the most frames near it
-    members = np.take_along_axis(close, best[None, None], axis=0)[0]  # (N, G, G)
+    """Per cell, the colour that recurs most often in ``frames`` (GRID x GRID x 3 each, at most
+    ``RECURRING_SAMPLES`` of them spread over all): the median of the largest group of frames
+    within ``level`` of one of them. Where products pass (each one other), the belt between them
+    recurs, though it may show less than half the time (where a plain median takes the
+    products); on an empty belt it is about the median."""
+    if len(frames) > RECURRING_SAMPLES:
+        frames = [frames[round(i)] for i in np.linspace(0, len(frames) - 1, RECURRING_SAMPLES)]
+    stack = np.stack(frames).astype(np.int16)  # (N, G, G, 3)
+    counts = np.stack([(np.abs(stack - f).max(axis=-1) <= level).sum(axis=0) for f in stack])  # (N, G, G)
+    best = np.take_along_axis(stack, counts.argmax(axis=0)[None, ..., None], axis=0)[0]  # (G, G, 3)
+    members = np.abs(stack - best).max(axis=-1) <= level  # (N, G, G)
     values = np.where(members[..., None], stack, np.nan)
     return np.nanmedian(values, axis=0).astype(np.float32)
 
@@ -256,10 +273,19 @@ class OccupancyTrigger:
         #: the empty belt before the last one learned while held (None: none, or trusted since)
         self._fallback: np.ndarray | None = None
         self._fallback_below = 0
+        self._fallback_since = 0.0
         self._trust = 0
+        #: against the old belt, over the product begun on trial: its lowest occupancy, and
+        #: whether it rose again after (something followed the stopped product)
+        self._fb_min = 1.0
+        self._fb_follower = False
+        #: the frame before this one (GRID x GRID), to tell a moving product from a standing one
+        self._prev = np.zeros((GRID, GRID, 3), np.uint8)
         self.relearned = 0
-        #: times a belt learned while held proved wrong and the one before came back
+        #: times a belt learned while held proved wrong and the one before came back, and the
+        #: "products" then dropped (a stopped product leaving the belt learned with it in view)
         self.restored = 0
+        self.voided = 0
         #: products in view much longer than the recent ones (several merged?)
         self.long_products = 0
         #: the highest occupancy seen with no product in view: says how near a missed product came
@@ -350,8 +376,10 @@ class OccupancyTrigger:
         cfg = self.config
         occ = self.occupancy(view)
         last, self._last_occ = self._last_occ, occ
-        if self._fallback is not None and (voided := self._check_fallback()) is not False:
-            return TriggerState(occupancy=self._share_off(self._ref), voided=voided)
+        moving = self._share_off(self._prev) >= STILL
+        np.copyto(self._prev, self._small)
+        if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
+            return restored
         if self._held_since is not None:
             return self._held(frame, occ)
         if self._product is None:
@@ -368,10 +396,11 @@ class OccupancyTrigger:
                 self._next += 1
                 self._started = frame.t_on_line
                 self._limit = cfg.max_product_s
-                if last < cfg.off and occ >= SUDDEN:
+                if last < cfg.off and occ >= SUDDEN and self._light_explains():
                     self._limit = min(SUDDEN_HOLD_S, cfg.max_product_s)
                 self._below = 0
                 self._in_view = 1
+                self._fb_min, self._fb_follower = 1.0, False
                 return TriggerState(product=self._product, occupancy=occ)
             if occ < cfg.off:
                 cv2.accumulateWeighted(self._small, self._ref_f, cfg.adapt_rate)
@@ -383,8 +412,8 @@ class OccupancyTrigger:
             self._product = None
             self._ended_in_view(pid)
             return TriggerState(ended=pid, occupancy=occ)
-        if not self._below:
-            self._in_view += 1
+        if not self._below and moving:  # frames of a product standing still (a stopped line) do
+            self._in_view += 1  # not make it look like several merged
         if frame.t_on_line - self._started > self._limit:
             _log.warning(
                 "product %d in view for more than %.0f s%s: judged; no product begins until the region "
@@ -426,29 +455,60 @@ class OccupancyTrigger:
             if self._trust >= TRUSTED_AFTER:
                 self._fallback = None
 
-    def _check_fallback(self) -> int | bool | None:
+    def _light_explains(self) -> bool:
+        """Whether this frame is the belt under another light: the reference, each colour
+        channel scaled by about the same factor (``LIGHT_TINT``: light is about white), matches it
+        in all but half of ``off`` of the cells. A product filling the region is another colour
+        (another factor for each channel) or shows its own print."""
+        ref, cur = self._ref_f, self._small.astype(np.float32)
+        gain = (cur * ref).sum(axis=(0, 1)) / np.maximum((ref * ref).sum(axis=(0, 1)), 1.0)
+        if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3):
+            return False
+        return float(np.mean(np.abs(cur - ref * gain).max(axis=2) > self.config.level)) < self.config.off / 2
+
+    def _check_fallback(self, frame: Frame, occ: float) -> TriggerState | None:
         """With a belt learned while held still on trial: back to the one before when the region
-        matches it again (``exit_frames`` in a row), dropping the product begun against the new
-        one (returned; None if none); False: the new one stays."""
+        matches it again, and not the new one (within half of ``off``, ``exit_frames`` in a row and
+        ``RESTORE_S``: a product that happens to look like the old belt is not taken for it). The "product"
+        begun against the new belt is then dropped if it was only the stopped product leaving
+        (short, nothing rising behind it), else judged. None: the new belt stays."""
         cfg = self.config
-        if self._share_off(self._fallback) >= cfg.off:
+        old = self._share_off(self._fallback)
+        if self._product is not None:
+            if old < self._fb_min:
+                self._fb_min = old
+            elif old >= self._fb_min + FOLLOWER_RISE:
+                self._fb_follower = True
+        if occ < cfg.off or old >= cfg.off / 2:
             self._fallback_below = 0
-            return False
+            return None
+        if not self._fallback_below:
+            self._fallback_since = frame.t_on_line
         self._fallback_below += 1
-        if self._fallback_below < cfg.exit_frames:
-            return False
+        if self._fallback_below < cfg.exit_frames or frame.t_on_line - self._fallback_since < RESTORE_S:
+            return None
         self._ref_f[:] = self._fallback
         np.copyto(self._ref, self._fallback)
         self._fallback = None
         self.restored += 1
-        voided, self._product = self._product, None
+        pid, self._product = self._product, None
         self._held_since = None
+        leaving = pid is not None and not self._fb_follower and frame.t_on_line - self._started <= LEAVING_S
         _log.warning(
             "the region matches the empty belt learned before again: what was learned since was not "
             "the belt (a stopped product?); back to the one before%s",
-            f", product {voided} dropped (it was the stopped one leaving)" if voided is not None else "",
+            ""
+            if pid is None
+            else f", product {pid} dropped (the stopped one leaving)"
+            if leaving
+            else f", product {pid} judged (the stopped one leaving and what followed it)",
         )
-        return voided
+        if pid is None:
+            return TriggerState(occupancy=old)
+        if leaving:
+            self.voided += 1
+            return TriggerState(occupancy=old, voided=pid)
+        return TriggerState(ended=pid, occupancy=old)
 
     def _held(self, frame: Frame, occ: float) -> TriggerState:
         """The region differs from the empty belt beyond ``max_product_s``: wait for it to match

@@ -256,6 +256,12 @@ class Summary:
     interrupted: int = 0
     #: products seen in fewer than FEW_FRAMES frames (too few to be sure of their verdicts)
     few_frames: int = 0
+    #: the occupancy trigger: times it learned the empty belt again (the region differed from it
+    #: for max_product_s), "products" it dropped (a stopped product leaving the belt learned with
+    #: it in view), and products in view far longer than the recent ones (several merged?)
+    relearned: int = 0
+    dropped_products: int = 0
+    long_products: int = 0
     products: int = 0
     ok: int = 0
     missing: int = 0
@@ -311,6 +317,17 @@ class Summary:
                 else ""
             ),
         ]
+        said = [
+            what
+            for n, what in (
+                (self.relearned, f"learned the empty belt again {self.relearned}x"),
+                (self.dropped_products, f"dropped {self.dropped_products} (a stopped product leaving)"),
+                (self.long_products, f"{self.long_products} in view far longer than usual (merged?)"),
+            )
+            if n
+        ]
+        if said:
+            lines.append(f"trigger     {'; '.join(said)}")
         if self.truth is not None:
             t = self.truth
             stamped = t["truth_products"] - t["truth_missing"]
@@ -665,6 +682,9 @@ class Pipeline:
             blind_s=round(blind_s, 1),
             interrupted=interrupted,
             few_frames=self.few_frames.count if self.few_frames is not None else 0,
+            relearned=getattr(self.trigger, "relearned", 0),
+            dropped_products=getattr(self.trigger, "voided", 0),
+            long_products=getattr(self.trigger, "long_products", 0),
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],
             missing=verdict_counts[Outcome.MISSING],

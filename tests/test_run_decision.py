@@ -173,7 +173,7 @@ def test_a_stopped_line_judges_its_product_once_and_the_products_after_it_each_a
     next products are each one product again (not lumped into 30-second ones, as relearning
     from whatever was in view did)."""
     config = TriggerConfig(learn_frames=5, max_product_s=0.5)  # 15 frames at 30 fps
-    stop = [0.0] * 5 + [0.3, 0.7] + [1.0] * 60 + [0.7, 0.3] + [0.0] * 4
+    stop = [0.0] * 5 + [0.3, 0.7] + [1.0] * 60 + [0.7, 0.3] + [0.0] * 12
     states = run_trigger(stop + CROSSING * 4, config)
     done = segments(states)
     assert done[0][0] == 1 and done[0][1] >= 15  # the stopped product, judged while it stood
@@ -184,6 +184,18 @@ def test_a_stopped_line_judges_its_product_once_and_the_products_after_it_each_a
     decider = Decider(0.5)
     verdicts = [decider.update(frame(i), st, pred(0.9)) for i, st in enumerate(states)]
     assert [v.product_id for v in verdicts if v] == [1, 3, 4, 5, 6] and decider.voided == 1
+
+
+def test_products_close_behind_a_stopped_one_are_judged_not_dropped():
+    """Products bunched behind the stopped one (the belt hardly shows between them): what began
+    against the belt learned with the stopped product in view is judged when the belt shows
+    again, not dropped with the stopped product's leaving; then one product per crossing."""
+    config = TriggerConfig(learn_frames=5, max_product_s=0.5)
+    bunched = [0.0] * 5 + [0.3, 0.7] + [1.0] * 60 + [0.7, 0.3, 0.1, 0.3, 0.7, 1.0, 0.7, 0.3] + [0.0] * 12
+    states = run_trigger(bunched + CROSSING * 3, config)
+    assert not any(s.voided for s in states)
+    done = segments(states)
+    assert done[0][0] == 1 and [pid for pid, _ in done[2:]] == [3, 4, 5]  # 2: the leaving and the follower
 
 
 def test_the_light_switched_on_is_learned_as_the_belt_after_a_few_seconds():
@@ -199,6 +211,25 @@ def test_the_light_switched_on_is_learned_as_the_belt_after_a_few_seconds():
     assert [pid for pid, _ in done[1:]] == [2, 3, 4, 5]
     assert trigger.relearned == 1 and trigger.restored == 0
     assert not any(s.voided for s in states) and not any(s.held_moving for s in states)
+
+
+def test_a_product_moved_in_at_once_may_stand_longer_than_a_change_of_light():
+    """An indexing line moves a product in within a frame and lets it stand 10 s: not the light
+    (the belt's colours scaled alike do not explain its print), so it is held only after
+    max_product_s, and judged once when it leaves; the light switched on is held after 3 s."""
+
+    def printed(cover: float, i: int) -> np.ndarray:
+        img = view(cover, rng)
+        if cover:
+            img[20:40, 10:110] = (30, 30, 90)  # its label
+            img[60:64, :] = (240, 240, 240)
+        return img
+
+    rng = np.random.default_rng(0)
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    covers = [0.0] * 5 + ([1.0] * 300 + [0.0] * 5) * 2
+    states = [trigger.update(frame(i), printed(c, i)) for i, c in enumerate(covers)]
+    assert [n for _, n in segments(states)] == [301, 301] and trigger.relearned == 0  # (and its end)
 
 
 def test_a_region_that_differs_while_things_move_is_a_fault_until_the_belt_is_learned_again(caplog):
@@ -217,10 +248,25 @@ def test_a_region_that_differs_while_things_move_is_a_fault_until_the_belt_is_le
 
 
 def test_a_product_far_longer_than_the_recent_ones_is_said_to_be_merged(caplog):
+    """Two products touching pass as one twice as long as the recent ones: said. One that stood
+    still for a while (the line stopped, not long enough to hold) is not: its standing frames
+    do not count."""
+    rng = np.random.default_rng(0)
+
+    def moving(i: int, cover: float) -> np.ndarray:  # the products' print moves with them
+        img = view(cover, rng)
+        x = 40 if i in still else (i * 9) % 128  # a standing product's print stands still
+        if x < round(cover * 128):
+            img[:, x : x + 6] = (20, 20, 20)
+        return img
+
     trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
     two_touching = [0.0, 0.3, 0.7, 1.0, 1.0, 1.0, 0.9, 1.0, 1.0, 1.0, 0.7, 0.3, 0.0, 0.0, 0.0]
-    states = run_trigger([0.0] * 5 + CROSSING * 6 + two_touching + CROSSING, trigger=trigger)
-    assert [n for _, n in segments(states)] == [6] * 6 + [11, 6]  # (with the frame that ends each)
+    standing = [0.0, 0.3, 0.7] + [1.0] * 200 + [0.7, 0.3, 0.0, 0.0, 0.0]
+    covers = [0.0] * 5 + CROSSING * 6 + two_touching + CROSSING + standing
+    still = set(range(len(covers) - len(standing) + 3, len(covers) - 5))
+    states = [trigger.update(frame(i), moving(i, c)) for i, c in enumerate(covers)]
+    assert [n for _, n in segments(states)] == [6] * 6 + [11, 6, 204]  # (with the frame that ends each)
     assert trigger.long_products == 1 and "product 7 was in view for 10 frames, 2.0x the 5" in caplog.text
 
 
@@ -299,3 +345,21 @@ def test_started_with_products_passing_it_learns_the_belt_between_them():
     belt = np.full((32, 32, 3), BELT, np.float32)
     assert np.abs(recurring(stack, 30) - belt).max() < 10
     assert np.abs(np.median(np.stack(stack), axis=0) - belt).max() > 30  # the median takes products
+
+
+def test_the_summary_says_what_the_trigger_relearned_dropped_and_found_merged():
+    from edge.pipeline import Summary
+
+    plain = Summary(source="s", model_id="m", runtime="r")
+    assert "trigger" not in plain.format()
+    s = Summary(source="s", model_id="m", runtime="r", relearned=2, dropped_products=1, long_products=3)
+    line = next(x for x in s.format().splitlines() if x.startswith("trigger"))
+    assert line == (
+        "trigger     learned the empty belt again 2x; dropped 1 (a stopped product leaving); "
+        "3 in view far longer than usual (merged?)"
+    )
+    assert {k: s.to_dict()[k] for k in ("relearned", "dropped_products", "long_products")} == {
+        "relearned": 2,
+        "dropped_products": 1,
+        "long_products": 3,
+    }

@@ -157,6 +157,6 @@ class FaultMonitor:
             if faulty:
                 _log.warning("FAULT: %s", "; ".join(f"{k}: {v}" for k, v in self.status.faults.items()))
             else:
-                _log.warning("fault cleared: frames flow again")
+                _log.warning("fault cleared: the station inspects again")
             if self.on_fault is not None:
                 self.on_fault(faulty)
