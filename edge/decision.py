@@ -526,7 +526,8 @@ class OccupancyTrigger:
         still = self._track_still()
         blind = not still and held_s > HELD_BLIND_S and len(self._recent) >= cfg.learn_frames
         if len(self._still) >= cfg.learn_frames or blind:
-            self._fallback = self._ref.copy()
+            if self._fallback is None:  # (one on trial already: it stays, the last belt trusted)
+                self._fallback = self._ref.copy()
             self._fallback_below = 0
             self._trust = 0
             if blind:
