@@ -94,15 +94,20 @@ RECENT_FRAMES = 60
 #: a belt learned again while the region was held is trusted, and the one before it forgotten,
 #: after this many products came and went against it
 TRUSTED_AFTER = 3
-#: a "product" that covers this share of the region on its first frame, the frame before it
-#: showing the empty belt, and that a change of light explains (each colour channel of the belt
-#: scaled alike over the region), is the light switched on or off: it is held after
-#: ``SUDDEN_HOLD_S`` instead of ``max_product_s`` (a product moved in at once, as on an indexing
-#: line, is not explained so, and may stay)
+#: an occupancy that jumps to this share of the region in one frame, in a way a change of light
+#: explains (each colour channel of the belt scaled alike), is the light switched on or off: the
+#: region is held after ``SUDDEN_HOLD_S`` instead of ``max_product_s`` (a product moved in at
+#: once, as on an indexing line, is not explained so, and may stay)
 SUDDEN = 0.9
 SUDDEN_HOLD_S = 3.0
 #: the most one colour channel's factor may exceed another's for a change to be the light's
 LIGHT_TINT = 1.3
+#: ... over at least this share of the region, each channel within this of its factor; and the
+#: occupancy must jump by ``LIGHT_JUMP`` in that frame (a product in view then is judged
+#: ``SUDDEN_HOLD_S`` after the change, not after ``max_product_s``)
+LIGHT_BELT = 0.3
+LIGHT_SPREAD = 0.15
+LIGHT_JUMP = 0.3
 #: the frames ``recurring`` compares at most (spread over those it is given)
 RECURRING_SAMPLES = 30
 #: a stopped product learned as the belt leaves within this long: the "product" its leaving began
@@ -377,6 +382,7 @@ class OccupancyTrigger:
         occ = self.occupancy(view)
         last, self._last_occ = self._last_occ, occ
         moving = self._share_off(self._prev) >= STILL
+        light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(self._prev)
         np.copyto(self._prev, self._small)
         if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
             return restored
@@ -396,7 +402,7 @@ class OccupancyTrigger:
                 self._next += 1
                 self._started = frame.t_on_line
                 self._limit = cfg.max_product_s
-                if last < cfg.off and occ >= SUDDEN and self._light_explains():
+                if light:
                     self._limit = min(SUDDEN_HOLD_S, cfg.max_product_s)
                 self._below = 0
                 self._in_view = 1
@@ -414,6 +420,8 @@ class OccupancyTrigger:
             return TriggerState(ended=pid, occupancy=occ)
         if not self._below and moving:  # frames of a product standing still (a stopped line) do
             self._in_view += 1  # not make it look like several merged
+        if light:  # the light changed with a product in view: held soon, not after max_product_s
+            self._limit = min(frame.t_on_line - self._started + SUDDEN_HOLD_S, self._limit)
         if frame.t_on_line - self._started > self._limit:
             _log.warning(
                 "product %d in view for more than %.0f s%s: judged; no product begins until the region "
@@ -455,16 +463,24 @@ class OccupancyTrigger:
             if self._trust >= TRUSTED_AFTER:
                 self._fallback = None
 
-    def _light_explains(self) -> bool:
-        """Whether this frame is the belt under another light: the reference, each colour
-        channel scaled by about the same factor (``LIGHT_TINT``: light is about white), matches it
-        in all but half of ``off`` of the cells. A product filling the region is another colour
-        (another factor for each channel) or shows its own print."""
+    def _light_explains(self, before: np.ndarray) -> bool:
+        """Whether this frame is the belt under another light, in part at least: in
+        ``LIGHT_BELT`` of the region or more, each colour channel of the reference is scaled by
+        the same factor (within ``LIGHT_SPREAD``; the factors are those of the cells that showed
+        the belt in the frame ``before``), and the factors of the channels are about the same
+        (``LIGHT_TINT``: light is about white). A product that fills the region at once is
+        another colour (another factor for each channel) or shows its own print; one in view
+        when the light changes leaves the rest of the region to tell."""
         ref, cur = self._ref_f, self._small.astype(np.float32)
-        gain = (cur * ref).sum(axis=(0, 1)) / np.maximum((ref * ref).sum(axis=(0, 1)), 1.0)
+        ratio = cur / np.maximum(ref, 1.0)
+        belt = np.abs(before.astype(np.float32) - ref).max(axis=2) <= self.config.level
+        if belt.mean() < LIGHT_BELT:  # the frame before showed too little of the belt to tell
+            return False
+        gain = np.median(ratio[belt], axis=0)
         if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3):
             return False
-        return float(np.mean(np.abs(cur - ref * gain).max(axis=2) > self.config.level)) < self.config.off / 2
+        scaled = (np.abs(ratio / gain - 1.0) < LIGHT_SPREAD).all(axis=2) & (ref.min(axis=2) >= 20)
+        return float(scaled.mean()) >= LIGHT_BELT
 
     def _check_fallback(self, frame: Frame, occ: float) -> TriggerState | None:
         """With a belt learned while held still on trial: back to the one before when the region

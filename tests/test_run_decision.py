@@ -213,6 +213,20 @@ def test_the_light_switched_on_is_learned_as_the_belt_after_a_few_seconds():
     assert not any(s.voided for s in states) and not any(s.held_moving for s in states)
 
 
+def test_the_light_changing_with_a_product_in_view_is_held_after_a_few_seconds_too():
+    """The light steps up while a product half fills the region: the belt around it changes as a
+    change of light does, so the region is held 3 s after the step (not after 30 s), learned
+    again once the product has passed, and the products after it are one each."""
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    entering = [round(0.05 * k, 2) for k in range(4, 21)]  # a product moving in over 17 frames
+    covers = [0.0] * 5 + entering + entering[::-1] + [0.0] * 120 + CROSSING * 3
+    lights = [1.0] * 11 + [1.6] * (len(covers) - 11)  # the step: with the product half in view
+    states = run_trigger(covers, lights=lights, trigger=trigger)
+    done = segments(states)
+    assert done[0][0] == 1 and 90 <= done[0][1] <= 100  # judged about 3 s after the step
+    assert [pid for pid, _ in done[1:]] == [2, 3, 4] and trigger.relearned == 1
+
+
 def test_a_product_moved_in_at_once_may_stand_longer_than_a_change_of_light():
     """An indexing line moves a product in within a frame and lets it stand 10 s: not the light
     (the belt's colours scaled alike do not explain its print), so it is held only after
