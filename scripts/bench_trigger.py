@@ -75,7 +75,7 @@ def run(line: demo.DemoLine, shown: list[int], gains: list[float], seed: int) ->
         truth, cover = line.cover_at(t)
         if truth is not None and cover >= 0.5:
             covered.add(truth.number)
-        if state.voided is not None:
+        if getattr(state, "voided", None) is not None:  # (a trigger before voiding: none)
             voided.add(state.voided)
         if state.product is not None:
             if current is None or current[0] != state.product:
