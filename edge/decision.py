@@ -112,14 +112,12 @@ LIGHT_SPREAD = 0.15
 LIGHT_JUMP = 0.3
 #: the frames ``recurring`` compares at most (spread over those it is given)
 RECURRING_SAMPLES = 30
-#: a stopped product learned as the belt leaves within this long: the "product" its leaving began
-#: against that belt is dropped when the old belt shows again, unless it lasted longer or
-#: something rose against the old belt meanwhile (``FOLLOWER_RISE``: a product close behind)
-LEAVING_S = 2.5
+#: the "product" a stopped product's leaving began against the belt learned with it in view is
+#: dropped when the old belt shows again, unless something rose against the old belt meanwhile
+#: (``FOLLOWER_RISE``: a product close behind) or it lasted longer than ``LEAVING_S`` (a slow
+#: line takes seconds to clear the region)
+LEAVING_S = 10.0
 FOLLOWER_RISE = 0.25
-#: ... and the old belt must show this long (and ``exit_frames``) to come back: a product that
-#: happens to look like it passes quicker
-RESTORE_S = 0.3
 #: a product in view this many times as many frames as the median of the recent ones (and at
 #: least ``LONG_EXTRA`` frames more) is said to be several products merged
 LONG_RATIO = 1.8
@@ -280,7 +278,6 @@ class OccupancyTrigger:
         #: the empty belt before the last one learned while held (None: none, or trusted since)
         self._fallback: np.ndarray | None = None
         self._fallback_below = 0
-        self._fallback_since = 0.0
         self._trust = 0
         #: against the old belt, over the product begun on trial: its lowest occupancy, and
         #: whether it rose again after (something followed the stopped product)
@@ -486,8 +483,7 @@ class OccupancyTrigger:
 
     def _check_fallback(self, frame: Frame, occ: float) -> TriggerState | None:
         """With a belt learned while held still on trial: back to the one before when the region
-        matches it again, and not the new one (within half of ``off``, ``exit_frames`` in a row and
-        ``RESTORE_S``: a product that happens to look like the old belt is not taken for it). The "product"
+        matches it again, and not the new one (``exit_frames`` in a row). The "product"
         begun against the new belt is then dropped if it was only the stopped product leaving
         (short, nothing rising behind it), else judged. None: the new belt stays."""
         cfg = self.config
@@ -497,13 +493,11 @@ class OccupancyTrigger:
                 self._fb_min = old
             elif old >= self._fb_min + FOLLOWER_RISE:
                 self._fb_follower = True
-        if occ < cfg.off or old >= cfg.off / 2:
+        if occ < cfg.off or old >= cfg.off:
             self._fallback_below = 0
             return None
-        if not self._fallback_below:
-            self._fallback_since = frame.t_on_line
         self._fallback_below += 1
-        if self._fallback_below < cfg.exit_frames or frame.t_on_line - self._fallback_since < RESTORE_S:
+        if self._fallback_below < cfg.exit_frames:
             return None
         self._ref_f[:] = self._fallback
         np.copyto(self._ref, self._fallback)

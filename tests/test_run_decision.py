@@ -186,6 +186,17 @@ def test_a_stopped_line_judges_its_product_once_and_the_products_after_it_each_a
     assert [v.product_id for v in verdicts if v] == [1, 3, 4, 5, 6] and decider.voided == 1
 
 
+def test_a_stopped_product_leaving_slowly_is_not_judged_again():
+    """A slow line clears the region in seconds after a stop: the stretch its leaving began
+    against the belt learned with it in view is dropped (nothing followed), not judged a second
+    time (where it would be judged on frames of empty belt: a false MISSING)."""
+    config = TriggerConfig(learn_frames=5, max_product_s=5.0)
+    leaving = [round(1.0 - 0.01 * k, 2) for k in range(101)]  # 100 frames: over 3 s
+    states = run_trigger([0.0] * 5 + [0.3, 0.7] + [1.0] * 200 + leaving + [0.0] * 20 + CROSSING, config)
+    assert [s.voided for s in states if s.voided] == [2]
+    assert [pid for pid, _ in segments(states)] == [1, 3]
+
+
 def test_products_close_behind_a_stopped_one_are_judged_not_dropped():
     """Products bunched behind the stopped one (the belt hardly shows between them): what began
     against the belt learned with the stopped product in view is judged when the belt shows
