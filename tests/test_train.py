@@ -699,6 +699,7 @@ def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_pa
     (out / "model.json").write_text(json.dumps({"kind": "center", "labels": ["a", "b", "c"]}))
     argv = [sys.executable, "-m", "train.cli", "--out", str(out), "--synthetic", "128", "--val-size", "16"]
     argv += ["--steps", "100000", "--eval-every", "2", "--batch-size", "4", "--workers", "1", "--quiet"]
+    argv += ["--patience", "100000"]  # no early stop before the Ctrl-C (a fast machine got there first)
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
     try:
         deadline = time.monotonic() + 240
