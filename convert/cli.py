@@ -501,7 +501,7 @@ def run(args: argparse.Namespace) -> int:
             ml = check["tflite"]
             provenance["validation_tflite"] = {
                 k: ml[k] for k in (*KEYS, "center_within_0_05") if not np.isnan(ml[k])
-            } | {k: int(ml[k]) for k in ("n_images", "n_positive") if k in ml}
+            } | {k: int(ml[k]) for k in metrics.PRESENCE_COUNTS if k in ml}
             provenance["agreement"] = check["agreement"]
             print_report(report, check["metric"], log)
             if kind == "box" and check["passed"]:

@@ -89,7 +89,7 @@ STILL = 0.02
 #: exposure settling, products passing), then takes what recurs in the last frames (``recurring``)
 LEARN_WAIT_S = 2.0
 #: held this long while things move in the region (no still frames to learn from), the belt is
-#: learned again from the last ``learn_frames`` frames, whatever they show
+#: learned again from what recurs in the last frames (``recurring``), whatever they show
 HELD_BLIND_S = 10.0
 #: frames kept to learn the belt from when none are still (``recurring``): 2 s at 30 fps
 RECENT_FRAMES = 60
@@ -242,7 +242,7 @@ class OccupancyTrigger:
     The reference is learned from ``learn_frames`` still frames (waiting up to ``LEARN_WAIT_S``
     for them, so a camera's exposure settling or products passing at the start are not learned;
     then from what recurs over the last frames). A product in view for longer than
-    ``max_product_s`` (``SUDDEN_HOLD_S`` after the whole region changed at once) is judged, and
+    ``max_product_s`` (``SUDDEN_HOLD_S`` after a change of light, ``_light_explains``) is judged, and
     then the region is *held*: no product begins until the region matches the empty belt again
     (a stopped line moving on), or until ``learn_frames`` still frames give a new empty belt
     (the light or the camera changed, or a stopped product, learned for as long as it stays;
@@ -331,7 +331,9 @@ class OccupancyTrigger:
         return still
 
     def _set_reference(self, small: np.ndarray) -> None:
-        self._ref_f[:] = small
+        """The empty belt is ``small`` (float, or uint8) from now on."""
+        if small is not self._ref_f:
+            self._ref_f[:] = small
         np.copyto(self._ref, self._ref_f.round().astype(np.uint8))
 
     def update(self, frame: Frame, view: np.ndarray) -> TriggerState:
@@ -380,7 +382,8 @@ class OccupancyTrigger:
         cfg = self.config
         occ = self.occupancy(view)
         last, self._last_occ = self._last_occ, occ
-        moving = self._share_off(self._prev) >= STILL
+        # (whether a product in view moves: only for one in progress, not on every empty frame)
+        moving = self._product is not None and self._share_off(self._prev) >= STILL
         light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(self._prev)
         np.copyto(self._prev, self._small)
         if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
@@ -409,7 +412,7 @@ class OccupancyTrigger:
                 return TriggerState(product=self._product, occupancy=occ)
             if occ < cfg.off:
                 cv2.accumulateWeighted(self._small, self._ref_f, cfg.adapt_rate)
-                np.copyto(self._ref, self._ref_f.round().astype(np.uint8))
+                self._set_reference(self._ref_f)
             return TriggerState(occupancy=occ)
         pid = self._product
         self._below = self._below + 1 if occ < cfg.off else 0
@@ -499,8 +502,7 @@ class OccupancyTrigger:
         self._fallback_below += 1
         if self._fallback_below < cfg.exit_frames:
             return None
-        self._ref_f[:] = self._fallback
-        np.copyto(self._ref, self._fallback)
+        self._set_reference(self._fallback)
         self._fallback = None
         self.restored += 1
         pid, self._product = self._product, None

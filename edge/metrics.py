@@ -140,13 +140,15 @@ def summarize(
 
 #: Presence accuracy within this of always giving the commoner answer is no skill at all.
 NO_SKILL_MARGIN = 0.02
+#: the counts ``no_skill_warning`` needs beside the figures (kept with them in a model's provenance)
+PRESENCE_COUNTS = ("n_images", "n_positive")
 
 
 def no_skill_warning(m: Mapping[str, float]) -> str | None:
     """What is wrong when ``summarize``'s presence figures are no better than always giving the
     commoner answer (a model that says "present" on every image), else None. Needs images with
     and without the object to tell."""
-    n, pos = int(m.get("n_images", 0)), int(m.get("n_positive", 0))
+    n, pos = (int(m.get(k, 0)) for k in PRESENCE_COUNTS)
     if not 0 < pos < n or math.isnan(m["presence_accuracy"]):
         return None
     base = max(pos, n - pos) / n

@@ -368,6 +368,12 @@ class Source:
                 self.stats.delivered += 1
                 return frame
 
+    def _position(self, index: int) -> float:
+        """Frame ``index``'s time in the file: its timestamp where the device gives one (a
+        variable-rate file), else its number over ``fps``."""
+        offset = getattr(self.device, "position_s", None)
+        return index / self.device.fps if offset is None else offset
+
     def _grab_paced(self) -> np.ndarray | None:
         """The next frame, held back to its time in the file (its timestamp where the device
         gives one, as a variable-rate file needs, else its number over ``fps``)."""
@@ -376,9 +382,7 @@ class Source:
         raw = self.device.grab()
         if raw is None:
             return None
-        offset = getattr(self.device, "position_s", None)
-        if offset is None:
-            offset = self._index / self.device.fps
+        offset = self._position(self._index)
         now = time.monotonic()
         if self._t0 is None:
             self._t0 = now - offset
@@ -419,8 +423,7 @@ class Source:
         gap = gap if gap >= self.stall_s else 0.0  # frames lost: a stall, a dropped stream, a reopen
         t_line = None
         if not (self.pace or self.device.live) and self.device.fps:  # a recording, as fast as possible
-            offset = getattr(self.device, "position_s", None)
-            offset = index / self.device.fps if offset is None else offset
+            offset = self._position(index)
             if self._line_t0 is None:
                 self._line_t0 = t - offset
             t_line = self._line_t0 + offset

@@ -335,7 +335,7 @@ def provenance(result: dict) -> dict:
         "validation": {
             k: v
             for k, v in result["val"].items()
-            if (isinstance(v, float) and not np.isnan(v)) or k in ("n_images", "n_positive")
+            if (isinstance(v, float) and not np.isnan(v)) or k in metrics.PRESENCE_COUNTS
         },
     }
 
