@@ -218,17 +218,19 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                 progress = step / total
                 if deadline:
                     progress = max(progress, (time.perf_counter() - t_train) / (deadline - t_train))
-                model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
-                x, y, w = next(it)
-                logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
-                if ema is not None:
-                    ema.update()
-                step += 1
+                with interrupts_deferred():  # Ctrl-C between steps, not inside TensorFlow's calls
+                    model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
+                    x, y, w = next(it)
+                    logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
+                    if ema is not None:
+                        ema.update()
+                    step += 1
                 if deadline and time.perf_counter() > deadline:
                     break
             step_s = (time.perf_counter() - t0) / max(step - first, 1)
             with ema.applied() if ema is not None else contextlib.nullcontext():
-                m = validate() if len(val_images) else {}
+                with interrupts_deferred():
+                    m = validate() if len(val_images) else {}
                 score = score_of(prep.kind, m) if m else (-float(logs.get("loss", 0)), 0.0)
                 improved = score > best["score"]
                 if improved:
