@@ -57,7 +57,7 @@ def _thread_count(v: Any) -> str | None:
     return None if 1 <= v <= MAX_THREADS else f"a whole number from 1 to {MAX_THREADS}"
 
 
-def _one_of(*choices: str) -> Check:
+def _one_of(*choices: str | int) -> Check:
     def check(v: Any) -> str | None:
         return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
 
@@ -133,6 +133,16 @@ class SourceConfig:
     as_fast_as_possible: bool = False
     #: a live source that delivers nothing for this long is closed and reopened (with back-off)
     stall_s: float = _opt(3.0, _positive)
+    #: cameras: a fixed exposure time in ms (left out: the camera's automatic exposure). Short
+    #: enough that a moving product does not smear; under lights on the mains, a whole number of
+    #: their flicker periods (10 ms at 50 Hz, 8.33 ms at 60 Hz) or frames pulse
+    exposure_ms: float | None = _opt(None, _positive)
+    #: cameras: a fixed gain (picamera: analogue gain, 1.0 none; a V4L2 camera: its own gain
+    #: control's units, `v4l2-ctl -L`); left out: the camera's own
+    gain: float | None = _opt(None, _positive)
+    #: cameras: the mains frequency of the lights (50 or 60): automatic exposure keeps to whole
+    #: flicker periods; left out: the camera's own setting
+    mains_hz: int | None = _opt(None, _one_of(50, 60))
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,51 @@ PICAMERA_HINT = (
 STALE_READ = 0.9
 
 
+@dataclass(frozen=True)
+class CameraControls:
+    """What a station fixes on its camera rather than leave to the camera (``source.exposure_ms``,
+    ``source.gain``, ``source.mains_hz``); None: the camera's own (automatic) setting.
+
+    A camera left on automatic exposure brightens and darkens the belt as dark and light
+    products pass (the trigger and the model see the whole frame change), and in dim light it
+    picks long exposures that smear a moving product. Lights on the mains flicker at twice its
+    frequency; an exposure that is not a whole number of flicker periods shows that as frames
+    that pulse or bands that roll through them.
+    """
+
+    exposure_ms: float | None = None
+    #: picamera: analogue gain (1.0: none); a V4L2 camera: its own ``gain`` control's units
+    gain: float | None = None
+    #: 50 or 60: automatic exposure keeps to whole flicker periods of lights on these mains
+    mains_hz: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.exposure_ms, self.gain, self.mains_hz))
+
+
+def flicker_period_ms(mains_hz: int) -> float:
+    """Lights on the mains brighten and dim twice per cycle: 10 ms at 50 Hz, 8.33 ms at 60 Hz."""
+    return 1000.0 / (2 * mains_hz)
+
+
+def flicker_warning(exposure_ms: float | None, mains_hz: int | None) -> str | None:
+    """What a fixed exposure means under lights on the mains: fine when it is a whole number of
+    flicker periods (each frame then gathers the same light), else frames pulse or bands roll."""
+    if exposure_ms is None or mains_hz is None:
+        return None
+    period = flicker_period_ms(mains_hz)
+    periods = exposure_ms / period
+    if round(periods) >= 1 and abs(periods - round(periods)) <= 0.05:
+        return None
+    whole = ", ".join(f"{k * period:.3g}" for k in (1, 2, 3))
+    return (
+        f"exposure {exposure_ms:g} ms is not a whole number of the lights' flicker periods at "
+        f"{mains_hz} Hz ({period:.3g} ms): under lights on the mains, frames pulse or bands roll "
+        f"through them, which the trigger may take for products; use {whole} ms, or lights that do "
+        "not flicker (LEDs on a DC supply)"
+    )
+
+
 class SourceError(RuntimeError):
     """A source that cannot be opened or read (reported on one line, exit status 2)."""
 
@@ -539,11 +584,15 @@ class OpenCVCamera(_OpenCVCapture):
         width: int | None = None,
         height: int | None = None,
         fps: float | None = None,
+        controls: CameraControls | None = None,
     ):
         self.camera = camera_device(camera)
         self.name = f"camera {camera}"
         self.width, self.height, self.fps = width, height, fps
         self.format = ""
+        self.controls = controls or CameraControls()
+        self.applied: list[str] = []  # the controls the camera took, as the start line says them
+        self._said_controls = False  # their warnings: at the first opening, not at every reopen
 
     def open(self) -> None:
         _quiet_opencv()
@@ -574,6 +623,34 @@ class OpenCVCamera(_OpenCVCapture):
             self.fps,
         )
         self._cap = cap
+        self._apply_controls()
+
+    def _apply_controls(self) -> None:
+        """Fixed exposure, gain and the mains' flicker, set on the device after its format (a
+        reopened camera gets them again: a replugged one starts from its defaults)."""
+        c = self.controls
+        if not c:
+            return
+        warnings: list[str] = []
+        if sys.platform.startswith("linux"):
+            from edge import v4l2
+
+            self.applied, warnings = v4l2.apply(
+                self.camera, exposure_ms=c.exposure_ms, gain=c.gain, mains_hz=c.mains_hz
+            )
+        else:
+            warnings.append(
+                "source.exposure_ms, source.gain and source.mains_hz are set on Linux (V4L2) only"
+            )
+        if (flicker := flicker_warning(c.exposure_ms, c.mains_hz)) is not None:
+            warnings.append(f"source.exposure_ms: {flicker}")
+        if not self._said_controls:
+            for warning in warnings:
+                _log.warning("%s: %s", self.name, warning)
+        self._said_controls = True
+
+    def describe(self) -> str:
+        return ", ".join(self.applied)
 
 
 #: the stream schemes FFmpeg reads that edge-run expects (others are refused with this list)
@@ -1019,13 +1096,74 @@ class PiCamera:
     live = True
 
     def __init__(
-        self, width: int | None = None, height: int | None = None, fps: float | None = None, number: int = 0
+        self,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        number: int = 0,
+        controls: CameraControls | None = None,
     ):
         self.number = number  # picamera2's camera_num: 1 is a second camera port (Pi 5, CM4)
         self.name = "picamera" if number == 0 else f"picamera {number}"
         self.size = (width or PICAMERA_DEFAULT_SIZE[0], height or PICAMERA_DEFAULT_SIZE[1])
         self.fps = fps
+        self.controls = controls or CameraControls()
+        self.applied: list[str] = []
+        self._said_controls = False
         self._cam = None
+
+    def _libcamera_controls(self, offered: Mapping[str, tuple]) -> dict[str, object]:
+        """libcamera's controls for ``self.controls``, within the ranges the camera offers
+        (``Picamera2.camera_controls``: name -> (min, max, default)); what it lacks is warned about."""
+        c = self.controls
+        out: dict[str, object] = {}
+        warnings: list[str] = []
+        self.applied = []
+
+        def within(name: str, key: str, value: float, unit: str, scale: float) -> float | None:
+            if name not in offered:
+                warnings.append(f"{key}: the camera has no {name} control; its own setting is used")
+                return None
+            low, high = offered[name][0], offered[name][1]
+            kept = min(max(value, low), high) if low is not None and high is not None else value
+            if kept != value:
+                warnings.append(
+                    f"{key}: {value / scale:g}{unit} is outside the camera's range "
+                    f"{low / scale:g}-{high / scale:g}{unit}; {kept / scale:g}{unit} is used"
+                )
+            return kept
+
+        if c.exposure_ms is not None:
+            # a fixed exposure time; the gain too if given, else automatic exposure keeps the gain
+            if (
+                us := within("ExposureTime", "source.exposure_ms", round(c.exposure_ms * 1000), " ms", 1000)
+            ) is not None:
+                out["ExposureTime"] = int(us)
+                self.applied.append(f"exposure {us / 1000:g} ms")
+        if c.gain is not None:
+            if (g := within("AnalogueGain", "source.gain", float(c.gain), "", 1)) is not None:
+                out["AnalogueGain"] = float(g)
+                self.applied.append(f"gain {g:g}")
+        if c.mains_hz is not None:
+            if "AeFlickerMode" in offered and "AeFlickerPeriod" in offered:
+                out["AeFlickerMode"] = 1  # libcamera's FlickerManual: keep to the period given
+                out["AeFlickerPeriod"] = round(flicker_period_ms(c.mains_hz) * 1000)
+                self.applied.append(f"mains {c.mains_hz} Hz")
+            else:
+                warnings.append(
+                    "source.mains_hz: this libcamera has no flicker control (AeFlickerMode); update "
+                    "Raspberry Pi OS (`sudo apt full-upgrade`), or fix the exposure to whole flicker periods"
+                )
+        if (flicker := flicker_warning(c.exposure_ms, c.mains_hz)) is not None:
+            warnings.append(f"source.exposure_ms: {flicker}")
+        if not self._said_controls:
+            for warning in warnings:
+                _log.warning("%s: %s", self.name, warning)
+        self._said_controls = True
+        return out
+
+    def describe(self) -> str:
+        return ", ".join(self.applied)
 
     def open(self) -> None:
         try:
@@ -1034,7 +1172,9 @@ class PiCamera:
             raise SourceError(PICAMERA_HINT) from None
         try:
             cam = Picamera2(self.number)
-            controls = {"FrameRate": float(self.fps)} if self.fps else {}
+            controls: dict[str, object] = {"FrameRate": float(self.fps)} if self.fps else {}
+            if self.controls:
+                controls.update(self._libcamera_controls(cam.camera_controls))
             # "RGB888" is B, G, R in memory: what OpenCV calls BGR
             config = cam.create_video_configuration(
                 main={"size": self.size, "format": "RGB888"}, buffer_count=2, controls=controls

@@ -259,9 +259,17 @@ def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> li
             "picamera": ["--picamera", str(s.camera)],
         }[s.kind]
     fps = s.pace_fps if s.kind == "video" else s.fps
-    for dest, value in (("width", s.width), ("height", s.height), ("fps", fps)):
+    given = (
+        ("width", s.width),
+        ("height", s.height),
+        ("fps", fps),
+        ("exposure_ms", s.exposure_ms),
+        ("gain", s.gain),
+        ("mains_hz", s.mains_hz),
+    )
+    for dest, value in given:
         if value is not None and s.kind in SOURCE_FLAG_KINDS[dest]:  # a camera config's size: not a video's
-            argv += [f"--{dest}", str(value)]
+            argv += ["--" + dest.replace("_", "-"), str(value)]
     if s.as_fast_as_possible and s.kind in SOURCE_FLAG_KINDS["as_fast_as_possible"]:
         argv.append("--as-fast-as-possible")
     if config.inspection.roi is not None:

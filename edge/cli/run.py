@@ -161,6 +161,9 @@ OVERRIDES = {
     "width": "source.width",
     "height": "source.height",
     "fps": "source.fps",
+    "exposure_ms": "source.exposure_ms",
+    "gain": "source.gain",
+    "mains_hz": "source.mains_hz",
     "as_fast_as_possible": "source.as_fast_as_possible",
     "seed": "demo.seed",
     "demo_variants": "demo.variants",
@@ -237,6 +240,26 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         "--fps", type=number, default=S, help="requested frame rate (--video: the pace instead of the file's)"
     )
     src.add_argument(
+        "--exposure-ms",
+        type=number,
+        default=S,
+        metavar="MS",
+        help="camera: a fixed exposure time (default: the camera's automatic exposure)",
+    )
+    src.add_argument(
+        "--gain",
+        type=number,
+        default=S,
+        help="camera: a fixed gain (--picamera: analogue gain, 1.0 none; V4L2: its own units)",
+    )
+    src.add_argument(
+        "--mains-hz",
+        type=int,
+        choices=(50, 60),
+        default=S,
+        help="camera: the lights' mains frequency; automatic exposure keeps to their flicker",
+    )
+    src.add_argument(
         "--as-fast-as-possible",
         action="store_true",
         default=S,
@@ -268,6 +291,9 @@ SOURCE_FLAG_KINDS = {
     "width": ("camera", "picamera"),
     "height": ("camera", "picamera"),
     "fps": ("camera", "picamera", "video"),
+    "exposure_ms": ("camera", "picamera"),
+    "gain": ("camera", "picamera"),
+    "mains_hz": ("camera", "picamera"),
     "as_fast_as_possible": ("video", "images", "demo"),
     "seed": ("demo",),
     "demo_variants": ("demo",),
@@ -692,11 +718,12 @@ def build_source(config: Config):
             DemoCamera(line), threaded=paced, pace=paced, truth=line.truth_at, prefetch=0 if paced else 2
         )
         return src, line
+    controls = sources.CameraControls(s.exposure_ms, s.gain, s.mains_hz)
     if s.kind == "camera":
-        device = sources.OpenCVCamera(s.camera, s.width, s.height, s.fps)
+        device = sources.OpenCVCamera(s.camera, s.width, s.height, s.fps, controls)
         return sources.Source(device, threaded=True, stall_s=s.stall_s), None
     if s.kind == "picamera":
-        device = sources.PiCamera(s.width, s.height, s.fps, number=int(s.camera))
+        device = sources.PiCamera(s.width, s.height, s.fps, number=int(s.camera), controls=controls)
         return sources.Source(device, threaded=True, stall_s=s.stall_s), None
     if s.kind == "url":
         stream = sources.StreamURL(s.url, read_timeout_ms=round(s.stall_s * 1000))

@@ -1,0 +1,197 @@
+"""A V4L2 camera's own controls: fixed exposure, fixed gain, the mains frequency of the lights.
+
+OpenCV has no property for a camera's power line frequency, and its exposure properties take
+different units across its versions; the driver's controls are set directly instead (ioctl), on a
+second descriptor of the same device: controls belong to the device, so they hold for OpenCV's
+capture as well. Each setting is read back, so what is said is what the camera took.
+
+Why a station wants them: see ``edge.sources.CameraControls``.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# ioctl requests: _IOWR('V', nr, size)
+VIDIOC_G_CTRL = 0xC008561B  # struct v4l2_control (8 bytes)
+VIDIOC_S_CTRL = 0xC008561C
+VIDIOC_QUERYCTRL = 0xC0445624  # struct v4l2_queryctrl (68 bytes)
+
+# control ids (linux/v4l2-controls.h)
+CID_AUTOGAIN = 0x00980912
+CID_GAIN = 0x00980913
+CID_POWER_LINE_FREQUENCY = 0x00980918  # menu: 0 disabled, 1 50 Hz, 2 60 Hz, 3 auto
+CID_EXPOSURE_AUTO = 0x009A0901  # menu: 0 auto, 1 manual, 2 shutter priority, 3 aperture priority
+CID_EXPOSURE_ABSOLUTE = 0x009A0902  # in units of 100 us
+
+EXPOSURE_MANUAL = 1
+POWER_LINE = {50: 1, 60: 2}
+_CTRL_FLAG_DISABLED = 0x0001
+_CONTROL = struct.Struct("=Ii")
+_QUERY = struct.Struct("=II32siiiiI2I")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A control's range as the driver gives it."""
+
+    minimum: int
+    maximum: int
+    step: int
+    default: int
+
+    def clamp(self, value: int) -> int:
+        return min(max(value, self.minimum), self.maximum)
+
+
+Ioctl = Callable[[int, int, bytearray, bool], int]
+
+
+class Controls:
+    """The controls of one V4L2 device, on a descriptor of its own (a context manager).
+
+    ``ioctl`` and ``opener`` are the hardware boundary (``fcntl.ioctl`` and ``os.open``).
+    """
+
+    def __init__(self, path: str, ioctl: Ioctl | None = None, opener: Callable[..., int] | None = None):
+        if ioctl is None:
+            import fcntl
+
+            ioctl = fcntl.ioctl
+        self.path = path
+        self._ioctl = ioctl
+        self._open = opener or os.open
+        self._fd = -1
+
+    def __enter__(self) -> Controls:
+        self._fd = self._open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def query(self, cid: int) -> Range | None:
+        """The control's range; None if the device has no such control or it is disabled."""
+        buf = bytearray(_QUERY.pack(cid, 0, b"", 0, 0, 0, 0, 0, 0, 0))
+        try:
+            self._ioctl(self._fd, VIDIOC_QUERYCTRL, buf, True)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return None
+            raise
+        _id, _type, _name, low, high, step, default, flags, _r0, _r1 = _QUERY.unpack(buf)
+        return None if flags & _CTRL_FLAG_DISABLED else Range(low, high, max(step, 1), default)
+
+    def get(self, cid: int) -> int:
+        buf = bytearray(_CONTROL.pack(cid, 0))
+        self._ioctl(self._fd, VIDIOC_G_CTRL, buf, True)
+        return _CONTROL.unpack(buf)[1]
+
+    def set(self, cid: int, value: int) -> int:
+        """Set the control; the value the driver took (read back: it may round to its step)."""
+        self._ioctl(self._fd, VIDIOC_S_CTRL, bytearray(_CONTROL.pack(cid, int(value))), True)
+        return self.get(cid)
+
+
+def device_path(camera: int | str) -> str:
+    """The device node OpenCV opens for a V4L2 camera: ``/dev/videoN`` for index N, else the path."""
+    return f"/dev/video{camera}" if isinstance(camera, int) else str(camera)
+
+
+def apply(
+    camera: int | str,
+    exposure_ms: float | None = None,
+    gain: float | None = None,
+    mains_hz: int | None = None,
+    ioctl: Ioctl | None = None,
+    opener: Callable[..., int] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Set what is given on the camera's device: (what it took, as words for the start line;
+    warnings, each naming the config key it concerns). A control the camera lacks, or refuses, is
+    a warning, not an error: the line runs on the camera's own setting and says so."""
+    said: list[str] = []
+    warnings: list[str] = []
+    if exposure_ms is None and gain is None and mains_hz is None:
+        return said, warnings
+    path = device_path(camera)
+    try:
+        with Controls(path, ioctl, opener) as dev:
+            if mains_hz is not None:
+                _mains(dev, mains_hz, said, warnings)
+            if exposure_ms is not None:
+                _exposure(dev, exposure_ms, said, warnings)
+            if gain is not None:
+                _gain(dev, gain, said, warnings)
+    except OSError as exc:
+        warnings.append(f"cannot set the camera's controls on {path} ({os.strerror(exc.errno or 0)})")
+    return said, warnings
+
+
+def _mains(dev: Controls, mains_hz: int, said: list[str], warnings: list[str]) -> None:
+    r = dev.query(CID_POWER_LINE_FREQUENCY)
+    value = POWER_LINE[mains_hz]
+    if r is None or not r.minimum <= value <= r.maximum:
+        warnings.append(
+            f"source.mains_hz: the camera has no {mains_hz} Hz power line frequency setting; not applied"
+        )
+        return
+    try:
+        got = dev.set(CID_POWER_LINE_FREQUENCY, value)
+    except OSError as exc:
+        warnings.append(f"source.mains_hz: the camera refused it ({os.strerror(exc.errno or 0)})")
+        return
+    said.append(f"mains {mains_hz} Hz" if got == value else f"mains setting {got} (asked {value})")
+
+
+def _exposure(dev: Controls, exposure_ms: float, said: list[str], warnings: list[str]) -> None:
+    auto = dev.query(CID_EXPOSURE_AUTO)
+    r = dev.query(CID_EXPOSURE_ABSOLUTE)
+    if r is None:
+        warnings.append(
+            "source.exposure_ms: the camera has no exposure time control; its own exposure is used"
+        )
+        return
+    try:
+        if auto is not None:
+            dev.set(CID_EXPOSURE_AUTO, EXPOSURE_MANUAL)
+        units = max(1, round(exposure_ms * 10))
+        wanted = r.clamp(units)
+        if wanted != units:
+            warnings.append(
+                f"source.exposure_ms: {exposure_ms:g} ms is outside the camera's range "
+                f"{r.minimum / 10:g}-{r.maximum / 10:g} ms; {wanted / 10:g} ms is used"
+            )
+        got = dev.set(CID_EXPOSURE_ABSOLUTE, wanted)
+    except OSError as exc:
+        warnings.append(f"source.exposure_ms: the camera refused it ({os.strerror(exc.errno or 0)})")
+        return
+    said.append(f"exposure {got / 10:g} ms")
+
+
+def _gain(dev: Controls, gain: float, said: list[str], warnings: list[str]) -> None:
+    r = dev.query(CID_GAIN)
+    if r is None:
+        warnings.append("source.gain: the camera has no gain control; its own gain is used")
+        return
+    try:
+        if dev.query(CID_AUTOGAIN) is not None:
+            dev.set(CID_AUTOGAIN, 0)
+        units = round(gain)
+        wanted = r.clamp(units)
+        if wanted != units or not math.isclose(units, gain):
+            warnings.append(
+                f"source.gain: a V4L2 camera's gain is a whole number in {r.minimum}..{r.maximum} "
+                f"(its own units); {wanted} is used for {gain:g}"
+            )
+        got = dev.set(CID_GAIN, wanted)
+    except OSError as exc:
+        warnings.append(f"source.gain: the camera refused it ({os.strerror(exc.errno or 0)})")
+        return
+    said.append(f"gain {got}")
