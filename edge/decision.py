@@ -125,6 +125,23 @@ LONG_EXTRA = 4
 #: an occupancy that rose to this share of ``on`` and fell back without a product beginning is
 #: a near miss (``OccupancyTrigger.near_misses``)
 NEAR_MISS = 0.6
+#: flickering light (``OccupancyTrigger._flicker_frame``): a frame whose difference from the belt
+#: a brightness per row of cells explains (each cell within ``FLICKER_SPREAD`` of its row's, in
+#: ``FLICKER_EXPLAINED`` of the region: bands across the region, or all of it alike), and whose
+#: row brightnesses changed since the frame before by ``FLICKER_SPREAD`` somewhere. In
+#: ``FLICKER_SHARE`` of the last ``FLICKER_WINDOW`` frames, the light flickers. Measured on the
+#: 37 scenario videos: 0.35 and 0.42 of 2 s with bands of +-25 % and +-30 % (which the trigger
+#: takes for products), 0.12 at most with +-15 %, 0.07 at most without flicker (a camera's
+#: exposure settling), 0 on the demo line
+FLICKER_SPREAD = 0.1
+FLICKER_EXPLAINED = 0.8
+FLICKER_WINDOW = 60
+FLICKER_SHARE = 0.25
+FLICKER_ADVICE = (
+    "fix the camera's exposure to whole flicker periods of the lights (source.exposure_ms = 10 or 20 "
+    "with 50 Hz mains, 8.33 or 16.67 with 60 Hz; or source.mains_hz), or light the line with lamps "
+    "that do not flicker"
+)
 
 
 @dataclass(frozen=True)
@@ -299,6 +316,13 @@ class OccupancyTrigger:
         self.near_misses = 0
         self.near_miss_peak = 0.0
         self._rise = 0.0
+        #: flickering light: the last frames' verdicts, the row brightnesses of the frame before
+        #: (None: it matched the belt), whether it flickers now, and the times it began to
+        self._flicker: deque[bool] = deque(maxlen=FLICKER_WINDOW)
+        self._flicker_count = 0
+        self._rows: np.ndarray | None = None
+        self.flickering = False
+        self.flicker_episodes = 0
 
     @property
     def still_learning(self) -> int:
@@ -386,6 +410,7 @@ class OccupancyTrigger:
         moving = self._product is not None and self._share_off(self._prev) >= STILL
         light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(self._prev)
         np.copyto(self._prev, self._small)
+        self._note_flicker(occ >= cfg.off and self._flicker_frame())
         if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
             return restored
         if self._held_since is not None:
@@ -464,6 +489,47 @@ class OccupancyTrigger:
             self._trust += 1
             if self._trust >= TRUSTED_AFTER:
                 self._fallback = None
+
+    def _flicker_frame(self) -> bool:
+        """Whether this frame differs from the belt as flickering light makes it: a brightness
+        per row of cells explains the difference (bands of a rolling shutter, or the whole
+        region alike), and the rows' brightnesses changed since the frame before."""
+        # (channels as slices and a partition for the median: numpy's reductions over small
+        # axes cost several times as much, and this runs on every frame a product is in view)
+        ref = self._ref_f
+        ratio = self._small.astype(np.float32) / np.maximum(ref, 1.0)
+        r, g, b = ratio[..., 0], ratio[..., 1], ratio[..., 2]
+        rows = np.partition((r + g + b) / 3.0, GRID // 2, axis=1)[:, GRID // 2]  # each row's median
+        before, self._rows = self._rows, rows
+        if before is None or np.abs(rows / np.maximum(before, 1e-3) - 1.0).max() < FLICKER_SPREAD:
+            return False
+        row = np.maximum(rows, 1e-3)[:, None]
+        worst = np.maximum(np.maximum(np.abs(r / row - 1.0), np.abs(g / row - 1.0)), np.abs(b / row - 1.0))
+        lit = np.minimum(np.minimum(ref[..., 0], ref[..., 1]), ref[..., 2]) >= 20  # (black tells no light)
+        return float(np.count_nonzero((worst < FLICKER_SPREAD) & lit)) >= FLICKER_EXPLAINED * GRID * GRID
+
+    def _note_flicker(self, flicker: bool) -> None:
+        """Count this frame toward the light flickering (``FLICKER_SHARE`` of the last
+        ``FLICKER_WINDOW``); said once each time it begins to."""
+        if not flicker and self._last_occ < self.config.off:
+            self._rows = None  # the next frame above off is compared with nothing stale
+        if len(self._flicker) == FLICKER_WINDOW:
+            self._flicker_count -= self._flicker[0]
+        self._flicker.append(flicker)
+        self._flicker_count += flicker
+        share = self._flicker_count / FLICKER_WINDOW
+        if not self.flickering and share >= FLICKER_SHARE:
+            self.flickering = True
+            self.flicker_episodes += 1
+            _log.warning(
+                "the light flickers: the region brightens and darkens from frame to frame (all of "
+                "it, or in bands), which the trigger takes for products (several merged, or products "
+                "where there are none); %s",
+                FLICKER_ADVICE,
+            )
+        elif self.flickering and not self._flicker_count:
+            self.flickering = False
+            _log.warning("the light no longer flickers")
 
     def _light_explains(self, before: np.ndarray) -> bool:
         """Whether this frame is the belt under another light, in part at least: in
@@ -563,6 +629,8 @@ class OccupancyTrigger:
         why = f"the region has differed from the empty belt for {since:.0f} s" + (
             " and holds still: a stopped line? products are judged again when it clears"
             if still
+            else f" while things move in it: the light flickers; {FLICKER_ADVICE}"
+            if self.flickering
             else " while things move in it: the light or the camera changed? products pass unjudged "
             "until the belt is learned again"
         )

@@ -262,6 +262,8 @@ class Summary:
     relearned: int = 0
     dropped_products: int = 0
     long_products: int = 0
+    #: times the light began to flicker (bands or pulses the trigger takes for products)
+    flicker: int = 0
     products: int = 0
     ok: int = 0
     missing: int = 0
@@ -323,6 +325,7 @@ class Summary:
                 (self.relearned, f"learned the empty belt again {self.relearned}x"),
                 (self.dropped_products, f"dropped {self.dropped_products} (a stopped product leaving)"),
                 (self.long_products, f"{self.long_products} in view far longer than usual (merged?)"),
+                (self.flicker, f"the light flickered ({self.flicker}x; fix the camera's exposure)"),
             )
             if n
         ]
@@ -685,6 +688,7 @@ class Pipeline:
             relearned=getattr(self.trigger, "relearned", 0),
             dropped_products=getattr(self.trigger, "voided", 0),
             long_products=getattr(self.trigger, "long_products", 0),
+            flicker=getattr(self.trigger, "flicker_episodes", 0),
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],
             missing=verdict_counts[Outcome.MISSING],

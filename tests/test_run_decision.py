@@ -377,14 +377,78 @@ def test_the_summary_says_what_the_trigger_relearned_dropped_and_found_merged():
 
     plain = Summary(source="s", model_id="m", runtime="r")
     assert "trigger" not in plain.format()
-    s = Summary(source="s", model_id="m", runtime="r", relearned=2, dropped_products=1, long_products=3)
+    s = Summary(
+        source="s", model_id="m", runtime="r", relearned=2, dropped_products=1, long_products=3, flicker=1
+    )
     line = next(x for x in s.format().splitlines() if x.startswith("trigger"))
     assert line == (
         "trigger     learned the empty belt again 2x; dropped 1 (a stopped product leaving); "
-        "3 in view far longer than usual (merged?)"
+        "3 in view far longer than usual (merged?); the light flickered (1x; fix the camera's exposure)"
     )
-    assert {k: s.to_dict()[k] for k in ("relearned", "dropped_products", "long_products")} == {
+    assert {k: s.to_dict()[k] for k in ("relearned", "dropped_products", "long_products", "flicker")} == {
         "relearned": 2,
         "dropped_products": 1,
         "long_products": 3,
+        "flicker": 1,
     }
+
+
+def banded(image: np.ndarray, amplitude: float, phase: float, period_rows: float = 48.0) -> np.ndarray:
+    """``image`` under lights that flicker, seen by a rolling shutter: each row exposed at another
+    moment, so bright and dark bands across the frame, which move on from frame to frame."""
+    rows = 1.0 + amplitude * np.sin(2 * np.pi * (np.arange(image.shape[0]) / period_rows + phase))
+    return np.clip(image * rows[:, None, None], 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("amplitude", "period_rows"), [(0.3, 48.0), (0.45, np.inf)])
+def test_flickering_light_is_said_once_with_what_to_do_and_when_it_ends(caplog, amplitude, period_rows):
+    """Bands of +-30 % rolling through the frame (100 Hz lights at 30 fps: a third of a band a
+    frame), or the whole frame pulsing (a global shutter), on an empty belt: said once, with the
+    camera settings that cure it; said to have ended once the flicker is gone for two seconds.
+    The trigger took it for a product, which is why it is said."""
+    rng = np.random.default_rng(0)
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    states = [trigger.update(frame(i), view(0.0, rng)) for i in range(5)]
+    flickering = []
+    for i in range(5, 5 + 150):
+        flickered = banded(view(0.0, rng), amplitude, (i * 100 / 30) % 1.0, period_rows)
+        states.append(trigger.update(frame(i), flickered))
+        flickering.append(trigger.flickering)
+    assert any(s.product is not None for s in states)  # what the warning is for
+    assert trigger.flickering and trigger.flicker_episodes == 1
+    first = flickering.index(True)
+    assert first < 60 and all(flickering[first:])  # within 2 s, and steadily
+    said = [r.getMessage() for r in caplog.records if "flicker" in r.getMessage()]
+    assert len(said) == 1 and "source.exposure_ms = 10 or 20 with 50 Hz mains" in said[0]
+    for i in range(155, 155 + 90):
+        trigger.update(frame(i), view(0.0, rng))
+    assert not trigger.flickering and trigger.flicker_episodes == 1
+    assert "the light no longer flickers" in caplog.text
+
+
+def test_products_a_light_step_and_a_settling_exposure_are_not_flicker():
+    """What changes the region without flicker: products crossing, touching in a queue, moved
+    in at once; the light switched on; a camera's exposure settling over a second."""
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    covers = (
+        [0.0] * 5 + CROSSING * 10 + [0.6, 0.8, 1.0, 0.9, 0.7] * 30 + [0.0] * 10 + ([1.0] * 20 + [0.0] * 5) * 3
+    )
+    lights = [1.0] * len(covers)
+    covers += [0.0] * 60 + CROSSING * 5
+    lights += [1.5] * 60 + [1.5] * 50  # switched on: a step, then steady
+    covers += [0.0] * 40
+    lights += [1.5 - 0.5 * min(k, 30) / 30 for k in range(40)]  # auto exposure settling back
+    run_trigger(covers, lights=lights, trigger=trigger)
+    assert trigger.flicker_episodes == 0 and not trigger.flickering
+
+
+def test_a_region_held_while_the_light_flickers_says_so():
+    rng = np.random.default_rng(2)
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5, max_product_s=1.0))
+    for i in range(5):
+        trigger.update(frame(i), view(0.0, rng))
+    held = [
+        trigger.update(frame(i), banded(view(0.0, rng), 0.3, (i * 100 / 30) % 1.0)).held
+        for i in range(5, 125)
+    ]
+    assert any(h is not None and "the light flickers; fix the camera's exposure" in h for h in held)
