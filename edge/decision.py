@@ -76,6 +76,7 @@ import numpy as np
 
 from edge.config import DecisionConfig, TriggerConfig
 from edge.overlay import score_text
+from edge.region import SAME_REGION, region_iou
 from edge.types import Frame, Outcome, Prediction, Verdict
 
 _log = logging.getLogger(__name__)
@@ -637,13 +638,25 @@ class OccupancyTrigger:
         return TriggerState(occupancy=occ, held=why, held_moving=not still)
 
 
-def no_product_hint(trigger: object, products: int) -> str | None:
+def no_product_hint(
+    trigger: object,
+    products: int,
+    suggestion: Sequence[float] | None = None,
+    roi: Sequence[float] | None = None,
+) -> str | None:
     """Why an occupancy trigger found no product, or may have missed some, although something
     crossed the region (its occupancy rose well above the empty belt's but never to ``on``), and
-    what to change."""
+    what to change. ``suggestion``: where products passed in the whole frame
+    (``edge.region.RegionFinder``), said as a region to try when it is not about ``roi``."""
     if not isinstance(trigger, OccupancyTrigger):
         return None
     cfg, peak = trigger.config, trigger.idle_peak
+    try_it = ""
+    if suggestion is not None and region_iou(suggestion, roi or (0.0, 0.0, 1.0, 1.0)) < SAME_REGION:
+        try_it = (
+            f"; things moved through the frame about --roi {','.join(f'{v:g}' for v in suggestion)} (a "
+            "product's size, in the middle of where they passed): try it"
+        )
     if products:
         if not trigger.near_misses:
             return None
@@ -651,7 +664,8 @@ def no_product_hint(trigger: object, products: int) -> str | None:
         return (
             f"{trigger.near_misses} time(s) something covered up to {shown} of the "
             f"region and left without reaching the occupancy trigger's on level {cfg.on:g}: products may "
-            "have passed unjudged; narrow the region to where they pass (--roi x,y,w,h) or lower trigger.on"
+            "have passed unjudged; narrow the region to where they pass (--roi x,y,w,h) or lower "
+            f"trigger.on{try_it}"
         )
     if trigger.still_learning:
         return (
@@ -660,11 +674,16 @@ def no_product_hint(trigger: object, products: int) -> str | None:
             "judged; for photos of single products use --trigger every-frame (trigger.kind)"
         )
     if peak < max(cfg.off, cfg.on / 2):
+        if try_it:
+            return (
+                f"no product filled the region (its peak occupancy was {peak:.2f}, trigger.on "
+                f"{cfg.on:g}){try_it}"
+            )
         return None
     return (
         f"no product reached the occupancy trigger's on level {cfg.on:g} (the region's peak was "
         f"{peak:.2f}): products cover too little of it; narrow the region to where they pass (--roi "
-        "x,y,w,h) or lower trigger.on, or use --trigger every-frame for photos of single products"
+        f"x,y,w,h) or lower trigger.on, or use --trigger every-frame for photos of single products{try_it}"
     )
 
 

@@ -29,8 +29,17 @@ from typing import Protocol
 import numpy as np
 
 from edge.contract import prepare_input, roi_pixels
-from edge.decision import FEW_FRAMES, BriefProducts, Decider, Trigger, TriggerState, no_product_hint
+from edge.decision import (
+    FEW_FRAMES,
+    BriefProducts,
+    Decider,
+    OccupancyTrigger,
+    Trigger,
+    TriggerState,
+    no_product_hint,
+)
 from edge.overlay import OverlayState, draw_overlay, score_text
+from edge.region import RegionFinder
 from edge.runtime import look_again
 from edge.sinks import FrameResult, Sink, SinkError
 from edge.sources import EndOfStream, FrameSource
@@ -264,6 +273,9 @@ class Summary:
     long_products: int = 0
     #: times the light began to flicker (bands or pulses the trigger takes for products)
     flicker: int = 0
+    #: a region of one product's size in the middle of where things moved through the frame
+    #: (``edge.region``; None: too little moved, or another trigger than occupancy)
+    suggested_roi: tuple[float, float, float, float] | None = None
     products: int = 0
     ok: int = 0
     missing: int = 0
@@ -468,6 +480,8 @@ class Pipeline:
             getattr(s, "needs_annotated", False) for s in self.sinks if s not in self._draw_sometimes
         )
         self._roi_px: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
+        #: where products pass in the whole frame, for a hint when the region finds none
+        self.region = RegionFinder() if isinstance(trigger, OccupancyTrigger) else None
 
     def stop(self, reason: str = "stopped") -> None:
         self._stop_reason = self._stop_reason or reason
@@ -582,6 +596,8 @@ class Pipeline:
             view = prepare_input(image, self.roi)
             t2 = time.perf_counter()
             state = self.trigger.update(frame, view)
+            if self.region is not None:
+                self.region.update(image)
             t3 = time.perf_counter()
             prediction = self.detector.predict(view) if state.product is not None else None
             if prediction is not None and self.refine != "off":
@@ -663,7 +679,8 @@ class Pipeline:
         if stop_counted and last_frame is not None:  # the frames had stopped, and did not come back
             blind_s += time.monotonic() - last_frame.t_capture
         unfinished = 1 if self.decider.in_progress is not None else 0
-        if hint := no_product_hint(self.trigger, verdict_counts.total() + unfinished):
+        suggested = self.region.suggest() if self.region is not None else None
+        if hint := no_product_hint(self.trigger, verdict_counts.total() + unfinished, suggested, self.roi):
             _log.warning(hint)
         if unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
@@ -689,6 +706,7 @@ class Pipeline:
             dropped_products=getattr(self.trigger, "voided", 0),
             long_products=getattr(self.trigger, "long_products", 0),
             flicker=getattr(self.trigger, "flicker_episodes", 0),
+            suggested_roi=suggested,
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],
             missing=verdict_counts[Outcome.MISSING],
