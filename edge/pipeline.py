@@ -425,6 +425,11 @@ def stop_signals(on_stop: Callable[[str], object]):
             signal.signal(sig, handler)
 
 
+#: a run whose region has found no product for this long (the line's time) while things moved
+#: through the frame says where they passed, once (``Pipeline._say_region``)
+NO_PRODUCT_SAY_S = 60.0
+
+
 class Pipeline:
     """The loop over built parts; :meth:`run` returns the :class:`Summary`."""
 
@@ -482,6 +487,25 @@ class Pipeline:
         self._roi_px: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
         #: where products pass in the whole frame, for a hint when the region finds none
         self.region = RegionFinder() if isinstance(trigger, OccupancyTrigger) else None
+        self._no_product_since: float | None = None
+
+    def _say_region(self, frame: Frame, frames: int) -> bool:
+        """A run whose region found no product in its first ``NO_PRODUCT_SAY_S`` (the line's
+        time) while things moved through the frame says where they passed, once: a service's run
+        does not end to give the hint at its end. True once said."""
+        if self._no_product_since is None:
+            self._no_product_since = frame.t_on_line
+            return False
+        if frame.t_on_line - self._no_product_since < NO_PRODUCT_SAY_S or frames % 30:
+            return False
+        suggested = self.region.suggest() if self.region is not None else None
+        if suggested is None:
+            return False
+        hint = no_product_hint(self.trigger, 0, suggested, self.roi)
+        if hint is None or "--roi" not in hint:
+            return False
+        _log.warning("%.0f s without a product: %s", NO_PRODUCT_SAY_S, hint)
+        return True
 
     def stop(self, reason: str = "stopped") -> None:
         self._stop_reason = self._stop_reason or reason
@@ -516,6 +540,8 @@ class Pipeline:
         ready = False
         t_start = time.monotonic()
         end = "end of stream"
+        region_said = False  # where things moved through the frame, said during the run
+        self._no_product_since = None
 
         def given(verdict: Verdict, state: TriggerState) -> None:
             """Count a verdict, and say what the journal should about it."""
@@ -598,6 +624,8 @@ class Pipeline:
             state = self.trigger.update(frame, view)
             if self.region is not None:
                 self.region.update(image)
+                if not region_said and not verdict_counts and state.product is None and not state.learning:
+                    region_said = self._say_region(frame, frames)
             t3 = time.perf_counter()
             prediction = self.detector.predict(view) if state.product is not None else None
             if prediction is not None and self.refine != "off":

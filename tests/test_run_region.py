@@ -100,8 +100,13 @@ def test_the_summary_keeps_the_suggested_region():
 
 @pytest.mark.slow
 def test_edge_run_finds_no_product_in_the_whole_frame_then_one_each_in_the_region_it_suggests(
-    tmp_path: Path, caplog
+    tmp_path: Path, caplog, monkeypatch
 ):
+    """Said while the run goes on (a service's run does not end), then at its end; the region
+    suggested finds every product."""
+    import edge.pipeline
+
+    monkeypatch.setattr(edge.pipeline, "NO_PRODUCT_SAY_S", 25.0)  # (60 s on a station)
     video = tmp_path / "far.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
     frames = 1200
@@ -112,6 +117,8 @@ def test_edge_run_finds_no_product_in_the_whole_frame_then_one_each_in_the_regio
     assert main(["--video", str(video), "--as-fast-as-possible", "--summary", str(tmp_path / "a.json")]) == 0
     err = caplog.text
     assert "no product filled the region" in err and "--roi " in err
+    during = [r.getMessage() for r in caplog.records if r.getMessage().startswith("25 s without a product: ")]
+    assert len(during) == 1 and "--roi " in during[0]
     first = json.loads((tmp_path / "a.json").read_text())
     assert first["products"] == 0
     roi = ",".join(f"{v:g}" for v in first["suggested_roi"])
