@@ -645,9 +645,10 @@ def no_product_hint(
     roi: Sequence[float] | None = None,
 ) -> str | None:
     """Why an occupancy trigger found no product, or may have missed some, although something
-    crossed the region (its occupancy rose well above the empty belt's but never to ``on``), and
-    what to change. ``suggestion``: where products passed in the whole frame
-    (``edge.region.RegionFinder``), said as a region to try when it is not about ``roi``."""
+    crossed the region (its occupancy rose well above the empty belt's but never to ``on``), or
+    merged some (a region larger than a product), and what to change. ``suggestion``: where
+    products passed in the whole frame (``edge.region.RegionFinder``), said as a region to try
+    when it is not about ``roi``."""
     if not isinstance(trigger, OccupancyTrigger):
         return None
     cfg, peak = trigger.config, trigger.idle_peak
@@ -658,6 +659,11 @@ def no_product_hint(
             "product's size, in the middle of where they passed): try it"
         )
     if products:
+        if trigger.long_products and try_it:
+            return (
+                f"{trigger.long_products} product(s) were in view far longer than the recent ones (several "
+                f"merged?): a region of one product's size shows the belt between them{try_it}"
+            )
         if not trigger.near_misses:
             return None
         shown = score_text(trigger.near_miss_peak)  # rounded down: never shown as reaching on

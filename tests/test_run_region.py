@@ -128,3 +128,14 @@ def test_edge_run_finds_no_product_in_the_whole_frame_then_one_each_in_the_regio
     assert main([*argv, "--refine", "off"]) == 0
     second = json.loads(summary.read_text())
     assert second["products"] + second["unfinished"] == crossed >= 12
+
+
+def test_products_merged_in_a_region_larger_than_a_product_get_the_suggestion_too():
+    trigger = OccupancyTrigger(TriggerConfig())
+    assert no_product_hint(trigger, 8, (0.23, 0.12, 0.53, 0.77), (0.0, 0.0, 1.0, 1.0)) is None
+    trigger.long_products = 1
+    hint = no_product_hint(trigger, 8, (0.23, 0.12, 0.53, 0.77), (0.0, 0.0, 1.0, 1.0))
+    assert (
+        hint is not None and hint.startswith("1 product(s) were in view far longer") and "--roi 0.23" in hint
+    )
+    assert no_product_hint(trigger, 8, (0.23, 0.12, 0.53, 0.77), (0.25, 0.1, 0.5, 0.8)) is None  # about it
