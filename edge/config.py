@@ -64,6 +64,18 @@ def _one_of(*choices: str | int) -> Check:
     return check
 
 
+def _number_or_auto(numbers: Check) -> Check:
+    """A number ``numbers`` accepts, or the text ``"auto"``."""
+
+    def check(v: Any) -> str | None:
+        expected = numbers(0.0 if isinstance(v, str) else v)
+        if isinstance(v, str):
+            return None if v == "auto" else f'{expected or "a number"} or "auto"'
+        return None if expected is None else f'{expected} or "auto"'
+
+    return check
+
+
 def _byte(v: Any) -> str | None:
     return None if 0 <= v <= 255 else "a grey level in 0..255"
 
@@ -133,15 +145,16 @@ class SourceConfig:
     as_fast_as_possible: bool = False
     #: a live source that delivers nothing for this long is closed and reopened (with back-off)
     stall_s: float = _opt(3.0, _positive)
-    #: cameras: a fixed exposure time in ms (left out: the camera's automatic exposure). Short
-    #: enough that a moving product does not smear; under lights on the mains, a whole number of
-    #: their flicker periods (10 ms at 50 Hz, 8.33 ms at 60 Hz) or frames pulse
-    exposure_ms: float | None = _opt(None, _positive)
+    #: cameras: a fixed exposure time in ms, short enough that a moving product does not smear;
+    #: under lights on the mains, a whole number of their flicker periods (10 ms at 50 Hz, 8.33 ms
+    #: at 60 Hz) or frames pulse. "auto": the camera's automatic exposure. Left out: not touched
+    #: (a USB camera keeps what it was last given until it is unplugged)
+    exposure_ms: float | str | None = _opt(None, _number_or_auto(_positive))
     #: cameras: a fixed gain (picamera: analogue gain, 1.0 none; a V4L2 camera: its own gain
-    #: control's units, `v4l2-ctl -L`); left out: the camera's own
-    gain: float | None = _opt(None, _positive)
+    #: control's units, `v4l2-ctl -L`), or "auto"; left out: not touched
+    gain: float | str | None = _opt(None, _number_or_auto(_non_negative))
     #: cameras: the mains frequency of the lights (50 or 60): automatic exposure keeps to whole
-    #: flicker periods; left out: the camera's own setting
+    #: flicker periods; left out: not touched
     mains_hz: int | None = _opt(None, _one_of(50, 60))
 
 

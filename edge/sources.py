@@ -76,7 +76,9 @@ STALE_READ = 0.9
 @dataclass(frozen=True)
 class CameraControls:
     """What a station fixes on its camera rather than leave to the camera (``source.exposure_ms``,
-    ``source.gain``, ``source.mains_hz``); None: the camera's own (automatic) setting.
+    ``source.gain``, ``source.mains_hz``). None: not touched (a USB camera keeps what it was
+    last given, by this or by ``v4l2-ctl``, until it is unplugged; a Pi camera starts on its
+    automatic settings at every opening); ``"auto"``: the camera's automatic exposure or gain.
 
     A camera left on automatic exposure brightens and darkens the belt as dark and light
     products pass (the trigger and the model see the whole frame change), and in dim light it
@@ -85,9 +87,9 @@ class CameraControls:
     that pulse or bands that roll through them.
     """
 
-    exposure_ms: float | None = None
+    exposure_ms: float | str | None = None
     #: picamera: analogue gain (1.0: none); a V4L2 camera: its own ``gain`` control's units
-    gain: float | None = None
+    gain: float | str | None = None
     #: 50 or 60: automatic exposure keeps to whole flicker periods of lights on these mains
     mains_hz: int | None = None
 
@@ -100,22 +102,58 @@ def flicker_period_ms(mains_hz: int) -> float:
     return 1000.0 / (2 * mains_hz)
 
 
-def flicker_warning(exposure_ms: float | None, mains_hz: int | None) -> str | None:
-    """What a fixed exposure means under lights on the mains: fine when it is a whole number of
-    flicker periods (each frame then gathers the same light), else frames pulse or bands roll."""
-    if exposure_ms is None or mains_hz is None:
-        return None
-    period = flicker_period_ms(mains_hz)
-    periods = exposure_ms / period
-    if round(periods) >= 1 and abs(periods - round(periods)) <= 0.05:
-        return None
-    whole = ", ".join(f"{k * period:.3g}" for k in (1, 2, 3))
-    return (
-        f"exposure {exposure_ms:g} ms is not a whole number of the lights' flicker periods at "
-        f"{mains_hz} Hz ({period:.3g} ms): under lights on the mains, frames pulse or bands roll "
-        f"through them, which the trigger may take for products; use {whole} ms, or lights that do "
-        "not flicker (LEDs on a DC supply)"
-    )
+def exposure_warnings(exposure_ms: float | str | None, mains_hz: int | None, fps: float | None) -> list[str]:
+    """What a fixed exposure (as the camera took it) means: under lights on the mains, fine when
+    it is a whole number of flicker periods (each frame then gathers the same light), else frames
+    pulse or bands roll; longer than a frame, the camera shortens it or slows down."""
+    if not isinstance(exposure_ms, int | float):
+        return []
+    out = []
+    if mains_hz is not None:
+        period = flicker_period_ms(mains_hz)
+        periods = exposure_ms / period
+        if not (round(periods) >= 1 and abs(periods - round(periods)) <= 0.05):
+            whole = ", ".join(f"{k * period:.3g}" for k in (1, 2, 3))
+            out.append(
+                f"source.exposure_ms: exposure {exposure_ms:g} ms is not a whole number of the lights' "
+                f"flicker periods at {mains_hz} Hz ({period:.3g} ms): under lights on the mains, frames "
+                f"pulse or bands roll through them, which the trigger may take for products; use {whole} "
+                "ms, or lights that do not flicker (LEDs on a DC supply)"
+            )
+    if fps and exposure_ms > 1000.0 / fps * 1.01:
+        out.append(
+            f"source.exposure_ms: exposure {exposure_ms:g} ms is longer than a frame at {fps:g} fps "
+            f"({1000.0 / fps:.3g} ms): the camera shortens it to a frame, or delivers fewer frames"
+        )
+    return out
+
+
+def controls_said(taken: Mapping[str, float | str]) -> list[str]:
+    """The start line's words for the camera settings in force."""
+    said = []
+    if "mains_hz" in taken:
+        said.append(f"mains {taken['mains_hz']} Hz")
+    if "exposure_ms" in taken:
+        e = taken["exposure_ms"]
+        said.append("automatic exposure" if e == "auto" else f"exposure {e:g} ms")
+    if "gain" in taken:
+        g = taken["gain"]
+        said.append("automatic gain" if g == "auto" else f"gain {g:g}")
+    return said
+
+
+class _SaysOnce:
+    """Warnings about a camera's settings: each said once, at the opening that first finds it
+    (a reopened camera that now refuses a setting is said then)."""
+
+    name: str
+
+    def _say(self, warnings: list[str]) -> None:
+        said = self.__dict__.setdefault("_said", set())
+        for warning in warnings:
+            if warning not in said:
+                said.add(warning)
+                _log.warning("%s: %s", self.name, warning)
 
 
 class SourceError(RuntimeError):
@@ -573,7 +611,7 @@ class _OpenCVCapture:
             self._cap = None
 
 
-class OpenCVCamera(_OpenCVCapture):
+class OpenCVCamera(_OpenCVCapture, _SaysOnce):
     """A V4L2 camera through OpenCV: MJPG when offered, one-frame driver buffer."""
 
     live = True
@@ -592,7 +630,6 @@ class OpenCVCamera(_OpenCVCapture):
         self.format = ""
         self.controls = controls or CameraControls()
         self.applied: list[str] = []  # the controls the camera took, as the start line says them
-        self._said_controls = False  # their warnings: at the first opening, not at every reopen
 
     def open(self) -> None:
         _quiet_opencv()
@@ -632,22 +669,19 @@ class OpenCVCamera(_OpenCVCapture):
         if not c:
             return
         warnings: list[str] = []
+        taken: dict[str, float | str] = {}
         if sys.platform.startswith("linux"):
             from edge import v4l2
 
-            self.applied, warnings = v4l2.apply(
+            taken, warnings = v4l2.apply(
                 self.camera, exposure_ms=c.exposure_ms, gain=c.gain, mains_hz=c.mains_hz
             )
         else:
             warnings.append(
                 "source.exposure_ms, source.gain and source.mains_hz are set on Linux (V4L2) only"
             )
-        if (flicker := flicker_warning(c.exposure_ms, c.mains_hz)) is not None:
-            warnings.append(f"source.exposure_ms: {flicker}")
-        if not self._said_controls:
-            for warning in warnings:
-                _log.warning("%s: %s", self.name, warning)
-        self._said_controls = True
+        self.applied = controls_said(taken)
+        self._say(warnings + exposure_warnings(taken.get("exposure_ms"), c.mains_hz, self.fps))
 
     def describe(self) -> str:
         return ", ".join(self.applied)
@@ -1087,7 +1121,7 @@ class ImageFolder:
         pass
 
 
-class PiCamera:
+class PiCamera(_SaysOnce):
     """A Raspberry Pi camera through picamera2 (imported when opened).
 
     The ISP scales to a stream near the model's input size, so the CPU resizes little.
@@ -1109,23 +1143,24 @@ class PiCamera:
         self.fps = fps
         self.controls = controls or CameraControls()
         self.applied: list[str] = []
-        self._said_controls = False
         self._cam = None
 
-    def _libcamera_controls(self, offered: Mapping[str, tuple]) -> dict[str, object]:
+    def _libcamera_controls(self, offered: Mapping[str, tuple]) -> tuple[dict[str, object], list[str]]:
         """libcamera's controls for ``self.controls``, within the ranges the camera offers
-        (``Picamera2.camera_controls``: name -> (min, max, default)); what it lacks is warned about."""
+        (``Picamera2.camera_controls``: name -> (min, max, default)), and warnings of what it
+        lacks or what was clamped."""
         c = self.controls
         out: dict[str, object] = {}
         warnings: list[str] = []
-        self.applied = []
 
         def within(name: str, key: str, value: float, unit: str, scale: float) -> float | None:
             if name not in offered:
                 warnings.append(f"{key}: the camera has no {name} control; its own setting is used")
                 return None
             low, high = offered[name][0], offered[name][1]
-            kept = min(max(value, low), high) if low is not None and high is not None else value
+            if low is None or high is None or not high > low:  # a range it does not know (yet)
+                return value
+            kept = min(max(value, low), high)
             if kept != value:
                 warnings.append(
                     f"{key}: {value / scale:g}{unit} is outside the camera's range "
@@ -1133,34 +1168,52 @@ class PiCamera:
                 )
             return kept
 
-        if c.exposure_ms is not None:
-            # a fixed exposure time; the gain too if given, else automatic exposure keeps the gain
-            if (
-                us := within("ExposureTime", "source.exposure_ms", round(c.exposure_ms * 1000), " ms", 1000)
-            ) is not None:
+        # newer libcamera takes a fixed value only with its mode manual (older has no mode: AE
+        # keeps off what is fixed); "auto": automatic, as every opening starts anyway
+        if c.exposure_ms == "auto":
+            if "ExposureTimeMode" in offered:
+                out["ExposureTimeMode"] = 0
+        elif c.exposure_ms is not None:
+            us = within("ExposureTime", "source.exposure_ms", round(float(c.exposure_ms) * 1000), " ms", 1000)
+            if us is not None:
                 out["ExposureTime"] = int(us)
-                self.applied.append(f"exposure {us / 1000:g} ms")
-        if c.gain is not None:
+                if "ExposureTimeMode" in offered:
+                    out["ExposureTimeMode"] = 1
+        if c.gain == "auto":
+            if "AnalogueGainMode" in offered:
+                out["AnalogueGainMode"] = 0
+        elif c.gain is not None:
             if (g := within("AnalogueGain", "source.gain", float(c.gain), "", 1)) is not None:
                 out["AnalogueGain"] = float(g)
-                self.applied.append(f"gain {g:g}")
+                if "AnalogueGainMode" in offered:
+                    out["AnalogueGainMode"] = 1
         if c.mains_hz is not None:
             if "AeFlickerMode" in offered and "AeFlickerPeriod" in offered:
                 out["AeFlickerMode"] = 1  # libcamera's FlickerManual: keep to the period given
                 out["AeFlickerPeriod"] = round(flicker_period_ms(c.mains_hz) * 1000)
-                self.applied.append(f"mains {c.mains_hz} Hz")
             else:
                 warnings.append(
                     "source.mains_hz: this libcamera has no flicker control (AeFlickerMode); update "
                     "Raspberry Pi OS (`sudo apt full-upgrade`), or fix the exposure to whole flicker periods"
                 )
-        if (flicker := flicker_warning(c.exposure_ms, c.mains_hz)) is not None:
-            warnings.append(f"source.exposure_ms: {flicker}")
-        if not self._said_controls:
-            for warning in warnings:
-                _log.warning("%s: %s", self.name, warning)
-        self._said_controls = True
-        return out
+        return out, warnings
+
+    def _taken(self, asked: Mapping[str, object], metadata: Mapping[str, object]) -> dict[str, float | str]:
+        """What the camera took: the exposure and gain of its first frame where fixed (its
+        metadata), else what was asked."""
+        c, taken = self.controls, {}
+        if "AeFlickerMode" in asked:
+            taken["mains_hz"] = c.mains_hz
+        if c.exposure_ms == "auto":
+            taken["exposure_ms"] = "auto"
+        elif "ExposureTime" in asked:
+            us = metadata.get("ExposureTime", asked["ExposureTime"])
+            taken["exposure_ms"] = round(float(us) / 1000, 3)  # type: ignore[arg-type]
+        if c.gain == "auto":
+            taken["gain"] = "auto"
+        elif "AnalogueGain" in asked:
+            taken["gain"] = round(float(metadata.get("AnalogueGain", asked["AnalogueGain"])), 2)  # type: ignore[arg-type]
+        return taken
 
     def describe(self) -> str:
         return ", ".join(self.applied)
@@ -1170,11 +1223,14 @@ class PiCamera:
             from picamera2 import Picamera2
         except ImportError:
             raise SourceError(PICAMERA_HINT) from None
+        warnings: list[str] = []
+        asked: dict[str, object] = {}
         try:
             cam = Picamera2(self.number)
             controls: dict[str, object] = {"FrameRate": float(self.fps)} if self.fps else {}
             if self.controls:
-                controls.update(self._libcamera_controls(cam.camera_controls))
+                asked, warnings = self._libcamera_controls(cam.camera_controls)
+                controls.update(asked)
             # "RGB888" is B, G, R in memory: what OpenCV calls BGR
             config = cam.create_video_configuration(
                 main={"size": self.size, "format": "RGB888"}, buffer_count=2, controls=controls
@@ -1184,6 +1240,18 @@ class PiCamera:
         except Exception as exc:
             raise SourceError(f"{self.name}: cannot open ({exc})") from None
         self._cam = cam
+        if self.controls:
+            metadata: Mapping[str, object] = {}
+            if "ExposureTime" in asked or "AnalogueGain" in asked:
+                try:  # the first frame's, as the sensor took them
+                    metadata = cam.capture_metadata()
+                except Exception as exc:  # a driver's error: said, and the values asked shown
+                    warnings.append(f"cannot read the camera's settings back ({exc})")
+            taken = self._taken(asked, metadata)
+            self.applied = controls_said(taken)
+            self._say(
+                warnings + exposure_warnings(taken.get("exposure_ms"), self.controls.mains_hz, self.fps)
+            )
 
     def grab(self) -> np.ndarray | None:
         if self._cam is None:

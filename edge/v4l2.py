@@ -10,6 +10,7 @@ Why a station wants them: see ``edge.sources.CameraControls``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -105,36 +106,44 @@ def device_path(camera: int | str) -> str:
     return f"/dev/video{camera}" if isinstance(camera, int) else str(camera)
 
 
+AUTO = "auto"
+
+
 def apply(
     camera: int | str,
-    exposure_ms: float | None = None,
-    gain: float | None = None,
+    exposure_ms: float | str | None = None,
+    gain: float | str | None = None,
     mains_hz: int | None = None,
     ioctl: Ioctl | None = None,
     opener: Callable[..., int] | None = None,
-) -> tuple[list[str], list[str]]:
-    """Set what is given on the camera's device: (what it took, as words for the start line;
-    warnings, each naming the config key it concerns). A control the camera lacks, or refuses, is
-    a warning, not an error: the line runs on the camera's own setting and says so."""
-    said: list[str] = []
+) -> tuple[dict[str, float | str], list[str]]:
+    """Set what is given on the camera's device (None: not touched; ``"auto"``: the camera's
+    automatic exposure or gain): (what it took, read back, by key: ``exposure_ms``, ``gain``,
+    ``mains_hz``; warnings, each naming the config key it concerns). A control the camera lacks,
+    or refuses, is a warning, not an error: the line runs on the camera's own setting."""
+    taken: dict[str, float | str] = {}
     warnings: list[str] = []
     if exposure_ms is None and gain is None and mains_hz is None:
-        return said, warnings
+        return taken, warnings
     path = device_path(camera)
     try:
         with Controls(path, ioctl, opener) as dev:
             if mains_hz is not None:
-                _mains(dev, mains_hz, said, warnings)
+                _mains(dev, mains_hz, taken, warnings)
             if exposure_ms is not None:
-                _exposure(dev, exposure_ms, said, warnings)
+                _exposure(dev, exposure_ms, taken, warnings)
             if gain is not None:
-                _gain(dev, gain, said, warnings)
+                _gain(dev, gain, taken, warnings)
     except OSError as exc:
         warnings.append(f"cannot set the camera's controls on {path} ({os.strerror(exc.errno or 0)})")
-    return said, warnings
+    return taken, warnings
 
 
-def _mains(dev: Controls, mains_hz: int, said: list[str], warnings: list[str]) -> None:
+def _refused(key: str, exc: OSError) -> str:
+    return f"source.{key}: the camera refused it ({os.strerror(exc.errno or 0)})"
+
+
+def _mains(dev: Controls, mains_hz: int, taken: dict, warnings: list[str]) -> None:
     r = dev.query(CID_POWER_LINE_FREQUENCY)
     value = POWER_LINE[mains_hz]
     if r is None or not r.minimum <= value <= r.maximum:
@@ -145,23 +154,39 @@ def _mains(dev: Controls, mains_hz: int, said: list[str], warnings: list[str]) -
     try:
         got = dev.set(CID_POWER_LINE_FREQUENCY, value)
     except OSError as exc:
-        warnings.append(f"source.mains_hz: the camera refused it ({os.strerror(exc.errno or 0)})")
+        warnings.append(_refused("mains_hz", exc))
         return
-    said.append(f"mains {mains_hz} Hz" if got == value else f"mains setting {got} (asked {value})")
+    if got == value:
+        taken["mains_hz"] = mains_hz
 
 
-def _exposure(dev: Controls, exposure_ms: float, said: list[str], warnings: list[str]) -> None:
+def _exposure(dev: Controls, exposure_ms: float | str, taken: dict, warnings: list[str]) -> None:
     auto = dev.query(CID_EXPOSURE_AUTO)
+    if exposure_ms == AUTO:
+        if auto is None:
+            warnings.append("source.exposure_ms: the camera has no automatic exposure")
+            return
+        # its default mode, unless that is manual: aperture priority (a UVC camera's automatic)
+        mode = auto.default if auto.default != EXPOSURE_MANUAL else min(3, auto.maximum)
+        try:
+            dev.set(CID_EXPOSURE_AUTO, mode)
+        except OSError as exc:
+            warnings.append(_refused("exposure_ms", exc))
+            return
+        taken["exposure_ms"] = AUTO
+        return
     r = dev.query(CID_EXPOSURE_ABSOLUTE)
     if r is None:
         warnings.append(
             "source.exposure_ms: the camera has no exposure time control; its own exposure is used"
         )
         return
+    before = None
     try:
         if auto is not None:
+            before = dev.get(CID_EXPOSURE_AUTO)
             dev.set(CID_EXPOSURE_AUTO, EXPOSURE_MANUAL)
-        units = max(1, round(exposure_ms * 10))
+        units = max(1, round(float(exposure_ms) * 10))
         wanted = r.clamp(units)
         if wanted != units:
             warnings.append(
@@ -170,28 +195,43 @@ def _exposure(dev: Controls, exposure_ms: float, said: list[str], warnings: list
             )
         got = dev.set(CID_EXPOSURE_ABSOLUTE, wanted)
     except OSError as exc:
-        warnings.append(f"source.exposure_ms: the camera refused it ({os.strerror(exc.errno or 0)})")
+        warnings.append(_refused("exposure_ms", exc) + "; its own exposure is used")
+        if before is not None and before != EXPOSURE_MANUAL:
+            with contextlib.suppress(OSError):  # not left on manual at whatever it had
+                dev.set(CID_EXPOSURE_AUTO, before)
         return
-    said.append(f"exposure {got / 10:g} ms")
+    taken["exposure_ms"] = got / 10
 
 
-def _gain(dev: Controls, gain: float, said: list[str], warnings: list[str]) -> None:
+def _gain(dev: Controls, gain: float | str, taken: dict, warnings: list[str]) -> None:
+    autogain = dev.query(CID_AUTOGAIN)
+    if gain == AUTO:
+        if autogain is None:
+            warnings.append("source.gain: the camera has no automatic gain")
+            return
+        try:
+            dev.set(CID_AUTOGAIN, 1)
+        except OSError as exc:
+            warnings.append(_refused("gain", exc))
+            return
+        taken["gain"] = AUTO
+        return
     r = dev.query(CID_GAIN)
     if r is None:
         warnings.append("source.gain: the camera has no gain control; its own gain is used")
         return
     try:
-        if dev.query(CID_AUTOGAIN) is not None:
+        if autogain is not None:
             dev.set(CID_AUTOGAIN, 0)
-        units = round(gain)
+        units = round(float(gain))
         wanted = r.clamp(units)
-        if wanted != units or not math.isclose(units, gain):
+        if wanted != units or not math.isclose(units, float(gain)):
             warnings.append(
                 f"source.gain: a V4L2 camera's gain is a whole number in {r.minimum}..{r.maximum} "
                 f"(its own units); {wanted} is used for {gain:g}"
             )
         got = dev.set(CID_GAIN, wanted)
     except OSError as exc:
-        warnings.append(f"source.gain: the camera refused it ({os.strerror(exc.errno or 0)})")
+        warnings.append(_refused("gain", exc))
         return
-    said.append(f"gain {got}")
+    taken["gain"] = got

@@ -19,7 +19,7 @@ import pytest
 from edge import v4l2
 from edge.cli.run import main
 from edge.config import Config, ConfigError
-from edge.sources import CameraControls, OpenCVCamera, PiCamera, flicker_warning
+from edge.sources import CameraControls, OpenCVCamera, PiCamera, controls_said, exposure_warnings
 
 #: the real function, for the fakes once a test has put one in its place
 APPLY = v4l2.apply
@@ -66,6 +66,8 @@ class FakeV4L2:
         assert request == v4l2.VIDIOC_S_CTRL
         if not c["min"] <= value <= c["max"]:
             raise OSError(errno.ERANGE, "out of range")
+        if c.get("refuse"):
+            raise OSError(errno.EIO, "the camera did not take it")
         auto = self.controls.get(v4l2.CID_EXPOSURE_AUTO, {}).get("value")
         if cid == v4l2.CID_EXPOSURE_ABSOLUTE and auto not in (None, v4l2.EXPOSURE_MANUAL):
             raise OSError(errno.EACCES, "inactive while automatic exposure is on")
@@ -78,96 +80,127 @@ class FakeV4L2:
 
 
 @pytest.mark.parametrize(
-    ("exposure_ms", "mains_hz", "warned"),
+    ("exposure_ms", "mains_hz", "fps", "warned"),
     [
-        (10.0, 50, False),
-        (20.0, 50, False),
-        (8.33, 60, False),
-        (16.67, 60, False),
-        (5.0, 50, True),  # shorter than one flicker period: bands roll through the frame
-        (12.0, 50, True),
-        (10.0, 60, True),
-        (None, 50, False),
-        (3.0, None, False),  # no mains given: nothing known of the lights
+        (10.0, 50, 30, []),
+        (20.0, 50, 30, []),
+        (8.33, 60, 30, []),
+        (16.67, 60, 30, []),
+        (5.0, 50, 30, ["flicker"]),  # shorter than one flicker period: bands roll through the frame
+        (12.0, 50, 30, ["flicker"]),
+        (10.0, 60, 30, ["flicker"]),
+        (40.0, 50, 30, ["frame"]),  # 4 periods, but longer than a frame at 30 fps
+        (45.0, 50, None, ["flicker"]),
+        ("auto", 50, 30, []),
+        (None, 50, 30, []),
+        (3.0, None, 30, []),  # no mains given: nothing known of the lights
     ],
 )
-def test_a_fixed_exposure_is_warned_about_unless_it_spans_whole_flicker_periods(
-    exposure_ms, mains_hz, warned
+def test_a_fixed_exposure_is_warned_about_unless_whole_flicker_periods_within_a_frame(
+    exposure_ms, mains_hz, fps, warned
 ):
-    warning = flicker_warning(exposure_ms, mains_hz)
-    assert (warning is not None) is warned
-    if warned:
+    warnings = exposure_warnings(exposure_ms, mains_hz, fps)
+    kinds = ["flicker" if "flicker periods" in w else "frame" for w in warnings]
+    assert kinds == warned
+    if "flicker" in kinds:
         period = "(10 ms)" if mains_hz == 50 else "(8.33 ms)"
-        assert period in warning and "LEDs on a DC supply" in warning
+        assert period in warnings[0] and "LEDs on a DC supply" in warnings[0]
+    if "frame" in kinds:
+        assert "longer than a frame at 30 fps (33.3 ms)" in warnings[-1]
 
 
 def test_a_fixed_exposure_turns_the_cameras_automatic_exposure_off_first_and_is_read_back():
     dev = FakeV4L2()
-    said, warnings = dev.apply(0, exposure_ms=2.5)
+    taken, warnings = dev.apply(0, exposure_ms=2.5)
     assert dev.opened == ["/dev/video0"]
     assert dev.sets == [(v4l2.CID_EXPOSURE_AUTO, v4l2.EXPOSURE_MANUAL), (v4l2.CID_EXPOSURE_ABSOLUTE, 25)]
-    assert said == ["exposure 2.5 ms"] and warnings == []
+    assert taken == {"exposure_ms": 2.5} and warnings == []
     # the driver rounds to its step: what is said is what it took
     dev = FakeV4L2()
     dev.controls[v4l2.CID_EXPOSURE_ABSOLUTE]["step"] = 10
-    said, _ = dev.apply("/dev/v4l/by-id/usb-cam-video-index0", exposure_ms=2.5)
-    assert dev.opened == ["/dev/v4l/by-id/usb-cam-video-index0"] and said == ["exposure 2.3 ms"]
+    taken, _ = dev.apply("/dev/v4l/by-id/usb-cam-video-index0", exposure_ms=2.5)
+    assert dev.opened == ["/dev/v4l/by-id/usb-cam-video-index0"] and taken == {"exposure_ms": 2.3}
+
+
+def test_auto_gives_the_camera_its_automatic_exposure_and_gain_back():
+    """A USB camera keeps a fixed exposure after the run (until unplugged); "auto" undoes it."""
+    dev = FakeV4L2()
+    dev.controls[v4l2.CID_AUTOGAIN] = dict(min=0, max=1, step=1, value=1)
+    dev.apply(0, exposure_ms=5.0, gain=10)
+    assert dev.controls[v4l2.CID_EXPOSURE_AUTO]["value"] == v4l2.EXPOSURE_MANUAL
+    assert (
+        dev.apply(0) == ({}, []) and dev.controls[v4l2.CID_EXPOSURE_AUTO]["value"] == 1
+    )  # left out: untouched
+    taken, warnings = dev.apply(0, exposure_ms="auto", gain="auto")
+    assert taken == {"exposure_ms": "auto", "gain": "auto"} and warnings == []
+    assert (
+        dev.controls[v4l2.CID_EXPOSURE_AUTO]["value"] == 3 and dev.controls[v4l2.CID_AUTOGAIN]["value"] == 1
+    )
+    assert controls_said(taken) == ["automatic exposure", "automatic gain"]
+
+
+def test_a_refused_exposure_leaves_the_camera_on_its_own_automatic_exposure():
+    dev = FakeV4L2()
+    dev.controls[v4l2.CID_EXPOSURE_ABSOLUTE]["refuse"] = True
+    taken, warnings = dev.apply(0, exposure_ms=10.0)
+    assert taken == {} and warnings[0].startswith("source.exposure_ms: the camera refused it")
+    assert dev.controls[v4l2.CID_EXPOSURE_AUTO]["value"] == 3  # back from manual, not left at its old value
 
 
 def test_an_exposure_outside_the_cameras_range_is_clamped_and_said():
     dev = FakeV4L2()
-    said, warnings = dev.apply(0, exposure_ms=0.1)
-    assert said == ["exposure 0.3 ms"]
+    taken, warnings = dev.apply(0, exposure_ms=0.1)
+    assert taken == {"exposure_ms": 0.3}
     assert (
         len(warnings) == 1
         and "source.exposure_ms: 0.1 ms is outside the camera's range 0.3-204.7 ms" in warnings[0]
     )
-    said, warnings = FakeV4L2().apply(0, exposure_ms=500)
-    assert said == ["exposure 204.7 ms"] and "204.7 ms is used" in warnings[0]
+    taken, warnings = FakeV4L2().apply(0, exposure_ms=500)
+    assert taken == {"exposure_ms": 204.7} and "204.7 ms is used" in warnings[0]
 
 
 @pytest.mark.parametrize(("hz", "value"), [(50, 1), (60, 2)])
 def test_the_mains_frequency_sets_the_cameras_power_line_control(hz, value):
     dev = FakeV4L2()
-    said, warnings = dev.apply(2, mains_hz=hz)
+    taken, warnings = dev.apply(2, mains_hz=hz)
     assert dev.opened == ["/dev/video2"] and dev.sets == [(v4l2.CID_POWER_LINE_FREQUENCY, value)]
-    assert said == [f"mains {hz} Hz"] and warnings == []
+    assert taken == {"mains_hz": hz} and warnings == [] and controls_said(taken) == [f"mains {hz} Hz"]
 
 
 def test_controls_a_camera_lacks_or_refuses_are_warnings_naming_the_key():
     dev = FakeV4L2({v4l2.CID_POWER_LINE_FREQUENCY: dict(min=0, max=1, step=1, value=0)})  # 50 Hz only
-    said, warnings = dev.apply(0, exposure_ms=10.0, gain=4, mains_hz=60)
-    assert said == [] and dev.sets == []
+    taken, warnings = dev.apply(0, exposure_ms=10.0, gain=4, mains_hz=60)
+    assert taken == {} and dev.sets == []
     assert [w.split(":")[0] for w in warnings] == ["source.mains_hz", "source.exposure_ms", "source.gain"]
     assert "no 60 Hz power line frequency setting" in warnings[0]
     # a camera whose exposure stays automatic (no manual mode): refused, said, the rest applied
     dev = FakeV4L2()
     dev.controls[v4l2.CID_EXPOSURE_AUTO]["min"] = 2
-    said, warnings = dev.apply(0, exposure_ms=10.0, mains_hz=50)
-    assert said == ["mains 50 Hz"]
+    taken, warnings = dev.apply(0, exposure_ms=10.0, mains_hz=50)
+    assert taken == {"mains_hz": 50}
     assert len(warnings) == 1 and warnings[0].startswith("source.exposure_ms: the camera refused it")
 
 
 def test_a_gain_turns_automatic_gain_off_and_is_a_whole_number_in_the_cameras_units():
     dev = FakeV4L2()
     dev.controls[v4l2.CID_AUTOGAIN] = dict(min=0, max=1, step=1, value=1)
-    said, warnings = dev.apply(0, gain=100)
-    assert (
-        dev.sets == [(v4l2.CID_AUTOGAIN, 0), (v4l2.CID_GAIN, 100)] and said == ["gain 100"] and warnings == []
-    )
-    said, warnings = FakeV4L2().apply(0, gain=2.5)
-    assert said == ["gain 2"] and "whole number in 0..255" in warnings[0]
+    taken, warnings = dev.apply(0, gain=100)
+    assert dev.sets == [(v4l2.CID_AUTOGAIN, 0), (v4l2.CID_GAIN, 100)]
+    assert taken == {"gain": 100} and warnings == []
+    taken, warnings = FakeV4L2().apply(0, gain=2.5)
+    assert taken == {"gain": 2} and "whole number in 0..255" in warnings[0]
+    assert FakeV4L2().apply(0, gain=0.0) == ({"gain": 0}, [])  # a USB camera's gain starts at 0
 
 
 def test_a_device_that_cannot_be_opened_for_its_controls_is_one_warning():
     def missing(path, flags):
         raise FileNotFoundError(errno.ENOENT, "no such file", path)
 
-    said, warnings = v4l2.apply(7, exposure_ms=10.0, ioctl=FakeV4L2().ioctl, opener=missing)
-    assert said == [] and warnings == [
+    taken, warnings = v4l2.apply(7, exposure_ms=10.0, ioctl=FakeV4L2().ioctl, opener=missing)
+    assert taken == {} and warnings == [
         "cannot set the camera's controls on /dev/video7 (No such file or directory)"
     ]
-    assert v4l2.apply(7, ioctl=FakeV4L2().ioctl, opener=missing) == ([], [])  # nothing asked: nothing opened
+    assert v4l2.apply(7, ioctl=FakeV4L2().ioctl, opener=missing) == ({}, [])  # nothing asked: nothing opened
 
 
 class FakeCapture:
@@ -213,6 +246,13 @@ def test_a_camera_gets_its_controls_at_every_opening_and_warns_once(monkeypatch,
     assert camera.describe() == "mains 50 Hz, exposure 4 ms"
     flicker = [r.getMessage() for r in caplog.records if "flicker periods" in r.getMessage()]
     assert len(flicker) == 1 and flicker[0].startswith("camera 0: source.exposure_ms: exposure 4 ms")
+    # replugged, it now refuses the exposure: said then, and no longer claimed on the start line
+    monkeypatch.setattr(
+        v4l2, "apply", lambda camera, **kw: ({"mains_hz": 50}, ["source.exposure_ms: refused"])
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        camera.open()
+    assert "camera 0: source.exposure_ms: refused" in caplog.text and camera.describe() == "mains 50 Hz"
 
 
 @linux_only
@@ -245,8 +285,12 @@ def test_camera_settings_with_another_source_are_refused(argv, message, capsys):
     ("text", "message"),
     [
         ("mains_hz = 55", "source.mains_hz: expected one of 50, 60, got 55"),
-        ("exposure_ms = 0", "source.exposure_ms: expected a number > 0, got 0"),
-        ("gain = -1.0", "source.gain: expected a number > 0, got -1.0"),
+        ("exposure_ms = 0", 'source.exposure_ms: expected a number > 0 or "auto", got 0'),
+        (
+            "exposure_ms = 'automatic'",
+            "source.exposure_ms: expected a number > 0 or \"auto\", got 'automatic'",
+        ),
+        ("gain = -1.0", 'source.gain: expected a number >= 0 or "auto", got -1.0'),
     ],
 )
 def test_bad_camera_settings_in_a_config_name_the_key(tmp_path, text, message):
@@ -280,6 +324,14 @@ class FakePicamera2:
     def start(self) -> None:
         pass
 
+    def capture_metadata(self) -> dict:
+        """The first frame's: what the sensor took (its exposure a whole number of lines)."""
+        controls = self.config["controls"]
+        return {
+            "ExposureTime": controls.get("ExposureTime", 20000) // 30 * 30,
+            "AnalogueGain": controls.get("AnalogueGain", 1.0),
+        }
+
     def stop(self) -> None:
         pass
 
@@ -299,12 +351,29 @@ def test_a_pi_camera_is_given_libcameras_exposure_gain_and_flicker_controls(monk
         "AeFlickerMode": 1,
         "AeFlickerPeriod": 8333,
     }
-    assert cam.describe() == "exposure 66.666 ms, gain 2, mains 60 Hz"
+    assert cam.describe() == "mains 60 Hz, exposure 66.66 ms, gain 2"  # as the first frame says
     messages = [r.getMessage() for r in caplog.records]
     assert any(
         "source.exposure_ms: 90 ms is outside the camera's range 0.026-66.666 ms" in m for m in messages
     )
-    assert any("not a whole number of the lights' flicker periods" in m for m in messages)
+    assert not any("flicker periods" in m for m in messages)  # 66.66 ms: 8 periods at 60 Hz
+    assert any("exposure 66.66 ms is longer than a frame at 30 fps" in m for m in messages)
+
+
+def test_a_newer_libcamera_gets_its_manual_modes_and_an_unknown_range_is_not_clamped(monkeypatch):
+    class Newer(FakePicamera2):
+        def __init__(self, camera_num: int = 0):
+            super().__init__(camera_num)
+            self.camera_controls["ExposureTime"] = (13, 0, None)  # as some report before the start
+            self.camera_controls["ExposureTimeMode"] = (0, 1, 0)
+            self.camera_controls["AnalogueGainMode"] = (0, 1, 0)
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Newer))
+    cam = PiCamera(controls=CameraControls(exposure_ms=10.0, gain="auto"))
+    cam.open()
+    controls = Newer.last.config["controls"]
+    assert controls == {"ExposureTime": 10000, "ExposureTimeMode": 1, "AnalogueGainMode": 0}
+    assert cam.describe() == "exposure 9.99 ms, automatic gain"
 
 
 def test_a_pi_camera_whose_libcamera_has_no_flicker_control_says_so(monkeypatch, caplog):
@@ -336,7 +405,15 @@ def test_settings_are_passed_to_the_bench_cold_start_as_flags():
 
 @linux_only
 def test_a_device_that_is_not_a_camera_is_one_warning_through_the_real_ioctl():
-    said, warnings = v4l2.apply(os.devnull, exposure_ms=10.0, mains_hz=50)
-    assert said == [] and warnings == [
+    taken, warnings = v4l2.apply(os.devnull, exposure_ms=10.0, mains_hz=50)
+    assert taken == {} and warnings == [
         f"cannot set the camera's controls on {os.devnull} (Inappropriate ioctl for device)"
     ]
+
+
+def test_check_config_warns_of_an_exposure_that_does_not_fit_the_mains(tmp_path, capsys):
+    path = tmp_path / "cam.toml"
+    path.write_text("[source]\nkind = 'camera'\nfps = 30\nexposure_ms = 12.0\nmains_hz = 50\n")
+    assert main(["--check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING: {path}: source.exposure_ms: exposure 12 ms is not a whole number" in err

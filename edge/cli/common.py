@@ -214,6 +214,11 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def number_or_auto(text: str) -> float | str:
+    """A number, or the word ``auto`` (a camera setting left to the camera)."""
+    return "auto" if text.strip().lower() == "auto" else number(text)
+
+
 def finite_float(text: str) -> float:
     value = number(text)
     if not math.isfinite(value):

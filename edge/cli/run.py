@@ -29,6 +29,7 @@ from edge.cli.common import (
     fail,
     non_negative_int,
     number,
+    number_or_auto,
     os_error_text,
     positive_int,
     thread_count,
@@ -241,16 +242,16 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
     )
     src.add_argument(
         "--exposure-ms",
-        type=number,
+        type=number_or_auto,
         default=S,
         metavar="MS",
-        help="camera: a fixed exposure time (default: the camera's automatic exposure)",
+        help="camera: a fixed exposure time, or auto (default: not touched)",
     )
     src.add_argument(
         "--gain",
-        type=number,
+        type=number_or_auto,
         default=S,
-        help="camera: a fixed gain (--picamera: analogue gain, 1.0 none; V4L2: its own units)",
+        help="camera: a fixed gain (--picamera: analogue gain, 1.0 none; V4L2: its own units), or auto",
     )
     src.add_argument(
         "--mains-hz",
@@ -882,6 +883,12 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
             f"{PROG}: WARNING: {path}: model {detector.model_id} ({detector.path.name}): {warning}",
             file=sys.stderr,
         )
+    if config.source.kind in ("camera", "picamera"):
+        from edge.sources import exposure_warnings
+
+        s = config.source
+        for warning in exposure_warnings(s.exposure_ms, s.mains_hz, s.fps):
+            print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
     if config.mqtt.broker is not None:
         from edge.station.mqtt import read_password, tls_context
 
