@@ -126,18 +126,35 @@ LONG_EXTRA = 4
 #: an occupancy that rose to this share of ``on`` and fell back without a product beginning is
 #: a near miss (``OccupancyTrigger.near_misses``)
 NEAR_MISS = 0.6
-#: flickering light (``OccupancyTrigger._flicker_frame``): a frame whose difference from the belt
-#: a brightness per row of cells explains (each cell within ``FLICKER_SPREAD`` of its row's, in
-#: ``FLICKER_EXPLAINED`` of the region: bands across the region, or all of it alike), and whose
-#: row brightnesses changed since the frame before by ``FLICKER_SPREAD`` somewhere. In
-#: ``FLICKER_SHARE`` of the last ``FLICKER_WINDOW`` frames, the light flickers. Measured on the
-#: 37 scenario videos: 0.35 and 0.42 of 2 s with bands of +-25 % and +-30 % (which the trigger
-#: takes for products), 0.12 at most with +-15 %, 0.07 at most without flicker (a camera's
-#: exposure settling), 0 on the demo line
+#: flickering light (``OccupancyTrigger._flicker_frame``): a frame that differs from the belt
+#: (occupancy ``off`` or more) and from the frame before, or ``FLICKER_LAG`` frames before, as
+#: light that changed does: one brightness factor per row of cells explains
+#: ``FLICKER_EXPLAINED`` of the region or more (each channel of each cell within
+#: ``FLICKER_SPREAD`` or ``FLICKER_NOISE`` grey levels of it), and the factors differ from 1 by
+#: ``FLICKER_CHANGE`` somewhere and by half of it in ``FLICKER_ROWS`` of the rows or more, and
+#: vary smoothly down the region (no bend sharper than ``FLICKER_BEND`` of their range): bands of
+#: a rolling shutter, or the whole frame pulsing. The light falls on the belt and the products
+#: alike, so it shows with a product in view; an edge moving down the region changes a few rows,
+#: with a sharp bend, and what moves across it does not follow rows. In ``FLICKER_SHARE`` of the
+#: frames of the last ``FLICKER_WINDOW_S``, brighter and darker alike, the light flickers; it
+#: has stopped after ``FLICKER_QUIET_S`` without such a frame. Measured: docs/raspberry-pi.md,
+#: "Exposure, gain and flickering lights"
 FLICKER_SPREAD = 0.1
-FLICKER_EXPLAINED = 0.8
-FLICKER_WINDOW = 60
+FLICKER_CHANGE = 0.15
+FLICKER_BOTH_WAYS = 0.25
+BRIGHTER, DARKER = 1, 2
+FLICKER_EXPLAINED = 0.5
+FLICKER_BEND = 0.4
+FLICKER_ROWS = 0.5
+FLICKER_LAG = 4
+FLICKER_WINDOW_S = 2.0
 FLICKER_SHARE = 0.25
+FLICKER_QUIET_S = 10.0
+#: a cell of the belt darker than this (mean of its channels) tells nothing of the light; a
+#: channel within this many grey levels of what its row's light makes of it is explained by it
+#: (sensor noise, in a channel that is dark in a saturated colour)
+FLICKER_LIT = 20
+FLICKER_NOISE = 10
 FLICKER_ADVICE = (
     "fix the camera's exposure to whole flicker periods of the lights (source.exposure_ms = 10 or 20 "
     "with 50 Hz mains, 8.33 or 16.67 with 60 Hz; or source.mains_hz), or light the line with lamps "
@@ -317,12 +334,16 @@ class OccupancyTrigger:
         self.near_misses = 0
         self.near_miss_peak = 0.0
         self._rise = 0.0
-        #: flickering light: the last frames' verdicts, the row brightnesses of the frame before
-        #: (None: it matched the belt), whether it flickers now, and the times it began to
-        self._flicker: deque[bool] = deque(maxlen=FLICKER_WINDOW)
+        #: flickering light: (line time, flickered) of the last frames, the last few frames (GRID
+        #: x GRID), whether it flickers now, since when a frame last flickered, the times it
+        #: began to, and the frames that flickered
+        self._flicker: deque[tuple[float, int]] = deque()
         self._flicker_count = 0
-        self._rows: np.ndarray | None = None
+        self._flicker_ways = [0, 0]  # of those, brighter, darker (bands: both)
+        self._past: deque[np.ndarray] = deque(maxlen=FLICKER_LAG)
+        self._last_flicker = -math.inf
         self.flickering = False
+        self.flicker_frames = 0
         self.flicker_episodes = 0
 
     @property
@@ -411,7 +432,8 @@ class OccupancyTrigger:
         moving = self._product is not None and self._share_off(self._prev) >= STILL
         light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(self._prev)
         np.copyto(self._prev, self._small)
-        self._note_flicker(occ >= cfg.off and self._flicker_frame())
+        self._note_flicker(frame.t_on_line, self._flicker_frame() if occ >= cfg.off else 0)
+        self._past.append(self._small.copy())
         if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
             return restored
         if self._held_since is not None:
@@ -491,44 +513,79 @@ class OccupancyTrigger:
             if self._trust >= TRUSTED_AFTER:
                 self._fallback = None
 
-    def _flicker_frame(self) -> bool:
-        """Whether this frame differs from the belt as flickering light makes it: a brightness
-        per row of cells explains the difference (bands of a rolling shutter, or the whole
-        region alike), and the rows' brightnesses changed since the frame before."""
-        # (channels as slices and a partition for the median: numpy's reductions over small
-        # axes cost several times as much, and this runs on every frame a product is in view)
-        ref = self._ref_f
-        ratio = self._small.astype(np.float32) / np.maximum(ref, 1.0)
-        r, g, b = ratio[..., 0], ratio[..., 1], ratio[..., 2]
-        rows = np.partition((r + g + b) / 3.0, GRID // 2, axis=1)[:, GRID // 2]  # each row's median
-        before, self._rows = self._rows, rows
-        if before is None or np.abs(rows / np.maximum(before, 1e-3) - 1.0).max() < FLICKER_SPREAD:
-            return False
-        row = np.maximum(rows, 1e-3)[:, None]
-        worst = np.maximum(np.maximum(np.abs(r / row - 1.0), np.abs(g / row - 1.0)), np.abs(b / row - 1.0))
-        lit = np.minimum(np.minimum(ref[..., 0], ref[..., 1]), ref[..., 2]) >= 20  # (black tells no light)
-        return float(np.count_nonzero((worst < FLICKER_SPREAD) & lit)) >= FLICKER_EXPLAINED * GRID * GRID
+    def _flicker_frame(self) -> int:
+        """How the light changed since the frame before, or ``FLICKER_LAG`` frames before, as
+        flickering light changes it (see ``FLICKER_SPREAD``): 0 not so, else ``BRIGHTER``,
+        ``DARKER`` or both (``BRIGHTER | DARKER``: bands)."""
+        cur, past = self._small.astype(np.float32), self._past
+        for k in (1, FLICKER_LAG):
+            if len(past) >= k and (how := self._light_changed(cur, past[-k])):
+                return how
+        return 0
 
-    def _note_flicker(self, flicker: bool) -> None:
-        """Count this frame toward the light flickering (``FLICKER_SHARE`` of the last
-        ``FLICKER_WINDOW``); said once each time it begins to."""
-        if not flicker and self._last_occ < self.config.off:
-            self._rows = None  # the next frame above off is compared with nothing stale
-        if len(self._flicker) == FLICKER_WINDOW:
-            self._flicker_count -= self._flicker[0]
-        self._flicker.append(flicker)
-        self._flicker_count += flicker
-        share = self._flicker_count / FLICKER_WINDOW
-        if not self.flickering and share >= FLICKER_SHARE:
+    @staticmethod
+    def _light_changed(cur: np.ndarray, before: np.ndarray) -> int:
+        """How ``cur`` is ``before`` under another light (0: it is not): one brightness factor
+        per row of cells, away from 1 by ``FLICKER_CHANGE`` somewhere and by half of it in most
+        rows, explains most of the region (the light falls on the belt and on the products
+        alike, so a product in view does not hide it; what moves does not follow rows), and the
+        factors vary smoothly down the region (an edge moving down it bends them sharply)."""
+        # (channels as slices and a partition for the median: numpy's reductions over small
+        # axes cost several times as much)
+        before = before.astype(np.float32)
+        total = before[..., 0] + before[..., 1] + before[..., 2]
+        lit = total >= 3 * FLICKER_LIT
+        cell = np.where(lit, (cur[..., 0] + cur[..., 1] + cur[..., 2]) / np.maximum(total, 1.0), 1.0)
+        rows = np.partition(cell, GRID // 2, axis=1)[:, GRID // 2]  # each row's median
+        away = rows - 1.0
+        moved = np.abs(away) >= FLICKER_CHANGE / 2
+        if np.abs(away).max() < FLICKER_CHANGE or np.count_nonzero(moved) < FLICKER_ROWS * GRID:
+            return 0  # the light the same, or changed in a few rows only (an edge moving down)
+        near = lit.copy()
+        for c in range(3):  # each channel as its row's light makes it, within noise
+            made = before[..., c] * rows[:, None]
+            near &= np.abs(cur[..., c] - made) < np.maximum(FLICKER_SPREAD * made, FLICKER_NOISE)
+        if np.count_nonzero(near) < FLICKER_EXPLAINED * GRID * GRID:
+            return 0
+        span = float(rows.max() - rows.min())
+        if span >= FLICKER_SPREAD and float(np.abs(np.diff(rows, 2)).max()) > FLICKER_BEND * span:
+            return 0
+        return (BRIGHTER if (away[moved] > 0).any() else 0) | (DARKER if (away[moved] < 0).any() else 0)
+
+    def _note_flicker(self, t: float, how: int) -> None:
+        """Count this frame toward the light flickering: ``FLICKER_SHARE`` of the frames of the
+        last ``FLICKER_WINDOW_S`` changed so, brighter and darker alike (``FLICKER_BOTH_WAYS``:
+        a camera's exposure settling, or a light dimming, goes one way); said when it begins to,
+        and when it has stopped."""
+        window = self._flicker
+        window.append((t, how))
+        self._flicker_count += how != 0
+        self._flicker_ways[0] += bool(how & BRIGHTER)
+        self._flicker_ways[1] += bool(how & DARKER)
+        while window and t - window[0][0] > FLICKER_WINDOW_S:
+            _t, old = window.popleft()
+            self._flicker_count -= old != 0
+            self._flicker_ways[0] -= bool(old & BRIGHTER)
+            self._flicker_ways[1] -= bool(old & DARKER)
+        if how:
+            self.flicker_frames += 1
+            self._last_flicker = t
+        n = self._flicker_count
+        if (
+            not self.flickering
+            and len(window) >= 10
+            and n >= FLICKER_SHARE * len(window)
+            and min(self._flicker_ways) >= FLICKER_BOTH_WAYS * n
+        ):
             self.flickering = True
             self.flicker_episodes += 1
             _log.warning(
-                "the light flickers: the region brightens and darkens from frame to frame (all of "
-                "it, or in bands), which the trigger takes for products (several merged, or products "
-                "where there are none); %s",
+                "the light flickers (or the camera's automatic exposure hunts): the region brightens "
+                "and darkens from frame to frame (all of it, or in bands), which the trigger takes for "
+                "products (several merged, or products where there are none); %s",
                 FLICKER_ADVICE,
             )
-        elif self.flickering and not self._flicker_count:
+        elif self.flickering and t - self._last_flicker > FLICKER_QUIET_S:
             self.flickering = False
             _log.warning("the light no longer flickers")
 
