@@ -33,8 +33,9 @@ class ConfigError(ValueError):
 Check = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
 
 
-def _opt(default: Any, check: Check | None = None) -> Any:
-    return field(default=default, metadata={"check": check})
+def _opt(default: Any, check: Check | None = None, secret: bool = False) -> Any:
+    """A key's default and check; a ``secret`` key's value is never shown in an error."""
+    return field(default=default, metadata={"check": check, "secret": secret})
 
 
 def _positive(v: Any) -> str | None:
@@ -422,7 +423,7 @@ class HttpConfig:
     listen: str | None = _opt(None, _endpoint_check("127.0.0.1", None))
     #: a token the page, the API and /metrics ask for (?token=, a cookie, or Authorization: Bearer);
     #: /healthz stays open. Left out: none (keep the web view on loopback then)
-    token: str | None = _opt(None, token_problem)
+    token: str | None = _opt(None, token_problem, secret=True)
     #: or a file holding the token (readable by the service only; systemd's LoadCredential= makes one)
     token_file: Path | None = None
     #: the live stream's frame rate cap (frames are encoded only while someone watches)
@@ -628,9 +629,18 @@ def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
         if value is not None and check is not None:
             expected = check(value)
             if expected is not None:
-                raise ConfigError(f"{where}: expected {expected}, got {_show(value)}")
+                shown = _secret_shown(value) if fields[key].metadata.get("secret") else _show(value)
+                raise ConfigError(f"{where}: expected {expected}, got {shown}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _secret_shown(value: Any) -> str:
+    """A secret as an error may show it: its length and the characters that do not belong."""
+    if not isinstance(value, str):
+        return "another type"
+    odd = sorted({c for c in value if not _TOKEN.fullmatch(c * 8)})
+    return f"{len(value)} characters" + (f", with {' '.join(repr(c) for c in odd)}" if odd else "")
 
 
 def _show(value: Any) -> str:

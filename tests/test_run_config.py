@@ -492,3 +492,32 @@ def test_check_config_loads_the_model_as_the_run_does_and_warns_of_an_unproven_o
     assert err.count("without the proof of agreement") == 1
     assert "threshold 0.7 (the model's own: 0.5)" in out  # the start line: which threshold judges
     assert json.loads(summary.read_text())["threshold"] == 0.7
+
+
+def test_a_relative_log_path_left_in_the_working_directory_by_an_older_version_is_said(
+    tmp_path: Path, monkeypatch, capsys
+):
+    """Before 2026-12-01 a relative path in the config was taken from the working directory (a
+    service's /var/lib/stampline); now from the config file's folder. A station upgraded with its
+    log there would start numbering again at 1 in a new log: --check-config (and a run) say so,
+    and the "ok" line names where verdicts go."""
+    from edge.cli.run import main, relative_path_warnings
+
+    etc, var = tmp_path / "etc", tmp_path / "var"
+    etc.mkdir()
+    var.mkdir()
+    (var / "verdicts.jsonl").write_text('{"seq": 1}\n')
+    config = etc / "station.toml"
+    config.write_text("[source]\nkind = 'demo'\n[output]\nevents = 'verdicts.jsonl'\n")
+    monkeypatch.chdir(var)
+    assert main(["--check-config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        f"output.events = 'verdicts.jsonl' is taken from the config file's folder, {etc / 'verdicts.jsonl'}"
+        in err
+    )
+    assert f"the working directory holds {var / 'verdicts.jsonl'}" in err
+    assert f"writes verdicts {etc / 'verdicts.jsonl'})" in out
+    # once the log is where the config says (or the path absolute), nothing to say
+    (etc / "verdicts.jsonl").write_text('{"seq": 1}\n')
+    assert relative_path_warnings(config, Config.load(config)) == []

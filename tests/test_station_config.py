@@ -48,6 +48,8 @@ STATION_SECTIONS = ("gpio", "http", "mqtt", "watchdog")
         ("[http]\nlisten = 8080\n", "http.listen: expected a non-empty string, got 8080"),
         ("[http]\ntoken = 'short'\n", "http.token: expected at least 8 characters"),
         ("[http]\ntoken = 'abc;defgh'\n", "http.token: expected at least 8 characters, each a letter"),
+        # the secret itself is never shown: its length and the characters that do not belong
+        ("[http]\ntoken = 'Line1:stamp!2026'\n", "or one of . _ ~ -, got 16 characters, with '!' ':'"),
         ("[http]\nstream_fps = 0\n", "http.stream_fps: expected a number > 0"),
         ("[http]\njpeg_quality = 101\n", "http.jpeg_quality: expected a whole number in 10..100"),
         ("[mqtt]\nbroker = 'a:b:c'\n", "mqtt.broker: expected HOST or HOST:PORT"),

@@ -883,6 +883,8 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
             f"{PROG}: WARNING: {path}: model {detector.model_id} ({detector.path.name}): {warning}",
             file=sys.stderr,
         )
+    for warning in relative_path_warnings(path, config):
+        print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
     if config.source.kind in ("camera", "picamera"):
         from edge.sources import exposure_warnings
 
@@ -899,11 +901,51 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
 
         http_token(config.http)
     model = config.model.path.name if config.model.path else "the bundled model"
+    o = config.output
+    writes = [
+        f"{name} {p}"
+        for name, p in (("verdicts", o.events), ("snapshots", o.snapshots), ("summary", o.summary))
+        if p
+    ]
     return config, (
         f"{path}: ok (source {config.source.kind}, trigger {config.trigger.kind}, "
         f"model {model} {detector.model_id} ({model_facts(detector.metadata)}), "
-        f"{threshold_said(config.model.threshold, detector.metadata.threshold)}, second looks {refine})"
+        f"{threshold_said(config.model.threshold, detector.metadata.threshold)}, second looks {refine}"
+        + (f"; writes {', '.join(writes)}" if writes else "")
+        + ")"
     )
+
+
+#: the config's path keys a station reads or appends to across restarts
+STATE_PATHS = ("output.events", "output.snapshots", "output.summary", "model.path")
+
+
+def relative_path_warnings(path: Path, config: Config) -> list[str]:
+    """A relative path in the config file is taken from the file's folder (before 2026-12-01,
+    from the working directory): where the working directory holds it and the file's folder does
+    not (a station upgraded from then, its verdict log in /var/lib/stampline), say so, lest the
+    numbering start again at 1 in a new log."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []  # (Config.load has said what is wrong with it)
+    out = []
+    for key in STATE_PATHS:
+        section, name = key.split(".")
+        value = raw.get(section, {}).get(name) if isinstance(raw.get(section), dict) else None
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        taken = getattr(getattr(config, section), name)
+        here = Path.cwd() / value
+        if taken is not None and here.exists() and not Path(taken).exists() and not same_path(here, taken):
+            out.append(
+                f"{key} = {value!r} is taken from the config file's folder, {taken}, which does not exist; "
+                f"the working directory holds {here} (a relative path was taken from there before "
+                f"2026-12-01): give the absolute path to go on with it"
+            )
+    return out
 
 
 def model_facts(meta) -> str:
@@ -950,6 +992,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         config = Config.load(args.config, overrides_from(args))
         check_source_flags(args, config.source.kind)
+        if args.config is not None:
+            for warning in relative_path_warnings(args.config, config):
+                print(f"{PROG}: WARNING: {args.config}: {warning}", file=sys.stderr, flush=True)
         return run(with_video_pace(config, args))
     except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
         return fail(PROG, exc)
