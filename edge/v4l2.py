@@ -143,6 +143,21 @@ def _refused(key: str, exc: OSError) -> str:
     return f"source.{key}: the camera refused it ({os.strerror(exc.errno or 0)})"
 
 
+def _back_to_auto(
+    dev: Controls, key: str, what: str, cid: int, value: int | None, taken: dict, warnings: list[str]
+) -> None:
+    """The camera's automatic ``what`` again: control ``cid`` set to ``value`` (None: it has none)."""
+    if value is None:
+        warnings.append(f"source.{key}: the camera has no automatic {what}")
+        return
+    try:
+        dev.set(cid, value)
+    except OSError as exc:
+        warnings.append(_refused(key, exc))
+        return
+    taken[key] = AUTO
+
+
 def _mains(dev: Controls, mains_hz: int, taken: dict, warnings: list[str]) -> None:
     r = dev.query(CID_POWER_LINE_FREQUENCY)
     value = POWER_LINE[mains_hz]
@@ -163,17 +178,15 @@ def _mains(dev: Controls, mains_hz: int, taken: dict, warnings: list[str]) -> No
 def _exposure(dev: Controls, exposure_ms: float | str, taken: dict, warnings: list[str]) -> None:
     auto = dev.query(CID_EXPOSURE_AUTO)
     if exposure_ms == AUTO:
-        if auto is None:
-            warnings.append("source.exposure_ms: the camera has no automatic exposure")
-            return
         # its default mode, unless that is manual: aperture priority (a UVC camera's automatic)
-        mode = auto.default if auto.default != EXPOSURE_MANUAL else min(3, auto.maximum)
-        try:
-            dev.set(CID_EXPOSURE_AUTO, mode)
-        except OSError as exc:
-            warnings.append(_refused("exposure_ms", exc))
-            return
-        taken["exposure_ms"] = AUTO
+        mode = (
+            None
+            if auto is None
+            else auto.default
+            if auto.default != EXPOSURE_MANUAL
+            else min(3, auto.maximum)
+        )
+        _back_to_auto(dev, "exposure_ms", "exposure", CID_EXPOSURE_AUTO, mode, taken, warnings)
         return
     r = dev.query(CID_EXPOSURE_ABSOLUTE)
     if r is None:
@@ -206,15 +219,7 @@ def _exposure(dev: Controls, exposure_ms: float | str, taken: dict, warnings: li
 def _gain(dev: Controls, gain: float | str, taken: dict, warnings: list[str]) -> None:
     autogain = dev.query(CID_AUTOGAIN)
     if gain == AUTO:
-        if autogain is None:
-            warnings.append("source.gain: the camera has no automatic gain")
-            return
-        try:
-            dev.set(CID_AUTOGAIN, 1)
-        except OSError as exc:
-            warnings.append(_refused("gain", exc))
-            return
-        taken["gain"] = AUTO
+        _back_to_auto(dev, "gain", "gain", CID_AUTOGAIN, None if autogain is None else 1, taken, warnings)
         return
     r = dev.query(CID_GAIN)
     if r is None:
