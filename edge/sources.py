@@ -147,12 +147,14 @@ class _SaysOnce:
     (a reopened camera that now refuses a setting is said then)."""
 
     name: str
+    _said: set[str] | None = None
 
     def _say(self, warnings: list[str]) -> None:
-        said = self.__dict__.setdefault("_said", set())
+        if self._said is None:
+            self._said = set()
         for warning in warnings:
-            if warning not in said:
-                said.add(warning)
+            if warning not in self._said:
+                self._said.add(warning)
                 _log.warning("%s: %s", self.name, warning)
 
 

@@ -179,13 +179,10 @@ def _exposure(dev: Controls, exposure_ms: float | str, taken: dict, warnings: li
     auto = dev.query(CID_EXPOSURE_AUTO)
     if exposure_ms == AUTO:
         # its default mode, unless that is manual: aperture priority (a UVC camera's automatic)
-        mode = (
-            None
-            if auto is None
-            else auto.default
-            if auto.default != EXPOSURE_MANUAL
-            else min(3, auto.maximum)
-        )
+        mode = None
+        if auto is not None:
+            mode = auto.default if auto.default != EXPOSURE_MANUAL else min(3, auto.maximum)
+            mode = None if mode == EXPOSURE_MANUAL else mode  # (a camera with a manual mode only)
         _back_to_auto(dev, "exposure_ms", "exposure", CID_EXPOSURE_AUTO, mode, taken, warnings)
         return
     r = dev.query(CID_EXPOSURE_ABSOLUTE)

@@ -417,3 +417,12 @@ def test_check_config_warns_of_an_exposure_that_does_not_fit_the_mains(tmp_path,
     assert main(["--check-config", str(path)]) == 0
     err = capsys.readouterr().err
     assert f"WARNING: {path}: source.exposure_ms: exposure 12 ms is not a whole number" in err
+
+
+def test_auto_on_a_camera_with_a_manual_exposure_only_is_said_not_set():
+    dev = FakeV4L2()
+    dev.controls[v4l2.CID_EXPOSURE_AUTO].update(min=1, max=1, value=1)
+    assert dev.apply(0, exposure_ms="auto") == (
+        {},
+        ["source.exposure_ms: the camera has no automatic exposure"],
+    )
