@@ -571,8 +571,10 @@ class OccupancyTrigger:
             self.flicker_frames += 1
             self._last_flicker = t
         n = self._flicker_count
+        full = t - window[0][0] >= 0.9 * FLICKER_WINDOW_S  # (a share of a few frames says little)
         if (
             not self.flickering
+            and full
             and len(window) >= 10
             and n >= FLICKER_SHARE * len(window)
             and min(self._flicker_ways) >= FLICKER_BOTH_WAYS * n
@@ -700,12 +702,13 @@ def no_product_hint(
     products: int,
     suggestion: Sequence[float] | None = None,
     roi: Sequence[float] | None = None,
+    note: str | None = None,
 ) -> str | None:
     """Why an occupancy trigger found no product, or may have missed some, although something
     crossed the region (its occupancy rose well above the empty belt's but never to ``on``), or
     merged some (a region larger than a product), and what to change. ``suggestion``: where
     products passed in the whole frame (``edge.region.RegionFinder``), said as a region to try
-    when it is not about ``roi``."""
+    when it is not about ``roi``, with ``note`` (``RegionFinder.note``)."""
     if not isinstance(trigger, OccupancyTrigger):
         return None
     cfg, peak = trigger.config, trigger.idle_peak
@@ -713,7 +716,7 @@ def no_product_hint(
     if suggestion is not None and region_iou(suggestion, roi or (0.0, 0.0, 1.0, 1.0)) < SAME_REGION:
         try_it = (
             f"; things moved through the frame about --roi {','.join(f'{v:g}' for v in suggestion)} (a "
-            "product's size, in the middle of where they passed): try it"
+            "product's size, in the middle of where they passed): try it" + (f"; {note}" if note else "")
         )
     if products:
         if trigger.long_products and try_it:

@@ -501,7 +501,7 @@ class Pipeline:
         suggested = self.region.suggest() if self.region is not None else None
         if suggested is None:
             return False
-        hint = no_product_hint(self.trigger, 0, suggested, self.roi)
+        hint = no_product_hint(self.trigger, 0, suggested, self.roi, self.region.note)
         if hint is None or "--roi" not in hint:
             return False
         _log.warning("%.0f s without a product: %s", NO_PRODUCT_SAY_S, hint)
@@ -708,7 +708,10 @@ class Pipeline:
             blind_s += time.monotonic() - last_frame.t_capture
         unfinished = 1 if self.decider.in_progress is not None else 0
         suggested = self.region.suggest() if self.region is not None else None
-        if hint := no_product_hint(self.trigger, verdict_counts.total() + unfinished, suggested, self.roi):
+        note = self.region.note if self.region is not None else None
+        if hint := no_product_hint(
+            self.trigger, verdict_counts.total() + unfinished, suggested, self.roi, note
+        ):
             _log.warning(hint)
         if unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)

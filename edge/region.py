@@ -15,10 +15,15 @@ Measured: on the demo line the suggestion overlaps the demo's own region with Io
 demo line set in a frame twice as wide and tall (products a quarter of the frame, so the whole
 frame as the region finds none), 0.85, and that region gives one verdict per product, the same
 verdicts as the demo's own region (``tests/test_run_region.py``). On the 37 scenario videos of
-the trigger's review: IoU 0.74-0.96 with the truth on 27; none suggested on 6 (fast lines, an
-empty belt: too little seen); wrong on 4 (IoU 0.3-0.49: flicker over the whole frame twice, a
-queue of touching products, 4 products around a 60-s stop at the frame's edge). It is only ever
-said (the hint, the summary's ``suggested_roi``): the region in use is never changed.
+the trigger's review: IoU 0.76-0.93 with the truth on 26; none suggested on 10 (fast lines, an
+empty belt, flicker over the whole frame, a queue of touching products: too little seen whole);
+wrong on 1 (IoU 0.3: 4 products around a 60-s stop at the frame's edge). A review's scenes:
+vertical, diagonal, 1080p, nearly frame-sized products, an arm reaching in now and then, a
+person walking: IoU 0.79-0.93. Wrong: a belt with raised cleats (the belt taken for products),
+a very slow line (the region too long), two lanes (one is suggested, the other not said), an
+arm reaching into an empty line (a region where the arm was). Products of very different sizes
+are said (``note``). It is only ever said (the hint, the summary's ``suggested_roi``): the
+region in use is never changed.
 """
 
 from __future__ import annotations
@@ -55,6 +60,13 @@ SIZE_PERCENTILE = 90
 #: the blobs kept (the last ones: about 8 minutes of products passing at 30 fps; a station runs
 #: for months)
 MAX_BLOBS = 3000
+#: a suggestion needs this many samples with a blob wholly inside the frame (a product, not
+#: something reaching in from the edge)
+MIN_WHOLE = 10
+#: blobs under this share of the suggested region's area, this share of them or more, are said
+#: in ``RegionFinder.note`` (they would not fill the region to ``trigger.on``)
+SMALL = 0.5
+SMALL_SHARE = 0.2
 #: a suggestion this close to the region in use (IoU) is not worth saying
 SAME_REGION = 0.7
 
@@ -73,6 +85,8 @@ class RegionFinder:
         #: (x, y, w, h) of the largest blob of each sample that had one, in sample pixels, and
         #: whether it touched the frame's edge (a product coming in or leaving)
         self._blobs: deque[tuple[int, int, int, int, bool]] = deque(maxlen=MAX_BLOBS)
+        #: what to know about the last suggestion (``suggest``), else None
+        self.note: str | None = None
 
     def update(self, image: np.ndarray) -> None:
         """A frame of the source (BGR, any size); most are skipped at once."""
@@ -118,7 +132,9 @@ class RegionFinder:
 
     def suggest(self) -> tuple[float, float, float, float] | None:
         """The suggested region (x, y, w, h as shares of the frame), or None when too little was
-        seen (not enough products passing, or nothing moving)."""
+        seen (not enough products passing wholly inside the frame, or nothing moving). Sets
+        ``note``: what to know about it (products of very different sizes), else None."""
+        self.note = None
         if self._activity is None or len(self._blobs) < MIN_BLOB_SAMPLES:
             return None
         rate = self._activity / max(self._watched, 1)
@@ -127,22 +143,29 @@ class RegionFinder:
             return None
         path = (rate >= PATH_SHARE * peak).astype(np.uint8)
         n, _labels, stats, _c = cv2.connectedComponentsWithStats(path, connectivity=8)
-        if n < 2:
+        # only what was seen wholly inside the frame: a product passing, not an arm reaching in
+        whole = [b for b in self._blobs if not b[4]]
+        if n < 2 or len(whole) < MIN_WHOLE:
             return None
         best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        px, py, pw, ph = (int(v) for v in stats[best][:4])
+        pw, ph = int(stats[best][2]), int(stats[best][3])
         sw, sh = self._size  # type: ignore[misc]
         # products move along the path's longer side (relative to the frame's)
         along_x = pw / sw >= ph / sh
-        whole = [b for b in self._blobs if not b[4]] or self._blobs
         length = float(np.percentile([b[2] if along_x else b[3] for b in whole], SIZE_PERCENTILE))
         across = float(np.percentile([b[3] if along_x else b[2] for b in whole], SIZE_PERCENTILE))
-        if along_x:
-            w, h = min(length, pw), min(across, ph)
-            x, y = px + (pw - w) / 2, py + (ph - h) / 2
-        else:
-            w, h = min(across, pw), min(length, ph)
-            x, y = px + (pw - w) / 2, py + (ph - h) / 2
+        w, h = (min(length, pw), min(across, ph)) if along_x else (min(across, pw), min(length, ph))
+        # centred where the whole blobs were (the middle of their crossing, and of their lane)
+        cx = float(np.median([b[0] + b[2] / 2 for b in whole]))
+        cy = float(np.median([b[1] + b[3] / 2 for b in whole]))
+        x, y = min(max(cx - w / 2, 0.0), sw - w), min(max(cy - h / 2, 0.0), sh - h)
+        small = float(np.mean([b[2] * b[3] < SMALL * w * h for b in whole]))
+        if small >= SMALL_SHARE:
+            self.note = (
+                f"{small:.0%} of what passed was under {SMALL:.0%} of its size (smaller products?), too "
+                "little of it to reach trigger.on: a region their size finds them, and sees only part "
+                "of the larger ones"
+            )
         return (round(x / sw, 2), round(y / sh, 2), round(w / sw, 2), round(h / sh, 2))
 
 
