@@ -558,6 +558,9 @@ class OccupancyTrigger:
         a camera's exposure settling, or a light dimming, goes one way); said when it begins to,
         and when it has stopped."""
         window = self._flicker
+        if window and t < window[-1][0]:  # the time went back (a recording's timestamps): afresh
+            window.clear()
+            self._flicker_count, self._flicker_ways = 0, [0, 0]
         window.append((t, how))
         self._flicker_count += how != 0
         self._flicker_ways[0] += bool(how & BRIGHTER)

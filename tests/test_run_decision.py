@@ -452,3 +452,13 @@ def test_a_region_held_while_the_light_flickers_says_so():
         for i in range(5, 125)
     ]
     assert any(h is not None and "the light flickers; fix the camera's exposure" in h for h in held)
+
+
+def test_the_flicker_window_starts_afresh_when_a_recordings_time_goes_back():
+    """Joined recordings: timestamps that jump back must not keep every frame since in the window."""
+    trigger = OccupancyTrigger(TriggerConfig())
+    for i in range(100):
+        trigger._note_flicker(i / 30, 0)
+    for i in range(100):  # the second recording, its clock from 0 again
+        trigger._note_flicker(i / 30, 0)
+    assert len(trigger._flicker) <= 61
