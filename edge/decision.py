@@ -432,8 +432,9 @@ class OccupancyTrigger:
         moving = self._product is not None and self._share_off(self._prev) >= STILL
         light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(self._prev)
         np.copyto(self._prev, self._small)
-        self._note_flicker(frame.t_on_line, self._flicker_frame() if occ >= cfg.off else 0)
-        self._past.append(self._small.copy())
+        small = self._small.astype(np.float32)  # (once: it is compared with the next frames too)
+        self._note_flicker(frame.t_on_line, self._flicker_frame(small) if occ >= cfg.off else 0)
+        self._past.append(small)
         if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
             return restored
         if self._held_since is not None:
@@ -513,11 +514,11 @@ class OccupancyTrigger:
             if self._trust >= TRUSTED_AFTER:
                 self._fallback = None
 
-    def _flicker_frame(self) -> int:
-        """How the light changed since the frame before, or ``FLICKER_LAG`` frames before, as
-        flickering light changes it (see ``FLICKER_SPREAD``): 0 not so, else ``BRIGHTER``,
-        ``DARKER`` or both (``BRIGHTER | DARKER``: bands)."""
-        cur, past = self._small.astype(np.float32), self._past
+    def _flicker_frame(self, cur: np.ndarray) -> int:
+        """How the light changed from the frame before, or ``FLICKER_LAG`` frames before, to
+        ``cur`` (this frame, float) as flickering light changes it (see ``FLICKER_SPREAD``): 0
+        not so, else ``BRIGHTER``, ``DARKER`` or both (``BRIGHTER | DARKER``: bands)."""
+        past = self._past
         for k in (1, FLICKER_LAG):
             if len(past) >= k and (how := self._light_changed(cur, past[-k])):
                 return how
@@ -530,9 +531,8 @@ class OccupancyTrigger:
         rows, explains most of the region (the light falls on the belt and on the products
         alike, so a product in view does not hide it; what moves does not follow rows), and the
         factors vary smoothly down the region (an edge moving down it bends them sharply)."""
-        # (channels as slices and a partition for the median: numpy's reductions over small
-        # axes cost several times as much)
-        before = before.astype(np.float32)
+        # (float frames; channels as slices and a partition for the median: numpy's reductions
+        # over small axes cost several times as much)
         total = before[..., 0] + before[..., 1] + before[..., 2]
         lit = total >= 3 * FLICKER_LIT
         cell = np.where(lit, (cur[..., 0] + cur[..., 1] + cur[..., 2]) / np.maximum(total, 1.0), 1.0)

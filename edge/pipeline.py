@@ -498,10 +498,12 @@ class Pipeline:
             return False
         if frame.t_on_line - self._no_product_since < NO_PRODUCT_SAY_S or frames % 30:
             return False
-        suggested = self.region.suggest() if self.region is not None else None
+        region = self.region
+        assert region is not None  # (called only with one)
+        suggested = region.suggest()
         if suggested is None:
             return False
-        hint = no_product_hint(self.trigger, 0, suggested, self.roi, self.region.note)
+        hint = no_product_hint(self.trigger, 0, suggested, self.roi, region.note)
         if hint is None or "--roi" not in hint:
             return False
         _log.warning("%.0f s without a product: %s", NO_PRODUCT_SAY_S, hint)

@@ -108,8 +108,9 @@ class RegionFinder:
                 self._background = np.median(np.stack(self._first), axis=0).astype(np.int16)
                 self._first = []
             return
-        d = np.abs(small - self._background)
-        self._background += np.clip(small - self._background, -STEP, STEP).astype(np.int16)
+        diff = small - self._background
+        d = np.abs(diff)
+        self._background += np.clip(diff, -STEP, STEP).astype(np.int16)
         fg = ((np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])) > LEVEL).astype(np.uint8)
         before, self._fg = self._fg, fg
         if self._activity is None:

@@ -142,12 +142,17 @@ def controls_said(taken: Mapping[str, float | str]) -> list[str]:
     return said
 
 
-class _SaysOnce:
-    """Warnings about a camera's settings: each said once, at the opening that first finds it
-    (a reopened camera that now refuses a setting is said then)."""
+class _CameraSettings:
+    """A camera's settings as it took them (``applied``, for the start line: ``describe``), and
+    the warnings about them: each said once, at the opening that first finds it (a reopened
+    camera that now refuses a setting is said then)."""
 
     name: str
+    applied: tuple[str, ...] = ()
     _said: set[str] | None = None
+
+    def describe(self) -> str:
+        return ", ".join(self.applied)
 
     def _say(self, warnings: list[str]) -> None:
         if self._said is None:
@@ -613,7 +618,7 @@ class _OpenCVCapture:
             self._cap = None
 
 
-class OpenCVCamera(_OpenCVCapture, _SaysOnce):
+class OpenCVCamera(_OpenCVCapture, _CameraSettings):
     """A V4L2 camera through OpenCV: MJPG when offered, one-frame driver buffer."""
 
     live = True
@@ -631,7 +636,6 @@ class OpenCVCamera(_OpenCVCapture, _SaysOnce):
         self.width, self.height, self.fps = width, height, fps
         self.format = ""
         self.controls = controls or CameraControls()
-        self.applied: list[str] = []  # the controls the camera took, as the start line says them
 
     def open(self) -> None:
         _quiet_opencv()
@@ -682,11 +686,8 @@ class OpenCVCamera(_OpenCVCapture, _SaysOnce):
             warnings.append(
                 "source.exposure_ms, source.gain and source.mains_hz are set on Linux (V4L2) only"
             )
-        self.applied = controls_said(taken)
+        self.applied = tuple(controls_said(taken))
         self._say(warnings + exposure_warnings(taken.get("exposure_ms"), c.mains_hz, self.fps))
-
-    def describe(self) -> str:
-        return ", ".join(self.applied)
 
 
 #: the stream schemes FFmpeg reads that edge-run expects (others are refused with this list)
@@ -1123,7 +1124,7 @@ class ImageFolder:
         pass
 
 
-class PiCamera(_SaysOnce):
+class PiCamera(_CameraSettings):
     """A Raspberry Pi camera through picamera2 (imported when opened).
 
     The ISP scales to a stream near the model's input size, so the CPU resizes little.
@@ -1144,7 +1145,6 @@ class PiCamera(_SaysOnce):
         self.size = (width or PICAMERA_DEFAULT_SIZE[0], height or PICAMERA_DEFAULT_SIZE[1])
         self.fps = fps
         self.controls = controls or CameraControls()
-        self.applied: list[str] = []
         self._cam = None
 
     def _libcamera_controls(self, offered: Mapping[str, tuple]) -> tuple[dict[str, object], list[str]]:
@@ -1217,9 +1217,6 @@ class PiCamera(_SaysOnce):
             taken["gain"] = round(float(metadata.get("AnalogueGain", asked["AnalogueGain"])), 2)  # type: ignore[arg-type]
         return taken
 
-    def describe(self) -> str:
-        return ", ".join(self.applied)
-
     def open(self) -> None:
         try:
             from picamera2 import Picamera2
@@ -1250,7 +1247,7 @@ class PiCamera(_SaysOnce):
                 except Exception as exc:  # a driver's error: said, and the values asked shown
                     warnings.append(f"cannot read the camera's settings back ({exc})")
             taken = self._taken(asked, metadata)
-            self.applied = controls_said(taken)
+            self.applied = tuple(controls_said(taken))
             self._say(
                 warnings + exposure_warnings(taken.get("exposure_ms"), self.controls.mains_hz, self.fps)
             )

@@ -43,7 +43,6 @@ class Range:
 
     minimum: int
     maximum: int
-    step: int
     default: int
 
     def clamp(self, value: int) -> int:
@@ -87,8 +86,8 @@ class Controls:
             if exc.errno == errno.EINVAL:
                 return None
             raise
-        _id, _type, _name, low, high, step, default, flags, _r0, _r1 = _QUERY.unpack(buf)
-        return None if flags & _CTRL_FLAG_DISABLED else Range(low, high, max(step, 1), default)
+        _id, _type, _name, low, high, _step, default, flags, _r0, _r1 = _QUERY.unpack(buf)
+        return None if flags & _CTRL_FLAG_DISABLED else Range(low, high, default)
 
     def get(self, cid: int) -> int:
         buf = bytearray(_CONTROL.pack(cid, 0))
