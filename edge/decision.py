@@ -111,6 +111,20 @@ LIGHT_TINT = 1.3
 LIGHT_BELT = 0.3
 LIGHT_SPREAD = 0.15
 LIGHT_JUMP = 0.3
+#: on an empty belt the reference follows the light (a camera's automatic exposure settling or
+#: hunting, a cloud, a dimmer) where one factor per colour channel (about white, ``LIGHT_TINT``)
+#: explains the change since the last frame: at most ``FOLLOW_STEP`` a frame (a light switched
+#: on or off, or a plain product moved in at once, is larger: see ``SUDDEN``); the factor is
+#: measured on every ``FOLLOW_SAMPLE``-th cell lit ``FLICKER_LIT`` or more, once at least
+#: ``FOLLOW_LIT`` of the region is; only once ``FOLLOW_OCC`` of the region differs from the
+#: reference (a light that hunts about the reference's is left to it: followed to one end, the
+#: other would differ), and taken where the factor halves (``FOLLOW_BETTER``) both the mean
+#: difference from the reference and the share of the region that differs (to ``off`` or less)
+FOLLOW_STEP = 0.2
+FOLLOW_OCC = 0.05
+FOLLOW_BETTER = 0.5
+FOLLOW_SAMPLE = 3
+FOLLOW_LIT = 0.3
 #: the frames ``recurring`` compares at most (spread over those it is given)
 RECURRING_SAMPLES = 30
 #: the "product" a stopped product's leaving began against the belt learned with it in view is
@@ -345,6 +359,8 @@ class OccupancyTrigger:
         self.flickering = False
         self.flicker_frames = 0
         self.flicker_episodes = 0
+        #: frames on which the empty belt's reference followed the light (``FOLLOW_STEP``)
+        self.followed = 0
 
     @property
     def still_learning(self) -> int:
@@ -440,6 +456,8 @@ class OccupancyTrigger:
         if self._held_since is not None:
             return self._held(frame, occ)
         if self._product is None:
+            if occ >= FOLLOW_OCC and (followed := self._follow_light(occ)) is not None:
+                occ = self._last_occ = followed
             self.idle_peak = max(self.idle_peak, occ)
             if cfg.off <= occ < cfg.on and occ >= NEAR_MISS * cfg.on:
                 self._rise = max(self._rise, occ)
@@ -593,6 +611,37 @@ class OccupancyTrigger:
         elif self.flickering and t - self._last_flicker > FLICKER_QUIET_S:
             self.flickering = False
             _log.warning("the light no longer flickers")
+
+    def _follow_light(self, occ: float) -> float | None:
+        """The empty belt's reference scaled to this frame's light, and the occupancy against it
+        (``occ`` against the reference as it is); None when one factor per channel does not
+        explain the change since the frame before (at most ``FOLLOW_STEP``) and since the
+        reference."""
+        if len(self._past) < 2:
+            return None
+        ref = self._ref_f
+        sample = ref[::FOLLOW_SAMPLE, ::FOLLOW_SAMPLE]
+        lit = sample.mean(axis=2) >= FLICKER_LIT
+        if lit.mean() < FOLLOW_LIT:
+            return None
+        cur = self._past[-1][::FOLLOW_SAMPLE, ::FOLLOW_SAMPLE][lit]
+        before = self._past[-2][::FOLLOW_SAMPLE, ::FOLLOW_SAMPLE][lit]
+        step = np.median(cur / np.maximum(before, 1.0), axis=0)
+        if np.abs(step - 1.0).max() > FOLLOW_STEP:
+            return None
+        gain = np.median(cur / np.maximum(sample[lit], 1.0), axis=0)
+        if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3):
+            return None
+        scaled = np.clip(ref * gain, 0.0, 255.0)
+        now = self._past[-1]
+        if float(np.abs(now - scaled).mean()) > FOLLOW_BETTER * float(np.abs(now - ref).mean()):
+            return None  # (a product moving in changes the light of a few cells: not explained)
+        after = self._share_off(scaled.round().astype(np.uint8))
+        if after > min(self.config.off, FOLLOW_BETTER * occ):
+            return None
+        self._set_reference(scaled)
+        self.followed += 1
+        return after
 
     def _light_explains(self, before: np.ndarray) -> bool:
         """Whether this frame is the belt under another light, in part at least: in

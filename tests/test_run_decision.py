@@ -238,6 +238,37 @@ def test_the_light_changing_with_a_product_in_view_is_held_after_a_few_seconds_t
     assert [pid for pid, _ in done[1:]] == [2, 3, 4] and trigger.relearned == 1
 
 
+def test_a_camera_exposure_settling_while_the_belt_is_learned_is_followed_not_taken_for_a_product():
+    """A service's start: the camera's automatic exposure brightens the empty belt from 0.45 to
+    full over 25 frames, slowly enough for the first frames to look still, so the belt is learned
+    too dark. The reference follows the light as it settles, so the products after it are one
+    each, not one merged product; a light that then hunts +-20 % about it over 3 s is no product."""
+    trigger = OccupancyTrigger(TriggerConfig())  # learns from 10 still frames, as a station does
+    covers = [0.0] * 45 + CROSSING * 4 + [0.0] * 90 + CROSSING * 2
+    lights = [min(1.0, 0.45 + 0.55 * i / 25) for i in range(45 + 40)]
+    lights += [1.0 + 0.2 * np.sin(2 * np.pi * i / 90) for i in range(90)] + [1.0] * 20
+    states = run_trigger(covers, lights=lights, trigger=trigger)
+    assert [n for _, n in segments(states)] == [6] * 6  # as under a steady light
+    assert trigger.followed >= 1 and trigger.relearned == 0
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+def test_a_plain_product_a_shade_of_the_belt_is_a_product_not_the_light(at_once):
+    """A product without print whose colour is the belt's made brighter (each channel x1.5), moved
+    in within a frame or sliding in: the belt is not made to follow it; one product, judged when
+    it leaves, and the belt after it is empty."""
+    rng = np.random.default_rng(0)
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    covers = [0.0] * 10 + ([1.0] * 20 if at_once else CROSSING[1:-3]) + [0.0] * 10
+    states = []
+    for i, c in enumerate(covers):
+        img = view(0.0, rng).astype(np.float64)
+        img[:, : round(c * 128)] *= 1.5
+        states.append(trigger.update(frame(i), np.clip(img, 0, 255).astype(np.uint8)))
+    assert [pid for pid, _ in segments(states)] == [1]
+    assert states[-1].product is None and trigger.followed == 0
+
+
 def test_a_product_moved_in_at_once_may_stand_longer_than_a_change_of_light():
     """An indexing line moves a product in within a frame and lets it stand 10 s: not the light
     (the belt's colours scaled alike do not explain its print), so it is held only after
