@@ -191,7 +191,8 @@ class TriggerConfig:
     off: float = _opt(0.2, _open_unit)
     #: frames in a row below ``off`` that end a product
     exit_frames: int = _opt(2, _positive)
-    #: grey-level difference from the empty belt that counts a cell as occupied
+    #: grey-level difference from the empty belt that counts a cell as occupied: at most, as each
+    #: cell's own threshold follows the empty belt's noise down to 12 (``edge.decision.NOISE_K``)
     level: int = _opt(30, _byte)
     #: frames averaged (median) into the empty-belt reference at start
     learn_frames: int = _opt(10, _positive)

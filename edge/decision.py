@@ -125,6 +125,16 @@ FOLLOW_OCC = 0.05
 FOLLOW_BETTER = 0.5
 FOLLOW_SAMPLE = 3
 FOLLOW_LIT = 0.3
+#: each cell's own threshold (``OccupancyTrigger.occupancy``): ``NOISE_K`` times how much the
+#: cell varies on the empty belt (root mean square of its difference from the reference, each
+#: frame's clipped at the threshold, averaged at ``NOISE_RATE`` a frame while the belt is empty:
+#: fewer than ``STILL`` of the cells off)
+#: plus ``NOISE_FLOOR``, between ``LEVEL_MIN`` and ``level``: on a plain, steady belt products
+#: that differ little from it are seen; a belt whose texture or light moves keeps ``level``
+NOISE_K = 4.0
+NOISE_FLOOR = 4.0
+NOISE_RATE = 0.01
+LEVEL_MIN = 12
 #: the frames ``recurring`` compares at most (spread over those it is given)
 RECURRING_SAMPLES = 30
 #: the "product" a stopped product's leaving began against the belt learned with it in view is
@@ -306,6 +316,10 @@ class OccupancyTrigger:
         self._small = np.empty((GRID, GRID, 3), np.uint8)
         self._diff = np.empty((GRID, GRID, 3), np.uint8)
         self._cell = np.empty((GRID, GRID), np.uint8)
+        #: each cell's threshold (``NOISE_K``), and its empty-belt variance it comes from
+        self._level = np.empty((GRID, GRID), np.uint8)
+        self._var = np.empty((GRID, GRID), np.float32)
+        self._reset_noise()
         self._ref_f = np.zeros((GRID, GRID, 3), np.float32)
         self._ref = np.zeros((GRID, GRID, 3), np.uint8)
         #: the frames of the current still run (learning, or held), and the last few of any kind
@@ -368,17 +382,41 @@ class OccupancyTrigger:
         or nothing seen yet)."""
         return 0 if self._learned else min(len(self._recent), self.config.learn_frames)
 
-    def _share_off(self, ref: np.ndarray, small: np.ndarray | None = None) -> float:
+    def _cell_diff(self, ref: np.ndarray) -> np.ndarray:
+        """Each cell's largest channel difference of this frame from ``ref`` (in ``_cell``)."""
+        cv2.absdiff(self._small, ref, dst=self._diff)
+        return np.max(self._diff, axis=2, out=self._cell)
+
+    def _share_off(
+        self, ref: np.ndarray, small: np.ndarray | None = None, level: np.ndarray | None = None
+    ) -> float:
         """Share of cells of ``small`` (default: this frame's) differing from ``ref`` by more
-        than ``level`` (any channel)."""
-        cv2.absdiff(self._small if small is None else small, ref, dst=self._diff)
-        np.max(self._diff, axis=2, out=self._cell)
-        return float(np.count_nonzero(self._cell > self.config.level)) / (GRID * GRID)
+        than ``level`` (default: the configured ``level``; or each cell's own threshold) in any
+        channel."""
+        if small is None:
+            cell = self._cell_diff(ref)
+        else:
+            cv2.absdiff(small, ref, dst=self._diff)
+            cell = np.max(self._diff, axis=2, out=self._cell)
+        return float(np.count_nonzero(cell > (self.config.level if level is None else level))) / (GRID * GRID)
 
     def occupancy(self, view: np.ndarray) -> float:
-        """Share of cells differing from the reference by more than ``level`` (any channel)."""
+        """Share of cells differing from the reference by more than their threshold (any
+        channel; ``NOISE_K``: ``level`` at most)."""
         cv2.resize(view, (GRID, GRID), dst=self._small, interpolation=cv2.INTER_AREA)
-        return self._share_off(self._ref)
+        return self._share_off(self._ref, level=self._level)
+
+    def _reset_noise(self) -> None:
+        """Every cell's threshold back to ``level`` (a belt learned anew: its noise is unknown)."""
+        self._level[:] = self.config.level
+        self._var[:] = max(0.0, (self.config.level - NOISE_FLOOR) / NOISE_K) ** 2
+
+    def _learn_noise(self) -> None:
+        """This empty frame's differences from the reference, into each cell's threshold."""
+        d = np.minimum(self._cell_diff(self._ref), self._level).astype(np.float32)
+        self._var += NOISE_RATE * (d * d - self._var)
+        level = NOISE_K * np.sqrt(self._var) + NOISE_FLOOR
+        np.copyto(self._level, np.clip(level, LEVEL_MIN, self.config.level), casting="unsafe")
 
     def _track_still(self) -> bool:
         """Add this frame to the still run (starting a new run if it moved); True if still."""
@@ -480,6 +518,8 @@ class OccupancyTrigger:
             if occ < cfg.off:
                 cv2.accumulateWeighted(self._small, self._ref_f, cfg.adapt_rate)
                 self._set_reference(self._ref_f)
+                if occ < STILL:  # (a product moving in or out is not the belt's noise)
+                    self._learn_noise()
             return TriggerState(occupancy=occ)
         pid = self._product
         self._below = self._below + 1 if occ < cfg.off else 0
@@ -636,7 +676,7 @@ class OccupancyTrigger:
         now = self._past[-1]
         if float(np.abs(now - scaled).mean()) > FOLLOW_BETTER * float(np.abs(now - ref).mean()):
             return None  # (a product moving in changes the light of a few cells: not explained)
-        after = self._share_off(scaled.round().astype(np.uint8))
+        after = self._share_off(scaled.round().astype(np.uint8), level=self._level)
         if after > min(self.config.off, FOLLOW_BETTER * occ):
             return None
         self._set_reference(scaled)
@@ -681,6 +721,7 @@ class OccupancyTrigger:
         if self._fallback_below < cfg.exit_frames:
             return None
         self._set_reference(self._fallback)
+        self._reset_noise()
         self._fallback = None
         self.restored += 1
         pid, self._product = self._product, None
@@ -726,6 +767,7 @@ class OccupancyTrigger:
                 self._set_reference(recurring(list(self._recent), cfg.level))
             else:
                 self._set_reference(np.median(np.stack(self._still), axis=0))
+            self._reset_noise()
             self._still.clear()
             self._held_since = None
             self.relearned += 1

@@ -269,6 +269,34 @@ def test_a_plain_product_a_shade_of_the_belt_is_a_product_not_the_light(at_once)
     assert states[-1].product is None and trigger.followed == 0
 
 
+def faint(
+    cover: float, rng: np.random.Generator, contrast: float, texture: float = 0.0, t: int = 0
+) -> np.ndarray:
+    """A plain belt (optionally with a texture moving 3 px a frame) and a product differing from it
+    by ``contrast`` grey levels in each channel, covering ``cover`` of the view from the left."""
+    img = np.empty((128, 128, 3), np.float64)
+    img[...] = BELT
+    if texture:
+        img += texture * np.sin(2 * np.pi * (np.arange(128) + 3 * t) / 40.0)[None, :, None]
+    img[:, : round(cover * 128)] += contrast
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_product_that_differs_little_from_a_steady_plain_belt_is_found_once_its_noise_is_learned():
+    """Products 18 grey levels off the belt (under ``level`` 30): each cell's threshold drops to
+    what the empty belt's noise calls for, so after a few seconds of empty belt each one is a
+    product; where the belt's own texture moves by more, the thresholds stay and nothing begins."""
+    rng = np.random.default_rng(0)
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    covers = [0.0] * 200 + CROSSING * 4
+    states = [trigger.update(frame(i), faint(c, rng, 18.0)) for i, c in enumerate(covers)]
+    assert [n for _, n in segments(states)] == [6] * 4
+    rng = np.random.default_rng(0)
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    states = [trigger.update(frame(i), faint(0.0, rng, 0.0, texture=25.0, t=i)) for i in range(400)]
+    assert not any(s.product is not None for s in states[5:])
+
+
 def test_a_product_moved_in_at_once_may_stand_longer_than_a_change_of_light():
     """An indexing line moves a product in within a frame and lets it stand 10 s: not the light
     (the belt's colours scaled alike do not explain its print), so it is held only after
