@@ -5,7 +5,9 @@ trigger segment each (one verdict), how many are merged, lost or judged twice.
 
 Each scenario replays the demo line (``edge.demo.DemoLine``) on a timeline of its own: the line
 stopping for 60 s with a product filling the region, the station (re)started while products
-pass, the lights switched on, a light step on the running line. A frame's line time is its
+pass, the lights switched on, a light step on the running line, a camera's automatic exposure
+settling after the start, and faint products (each blended toward the belt's colour, keeping a
+third of its difference from it). A frame's line time is its
 number / 30 s, as a live camera's would be; sensor noise differs frame by frame. Only the
 trigger runs (no model): a product is "one-to-one" when exactly one segment covers it (it
 covers half the region or more in that segment's frames) and that segment covers nothing else.
@@ -40,6 +42,25 @@ def full_at(line: demo.DemoLine, start: int) -> int:
     return t
 
 
+#: faint products keep this share of their difference from the belt's colour
+FAINT = 1 / 3
+
+
+def faint_line(seed: int, keep: float) -> demo.DemoLine:
+    """The demo line with every product blended toward the belt's colour (``keep`` of it left)."""
+    line = demo.DemoLine(seed)
+    rx, ry, rw, rh = line.roi_px
+    belt = line.render(0)[ry : ry + rh, rx : rx + rw].reshape(-1, 3).mean(axis=0)  # (empty at 0)
+    plain = line.product_image
+
+    def product_image(i: int) -> tuple[np.ndarray, tuple[float, float, float, float] | None]:
+        image, box = plain(i)
+        return np.clip(image * keep + belt * (1.0 - keep), 0, 255).astype(np.uint8), box
+
+    line.product_image = product_image  # type: ignore[method-assign]
+    return line
+
+
 def timelines(line: demo.DemoLine, frames: int) -> dict[str, tuple[list[int], list[float]]]:
     """Scenario -> (the demo line's frame shown at each frame, the light's gain at it)."""
     steady = list(range(frames))
@@ -55,6 +76,8 @@ def timelines(line: demo.DemoLine, frames: int) -> dict[str, tuple[list[int], li
         "started while products pass": (restart, [1.0] * frames),
         "lights switched on": (steady, off),
         "light x1.4 on the running line": (steady, step),
+        "exposure settling at the start": (steady, [min(1.0, 0.45 + 0.55 * i / 25) for i in range(frames)]),
+        "faint products": (steady, [1.0] * frames),
     }
 
 
@@ -113,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     total: Counter[str] = Counter()
     print(f"{'scenario':32s} products one-to-one merged lost twice phantom relearned")
     for name, (shown, gains) in timelines(line, round(args.minutes * 60 * FPS)).items():
-        r = run(line, shown, gains, args.seed)
+        r = run(faint_line(args.seed, FAINT) if name == "faint products" else line, shown, gains, args.seed)
         total.update(r)
         print(row(name, r))
     print(row("all", total))
