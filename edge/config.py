@@ -191,9 +191,13 @@ class TriggerConfig:
     off: float = _opt(0.2, _open_unit)
     #: frames in a row below ``off`` that end a product
     exit_frames: int = _opt(2, _positive)
-    #: grey-level difference from the empty belt that counts a cell as occupied: at most, as each
-    #: cell's own threshold follows the empty belt's noise down to 12 (``edge.decision.NOISE_K``)
+    #: grey-level difference from the empty belt that counts a cell as occupied
     level: int = _opt(30, _byte)
+    #: set (e.g. 12): each cell's threshold follows the empty belt's own noise from ``level`` down
+    #: to this, so products that differ little from a steady plain belt are seen; not for belts
+    #: with splices or stains, or products casting soft shadows (``edge.decision.NOISE_K``);
+    #: left out: ``level`` everywhere
+    level_min: int | None = _opt(None, _byte)
     #: frames averaged (median) into the empty-belt reference at start
     learn_frames: int = _opt(10, _positive)
     #: how fast the reference follows slow light changes while the belt is empty
@@ -530,6 +534,11 @@ class Config:
         if self.trigger.off >= self.trigger.on:
             raise ConfigError(
                 f"trigger.off: expected a number below trigger.on ({self.trigger.on}), got {self.trigger.off}"
+            )
+        if self.trigger.level_min is not None and self.trigger.level_min > self.trigger.level:
+            raise ConfigError(
+                f"trigger.level_min: expected at most trigger.level ({self.trigger.level}), got "
+                f"{self.trigger.level_min}"
             )
         if self.demo.variants is not None and self.demo.stamps is not None:
             raise ConfigError("demo.stamps: expected either demo.variants or demo.stamps, got both")

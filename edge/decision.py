@@ -125,16 +125,17 @@ FOLLOW_OCC = 0.05
 FOLLOW_BETTER = 0.5
 FOLLOW_SAMPLE = 3
 FOLLOW_LIT = 0.3
-#: each cell's own threshold (``OccupancyTrigger.occupancy``): ``NOISE_K`` times how much the
-#: cell varies on the empty belt (root mean square of its difference from the reference, each
-#: frame's clipped at the threshold, averaged at ``NOISE_RATE`` a frame while the belt is empty:
-#: fewer than ``STILL`` of the cells off)
-#: plus ``NOISE_FLOOR``, between ``LEVEL_MIN`` and ``level``: on a plain, steady belt products
-#: that differ little from it are seen; a belt whose texture or light moves keeps ``level``
+#: with ``trigger.level_min`` set, each cell's own threshold (``OccupancyTrigger.occupancy``):
+#: ``NOISE_K`` times how much the cell varies on the empty belt (root mean square of its
+#: difference from the reference, each frame's clipped at the threshold, averaged at
+#: ``NOISE_RATE`` a frame while the belt is empty: fewer than ``STILL`` of the cells off) plus
+#: ``NOISE_FLOOR``, between ``level_min`` and ``level``: on a plain, steady belt products that
+#: differ little from it are seen; a belt whose texture or light moves keeps ``level``. Not the
+#: default: a plain belt's splice or stain (a stretch 15 % darker) then begins a product at every
+#: pass, and soft shadows close the gaps between products (a helper's review)
 NOISE_K = 4.0
 NOISE_FLOOR = 4.0
 NOISE_RATE = 0.01
-LEVEL_MIN = 12
 #: the frames ``recurring`` compares at most (spread over those it is given)
 RECURRING_SAMPLES = 30
 #: the "product" a stopped product's leaving began against the belt learned with it in view is
@@ -316,7 +317,9 @@ class OccupancyTrigger:
         self._small = np.empty((GRID, GRID, 3), np.uint8)
         self._diff = np.empty((GRID, GRID, 3), np.uint8)
         self._cell = np.empty((GRID, GRID), np.uint8)
-        #: each cell's threshold (``NOISE_K``), and its empty-belt variance it comes from
+        #: whether each cell has its own threshold (``trigger.level_min`` set), the thresholds
+        #: (``NOISE_K``), and the empty-belt variance they come from
+        self._adaptive = self.config.level_min is not None and self.config.level_min < self.config.level
         self._level = np.empty((GRID, GRID), np.uint8)
         self._var = np.empty((GRID, GRID), np.float32)
         self._reset_noise()
@@ -401,10 +404,15 @@ class OccupancyTrigger:
         return float(np.count_nonzero(cell > (self.config.level if level is None else level))) / (GRID * GRID)
 
     def occupancy(self, view: np.ndarray) -> float:
-        """Share of cells differing from the reference by more than their threshold (any
-        channel; ``NOISE_K``: ``level`` at most)."""
+        """Share of cells differing from the reference by more than ``level`` (or their own
+        threshold, ``NOISE_K``) in any channel."""
         cv2.resize(view, (GRID, GRID), dst=self._small, interpolation=cv2.INTER_AREA)
-        return self._share_off(self._ref, level=self._level)
+        return self._share_off(self._ref, level=self._cells_level)
+
+    @property
+    def _cells_level(self) -> np.ndarray | None:
+        """Each cell's threshold, or None (``level`` everywhere)."""
+        return self._level if self._adaptive else None
 
     def _reset_noise(self) -> None:
         """Every cell's threshold back to ``level`` (a belt learned anew: its noise is unknown)."""
@@ -416,7 +424,7 @@ class OccupancyTrigger:
         d = np.minimum(self._cell_diff(self._ref), self._level).astype(np.float32)
         self._var += NOISE_RATE * (d * d - self._var)
         level = NOISE_K * np.sqrt(self._var) + NOISE_FLOOR
-        np.copyto(self._level, np.clip(level, LEVEL_MIN, self.config.level), casting="unsafe")
+        np.copyto(self._level, np.clip(level, self.config.level_min, self.config.level), casting="unsafe")
 
     def _track_still(self) -> bool:
         """Add this frame to the still run (starting a new run if it moved); True if still."""
@@ -518,7 +526,7 @@ class OccupancyTrigger:
             if occ < cfg.off:
                 cv2.accumulateWeighted(self._small, self._ref_f, cfg.adapt_rate)
                 self._set_reference(self._ref_f)
-                if occ < STILL:  # (a product moving in or out is not the belt's noise)
+                if self._adaptive and occ < STILL:  # (not a product moving in or out)
                     self._learn_noise()
             return TriggerState(occupancy=occ)
         pid = self._product
@@ -676,7 +684,7 @@ class OccupancyTrigger:
         now = self._past[-1]
         if float(np.abs(now - scaled).mean()) > FOLLOW_BETTER * float(np.abs(now - ref).mean()):
             return None  # (a product moving in changes the light of a few cells: not explained)
-        after = self._share_off(scaled.round().astype(np.uint8), level=self._level)
+        after = self._share_off(scaled.round().astype(np.uint8), level=self._cells_level)
         if after > min(self.config.off, FOLLOW_BETTER * occ):
             return None
         self._set_reference(scaled)

@@ -7,7 +7,8 @@ Each scenario replays the demo line (``edge.demo.DemoLine``) on a timeline of it
 stopping for 60 s with a product filling the region, the station (re)started while products
 pass, the lights switched on, a light step on the running line, a camera's automatic exposure
 settling after the start, and faint products (each blended toward the belt's colour, keeping a
-third of its difference from it). A frame's line time is its
+third of its difference from it), with ``trigger.level`` everywhere and with each cell's threshold
+following the belt's noise down to ``trigger.level_min`` = 12. A frame's line time is its
 number / 30 s, as a live camera's would be; sensor noise differs frame by frame. Only the
 trigger runs (no model): a product is "one-to-one" when exactly one segment covers it (it
 covers half the region or more in that segment's frames) and that segment covers nothing else.
@@ -78,13 +79,16 @@ def timelines(line: demo.DemoLine, frames: int) -> dict[str, tuple[list[int], li
         "light x1.4 on the running line": (steady, step),
         "exposure settling at the start": (steady, [min(1.0, 0.45 + 0.55 * i / 25) for i in range(frames)]),
         "faint products": (steady, [1.0] * frames),
+        "faint products, level_min 12": (steady, [1.0] * frames),
     }
 
 
-def run(line: demo.DemoLine, shown: list[int], gains: list[float], seed: int) -> dict[str, int]:
+def run(
+    line: demo.DemoLine, shown: list[int], gains: list[float], seed: int, config: TriggerConfig
+) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     noise = [rng.normal(0, 2.0, (demo.HEIGHT, demo.WIDTH, 3)).astype(np.float32) for _ in range(16)]
-    trigger = OccupancyTrigger(TriggerConfig())
+    trigger = OccupancyTrigger(config)
     rx, ry, rw, rh = line.roi_px
     roi = (rx / demo.WIDTH, ry / demo.HEIGHT, rw / demo.WIDTH, rh / demo.HEIGHT)
     segments: list[tuple[int, set[int]]] = []  # (product id, products covering it)
@@ -136,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     total: Counter[str] = Counter()
     print(f"{'scenario':32s} products one-to-one merged lost twice phantom relearned")
     for name, (shown, gains) in timelines(line, round(args.minutes * 60 * FPS)).items():
-        r = run(faint_line(args.seed, FAINT) if name == "faint products" else line, shown, gains, args.seed)
+        faint = name.startswith("faint products")
+        config = TriggerConfig(level_min=12) if name.endswith("level_min 12") else TriggerConfig()
+        r = run(faint_line(args.seed, FAINT) if faint else line, shown, gains, args.seed, config)
         total.update(r)
         print(row(name, r))
     print(row("all", total))

@@ -32,6 +32,7 @@ TEMPLATE = ROOT / "systemd" / "edge-run@.service"  # one instance per line
         ("[trigger]\nkind = 'eye'\n", "trigger.kind: expected one of 'occupancy', 'every-frame', 'gpio'"),
         ("[trigger]\nexit_frames = 1.5\n", "trigger.exit_frames: expected a whole number, got 1.5"),
         ("[trigger]\nlevel = 300\n", "trigger.level: expected a grey level"),
+        ("[trigger]\nlevel_min = 40\n", r"trigger.level_min: expected at most trigger.level \(30\), got 40"),
         ("[model]\nthreads = 0\n", "model.threads: expected a whole number from 1 to 64, got 0"),
         ("[model]\nthreads = 99999\n", "model.threads: expected a whole number from 1 to 64, got 99999"),
         ("[model]\nthreads = true\n", "model.threads: expected a whole number, got True"),

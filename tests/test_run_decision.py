@@ -283,16 +283,18 @@ def faint(
 
 
 def test_a_product_that_differs_little_from_a_steady_plain_belt_is_found_once_its_noise_is_learned():
-    """Products 18 grey levels off the belt (under ``level`` 30): each cell's threshold drops to
-    what the empty belt's noise calls for, so after a few seconds of empty belt each one is a
-    product; where the belt's own texture moves by more, the thresholds stay and nothing begins."""
-    rng = np.random.default_rng(0)
-    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    """Products 18 grey levels off the belt (under ``level`` 30) are not seen; with
+    ``level_min`` each cell's threshold drops to what the empty belt's noise calls for, so after a
+    few seconds of empty belt each one is a product; where the belt's own texture moves by more,
+    the thresholds stay and nothing begins."""
     covers = [0.0] * 200 + CROSSING * 4
-    states = [trigger.update(frame(i), faint(c, rng, 18.0)) for i, c in enumerate(covers)]
-    assert [n for _, n in segments(states)] == [6] * 4
+    for level_min, found in [(None, []), (12, [6] * 4)]:
+        rng = np.random.default_rng(0)
+        trigger = OccupancyTrigger(TriggerConfig(learn_frames=5, level_min=level_min))
+        states = [trigger.update(frame(i), faint(c, rng, 18.0)) for i, c in enumerate(covers)]
+        assert [n for _, n in segments(states)] == found
     rng = np.random.default_rng(0)
-    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5, level_min=12))
     states = [trigger.update(frame(i), faint(0.0, rng, 0.0, texture=25.0, t=i)) for i in range(400)]
     assert not any(s.product is not None for s in states[5:])
 
