@@ -385,9 +385,10 @@ class OccupancyTrigger:
         or nothing seen yet)."""
         return 0 if self._learned else min(len(self._recent), self.config.learn_frames)
 
-    def _cell_diff(self, ref: np.ndarray) -> np.ndarray:
-        """Each cell's largest channel difference of this frame from ``ref`` (in ``_cell``)."""
-        cv2.absdiff(self._small, ref, dst=self._diff)
+    def _cell_diff(self, ref: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
+        """Each cell's largest channel difference of ``small`` (default: this frame's) from
+        ``ref`` (in ``_cell``)."""
+        cv2.absdiff(self._small if small is None else small, ref, dst=self._diff)
         return np.max(self._diff, axis=2, out=self._cell)
 
     def _share_off(
@@ -396,11 +397,7 @@ class OccupancyTrigger:
         """Share of cells of ``small`` (default: this frame's) differing from ``ref`` by more
         than ``level`` (default: the configured ``level``; or each cell's own threshold) in any
         channel."""
-        if small is None:
-            cell = self._cell_diff(ref)
-        else:
-            cv2.absdiff(small, ref, dst=self._diff)
-            cell = np.max(self._diff, axis=2, out=self._cell)
+        cell = self._cell_diff(ref, small)
         return float(np.count_nonzero(cell > (self.config.level if level is None else level))) / (GRID * GRID)
 
     def occupancy(self, view: np.ndarray) -> float:
