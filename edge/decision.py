@@ -280,6 +280,14 @@ class EveryFrameTrigger:
         return None  # each frame's product ended with it
 
 
+def white_gain(ratios: np.ndarray) -> np.ndarray | None:
+    """The light's factor per colour channel: the median of ``ratios`` (cells x 3, a frame over
+    the belt); None where the channels' factors differ by more than ``LIGHT_TINT`` (not about
+    white light: a product's colour, not the light)."""
+    gain = np.median(ratios, axis=0)
+    return None if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3) else gain
+
+
 def recurring(frames: Sequence[np.ndarray], level: int) -> np.ndarray:
     """Per cell, the colour that recurs most often in ``frames`` (GRID x GRID x 3 each, at most
     ``RECURRING_SAMPLES`` of them spread over all): the median of the largest group of frames
@@ -489,9 +497,9 @@ class OccupancyTrigger:
         last, self._last_occ = self._last_occ, occ
         # (whether a product in view moves: only for one in progress, not on every empty frame)
         moving = self._product is not None and self._share_off(self._prev) >= STILL
-        light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(self._prev)
-        np.copyto(self._prev, self._small)
         small = self._small.astype(np.float32)  # (once: it is compared with the next frames too)
+        light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(small, self._prev)
+        np.copyto(self._prev, self._small)
         self._note_flicker(frame.t_on_line, self._flicker_frame(small) if occ >= cfg.off else 0)
         self._past.append(small)
         if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
@@ -674,8 +682,8 @@ class OccupancyTrigger:
         step = np.median(cur / np.maximum(before, 1.0), axis=0)
         if np.abs(step - 1.0).max() > FOLLOW_STEP:
             return None
-        gain = np.median(cur / np.maximum(sample[lit], 1.0), axis=0)
-        if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3):
+        gain = white_gain(cur / np.maximum(sample[lit], 1.0))
+        if gain is None:
             return None
         scaled = np.clip(ref * gain, 0.0, 255.0)
         now = self._past[-1]
@@ -688,21 +696,21 @@ class OccupancyTrigger:
         self.followed += 1
         return after
 
-    def _light_explains(self, before: np.ndarray) -> bool:
+    def _light_explains(self, cur: np.ndarray, before: np.ndarray) -> bool:
         """Whether this frame is the belt under another light, in part at least: in
         ``LIGHT_BELT`` of the region or more, each colour channel of the reference is scaled by
         the same factor (within ``LIGHT_SPREAD``; the factors are those of the cells that showed
         the belt in the frame ``before``), and the factors of the channels are about the same
         (``LIGHT_TINT``: light is about white). A product that fills the region at once is
         another colour (another factor for each channel) or shows its own print; one in view
-        when the light changes leaves the rest of the region to tell."""
-        ref, cur = self._ref_f, self._small.astype(np.float32)
+        when the light changes leaves the rest of the region to tell. ``cur``: this frame, float."""
+        ref = self._ref_f
         ratio = cur / np.maximum(ref, 1.0)
         belt = np.abs(before.astype(np.float32) - ref).max(axis=2) <= self.config.level
         if belt.mean() < LIGHT_BELT:  # the frame before showed too little of the belt to tell
             return False
-        gain = np.median(ratio[belt], axis=0)
-        if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3):
+        gain = white_gain(ratio[belt])
+        if gain is None:
             return False
         scaled = (np.abs(ratio / gain - 1.0) < LIGHT_SPREAD).all(axis=2) & (ref.min(axis=2) >= 20)
         return float(scaled.mean()) >= LIGHT_BELT
