@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from convert.equalize import equalize
 from convert.tflite import (
     INTEGER_MODES,
     MODES,
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="synthetic recipe seed (calibration uses seed+2e6, validation seed+3e6)",
+    )
+    p.add_argument(
+        "--no-equalize",
+        action="store_true",
+        help="int8: quantize the weights as trained, without first rescaling activation channels to "
+        "their whole 8-bit range (for comparison)",
     )
     chk = p.add_argument_group("proof of agreement")
     chk.add_argument(
@@ -215,6 +222,8 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
     return reps, f"{n} images ({len(images)} distinct, cycled) from {args.calibration}"
 
 
+#: calibration images whose activations set the equalization's channel scales
+EQUALIZE_IMAGES = 200
 #: fewer distinct calibration images than this are warned about (they are cycled to the size asked)
 FEW_CALIBRATION = 50
 #: the fewest synthetic validation images a proof of agreement takes; a proof on fewer labelled
@@ -459,11 +468,23 @@ def run(args: argparse.Namespace) -> int:
     if args.mode in INTEGER_MODES:
         reps, provenance["calibration"] = calibration_images(args, cal_paths)
     log(f"edge-convert: converting {args.model} ({kind}, labels {list(labels)}) to {args.mode}")
+    source = model
+    if reps and not args.no_equalize:
+        # a second copy is rescaled; the proof below compares against the model as trained
+        source = load_keras(args.model)
+        eq = equalize(source, reps[:EQUALIZE_IMAGES])
+        provenance["equalized"] = {k: v for k, v in eq.items() if k != "layers"}
+        if eq["chains"]:
+            log(
+                f"edge-convert: equalized {eq['chains']} activations on {min(len(reps), EQUALIZE_IMAGES)} "
+                f"calibration images (channel scales: median {eq['scale_median']:.2f}, "
+                f"max {eq['scale_max']:.1f})"
+            )
     # --quiet: also the converter's native "fully_quantize: ..." line (its failures still show)
     quiet = native_stderr_muted if args.quiet else contextlib.nullcontext
     with quiet():
         raw = convert(
-            model,
+            source,
             args.mode,
             (lambda: tqdm(reps, desc="calibrating", leave=False, disable=args.quiet)) if reps else None,
         )

@@ -134,6 +134,8 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_di
     meta = TFLiteDetector(out).metadata
     assert meta.provenance["seed"] == 0 and meta.provenance["mode"] == "int8"
     assert "agreement" in meta.provenance and "calibration" in meta.provenance
+    # the activations were equalized on the calibration images before quantizing
+    assert meta.provenance["equalized"]["chains"] == 11 and meta.provenance["equalized"]["scale_max"] > 1
     n = len(load_dataset(blob_voc_dir).records)
     assert meta.provenance["calibration"] == f"400 images ({n} distinct, cycled) from {blob_voc_dir}"
     data = json.loads(report.read_text())
@@ -304,6 +306,10 @@ def test_a_calibration_folder_skips_unreadable_files_by_name_and_reads_subfolder
     err = capsys.readouterr().err
     assert "1 of 7 images skipped" in err and "broken.jpg: not a readable image" in err, err
     assert "._0.png" not in err and out.exists()
+    assert TFLiteDetector(out).metadata.provenance["equalized"]["chains"] == 11
+    # --no-equalize quantizes the weights as trained (for comparison)
+    assert cli.main([*args, "--no-verify", "--quiet", "--no-equalize"]) == 0
+    assert "equalized" not in TFLiteDetector(out).metadata.provenance
 
 
 def test_runtime_refuses_model_without_metadata(keras_model, tmp_path):
@@ -529,3 +535,71 @@ def test_the_synthetic_validation_truths_name_the_stamps_in_any_flag_order(tmp_p
     args.stamp = paths[:1]
     with pytest.raises(cli.CliError, match=r"--stamp: the model knows the labels"):
         cli.validation_set(args, ("x", "y"), None)
+
+
+def _chain_activations(model, images):
+    """Each equalizable ReLU6 output of ``model`` on ``images``, by layer name."""
+    import keras
+
+    from convert.equalize import find_chains
+
+    chains = find_chains(model)
+    backbone = model.get_layer("backbone")
+    probe = keras.Model(backbone.input, [c.relu.output for c in chains])
+    x = model.get_layer("scale_pixels")(np.stack(images).astype(np.float32))
+    return {c.relu.name: np.asarray(a) for c, a in zip(chains, probe(x), strict=True)}
+
+
+def test_equalization_keeps_what_the_keras_model_computes_and_fills_each_channel_range(tiny_model_dir, blobs):
+    from convert.equalize import MAX_SCALE, equalize
+    from train.model import STRIDE8_LAYER, STRIDE16_LAYER
+
+    images, _ = blobs
+    model = load_keras(tiny_model_dir / "model.keras")
+    x = np.stack(images[:60]).astype(np.float32)
+    before = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+    done = equalize(model, images[:60], q=100.0)  # the 100th percentile: nothing is clipped
+    # the first convolution and the pointwise ones feeding a depthwise one; not the backbone's
+    # outputs, which the heads read
+    assert done["layers"][0] == "conv1_relu" and done["chains"] == 11
+    assert not {STRIDE8_LAYER, STRIDE16_LAYER, "conv_pw_13_relu"} & set(done["layers"])
+    after = model(x, training=False)
+    for name, value in before.items():
+        np.testing.assert_allclose(np.asarray(after[name]), value, atol=2e-4)
+    for name, act in _chain_activations(model, images[:60]).items():
+        top = act.reshape(-1, act.shape[-1]).max(axis=0)
+        live = top > 6.0 / MAX_SCALE * 1.01  # channels the largest scale could lift to the cap
+        assert live.any() and np.allclose(top[live], 6.0, atol=1e-3), name
+
+
+def test_equalization_undoes_channel_ranges_that_int8_would_round_away(tiny_model_dir, blobs, tmp_path):
+    """A network whose first convolution keeps all channels but one in a twentieth of the range
+    (what training leaves: a few values per million set the range) works as well in Keras,
+    but its int8 conversion loses those channels to rounding; equalized, it agrees again."""
+    from convert.equalize import equalize
+
+    images, _ = blobs
+    meta = contract.ModelMetadata(kind="box", labels=("stamp",), provenance={})
+    model = load_keras(tiny_model_dir / "model.keras")
+    meta = meta.with_outputs(model.output_names)
+    backbone = model.get_layer("backbone")
+    bn, dw = backbone.get_layer("conv1_bn"), backbone.get_layer("conv_dw_1")
+    top = _chain_activations(model, images[:200])["conv1_relu"].max(axis=(0, 1, 2))
+    # the widest channel is lifted to reach the cap exactly (no change), the others shrunk
+    rescale = np.full_like(top, 1 / 20)
+    rescale[np.argmax(top)] = 6.0 / top.max()
+    gamma, beta, *stats = bn.get_weights()
+    bn.set_weights([gamma * rescale, beta * rescale, *stats])
+    dw.set_weights([dw.get_weights()[0] / rescale[None, None, :, None]])
+    keras_det = CallableDetector(lambda v: model(v.astype(np.float32), training=False), meta)
+    kp = keras_det.predict_batch(images)
+
+    def box_diff(m) -> float:
+        raw = embed_metadata(convert(m, "int8", lambda: images[:200]), meta)
+        lp = TFLiteDetector(_write(tmp_path, raw, "m.tflite")).predict_batch(images)
+        return metrics.agreement(kp, lp, 0.5)["box_abs_diff_mean"]
+
+    plain = box_diff(model)
+    equalize(model, images[:200])
+    equalized = box_diff(model)
+    assert equalized < 0.6 * plain, (plain, equalized)
