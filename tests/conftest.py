@@ -51,7 +51,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         {"presence": presence[:, None], "box": boxes},
         sample_weight={"presence": ones, "box": presence},
         batch_size=32,
-        epochs=3,
+        epochs=4,
         verbose=0,
     )
     inference_model(model).save(out / "model.keras")

@@ -395,6 +395,9 @@ def test_fine_tuning_a_single_stamp_model_into_variants_keeps_what_it_learned():
     assert probs.shape == (6, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
     _, fresh = warm_start(single, "box", 3, head="grid")  # another head: only the backbone carries over
     assert "cell_logits" in fresh and "backbone" not in fresh
+    # a model saved when the box output had a sigmoid: its box weights mean logits, so they start fresh
+    single.get_layer(contract.BOX).activation = keras.activations.get("sigmoid")
+    assert warm_start(single, "box", 1)[1] == [contract.BOX]
 
 
 def test_fused_batch_norm_trains_exactly_as_keras_own_and_saves_as_keras_own(tmp_path):
