@@ -14,14 +14,13 @@ SEED=${SEED:-0}
 MINUTES=${MINUTES:-30}
 INIT=${INIT:-runs/default/model.keras}
 LR=${LR:-0.001}
-# the fine-tuned model's int8 presence agrees with its Keras presence on 98-98.5 % of the
-# validation images (its scores sit near the threshold more often than the default model's):
-# gate at 0.97
-MIN_AGREEMENT=${MIN_AGREEMENT:-0.97}
+# the proof's own gate (0.995); before edge-convert equalized activations, fine-tuned models'
+# int8 presence agreed on only 98-98.5 % of the images and this was 0.97 (now 0.997)
+MIN_AGREEMENT=${MIN_AGREEMENT:-0.995}
 # the demo line is a fixed station camera: its recipe (RECIPE=default for the full one)
 RECIPE=${RECIPE:-station}
 edge-synth --write-stamps "$OUT/stamps" --variants 3 --overwrite
-edge-train --stamp "$OUT/stamps" --out "$OUT" --synthetic 40000 --val-size 1000 --steps 5600 \
+edge-train --stamp "$OUT/stamps" --out "$OUT" --synthetic 40000 --val-size 1000 --steps 11000 \
     --minutes "$MINUTES" --eval-every 400 --seed "$SEED" --recipe "$RECIPE" \
     --init "$INIT" --lr "$LR"
 edge-convert "$OUT/model.keras" --out "$OUT/variants_int8.tflite" --mode int8 --seed "$SEED" \
