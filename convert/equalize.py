@@ -37,7 +37,10 @@ class Chain:
     norm: object
     relu: object
     depthwise: object
-    cap: float
+
+    @property
+    def cap(self) -> float:
+        return float(self.relu.max_value)
 
 
 def _producer(tensor):
@@ -76,7 +79,7 @@ def find_chains(model) -> list[Chain]:
                 continue
             if not _only_consumer_is(norm, relu) or id(norm.output) in outputs:
                 continue
-            chains.append(Chain(owner, norm, relu, dw, float(relu.max_value)))
+            chains.append(Chain(owner, norm, relu, dw))
     return chains
 
 
