@@ -6,6 +6,7 @@ the serving signature, and the model's embedded metadata sets the contract.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -13,6 +14,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,36 @@ BUNDLED_MODEL = Path(__file__).with_name("models") / "stamp_int8.tflite"
 
 
 _AMX_DENIED = False
+
+#: lines the native runtimes print on stderr when they build an interpreter, which tell an
+#: operator nothing (the runtime in use is reported by name instead)
+RUNTIME_BANNERS = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextlib.contextmanager
+def runtime_banners_dropped():
+    """Run the block with file descriptor 2 (where the native runtime logs) captured, then pass on
+    what was written there, leaving out the lines of ``RUNTIME_BANNERS``: a service's journal gets
+    the runtime's warnings and errors, not its start-up banner."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no file descriptor 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True) if line.rstrip() not in RUNTIME_BANNERS]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def cpu_has_amx() -> bool:
@@ -171,8 +203,11 @@ class TFLiteDetector:
         # AMX makes this network's int8 path slower, not faster (see deny_amx); allow it on request
         self.amx_denied = (not amx) and cpu_has_amx() and deny_amx()
         try:
-            self._interp = self.runtime.interpreter_cls(model_content=model_bytes, num_threads=int(threads))
-            self._interp.allocate_tensors()
+            with runtime_banners_dropped():  # XNNPACK announces itself when tensors are allocated
+                self._interp = self.runtime.interpreter_cls(
+                    model_content=model_bytes, num_threads=int(threads)
+                )
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: {self.runtime.name} cannot load it ({exc})") from None
         self.threads = int(threads)

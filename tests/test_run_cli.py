@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from edge.cli.run import main
-from edge.runtime import BUNDLED_MODEL
+from edge.runtime import BUNDLED_MODEL, RUNTIME_BANNERS, runtime_banners_dropped
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VIDEO = FIXTURES / "demo_line.mp4"
@@ -138,9 +138,23 @@ def test_sigterm_ends_cleanly_with_a_summary(tmp_path: Path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+    assert "XNNPACK" not in err  # the runtime's start-up banner is not news in a service's journal
     assert "frames" in out and "latency" in out
     s = json.loads(summary.read_text())
     assert s["end"] == "SIGTERM" and s["frames"] > 10
+
+
+def test_the_runtimes_banner_is_dropped_and_its_other_lines_kept(capfd):
+    with runtime_banners_dropped():
+        os.write(2, (RUNTIME_BANNERS[0] + "\nERROR: the op is not supported\n").encode())
+        os.write(1, b"stdout is left alone\n")
+    out, err = capfd.readouterr()
+    assert err == "ERROR: the op is not supported\n"
+    assert out == "stdout is left alone\n"
+    with pytest.raises(ValueError), runtime_banners_dropped():  # an error inside keeps what was said
+        os.write(2, b"ERROR: cannot load\n")
+        raise ValueError("model")
+    assert capfd.readouterr().err == "ERROR: cannot load\n"
 
 
 @needs_model
