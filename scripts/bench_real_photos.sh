@@ -17,6 +17,8 @@ INIT=${INIT:-runs/default/model.keras}
 SEED=${SEED:-0}
 # EMA=0.998: validate and keep the weights' moving average (edge-train --ema)
 EMA=${EMA:-}
+# more edge-train flags for every run, e.g. EXTRA="--cut 0.5"
+EXTRA=${EXTRA:-}
 # the proof of agreement runs on the ~100-160 training photos, where one image moves the centre
 # share by ~0.01: allow a drop of 0.03 there (the test-set figures of the int8 model are reported)
 MAX_DROP=${MAX_DROP:-0.03}
@@ -24,7 +26,7 @@ MAX_DROP=${MAX_DROP:-0.03}
 run() {  # name, data path, folder of train.txt/test.txt, then edge-train flags
     local name=$1 data=$2 dir=$3; shift 3
     edge-train --out "$OUT/$name" --data "$data" --subset "$dir/train.txt" --seed "$SEED" \
-        --minutes "$MINUTES" --eval-every 200 --patience 20 --quiet ${EMA:+--ema "$EMA"} "$@"
+        --minutes "$MINUTES" --eval-every 200 --patience 20 --quiet ${EMA:+--ema "$EMA"} "$@" $EXTRA
     edge-convert "$OUT/$name/model.keras" --out "$OUT/$name/int8.tflite" --mode int8 --seed "$SEED" \
         --calibration "$data" --subset "$dir/train.txt" \
         --val "$data" --val-subset "$dir/train.txt" --report "$OUT/$name/convert_report.json" \
