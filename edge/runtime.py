@@ -38,6 +38,14 @@ _AMX_DENIED = False
 RUNTIME_BANNERS = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
 
 
+def _scratch_file():
+    """A file in memory (Linux), else a temporary file: a service may have no writable /tmp."""
+    try:
+        return os.fdopen(os.memfd_create("stampline-stderr"), "w+b")
+    except (AttributeError, OSError):
+        return tempfile.TemporaryFile()
+
+
 @contextlib.contextmanager
 def runtime_banners_dropped():
     """Run the block with file descriptor 2 (where the native runtime logs) captured, then pass on
@@ -45,11 +53,16 @@ def runtime_banners_dropped():
     the runtime's warnings and errors, not its start-up banner."""
     try:
         sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no file descriptor 2: nothing to filter
+        held = _scratch_file()
+    except (OSError, ValueError):  # nowhere to hold it (or no sys.stderr): nothing filtered
         yield
         return
-    with tempfile.TemporaryFile() as held:
+    with held:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no file descriptor 2: nothing to filter
+            yield
+            return
         os.dup2(held.fileno(), 2)
         try:
             yield

@@ -17,7 +17,7 @@ INIT=${INIT:-runs/default/model.keras}
 SEED=${SEED:-0}
 # EMA=0.998: validate and keep the weights' moving average (edge-train --ema)
 EMA=${EMA:-}
-# more edge-train flags for every run, e.g. EXTRA="--cut 0.5"
+# more edge-train flags for every run, e.g. EXTRA="--head grid"
 EXTRA=${EXTRA:-}
 # the proof of agreement runs on the ~100-160 training photos, where one image moves the centre
 # share by ~0.01: allow a drop of 0.03 there (the test-set figures of the int8 model are reported)
