@@ -585,6 +585,28 @@ def test_cli_overwrites_only_its_own_output(tmp_path: Path, capsys) -> None:
     assert synth_main([*args, "--overwrite"]) == 2
     assert (out / "mine.txt").exists()
     assert "refusing to delete" in capsys.readouterr().err
+    # every format's own output is replaced
+    for fmt in ("yolo", "coco", "csv", "centers"):
+        fargs = ["--out", str(tmp_path / fmt), "--n", "2", "--negatives", "0", "--format", fmt]
+        assert synth_main(fargs) == 0
+        assert synth_main([*fargs, "--overwrite"]) == 0, capsys.readouterr().err
+    # a user's photos are not edge-synth's, whether loose or in a data set's images/ folder
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "IMG_0001.jpg").write_bytes(b"a photo")
+    voc = tmp_path / "voc"
+    (voc / "images").mkdir(parents=True)
+    (voc / "images" / "raccoon-1.jpg").write_bytes(b"a photo")
+    (voc / "annotations").mkdir()
+    (voc / "annotations" / "raccoon-1.xml").write_text("<annotation/>")
+    for folder, kept in (
+        (photos, "IMG_0001.jpg"),
+        (voc, "images/raccoon-1.jpg"),
+        (voc / "images", "raccoon-1.jpg"),
+    ):
+        assert synth_main(["--out", str(folder), "--n", "2", "--overwrite"]) == 2
+        assert (folder / kept).read_bytes() == b"a photo"
+        assert "refusing to delete" in capsys.readouterr().err
 
 
 def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
+import re
 import shutil
 import signal
 import sys
@@ -49,8 +50,12 @@ from edge.synth import (
 )
 
 PROG = "edge-synth"
-#: what DatasetWriter lays out; --overwrite deletes these and refuses to delete anything else
-_WRITTEN = {"images", "annotations", "labels", "classes.txt", "annotations.json", "labels.csv", "labels.txt"}
+#: what DatasetWriter lays out for edge-synth; --overwrite deletes these and refuses to delete
+#: anything else: index files, and in the folders (or beside the index, for centre points) only
+#: files named as edge-synth names its images and their labels
+_WRITTEN_FILES = {"classes.txt", "annotations.json", "labels.csv", "labels.txt"}
+_WRITTEN_DIRS = {"images": ".jpg", "annotations": ".xml", "labels": ".txt"}
+_SYNTH_NAME = re.compile(r"synth_\d+")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +144,18 @@ def _check_out(out: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise CliError(f"--out {out} is not empty; pass --overwrite to replace an earlier edge-synth output")
-    foreign = [e.name for e in entries if e.name not in _WRITTEN and not (e.is_file() and e.suffix == ".jpg")]
+
+    def ours(entry: Path, suffix: str) -> bool:
+        return entry.is_file() and entry.suffix == suffix and bool(_SYNTH_NAME.fullmatch(entry.stem))
+
+    foreign = []
+    for e in entries:
+        if e.is_dir() and not e.is_symlink() and e.name in _WRITTEN_DIRS:
+            foreign += [
+                f"{e.name}/{f.name}" for f in sorted(e.iterdir()) if not ours(f, _WRITTEN_DIRS[e.name])
+            ]
+        elif not (e.name in _WRITTEN_FILES and e.is_file()) and not ours(e, ".jpg"):
+            foreign.append(e.name)
     if foreign:
         raise CliError(
             f"--out {out} holds files edge-synth does not write (e.g. {foreign[0]!r}); "
