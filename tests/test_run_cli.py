@@ -144,6 +144,20 @@ def test_sigterm_ends_cleanly_with_a_summary(tmp_path: Path):
     assert s["end"] == "SIGTERM" and s["frames"] > 10
 
 
+@needs_model
+def test_a_folder_where_no_image_can_be_read_ends_with_exit_2_after_its_summary(tmp_path: Path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("not an image")
+    (folder / "b.png").write_bytes(b"\x89PNG cut short")
+    summary = tmp_path / "summary.json"
+    assert main(["--images", str(folder), "--summary", str(summary)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edge-run: error:") and str(folder) in err[-1] and "no usable frame" in err[-1]
+    s = json.loads(summary.read_text())  # what happened is still said
+    assert s["frames"] == 0 and s["skipped"] == 2
+
+
 def test_the_runtimes_banner_is_dropped_and_its_other_lines_kept(capfd):
     with runtime_banners_dropped():
         os.write(2, (RUNTIME_BANNERS[0] + "\nERROR: the op is not supported\n").encode())

@@ -859,6 +859,12 @@ def run(config: Config) -> int:
         write_json(config.output.summary, summary.to_dict())
     if pipeline.failure is not None:  # the summary is out; now the error, exit status 2
         raise pipeline.failure
+    if summary.frames == 0 and summary.skipped:  # e.g. a folder of files that are not images
+        from edge.sources import SourceError
+
+        raise SourceError(
+            f"{summary.source}: no usable frame ({summary.skipped} unreadable or too small, none inspected)"
+        )
     return 0
 
 
