@@ -577,6 +577,14 @@ class Config:
                 merged[name] = _from_base(merged[name], sections[name].default_factory, base)  # type: ignore[arg-type]
         for key, value in (overrides or {}).items():
             section, _, name = key.partition(".")
+            if name in merged.get(section, {}):  # the file's value must be good on its own too:
+                # the service started without the flag will read it
+                try:
+                    _checked_value(section, sections[section].default_factory, name, merged[section][name])  # type: ignore[arg-type]
+                except ConfigError as exc:
+                    raise _FileValueError(
+                        f"{exc} (a flag overrides it here, but not in a run without the flag)"
+                    ) from None
             merged.setdefault(section, {})[name] = value
         if merged.get("source", {}).get("kind") == "images" and "kind" not in merged.get("trigger", {}):
             # photos of products, not frames of a belt: each one is a product unless told otherwise
@@ -605,7 +613,8 @@ class Config:
         try:
             return cls.from_mapping(data, overrides, base=path.parent if path is not None else None)
         except ConfigError as exc:
-            if str(exc).split(":", 1)[0] in (overrides or {}):  # the bad value came from a flag
+            from_flag = not isinstance(exc, _FileValueError)
+            if from_flag and str(exc).split(":", 1)[0] in (overrides or {}):  # the bad value came from a flag
                 raise ConfigError(f"{exc} (from the command line)") from None
             if path is None:
                 raise
@@ -626,23 +635,28 @@ def _from_base(values: dict[str, Any], cls: type, base: Path) -> dict[str, Any]:
     return out
 
 
-def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
+class _FileValueError(ConfigError):
+    """A bad value in the config file under a key a flag overrides."""
+
+
+def _checked_value(section: str, cls: type, key: str, value: Any) -> Any:
+    """``value`` for ``section.key`` of the section class ``cls``, converted and checked."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"unknown key '{section}.{key}' (expected one of {', '.join(sorted(fields))})")
-        where = f"{section}.{key}"
-        value = _coerce(value, hints[key], where)
-        check = fields[key].metadata.get("check")
-        if value is not None and check is not None:
-            expected = check(value)
-            if expected is not None:
-                shown = _secret_shown(value) if fields[key].metadata.get("secret") else _show(value)
-                raise ConfigError(f"{where}: expected {expected}, got {shown}")
-        kwargs[key] = value
-    return cls(**kwargs)
+    if key not in fields:
+        raise ConfigError(f"unknown key '{section}.{key}' (expected one of {', '.join(sorted(fields))})")
+    where = f"{section}.{key}"
+    value = _coerce(value, typing.get_type_hints(cls)[key], where)
+    check = fields[key].metadata.get("check")
+    if value is not None and check is not None:
+        expected = check(value)
+        if expected is not None:
+            shown = _secret_shown(value) if fields[key].metadata.get("secret") else _show(value)
+            raise ConfigError(f"{where}: expected {expected}, got {shown}")
+    return value
+
+
+def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
+    return cls(**{key: _checked_value(section, cls, key, value) for key, value in values.items()})
 
 
 def _secret_shown(value: Any) -> str:

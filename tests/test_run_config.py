@@ -217,6 +217,35 @@ def test_a_bad_value_from_a_flag_is_not_blamed_on_the_file(tmp_path: Path, capsy
         Config.load(path)
 
 
+@pytest.mark.parametrize(
+    ("toml", "flag", "key"),
+    [
+        (
+            '[source]\nkind = "demo"\nas_fast_as_possible = "yes"\n',
+            ["--as-fast-as-possible"],
+            "source.as_fast_as_possible",
+        ),
+        ('[model]\nthreads = "two"\n[source]\nkind = "demo"\n', ["--threads", "1"], "model.threads"),
+        ('[run]\nduration = "x"\n[source]\nkind = "demo"\n', ["--duration", "1"], "run.duration"),
+    ],
+)
+def test_a_bad_value_in_the_file_is_found_though_a_flag_overrides_it(tmp_path: Path, capsys, toml, flag, key):
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    # the service started without the flag would stop at it: so does the run with the flag
+    assert main(["--config", str(path), "--max-frames", "5", *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edge-run: error: {path}: {key}: expected") and "command line" not in err
+    assert "\n" not in err
+    assert main(["--check-config", str(path), *flag]) == 2
+    assert f"{key}: expected" in capsys.readouterr().err
+    # a good value in the file, overridden by a flag, is fine
+    assert (
+        Config.load(path.write_text("[model]\nthreads = 2\n") and path, {"model.threads": 1}).model.threads
+        == 1
+    )
+
+
 def test_check_config_reads_the_mqtt_password_file(tmp_path: Path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(
