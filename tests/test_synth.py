@@ -619,6 +619,10 @@ def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["--out", out, "--n", "3", "--stamp", str(tmp_path / "missing.png")], "does not exist"),
         (["--out", out, "--n", "3", "--backgrounds", str(tmp_path / "no_images")], "holds no images"),
         (["--out", out, "--n", "0"], "--n"),
+        (
+            ["--out", out, "--n", "3", "--procedural-share", "0.5"],
+            "--procedural-share goes with --backgrounds",
+        ),
         (["--out", out, "--n", "-4"], "--n"),
         (["--out", out, "--n", "many"], "--n"),
         (["--out", str(full), "--n", "3"], "not empty"),

@@ -225,6 +225,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--out DIR is required (or --write-stamps DIR to write only the stamps)")
     if args.out is not None and args.n is None:
         raise CliError("--n is required with --out")
+    if args.procedural_share and args.backgrounds is None:
+        raise CliError(
+            "--procedural-share goes with --backgrounds: without photos every surface is procedural"
+        )
     stamps = _stamps(args)
     if args.write_stamps is not None:
         assert stamps is not None
