@@ -299,6 +299,21 @@ def test_a_source_too_short_for_the_frames_asked_for_is_reported(tmp_path: Path,
     assert json.loads(out.read_text())["warnings"] == []
 
 
+def test_its_warnings_carry_its_name(tmp_path: Path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    (folder / "b.jpg").write_text("not an image")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli.bench", "--images", str(folder), "--frames", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = [line for line in proc.stderr.splitlines() if "not a readable image" in line]
+    assert said and all(line.startswith("edge-bench: WARNING: ") for line in said), proc.stderr
+
+
 def test_decode_threads_apply_to_video_files_only():
     video = VideoFile(VIDEO)
     assert bench.with_decode_threads(video, None) is video

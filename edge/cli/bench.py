@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import platform
@@ -552,6 +553,9 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s", stream=sys.stderr
+    )
     from edge.bench import format_report
     from edge.runtime import ModelError
     from edge.sinks import SinkError
