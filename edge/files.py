@@ -1,13 +1,59 @@
 """Small file-system helpers shared by the sinks and the command lines: which folders opening a
-path would create, why a folder could not be made, and removing what a run that never started
-created."""
+path would create, why a folder could not be made, removing what a run that never started
+created, and holding back what native code prints on stderr."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+
+def _scratch_file():
+    """A file in memory (Linux), else a temporary file: a service may have no writable /tmp."""
+    try:
+        return os.fdopen(os.memfd_create("stampline-stderr"), "w+b")
+    except (AttributeError, OSError):
+        return tempfile.TemporaryFile()
+
+
+@contextlib.contextmanager
+def native_stderr_held(keep: Callable[[str], bool] = lambda line: False):
+    """Hold what native code (a runtime, TensorFlow) writes straight to file descriptor 2 inside
+    the block; after it, pass on the lines ``keep`` says to (a line with its newline), or all of
+    them when the block raises, so a failure still says why. Where descriptor 2 cannot be held
+    (none, or no file to hold it in), the block runs as it is."""
+    try:
+        sys.stderr.flush()
+        held = _scratch_file()
+    except (OSError, ValueError):
+        yield
+        return
+    with held:
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield
+            return
+        failed = False
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if failed or keep(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 def missing_paths(path: Path) -> list[Path]:

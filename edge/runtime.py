@@ -6,7 +6,6 @@ the serving signature, and the model's embedded metadata sets the contract.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -14,7 +13,6 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import numpy as np
 
 from edge import contract
 from edge.contract import ContractError, ModelMetadata
+from edge.files import native_stderr_held
 from edge.types import Prediction
 
 _log = logging.getLogger(__name__)
@@ -38,43 +37,11 @@ _AMX_DENIED = False
 RUNTIME_BANNERS = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
 
 
-def _scratch_file():
-    """A file in memory (Linux), else a temporary file: a service may have no writable /tmp."""
-    try:
-        return os.fdopen(os.memfd_create("stampline-stderr"), "w+b")
-    except (AttributeError, OSError):
-        return tempfile.TemporaryFile()
-
-
-@contextlib.contextmanager
 def runtime_banners_dropped():
-    """Run the block with file descriptor 2 (where the native runtime logs) captured, then pass on
-    what was written there, leaving out the lines of ``RUNTIME_BANNERS``: a service's journal gets
-    the runtime's warnings and errors, not its start-up banner."""
-    try:
-        sys.stderr.flush()
-        held = _scratch_file()
-    except (OSError, ValueError):  # nowhere to hold it (or no sys.stderr): nothing filtered
-        yield
-        return
-    with held:
-        try:
-            saved = os.dup(2)
-        except OSError:  # no file descriptor 2: nothing to filter
-            yield
-            return
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            text = held.read().decode("utf-8", errors="replace")
-            kept = [line for line in text.splitlines(keepends=True) if line.rstrip() not in RUNTIME_BANNERS]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+    """Run the block with what the native runtime writes on stderr held, then pass it on without
+    the lines of ``RUNTIME_BANNERS``: a service's journal gets the runtime's warnings and errors,
+    not its start-up banner."""
+    return native_stderr_held(keep=lambda line: line.rstrip() not in RUNTIME_BANNERS)
 
 
 def cpu_has_amx() -> bool:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import math
 import os
 import re
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from edge.files import missing_paths, remove_if_empty, why_no_folder
+from edge.files import missing_paths, native_stderr_held, remove_if_empty, why_no_folder
 from edge.runtime import MAX_THREADS
 
 USAGE_ERROR = 2
@@ -63,26 +61,10 @@ def os_error_text(exc: OSError) -> str:
     return f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": ")
 
 
-@contextlib.contextmanager
 def native_stderr_muted():
     """Discard what native code writes straight to file descriptor 2 inside the block. When the
     block raises, what was written is passed on to stderr, so a failed import still says why."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            except BaseException:
-                os.dup2(saved, 2)
-                sink.seek(0)
-                os.write(2, sink.read())
-                raise
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    return native_stderr_held()
 
 
 def import_quietly(name: str) -> ModuleType:
