@@ -619,6 +619,7 @@ def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["--out", out, "--n", "3", "--stamp", str(tmp_path / "missing.png")], "does not exist"),
         (["--out", out, "--n", "3", "--backgrounds", str(tmp_path / "no_images")], "holds no images"),
         (["--out", out, "--n", "0"], "--n"),
+        (["--out", str(full / "x.txt" / "set"), "--n", "2"], "x.txt/set/images: Not a directory"),
         (
             ["--out", out, "--n", "3", "--procedural-share", "0.5"],
             "--procedural-share goes with --backgrounds",
