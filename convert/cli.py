@@ -38,7 +38,6 @@ from edge.cli.common import (
     fail,
     native_stderr_muted,
     non_negative_float,
-    os_error_text,
     positive_int,
     presence_threshold,
     thread_count,
@@ -641,10 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (CliError, ConversionError, DatasetError, ModelError, contract.ContractError) as exc:
+    except (CliError, ConversionError, DatasetError, ModelError, contract.ContractError, OSError) as exc:
         return fail("edge-convert", exc)
-    except OSError as exc:
-        return fail("edge-convert", os_error_text(exc))
     except KeyboardInterrupt:
         return 130
 

@@ -26,7 +26,6 @@ from edge.cli.common import (
     fail,
     import_quietly,
     keras_file_problem,
-    os_error_text,
     presence_threshold,
     thread_count,
 )
@@ -336,10 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(originals) > SHEET_LIMIT:
                 shown = f"the {args.sheet_order} {SHEET_LIMIT} of {len(originals)} images"
                 print(f"edge-eval: the sheet shows {shown}")
-    except CliError as exc:
+    except (CliError, OSError) as exc:
         return fail("edge-eval", exc)
-    except OSError as exc:
-        return fail("edge-eval", os_error_text(exc))
     return 0
 
 

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import logging
 import math
 import os
 import platform
@@ -37,9 +36,9 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    log_to_stderr,
     non_negative_int,
     number,
-    os_error_text,
     positive_int,
     thread_count,
     write_json,
@@ -553,9 +552,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s", stream=sys.stderr
-    )
+    log_to_stderr(PROG)
     from edge.bench import format_report
     from edge.runtime import ModelError
     from edge.sinks import SinkError
@@ -568,10 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_file(args.json, "the report")
         config = load_config(args)
         report = bench(args, config)
-    except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
+    except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)
-    except OSError as exc:
-        return fail(PROG, os_error_text(exc))
     except KeyboardInterrupt:
         return 130
     print(format_report(report), flush=True)
@@ -581,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             write_json(args.json, report)
         except OSError as exc:
-            return fail(PROG, os_error_text(exc))
+            return fail(PROG, exc)
     return 0
 
 

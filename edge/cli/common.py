@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -32,9 +33,21 @@ def first_line(exc: BaseException | str, limit: int | None = None) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
+def log_to_stderr(prog: str, verbose: bool = False) -> None:
+    """The library's log lines on stderr as ``prog: LEVEL: message`` (warnings and up; INFO too
+    when ``verbose``)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format=f"{prog}: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
 def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
-    """Say what went wrong in one line; the folders this run made and left empty go again."""
-    print(f"{prog}: error: {first_line(exc)}", file=sys.stderr)
+    """Say what went wrong in one line (an OSError as ``file: reason``, see ``os_error_text``); the
+    folders this run made and left empty go again."""
+    text = os_error_text(exc) if isinstance(exc, OSError) else exc
+    print(f"{prog}: error: {first_line(text)}", file=sys.stderr)
     remove_made_folders()
     return status
 

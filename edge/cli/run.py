@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import dataclasses
 import ipaddress
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -27,10 +26,10 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    log_to_stderr,
     non_negative_int,
     number,
     number_or_auto,
-    os_error_text,
     positive_int,
     thread_count,
     write_json,
@@ -970,11 +969,7 @@ def threshold_said(configured: float | None, model: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format=f"{PROG}: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(PROG, args.verbose)
     from edge.runtime import ModelError
     from edge.sinks import SinkError
     from edge.sources import SourceError
@@ -1002,10 +997,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for warning in relative_path_warnings(args.config, config):
                 print(f"{PROG}: WARNING: {args.config}: {warning}", file=sys.stderr, flush=True)
         return run(with_video_pace(config, args))
-    except (CliError, ConfigError, ModelError, SourceError, SinkError) as exc:
+    except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)
-    except OSError as exc:
-        return fail(PROG, os_error_text(exc))
     except KeyboardInterrupt:
         return 130
 

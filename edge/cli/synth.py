@@ -30,7 +30,6 @@ from edge.cli.common import (
     OneLineParser,
     fail,
     non_negative_int,
-    os_error_text,
     positive_int,
     unit_float,
 )
@@ -299,9 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return _run(args)
-    except OSError as exc:  # "rofs/s: Read-only file system", not "[Errno 30] ..."
-        return fail(PROG, os_error_text(exc))
-    except (CliError, ValueError) as exc:
+    except (CliError, ValueError, OSError) as exc:
         return fail(PROG, exc)
 
 
