@@ -1349,6 +1349,8 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
     if _voc_layout(path) is not None:
         return "voc", path
     candidates = _label_files(path)
+    if len(candidates) > 1:  # a report or metrics file written beside the labels is not one of them
+        candidates = [p for p in candidates if not _plainly_not_labels(p)] or candidates
     if len(candidates) == 1:
         return detect_format(candidates[0])[0], candidates[0]
     if candidates:
@@ -1376,6 +1378,33 @@ def _label_files(path: Path) -> list[Path]:
         + [p for p in path.glob("*.csv") if p.is_file()]
         + [p for p in path.glob("*.json") if p.is_file()]
     ) + sorted(p for p in (ann.glob("*.json") if ann else ()) if p.is_file() and not hidden_file(p))
+
+
+def _plainly_not_labels(path: Path) -> bool:
+    """A ``.json`` or ``.csv`` in a data set's folder that is plainly something else: a JSON object
+    with neither ``images`` nor ``annotations`` (metrics, a report, a model's metadata), or a CSV
+    whose header names no box column (edge-eval's per-image outcomes). Unreadable or malformed
+    files are not ruled out here: loading them says what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return False
+        return (
+            isinstance(doc, dict)
+            and not {"images", "annotations"} & doc.keys()
+            and _foreign_json(doc) is None
+        )
+    if path.suffix.lower() == ".csv":
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        cells = [c.strip().lower() for c in next(csv.reader([first], delimiter=_csv_delimiter(text)), [])]
+        boxes = {alias for key in _BOX_FIELDS for alias in _CSV_COLUMNS[key]}
+        return _looks_like_a_header(cells) and _foreign_csv(cells) is None and not boxes & set(cells)
+    return False
 
 
 def _holds_labels(path: Path) -> bool:

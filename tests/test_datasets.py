@@ -998,7 +998,7 @@ MALFORMED = [
     # detection
     (
         "detect-several",
-        {**CENTERS_BASE, "labels.txt": "a.jpg 0.5 0.5\n", "x.csv": "", "y.json": "{}"},
+        {**CENTERS_BASE, "labels.txt": "a.jpg 0.5 0.5\n", "x.csv": "", "y.json": '{"images": []}'},
         ".",
         r"holds several label files \(labels\.txt, x\.csv, y\.json\); pass the one to load$",
     ),

@@ -790,3 +790,25 @@ def test_edge_eval_names_the_grey_images_among_colour_ones(tmp_path, capsys):
     err = capsys.readouterr().err
     named = f"{photos[2].name}, {photos[3].name}"
     assert f"edge-eval: WARNING: 2 of 8 images have no colour ({named}); a model trained on colour" in err
+
+
+def test_edge_eval_outputs_written_into_a_csv_data_set_leave_it_loadable(tmp_path, capsys):
+    """A metrics JSON and a per-image CSV saved beside labels.csv are not taken for label files."""
+    from edge.cli.synth import main as synth_main
+    from edge.datasets import DatasetError, load_dataset
+
+    data = tmp_path / "d"
+    assert synth_main(["--out", str(data), "--n", "6", "--seed", "4", "--format", "csv"]) == 0
+    before = [r.image_path.name for r in load_dataset(data).records]
+    model = Path(__file__).parent / "fixtures" / "variants_int8.tflite"
+    argv = ["--model", str(model), "--data", str(data / "labels.csv")]
+    argv += ["--json", str(data / "metrics.json"), "--per-image", str(data / "outcomes.csv")]
+    assert evaluate.main(argv) == 0
+    capsys.readouterr()
+    assert {"metrics.json", "outcomes.csv", "labels.csv"} <= {p.name for p in data.iterdir()}
+    ds = load_dataset(data)
+    assert ds.format == "csv" and [r.image_path.name for r in ds.records] == before
+    # a second real label file still makes the folder ambiguous
+    (data / "more.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    with pytest.raises(DatasetError, match=r"several label files \(labels\.csv, more\.json\)"):
+        load_dataset(data)
