@@ -41,7 +41,8 @@ for what in "${@:-find_phone find_phone_weak raccoon raccoon_init}"; do
             # a phone on a floor mirrored is still a phone on a floor: --flip doubles the views
             find_phone) run find_phone "$DATA/find_phone/labels.txt" "$DATA/find_phone" --kind center --copies 60 --flip --steps 3000 ;;
             find_phone_weak) run find_phone_weak "$DATA/find_phone/labels.txt" "$DATA/find_phone" --weak --copies 60 --flip --steps 3000 ;;
-            raccoon) run raccoon "$DATA/raccoon" "$DATA/raccoon" --copies 40 --flip --steps 4000 ;;
+            # from scratch: the grid head, and edge-train's default crops (200 of each of the 144 photos)
+            raccoon) run raccoon "$DATA/raccoon" "$DATA/raccoon" --head grid --flip --steps 4000 ;;
             raccoon_init) run raccoon_init "$DATA/raccoon" "$DATA/raccoon" --copies 40 --flip --steps 4000 --init "$INIT" --lr 1e-3 ;;
             *) echo "unknown benchmark $w" >&2; exit 2 ;;
         esac || echo "benchmark $w failed" >&2

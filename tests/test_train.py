@@ -461,6 +461,23 @@ def test_val_subset_without_val_holds_those_images_of_data_out(tmp_path):
     assert len(prep.train) == (12 - 3) * 2  # the others, two crops each; none of the listed ones
 
 
+def test_default_crops_per_photo_fill_a_pool_of_about_the_target_size(tmp_path, monkeypatch):
+    from train.cli import prepare_data
+
+    # 144 photos (the raccoon set's training split) get the most, a large set the fewest
+    assert D.default_copies(144) == D.MAX_COPIES == 200
+    assert D.default_copies(2000) == 15 and D.default_copies(10**6) == D.MIN_COPIES
+    monkeypatch.setattr(D, "LABELLED_POOL_TARGET", 50)
+    monkeypatch.setattr(D, "MIN_COPIES", 1)
+    data = _write_blob_voc(tmp_path / "voc", 11, 3)
+    args = _args(["--out", str(tmp_path / "o"), "--data", str(data), "--val-split", "0.1", "--quiet"])
+    prep = prepare_data(args)
+    assert len(prep.train) == 10 * 5  # ten training photos, ceil(50 / 10) crops each
+    assert "10 labelled images from" in prep.description and "5 crops each" in prep.description
+    args = _args(["--out", str(tmp_path / "o"), "--data", str(data), "--copies", "2", "--quiet"])
+    assert len(prepare_data(args).train) == 10 * 2
+
+
 def test_one_stamp_and_photos_of_one_class_train_one_class(tmp_path, capsys):
     import cv2
 

@@ -36,6 +36,8 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from train import data as D
+
     p = OneLineParser(
         prog="edge-train",
         description="Train the MobileNet v1 (alpha 0.25, 128x128) stamp localizer.",
@@ -92,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--negatives", type=unit_float, default=0.3, help="share of synthetic images without the stamp"
     )
     src.add_argument(
-        "--copies", type=positive_int, default=40, help="augmented crops per labelled training image"
+        "--copies",
+        type=positive_int,
+        default=None,
+        help="augmented crops per labelled training image (default: about "
+        f"{D.LABELLED_POOL_TARGET:,} in all, {D.MIN_COPIES}-{D.MAX_COPIES} per image)",
     )
     src.add_argument(
         "--flip",
@@ -274,12 +280,18 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
                 )
         else:
             train_ds, val_ds = D.split_records(dataset, args.val_split, args.seed)
+        copies = args.copies or D.default_copies(len(train_ds.records))
         if kind == "cam":  # presence labels only: patches with and without the object
-            pools.append(D.weak_pool(train_ds, args.seed, args.copies, args.flip, progress=not args.quiet))
+            pools.append(D.weak_pool(train_ds, args.seed, copies, args.flip, progress=not args.quiet))
         else:
             pools.append(
                 D.labelled_pool(
-                    train_ds, labels, args.seed, copies=args.copies, flip=args.flip, progress=not args.quiet
+                    train_ds,
+                    labels,
+                    args.seed,
+                    copies=copies,
+                    flip=args.flip,
+                    progress=not args.quiet,
                 )
             )
         vals.append(
@@ -289,7 +301,7 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         )
         desc.append(
             f"{len(train_ds.records)} labelled images from {args.data} ({dataset.format}), "
-            f"{args.copies} {'weak patches' if kind == 'cam' else 'crops'} each"
+            f"{copies} {'weak patches' if kind == 'cam' else 'crops'} each"
         )
     val_pool = D.Pool.concat(vals)
     if len(val_pool) == 0:
