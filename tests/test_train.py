@@ -466,7 +466,7 @@ def test_default_crops_per_photo_fill_a_pool_of_about_the_target_size(tmp_path, 
 
     # 144 photos (the raccoon set's training split) get the most, a large set the fewest
     assert D.default_copies(144) == D.MAX_COPIES == 200
-    assert D.default_copies(2000) == 15 and D.default_copies(10**6) == D.MIN_COPIES
+    assert D.default_copies(2000) == 15 and D.default_copies(10**6) == D.MIN_COPIES == 2
     monkeypatch.setattr(D, "LABELLED_POOL_TARGET", 50)
     monkeypatch.setattr(D, "MIN_COPIES", 1)
     data = _write_blob_voc(tmp_path / "voc", 11, 3)
