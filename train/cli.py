@@ -286,12 +286,7 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         else:
             pools.append(
                 D.labelled_pool(
-                    train_ds,
-                    labels,
-                    args.seed,
-                    copies=copies,
-                    flip=args.flip,
-                    progress=not args.quiet,
+                    train_ds, labels, args.seed, copies=copies, flip=args.flip, progress=not args.quiet
                 )
             )
         vals.append(
