@@ -412,11 +412,16 @@ def compare_with_truth(
 
 @contextlib.contextmanager
 def stop_signals(on_stop: Callable[[str], object]):
-    """While inside, SIGINT and SIGTERM call ``on_stop`` with the signal's name instead of ending
-    the process (main thread only; elsewhere nothing changes); the handlers are given back after."""
+    """While inside, SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session) call ``on_stop``
+    with the signal's name instead of ending the process, so the summary is written and a recording
+    finished (main thread only; elsewhere nothing changes; a SIGHUP already ignored, as under
+    ``nohup``, stays ignored); the handlers are given back after."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        hup = getattr(signal, "SIGHUP", None)
+        for sig in (signal.SIGINT, signal.SIGTERM, hup):
+            if sig is None or (sig == hup and signal.getsignal(sig) == signal.SIG_IGN):
+                continue
             previous[sig] = signal.signal(sig, lambda signum, _frame: on_stop(signal.Signals(signum).name))
     try:
         yield

@@ -119,10 +119,12 @@ def test_a_sigkill_leaves_a_log_that_parses_and_the_next_run_continues_it(tmp_pa
 
 
 @needs_model
-def test_sigterm_ends_cleanly_with_a_summary(tmp_path: Path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])  # SIGHUP: the SSH session it ran in closed
+def test_a_stop_signal_ends_cleanly_with_a_summary_and_a_finished_recording(tmp_path: Path, sig: str):
     summary = tmp_path / "summary.json"
+    record = tmp_path / "run.mp4"
     proc = subprocess.Popen(
-        [*EDGE_RUN, "--demo", "--summary", str(summary)],
+        [*EDGE_RUN, "--demo", "--summary", str(summary), "--record", str(record)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -131,7 +133,7 @@ def test_sigterm_ends_cleanly_with_a_summary(tmp_path: Path):
         first = proc.stdout.readline()  # the start line, printed once the model is loaded
         assert first.startswith("edge-run: demo line")
         time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
@@ -141,7 +143,12 @@ def test_sigterm_ends_cleanly_with_a_summary(tmp_path: Path):
     assert "XNNPACK" not in err  # the runtime's start-up banner is not news in a service's journal
     assert "frames" in out and "latency" in out
     s = json.loads(summary.read_text())
-    assert s["end"] == "SIGTERM" and s["frames"] > 10
+    assert s["end"] == sig and s["frames"] > 10
+    cap = cv2.VideoCapture(str(record))  # an .mp4 not closed has no index and no frame to read
+    try:
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) > 10 and cap.read()[0]
+    finally:
+        cap.release()
 
 
 @needs_model
