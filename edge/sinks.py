@@ -132,8 +132,12 @@ def iso_time(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).astimezone().isoformat(timespec="milliseconds")
 
 
-def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int]) -> dict:
-    """The verdict log's line for one verdict (a pure function of the verdict)."""
+def verdict_record(verdict: Verdict, roi_px: tuple[int, int, int, int], source_scale: float = 1.0) -> dict:
+    """The verdict log's line for one verdict (a pure function of the verdict). ``roi_px`` is the
+    region in the frame as processed, ``source_scale`` the source's pixels per pixel of it
+    (``Frame.source_scale``): ``box_px`` is in the source's pixels."""
+    if source_scale != 1.0:
+        roi_px = tuple(round(v * source_scale) for v in roi_px)
     rec: dict[str, object] = {
         "seq": verdict.seq,
         "product_id": verdict.product_id,
@@ -442,7 +446,7 @@ class VerdictLog(_ClosingSink):
     def write(self, result: FrameResult) -> None:
         if result.verdict is None or self._fd is None:
             return
-        rec = verdict_record(result.verdict, result.roi_px)
+        rec = verdict_record(result.verdict, result.roi_px, result.frame.source_scale)
         data = (json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8")
         start = None
         try:

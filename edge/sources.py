@@ -517,7 +517,17 @@ class Source:
             if self._line_t0 is None:
                 self._line_t0 = t - offset
             t_line = self._line_t0 + offset
-        return Frame(image=image, t_capture=t, index=index, truth=truth, name=name, gap_s=gap, t_line=t_line)
+        scale = max(raw.shape[:2]) / max(image.shape[:2])  # a frame above MAX_SIDE was shrunk
+        return Frame(
+            image=image,
+            t_capture=t,
+            index=index,
+            truth=truth,
+            name=name,
+            gap_s=gap,
+            t_line=t_line,
+            source_scale=scale if scale > 1.0 else 1.0,
+        )
 
     def _run(self) -> None:
         last_frame = time.monotonic()

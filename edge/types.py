@@ -32,6 +32,9 @@ class Frame:
     #: of the first frame, so timings of the line (a product in view too long) are those of the
     #: line it recorded; None: ``t_capture``
     t_line: float | None = None
+    #: source pixels per pixel of ``image``: above 1 when the source's frames were larger than
+    #: ``edge.sources.MAX_SIDE`` and shrunk, so positions logged are in the source's pixels
+    source_scale: float = 1.0
 
     @property
     def t_on_line(self) -> float:

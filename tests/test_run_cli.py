@@ -476,3 +476,20 @@ def test_a_region_of_a_few_pixels_is_warned_about(caplog):
     assert len(said) == 1 and said[0].startswith(
         "the region of interest is only 6x5 pixels of the 320x240 frame"
     )
+
+
+@needs_model
+def test_box_px_is_in_the_source_pixels_when_a_huge_frame_was_shrunk(tmp_path: Path):
+    """Frames above edge.sources.MAX_SIDE are shrunk before the model; the verdict log's pixel box
+    must still be in the photo's own pixels (it was in the shrunk copy's)."""
+    stamped = cv2.imread(str(Path(__file__).parent / "fixtures" / "golden" / "02.png"))
+    cv2.imwrite(str(tmp_path / "a_normal.png"), cv2.resize(stamped, (640, 480)))
+    huge = cv2.resize(stamped, (5120, 3840))
+    cv2.imwrite(str(tmp_path / "b_huge.jpg"), huge, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    events = tmp_path / "out" / "verdicts.jsonl"
+    assert main(["--images", str(tmp_path), "--refine", "off", "--events", str(events)]) == 0
+    log = read_log(events)
+    assert [rec["verdict"] for rec in log] == ["OK", "OK"]
+    for rec, (w, h) in zip(log, [(640, 480), (5120, 3840)], strict=True):
+        x0, y0, x1, y1 = rec["box"]
+        assert rec["box_px"] == pytest.approx([x0 * w, y0 * h, x1 * w, y1 * h], abs=3), rec
