@@ -533,3 +533,32 @@ def test_recorder_fits_a_frame_of_another_size_whole_with_its_aspect(tmp_path: P
     cols = np.nonzero(white.any(axis=0))[0]
     assert 55 <= cols.size <= 65 and abs(cols.mean() - 80) < 3  # 100x200 -> 60x120, centred
     assert white.any(axis=1).sum() >= 115  # its full height
+
+
+def test_a_json_output_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch):
+    """The summary and report files: a disk that fills while writing leaves the previous file as it
+    was (not an empty or cut one), no temporary file, and an error that names the file."""
+    from edge.cli.common import os_error_text, write_json
+
+    out = tmp_path / "summary.json"
+    write_json(out, {"frames": 1, "fps": float("nan")})
+    assert json.loads(out.read_text()) == {"frames": 1, "fps": None}
+
+    def disk_full(fd):  # the OS boundary: the data does not reach the disk
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as caught:
+        write_json(out, {"frames": 2})
+    assert os_error_text(caught.value) == f"{out}: {os.strerror(errno.ENOSPC)}"
+    assert json.loads(out.read_text()) == {"frames": 1, "fps": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_summary_on_a_full_device_is_a_one_line_error_naming_it(capsys):
+    from edge.cli.run import main
+
+    assert main(["--demo", "--max-frames", "5", "--as-fast-as-possible", "--summary", "/dev/full"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"edge-run: error: /dev/full: {os.strerror(28)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -266,5 +267,24 @@ def _finite(obj: object) -> object:
 
 
 def write_json(path: Path, data: object) -> None:
-    """Write ``data`` as indented, strict JSON (NaN as null)."""
-    path.write_text(json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    """Write ``data`` as indented, strict JSON (NaN as null), whole or not at all: into a
+    temporary file beside ``path`` renamed over it, so a full disk leaves the previous file (or
+    none), never an empty or cut one. An OSError names ``path`` (a full disk's has no file name).
+    A path that is not a regular file (``/dev/stdout``) is written as it is."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    path = Path(path)
+    in_place = path.exists() and not path.is_file()
+    target = path if in_place else path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+            if not in_place:
+                f.flush()
+                os.fsync(f.fileno())
+        if not in_place:
+            os.replace(target, path)
+    except OSError as exc:
+        if not in_place:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
