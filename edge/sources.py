@@ -1081,8 +1081,17 @@ def _holds_images(folder: Path) -> bool:
         return False
 
 
+def frame_order(path: Path) -> tuple:
+    """Sort key of a frame file: its name with runs of digits compared as numbers, so that
+    ``frame_2.jpg`` comes before ``frame_10.jpg`` (frames numbered without zero padding, as
+    ``ffmpeg ... frame_%d.jpg`` and many camera tools write them), then the name itself."""
+    parts = re.split(r"(\d+)", path.name)
+    return tuple((1, int(p), p) if i % 2 else (0, 0, p.casefold()) for i, p in enumerate(parts)), path.name
+
+
 class ImageFolder:
-    """The image files of a folder in sorted order; unreadable ones are skipped and counted."""
+    """The image files of a folder in the order of their numbers (:func:`frame_order`); unreadable
+    ones are skipped and counted."""
 
     live = False
     fps = None
@@ -1099,7 +1108,7 @@ class ImageFolder:
             raise SourceError(f"{self.folder}: expected a folder of images, found a file")
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: image folder not found")
-        self.files = image_files(self.folder)
+        self.files = sorted(image_files(self.folder), key=frame_order)
         holding = sorted(d.name for d in self.folder.iterdir() if _holds_images(d))
         if not self.files:
             inside = f"; its subfolder {holding[0]}/ holds some (give that folder)" if holding else ""

@@ -739,3 +739,23 @@ def test_a_recording_served_over_http_is_said_not_to_be_a_live_camera(http_folde
         pass
     said = [r.getMessage() for r in caplog.records if "has a length" in r.getMessage()]
     assert len(said) == 1 and "not a live camera" in said[0]
+
+
+def test_an_image_folder_is_read_in_the_order_of_the_frame_numbers(tmp_path: Path):
+    """Frames numbered without zero padding (ffmpeg's frame_%d.jpg) come in number order, not
+    1, 10, 100, 11, ...: a product judged over frames read out of order would split in two."""
+    from edge.sources import ImageFolder
+
+    for i in (1, 2, 9, 10, 11, 100):
+        cv2.imwrite(str(tmp_path / f"frame_{i}.png"), np.full((32, 32, 3), i, np.uint8))
+    folder = ImageFolder(tmp_path)
+    folder.open()
+    assert [p.name for p in folder.files] == [
+        "frame_1.png",
+        "frame_2.png",
+        "frame_9.png",
+        "frame_10.png",
+        "frame_11.png",
+        "frame_100.png",
+    ]
+    assert [int(folder.grab()[0, 0, 0]) for _ in range(3)] == [1, 2, 9]

@@ -225,8 +225,8 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         type=Path,
         default=S,
         metavar="DIR",
-        help="a folder of images, in sorted order; each image is a product (trigger every-frame) "
-        "unless --trigger says otherwise",
+        help="a folder of images, in the order of their numbers (frame_2 before frame_10); each image "
+        "is a product (trigger every-frame) unless --trigger says otherwise",
     )
     one.add_argument("--demo", action="store_true", default=S, help="a synthetic production line (no camera)")
     src.add_argument(
