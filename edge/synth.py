@@ -1526,6 +1526,12 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
     marks = keyed.rgba[..., 3] >= 128
     if not marks.any() or (solid & ~filled).sum() > marks.sum():
         return None  # more ink outside than on it: a strip of desk below the stamped paper
+    if around_lab is not None:
+        lightness = _lab(img).reshape((*img.shape[:2], 3))[..., 0]
+        if ((lightness < around_lab[0] - SHEET_INK_CONTRAST) & ~filled).sum() > marks.sum():
+            # more ink darker than the desk outside it than on it: not a sheet but the paper inside
+            # a seal's ring, lit more than the corners (a close-cropped phone photo's lens shade)
+            return None
     if around_lab is None:
         # ink is darker than the paper it is on; a solid badge's cut-out letters are lighter
         return keyed if _lightness(img, marks) <= keyed.background_lab[0] - SHEET_INK_CONTRAST else None
