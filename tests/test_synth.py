@@ -765,3 +765,20 @@ def test_a_forms_table_larger_than_the_seal_does_not_get_the_seal_dropped() -> N
         cv2.line(small, (40, 40 + 40 * i), (300, 40 + 40 * i), 255, 3)
     out = _without_foreign_marks(small, colour)
     assert not out[:250].any() and (out[seal > 0] == 255).all()
+
+
+def test_cli_refuses_to_write_into_the_folders_it_reads(tmp_path: Path, capsys) -> None:
+    """Composites written inside --backgrounds would be read as product photos (stamped
+    "negatives") next time; stamps written inside it likewise. Nothing is written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "box.png"), np.full((96, 128, 3), 180, np.uint8))
+    for argv, key in (
+        (["--out", str(photos / "synth"), "--n", "2"], "--out"),
+        (["--write-stamps", str(photos / "stamps"), "--variants", "2"], "--write-stamps"),
+    ):
+        assert synth_main([*argv, "--backgrounds", str(photos)]) == 2
+        err = capsys.readouterr().err.strip()
+        where = f"{key} {argv[1]}: inside --backgrounds {photos}"
+        assert err == f"edge-synth: error: {where} (write it outside the data)"
+    assert sorted(p.name for p in photos.iterdir()) == ["box.png"]

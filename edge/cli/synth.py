@@ -34,6 +34,7 @@ from edge.cli.common import (
     unit_float,
 )
 from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
+from edge.files import clash
 from edge.synth import (
     DEFAULT_VARIANTS,
     RECIPES,
@@ -229,6 +230,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(
             "--procedural-share goes with --backgrounds: without photos every surface is procedural"
         )
+    read = [("--backgrounds", args.backgrounds), *(("--stamp", p) for p in args.stamp or [] if p.is_dir())]
+    for key, out in (("--out", args.out), ("--write-stamps", args.write_stamps)):
+        if (problem := clash([(key, out)], [], folders=read)) is not None:
+            raise CliError(problem)  # what it writes would be read as photos (or stamps) next time
     stamps = _stamps(args)
     if args.write_stamps is not None:
         assert stamps is not None
