@@ -1574,15 +1574,24 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
     classes = lists[0][1]
     images = sorted(p for p in img_dir.rglob("*") if _is_image(p))
     by_label: dict[Path, Path] = {}
+    label_files = sorted(lbl_dir.rglob("*.txt"))
+    folded: dict[str, list[Path]] = {}  # label files by name in any case, as VOC, CSV and COCO match
+    for label_path in label_files:
+        folded.setdefault(label_path.relative_to(lbl_dir).with_suffix("").as_posix().casefold(), []).append(
+            label_path
+        )
     for image in images:
         label_path = lbl_dir / image.relative_to(img_dir).with_suffix(".txt")
+        if not label_path.is_file():
+            alike = folded.get(image.relative_to(img_dir).with_suffix("").as_posix().casefold(), [])
+            label_path = alike[0] if len(alike) == 1 else label_path
         if label_path in by_label:
             raise DatasetError(
                 f"{_rel(label_path, root)}: labels two images, {_rel(by_label[label_path], root)} and "
                 f"{_rel(image, root)}; expected one image per label file"
             )
         by_label[label_path] = image
-    for label_path in sorted(lbl_dir.rglob("*.txt")):
+    for label_path in label_files:
         if (
             label_path not in by_label
             and label_path != lbl_dir / "classes.txt"

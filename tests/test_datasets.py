@@ -145,6 +145,26 @@ def test_yolo_classes_txt_negatives_and_pixel_boxes(tmp_path, caplog):
     assert ds.unlabelled == (tmp_path / "images" / "c.jpg",)
 
 
+def test_yolo_label_files_match_their_images_in_any_case(tmp_path):
+    """Labels written on Windows or by a tool that upper-cases names (IMG_0001.txt for
+    img_0001.jpg) still find their image, as VOC, CSV and COCO names do."""
+    _build(
+        tmp_path,
+        {
+            "classes.txt": "stamp\n",
+            "images/img_0001.jpg": (W, H),
+            "images/IMG_0002.JPG": (W, H),
+            "labels/IMG_0001.txt": "0 0.5 0.5 0.25 0.5\n",
+            "labels/img_0002.txt": "",
+        },
+    )
+    ds = load_dataset(tmp_path)
+    recs = _by_name(ds)
+    assert sorted(recs) == ["IMG_0002.JPG", "img_0001.jpg"] and ds.unlabelled == ()
+    assert recs["img_0001.jpg"].objects[0].box == (24.0, 12.0, 40.0, 36.0)
+    assert recs["IMG_0002.JPG"].is_negative
+
+
 def test_yolo_segmentation_and_oriented_box_lines_are_the_box_around_their_points(tmp_path):
     """Ultralytics' and Roboflow's segmentation exports (class x1 y1 x2 y2 ...) and oriented boxes
     (four points)."""
