@@ -1644,7 +1644,16 @@ def _used_labels(listed: Sequence[str], records: Sequence[Record], source: Path)
             len(unused),
             ", ".join(repr(name) for name in unused),
         )
-    return tuple(name for name in listed if name in used)
+    kept = tuple(name for name in listed if name in used)
+    spelled: dict[str, str] = {}
+    for name in kept:
+        if (other := spelled.setdefault(name.casefold(), name)) != name:
+            raise DatasetError(
+                f"{source}: labels {other!r} and {name!r} differ only in capitals; expected one "
+                "spelling per stamp (as two they would be two variants, and --expect would call one "
+                "WRONG): write them alike"
+            )
+    return kept
 
 
 def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:

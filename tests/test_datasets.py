@@ -495,6 +495,19 @@ def test_csv_headerless_beside_images_with_default_label(tmp_path):
     assert ds.records[1].is_negative and ds.records[1].width == W
 
 
+def test_labels_that_differ_only_in_capitals_are_refused(tmp_path):
+    """'stamp' on some rows and 'Stamp' on others made two variants: a class head trained on one
+    stamp, and --expect stamp calling the other spelling WRONG."""
+    _build(
+        tmp_path,
+        {"a.jpg": (W, H), "b.jpg": (W, H), "boxes.csv": "a.jpg,1,2,11,12,stamp\nb.jpg,3,4,13,14,Stamp\n"},
+    )
+    with pytest.raises(DatasetError, match=r"boxes\.csv: labels 'stamp' and 'Stamp' differ only in capitals"):
+        load_dataset(tmp_path / "boxes.csv")
+    (tmp_path / "boxes.csv").write_text("a.jpg,1,2,11,12,stamp\nb.jpg,3,4,13,14,stamp\n")
+    assert load_dataset(tmp_path / "boxes.csv").labels == ("stamp",)
+
+
 def test_boxes_given_as_fractions_of_the_image_are_refused(tmp_path):
     """Read as pixels, boxes normalised to 0..1 are specks in the top-left corner: edge-eval
     scored IoU 0 and edge-train trained on them without a word."""
