@@ -228,6 +228,8 @@ FEW_CALIBRATION = 50
 #: the fewest synthetic validation images a proof of agreement takes; a proof on fewer labelled
 #: ones gets the hint that one image moves a share a lot
 MIN_VALIDATION = 500
+#: a labelled validation set with fewer images with a stamp than this is warned about (none: refused)
+FEW_STAMPED = 20
 
 #: the files and folders edge-convert reads, by flag (its outputs must be none of them)
 CONVERT_INPUTS = (
@@ -325,6 +327,18 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         ds = load_dataset(args.val, subset=args.val_subset)
         if not ds.records:
             raise CliError(f"--val {args.val}: no labelled images")
+        stamped = sum(not r.is_negative for r in ds.records)
+        if not stamped:  # presence alone would pass a model whose boxes (or centres) went wrong
+            raise CliError(
+                f"--val {args.val}: none of its {len(ds.records)} images has a stamp; the proof of "
+                "agreement compares where the stamp is found, so it needs images with one"
+            )
+        if stamped < FEW_STAMPED:
+            print(
+                f"edge-convert: WARNING: --val {args.val}: only {stamped} of its images have a stamp; "
+                f"one image moves the mean IoU by up to {1 / stamped:.2f}, so the proof says little",
+                file=sys.stderr,
+            )
     inputs = [("the model", args.model), ("its model.json", args.model.with_name("model.json"))]
     inputs += [("its config.json", args.model.with_name("config.json"))]
     inputs += [(flag, getattr(args, key)) for flag, key in CONVERT_INPUTS]

@@ -405,6 +405,30 @@ def test_a_validation_set_without_the_object_is_judged_on_presence_alone(keras_m
     assert not worse["passed"] and "presence agreement" in worse["why"]
 
 
+def test_cli_refuses_a_validation_set_without_a_stamp_before_converting(tiny_model_dir, tmp_path, capsys):
+    """Only negatives: the proof would compare presence alone and pass a model whose boxes went
+    wrong (it did, and chose the second looks on NaN figures)."""
+    from edge.datasets import DatasetWriter
+
+    with DatasetWriter(tmp_path / "neg", "voc", ["stamp"]) as w:
+        for i in range(3):
+            w.add(f"n{i}", np.full((128, 128, 3), 40 * i, np.uint8), [])
+    argv = [
+        str(tiny_model_dir / "model.keras"),
+        "--out",
+        str(tmp_path / "m.tflite"),
+        "--val",
+        str(tmp_path / "neg"),
+    ]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"edge-convert: error: --val {tmp_path / 'neg'}: none of its 3 images has a stamp; the proof of "
+        "agreement compares where the stamp is found, so it needs images with one"
+    ]
+    assert not (tmp_path / "m.tflite").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
