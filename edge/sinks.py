@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -653,8 +654,17 @@ class SnapshotSink(_ClosingSink):
             self.removed += 1
 
 
+#: ``--record`` stops (the file finished, so it plays) when its disk has less free than this:
+#: OpenCV's writer says nothing when a write fails, and an .mp4 cut off by a full disk has no
+#: index and does not play at all
+RECORD_MIN_FREE = 16_000_000
+#: the free space is looked at every this many frames (a statvfs call)
+RECORD_FREE_EVERY = 30
+
+
 class VideoRecorder(_ClosingSink):
-    """The annotated stream as a video file (``mp4v``), opened at the first frame's size."""
+    """The annotated stream as a video file (``mp4v``), opened at the first frame's size. Stops
+    recording, with one warning, before its disk is full (``RECORD_MIN_FREE``)."""
 
     needs_annotated = True
 
@@ -670,6 +680,17 @@ class VideoRecorder(_ClosingSink):
         self._frame_size = (0, 0)
         self._size = (0, 0)
         self.frames = 0
+        #: why recording stopped before the run ended (a disk nearly full), or None
+        self.stopped: str | None = None
+
+    def _free_problem(self) -> str | None:
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return None
+        if free >= RECORD_MIN_FREE:
+            return None
+        return f"{free / 1e6:.1f} MB free on its disk (it stops below {RECORD_MIN_FREE / 1e6:.0f} MB)"
 
     def __enter__(self) -> VideoRecorder:
         if self.path.suffix.lower() not in RECORD_SUFFIXES:
@@ -687,11 +708,23 @@ class VideoRecorder(_ClosingSink):
             raise SinkError(f"{self.path}: cannot record ({exc.strerror})") from None
         if not existed:
             self.path.unlink(missing_ok=True)
+        if problem := self._free_problem():
+            raise SinkError(f"{self.path}: cannot record: {problem}")
         return self
 
     def write(self, result: FrameResult) -> None:
-        if result.stopped:
-            return  # no new frame
+        if result.stopped or self.stopped is not None:
+            return  # no new frame; or the recording was stopped
+        if self.frames % RECORD_FREE_EVERY == 0 and (problem := self._free_problem()):
+            self.stopped = problem
+            _log.warning(
+                "%s: recording stopped after %d frames: %s; the inspection, verdict log and snapshots go on",
+                self.path,
+                self.frames,
+                problem,
+            )
+            self.close()
+            return
         image = result.annotated if result.annotated is not None else result.frame.image
         h, w = image.shape[:2]
         if self._writer is None:

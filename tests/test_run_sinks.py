@@ -225,6 +225,39 @@ def test_recorder_writes_the_annotated_stream(tmp_path: Path):
         pass
 
 
+def test_recorder_stops_before_its_disk_is_full_and_leaves_a_file_that_plays(
+    tmp_path: Path, caplog, monkeypatch
+):
+    """OpenCV's writer says nothing when a write fails, and an .mp4 cut off by a full disk does
+    not play at all: the recorder looks at the free space and finishes the file in time, once said."""
+    import shutil
+
+    from edge import sinks
+
+    real = shutil.disk_usage
+    calls = []
+
+    def disk_usage(path):  # the OS boundary: the disk fills up after the third look
+        calls.append(path)
+        usage = real(path)
+        return usage._replace(free=sinks.RECORD_MIN_FREE - 1) if len(calls) > 3 else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    path = tmp_path / "out.mp4"
+    with caplog.at_level(logging.WARNING, logger="edge.sinks"), VideoRecorder(path, fps=30) as rec:
+        for seq in range(100):
+            r = make_result(seq)
+            rec.write(FrameResult(r.frame, ROI_PX, None, TriggerState(), None, r.frame.image.copy()))
+    assert rec.frames == 2 * sinks.RECORD_FREE_EVERY and rec.stopped is not None
+    cap = cv2.VideoCapture(str(path))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == rec.frames and cap.read()[0]
+    said = [m for m in caplog.messages if "recording stopped" in m]
+    assert len(said) == 1 and f"{path}: recording stopped after {rec.frames} frames" in said[0]
+    with pytest.raises(SinkError, match=r"out2\.mp4: cannot record: .* MB free on its disk"):
+        with VideoRecorder(tmp_path / "out2.mp4", fps=30):
+            pass
+
+
 @pytest.mark.parametrize(
     ("step_s", "live", "said"), [(0.1, True, "plays 3.0x faster"), (1 / 30, True, None), (0.1, False, None)]
 )
