@@ -1319,12 +1319,43 @@ def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
     return next((root / n for n in names if (root / n).is_dir()), None)
 
 
+#: the root element of an XML file that is plainly no label file (a camera's or a tool's
+#: settings): its first element is named otherwise than VOC's <annotation> (or CVAT's
+#: <annotations>, which loading names as the wrong format)
+_XML_ROOT = re.compile(rb"<\s*([A-Za-z_][\w.:-]*)")
+
+
+def _voc_files(folder: Path, every: bool = False) -> list[Path]:
+    """The ``.xml`` files of ``folder`` that may be VOC annotations, sorted: hidden ones left out,
+    and unless ``every`` (an ``annotations/`` folder, where each is one) those whose root element
+    is plainly something else (``settings.xml`` beside the photos). Unreadable or malformed files
+    are kept: loading them says what is wrong."""
+    found = []
+    for p in sorted(folder.glob("*.xml")):
+        if hidden_file(p) or not p.is_file():
+            continue
+        if every:
+            found.append(p)
+            continue
+        try:
+            with open(p, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            found.append(p)
+            continue
+        body = re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", b"", head, flags=re.DOTALL)
+        root = _XML_ROOT.search(body.replace(b"\x00", b""))  # UTF-16 files too
+        if root is None or root.group(1).split(b":")[-1].lower() in (b"annotation", b"annotations"):
+            found.append(p)
+    return found
+
+
 def _voc_layout(root: Path) -> tuple[Path, Path] | None:
     """(annotations folder, images folder) of a VOC folder, or None."""
     ann = _first_dir(root, ("annotations", "Annotations"))
-    if ann is not None and any(not hidden_file(p) for p in ann.glob("*.xml")):
+    if ann is not None and _voc_files(ann, every=True):
         return ann, _first_dir(root, ("images", "JPEGImages")) or root
-    if any(not hidden_file(p) for p in root.glob("*.xml")):
+    if _voc_files(root):
         return root, root
     return None
 
@@ -1348,9 +1379,10 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         raise _pass_one_split(path, [q.name for q in subsets])
     if _voc_layout(path) is not None:
         return "voc", path
-    candidates = _label_files(path)
-    if len(candidates) > 1:  # a report or metrics file written beside the labels is not one of them
-        candidates = [p for p in candidates if not _plainly_not_labels(p)] or candidates
+    # a report, metrics or settings file written beside the labels (or the photos) is not one
+    found = _label_files(path)
+    candidates = [p for p in found if not _plainly_not_labels(p)]
+    passed_over = [p for p in found if p not in candidates]
     if len(candidates) == 1:
         return detect_format(candidates[0])[0], candidates[0]
     if candidates:
@@ -1359,8 +1391,13 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
     splits = [q.name for q in sorted(path.iterdir()) if q.name in YOLO_SPLITS and _holds_labels(q)]
     if splits:  # an export's root folder (Roboflow: train/, valid/, test/, each a data set)
         raise _pass_one_split(path, splits)
+    not_labels = (
+        f" ({', '.join(_rel(p, path) for p in passed_over[:3])}: no images, annotations or box columns)"
+        if passed_over
+        else ""
+    )
     raise DatasetError(
-        f"{path}: no labels found; expected images/ + labels/ (YOLO), .xml files (VOC), "
+        f"{path}: no labels found{not_labels}; expected images/ + labels/ (YOLO), .xml files (VOC), "
         "or one labels.txt, .csv or .json file"
     )
 
@@ -1513,7 +1550,7 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
     dirs = [img_dir] if ann_dir == img_dir else [img_dir, ann_dir]
     records: list[Record] = []
     owner: dict[Path, str] = {}
-    for xml_path in sorted(p for p in ann_dir.glob("*.xml") if not hidden_file(p)):
+    for xml_path in _voc_files(ann_dir, every=ann_dir != root):
         shown = _rel(xml_path, root)
         try:
             data = xml_path.read_bytes()

@@ -495,6 +495,32 @@ def test_csv_headerless_beside_images_with_default_label(tmp_path):
     assert ds.records[1].is_negative and ds.records[1].width == W
 
 
+def test_settings_files_beside_the_photos_are_not_taken_for_labels(tmp_path):
+    """A camera's settings.xml or camera.json beside the photos made a labelled set fail to load
+    (taken for VOC), and a folder of plain calibration photos with them be refused."""
+    settings = '<?xml version="1.0"?>\n<!-- exposure -->\n<settings><gain>2</gain></settings>\n'
+    _build(
+        tmp_path,
+        {
+            "voc/a.jpg": (W, H),
+            "voc/a.xml": _voc("a.jpg", [("stamp", 0, 0, 32, 24)]),
+            "voc/settings.xml": settings,
+            "csv/a.jpg": (W, H),
+            "csv/boxes.csv": "a.jpg,1,2,11,12\n",
+            "csv/settings.xml": settings,
+            "plain/a.jpg": (W, H),
+            "plain/settings.xml": settings,
+            "plain/camera.json": '{"exposure_us": 800}',
+            "plain/parts.csv": "part,colour\nlid,red\n",
+        },
+    )
+    voc = load_dataset(tmp_path / "voc")
+    assert voc.format == "voc" and [r.name for r in voc.records] == ["a.jpg"]
+    assert load_dataset(tmp_path / "csv").format == "csv"
+    with pytest.raises(DatasetError, match=r"plain: no labels found \(camera\.json, parts\.csv: no images,"):
+        detect_format(tmp_path / "plain")
+
+
 def test_labels_that_differ_only_in_capitals_are_refused(tmp_path):
     """'stamp' on some rows and 'Stamp' on others made two variants: a class head trained on one
     stamp, and --expect stamp calling the other spelling WRONG."""
@@ -1201,7 +1227,13 @@ def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path, mon
 def test_detect_format_of_folders_and_files(tmp_path):
     _build(
         tmp_path,
-        {"y/images/a.jpg": IMG, "y/labels/a.txt": "", "v/a.xml": "", "c/d.json": "{}", "t/labels.txt": ""},
+        {
+            "y/images/a.jpg": IMG,
+            "y/labels/a.txt": "",
+            "v/a.xml": "",
+            "c/d.json": '{"images": []}',
+            "t/labels.txt": "",
+        },
     )
     assert detect_format(tmp_path / "y") == ("yolo", tmp_path / "y")
     assert detect_format(tmp_path / "v") == ("voc", tmp_path / "v")
