@@ -1743,7 +1743,9 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
     """Keep the records a subset file lists. An entry is a file name (``5.jpg``, as the shared
     ``train.txt`` files have; or ``5``, as VOC's ImageSets lists) or a relative path
     (``images/train/x.jpg``), which matches a record whose path ends with it, so same-named images
-    in different folders stay apart, or an absolute path."""
+    in different folders stay apart, or an absolute path. A path that matches none (written on
+    another machine, or by an export: CVAT's ``data/obj_train_data/x.jpg``) matches by its file
+    name where exactly one image has that name."""
     lines = _subset_lines(_read_text(subset, str(subset)))
     wanted = [(n, tuple(Path(entry.replace("\\", "/")).parts)) for n, entry in lines]
     written = dict(lines)
@@ -1760,6 +1762,23 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
             kept.append(r)
             found |= hits
     missing = [(n, written[n]) for n, parts in wanted if parts not in found]
+    if missing:  # a path from another machine (an export's data/obj_train_data/x.jpg, C:\\...\\x.jpg):
+        # its file name, where one image of the set has it
+        by_name: dict[str, list[Record]] = {}
+        for r in records:
+            by_name.setdefault(r.image_path.name, []).append(r)
+        chosen = {id(r) for r in kept}
+        left = []
+        for n, entry in missing:
+            parts = Path(entry.replace("\\", "/")).parts
+            named = by_name.get(parts[-1], []) if len(parts) > 1 else []
+            if len(named) != 1:
+                left.append((n, entry))
+            elif id(named[0]) not in chosen:
+                chosen.add(id(named[0]))
+                kept.append(named[0])
+        kept = [r for r in records if id(r) in chosen]  # in the data set's order
+        missing = left
     if missing:
         n, entry = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

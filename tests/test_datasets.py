@@ -1217,6 +1217,13 @@ def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path, mon
     (tmp_path / "bad.txt").write_text("images/test/x.jpg\n")
     with pytest.raises(DatasetError, match=r"bad\.txt line 1: image 'images/test/x\.jpg' is not in the data"):
         load_dataset(tmp_path, subset=tmp_path / "bad.txt")
+    # a path written on another machine (CVAT's data/obj_train_data/..., Windows) matches by its
+    # file name where one image has it; x.jpg is in two folders, so such a path to it still fails
+    (tmp_path / "cvat.txt").write_text("data/obj_train_data/y.jpg\nC:\\photos\\y.jpg\n")
+    assert [r.name for r in load_dataset(tmp_path, subset=tmp_path / "cvat.txt").records] == ["y.jpg"]
+    (tmp_path / "cvat.txt").write_text("data/obj_train_data/x.jpg\n")
+    with pytest.raises(DatasetError, match=r"cvat\.txt line 1: image 'data/obj_train_data/x\.jpg' is not"):
+        load_dataset(tmp_path, subset=tmp_path / "cvat.txt")
     # absolute entries match with --data given relative to the working folder too
     (tmp_path / "abs.txt").write_text(f"{tmp_path / 'images' / 'val' / 'x.jpg'}\n")
     monkeypatch.chdir(tmp_path)
