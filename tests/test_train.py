@@ -538,6 +538,27 @@ def test_labelled_photos_without_a_single_object_are_refused(tmp_path, capsys):
     assert len(err) == 1 and "voc: none of its 3 images has a labelled object" in err[0], err
 
 
+def test_a_validation_set_labelled_with_other_variants_is_refused(tmp_path, capsys):
+    """Variants trained on and a --val set that names others: its class accuracy could not be
+    measured, and checkpoints would be chosen without it."""
+    with DatasetWriter(tmp_path / "train", "voc", ["round", "square"]) as w:
+        for i in range(4):
+            w.add(
+                f"t{i}",
+                np.full((40, 60, 3), 50 * i, np.uint8),
+                [ObjectLabel(["round", "square"][i % 2], (5, 5, 20, 20))],
+            )
+    with DatasetWriter(tmp_path / "val", "voc", ["stamp"]) as w:
+        w.add("v0", np.full((40, 60, 3), 90, np.uint8), [ObjectLabel("stamp", (5, 5, 20, 20))])
+    argv = ["--out", str(tmp_path / "o"), "--data", str(tmp_path / "train"), "--val", str(tmp_path / "val")]
+    assert train_main([*argv, "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"edge-train: error: --val {tmp_path / 'val'}: its labels ['stamp'] are not among the variants "
+        "trained on ['round', 'square']; expected a validation set labelled with the same names"
+    ]
+
+
 def test_weights_that_are_not_weights_are_refused_before_anything_runs(tmp_path, capsys):
     (tmp_path / "garbage.h5").write_bytes(b"not an HDF5 file")
     argv = ["--out", str(tmp_path / "o"), "--synthetic", "8", "--steps", "1"]

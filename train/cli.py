@@ -268,6 +268,12 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     if dataset is not None:
         if args.val is not None:
             train_ds, val_ds = dataset, load_dataset(args.val, subset=args.val_subset)
+            unknown = [name for name in val_ds.labels if name not in labels]
+            if len(labels) > 1 and unknown:  # its class accuracy could not be measured
+                raise CliError(
+                    f"--val {args.val}: its labels {unknown} are not among the variants trained on "
+                    f"{list(labels)}; expected a validation set labelled with the same names"
+                )
         elif args.val_subset is not None:  # validation: these images of --data, never trained on
             val_ds = load_dataset(args.data, subset=args.val_subset)
             held = {r.image_path.resolve() for r in val_ds.records}
