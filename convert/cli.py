@@ -36,6 +36,7 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    log_to_stderr,
     native_stderr_muted,
     non_negative_float,
     positive_int,
@@ -652,6 +653,7 @@ def print_report(report: dict, loc: str, log) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_stderr("edge-convert")
     try:
         return run(args)
     except (CliError, ConversionError, DatasetError, ModelError, contract.ContractError, OSError) as exc:

@@ -1363,6 +1363,16 @@ def _voc_layout(root: Path) -> tuple[Path, Path] | None:
 def detect_format(path: Path | str) -> tuple[str, Path]:
     """``(format, what to load)`` for a folder or label file; DatasetError saying what was looked for."""
     path = Path(path)
+    if path.is_file() and path.name.lower() in _YOLO_CLASS_FILES and _yolo_dirs(path.parent) is not None:
+        return "yolo", path.parent  # a YOLO set's class list given for the set
+    if path.is_dir() and path.name.lower() in ("images", "annotations"):
+        # a VOC set's annotations/ or a YOLO (Roboflow) split's images/ given for the set
+        if path.name.lower() == "images" and _yolo_dirs(path.parent) is not None:
+            return "yolo", path.parent
+        if path.name.lower() == "annotations" and _voc_files(path, every=True):
+            parent = _voc_layout(path.parent)
+            if parent is not None and parent[0] == path:
+                return "voc", path.parent
     if path.is_file():
         fmt = {".json": "coco", ".csv": "csv", ".txt": "centers"}.get(path.suffix.lower())
         if fmt is None:
@@ -1401,6 +1411,9 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         "or one labels.txt, .csv or .json file"
     )
 
+
+#: A YOLO set's class list files: given as --data, they stand for the set.
+_YOLO_CLASS_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
 
 #: The split folders exports are made of (YOLO's, and Roboflow's in every format).
 YOLO_SPLITS = ("train", "valid", "val", "test")

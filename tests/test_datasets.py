@@ -521,6 +521,27 @@ def test_settings_files_beside_the_photos_are_not_taken_for_labels(tmp_path):
         detect_format(tmp_path / "plain")
 
 
+def test_a_sets_class_list_annotations_or_images_folder_given_for_the_set(tmp_path):
+    """--data data.yaml, --data voc/annotations or --data split/images: the set they belong to,
+    not an error (classes.txt was read as centre points, annotations/ looked for images in itself)."""
+    _build(
+        tmp_path,
+        {
+            "y/images/a.jpg": (W, H),
+            "y/labels/a.txt": "0 0.5 0.5 0.25 0.5\n",
+            "y/data.yaml": "names: [stamp]\n",
+            "y/classes.txt": "stamp\n",
+            "v/images/a.jpg": (W, H),
+            "v/annotations/a.xml": _voc("a.jpg", [("stamp", 0, 0, 32, 24)]),
+        },
+    )
+    for given in ("y/data.yaml", "y/classes.txt", "y/images"):
+        assert detect_format(tmp_path / given) == ("yolo", tmp_path / "y"), given
+        assert len(load_dataset(tmp_path / given).records) == 1
+    assert detect_format(tmp_path / "v" / "annotations") == ("voc", tmp_path / "v")
+    assert [r.name for r in load_dataset(tmp_path / "v" / "annotations").records] == ["a.jpg"]
+
+
 def test_labels_that_differ_only_in_capitals_are_refused(tmp_path):
     """'stamp' on some rows and 'Stamp' on others made two variants: a class head trained on one
     stamp, and --expect stamp calling the other spelling WRONG."""

@@ -595,3 +595,22 @@ def test_a_summary_on_a_full_device_is_a_one_line_error_naming_it(capsys):
     assert main(["--demo", "--max-frames", "5", "--as-fast-as-possible", "--summary", "/dev/full"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"edge-run: error: /dev/full: {os.strerror(28)}"
+
+
+def test_log_lines_keep_the_tools_format_after_a_library_logs_at_the_root(monkeypatch, capsys):
+    """TensorFlow's converter calls logging.warning, which set the bare WARNING:edge.synth:...
+    format for edge-convert's own lines after it; the tools set theirs first, and write to the
+    stderr of the moment."""
+    from edge.cli.common import log_to_stderr
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    log_to_stderr("edge-convert")
+    logging.warning("from a library")
+    logging.getLogger("edge.synth").warning("backgrounds folder bgs: 2 files skipped")
+    logging.getLogger("edge.synth").info("not shown")
+    assert capsys.readouterr().err.splitlines() == [
+        "edge-convert: WARNING: from a library",
+        "edge-convert: WARNING: backgrounds folder bgs: 2 files skipped",
+    ]

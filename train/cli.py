@@ -20,6 +20,7 @@ from edge.cli.common import (
     fail,
     import_quietly,
     keras_file_problem,
+    log_to_stderr,
     make_folder,
     positive_float,
     positive_int,
@@ -359,6 +360,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log_to_stderr("edge-train")
     if args.steps is not None and args.epochs is not None:
         parser.error("give --steps or --epochs, not both")
     try:

@@ -26,6 +26,7 @@ from edge.cli.common import (
     fail,
     import_quietly,
     keras_file_problem,
+    log_to_stderr,
     presence_threshold,
     thread_count,
 )
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_stderr("edge-eval")
     try:
         if args.json is not None:
             check_output_file(args.json, "the metrics")

@@ -34,13 +34,27 @@ def first_line(exc: BaseException | str, limit: int | None = None) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a line is logged (as logging's own
+    last resort does), not the stream of the moment it was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def log_to_stderr(prog: str, verbose: bool = False) -> None:
     """The library's log lines on stderr as ``prog: LEVEL: message`` (warnings and up; INFO too
-    when ``verbose``)."""
+    when ``verbose``). Set before anything logs: a library's first ``logging.warning`` (TensorFlow's
+    converter) would otherwise set the bare ``WARNING:edge.synth:...`` format for every line after."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format=f"{prog}: %(levelname)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[_CurrentStderr()],
     )
 
 

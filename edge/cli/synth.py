@@ -29,6 +29,7 @@ from edge.cli.common import (
     DefaultsHelpFormatter,
     OneLineParser,
     fail,
+    log_to_stderr,
     non_negative_int,
     positive_int,
     unit_float,
@@ -297,6 +298,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    log_to_stderr(PROG)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0), or a usage error already said in one line (2)
