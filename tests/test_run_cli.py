@@ -493,3 +493,40 @@ def test_box_px_is_in_the_source_pixels_when_a_huge_frame_was_shrunk(tmp_path: P
     for rec, (w, h) in zip(log, [(640, 480), (5120, 3840)], strict=True):
         x0, y0, x1, y1 = rec["box"]
         assert rec["box_px"] == pytest.approx([x0 * w, y0 * h, x1 * w, y1 * h], abs=3), rec
+
+
+class DarkStream:
+    """The hardware boundary: OpenCV's capture of a stream that opens and never gives a frame (an
+    .mp4 served over HTTP that FFmpeg cannot read as a stream, a camera whose sensor died)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self):
+        time.sleep(0.05)
+        return False, None
+
+    def get(self, prop) -> float:
+        return 0.0
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+@needs_model
+def test_a_bounded_run_in_which_no_frame_came_fails_after_its_summary(tmp_path: Path, monkeypatch, capsys):
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources.cv2, "VideoCapture", DarkStream)
+    summary = tmp_path / "s.json"
+    argv = ["--url", "rtsp://127.0.0.1:8554/line", "--duration", "2", "--summary", str(summary)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edge-run: error: stream rtsp://127.0.0.1:8554/line: no frame came in 2 s")
+    assert json.loads(summary.read_text())["frames"] == 0  # the summary is written first

@@ -864,6 +864,15 @@ def run(config: Config) -> int:
         raise SourceError(
             f"{summary.source}: no usable frame ({summary.skipped} unreadable or too small, none inspected)"
         )
+    if summary.frames == 0 and summary.end.startswith("duration"):
+        # a stream that opened and never gave a frame (an .mp4 served over HTTP that OpenCV
+        # cannot decode, a camera that stays dark): a run that checked nothing has failed
+        from edge.sources import SourceError
+
+        raise SourceError(
+            f"{summary.source}: no frame came in {summary.duration_s:.0f} s; nothing was inspected "
+            f"({summary.reopens} reopens)"
+        )
     return 0
 
 
