@@ -493,6 +493,15 @@ class Source:
         image, converted = normalize_image(raw)
         if image is None:
             self.stats.skipped += 1
+            shape = getattr(raw, "shape", None)
+            unread = shape is not None and 0 in shape[:2]  # a file that could not be read: said already
+            if self._frame_name is not None and not unread:  # a photo, its own product: say which
+                why = (
+                    f"{shape[1]}x{shape[0]} px, smaller than {MIN_SIDE} px on a side"
+                    if shape is not None and len(shape) >= 2 and min(shape[:2]) < MIN_SIDE
+                    else f"not a colour or grey image ({shape}, {getattr(raw, 'dtype', type(raw).__name__)})"
+                )
+                _log.warning("%s: photo %s skipped: %s", self.device.name, self._frame_name(index), why)
             return None
         if converted:
             self.stats.converted += 1

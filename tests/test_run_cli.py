@@ -344,7 +344,7 @@ def test_a_model_refused_at_start_leaves_no_empty_outputs_and_keeps_what_was_the
 
 
 @needs_model
-def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, capsys):
+def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, caplog):
     rng = np.random.default_rng(1)
     colour = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "01_colour.png"), colour)
@@ -361,6 +361,9 @@ def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, capsys)
     s = json.loads(summary.read_text())
     assert s["frames"] == 6 and s["products"] == 6
     assert s["skipped"] == 2 and s["converted"] == 1  # tiny and broken skipped; the huge one shrunk
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("05_tiny.png skipped: 6x6 px, smaller than 16 px on a side" in m for m in said) == 1
+    assert sum("08_broken.jpg" in m for m in said) == 1  # each skipped one named, once
     log = read_log(events)
     assert [rec["image"] for rec in log] == [
         "01_colour.png",
