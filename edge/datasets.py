@@ -49,7 +49,8 @@ Choices
   YOLO folders it is skipped, listed in ``Dataset.unlabelled`` and counted in a logged warning.
 - Boxes are pixels ``x_min, y_min, x_max, y_max`` as the files state them (VOC's 1-based
   convention is not shifted, so VOC and CSV exports of one set agree). A box may overhang the image
-  by up to ``BOX_TOLERANCE_PX`` and is then clipped; further out, or inverted, is an error.
+  by up to ``BOX_TOLERANCE_PX`` or ``BOX_TOLERANCE_SHARE`` of its side, whichever is more, and is
+  then clipped; further out, or inverted, is an error.
 - A size the labels declare (VOC ``<size>``, COCO ``width``/``height``, CSV ``width``/``height``)
   must match the image as ``read_image`` decodes it (EXIF orientation applied); otherwise the
   size comes from the image header.
@@ -89,6 +90,7 @@ from edge.contract import DEFAULT_LABELS
 
 __all__ = [
     "BOX_TOLERANCE_PX",
+    "BOX_TOLERANCE_SHARE",
     "FORMATS",
     "IMAGE_EXTENSIONS",
     "Dataset",
@@ -138,8 +140,11 @@ LABEL_SUFFIXES = {
     "centers": (".txt",),
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-#: how far (pixels) a box may overhang the image before it is an error; it is clipped to the image
+#: how far a box may overhang the image before it is an error (it is clipped to the image): this
+#: many pixels, or this share of the image's side if more (a box dragged a little past the edge in
+#: a labelling tool, on a large photo)
 BOX_TOLERANCE_PX = 1.0
+BOX_TOLERANCE_SHARE = 0.02
 DEFAULT_LABEL = DEFAULT_LABELS[0]
 JPEG_QUALITY = 95
 
@@ -354,8 +359,9 @@ def _check_bounds(
 ) -> tuple[float, float, float, float]:
     """The box clipped to the image; DatasetError if it lies further out than the tolerance."""
     x0, y0, x1, y1 = (float(v) for v in box)
-    tol = BOX_TOLERANCE_PX
-    if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+    tx = max(BOX_TOLERANCE_PX, BOX_TOLERANCE_SHARE * width)
+    ty = max(BOX_TOLERANCE_PX, BOX_TOLERANCE_SHARE * height)
+    if x0 < -tx or y0 < -ty or x1 > width + tx or y1 > height + ty:
         raise DatasetError(
             f"{where}: box ({_fmt(x0)}, {_fmt(y0)}, {_fmt(x1)}, {_fmt(y1)}) lies outside the "
             f"{width}x{height} image (expected 0 <= x <= {width}, 0 <= y <= {height})"

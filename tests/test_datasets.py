@@ -122,6 +122,25 @@ def test_voc_box_overhanging_by_a_pixel_is_clipped(tmp_path):
     assert load_dataset(tmp_path).records[0].objects[0].box == (0.0, 1.0, 64.0, 48.0)
 
 
+def test_a_box_dragged_a_little_past_a_large_photos_edge_is_clipped(tmp_path):
+    """On a 1000x800 photo a box 12 px past the edge is a labelling tool's slop (2 % of the side
+    is allowed), not an error that stops the whole run; 30 px past it still is."""
+    _build(
+        tmp_path,
+        {
+            "a.jpg": (1000, 800),
+            "b.jpg": (1000, 800),
+            "boxes.csv": "a.jpg,-12,100,500,812\nb.jpg,10,10,1012,700\n",
+        },
+    )
+    recs = _by_name(load_dataset(tmp_path / "boxes.csv"))
+    assert recs["a.jpg"].objects[0].box == (0.0, 100.0, 500.0, 800.0)
+    assert recs["b.jpg"].objects[0].box == (10.0, 10.0, 1000.0, 700.0)
+    (tmp_path / "boxes.csv").write_text("a.jpg,-30,100,500,700\n")
+    with pytest.raises(DatasetError, match=r"boxes\.csv line 1: box \(-30, 100, 500, 700\) lies outside"):
+        load_dataset(tmp_path / "boxes.csv")
+
+
 def test_yolo_classes_txt_negatives_and_pixel_boxes(tmp_path, caplog):
     _build(
         tmp_path,
