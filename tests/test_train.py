@@ -567,6 +567,12 @@ def test_weights_that_are_not_weights_are_refused_before_anything_runs(tmp_path,
         f"edge-train: error: --weights {tmp_path / 'garbage.h5'}: not a Keras model file "
         "(expected an HDF5 .h5 file)"
     ]
+    (tmp_path / "white.jpg").write_bytes(b"\xff\xd8")  # a stamp picture given by mistake
+    assert train_main([*argv, "--weights", str(tmp_path / "white.jpg")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"edge-train: error: --weights {tmp_path / 'white.jpg'}: expected a Keras model (.keras) or "
+        "weights (.h5) file"
+    ]
 
 
 @pytest.mark.parametrize(

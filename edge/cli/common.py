@@ -124,7 +124,7 @@ def keras_file_problem(path: Path) -> str | None:
             return f"{path}: cannot read the model ({exc.strerror})"
         return None if ok else f"{path}: not a Keras model file (expected an HDF5 .h5 file)"
     if path.suffix != ".keras":
-        return f"{path}: expected a Keras model file (.keras)"
+        return f"{path}: expected a Keras model (.keras) or weights (.h5) file"
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
