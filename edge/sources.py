@@ -752,6 +752,9 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
     except ValueError:
         if "@" in url.split("://", 1)[-1]:
             return "the port is not a number (a / ? # or @ in the password is written %2F %3F %23 %40)"
+        given = parts.netloc.rsplit(":", 1)[-1] if ":" in parts.netloc else ""
+        if given.isdigit():
+            return f"port {given} is out of range (expected 1-65535)"
         return "the port is not a number"
     if not host:
         return "no host in the address"

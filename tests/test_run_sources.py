@@ -696,6 +696,8 @@ def test_an_rtsp_camera_that_refuses_says_whether_the_password_or_the_path_is_wr
     for url, why in cases:
         assert why_no_stream(url).startswith(why), (url, why_no_stream(url))
     assert why_no_stream("rtsp://op.invalid:12/live") == "unknown host 'op.invalid'"  # no @: no hint
+    assert why_no_stream("rtsp://127.0.0.1:99999/x") == "port 99999 is out of range (expected 1-65535)"
+    assert why_no_stream("rtsp://127.0.0.1:8x/x") == "the port is not a number"
     # an @ in the path of an address without a user name: no hint either
     assert why_no_stream("rtsp://cam.invalid/live@2") == "unknown host 'cam.invalid'"
     assert shown_url(f"rtsp://admin:a/b@{rtsp_camera}/live") == f"rtsp://admin:***@{rtsp_camera}/live"
