@@ -538,6 +538,19 @@ def test_labelled_photos_without_a_single_object_are_refused(tmp_path, capsys):
     assert len(err) == 1 and "voc: none of its 3 images has a labelled object" in err[0], err
 
 
+def test_a_validation_split_that_holds_out_every_photo_is_refused(tmp_path, capsys):
+    with DatasetWriter(tmp_path / "voc", "voc", ["stamp"]) as w:
+        for i in range(3):
+            w.add(f"t{i}", np.full((40, 60, 3), 50 * i, np.uint8), [ObjectLabel("stamp", (5, 5, 20, 20))])
+    argv = ["--out", str(tmp_path / "o"), "--data", str(tmp_path / "voc"), "--steps", "1", "--val-split", "1"]
+    assert train_main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"edge-train: error: --val-split 1: holds out all 3 images of {tmp_path / 'voc'}; none left to "
+        "train on (expected a share below 1)"
+    ]
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_validation_set_labelled_with_other_variants_is_refused(tmp_path, capsys):
     """Variants trained on and a --val set that names others: its class accuracy could not be
     measured, and checkpoints would be chosen without it."""

@@ -287,6 +287,11 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
                 )
         else:
             train_ds, val_ds = D.split_records(dataset, args.val_split, args.seed)
+            if not train_ds.records:
+                raise CliError(
+                    f"--val-split {args.val_split:g}: holds out all {len(dataset.records)} images of "
+                    f"{args.data}; none left to train on (expected a share below 1)"
+                )
         copies = args.copies or D.default_copies(len(train_ds.records))
         if kind == "cam":  # presence labels only: patches with and without the object
             pools.append(D.weak_pool(train_ds, args.seed, copies, args.flip, progress=not args.quiet))
