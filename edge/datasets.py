@@ -1292,7 +1292,12 @@ def _read_text(path: Path, shown: str) -> str:
     except FileNotFoundError:
         raise DatasetError(f"{shown}: file not found") from None
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        line = exc.object[: exc.start].count(b"\n") + 1
+        bad = exc.object[exc.start : exc.start + 1].hex()
+        raise DatasetError(
+            f"{shown} line {line}: not UTF-8 text (byte 0x{bad}); expected UTF-8 (a spreadsheet saves it "
+            "with 'CSV UTF-8')"
+        ) from None
     except OSError as exc:
         raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
 

@@ -561,6 +561,18 @@ def test_a_sets_class_list_annotations_or_images_folder_given_for_the_set(tmp_pa
     assert [r.name for r in load_dataset(tmp_path / "v" / "annotations").records] == ["a.jpg"]
 
 
+def test_a_label_file_not_in_utf8_names_its_line(tmp_path):
+    """Excel's 'CSV (Windows)' writes cp1252: the error says on which line, not at which byte."""
+    _build(tmp_path, {"a.jpg": (W, H), "b.jpg": (W, H)})
+    (tmp_path / "boxes.csv").write_bytes(
+        "a.jpg,1,2,11,12,stamp\nb.jpg,3,4,13,14,tamp\u00e9\n".encode("cp1252")
+    )
+    with pytest.raises(
+        DatasetError, match=r"^boxes\.csv line 2: not UTF-8 text \(byte 0xe9\); expected UTF-8"
+    ):
+        load_dataset(tmp_path / "boxes.csv")
+
+
 def test_labels_that_differ_only_in_capitals_are_refused(tmp_path):
     """'stamp' on some rows and 'Stamp' on others made two variants: a class head trained on one
     stamp, and --expect stamp calling the other spelling WRONG."""
