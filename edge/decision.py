@@ -844,7 +844,8 @@ def no_product_hint(
         return (
             f"the run ended while the occupancy trigger was still learning the empty belt "
             f"({trigger.still_learning} of trigger.learn_frames = {cfg.learn_frames} frames), so nothing was "
-            "judged; for photos of single products use --trigger every-frame (trigger.kind)"
+            "judged (a run of a line must last longer than that); for photos of single products use "
+            "--trigger every-frame (trigger.kind)"
         )
     if peak < max(cfg.off, cfg.on / 2):
         if try_it:

@@ -404,6 +404,7 @@ def test_products_too_small_for_the_region_get_a_hint_and_whole_ones_none():
         short.update(frame(i), view(0.5, rng))
     hint = no_product_hint(short, products=0)
     assert hint is not None and "(4 of trigger.learn_frames = 10 frames)" in hint and "every-frame" in hint
+    assert "a run of a line must last longer than that" in hint  # a video stopped early: not photos
 
 
 def test_started_with_products_passing_it_learns_the_belt_between_them():
