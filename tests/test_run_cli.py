@@ -281,6 +281,10 @@ def model_variant(tmp_path: Path, kind: str) -> Path:
             lambda tmp: ["--images", str(tmp / "pics"), "--snapshots", str(tmp / "pics")],
             "output.snapshots .*pics: the same as source.images",
         ),
+        (  # the bundled model's record beside it is not a summary's place
+            lambda tmp: ["--demo", "--summary", str(BUNDLED_MODEL.with_suffix(".json"))],
+            r"output.summary .*stamp_int8.json: the same as the model's record \(it would be overwritten\)",
+        ),
         (lambda tmp: ["--demo", "--events", str(tmp / "bad.toml")], "bad.toml: not a verdict log"),
         (
             lambda tmp: ["--video", "rtsp://127.0.0.1:8554/line"],

@@ -671,6 +671,7 @@ def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_pa
         (["--per-image", "{tmp}/rows.txt"], "--per-image {tmp}/rows.txt: expected a .csv file"),
         (["--json", "{tmp}/voc/m.json"], "--json {tmp}/voc/m.json: inside --data {tmp}/voc"),
         (["--json", "{tmp}/none.tflite"], "--json {tmp}/none.tflite: the same as --model"),
+        (["--json", "{tmp}/none.json"], "--json {tmp}/none.json: the same as the model's record"),
         (
             ["--json", "{tmp}/r.csv", "--per-image", "{tmp}/r.csv"],
             "--per-image {tmp}/r.csv: the same as --json",
@@ -684,6 +685,7 @@ def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_pa
 def test_edge_eval_refuses_outputs_it_cannot_write_before_it_runs(tmp_path, capsys, extra, message):
     data = _write_blob_voc(tmp_path / "voc", 3, 7)
     (tmp_path / "junk.keras").write_text("not a model")
+    (tmp_path / "none.json").write_text("{}")  # a record beside the model, as the bundled one has
     argv = ["--model", str(tmp_path / "none.tflite"), "--data", str(data)]
     argv += [a.replace("{tmp}", str(tmp_path)) for a in extra]
     try:

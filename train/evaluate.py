@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(f"{args.data}: no labelled images")
         outputs = [("--json", args.json), ("--sheet", args.sheet), ("--per-image", args.per_image)]
         inputs = [("--model", args.model), ("--data", args.data), ("--subset", args.subset)]
+        record = args.model.with_suffix(".json")
+        if args.model.suffix == ".tflite" and record.is_file():  # the record beside a bundled model
+            inputs.append(("the model's record", record))
         protected = [(f"the data set {args.data}", dataset.files())]
         if problem := clash(outputs, inputs, protected, folders=[("--data", args.data)]):
             raise CliError(problem)

@@ -549,7 +549,10 @@ def check_paths_apart(config: Config) -> None:
     the summary and the recording are three files, none of them the video or the model read,
     and snapshots do not go into the folder of images read."""
     o, s = config.output, config.source
-    inputs = [("model.path", config.model.path or BUNDLED_MODEL)]
+    model = Path(config.model.path or BUNDLED_MODEL)
+    inputs = [("model.path", model)]
+    if model.with_suffix(".json").is_file():  # the model's record beside it (the bundled one's)
+        inputs.append(("the model's record", model.with_suffix(".json")))
     if s.kind == "video":
         inputs.append(("source.video", s.video))
     if s.kind == "images":
