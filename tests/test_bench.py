@@ -469,3 +469,32 @@ def test_a_run_where_the_model_never_ran_says_so_and_keeps_to_the_schema(tmp_pat
     assert run["stages"]["prepare"]["p50"] > 0
     (warning,) = report["warnings"]
     assert "the model never ran on the 20 frames" in warning and "WARNING" in capsys.readouterr().err
+
+
+@needs_model
+def test_its_report_never_replaces_a_file_it_reads(tmp_path: Path, capsys):
+    """--json named like the model, the config or an image read: refused before measuring (the
+    model file became a JSON report)."""
+    import shutil
+
+    model = tmp_path / "a.tflite"
+    shutil.copy(BUNDLED_MODEL, model)
+    config = tmp_path / "station.toml"
+    config.write_text('[source]\nkind = "demo"\n')
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    cv2.imwrite(str(pics / "00.png"), np.full((64, 64, 3), 90, np.uint8))
+    before = model.read_bytes(), config.read_text()
+    for argv, said in (
+        (["--model", str(model), "--json", str(model)], f"--json {model}: the same as model.path"),
+        (["--config", str(config), "--json", str(config)], f"--json {config}: the same as the config file"),
+        (
+            ["--images", str(pics), "--json", str(pics / "00.png")],
+            f"--json {pics / '00.png'}: one of the files",
+        ),
+    ):
+        assert main([*argv, "--invoke-only", "--frames", "5"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert (model.read_bytes(), config.read_text()) == before
+    assert cv2.imread(str(pics / "00.png")) is not None

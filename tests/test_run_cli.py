@@ -537,3 +537,52 @@ def test_a_bounded_run_in_which_no_frame_came_fails_after_its_summary(tmp_path: 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("edge-run: error: stream rtsp://127.0.0.1:8554/line: no frame came in 2 s")
     assert json.loads(summary.read_text())["frames"] == 0  # the summary is written first
+
+
+@needs_model
+def test_outputs_never_replace_the_config_an_image_read_or_a_token(tmp_path: Path, capsys):
+    """The summary written over the station's own config file, over a photo just read, or over
+    the web view's token file: refused, by the run and by --check-config alike."""
+    config = tmp_path / "station.toml"
+    config.write_text('[source]\nkind = "demo"\n[run]\nmax_frames = 5\n')
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    cv2.imwrite(str(pics / "03.png"), np.full((64, 64, 3), 90, np.uint8))
+    token = tmp_path / "token.txt"
+    token.write_text("s3cret-token-for-the-view\n")
+    web = tmp_path / "web.toml"
+    web.write_text(f'[source]\nkind = "demo"\n[http]\nlisten = ":18097"\ntoken_file = "{token}"\n')
+    self_summary = tmp_path / "self.toml"
+    self_summary.write_text('[source]\nkind = "demo"\n[output]\nsummary = "self.toml"\n')
+    kept = {p: p.read_bytes() for p in (config, pics / "03.png", token, self_summary, web)}
+    for argv, said in (
+        (
+            ["--config", str(config), "--summary", str(config)],
+            f"output.summary {config}: the same as the config file",
+        ),
+        (
+            ["--images", str(pics), "--summary", str(pics / "03.png")],
+            f"{pics / '03.png'}: one of the files of source.images",
+        ),
+        (["--config", str(web), "--summary", str(token)], "the same as http.token_file"),
+        (["--config", str(self_summary)], "the same as the config file"),
+        (["--check-config", str(self_summary)], "the same as the config file"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+@needs_model
+def test_check_config_refuses_a_verdict_log_the_run_would_refuse(tmp_path: Path, capsys):
+    video = tmp_path / "line3.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    config = tmp_path / "station.toml"
+    config.write_text(f'[source]\nkind = "demo"\n[output]\nevents = "{video}"\n')
+    assert main(["--check-config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"edge-run: error: {config}: output.events {video}: not a verdict log (expected an edge-run verdict "
+        "log or a new file)"
+    ]

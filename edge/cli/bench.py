@@ -61,6 +61,7 @@ from edge.config import (
     MqttConfig,
     OutputConfig,
 )
+from edge.files import clash
 from edge.runtime import REFINE_MODES
 
 PROG = "edge-bench"
@@ -564,6 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json is not None:
             check_output_file(args.json, "the report")
         config = load_config(args)
+        if args.json is not None:  # before the measurement: the report must not replace what it reads
+            from edge.cli.run import read_paths
+
+            inputs, images = read_paths(config, args.config, args.models or ())
+            if problem := clash([("--json", args.json)], inputs, images):
+                raise CliError(problem)
         report = bench(args, config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)

@@ -544,23 +544,57 @@ def demo_label_warning(line: DemoLine, labels: Sequence[str]) -> str | None:
     return None
 
 
-def check_paths_apart(config: Config) -> None:
-    """ConfigError when an output would overwrite an input or another output: the verdict log,
-    the summary and the recording are three files, none of them the video or the model read,
-    and snapshots do not go into the folder of images read."""
-    o, s = config.output, config.source
-    model = Path(config.model.path or BUNDLED_MODEL)
-    inputs = [("model.path", model)]
-    if model.with_suffix(".json").is_file():  # the model's record beside it (the bundled one's)
-        inputs.append(("the model's record", model.with_suffix(".json")))
+def read_paths(
+    config: Config, config_path: Path | None, models: Sequence[Path | str | None] = ()
+) -> tuple[list[tuple[str, Path | None]], list[tuple[str, Sequence[Path]]]]:
+    """What a run reads, as (named paths, named groups of files) for ``edge.files.clash``: the
+    config file, the model(s) and the record beside one, the video or the folder of images, the
+    files the web view and the broker read; and the images in that folder."""
+    s = config.source
+    files: list[tuple[str, Path | None]] = [("the config file", config_path)]
+    for m in models or [config.model.path]:
+        model = Path(m or BUNDLED_MODEL)
+        files.append(("model.path", model))
+        if model.with_suffix(".json").is_file():  # the model's record beside it (the bundled one's)
+            files.append(("the model's record", model.with_suffix(".json")))
     if s.kind == "video":
-        inputs.append(("source.video", s.video))
+        files.append(("source.video", s.video))
+    files.append(("http.token_file", config.http.token_file))
+    files += [
+        (f"mqtt.{k}", getattr(config.mqtt, k)) for k in ("password_file", "ca_file", "cert_file", "key_file")
+    ]
+    images: list[tuple[str, Sequence[Path]]] = []
     if s.kind == "images":
-        inputs.append(("source.images", s.images))
+        files.append(("source.images", s.images))
+        if s.images is not None and s.images.is_dir():
+            from edge.datasets import image_files
+
+            images.append((f"source.images {s.images}", image_files(s.images)))
+    return files, images
+
+
+def check_paths_apart(config: Config, config_path: Path | None = None) -> None:
+    """ConfigError when an output would overwrite an input or another output: the verdict log,
+    the summary and the recording are three files, none of them a file the run reads (the config
+    file, the model, the video or an image read, a token or certificate), and an existing verdict
+    log is one (as the run itself refuses)."""
+    o = config.output
+    inputs, images = read_paths(config, config_path)
     outputs = [("output.events", o.events), ("output.summary", o.summary), ("output.record", o.record)]
     outputs.append(("output.snapshots", o.snapshots))
-    if problem := clash(outputs, inputs):
+    if problem := clash(outputs, inputs, images):
         raise ConfigError(problem)
+    if o.events is not None:  # what the run would refuse to append to, --check-config refuses too
+        from edge.sinks import not_a_verdict_log
+
+        if o.events.exists() and not o.events.is_file():
+            raise ConfigError(
+                f"output.events {o.events}: not a regular file (expected a file for the verdict log)"
+            )
+        if problem := not_a_verdict_log(o.events):
+            raise ConfigError(
+                f"output.events {o.events}: {problem} (expected an edge-run verdict log or a new file)"
+            )
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
@@ -768,7 +802,7 @@ def build_sinks(config: Config, fps: float | None) -> list:
     return out
 
 
-def run(config: Config) -> int:
+def run(config: Config, config_path: Path | None = None) -> int:
     from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
     from edge.pipeline import Pipeline, SystemdNotifier, stop_signals
     from edge.runtime import TFLiteDetector, model_warnings, refine_for
@@ -776,7 +810,7 @@ def run(config: Config) -> int:
     from edge.station.station import Station
 
     check_model(config)
-    check_paths_apart(config)
+    check_paths_apart(config, config_path)
     if config.output.summary is not None:
         check_output_file(config.output.summary, "the summary")
     if config.output.record is not None:
@@ -892,7 +926,7 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         except ModelError as exc:
             raise ConfigError(f"model.path: {exc}") from None
         check_source_paths(config)
-        check_paths_apart(config)
+        check_paths_apart(config, path)
     except ConfigError as exc:  # named like the file's own errors
         raise ConfigError(f"{path}: {exc}") from None
     for warning in model_warnings(detector.metadata):
@@ -1008,7 +1042,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config is not None:
             for warning in relative_path_warnings(args.config, config):
                 print(f"{PROG}: WARNING: {args.config}: {warning}", file=sys.stderr, flush=True)
-        return run(with_video_pace(config, args))
+        return run(with_video_pace(config, args), args.config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)
     except KeyboardInterrupt:
