@@ -231,6 +231,16 @@ def test_expect_with_a_model_without_class_head_is_one_line_exit_2(tmp_path: Pat
     assert not events.exists()  # refused before anything was opened
 
 
+def test_expect_on_the_single_stamp_demo_line_is_refused(tmp_path: Path, capsys):
+    """The demo line's one stamp names no variant: its ground truth called every stamped product
+    OK, so the variants model's right WRONG verdicts were counted as mistakes (2 of 7 right)."""
+    err = run_error(
+        ["--demo", "--model", str(VARIANTS_MODEL), "--expect", "approved", "--max-frames", "5"], capsys
+    )
+    assert "decision.expect 'approved': the demo line with its one stamp names no variant" in err
+    assert "--demo-variants N" in err
+
+
 def test_expect_of_a_label_the_model_lacks_is_one_line_exit_2(tmp_path: Path, relabelled_model, capsys):
     err = run_error(["--demo", "--model", str(relabelled_model), "--expect", "QC-passed"], capsys)
     assert "'QC-passed'" in err and "not one of the model's labels (approved, inspected, qc-passed)" in err

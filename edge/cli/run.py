@@ -489,6 +489,13 @@ def check_model(config: Config, strict: bool = False) -> str | None:
     expect = config.decision.expect
     if expect is not None and (problem := expect_problem(expect, meta.labels, CLASS in meta.outputs)):
         raise ConfigError(f"decision.expect {expect!r}: {problem} (model {path.name})")
+    demo = config.demo
+    if expect is not None and config.source.kind == "demo" and demo.variants is None and demo.stamps is None:
+        # its one stamp has no variant name, so its ground truth cannot tell OK from WRONG
+        raise ConfigError(
+            f"decision.expect {expect!r}: the demo line with its one stamp names no variant to compare; "
+            "give it variants (--demo-variants N or --demo-stamps DIR) to try --expect"
+        )
     try:
         return refine_for(meta, config.model.refine, str(path))
     except ModelError as exc:
