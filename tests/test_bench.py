@@ -403,6 +403,12 @@ def test_a_cold_start_during_which_the_clock_was_set_is_measured_again(tmp_path:
         (["--model", "/nonexistent.tflite"], "model file not found"),
         (["--video", "/nonexistent.mp4"], "video file not found"),
         (["--invoke-only", "--baseline"], "--baseline needs the whole loop"),
+        # accepted, the report claimed them although only the interpreter ran
+        (["--invoke-only", "--log", "--overlay"], "--overlay, --log needs the whole loop"),
+        (
+            ["--invoke-only", "--trigger", "occupancy", "--refine", "zoom"],
+            "--trigger, --refine needs the whole loop",
+        ),
         (["--cpus", "999"], "--cpus: expected at most"),
         (["--threads", "0"], "expected a number > 0, got 0 (in '0')"),
         (["--threads", "two"], "(in 'two')"),

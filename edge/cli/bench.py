@@ -560,8 +560,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge.sources import SourceError
 
     try:
-        if args.invoke_only and args.baseline:
-            raise CliError("--invoke-only times the interpreter alone; --baseline needs the whole loop")
+        if args.invoke_only:  # flags of the loop: accepted, they would be reported as if they had run
+            loop = [
+                f
+                for f, on in (("--baseline", args.baseline), ("--overlay", args.overlay), ("--log", args.log))
+                if on
+            ]
+            loop += [f"--{k}" for k in ("trigger", "refine") if hasattr(args, k)]  # given (no default)
+            if loop:
+                raise CliError(
+                    f"--invoke-only times the interpreter alone; {', '.join(loop)} needs the whole loop"
+                )
         if args.json is not None:
             check_output_file(args.json, "the report")
         config = load_config(args)
