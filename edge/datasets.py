@@ -78,7 +78,7 @@ import math
 import re
 import struct
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -1336,37 +1336,35 @@ def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
 _XML_ROOT = re.compile(rb"<\s*([A-Za-z_][\w.:-]*)")
 
 
-def _voc_files(folder: Path, every: bool = False) -> list[Path]:
+def _may_be_voc(path: Path) -> bool:
+    """Whether an ``.xml`` file may be a VOC annotation: its root element is not plainly something
+    else (``settings.xml`` beside the photos). Unreadable or malformed files may be: loading them
+    says what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True
+    body = re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", b"", head, flags=re.DOTALL)
+    root = _XML_ROOT.search(body.replace(b"\x00", b""))  # UTF-16 files too
+    return root is None or root.group(1).split(b":")[-1].lower() in (b"annotation", b"annotations")
+
+
+def _voc_files(folder: Path, every: bool = False) -> Iterator[Path]:
     """The ``.xml`` files of ``folder`` that may be VOC annotations, sorted: hidden ones left out,
-    and unless ``every`` (an ``annotations/`` folder, where each is one) those whose root element
-    is plainly something else (``settings.xml`` beside the photos). Unreadable or malformed files
-    are kept: loading them says what is wrong."""
-    found = []
+    and unless ``every`` (an ``annotations/`` folder, where each is one) those :func:`_may_be_voc`
+    rules out. Lazy, so a look for any reads one file."""
     for p in sorted(folder.glob("*.xml")):
-        if hidden_file(p) or not p.is_file():
-            continue
-        if every:
-            found.append(p)
-            continue
-        try:
-            with open(p, "rb") as f:
-                head = f.read(4096)
-        except OSError:
-            found.append(p)
-            continue
-        body = re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", b"", head, flags=re.DOTALL)
-        root = _XML_ROOT.search(body.replace(b"\x00", b""))  # UTF-16 files too
-        if root is None or root.group(1).split(b":")[-1].lower() in (b"annotation", b"annotations"):
-            found.append(p)
-    return found
+        if not hidden_file(p) and p.is_file() and (every or _may_be_voc(p)):
+            yield p
 
 
 def _voc_layout(root: Path) -> tuple[Path, Path] | None:
     """(annotations folder, images folder) of a VOC folder, or None."""
     ann = _first_dir(root, ("annotations", "Annotations"))
-    if ann is not None and _voc_files(ann, every=True):
+    if ann is not None and any(_voc_files(ann, every=True)):
         return ann, _first_dir(root, ("images", "JPEGImages")) or root
-    if _voc_files(root):
+    if any(_voc_files(root)):
         return root, root
     return None
 
@@ -1380,7 +1378,7 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         # a VOC set's annotations/ or a YOLO (Roboflow) split's images/ given for the set
         if path.name.lower() == "images" and _yolo_dirs(path.parent) is not None:
             return "yolo", path.parent
-        if path.name.lower() == "annotations" and _voc_files(path, every=True):
+        if path.name.lower() == "annotations" and any(_voc_files(path, every=True)):
             parent = _voc_layout(path.parent)
             if parent is not None and parent[0] == path:
                 return "voc", path.parent

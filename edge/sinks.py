@@ -205,6 +205,16 @@ def last_record_in(fd: int) -> dict | None:
     return None
 
 
+def verdict_log_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the verdict log appended to (None: it can, or is not there yet):
+    what ``VerdictLog`` refuses at its start, and ``--check-config`` before it."""
+    if path.exists() and not path.is_file():
+        return "not a regular file (expected a file for the verdict log)"
+    if problem := not_a_verdict_log(path):
+        return f"{problem} (expected an edge-run verdict log or a new file)"
+    return None
+
+
 #: how every line of the verdict log begins (``verdict_record``'s first key)
 RECORD_START = b'{"seq":'
 
@@ -295,10 +305,8 @@ class VerdictLog(_ClosingSink):
         self._made: list[Path] = []
 
     def __enter__(self) -> VerdictLog:
-        if self.path.exists() and not self.path.is_file():
-            raise SinkError(f"{self.path}: not a regular file (expected a file for the verdict log)")
-        if problem := not_a_verdict_log(self.path):
-            raise SinkError(f"{self.path}: {problem} (expected an edge-run verdict log or a new file)")
+        if problem := verdict_log_problem(self.path):
+            raise SinkError(f"{self.path}: {problem}")
         state = [] if os.path.lexists(self.state_path) else [self.state_path]
         self._made = state + missing_paths(self.path)
         try:

@@ -592,16 +592,10 @@ def check_paths_apart(config: Config, config_path: Path | None = None) -> None:
     if problem := clash(outputs, inputs, images):
         raise ConfigError(problem)
     if o.events is not None:  # what the run would refuse to append to, --check-config refuses too
-        from edge.sinks import not_a_verdict_log
+        from edge.sinks import verdict_log_problem
 
-        if o.events.exists() and not o.events.is_file():
-            raise ConfigError(
-                f"output.events {o.events}: not a regular file (expected a file for the verdict log)"
-            )
-        if problem := not_a_verdict_log(o.events):
-            raise ConfigError(
-                f"output.events {o.events}: {problem} (expected an edge-run verdict log or a new file)"
-            )
+        if problem := verdict_log_problem(o.events):
+            raise ConfigError(f"output.events {o.events}: {problem}")
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
