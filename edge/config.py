@@ -621,6 +621,118 @@ class Config:
             raise ConfigError(f"{path}: {exc}") from None
 
 
+#: source keys and the source kinds that read them (the rest are read by every kind)
+SOURCE_KEY_KINDS = {
+    "camera": ("camera", "picamera"),
+    "video": ("video",),
+    "url": ("url",),
+    "images": ("images",),
+    "width": ("camera", "picamera"),
+    "height": ("camera", "picamera"),
+    "fps": ("camera", "picamera"),
+    "pace_fps": ("video",),
+    "as_fast_as_possible": ("video", "images", "demo"),
+    "stall_s": ("camera", "picamera", "url"),
+    "exposure_ms": ("camera", "picamera"),
+    "gain": ("camera", "picamera"),
+    "mains_hz": ("camera", "picamera"),
+}
+_GPIO_TRIGGER_KEYS = ("pull", "active", "debounce_s", "window_delay_s", "window_s", "reject_unjudged")
+_ANNOTATED = "output.record, output.display, output.snapshots or http.listen"
+
+
+def _changed(section: Any) -> list[str]:
+    """The keys of a config section whose value is not the default (given in the file or a flag)."""
+    out = []
+    for f in dataclasses.fields(section):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if getattr(section, f.name) != default:
+            out.append(f.name)
+    return out
+
+
+def idle_settings(config: Config) -> list[tuple[str, str, str]]:
+    """A warning for each key (or flag) set to something that this configuration never reads:
+    a camera's exposure for a video file, a web-view token without the web view, a heatmap
+    nothing draws. A setting that does nothing is a mistake more often than not (a key put
+    in the wrong section, a flag for another source), and passing it silently hides that.
+    Each warning as (key, what is wrong, the key whose value leaves it unused)."""
+    out: list[tuple[str, str, str]] = []
+
+    kind = config.source.kind
+    for name in _changed(config.source):
+        kinds = SOURCE_KEY_KINDS.get(name)
+        if kinds is not None and kind not in kinds:
+            out.append(
+                (
+                    f"source.{name}",
+                    f"not used by the {kind} source (only by {' and '.join(kinds)})",
+                    "source.kind",
+                )
+            )
+    if kind != "demo":
+        for name in _changed(config.demo):
+            out.append(
+                (f"demo.{name}", f"not used by the {kind} source (only by the demo line)", "source.kind")
+            )
+    if config.trigger.kind != "occupancy":
+        for name in _changed(config.trigger):
+            if name != "kind":
+                out.append(
+                    (
+                        f"trigger.{name}",
+                        f"not used by the {config.trigger.kind} trigger (only by occupancy)",
+                        "trigger.kind",
+                    )
+                )
+    gpio = _changed(config.gpio)
+    if config.trigger.kind != "gpio":
+        for name in gpio:
+            if name in _GPIO_TRIGGER_KEYS:
+                out.append(
+                    (
+                        f"gpio.{name}",
+                        "not used without the gpio trigger (trigger.kind = 'gpio')",
+                        "trigger.kind",
+                    )
+                )
+    if config.gpio.reject_pin is None:
+        for name in gpio:
+            if name in ("reject_delay_s", "reject_pulse_s"):
+                out.append((f"gpio.{name}", "does nothing without gpio.reject_pin", "gpio.reject_pin"))
+    if config.http.listen is None:
+        for name in _changed(config.http):
+            out.append((f"http.{name}", "does nothing without the web view (http.listen)", "http.listen"))
+    if config.mqtt.broker is None:
+        for name in _changed(config.mqtt):
+            out.append((f"mqtt.{name}", "does nothing without a broker (mqtt.broker)", "mqtt.broker"))
+    o = config.output
+    changed = _changed(o)
+    if o.events is None:
+        for name in ("events_max_mb", "events_keep"):
+            if name in changed:
+                out.append(
+                    (
+                        f"output.{name}",
+                        "does nothing without the verdict log (output.events)",
+                        "output.events",
+                    )
+                )
+    if o.snapshots is None:
+        for name in ("snapshot_max_count", "snapshot_max_mb"):
+            if name in changed:
+                out.append((f"output.{name}", "does nothing without output.snapshots", "output.snapshots"))
+    if o.heatmap and not (o.record or o.display or o.snapshots or config.http.listen):
+        out.append(
+            (
+                "output.heatmap",
+                f"does nothing without annotated frames to draw it on ({_ANNOTATED})",
+                "output.record",
+            )
+        )
+    return out
+
+
 def _from_base(values: dict[str, Any], cls: type, base: Path) -> dict[str, Any]:
     """``values`` with each relative path of a path-typed key taken relative to ``base``
     (``~`` expands to the home folder); anything else, bad values included, is left for

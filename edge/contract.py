@@ -283,6 +283,12 @@ class ModelMetadata:
         if not self.outputs:
             object.__setattr__(self, "outputs", self.default_outputs(self.kind, len(self.labels)))
 
+    @property
+    def has_heatmap(self) -> bool:
+        """Whether the model gives a heatmap (a grid head's cells, a class activation map); a
+        dense head's box comes without one."""
+        return CELLS in self.outputs or HEATMAP in self.outputs
+
     @staticmethod
     def default_outputs(kind: str, n_labels: int) -> dict[str, str]:
         required, optional = KIND_OUTPUTS[kind]

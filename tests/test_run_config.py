@@ -551,3 +551,87 @@ def test_a_relative_log_path_left_in_the_working_directory_by_an_older_version_i
     # once the log is where the config says (or the path absolute), nothing to say
     (etc / "verdicts.jsonl").write_text('{"seq": 1}\n')
     assert relative_path_warnings(config, Config.load(config)) == []
+
+
+@pytest.mark.parametrize(
+    ("toml", "said"),
+    [
+        ("[source]\nkind = 'video'\nvideo = 'a.mp4'\nexposure_ms = 10\n", "source.exposure_ms"),
+        ("[source]\nkind = 'video'\nvideo = 'a.mp4'\nfps = 10\n", "source.fps"),  # pace_fps paces a file
+        ("[source]\nkind = 'camera'\npace_fps = 10\n", "source.pace_fps"),
+        ("[source]\nkind = 'camera'\n[demo]\nseed = 3\n", "demo.seed"),
+        ("[trigger]\nkind = 'every-frame'\non = 0.6\n", "trigger.on"),
+        ("[gpio]\nwindow_s = 0.5\n", "gpio.window_s"),
+        ("[gpio]\nreject_delay_s = 1.0\n", "gpio.reject_delay_s"),
+        ("[http]\ntoken = 'abcdefghijklmnopqrstuvwx'\n", "http.token"),
+        ("[mqtt]\nstation = 'line-1'\n", "mqtt.station"),
+        ("[output]\nevents_keep = 3\n", "output.events_keep"),
+        ("[output]\nsnapshot_max_count = 3\n", "output.snapshot_max_count"),
+        ("[output]\nheatmap = true\n", "output.heatmap"),
+    ],
+)
+def test_a_key_that_does_nothing_here_is_said_by_name(tmp_path: Path, toml: str, said: str):
+    from edge.cli.run import idle_warnings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    (warning,) = idle_warnings(Config.load(cfg))
+    assert warning.startswith(said) and "ignored" in warning
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "[source]\nkind = 'camera'\nexposure_ms = 10\nfps = 30\nstall_s = 5\n",
+        "[source]\nkind = 'video'\nvideo = 'a.mp4'\npace_fps = 10\n",
+        "[source]\nkind = 'demo'\n[demo]\nseed = 3\n",
+        "[trigger]\nkind = 'gpio'\n[gpio]\ntrigger_pin = 17\nwindow_s = 0.5\n",
+        "[gpio]\nreject_pin = 18\nreject_delay_s = 1.0\n",
+        "[http]\nlisten = ':8080'\ntoken = 'abcdefghijklmnopqrstuvwx'\n",
+        "[output]\nevents = 'v.jsonl'\nevents_keep = 3\n",
+        "[output]\nheatmap = true\nrecord = 'a.mp4'\n",
+        "[output]\nheatmap = true\nsnapshots = 'snaps'\n",
+    ],
+)
+def test_keys_in_use_are_not_warned_about(tmp_path: Path, toml: str):
+    from edge.cli.run import idle_warnings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert idle_warnings(Config.load(cfg)) == []
+
+
+def test_the_example_config_and_a_station_file_run_on_a_video_warn_of_nothing(tmp_path: Path):
+    from edge.cli.run import build_parser, idle_warnings, overrides_from, with_video_pace
+
+    assert idle_warnings(Config.load(EXAMPLE)) == []
+    # a station's camera file run once on a recording: its camera keys are left by the flag's choice
+    cam = tmp_path / "cam.toml"
+    cam.write_text('[source]\nkind = "camera"\nwidth = 640\nfps = 30\nexposure_ms = 10\n')
+    args = build_parser().parse_args(["--config", str(cam), "--video", "line.mp4", "--fps", "10"])
+    overrides = overrides_from(args)
+    config = with_video_pace(Config.load(cam, overrides), args)
+    assert config.source.pace_fps == 10 and idle_warnings(config, list(overrides)) == []
+
+
+def test_flags_that_do_nothing_are_named_as_flags_and_the_run_goes_on(tmp_path: Path, capsys):
+    argv = ["--demo", "--max-frames", "5", "--as-fast-as-possible", "--trigger", "every-frame"]
+    token = ["--http-token", "abcdefghijklmnopqrstuvwx"]
+    assert main([*argv, *token, "--heatmap", "--snapshot-max-count", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "--http-token (http.token): does nothing without the web view" in err
+    assert "abcdefghijklmnopqrstuvwx" not in err  # a secret is never printed
+    assert "--snapshot-max-count (output.snapshot_max_count): does nothing" in err
+    assert "--heatmap (output.heatmap): does nothing without annotated frames" in err
+    # with somewhere to draw it, the bundled dense-head model is what is said to lack a heatmap
+    assert main([*argv, "--heatmap", "--snapshots", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert "does nothing" not in err and "gives no heatmap" in err
+
+
+def test_check_config_names_the_file_and_the_idle_key(tmp_path: Path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[source]\nkind = 'demo'\nexposure_ms = 10\n")
+    assert main(["--check-config", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING: {cfg}: source.exposure_ms (--exposure-ms): not used by the demo source" in err

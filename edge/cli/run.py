@@ -48,6 +48,7 @@ from edge.config import (
     TriggerConfig,
     camera_device,
     check_pin,
+    idle_settings,
     parse_endpoint,
     pin_key,
 )
@@ -317,7 +318,32 @@ def with_video_pace(config: Config, args: argparse.Namespace) -> Config:
     ``source.fps`` from a config file does not."""
     if config.source.kind != "video" or "fps" not in vars(args):
         return config
-    return dataclasses.replace(config, source=dataclasses.replace(config.source, pace_fps=args.fps))
+    return dataclasses.replace(config, source=dataclasses.replace(config.source, pace_fps=args.fps, fps=None))
+
+
+def no_heatmap(detector) -> str:
+    return (
+        f"output.heatmap (--heatmap): model {detector.model_id} ({detector.path.name}) gives no heatmap "
+        "(only grid-head and class-activation models do); none is drawn"
+    )
+
+
+def idle_warnings(config: Config, given: Sequence[str] = ()) -> list[str]:
+    """``edge.config.idle_settings`` as lines, each key with its flag when it has one; ``given``:
+    the keys set by flags on this command line (the others came from the config file). A file's
+    key left unused because a flag chose another source or trigger (a station's config run once
+    on a video) is expected, not said."""
+    flags = {key: "--" + dest.replace("_", "-") for dest, key in OVERRIDES.items()}
+    out = []
+    for key, why, because in idle_settings(config):
+        if because in given and key not in given:
+            continue
+        if key in given and key in flags:
+            key = f"{flags[key]} ({key})"
+        elif key in flags:
+            key = f"{key} ({flags[key]})"
+        out.append(f"{key}: {why}; ignored")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -844,6 +870,8 @@ def run(config: Config, config_path: Path | None = None) -> int:
             )
         if truth is not None and (warning := demo_label_warning(truth, detector.metadata.labels)):
             print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
+        if config.output.heatmap and not detector.metadata.has_heatmap:
+            print(f"{PROG}: WARNING: {no_heatmap(detector)}", file=sys.stderr, flush=True)
         runtime = f"{detector.runtime.name} {detector.runtime.version}, {detector.threads} thread(s)"
         frames = source.device.describe() if hasattr(source.device, "describe") else ""
         if config.source.as_fast_as_possible:
@@ -919,7 +947,8 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
     service would find it at its start, and the line saying it is fine."""
     from edge.runtime import ModelError, TFLiteDetector, model_warnings
 
-    config = Config.load(path, overrides_from(args))
+    overrides = overrides_from(args)
+    config = with_video_pace(Config.load(path, overrides), args)
     try:
         refine = check_model(config, strict=True)
         try:  # loaded as the run loads it: a file cut short past its metadata, tensors of another model
@@ -937,6 +966,10 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         )
     for warning in relative_path_warnings(path, config):
         print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
+    for warning in idle_warnings(config, list(overrides)):
+        print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
+    if config.output.heatmap and not detector.metadata.has_heatmap:
+        print(f"{PROG}: WARNING: {path}: {no_heatmap(detector)}", file=sys.stderr)
     if config.source.kind in ("camera", "picamera"):
         from edge.sources import exposure_warnings
 
@@ -1038,12 +1071,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _path, (_config, said) in checked:
                 print(said)
             return 0
-        config = Config.load(args.config, overrides_from(args))
+        overrides = overrides_from(args)
+        config = Config.load(args.config, overrides)
         check_source_flags(args, config.source.kind)
+        config = with_video_pace(config, args)
         if args.config is not None:
             for warning in relative_path_warnings(args.config, config):
                 print(f"{PROG}: WARNING: {args.config}: {warning}", file=sys.stderr, flush=True)
-        return run(with_video_pace(config, args), args.config)
+        for warning in idle_warnings(config, list(overrides)):
+            print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
+        return run(config, args.config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)
     except KeyboardInterrupt:
