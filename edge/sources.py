@@ -50,9 +50,17 @@ from edge.files import opencv_problem
 from edge.types import Frame
 
 _log = logging.getLogger(__name__)
-#: unreadable image files already reported: edge-bench reads a folder once per model, thread
-#: count and baseline, and one bad file is worth one warning
-_reported_unreadable: set[Path] = set()
+#: warnings about a source's content already given: edge-bench opens its source again for each
+#: block of each model, thread count and baseline, and one bad file, one grey video or one
+#: folder of subfolders is worth one warning in a process
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        _log.warning("%s", message)
+
 
 #: frames with a side below this are skipped (nothing to inspect), above MAX_SIDE downscaled
 MIN_SIDE = 16
@@ -501,7 +509,7 @@ class Source:
                     if shape is not None and len(shape) >= 2 and min(shape[:2]) < MIN_SIDE
                     else f"not a colour or grey image ({shape}, {getattr(raw, 'dtype', type(raw).__name__)})"
                 )
-                _log.warning("%s: photo %s skipped: %s", self.device.name, self._frame_name(index), why)
+                _say_once(f"{self.device.name}: photo {self._frame_name(index)} skipped: {why}")
             return None
         if converted:
             self.stats.converted += 1
@@ -511,11 +519,11 @@ class Source:
                 self._grey_frames += 1
                 if self._grey_frames <= GREY_NAMED:
                     more = "; further grey photos are not named" if self._grey_frames == GREY_NAMED else ""
-                    _log.warning("%s: photo %s has no colour: %s%s", self.device.name, name, GREY_PHOTO, more)
+                    _say_once(f"{self.device.name}: photo {name} has no colour: {GREY_PHOTO}{more}")
         elif index < GREY_CHECK_FRAMES:
             self._grey_frames += is_grey(image)
             if index == GREY_CHECK_FRAMES - 1 and self._grey_frames == GREY_CHECK_FRAMES:
-                _log.warning("%s: %s", self.device.name, GREY_WARNING)
+                _say_once(f"{self.device.name}: {GREY_WARNING}")
         truth = self.truth(index) if self.truth is not None else None
         gap = t - self._last_t if self._last_t is not None and self.device.live else 0.0
         self._last_t = t
@@ -1064,11 +1072,9 @@ class VideoFile(_OpenCVCapture):
                 self.decoded += 1
                 return image
         if self._ended_short():
-            _log.warning(
-                "%s: ended after %d of the %d frames its header declares (truncated or corrupt?)",
-                self.name,
-                self.decoded,
-                self.declared_frames,
+            _say_once(
+                f"{self.name}: ended after {self.decoded} of the {self.declared_frames} frames its header "
+                "declares (truncated or corrupt?)"
             )
         self.close()
         return None
@@ -1126,10 +1132,10 @@ class ImageFolder:
             inside = f"; its subfolder {holding[0]}/ holds some (give that folder)" if holding else ""
             raise SourceError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){inside}")
         if holding:
-            _log.warning(
-                "%s: the images in its subfolders (%s) are not read: --images reads the folder itself",
-                self.folder,
-                ", ".join(f"{d}/" for d in holding[:5]) + (", ..." if len(holding) > 5 else ""),
+            subfolders = ", ".join(f"{d}/" for d in holding[:5]) + (", ..." if len(holding) > 5 else "")
+            _say_once(
+                f"{self.folder}: the images in its subfolders ({subfolders}) are not read: --images reads "
+                "the folder itself"
             )
 
     def grab(self) -> np.ndarray | None:
@@ -1140,9 +1146,7 @@ class ImageFolder:
                 return read_image(path)
             except DatasetError as exc:
                 self.unreadable += 1
-                if path not in _reported_unreadable:
-                    _reported_unreadable.add(path)
-                    _log.warning("%s", exc)
+                _say_once(str(exc))
                 # an unreadable file becomes a skipped frame, so the counts stay in one place
                 return np.zeros((0, 0, 3), np.uint8)
         return None

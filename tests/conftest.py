@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
 
+@pytest.fixture(autouse=True)
+def _source_warnings_said_afresh():
+    """Each test starts as a new process would: no source warning given yet
+    (``edge.sources`` says each once a process)."""
+    import sys
+
+    if "edge.sources" in sys.modules:
+        sys.modules["edge.sources"]._said.clear()
+
+
 def blob_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noisy grey images, half of them with one bright square: an easy, learnable stand-in task."""
     rng = np.random.default_rng(seed)

@@ -504,3 +504,17 @@ def test_its_report_never_replaces_a_file_it_reads(tmp_path: Path, capsys):
         assert len(err) == 1 and said in err[0], err
     assert (model.read_bytes(), config.read_text()) == before
     assert cv2.imread(str(pics / "00.png")) is not None
+
+
+def test_a_warning_about_the_source_is_given_once_though_each_run_opens_it_again(tmp_path: Path, caplog):
+    folder = tmp_path / "images"
+    (folder / "older").mkdir(parents=True)
+    cv2.imwrite(str(folder / "older" / "x.png"), np.zeros((64, 64, 3), np.uint8))
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(folder / f"f{i}.png"), rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    argv = ["--images", str(folder), "--frames", "12", "--block", "4", "--warmup", "1"]
+    with caplog.at_level("WARNING"):
+        assert main([*argv, "--threads", "1,2", "--baseline"]) == 0
+    err = caplog.text
+    assert err.count("the images in its subfolders (older/) are not read") == 1, err
