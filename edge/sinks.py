@@ -5,7 +5,8 @@ Each sink is a context manager with one method, ``write(result)``, called for ev
 
 Verdict log (``--events``): one JSON line per verdict, written whole and ``fsync``-ed, appended
 across restarts, one writer at a time (an exclusive ``flock``). On opening, a torn last line
-(power cut mid-write) is cut off and the sequence continues from the last well-formed line. A
+(power cut mid-write) is cut off, its bytes kept in ``verdicts.jsonl.torn``, and the sequence
+continues from the last well-formed line. A
 line a full disk takes only part of is cut back before the error is raised. A SIGKILL can lose at
 most the product in progress; every line on disk parses. The next sequence and product numbers
 are also kept beside the log (``verdicts.jsonl.next``), so a log moved away to be archived does
@@ -278,6 +279,17 @@ def rotated_files(path: Path) -> tuple[dict[int, int], list[Path]]:
     return files, odd
 
 
+def _whole_record(line: bytes) -> bool:
+    """``line`` is a whole verdict record (JSON with its sequence and product numbers)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False
+    return (
+        isinstance(rec, dict) and isinstance(rec.get("seq"), int) and isinstance(rec.get("product_id"), int)
+    )
+
+
 class VerdictLog(_ClosingSink):
     """The verdict log: JSON lines, fsync-ed one by one, appended across restarts, rotated at
     ``max_bytes`` (None: never) keeping ``keep`` older files."""
@@ -293,6 +305,8 @@ class VerdictLog(_ClosingSink):
         self._rotate_at = max_bytes
         #: the next sequence and product numbers, beside the log (``verdicts.jsonl.next``)
         self.state_path = self.path.with_name(self.path.name + ".next")
+        #: torn last lines cut off the log, kept (``verdicts.jsonl.torn``)
+        self.torn_path = self.path.with_name(self.path.name + ".torn")
         self._fd: int | None = None
         self._state_fd: int | None = None
         self.next_seq = 1
@@ -432,7 +446,10 @@ class VerdictLog(_ClosingSink):
             return 1, 1
 
     def _repair(self) -> None:
-        """Cut a torn last line (no newline) left by a power cut, so every line parses."""
+        """Mend a last line without a newline, so every line parses: a whole record (a log saved
+        by an editor that drops the last newline) gets its newline; a torn one (a power cut
+        mid-write) is cut off, its bytes first appended to ``<log>.torn``, so nothing that was
+        on disk is destroyed."""
         try:
             with open(self.path, "r+b") as f:
                 f.seek(0, os.SEEK_END)
@@ -446,9 +463,25 @@ class VerdictLog(_ClosingSink):
                 tail = f.read()
                 cut = tail.rfind(b"\n")
                 keep = size - len(tail) + cut + 1 if cut >= 0 else 0
+                f.seek(keep)
+                fragment = f.read()
+                if _whole_record(fragment):
+                    f.seek(0, os.SEEK_END)
+                    f.write(b"\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                    _log.warning("%s: its last line had no newline; added", self.path)
+                    return
+                kept = ""
+                if fragment.strip(b"\0 \t\r"):  # blocks a power cut left zeroed hold nothing
+                    with open(self.torn_path, "ab") as t:
+                        t.write(fragment + b"\n")
+                        t.flush()
+                        os.fsync(t.fileno())
+                    kept = f", kept in {self.torn_path.name}"
                 f.truncate(keep)
                 os.fsync(f.fileno())
-                _log.warning("%s: cut a torn last line (%d bytes)", self.path, size - keep)
+                _log.warning("%s: cut a torn last line (%d bytes%s)", self.path, size - keep, kept)
         except FileNotFoundError:
             return
 

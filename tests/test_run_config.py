@@ -444,6 +444,7 @@ def test_check_config_of_several_lines_sees_through_names_and_reads_too(tmp_path
         (("write", "v.jsonl", True), ("write", "v.jsonl.1", False), True),  # its rotated file
         (("write", "v.jsonl", True), ("write", "v.jsonl.next", False), True),  # its numbering
         (("write", "v.jsonl", True), ("read", "v.jsonl.mqtt", False), True),
+        (("write", "v.jsonl", True), ("write", "v.jsonl.torn", False), True),  # its torn lines
         (("write", "v.jsonl", True), ("write", "v.jsonl.bak", False), False),  # an archive's name
         (("write", "v.jsonl", True), ("write", "v.jsonl.20261130", False), False),
         (("write", "verdicts", True), ("write", "verdicts.jsonl", True), False),  # two logs

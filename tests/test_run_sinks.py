@@ -614,3 +614,27 @@ def test_log_lines_keep_the_tools_format_after_a_library_logs_at_the_root(monkey
         "edge-convert: WARNING: from a library",
         "edge-convert: WARNING: backgrounds folder bgs: 2 files skipped",
     ]
+
+
+def test_a_torn_last_line_is_kept_beside_the_log_and_a_whole_one_without_newline_is_kept_in_it(
+    tmp_path: Path, caplog
+):
+    path = tmp_path / "verdicts.jsonl"
+    with VerdictLog(path) as log:
+        for seq in (1, 2):
+            log.write(make_result(seq))
+    whole = path.read_bytes()
+    torn = b'{"seq":3,"product_id":103,"verdict":"MISS'
+    path.write_bytes(whole + torn)
+    with caplog.at_level("WARNING"), VerdictLog(path) as log:
+        assert log.next_seq == 3
+    assert path.read_bytes() == whole
+    assert (tmp_path / "verdicts.jsonl.torn").read_bytes() == torn + b"\n"
+    assert "kept in verdicts.jsonl.torn" in caplog.text
+    # a log whose last, whole record lost only its newline (saved by an editor) keeps the record
+    path.write_bytes(whole.rstrip(b"\n"))
+    with VerdictLog(path) as log:
+        assert log.next_seq == 3
+        log.write(make_result(3))
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert (tmp_path / "verdicts.jsonl.torn").read_bytes() == torn + b"\n"  # nothing more cut
