@@ -36,6 +36,7 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    keras_file_problem,
     log_to_stderr,
     native_stderr_muted,
     non_negative_float,
@@ -245,6 +246,8 @@ CONVERT_INPUTS = (
 def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | None]:
     """Everything the flags and label files decide, before TensorFlow loads (seconds): the
     labelled validation set when --val names one, the calibration images when --calibration does."""
+    if problem := keras_file_problem(args.model):  # before any check that reads beside it
+        raise CliError(problem)
     if args.out.suffix != ".tflite":
         raise CliError(f"--out {args.out}: expected a .tflite path")
     check_output_file(args.out, "the converted model")
@@ -292,12 +295,19 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             f"trained on {', '.join(repr(x) for x in labels)} (model.json): give the same stamp "
             "image(s) it was trained with"
         )
-    if synthetic and not args.stamp and labels != contract.DEFAULT_LABELS:
-        # the procedural seal is not what the model learned: its figures would say nothing
+    stamps = trained.get("stamp")
+    if synthetic and not args.stamp and (labels != contract.DEFAULT_LABELS or stamps):
+        # the procedural seal is not what the model learned: its figures would say nothing (a
+        # stamp image named stamp.png has the procedural seal's label, so the labels cannot tell)
+        learned = (
+            f"the stamp image(s) {', '.join(str(x) for x in stamps)} (config.json)"
+            if isinstance(stamps, list) and stamps
+            else f"{', '.join(repr(x) for x in labels)} (model.json)"
+        )
         raise CliError(
-            f"{args.model}: was trained on {', '.join(repr(x) for x in labels)} (model.json), not the "
-            f"procedural stamp the synthetic {' and '.join(synthetic)} would draw; give its stamp "
-            "image(s) with --stamp, or labelled photos with --val and --calibration"
+            f"{args.model}: was trained on {learned}, not the procedural stamp the synthetic "
+            f"{' and '.join(synthetic)} would draw; give its stamp image(s) with --stamp, or labelled "
+            "photos with --val and --calibration"
         )
     data, pool = trained.get("data"), trained.get("synthetic")
     # edge-train's pool: --synthetic N, or by default none beside photos unless stamps or backgrounds
@@ -344,7 +354,8 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     inputs += [("its config.json", args.model.with_name("config.json"))]
     inputs += [(flag, getattr(args, key)) for flag, key in CONVERT_INPUTS]
     read = [("the calibration images", cal_paths or []), ("the validation set", ds.files() if ds else [])]
-    folders = [("--calibration", args.calibration), ("--val", args.val)]
+    folders = [("--calibration", args.calibration), ("--val", args.val), ("--backgrounds", args.backgrounds)]
+    folders += [("--stamp", stamp) for stamp in args.stamp or () if stamp.is_dir()]
     if problem := clash([("--out", args.out), ("--report", args.report)], inputs, read, folders):
         raise CliError(problem)
     return ds, cal_paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -449,6 +450,7 @@ def test_cli_refuses_a_validation_set_without_a_stamp_before_converting(tiny_mod
         (["--report", "{model}"], "--report {model}: the same as the model (it would be overwritten)"),
         (["--report", "{models}/model.json"], "the same as its model.json"),
         (["--report", "{tmp}/m.tflite"], "--report {tmp}/m.tflite: the same as --out"),
+        (["--backgrounds", "{tmp}"], "--out {tmp}/m.tflite: inside --backgrounds {tmp} (write it outside"),
     ],
 )
 def test_cli_bad_options_are_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
@@ -480,7 +482,8 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
         "print(rc, 'tensorflow' in sys.modules)\n"
     )
     model = tmp_path / "m.keras"
-    model.write_bytes(b"PK")
+    with zipfile.ZipFile(model, "w") as archive:  # a .keras archive on the face of it (never loaded)
+        archive.writestr("config.json", "{}")
     for extra in (
         ["--val-subset", "l.txt"],
         ["--val", str(tmp_path / "none")],
@@ -526,6 +529,20 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
         assert proc.stdout.split() == ["2", "False"], (stamps, proc.stdout, proc.stderr)
         said = proc.stderr.strip().splitlines()
         assert len(said) == 1 and "'rework'" in said[0] and "trained on 'acme-seal'" in said[0], said
+    # a stamp image named stamp.png has the procedural seal's label: config.json tells them apart
+    (tmp_path / "model.json").write_text('{"labels": ["stamp"]}')
+    (tmp_path / "config.json").write_text('{"stamp": ["/srv/line3/stamp.png"]}')
+    argv = [sys.executable, "-c", code, str(model), "--out", str(tmp_path / "m.tflite")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
+    assert "trained on the stamp image(s) /srv/line3/stamp.png (config.json)" in proc.stderr
+    # a file of another kind is named as such, before what lies beside it is looked at
+    for wrong in ("m8.tflite", "model.json"):
+        argv = [sys.executable, "-c", code, str(tmp_path / wrong), "--out", str(tmp_path / "m.tflite")]
+        (tmp_path / wrong).write_bytes(b"TFL3")
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
+        assert "expected a Keras model (.keras) or weights (.h5) file" in proc.stderr, proc.stderr
 
 
 def test_an_error_after_tensorflow_loads_is_still_one_line(tmp_path):
