@@ -526,6 +526,21 @@ def test_without_validation_images_the_lowest_loss_checkpoint_is_saved(tmp_path,
         json.loads((again / "model.json").read_text())["provenance"]["init"]
         == f"{out / 'model.keras'} (sha256 {digest})"
     )
+    # a command repeated from the shell's history does not replace a run without being told to,
+    # and a run never writes over the model it starts from
+    capsys.readouterr()
+    short = ["--steps", "2", "--eval-every", "2", "--batch-size", "4", "--quiet"]
+    assert train_main([*argv, *short]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"edge-train: error: --out {again}: holds an earlier run (model.keras, model.json, config.json); "
+        "give another folder, or --overwrite to replace it"
+    )
+    at_out = [*argv[:1], str(out), *argv[2:]]  # --init out/model.keras --out out
+    assert train_main([*at_out, *short, "--overwrite"]) == 2
+    assert "the model this run writes over in --out" in capsys.readouterr().err
+    assert hashlib.sha256((out / "model.keras").read_bytes()).hexdigest()[:12] == digest
+    assert train_main([*argv, *short, "--overwrite"]) == 0
 
 
 def test_labelled_photos_without_a_single_object_are_refused(tmp_path, capsys):

@@ -27,7 +27,7 @@ from edge.cli.common import (
     unit_float,
 )
 from edge.datasets import DatasetError, image_files, load_dataset
-from edge.files import clash
+from edge.files import clash, same_path
 from edge.synth import RECIPES
 
 EPILOG = """examples:
@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         "last 500 steps), which overfits a small photo set later than the weights themselves",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run's model and reports in --out (refused without it)",
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -334,7 +339,17 @@ def run(args: argparse.Namespace) -> int:
     read = [("--data", args.data), ("--val", args.val), ("--backgrounds", args.backgrounds)]
     if problem := clash([("--out", args.out)], [], folders=read):  # its model and reports among the data
         raise CliError(problem)
-    earlier_run = any((args.out / name).exists() for name in RUN_FILES)
+    earlier = [name for name in RUN_FILES if (args.out / name).exists()]
+    earlier_run = bool(earlier)
+    if args.init is not None and any(same_path(args.init, args.out / name) for name in RUN_FILES):
+        raise CliError(
+            f"--init {args.init}: the model this run writes over in --out {args.out}; give another --out"
+        )
+    if earlier_run and not args.overwrite:  # a long run lost to a command repeated from the history
+        raise CliError(
+            f"--out {args.out}: holds an earlier run ({', '.join(earlier)}); give another folder, or "
+            "--overwrite to replace it"
+        )
     if args.out.is_dir() and not earlier_run:  # a data set's folder not given here
         photos = [p for p in image_files(args.out) if p.name not in IMAGES_WRITTEN]
         photos += image_files(args.out / "images") if (args.out / "images").is_dir() else []
