@@ -1352,9 +1352,10 @@ def _may_be_voc(path: Path) -> bool:
 
 def _voc_files(folder: Path, every: bool = False) -> Iterator[Path]:
     """The ``.xml`` files of ``folder`` that may be VOC annotations, sorted: hidden ones left out,
-    and unless ``every`` (an ``annotations/`` folder, where each is one) those :func:`_may_be_voc`
-    rules out. Lazy, so a look for any reads one file."""
-    for p in sorted(folder.glob("*.xml")):
+    and unless ``every`` (an ``annotations/`` folder, where each is one, in subfolders too, as
+    CVAT exports a task's folders) those :func:`_may_be_voc` rules out. Lazy, so a look for any
+    reads one file."""
+    for p in sorted(folder.rglob("*.xml") if every else folder.glob("*.xml")):
         if not hidden_file(p) and p.is_file() and (every or _may_be_voc(p)):
             yield p
 
@@ -1579,10 +1580,12 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
         except OSError as exc:
             raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
         entry = parse_voc(data, shown)
-        image = _find_image(entry.name, dirs) if entry.name else None
+        sub = xml_path.parent.relative_to(ann_dir)  # Annotations/a/x.xml labels JPEGImages/a/x.jpg
+        here = [img_dir / sub, *dirs] if sub.parts and (img_dir / sub).is_dir() else dirs
+        image = _find_image(entry.name, here) if entry.name else None
         if image is None:  # <filename> missing or wrong: the image named like the xml
             stems = [xml_path.stem + ext for ext in IMAGE_EXTENSIONS]
-            image = next((p for name in stems if (p := _find_image(name, dirs)) is not None), None)
+            image = next((p for name in stems if (p := _find_image(name, here)) is not None), None)
         if image is None:
             raise DatasetError(
                 f"{shown} <filename>: image {entry.name!r} not found in {_rel(img_dir, root) or '.'}/ "
@@ -1594,7 +1597,9 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
             )
         owner[image] = shown
         records.append(_to_record(entry, image, f"{shown} <size>"))
-    found = sorted(p for p in img_dir.iterdir() if _is_image(p))
+    # an images folder of its own is the set's in its subfolders too; photos beside the labels are
+    # the top level's
+    found = sorted(p for p in (img_dir.rglob("*") if img_dir != root else img_dir.iterdir()) if _is_image(p))
     return records, _unlabelled(root, found, set(owner))
 
 

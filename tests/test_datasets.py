@@ -104,6 +104,30 @@ def test_voc_annotations_folder_with_negatives_multi_objects_and_unlabelled(tmp_
     assert "1 image(s) have no label file" in caplog.text
 
 
+def test_cvat_voc_export_with_a_tasks_subfolders_loads_whole(tmp_path, caplog):
+    """CVAT (Datumaro) keeps a task's folders: Annotations/sub/x.xml labels JPEGImages/sub/x.jpg,
+    its <filename> with or without the subfolder. The nested half was dropped without a word."""
+    _build(
+        tmp_path,
+        {
+            "JPEGImages/a.jpg": (W, H),
+            "JPEGImages/sub/b.jpg": (W, H),
+            "JPEGImages/sub/c.jpg": (W, H),
+            "JPEGImages/sub/d.jpg": (W, H),
+            "Annotations/a.xml": _voc("a.jpg", [("stamp", 1, 2, 11, 12)]),
+            "Annotations/sub/b.xml": _voc("sub/b.jpg", [("stamp", 3, 4, 13, 14)]),
+            "Annotations/sub/c.xml": _voc("c.jpg", []),
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        ds = load_dataset(tmp_path)
+    recs = {r.image_path.relative_to(tmp_path / "JPEGImages").as_posix(): r for r in ds.records}
+    assert sorted(recs) == ["a.jpg", "sub/b.jpg", "sub/c.jpg"]
+    assert [o.box for o in recs["sub/b.jpg"].objects] == [(3, 4, 13, 14)] and recs["sub/c.jpg"].is_negative
+    assert ds.unlabelled == (tmp_path / "JPEGImages" / "sub" / "d.jpg",)
+    assert "1 image(s) have no label file" in caplog.text
+
+
 def test_voc_xml_beside_images_falls_back_to_xml_stem(tmp_path):
     _build(
         tmp_path,
