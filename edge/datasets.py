@@ -814,7 +814,17 @@ _CSV_COLUMNS = {
     "y_min": ("y_min", "ymin"),
     "x_max": ("x_max", "xmax"),
     "y_max": ("y_max", "ymax"),
-    "label": ("label", "class", "class_name", "category"),
+    "label": (
+        "label",
+        "class",
+        "class_name",
+        "classname",
+        "category",
+        "category_name",
+        "label_name",
+        "labels",
+        "name",
+    ),
     "width": ("width",),
     "height": ("height",),
 }
@@ -901,19 +911,30 @@ def _looks_like_a_header(row: Sequence[str]) -> bool:
     return len(cells) >= 2 and not any(is_number(c) for c in cells)
 
 
+#: how far past 1.0 a normalised coordinate may have been rounded (and still be taken for one)
+FRACTION_SLACK = 0.05
+
+
 def _check_pixel_boxes(entries: Sequence[ImageLabels], source: str) -> None:
-    """Boxes are in pixels: a file whose every box lies within the first pixel holds boxes
-    normalised to 0..1, which read as pixels would train and score corner specks."""
+    """Boxes are in pixels: a file whose boxes mostly lie within the first pixel holds boxes
+    normalised to 0..1, which read as pixels would train and score corner specks (mostly: a
+    fraction rounded up to 1.0004 here and there is still a fraction)."""
     boxes = [
         (obj.box, place)
         for e in entries
         for obj, place in zip(e.objects, e.places, strict=True)
         if obj.box is not None
     ]
-    if boxes and all(max(box) <= 1.0 for box, _ in boxes):
+    specks = [(box, place) for box, place in boxes if max(box) <= 1.0 + FRACTION_SLACK]
+    if boxes and len(specks) * 2 > len(boxes):
+        every = (
+            "every box of {} lies"
+            if len(specks) == len(boxes)
+            else f"{len(specks)} of the {len(boxes)} boxes of {{}} lie"
+        ).format(source)
         raise DatasetError(
-            f"{boxes[0][1]}: every box of {source} lies within the first pixel (largest coordinate "
-            f"{_fmt(max(max(box) for box, _ in boxes))}); expected pixel coordinates, not fractions "
+            f"{specks[0][1]}: {every} within the first pixel (largest coordinate "
+            f"{_fmt(max(max(box) for box, _ in specks))}); expected pixel coordinates, not fractions "
             "of the image (multiply by its width and height)"
         )
 
@@ -931,6 +952,7 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
     names: dict[str, str] = {}
     n_cols = 0
     images: dict[str, dict] = {}
+    unlabelled = labelled = None  # the first box row without a label, and with one
     for row in reader:
         n = reader.line_num
         if not any(cell.strip() for cell in row):
@@ -950,6 +972,15 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
                         columns[key] = found[0]
                         names[key] = row[found[0]].strip()
                 _check_csv_header(columns, where)
+                unread = [row[i].strip() for i in range(len(row)) if i not in columns.values() and cells[i]]
+                if "label" not in columns and unread:  # a class column under a name not known here
+                    _log.warning(
+                        "%s: no label column (one of %s), so every box is labelled %r; column(s) %s not read",
+                        where,
+                        ", ".join(_CSV_COLUMNS["label"]),
+                        DEFAULT_LABEL,
+                        ", ".join(repr(u) for u in unread),
+                    )
                 n_cols = len(row)
                 continue
             if _looks_like_a_header(row):
@@ -1001,7 +1032,16 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
             _check_order(box, where, [names[key] for key in _BOX_FIELDS])
             if entry["size"][0] is not None and entry["size"][1] is not None:
                 box = list(_check_bounds(box, where, *entry["size"]))
-            entry["objects"].append(ObjectLabel(cell.get("label") or DEFAULT_LABEL, box=tuple(box)))
+            label = cell.get("label")
+            if "label" in columns and not label:
+                unlabelled = unlabelled or where
+            labelled = labelled or (where if label else None)
+            if unlabelled and labelled:  # a box of no class among boxes of classes: which is it?
+                raise DatasetError(
+                    f"{unlabelled}: {names['label']} is empty, while {labelled} names one; expected a "
+                    "label for every box (or for none)"
+                )
+            entry["objects"].append(ObjectLabel(label or DEFAULT_LABEL, box=tuple(box)))
             entry["places"].append(where)
         if entry["negative"] and entry["objects"]:
             raise DatasetError(

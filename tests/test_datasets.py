@@ -634,6 +634,31 @@ def test_boxes_given_as_fractions_of_the_image_are_refused(tmp_path):
     # one real box among them is enough to tell pixels
     (tmp_path / "boxes.csv").write_text("a.jpg,0.1,0.2,0.6,0.9\nb.jpg,5,5,30,20\n")
     assert len(load_dataset(tmp_path / "boxes.csv").records) == 2
+    # a fraction rounded up past 1 does not make a set of fractions one of pixels
+    _build(tmp_path, {"c.jpg": (W, H)})
+    (tmp_path / "boxes.csv").write_text(
+        "filename,xmin,ymin,xmax,ymax,class\na.jpg,0.12,0.21,0.8,0.97,x\nb.jpg,0.07,0.08,0.57,0.87,x\n"
+        "c.jpg,0.0014,0.0021,1.0004,0.9917,x\n"
+    )
+    with pytest.raises(DatasetError, match=r"line 2: every box of boxes\.csv lies within the first pixel"):
+        load_dataset(tmp_path / "boxes.csv")
+
+
+def test_a_csv_class_column_under_another_name_is_read_or_said(tmp_path, caplog):
+    _build(tmp_path, {"a.jpg": (W, H), "b.jpg": (W, H)})
+    rows = "a.jpg,1,2,11,12,raccoon\nb.jpg,3,4,13,14,dog\n"
+    (tmp_path / "l.csv").write_text("filename,xmin,ymin,xmax,ymax,label_name\n" + rows)
+    assert load_dataset(tmp_path / "l.csv").labels == ("raccoon", "dog")
+    (tmp_path / "l.csv").write_text("filename,xmin,ymin,xmax,ymax,species\n" + rows)
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        assert load_dataset(tmp_path / "l.csv").labels == ("stamp",)
+    assert "no label column" in caplog.text and "column(s) 'species' not read" in caplog.text
+    # a box without a class among boxes with one is not quietly given the default label
+    (tmp_path / "l.csv").write_text(
+        "filename,xmin,ymin,xmax,ymax,class\na.jpg,1,2,11,12,raccoon\nb.jpg,3,4,13,14,\n"
+    )
+    with pytest.raises(DatasetError, match=r"l\.csv line 3: class is empty, while .*line 2 names one"):
+        load_dataset(tmp_path / "l.csv")
 
 
 def test_a_csv_header_without_a_file_name_column_says_so(tmp_path):
