@@ -40,6 +40,7 @@ from edge.cli.common import (
     log_to_stderr,
     native_stderr_muted,
     non_negative_float,
+    pipe_closed_quietly,
     positive_int,
     presence_threshold,
     thread_count,
@@ -662,6 +663,7 @@ def print_report(report: dict, loc: str, log) -> None:
     log(f"check on {loc} and presence agreement: {verdict}")
 
 
+@pipe_closed_quietly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_to_stderr("edge-convert")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -886,3 +888,39 @@ def test_edge_eval_outputs_written_into_a_csv_data_set_leave_it_loadable(tmp_pat
     (data / "more.json").write_text('{"images": [], "annotations": [], "categories": []}')
     with pytest.raises(DatasetError, match=r"several label files \(labels\.csv, more\.json\)"):
         load_dataset(data)
+
+
+def test_edge_eval_keeps_tiles_not_photos_and_a_chunk_size_changes_nothing(tmp_path, monkeypatch):
+    """A set of 12-megapixel photos was held whole in memory (36 MB a photo)."""
+    import cv2
+
+    from edge.cli.synth import main as synth_main
+    from edge.datasets import load_dataset
+    from edge.runtime import TFLiteDetector
+
+    data = tmp_path / "d"
+    assert synth_main(["--out", str(data), "--n", "7", "--seed", "21", "--format", "centers"]) == 0
+    for p in data.glob("*.jpg"):  # as a phone's photos: large
+        cv2.imwrite(str(p), cv2.resize(cv2.imread(str(p)), (1600, 1200), interpolation=cv2.INTER_LINEAR))
+    ds = load_dataset(data)
+    det = TFLiteDetector()
+    whole = evaluate.look_at(ds, det, "zoom-flip", thumbs=True)
+    monkeypatch.setattr(evaluate, "EVAL_CHUNK", 3)
+    chunked = evaluate.look_at(ds, det, "zoom-flip", thumbs=False)
+    assert [p.presence for p in chunked.preds] == [p.presence for p in whole.preds]
+    assert [p.box for p in chunked.preds] == [p.box for p in whole.preds] and chunked.thumbs == []
+    assert [t.shape for t in whole.thumbs] == [(144, 192, 3)] * 7  # the sheet's tile, not the photo
+
+
+def test_edge_eval_read_through_a_pipe_closed_early_ends_without_a_traceback(tmp_path):
+    from edge.cli.synth import main as synth_main
+    from edge.runtime import BUNDLED_MODEL
+
+    data = tmp_path / "d"
+    assert synth_main(["--out", str(data), "--n", "4", "--seed", "2"]) == 0
+    code = "import sys; from train.evaluate import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "--model", str(BUNDLED_MODEL), "--data", str(data), "--refine", "off"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the report is printed (| head -0)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "Broken pipe" not in err, err

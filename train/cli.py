@@ -22,6 +22,7 @@ from edge.cli.common import (
     keras_file_problem,
     log_to_stderr,
     make_folder,
+    pipe_closed_quietly,
     positive_float,
     positive_int,
     unit_float,
@@ -377,6 +378,7 @@ def run(args: argparse.Namespace) -> int:
     return train_model(args, prep, t_start)
 
 
+@pipe_closed_quietly
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,7 @@ from edge.cli.common import (
     import_quietly,
     keras_file_problem,
     log_to_stderr,
+    pipe_closed_quietly,
     presence_threshold,
     thread_count,
 )
@@ -105,20 +107,44 @@ def load_detector(path: Path, threads: int = 1):
     raise ModelError(f"{path}: expected a .tflite or .keras model")
 
 
-def truths_and_images(dataset: Dataset) -> tuple[list[np.ndarray], list[np.ndarray], list[Truth]]:
-    """Originals (for the sheet), model inputs and ground truth (normalised) of every record."""
-    originals, inputs, truths = [], [], []
-    for r in dataset.records:
-        image = read_image(r.image_path)
-        h, w = image.shape[:2]
-        originals.append(image)
-        inputs.append(contract.prepare_input(image))
-        truths.append(metrics.truth_for(r, w, h))
-    return originals, inputs, truths
-
-
-#: The contact sheet shows at most this many images (8 x 8 tiles).
+#: The contact sheet shows at most this many images (8 x 8 tiles) of this many pixels a side.
 SHEET_LIMIT = 64
+SHEET_CELL = 192
+#: photos read, looked at and let go at a time (a set of 12-megapixel photos held whole took
+#: 36 MB a photo)
+EVAL_CHUNK = 32
+
+
+@dataclass
+class Looked:
+    """What evaluating a data set keeps of each photo: the prediction (second looks included),
+    the truth (normalised), and for the contact sheet a tile-sized copy."""
+
+    preds: list[Prediction]
+    truths: list[Truth]
+    thumbs: list[np.ndarray]
+    grey: list[str]  # the names of the photos without colour
+
+
+def look_at(dataset: Dataset, det, refine: str, thumbs: bool) -> Looked:
+    """Predict on every record, a chunk of full-size photos at a time."""
+    out = Looked([], [], [], [])
+    records = dataset.records
+    for start in range(0, len(records), EVAL_CHUNK):
+        part = records[start : start + EVAL_CHUNK]
+        originals = [read_image(r.image_path) for r in part]
+        first = det.predict_batch([contract.prepare_input(im) for im in originals])
+        for r, image, pred in zip(part, originals, first, strict=True):
+            h, w = image.shape[:2]
+            out.preds.append(look_again(det, image, pred, refine))
+            out.truths.append(metrics.truth_for(r, w, h))
+            if is_grey(image):
+                out.grey.append(r.image_path.name)
+            if thumbs:
+                f = SHEET_CELL / max(h, w)
+                size = (max(1, round(w * f)), max(1, round(h * f)))
+                out.thumbs.append(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+    return out
 
 
 def _label(im: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int]) -> None:
@@ -135,7 +161,7 @@ def contact_sheet(
     truths: Sequence[Truth],
     threshold: float,
     names: Sequence[str] | None = None,
-    cell: int = 192,
+    cell: int = SHEET_CELL,
     cols: int = 8,
     limit: int = SHEET_LIMIT,
 ) -> np.ndarray:
@@ -253,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@pipe_closed_quietly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_to_stderr("edge-eval")
@@ -281,18 +308,16 @@ def main(argv: list[str] | None = None) -> int:
         if problem := clash(outputs, inputs, protected, folders=[("--data", args.data)]):
             raise CliError(problem)
         det = load_detector(args.model, args.threads)
-        originals, inputs, truths = truths_and_images(dataset)
-        grey = [r.image_path.name for r, im in zip(dataset.records, originals, strict=True) if is_grey(im)]
+        refine = refine_for(det.metadata, args.refine, str(args.model))
+        looked = look_at(dataset, det, refine, thumbs=args.sheet is not None)
+        preds, truths, grey = looked.preds, looked.truths, looked.grey
         if grey:
             named = ", ".join(grey[:GREY_NAMED]) + (", ..." if len(grey) > GREY_NAMED else "")
             print(
-                f"edge-eval: WARNING: {len(grey)} of {len(originals)} images have no colour ({named}); "
+                f"edge-eval: WARNING: {len(grey)} of {len(preds)} images have no colour ({named}); "
                 f"{GREY_PHOTO}",
                 file=sys.stderr,
             )
-        refine = refine_for(det.metadata, args.refine, str(args.model))
-        preds = det.predict_batch(inputs)
-        preds = [look_again(det, im, p, refine) for im, p in zip(originals, preds, strict=True)]
         threshold = args.threshold if args.threshold is not None else det.metadata.threshold
         model_labels = det.metadata.labels
         unknown = sorted({t.label for t in truths if t.present and t.label not in model_labels})
@@ -329,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.sheet_order == "worst":
                 order = metrics.worst_first(per_image, threshold)
             sheet = contact_sheet(
-                [originals[i] for i in order],
+                [looked.thumbs[i] for i in order],
                 [preds[i] for i in order],
                 [truths[i] for i in order],
                 threshold,
@@ -337,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not write_image(args.sheet, sheet):
                 raise CliError(f"--sheet {args.sheet}: cannot write the contact sheet")
-            if len(originals) > SHEET_LIMIT:
-                shown = f"the {args.sheet_order} {SHEET_LIMIT} of {len(originals)} images"
+            if len(preds) > SHEET_LIMIT:
+                shown = f"the {args.sheet_order} {SHEET_LIMIT} of {len(preds)} images"
                 print(f"edge-eval: the sheet shows {shown}")
     except (CliError, OSError) as exc:
         return fail("edge-eval", exc)

@@ -39,6 +39,7 @@ from edge.cli.common import (
     log_to_stderr,
     non_negative_int,
     number,
+    pipe_closed_quietly,
     positive_int,
     thread_count,
     write_json,
@@ -550,6 +551,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     }
 
 
+@pipe_closed_quietly
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

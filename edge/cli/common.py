@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -12,6 +13,7 @@ import os
 import re
 import sys
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -58,9 +60,31 @@ def log_to_stderr(prog: str, verbose: bool = False) -> None:
     )
 
 
+#: the exit status of a tool whose reader went away (``edge-eval ... | head -1``), as a C tool
+#: killed by SIGPIPE gives
+PIPE_CLOSED = 128 + 13
+
+
+def pipe_closed_quietly(main: Callable[..., int]) -> Callable[..., int]:
+    """``main`` ending without a traceback when whoever reads its output stops reading."""
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)  # nothing more to flush into the closed pipe
+            os.dup2(devnull, sys.stdout.fileno())
+            return PIPE_CLOSED
+
+    return wrapper
+
+
 def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
     """Say what went wrong in one line (an OSError as ``file: reason``, see ``os_error_text``); the
     folders this run made and left empty go again."""
+    if isinstance(exc, BrokenPipeError) and exc.filename is None:  # our reader went away, not a file
+        raise exc  # (pipe_closed_quietly ends the tool)
     text = os_error_text(exc) if isinstance(exc, OSError) else exc
     print(f"{prog}: error: {first_line(text)}", file=sys.stderr)
     remove_made_folders()

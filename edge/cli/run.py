@@ -30,6 +30,7 @@ from edge.cli.common import (
     non_negative_int,
     number,
     number_or_auto,
+    pipe_closed_quietly,
     positive_int,
     thread_count,
     write_json,
@@ -1046,6 +1047,7 @@ def threshold_said(configured: float | None, model: float) -> str:
     return f"threshold {configured:g} (the model's own: {model:g})"
 
 
+@pipe_closed_quietly
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

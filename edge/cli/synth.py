@@ -31,6 +31,7 @@ from edge.cli.common import (
     fail,
     log_to_stderr,
     non_negative_int,
+    pipe_closed_quietly,
     positive_int,
     unit_float,
 )
@@ -296,6 +297,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@pipe_closed_quietly
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     log_to_stderr(PROG)
