@@ -133,11 +133,23 @@ def test_check_config_exits_0_or_2_with_one_line(tmp_path: Path, capsys):
         ("[source]\nkind = 'video'\nvideo = 'clips'\n", r"source\.video: .*clips is a folder"),
         ("[source]\nkind = 'images'\nimages = 'clips/a.mp4'\n", r"source\.images: .*a\.mp4 is a file"),
         ("[source]\nkind = 'demo'\n[demo]\nstamps = 'mine'\n", r"demo\.stamps: .*mine does not exist"),
+        # there, but not what the run can read: checked as the run opens it
+        ("[source]\nkind = 'video'\nvideo = 'p.png'\n", r"source\.video: .*p\.png: is an image"),
+        ("[source]\nkind = 'video'\nvideo = 'clips/z.mp4'\n", r"source\.video: .*z\.mp4: "),
+        ("[source]\nkind = 'images'\nimages = 'clips'\n", r"source\.images: .*clips: no image files"),
     ],
 )
 def test_check_config_finds_the_source_files_missing(tmp_path: Path, capsys, toml: str, message: str):
+    import cv2
+    import numpy as np
+
     (tmp_path / "clips").mkdir()
-    (tmp_path / "clips" / "a.mp4").write_bytes(b"\0" * 10)
+    writer = cv2.VideoWriter(str(tmp_path / "clips" / "a.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
+    writer.release()
+    (tmp_path / "clips" / "z.mp4").write_bytes(b"\0" * 10)
+    (tmp_path / "p.png").write_bytes(cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))[1].tobytes())
     cfg = tmp_path / "line.toml"
     cfg.write_text(toml)
     assert main(["--check-config", str(cfg)]) == 2

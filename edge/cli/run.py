@@ -548,6 +548,17 @@ def check_source_paths(config: Config) -> None:
         if (kind == "file" and not path.is_file()) or (kind == "folder" and not path.is_dir()):
             found = "folder" if path.is_dir() else "file"
             raise ConfigError(f"{key}: {path} is a {found} (expected a {kind})")
+    if s.kind in ("video", "images"):  # opened as the run opens it: a photo given as the video,
+        # a folder without images (a video's first frame is decoded; a folder's files are listed)
+        from edge import sources
+
+        device = sources.VideoFile(s.video) if s.kind == "video" else sources.ImageFolder(s.images)
+        try:
+            device.open()
+        except sources.SourceError as exc:
+            raise ConfigError(f"source.{s.kind}: {exc}") from None
+        finally:
+            device.close()
 
 
 def demo_label_warning(line: DemoLine, labels: Sequence[str]) -> str | None:
