@@ -2194,9 +2194,10 @@ class Backgrounds:
             except OSError as exc:
                 why = f"cannot be read ({exc.strerror or exc})"
             except cv2.error:  # under 8 px: nothing left at an eighth
-                why = "smaller than 8 px"
+                why = "under 16 px on a side"
             if thumb is None or min(thumb.shape[:2]) < 2:
-                why = why or ("cannot be read as an image" if thumb is None else "smaller than 9 px")
+                # (an eighth of a side under 16 px rounds to 1 px or less)
+                why = why or ("cannot be read as an image" if thumb is None else "under 16 px on a side")
                 skipped.append((path, why))
                 continue
             usable.append(path)

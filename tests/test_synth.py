@@ -520,6 +520,7 @@ def test_unusable_background_photos_are_named_and_the_rest_drawn_equally(tmp_pat
         bg = Backgrounds(tmp_path)
     said = "\n".join(r.getMessage() for r in caplog.records)
     assert "3 of 7 images skipped" in said and "0broken.jpg: cannot be read" in said
+    assert "2tiny.png: under 16 px on a side" in said  # (the check reads an eighth of each photo)
     assert "1 of 7 images are under 64 px" in said and "3small.png" in said
     assert len(bg) == 4
     rng = np.random.default_rng(0)

@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-hits",
         type=positive_int,
         default=S,
-        help=f"frames that must see the stamp for OK (default {DecisionConfig.min_hits})",
+        help=f"frames that must see the stamp for OK; a product judged on fewer frames (a photo of "
+        f"--images, a quick pass) needs all of them (default {DecisionConfig.min_hits})",
     )
     dec.add_argument(
         "--expect",
