@@ -924,3 +924,25 @@ def test_edge_eval_read_through_a_pipe_closed_early_ends_without_a_traceback(tmp
     proc.stdout.close()  # the reader is gone before the report is printed (| head -0)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "Broken pipe" not in err, err
+
+
+def test_edge_eval_names_photos_sharing_a_file_name_by_their_path(tmp_path, capsys):
+    import csv
+
+    import cv2
+
+    from edge.runtime import BUNDLED_MODEL
+
+    data = tmp_path / "dup"
+    for cam, label in (("cam1", "0 0.5 0.5 0.6 0.7\n"), ("cam2", "")):
+        (data / "images" / cam).mkdir(parents=True)
+        (data / "labels" / cam).mkdir(parents=True)
+        cv2.imwrite(str(data / "images" / cam / "0001.jpg"), np.full((96, 128, 3), (40, 90, 140), np.uint8))
+        (data / "labels" / cam / "0001.txt").write_text(label)
+    (data / "classes.txt").write_text("stamp\n")
+    rows_csv = tmp_path / "rows.csv"
+    argv = ["--model", str(BUNDLED_MODEL), "--data", str(data), "--refine", "off"]
+    assert evaluate.main([*argv, "--per-image", str(rows_csv)]) == 0, capsys.readouterr().err
+    with rows_csv.open(newline="") as f:
+        names = sorted(r["image"] for r in csv.DictReader(f))
+    assert names == ["images/cam1/0001.jpg", "images/cam2/0001.jpg"]

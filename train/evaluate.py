@@ -115,6 +115,21 @@ SHEET_CELL = 192
 EVAL_CHUNK = 32
 
 
+def shown_names(dataset: Dataset) -> list[str]:
+    """Each record's image by its file name, or where two share one (cam1/0001.jpg and
+    cam2/0001.jpg), by its path within the data set, so a row or tile says which photo it is."""
+    names = [r.name for r in dataset.records]
+    if len(set(names)) == len(names):
+        return names
+    out = []
+    for r in dataset.records:
+        try:
+            out.append(r.image_path.relative_to(dataset.root).as_posix())
+        except ValueError:  # an image outside the set's folder (a COCO path going up)
+            out.append(str(r.image_path))
+    return out
+
+
 @dataclass
 class Looked:
     """What evaluating a data set keeps of each photo: the prediction (second looks included),
@@ -344,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}
             args.json.write_text(json.dumps(clean, indent=2) + "\n")
-        names = [r.name for r in dataset.records]
+        names = shown_names(dataset)
         if args.per_image:
             write_per_image(args.per_image, names, per_image)
             wrong = sum(r.wrong for r in per_image)
