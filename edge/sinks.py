@@ -751,6 +751,14 @@ class VideoRecorder(_ClosingSink):
             self.path.unlink(missing_ok=True)
         if problem := self._free_problem():
             raise SinkError(f"{self.path}: cannot record: {problem}")
+        size = self.path.stat().st_size if existed else 0
+        if size:  # a service restarted with the same record path, a name reused: said, not silent
+            _log.warning(
+                "%s: replaced by this run's recording (the file there held %.1f MB); give each run "
+                "its own file to keep them",
+                self.path,
+                size / 1e6,
+            )
         return self
 
     def write(self, result: FrameResult) -> None:

@@ -225,6 +225,17 @@ def test_recorder_writes_the_annotated_stream(tmp_path: Path):
         pass
 
 
+def test_a_recording_that_replaces_a_file_says_so(tmp_path: Path, caplog):
+    path = tmp_path / "out.mp4"
+    with caplog.at_level("WARNING"), VideoRecorder(path, fps=30):
+        pass  # a new file: nothing said
+    assert "replaced" not in caplog.text
+    path.write_bytes(b"\0" * 300_000)  # an earlier run's recording
+    with caplog.at_level("WARNING"), VideoRecorder(path, fps=30):
+        pass
+    assert f"{path}: replaced by this run's recording (the file there held 0.3 MB)" in caplog.text
+
+
 def test_recorder_stops_before_its_disk_is_full_and_leaves_a_file_that_plays(
     tmp_path: Path, caplog, monkeypatch
 ):
