@@ -424,8 +424,8 @@ def parse_voc(data: str | bytes, source: str) -> ImageLabels:
                 raise DatasetError(f"{where}: expected <{key}>, it is missing")
             values.append(_number(text, where, key))
         _check_order(values, where, ("xmin", "ymin", "xmax", "ymax"))
-        if width is not None and height is not None:
-            values = list(_check_bounds(values, where, width, height))
+        # bounds: checked against the image itself (_to_record), after <size> is, so a wrong
+        # <size> is named as such and not as a box outside it
         objects.append(ObjectLabel(label, box=tuple(values)))
         places.append(where)
     return ImageLabels(filename, tuple(objects), width, height, f"{source} <filename>", tuple(places))
@@ -764,9 +764,7 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         if w <= 0 or h <= 0:
             raise DatasetError(f"{where}.bbox: expected width > 0 and height > 0, got {_fmt(w)}, {_fmt(h)}")
         entry = entries[image_id]
-        box: tuple[float, ...] = (x, y, x + w, y + h)
-        if entry["size"][0] is not None and entry["size"][1] is not None:
-            box = _check_bounds(box, f"{where}.bbox", *entry["size"])
+        box: tuple[float, ...] = (x, y, x + w, y + h)  # bounds: checked against the image (_to_record)
         entry["objects"].append(ObjectLabel(names[cat_id], box=box))
         entry["places"].append(f"{where}.bbox")
     labels = [
@@ -1029,9 +1027,7 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
             )
         else:
             box = [_number(cell[key], where, names[key]) for key in _BOX_FIELDS]
-            _check_order(box, where, [names[key] for key in _BOX_FIELDS])
-            if entry["size"][0] is not None and entry["size"][1] is not None:
-                box = list(_check_bounds(box, where, *entry["size"]))
+            _check_order(box, where, [names[key] for key in _BOX_FIELDS])  # bounds: in _to_record
             label = cell.get("label")
             if "label" in columns and not label:
                 unlabelled = unlabelled or where

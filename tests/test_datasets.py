@@ -1538,3 +1538,20 @@ def test_png_sizes_follow_their_exif_orientation_as_decoding_does(tmp_path, orie
     path.write_bytes(_png_with_orientation(image, orientation))
     h, w = read_image(path).shape[:2]
     assert image_size(path) == (w, h) == ((100, 200) if rotated else (200, 100))
+
+
+def test_a_size_that_is_wrong_is_named_before_a_box_outside_it(tmp_path):
+    """Width and height swapped (a photo turned by its EXIF, a tool's mistake): the box fits the
+    photo, but not the size written down; the size is what is wrong, and said so."""
+    _build(
+        tmp_path,
+        {
+            "a.jpg": (80, 50),
+            "a.xml": _voc("a.jpg", [("stamp", 10, 5, 70, 40)], size=(50, 80)),
+            "l.csv": "filename,width,height,class,xmin,ymin,xmax,ymax\na.jpg,50,80,stamp,10,5,70,40\n",
+        },
+    )
+    with pytest.raises(DatasetError, match=r"a\.xml <size>: says the image is 50x80 but a\.jpg is 80x50"):
+        load_dataset(tmp_path)
+    with pytest.raises(DatasetError, match=r"says the image is 50x80 but a\.jpg is 80x50"):
+        load_dataset(tmp_path / "l.csv")
