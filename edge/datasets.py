@@ -1409,8 +1409,15 @@ def _voc_layout(root: Path) -> tuple[Path, Path] | None:
 def detect_format(path: Path | str) -> tuple[str, Path]:
     """``(format, what to load)`` for a folder or label file; DatasetError saying what was looked for."""
     path = Path(path)
-    if path.is_file() and path.name.lower() in _YOLO_CLASS_FILES and _yolo_dirs(path.parent) is not None:
-        return "yolo", path.parent  # a YOLO set's class list given for the set
+    if path.is_file() and path.name.lower() in _YOLO_CLASS_FILES:
+        if _yolo_dirs(path.parent) is not None:
+            return "yolo", path.parent  # a YOLO set's class list given for the set
+        if path.parent.is_dir() and path.suffix.lower() in (".yaml", ".yml"):
+            splits = [
+                q.name for q in sorted(path.parent.iterdir()) if q.name in YOLO_SPLITS and _holds_labels(q)
+            ]
+            if splits:  # a Roboflow export's root data.yaml: train/, valid/, test/ beside it
+                raise _pass_one_split(path.parent, splits)
     if path.is_dir() and path.name.lower() in ("images", "annotations"):
         # a VOC set's annotations/ or a YOLO (Roboflow) split's images/ given for the set
         if path.name.lower() == "images" and _yolo_dirs(path.parent) is not None:

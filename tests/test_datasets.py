@@ -391,6 +391,9 @@ def test_the_root_of_a_split_export_in_any_format_asks_for_one_split(tmp_path, s
         rf"\(e\.g\. --data {re.escape(str(tmp_path / 'train'))}\)$",
     ):
         load_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnames: ['stamp']\n")
+    with pytest.raises(DatasetError, match=r"holds the splits test, train, valid; pass one of them"):
+        load_dataset(tmp_path / "data.yaml")  # Roboflow's root data.yaml, given for the set
 
 
 def test_yolo_labels_beside_the_images_labelimg(tmp_path, caplog):
