@@ -1539,10 +1539,14 @@ def _yolo_dirs(path: Path) -> tuple[Path, Path, tuple[Path, ...]] | None:
     if len(subsets) == 1 and (path / "obj.names").is_file():
         return subsets[0], subsets[0], (path,)
     darknet = path.parent if _DARKNET_DIR.match(path.name) and (path.parent / "obj.names").is_file() else None
-    if darknet is not None or (path / "classes.txt").is_file() or (path / "obj.names").is_file():
+    if darknet is not None:  # CVAT keeps a task's folders inside: obj_train_data/grp0/x.jpg + x.txt
+        stems = {p.with_suffix("") for p in path.rglob("*.txt")}
+        if any(p.with_suffix("") in stems and _is_image(p) for p in path.rglob("*")):
+            return path, path, (path, darknet)
+    if (path / "classes.txt").is_file() or (path / "obj.names").is_file():
         stems = {p.stem for p in path.glob("*.txt")}
         if any(p.stem in stems and _is_image(p) for p in path.iterdir()):
-            return path, path, (path,) if darknet is None else (path, darknet)
+            return path, path, (path,)
     return None
 
 

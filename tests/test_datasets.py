@@ -453,6 +453,22 @@ def test_yolo_cvat_export_obj_names_and_obj_train_data(tmp_path):
         load_dataset(tmp_path / "obj_valid_data")
 
 
+def test_cvat_yolo_export_with_a_tasks_subfolders_loads_from_either_folder(tmp_path):
+    _build(
+        tmp_path,
+        {
+            "obj.names": "raccoon\n",
+            "obj_train_data/grp0/a.jpg": (W, H),
+            "obj_train_data/grp0/a.txt": "0 0.5 0.5 0.25 0.5\n",
+            "obj_train_data/grp1/b.jpg": (W, H),
+            "obj_train_data/grp1/b.txt": "",
+        },
+    )
+    for path in (tmp_path, tmp_path / "obj_train_data"):
+        ds = load_dataset(path)
+        assert [r.name for r in ds.records] == ["a.jpg", "b.jpg"] and ds.records[1].is_negative
+
+
 @pytest.mark.parametrize("images", ["images/default", "images"])
 def test_cvat_coco_export_loads_from_its_folder_or_its_json(tmp_path, images):
     _build(
