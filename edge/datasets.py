@@ -744,7 +744,7 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
             raise DatasetError(f"{where}.file_name: expected an image file name, got ''")
         size: list[int | None] = [None, None]
         for k, key in enumerate(("width", "height")):
-            if image.get(key) is not None:
+            if image.get(key) not in (None, 0, "0", ""):  # 0: not known to the exporter, as in VOC
                 size[k] = _positive_int(image[key], f"{where}.{key}", key)
         entries[image_id] = {"name": file_name, "size": size, "where": where, "objects": [], "places": []}
     for i, ann in enumerate(annotations):

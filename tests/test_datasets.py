@@ -1574,3 +1574,15 @@ def test_a_size_that_is_wrong_is_named_before_a_box_outside_it(tmp_path):
         load_dataset(tmp_path)
     with pytest.raises(DatasetError, match=r"says the image is 50x80 but a\.jpg is 80x50"):
         load_dataset(tmp_path / "l.csv")
+
+
+def test_a_coco_size_of_0_is_unknown_as_in_voc(tmp_path):
+    doc = json.loads(_coco_doc("a.jpg"))
+    doc["images"][0].update(width=0, height=0)  # an exporter that did not know the size
+    _build(tmp_path, {"a.jpg": (W, H), "c.json": json.dumps(doc)})
+    (record,) = load_dataset(tmp_path / "c.json").records
+    assert (record.width, record.height) == (W, H) and record.objects[0].box == (1, 2, 11, 12)
+    doc["images"][0].update(width=-5)
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"images\[0\]\.width: width -5 is not a positive integer"):
+        load_dataset(tmp_path / "c.json")
