@@ -811,6 +811,12 @@ def test_the_contact_sheet_draws_truth_green_prediction_red_and_names_a_wrong_va
     assert ((right[:, :, 1] > 100) & (right[:, :, 2] < 60)).any()  # the right variant in green
     assert ((wrong[:, :, 2] > 200) & (wrong[:, :, 1] < 60)).any()  # a wrong one in red
     assert not ((wrong[:, :, 1] > 100) & (wrong[:, :, 2] < 60) & (wrong[:, :, 0] < 60)).any()
+    # a true centre under the score's words (near the top-left corner) is drawn over them
+    corner = [Truth(True, center=(0.19, 0.11))]
+    tile = evaluate.contact_sheet(images[:1], [Prediction(0.0)], corner, 0.5, cell=cell, cols=1)
+    green = (tile[:, :, 1] >= 180) & (tile[:, :, 0] < 60) & (tile[:, :, 2] < 60)
+    ys, xs = np.nonzero(green)
+    assert len(xs) > 20 and abs(xs.mean() - 0.19 * cell) <= 2 and abs(ys.mean() - 0.11 * 144) <= 2
 
 
 def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_path):

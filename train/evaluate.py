@@ -200,16 +200,7 @@ def contact_sheet(
         def px(v, tw=tw, th=th):
             return (int(round(v[0] * tw)), int(round(v[1] * th)))
 
-        if t.box is not None:
-            cv2.rectangle(tile, px(t.box[:2]), px(t.box[2:]), (0, 200, 0), 2)
-        elif t.center is not None:
-            cv2.drawMarker(tile, px(t.center), (0, 200, 0), cv2.MARKER_CROSS, 14, 2)
         found = p.present(threshold)
-        if found:
-            if p.box is not None:
-                cv2.rectangle(tile, px(p.box[:2]), px(p.box[2:]), (0, 0, 230), 1)
-            if p.center is not None:
-                cv2.drawMarker(tile, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
         verdict = "" if found == t.present else (" MISSED" if t.present else " FALSE")
         result = results[i]
         if found and result.iou is not None:
@@ -224,6 +215,16 @@ def contact_sheet(
             _label(tile, text[:30], (4, 30), (0, 0, 230) if wrong or not found else (0, 140, 0))
         if names is not None:
             _label(tile, names[i][-30:], (4, cell - 6), (0, 0, 0))
+        # the marks over the words: a centre near a corner is not hidden under its score
+        if t.box is not None:
+            cv2.rectangle(tile, px(t.box[:2]), px(t.box[2:]), (0, 200, 0), 2)
+        elif t.center is not None:
+            cv2.drawMarker(tile, px(t.center), (0, 200, 0), cv2.MARKER_CROSS, 14, 2)
+        if found:
+            if p.box is not None:
+                cv2.rectangle(tile, px(p.box[:2]), px(p.box[2:]), (0, 0, 230), 1)
+            if p.center is not None:
+                cv2.drawMarker(tile, px(p.center), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 12, 1)
         r, c = divmod(i, cols)
         sheet[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = tile
     return sheet
