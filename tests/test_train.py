@@ -238,9 +238,13 @@ def test_random_erasing_never_hides_more_than_half_of_the_object():
             ["--out", "{tmp}/kept"],
             "--out {tmp}/kept: holds images (images/a.png, ...): a data set's folder, not one for a model",
         ),
-        (  # an earlier run's folder, with a contact sheet beside its model, is taken again
-            ["--out", "{tmp}/kept/run1", "--data", "/nonexistent/labels"],
+        (  # an earlier run's folder, with a contact sheet beside its model, is taken again if told
+            ["--out", "{tmp}/kept/run1", "--data", "/nonexistent/labels", "--overwrite"],
             "nonexistent",
+        ),
+        (
+            ["--out", "{tmp}/kept/run1", "--data", "/nonexistent/labels"],
+            "--out {tmp}/kept/run1: holds an earlier run (model.keras); give another folder, or --overwrite",
         ),
     ],
 )
@@ -829,7 +833,8 @@ def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_pa
     (out).mkdir()
     # a folder reused from another run: its metadata must not survive next to the new checkpoint
     (out / "model.json").write_text(json.dumps({"kind": "center", "labels": ["a", "b", "c"]}))
-    argv = [sys.executable, "-m", "train.cli", "--out", str(out), "--synthetic", "128", "--val-size", "16"]
+    argv = [sys.executable, "-m", "train.cli", "--out", str(out), "--overwrite", "--synthetic", "128"]
+    argv += ["--val-size", "16"]
     argv += ["--steps", "100000", "--eval-every", "2", "--batch-size", "4", "--workers", "1", "--quiet"]
     argv += ["--patience", "100000"]  # no early stop before the Ctrl-C (a fast machine got there first)
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
