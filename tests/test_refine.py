@@ -125,9 +125,12 @@ def test_auto_refines_box_models_and_an_explicit_mode_needs_one():
 
 
 def test_the_bundled_model_carries_its_measured_second_looks(detector):
-    assert detector.metadata.refine == "zoom-flip"
+    assert detector.metadata.refine == "zoom"
     figures = detector.metadata.provenance["refine"]
-    assert figures["zoom-flip"]["iou_mean"] > figures["off"]["iou_mean"] + 0.03
+    assert figures["zoom"]["iou_mean"] > figures["off"]["iou_mean"] + 0.01
+    # zoom-flip's gain over zoom (IoU + presence) is under edge-convert's 0.01 margin, so zoom it is
+    gain = sum(figures["zoom-flip"][k] - figures["zoom"][k] for k in ("iou_mean", "presence_accuracy"))
+    assert gain < 0.01
 
 
 def test_edge_bench_cold_starts_edge_run_with_the_mode_it_measures():
@@ -145,7 +148,7 @@ def test_edge_run_refines_on_the_demo_line_and_refuses_a_bad_mode(tmp_path: Path
     argv = ["--demo", "--seed", "1", "--as-fast-as-possible", "--max-frames", "900"]
     assert run_main([*argv, "--summary", str(summary)]) == 0
     s = json.loads(summary.read_text())
-    assert s["refine"] == "zoom-flip"  # auto: what the bundled model's metadata says
+    assert s["refine"] == "zoom"  # auto: what the bundled model's metadata says
     assert s["products"] == s["truth_products"] >= 10
     assert s["correct"] == s["truth_products"], capsys.readouterr().out
     capsys.readouterr()
@@ -180,4 +183,4 @@ def test_check_config_reads_the_model_and_refuses_a_refine_it_does_not_fit(tmp_p
     assert re.search(r"model cam\.tflite [0-9a-f]{12} \(cam\), threshold 0\.5, second looks off", said)
     config.write_text("[model]\n")  # the bundled model: what its metadata says
     assert run_main(["--check-config", str(config)]) == 0
-    assert "second looks zoom-flip" in capsys.readouterr().out
+    assert "second looks zoom)" in capsys.readouterr().out
