@@ -14,7 +14,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -638,6 +638,8 @@ SOURCE_KEY_KINDS = {
     "mains_hz": ("camera", "picamera"),
 }
 _GPIO_TRIGGER_KEYS = ("pull", "active", "debounce_s", "window_delay_s", "window_s", "reject_unjudged")
+#: the trigger keys only the occupancy trigger reads (all but the kind)
+_OCCUPANCY_KEYS = tuple(f.name for f in dataclasses.fields(TriggerConfig) if f.name != "kind")
 _ANNOTATED = "output.record, output.display, output.snapshots or http.listen"
 
 
@@ -657,79 +659,44 @@ def idle_settings(config: Config) -> list[tuple[str, str, str]]:
     nothing draws. A setting that does nothing is a mistake more often than not (a key put
     in the wrong section, a flag for another source), and passing it silently hides that.
     Each warning as (key, what is wrong, the key whose value leaves it unused)."""
+    kind, trigger, o = config.source.kind, config.trigger.kind, config.output
     out: list[tuple[str, str, str]] = []
 
-    kind = config.source.kind
+    def unused(section: str, keys: Sequence[str] | None, why: str, because: str) -> None:
+        """The keys of ``section`` among ``keys`` (None: all) that were set: unused, ``why``."""
+        for name in _changed(getattr(config, section)):
+            if keys is None or name in keys:
+                out.append((f"{section}.{name}", why, because))
+
     for name in _changed(config.source):
-        kinds = SOURCE_KEY_KINDS.get(name)
-        if kinds is not None and kind not in kinds:
-            out.append(
-                (
-                    f"source.{name}",
-                    f"not used by the {kind} source (only by {' and '.join(kinds)})",
-                    "source.kind",
-                )
-            )
+        kinds = SOURCE_KEY_KINDS.get(name, (kind,))
+        if kind not in kinds:
+            why = f"not used by the {kind} source (only by {' and '.join(kinds)})"
+            out.append((f"source.{name}", why, "source.kind"))
     if kind != "demo":
-        for name in _changed(config.demo):
-            out.append(
-                (f"demo.{name}", f"not used by the {kind} source (only by the demo line)", "source.kind")
-            )
-    if config.trigger.kind != "occupancy":
-        for name in _changed(config.trigger):
-            if name != "kind":
-                out.append(
-                    (
-                        f"trigger.{name}",
-                        f"not used by the {config.trigger.kind} trigger (only by occupancy)",
-                        "trigger.kind",
-                    )
-                )
-    gpio = _changed(config.gpio)
-    if config.trigger.kind != "gpio":
-        for name in gpio:
-            if name in _GPIO_TRIGGER_KEYS:
-                out.append(
-                    (
-                        f"gpio.{name}",
-                        "not used without the gpio trigger (trigger.kind = 'gpio')",
-                        "trigger.kind",
-                    )
-                )
+        unused("demo", None, f"not used by the {kind} source (only by the demo line)", "source.kind")
+    if trigger != "occupancy":
+        why = f"not used by the {trigger} trigger (only by occupancy)"
+        unused("trigger", _OCCUPANCY_KEYS, why, "trigger.kind")
+    if trigger != "gpio":
+        why = "not used without the gpio trigger (trigger.kind = 'gpio')"
+        unused("gpio", _GPIO_TRIGGER_KEYS, why, "trigger.kind")
     if config.gpio.reject_pin is None:
-        for name in gpio:
-            if name in ("reject_delay_s", "reject_pulse_s"):
-                out.append((f"gpio.{name}", "does nothing without gpio.reject_pin", "gpio.reject_pin"))
+        why = "does nothing without gpio.reject_pin"
+        unused("gpio", ("reject_delay_s", "reject_pulse_s"), why, "gpio.reject_pin")
     if config.http.listen is None:
-        for name in _changed(config.http):
-            out.append((f"http.{name}", "does nothing without the web view (http.listen)", "http.listen"))
+        unused("http", None, "does nothing without the web view (http.listen)", "http.listen")
     if config.mqtt.broker is None:
-        for name in _changed(config.mqtt):
-            out.append((f"mqtt.{name}", "does nothing without a broker (mqtt.broker)", "mqtt.broker"))
-    o = config.output
-    changed = _changed(o)
+        unused("mqtt", None, "does nothing without a broker (mqtt.broker)", "mqtt.broker")
     if o.events is None:
-        for name in ("events_max_mb", "events_keep"):
-            if name in changed:
-                out.append(
-                    (
-                        f"output.{name}",
-                        "does nothing without the verdict log (output.events)",
-                        "output.events",
-                    )
-                )
+        why = "does nothing without the verdict log (output.events)"
+        unused("output", ("events_max_mb", "events_keep"), why, "output.events")
     if o.snapshots is None:
-        for name in ("snapshot_max_count", "snapshot_max_mb"):
-            if name in changed:
-                out.append((f"output.{name}", "does nothing without output.snapshots", "output.snapshots"))
-    if o.heatmap and not (o.record or o.display or o.snapshots or config.http.listen):
-        out.append(
-            (
-                "output.heatmap",
-                f"does nothing without annotated frames to draw it on ({_ANNOTATED})",
-                "output.record",
-            )
-        )
+        why = "does nothing without output.snapshots"
+        unused("output", ("snapshot_max_count", "snapshot_max_mb"), why, "output.snapshots")
+    if not (o.record or o.display or o.snapshots or config.http.listen):
+        why = f"does nothing without annotated frames to draw it on ({_ANNOTATED})"
+        unused("output", ("heatmap",), why, "output.record")
     return out
 
 

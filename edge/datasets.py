@@ -926,10 +926,10 @@ def _check_pixel_boxes(entries: Sequence[ImageLabels], source: str) -> None:
     specks = [(box, place) for box, place in boxes if max(box) <= 1.0 + FRACTION_SLACK]
     if boxes and len(specks) * 2 > len(boxes):
         every = (
-            "every box of {} lies"
+            f"every box of {source} lies"
             if len(specks) == len(boxes)
-            else f"{len(specks)} of the {len(boxes)} boxes of {{}} lie"
-        ).format(source)
+            else f"{len(specks)} of the {len(boxes)} boxes of {source} lie"
+        )
         raise DatasetError(
             f"{specks[0][1]}: {every} within the first pixel (largest coordinate "
             f"{_fmt(max(max(box) for box, _ in specks))}); expected pixel coordinates, not fractions "
@@ -1413,10 +1413,9 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         if _yolo_dirs(path.parent) is not None:
             return "yolo", path.parent  # a YOLO set's class list given for the set
         if path.parent.is_dir() and path.suffix.lower() in (".yaml", ".yml"):
-            splits = [
-                q.name for q in sorted(path.parent.iterdir()) if q.name in YOLO_SPLITS and _holds_labels(q)
-            ]
-            if splits:  # a Roboflow export's root data.yaml: train/, valid/, test/ beside it
+            if splits := _export_splits(
+                path.parent
+            ):  # a Roboflow export's root data.yaml: train/, valid/, test/ beside it
                 raise _pass_one_split(path.parent, splits)
     if path.is_dir() and path.name.lower() in ("images", "annotations"):
         # a VOC set's annotations/ or a YOLO (Roboflow) split's images/ given for the set
@@ -1451,8 +1450,9 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
     if candidates:
         listed = ", ".join(_rel(p, path) for p in candidates)
         raise DatasetError(f"{path}: holds several label files ({listed}); pass the one to load")
-    splits = [q.name for q in sorted(path.iterdir()) if q.name in YOLO_SPLITS and _holds_labels(q)]
-    if splits:  # an export's root folder (Roboflow: train/, valid/, test/, each a data set)
+    if splits := _export_splits(
+        path
+    ):  # an export's root folder (Roboflow: train/, valid/, test/, each a data set)
         raise _pass_one_split(path, splits)
     not_labels = (
         f" ({', '.join(_rel(p, path) for p in passed_over[:3])}: no images, annotations or box columns)"
@@ -1463,6 +1463,11 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
         f"{path}: no labels found{not_labels}; expected images/ + labels/ (YOLO), .xml files (VOC), "
         "or one labels.txt, .csv or .json file"
     )
+
+
+def _export_splits(folder: Path) -> list[str]:
+    """The split folders (``train/``, ``valid/``, ...) of an export's root that hold labels."""
+    return [q.name for q in sorted(folder.iterdir()) if q.name in YOLO_SPLITS and _holds_labels(q)]
 
 
 #: A YOLO set's class list files: given as --data, they stand for the set.

@@ -341,17 +341,16 @@ def run(args: argparse.Namespace) -> int:
     if problem := clash([("--out", args.out)], [], folders=read):  # its model and reports among the data
         raise CliError(problem)
     earlier = [name for name in RUN_FILES if (args.out / name).exists()]
-    earlier_run = bool(earlier)
     if args.init is not None and any(same_path(args.init, args.out / name) for name in RUN_FILES):
         raise CliError(
             f"--init {args.init}: the model this run writes over in --out {args.out}; give another --out"
         )
-    if earlier_run and not args.overwrite:  # a long run lost to a command repeated from the history
+    if earlier and not args.overwrite:  # a long run lost to a command repeated from the history
         raise CliError(
             f"--out {args.out}: holds an earlier run ({', '.join(earlier)}); give another folder, or "
             "--overwrite to replace it"
         )
-    if args.out.is_dir() and not earlier_run:  # a data set's folder not given here
+    if args.out.is_dir() and not earlier:  # a data set's folder not given here
         photos = [p for p in image_files(args.out) if p.name not in IMAGES_WRITTEN]
         photos += image_files(args.out / "images") if (args.out / "images").is_dir() else []
         if photos:

@@ -115,6 +115,16 @@ SHEET_CELL = 192
 EVAL_CHUNK = 32
 
 
+def fit(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` scaled (anti-aliased) so that its longer side is ``side``, its aspect kept."""
+    h, w = image.shape[:2]
+    f = side / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    if size == (w, h):  # a tile-sized copy already
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def shown_names(dataset: Dataset) -> list[str]:
     """Each record's image by its file name, or where two share one (cam1/0001.jpg and
     cam2/0001.jpg), by its path within the data set, so a row or tile says which photo it is."""
@@ -156,9 +166,7 @@ def look_at(dataset: Dataset, det, refine: str, thumbs: bool) -> Looked:
             if is_grey(image):
                 out.grey.append(r.image_path.name)
             if thumbs:
-                f = SHEET_CELL / max(h, w)
-                size = (max(1, round(w * f)), max(1, round(h * f)))
-                out.thumbs.append(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+                out.thumbs.append(fit(image, SHEET_CELL))
     return out
 
 
@@ -190,11 +198,10 @@ def contact_sheet(
     rows = max(1, math.ceil(n / cols))
     sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
     for i in range(n):
-        h, w = images[i].shape[:2]
-        f = cell / max(h, w)
-        tw, th = max(1, round(w * f)), max(1, round(h * f))
+        fitted = fit(images[i], cell)
+        th, tw = fitted.shape[:2]
         tile = np.full((cell, cell, 3), 255, np.uint8)
-        tile[:th, :tw] = cv2.resize(images[i], (tw, th), interpolation=cv2.INTER_AREA)
+        tile[:th, :tw] = fitted
         t, p = truths[i], preds[i]
 
         def px(v, tw=tw, th=th):

@@ -39,6 +39,7 @@ from edge.config import (
     GPIO_PINS,
     MAX_ROTATED_LOGS,
     RUNTIMES,
+    SOURCE_KEY_KINDS,
     TRIGGER_KINDS,
     Config,
     ConfigError,
@@ -288,15 +289,12 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
     return src
 
 
-#: source flags and the sources they are for (given with another, they are refused, not ignored)
+#: source flags and the sources they are for (given with another, they are refused, not ignored):
+#: those of their keys, except that ``--fps`` also paces a video (``source.pace_fps``)
 SOURCE_FLAG_KINDS = {
-    "width": ("camera", "picamera"),
-    "height": ("camera", "picamera"),
-    "fps": ("camera", "picamera", "video"),
-    "exposure_ms": ("camera", "picamera"),
-    "gain": ("camera", "picamera"),
-    "mains_hz": ("camera", "picamera"),
-    "as_fast_as_possible": ("video", "images", "demo"),
+    **{k: SOURCE_KEY_KINDS[k] for k in ("width", "height", "exposure_ms", "gain", "mains_hz")},
+    "fps": (*SOURCE_KEY_KINDS["fps"], "video"),
+    "as_fast_as_possible": SOURCE_KEY_KINDS["as_fast_as_possible"],
     "seed": ("demo",),
     "demo_variants": ("demo",),
     "demo_stamps": ("demo",),
