@@ -139,3 +139,29 @@ def test_the_unit_sandboxing_exposure_is_at_most_3():
     m = re.search(r"Overall exposure level for edge-run\.service: (\d+(?:\.\d+)?)", proc.stdout + proc.stderr)
     assert m, proc.stdout + proc.stderr
     assert float(m.group(1)) <= 3.0
+
+
+def _doc_toml_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for i, match in enumerate(re.finditer(r"```toml\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)):
+            blocks.append((f"{doc.name}#{i + 1}", match.group(1)))
+    return blocks
+
+
+@pytest.mark.parametrize(("where", "text"), _doc_toml_blocks(), ids=[w for w, _ in _doc_toml_blocks()])
+def test_every_config_example_in_the_docs_is_a_valid_config_on_its_own(where, text):
+    import tomllib
+
+    # a reader copies one block into a file: it must be a config edge-run accepts (files it names
+    # are checked at the start, not here)
+    data = tomllib.loads(text)
+    config = Config.from_mapping(data, base=ROOT)
+    for section, values in data.items():  # and it sets what it shows
+        for key, value in values.items():
+            got = getattr(getattr(config, section), key)
+            if isinstance(value, list):
+                got = list(got)
+            elif isinstance(value, str) and isinstance(got, Path):
+                value = (ROOT / value).expanduser()
+            assert got == value, f"{where}: {section}.{key}"
