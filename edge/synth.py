@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from edge.contract import INPUT_SHAPE, prepare_input
-from edge.datasets import IMAGE_EXTENSIONS, decode_image, image_files, incomplete
+from edge.datasets import IMAGE_EXTENSIONS, decode_image, hidden_file, image_files, incomplete
 from edge.files import listed
 
 __all__ = [
@@ -1224,6 +1224,9 @@ def composite(
 _EXPECTED_STAMP = "expected a PNG with transparency, or a JPG/PNG of the stamp on a plain background"
 #: A stamp narrower than this (its ink, px) is warned about: composites would enlarge it.
 MIN_STAMP_SIDE = 64
+#: A stamp PNG whose most opaque ink (99th percentile of its alpha) is below this share of full
+#: opacity has its alpha scaled up to full strength.
+SEMI_TRANSPARENT = 0.9
 #: Stamp pictures are shrunk to this longer side first (composites are 160-640 px by default).
 MAX_STAMP_PICTURE = 2048
 
@@ -1509,19 +1512,27 @@ def _key_out_sheet(img: np.ndarray, solid: np.ndarray, around_lab: np.ndarray | 
         return None  # mostly hollow: a ring or frame of the stamp drawn around plain paper
     if around_lab is not None and _soft_outline(img, filled, around_lab):
         return None  # the paper in shade (or in a glare), not a sheet on something else
-    margin = max(2, round(0.03 * min(bw, bh)))  # past the sheet's own edge (shadow, blur)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
-    inner = cv2.erode(filled.astype(np.uint8), kernel) > 0
-    band = inner & ~(cv2.erode(inner.astype(np.uint8), kernel) > 0)
-    if band.sum() < 64:
-        return None
-    try:
-        keyed = _key_out(img, band, region=inner, relight=True)
-    except ValueError:  # nothing on it
-        if around_lab is not None and _lightness(img, band) > around_lab[0] + SHEET_INK_CONTRAST:
-            raise ValueError("the picture shows a blank sheet: no stamp on it") from None
-        return None
-    if keyed.spread > SHEET_SPREAD or keyed.kept < 0.9:
+    # The band whose colour is the sheet's: past the sheet's own edge, where a photo has shadow and
+    # blur. A PNG's cut is clean past its anti-aliasing and the ink may come close to it (a disc cut
+    # tight around a seal's ring): there the band just inside the cut is tried first.
+    margins = [max(2, round(0.03 * min(bw, bh)))]
+    if around_lab is None:
+        margins.insert(0, 1)
+    for margin in margins:
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
+        inner = cv2.erode(filled.astype(np.uint8), kernel) > 0
+        band = inner & ~(cv2.erode(inner.astype(np.uint8), kernel) > 0)
+        if band.sum() < 64:
+            continue
+        try:
+            keyed = _key_out(img, band, region=inner, relight=True)
+        except ValueError:  # nothing on it
+            if around_lab is not None and _lightness(img, band) > around_lab[0] + SHEET_INK_CONTRAST:
+                raise ValueError("the picture shows a blank sheet: no stamp on it") from None
+            return None
+        if keyed.spread <= SHEET_SPREAD and keyed.kept >= 0.9:
+            break
+    else:
         return None  # the band is not one plain colour: a ring or a frame of the stamp itself
     marks = keyed.rgba[..., 3] >= 128
     if not marks.any() or (solid & ~filled).sum() > marks.sum():
@@ -1805,6 +1816,18 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
     if img.ndim == 2 or img.shape[2] == 3:  # no alpha: read again with its EXIF orientation applied
         # (IMREAD_UNCHANGED ignores it; a phone's photo of a stamp may be stored mirrored)
         img = _read_any(p, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    if min(img.shape[:2]) < 8:
+        raise ValueError(f"stamp image {p}: is {img.shape[1]}x{img.shape[0]} px, expected at least 8x8")
+    big = max(img.shape[:2]) > MAX_STAMP_PICTURE
+    if big and img.ndim == 3 and img.shape[2] in (2, 4) and img[..., -1].min() == 0:
+        # a stamp on a large transparent canvas (an A4 page at 300 dpi): cut to what is visible
+        # before shrinking, which would take the stamp's detail with the empty canvas
+        ys, xs = np.nonzero(img[..., -1])
+        if ys.size:
+            pad = 2
+            img = img[
+                max(0, ys.min() - pad) : ys.max() + pad + 1, max(0, xs.min() - pad) : xs.max() + pad + 1
+            ]
     if max(img.shape[:2]) > MAX_STAMP_PICTURE:  # a phone's 4000x3000 photo: 7 s to key out, 48 MB kept
         f = MAX_STAMP_PICTURE / max(img.shape[:2])
         img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
@@ -1819,21 +1842,34 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
             raise ValueError(
                 f"stamp image {p}: its alpha channel is (almost) fully transparent ({_EXPECTED_STAMP})"
             )
+        peak = float(np.percentile(alpha[alpha > 0], 99))
+        if peak < SEMI_TRANSPARENT * 255:
+            # exported with the layer's opacity lowered (or from a background remover): the ink at
+            # full strength, as the composites fade it themselves (else fading would hide it)
+            _log.warning(
+                "stamp image %s: its ink is at most %d %% opaque; taken as full-strength ink "
+                "(the composites vary the ink's strength themselves)",
+                p,
+                round(100 * peak / 255),
+            )
+            alpha = np.clip(alpha.astype(np.float32) * (255.0 / peak), 0, 255).astype(np.uint8)
         rgba = np.dstack([colour, alpha])
         sheet = _key_out_sheet(np.ascontiguousarray(colour), alpha >= 128, None)
         if sheet is not None:  # an opaque white square behind the stamp
             rgba = sheet.rgba
             rgba[..., 3] = np.minimum(rgba[..., 3], alpha)
     else:
-        if min(colour.shape[:2]) < 8:
-            raise ValueError(
-                f"stamp image {p}: is {colour.shape[1]}x{colour.shape[0]} px, expected at least 8x8"
-            )
         try:
             rgba = key_out_background(np.ascontiguousarray(colour))
         except ValueError as exc:
             raise ValueError(f"stamp image {p}: {exc} ({_EXPECTED_STAMP})") from None
     name = label if label is not None else p.stem
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a file name in an old archive's Latin-1: it would break every label file
+        raise ValueError(
+            f"stamp image {p}: its name is not valid UTF-8, and the label is the file name; rename the file"
+        ) from None
     try:
         stamp = Stamp(name, np.ascontiguousarray(rgba))
     except ValueError as exc:
@@ -1865,6 +1901,19 @@ def load_stamps(paths: Sequence[PathLike]) -> list[Stamp]:
             if not files:
                 raise ValueError(
                     f"stamp folder {p}: holds no images (expected {', '.join(IMAGE_EXTENSIONS)} files)"
+                )
+            others = sorted(
+                f.name for f in p.iterdir() if f.is_file() and not hidden_file(f) and f not in files
+            )
+            if others:  # an iPhone's .heic among the PNGs: one variant fewer, and nothing said
+                _log.warning(
+                    "stamp folder %s: skipped %d file(s) that are not stamp images (%s%s); a stamp is "
+                    "a %s file",
+                    p,
+                    len(others),
+                    ", ".join(others[:5]),
+                    ", ..." if len(others) > 5 else "",
+                    "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS),
                 )
         else:
             files = [p]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -783,3 +784,61 @@ def test_cli_refuses_to_write_into_the_folders_it_reads(tmp_path: Path, capsys) 
         where = f"{key} {argv[1]}: inside --backgrounds {photos}"
         assert err == f"edge-synth: error: {where} (write it outside the data)"
     assert sorted(p.name for p in photos.iterdir()) == ["box.png"]
+
+
+def test_stamp_pngs_as_design_tools_export_them(tmp_path: Path, caplog) -> None:
+    """A layer exported at 43 % opacity (composites fading it further hid it: a traceback after 2
+    images), paper cut out tight around a seal on a transparent canvas (the paper disc was pasted
+    on every product), a small stamp on an A4 canvas at 300 dpi (shrunk with the canvas to 146 px
+    of 355)."""
+    red = (40, 40, 200)
+    ink = np.zeros((400, 400), np.uint8)
+    cv2.circle(ink, (200, 200), 168, 255, 16)
+    cv2.putText(ink, "QC OK", (80, 224), cv2.FONT_HERSHEY_SIMPLEX, 1.5, 255, 6)
+    cv2.imwrite(
+        str(tmp_path / "faint.png"), np.dstack([np.full((400, 400, 3), red, np.uint8), ink // 255 * 110])
+    )
+    with caplog.at_level("WARNING", logger="edge.synth"):
+        faint = load_stamp(tmp_path / "faint.png")
+    assert "faint.png: its ink is at most 43 % opaque" in caplog.text
+    assert faint.rgba[..., 3].max() == 255 and (faint.rgba[..., 3] == 255).sum() == (ink > 0).sum()
+    synth = Synthesizer([faint], config=SynthConfig(negative_share=0.0))
+    assert all(synth.sample(np.random.default_rng(i)).box is not None for i in range(40))
+
+    for name, margin in (("disc", 25), ("disc_tight", 5)):  # paper past the ring's outer edge, px
+        paper = np.full((560, 560, 3), 236, np.uint8)
+        cv2.circle(paper, (280, 280), 250, red, 14)  # the ring: radius 243-257
+        cv2.putText(paper, "QC OK", (150, 300), cv2.FONT_HERSHEY_SIMPLEX, 2.5, red, 8)
+        cut = np.zeros((560, 560), np.uint8)
+        cv2.circle(cut, (280, 280), 257 + margin, 255, -1)
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.dstack([paper, cut]))
+        rgba = load_stamp(tmp_path / f"{name}.png").rgba
+        kept = rgba[..., 3] >= 128
+        assert kept.mean() < 0.15, name  # the ring and letters, not the disc (76 % of the picture)
+        assert (rgba[..., :3][kept].mean(axis=1) > 200).mean() < 0.05, name  # hardly any paper
+
+    canvas = np.zeros((4961, 3508, 4), np.uint8)
+    stamp = default_stamp(400, "QC", (200, 30, 30))
+    canvas[2000:2400, 1500:1900] = stamp
+    cv2.imwrite(str(tmp_path / "a4.png"), canvas)
+    _, xs = np.nonzero(load_stamp(tmp_path / "a4.png").rgba[..., 3] >= 128)
+    _, true_xs = np.nonzero(stamp[..., 3] >= 128)
+    assert abs((xs.max() - xs.min()) - (true_xs.max() - true_xs.min())) <= 2  # full resolution
+
+
+def test_stamp_folders_say_what_they_skip_and_odd_names_are_refused(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "stamps"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "approved.png"), default_stamp(96, "A"))
+    (folder / "released.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # an iPhone's photo
+    (folder / "README.txt").write_text("our stamps")
+    with caplog.at_level("WARNING", logger="edge.synth"):
+        assert [s.label for s in load_stamps([folder])] == ["approved"]
+    assert "skipped 2 file(s) that are not stamp images (README.txt, released.heic)" in caplog.text
+    latin1 = os.fsdecode(b"Pr\xfcfung.png")  # a name from an old archive, not UTF-8
+    cv2.imencode(".png", default_stamp(96, "P"))[1].tofile(str(tmp_path / latin1))
+    with pytest.raises(ValueError, match="its name is not valid UTF-8"):
+        load_stamp(tmp_path / latin1)
+    cv2.imwrite(str(tmp_path / "dot.png"), np.full((3, 3, 4), 255, np.uint8))
+    with pytest.raises(ValueError, match=r"dot.png: is 3x3 px, expected at least 8x8"):
+        load_stamp(tmp_path / "dot.png")

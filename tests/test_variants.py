@@ -179,6 +179,7 @@ def test_edge_synth_stamp_folder_labels_round_trip(tmp_path: Path, fmt: str, cap
     out = tmp_path / fmt
     argv = ["--stamp", str(folder), "--out", str(out), "--n", "14", "--format", fmt, "--seed", "8"]
     assert synth_main(argv) == 0
+    assert "stamps approved, inspected, qc-passed" in capsys.readouterr().out  # which were taken
     synth = Synthesizer(load_stamps([folder]), config=SynthConfig())
     assert synth.labels == ("approved", "inspected", "qc-passed")  # sorted file names
     assert_round_trip(out, fmt, labels_written(synth, 8, 14), synth.labels)

@@ -287,9 +287,12 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+    labels = (
+        f", stamps {', '.join(s.label for s in stamps)}" if stamps is not None and len(stamps) > 1 else ""
+    )
     print(
         f"{PROG}: wrote {written} images ({positives} with a stamp, {written - positives} without) "
-        f"to {args.out} as {args.format}"
+        f"to {args.out} as {args.format}{labels}"
     )
     if stopped:
         print(f"{PROG}: {stopped} after {written} of {args.n} images", file=sys.stderr)
