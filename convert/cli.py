@@ -37,6 +37,8 @@ from edge.cli.common import (
     check_output_file,
     fail,
     keras_file_problem,
+    keras_model_problem,
+    keras_sidecar,
     log_to_stderr,
     native_stderr_muted,
     non_negative_float,
@@ -276,7 +278,7 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         )
         if used
     ]
-    labels = tuple(training_metadata(args.model).get("labels") or contract.DEFAULT_LABELS)
+    labels = tuple(keras_sidecar(args.model).get("labels") or contract.DEFAULT_LABELS)
     trained = training_config(args.model)
     if args.recipe is None:
         recipe = trained.get("recipe")
@@ -438,17 +440,6 @@ def choose_refine(
     return best, figures
 
 
-def training_metadata(model_path: Path) -> dict:
-    """What edge-train wrote beside the model (labels, kind, provenance), if anything."""
-    side = model_path.with_name("model.json")
-    if side.exists():
-        try:
-            return json.loads(side.read_text())
-        except ValueError:
-            raise CliError(f"{side}: not valid JSON") from None
-    return {}
-
-
 def training_config(model_path: Path) -> dict:
     """The flags edge-train ran with (``config.json`` beside the model), if it is there."""
     side = model_path.with_name("config.json")
@@ -473,14 +464,12 @@ def run(args: argparse.Namespace) -> int:
     val_ds, cal_paths = check_flags(args)
     t0 = time.perf_counter()
     model = load_keras(args.model)
-    side = training_metadata(args.model)
+    side = keras_sidecar(args.model)
     kind = infer_kind(model)
     labels = tuple(side.get("labels") or contract.DEFAULT_LABELS)
-    if contract.CLASS in model.output_names and model.output[contract.CLASS].shape[-1] != len(labels):
-        raise ConversionError(
-            f"{args.model}: class output has {model.output[contract.CLASS].shape[-1]} labels, "
-            f"model.json lists {len(labels)}"
-        )
+    problem = keras_model_problem(args.model, model, labels)
+    if problem:
+        raise ConversionError(problem)
     threshold = (
         args.threshold
         if args.threshold is not None

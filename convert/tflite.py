@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import contract
-from edge.cli.common import first_line, import_quietly, keras_file_problem
+from edge.cli.common import first_line, import_quietly, keras_file_problem, keras_model_problem
 from edge.contract import ModelMetadata
 
 MODES = ("int8", "int8-float-stem", "float16", "dynamic", "float32")
@@ -33,14 +33,9 @@ def load_keras(path: Path):
         model = keras.models.load_model(str(path), compile=False)
     except Exception as exc:  # keras raises many kinds for a bad file
         raise ConversionError(f"{path}: not a readable Keras model ({first_line(exc, 160)})") from None
-    names = list(model.output_names) if isinstance(model.output, dict) else []
-    if contract.PRESENCE not in names:
-        raise ConversionError(
-            f"{path}: model outputs {names or 'unnamed'} lack {contract.PRESENCE!r}; "
-            "expected a Stampline model (named outputs presence, box/center/heatmap)"
-        )
-    if tuple(model.input_shape[1:]) != contract.INPUT_SHAPE:
-        raise ConversionError(f"{path}: input {model.input_shape[1:]} != expected {contract.INPUT_SHAPE}")
+    problem = keras_model_problem(path, model)
+    if problem:
+        raise ConversionError(problem)
     return model
 
 

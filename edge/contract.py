@@ -264,16 +264,26 @@ class ModelMetadata:
                     "again with this version"
                 )
             )
-        if self.kind not in KIND_OUTPUTS:
+        if not isinstance(self.kind, str) or self.kind not in KIND_OUTPUTS:
             raise ContractError(
                 f"model kind {self.kind!r} is unknown (expected one of {sorted(KIND_OUTPUTS)})"
             )
-        if tuple(self.input_shape) != INPUT_SHAPE:
-            raise ContractError(f"model input {tuple(self.input_shape)} != expected {INPUT_SHAPE}")
-        if not self.labels or not all(isinstance(x, str) and x for x in self.labels):
+        if not isinstance(self.input_shape, list | tuple) or tuple(self.input_shape) != INPUT_SHAPE:
+            raise ContractError(f"model input {self.input_shape!r} != expected {INPUT_SHAPE}")
+        if (
+            not isinstance(self.labels, list | tuple)  # a string would be read letter by letter
+            or not self.labels
+            or not all(isinstance(x, str) and x for x in self.labels)
+        ):
             raise ContractError(f"labels must be a non-empty list of names, got {self.labels!r}")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise ContractError(f"threshold must be in (0, 1), got {self.threshold!r}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ContractError(f"labels must be distinct names, got {list(self.labels)!r}")
+        number = isinstance(self.threshold, int | float) and not isinstance(self.threshold, bool)
+        if not number or not 0.0 < float(self.threshold) < 1.0:
+            raise ContractError(f"threshold must be a number in (0, 1), got {self.threshold!r}")
+        for name in ("outputs", "provenance"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ContractError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         if self.refine is not None and self.refine not in REFINE_CHOICES:
             raise ContractError(
                 f"refine must be one of {list(REFINE_CHOICES)} or absent, got {self.refine!r}"

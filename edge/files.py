@@ -5,6 +5,7 @@ created, and holding back what native code prints on stderr."""
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import sys
 import tempfile
@@ -40,6 +41,10 @@ def native_stderr_held(keep: Callable[[str], bool] = lambda line: False):
             return
         failed = False
         os.dup2(held.fileno(), 2)
+        # a native crash inside (LiteRT aborts on some corrupt model files) would leave nothing
+        # but an exit status: its Python stack goes where stderr was, naming where it happened
+        faulted = faulthandler.is_enabled()
+        faulthandler.enable(file=saved)
         try:
             yield
         except BaseException:
@@ -47,6 +52,10 @@ def native_stderr_held(keep: Callable[[str], bool] = lambda line: False):
             raise
         finally:
             os.dup2(saved, 2)
+            if faulted:
+                faulthandler.enable(file=2)
+            else:
+                faulthandler.disable()
             os.close(saved)
             held.seek(0)
             lines = held.read().decode("utf-8", errors="replace").splitlines(keepends=True)

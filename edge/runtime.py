@@ -213,6 +213,14 @@ class TFLiteDetector:
         except ContractError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
         self._outputs = {name: outputs[name] for name in self.metadata.outputs}
+        if contract.CLASS in self._outputs:
+            classes = int(self._outputs[contract.CLASS]["shape"][-1])
+            if classes != len(self.metadata.labels):
+                raise ModelError(
+                    f"{self.path}: its class output tells {classes} stamps apart, but its metadata "
+                    f"lists {len(self.metadata.labels)} labels {list(self.metadata.labels)}; convert it "
+                    "again with edge-convert"
+                )
         self.input_dtype = np.dtype(self._input["dtype"])
         scale, zero = self._input["quantization"]
         self._in_q = (float(scale), int(zero)) if scale else None
@@ -326,10 +334,11 @@ def model_warnings(metadata: ModelMetadata) -> list[str]:
     prov = metadata.provenance
     said = []
     if prov and "agreement" not in prov:
+        mode = prov.get("mode")
         said.append(
-            "it was converted without the proof of agreement (edge-convert --no-verify): its int8 "
-            "answers were never compared with the trained model's; convert it again without "
-            "--no-verify before it judges products"
+            "it was converted without the proof of agreement (edge-convert --no-verify): its "
+            f"{mode if isinstance(mode, str) else 'converted'} answers were never compared with the "
+            "trained model's; convert it again without --no-verify before it judges products"
         )
     for key in ("validation_tflite", "validation"):
         figures = prov.get(key)

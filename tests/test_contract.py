@@ -56,6 +56,16 @@ def test_resize_two_step_is_close_to_area_reference():
         ({"labels": ()}, "labels"),
         ({"threshold": 1.5}, "threshold"),
         ({"input_shape": (224, 224, 3)}, "input"),
+        # wrong types, as a hand-edited file has them (each was a traceback)
+        ({"threshold": None}, "threshold must be a number in"),
+        ({"threshold": "0.5"}, "threshold must be a number in"),
+        ({"threshold": True}, "threshold must be a number in"),
+        ({"input_shape": None}, "model input None"),
+        ({"provenance": ["x"]}, "provenance must be a JSON object"),
+        ({"outputs": "box"}, "outputs must be a JSON object"),
+        ({"labels": "stamp"}, "labels must be a non-empty list"),  # was read as labels s, t, a, m, p
+        ({"labels": ["a", "a", "b"]}, "labels must be distinct"),
+        ({"kind": ["box"]}, "kind"),
     ],
 )
 def test_metadata_refuses_what_it_does_not_know(fields, message):

@@ -178,6 +178,26 @@ def test_the_runtimes_banner_is_dropped_and_its_other_lines_kept(capfd):
     assert capfd.readouterr().err == "ERROR: cannot load\n"
 
 
+def test_a_native_crash_while_stderr_is_held_still_says_where(tmp_path: Path):
+    """LiteRT aborts on some corrupt model files while it loads them (a byte changed in the
+    bundled model); with stderr held for its banner, the process died with status 134 and not a
+    word. Its Python stack now reaches the real stderr."""
+    script = (
+        "import faulthandler, os\n"
+        "from edge.runtime import runtime_banners_dropped\n"
+        "def load_the_model():\n"
+        "    with runtime_banners_dropped():\n"
+        "        os.abort()\n"
+        "with runtime_banners_dropped():\n"
+        "    pass\n"
+        "assert not faulthandler.is_enabled()  # as it was before\n"
+        "load_the_model()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -6
+    assert "Fatal Python error: Aborted" in done.stderr and "in load_the_model" in done.stderr
+
+
 @needs_model
 def test_systemd_hears_ready_and_watchdog_pings(tmp_path: Path):
     sock_path = tmp_path / "notify.sock"

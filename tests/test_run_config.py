@@ -524,6 +524,9 @@ def test_check_config_loads_the_model_as_the_run_does_and_warns_of_an_unproven_o
     unproven = dataclasses.replace(meta, provenance=prov)
     said = model_warnings(unproven)
     assert len(said) == 2 and "--no-verify" in said[0] and "no better than always saying 'present'" in said[1]
+    assert "its int8 answers were never compared" in said[0]  # the bundled model's mode
+    float_said = model_warnings(dataclasses.replace(unproven, provenance={**prov, "mode": "float32"}))
+    assert "its float32 answers were never compared" in float_said[0]  # said int8 for every model
     (tmp_path / "m.tflite").write_bytes(embed_metadata(data, unproven))
     assert main(["--check-config", str(config)]) == 0
     out, err = capsys.readouterr()

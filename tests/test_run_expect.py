@@ -409,3 +409,26 @@ def test_expect_yields_wrong_on_mismatched_variants_in_the_demo_line(tmp_path: P
     # flagged like MISSING: every WRONG and MISSING product snapshotted (clean + annotated)
     assert len(list(snaps.iterdir())) == 2 * (s["wrong"] + s["missing"])
     assert f"{s['wrong']} WRONG (expected qc-passed)" in out
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["a label too few", "a label too many"])
+def test_a_model_whose_labels_do_not_match_its_class_head_is_refused_before_it_runs(tmp_path, capsys, extra):
+    """A hand-edited label list one short died at the first stamp (IndexError, a restart loop under
+    systemd), `--check-config` said ok; one too many ran, and --expect accepted a label the head
+    can never give."""
+    import dataclasses
+
+    from convert.tflite import embed_metadata
+
+    raw = VARIANTS_MODEL.read_bytes()
+    meta = contract.read_embedded_metadata(raw)
+    labels = (*meta.labels, "extra") if extra else meta.labels[:2]
+    model = tmp_path / "edited.tflite"
+    model.write_bytes(embed_metadata(raw, dataclasses.replace(meta, labels=labels)))
+    config = tmp_path / "station.toml"
+    config.write_text(f'[source]\nkind = "demo"\n[model]\npath = "{model}"\n')
+    for argv in (["--check-config", str(config)], ["--demo", "--max-frames", "5", "--model", str(model)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{model}: its class output tells 3 stamps apart, but its metadata lists {len(labels)}" in err
+        assert "Traceback" not in err

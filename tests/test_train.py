@@ -957,3 +957,38 @@ def test_edge_eval_names_photos_sharing_a_file_name_by_their_path(tmp_path, caps
     with rows_csv.open(newline="") as f:
         names = sorted(r["image"] for r in csv.DictReader(f))
     assert names == ["images/cam1/0001.jpg", "images/cam2/0001.jpg"]
+
+
+def test_edge_eval_refuses_a_keras_model_edge_convert_refuses(tmp_path, capsys):
+    """Keras models that are not Stampline's, or whose model.json does not fit them: one line and
+    status 2, as edge-convert says it (each was a traceback: a shape error from inside Keras, an
+    AttributeError, an IndexError, a JSONDecodeError)."""
+    import keras
+
+    def build(folder, side=128, named=True, classes=0, sidecar=None):
+        inp = keras.Input((side, side, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, strides=4)(inp))
+        outs = {"presence": keras.layers.Dense(1, activation="sigmoid", name="presence")(x)}
+        outs["box"] = keras.layers.Dense(4, activation="sigmoid", name="box")(x)
+        if classes:
+            outs["class"] = keras.layers.Dense(classes, activation="softmax", name="class")(x)
+        folder.mkdir()
+        keras.Model(inp, outs if named else list(outs.values())).save(folder / "model.keras")
+        if sidecar is not None:
+            (folder / "model.json").write_text(sidecar)
+        return folder / "model.keras"
+
+    data = _write_blob_voc(tmp_path / "voc", 3, 7)
+    cases = [
+        (build(tmp_path / "wide", side=224), "input (224, 224, 3) != expected (128, 128, 3)"),
+        (build(tmp_path / "unnamed", named=False), "model outputs unnamed lack 'presence'"),
+        (
+            build(tmp_path / "classes", classes=3, sidecar='{"kind": "box", "labels": ["a", "b"]}'),
+            "class output has 3 labels, model.json lists 2",
+        ),
+        (build(tmp_path / "sidecar", sidecar="{not json"), "model.json: not valid JSON"),
+    ]
+    for model, message in cases:
+        assert evaluate.main(["--model", str(model), "--data", str(data)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

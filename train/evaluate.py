@@ -27,6 +27,8 @@ from edge.cli.common import (
     fail,
     import_quietly,
     keras_file_problem,
+    keras_model_problem,
+    keras_sidecar,
     log_to_stderr,
     pipe_closed_quietly,
     presence_threshold,
@@ -89,20 +91,24 @@ def load_detector(path: Path, threads: int = 1):
         from edge.runtime import CallableDetector
         from train.model import load_model
 
-        side = path.with_name("model.json")
-        info = json.loads(side.read_text()) if side.exists() else {}
         try:
+            info = keras_sidecar(path)
             model = load_model(path)
-        except ValueError as exc:
+        except (CliError, ValueError) as exc:
             raise ModelError(str(exc)) from None
+        labels = tuple(info.get("labels") or contract.DEFAULT_LABELS)
+        problem = keras_model_problem(path, model, labels)
+        if problem:
+            raise ModelError(problem)
         kind = info.get("kind") or contract.kind_of_outputs(model.output_names)
         if kind is None:
             raise ModelError(
                 f"{path}: outputs {sorted(model.output_names)} fit no model kind of the contract"
             )
-        meta = contract.ModelMetadata(
-            kind=kind, labels=tuple(info.get("labels") or contract.DEFAULT_LABELS)
-        ).with_outputs(model.output_names)
+        try:
+            meta = contract.ModelMetadata(kind=kind, labels=labels).with_outputs(model.output_names)
+        except contract.ContractError as exc:
+            raise ModelError(f"{path.with_name('model.json')}: {exc}") from None
         return CallableDetector(lambda x: model(x.astype(np.float32), training=False), meta)
     raise ModelError(f"{path}: expected a .tflite or .keras model")
 

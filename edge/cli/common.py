@@ -161,6 +161,48 @@ def keras_file_problem(path: Path) -> str | None:
     return None
 
 
+def keras_sidecar(model_path: Path) -> dict:
+    """What edge-train wrote beside a Keras model (``model.json``: labels, kind, provenance), or
+    {} when there is none. CliError naming the file if it is there but not a JSON object."""
+    side = model_path.with_name("model.json")
+    if not side.exists():
+        return {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise CliError(
+            f"{side}: not valid JSON (the model.json edge-train writes beside its model)"
+        ) from None
+    if not isinstance(data, dict):
+        raise CliError(f"{side}: expected a JSON object (the model.json edge-train writes beside its model)")
+    return data
+
+
+def keras_model_problem(path: Path, model, labels: Sequence[str] | None = None) -> str | None:
+    """Why a loaded Keras ``model`` is not a Stampline model (for ``labels``, its model.json's,
+    when given): a message naming the file, or None."""
+    from edge import contract
+
+    names = list(model.output_names) if isinstance(model.output, dict) else []
+    if contract.PRESENCE not in names:
+        return (
+            f"{path}: model outputs {names or 'unnamed'} lack {contract.PRESENCE!r}; "
+            "expected a Stampline model (named outputs presence, box/center/heatmap)"
+        )
+    if tuple(model.input_shape[1:]) != contract.INPUT_SHAPE:
+        return f"{path}: input {tuple(model.input_shape[1:])} != expected {contract.INPUT_SHAPE}"
+    if (
+        labels is not None
+        and contract.CLASS in names
+        and model.output[contract.CLASS].shape[-1] != len(labels)
+    ):
+        return (
+            f"{path}: class output has {model.output[contract.CLASS].shape[-1]} labels, "
+            f"model.json lists {len(labels)}"
+        )
+    return None
+
+
 class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Defaults shown in --help, except where there is none to show: required options, options
     left out by default (None, an empty list, a switch that is off), and help that already says.
