@@ -19,6 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
+from edge import contract
 from edge.files import missing_paths, native_stderr_held, remove_if_empty, why_no_folder
 from edge.runtime import MAX_THREADS
 
@@ -181,8 +182,6 @@ def keras_sidecar(model_path: Path) -> dict:
 def keras_model_problem(path: Path, model, labels: Sequence[str] | None = None) -> str | None:
     """Why a loaded Keras ``model`` is not a Stampline model (for ``labels``, its model.json's,
     when given): a message naming the file, or None."""
-    from edge import contract
-
     names = list(model.output_names) if isinstance(model.output, dict) else []
     if contract.PRESENCE not in names:
         return (
