@@ -349,6 +349,7 @@ def test_invoke_only_times_the_interpreter_alone(tmp_path: Path, capsys):
         assert run["overhead_ratio"] is None and run["frame_age_ms_p99"] is None
         assert run["fps"] > 0 and 0 < run["invoke_ms_p50"] <= run["invoke_ms_p99"]
     assert "invokes/s" in capsys.readouterr().out
+    assert "invoke only" in report["title"] and "trigger" not in report["title"]  # none ran
 
 
 @needs_model
@@ -518,3 +519,39 @@ def test_a_warning_about_the_source_is_given_once_though_each_run_opens_it_again
         assert main([*argv, "--threads", "1,2", "--baseline"]) == 0
     err = caplog.text
     assert err.count("the images in its subfolders (older/) are not read") == 1, err
+
+
+def test_an_interrupted_run_reports_what_it_measured_and_a_closed_stdout_keeps_the_json(tmp_path: Path):
+    """Ctrl-C (or SIGTERM) near the end of a long run threw away everything measured, without a
+    word; the JSON was written after the table, so a reader that went away (`| true`, an SSH
+    session lost) lost it too."""
+    import signal
+
+    report = tmp_path / "stopped.json"
+    cmd = [sys.executable, "-m", "edge.cli.bench", "--trigger", "every-frame", "--refine", "off"]
+    cmd += ["--frames", "100000", "--block", "40", "--json", str(report)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # start-up, then some blocks of the demo line
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True and bench.validate_report(data) == []
+    measured = data["runs"][0]["frames"]
+    assert 0 < measured < 100000 and measured % 40 == 0  # whole blocks only
+    assert data["warnings"][0].startswith("interrupted in round") and f"{measured} of the 100000" in err
+    assert "fps" in out  # the table too
+
+    kept = tmp_path / "kept.json"
+    cmd = [sys.executable, "-m", "edge.cli.bench", "--invoke-only", "--frames", "60", "--json", str(kept)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads the table
+    proc.wait(timeout=120)
+    assert bench.validate_report(json.loads(kept.read_text())) == []
+
+
+def test_a_report_path_no_one_can_write_is_refused_before_measuring_even_for_root(capsys):
+    # os.access says yes to root for /proc; the run measured, then lost its report
+    assert main(["--invoke-only", "--frames", "10", "--json", "/proc/stampline-report.json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "/proc/stampline-report.json: not writable" in err

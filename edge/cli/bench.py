@@ -41,6 +41,7 @@ from edge.cli.common import (
     number,
     pipe_closed_quietly,
     positive_int,
+    remove_made_folders,
     thread_count,
     write_json,
 )
@@ -425,6 +426,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     # a finite source that ends mid-block gives that block fewer frames: more rounds make up for it
     planned = math.ceil(args.frames / args.block)
     rounds = 0
+    interrupted = False
     try:
         while rounds < 2 * planned + 2:
             short = [k for k, (totals, _) in enumerate(loops) if totals.frames < args.frames]
@@ -441,10 +443,17 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
                     raise KeyboardInterrupt(block.stopped)
                 totals.add(block)
             rounds += 1
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: report what the blocks done so far measured
+        interrupted = True
     finally:
         for _, runner in loops:
             if runner is not None:
                 runner.close()
+    if interrupted:
+        measured = [i for i in range(len(arms)) if ours[i].frames]
+        if not measured:
+            raise KeyboardInterrupt
+        arms, ours, textbook = ([x[i] for i in measured] for x in (arms, ours, textbook))
     runs = []
     for i, (model, threads, detector) in enumerate(arms):
         if ours[i].frames == 0:
@@ -475,7 +484,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
                 fps_ratio=b.rounded(b.ratio(run["fps"], tb["fps"])),
                 frame_age_p99_ratio=b.rounded(b.ratio(run["frame_age_ms_p99"], tb["frame_age_ms_p99"])),
             )
-        if args.cold_start:
+        if args.cold_start and not interrupted:
             run["cold_start_s"] = cold_start(config, model or detector.path, threads, args.cold_start, tmp)
         runs.append(run)
     short_runs = sorted({r["frames"] for r in runs if r["frames"] < args.frames})
@@ -485,9 +494,17 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             f"per run in {rounds} rounds (each block of {args.block} skips {args.warmup} warm-up frames "
             "and the source ended early); the figures rest on fewer frames"
         ]
-        if short_runs
+        if short_runs and not interrupted
         else []
     )
+    if interrupted:
+        warnings.insert(
+            0,
+            f"interrupted in round {rounds + 1}: {' or '.join(str(r['frames']) for r in runs)} of the "
+            f"{args.frames} frames asked for per run measured"
+            + (", no cold start" if args.cold_start else "")
+            + "; the figures rest on fewer frames",
+        )
     if not args.invoke_only and any(r["invoke_ms_p50"] is None for r in runs):
         warnings.append(
             f"the model never ran on the {args.frames} frames asked for (trigger {config.trigger.kind}: "
@@ -511,7 +528,8 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             f", textbook {args.decode_threads or 'default'}" if args.baseline else ""
         )
     title = (
-        f"{PROG}: {source_name}, {how}, trigger {config.trigger.kind}"
+        f"{PROG}: {source_name}, {how}"
+        + ("" if args.invoke_only else f", trigger {config.trigger.kind}")
         + (", overlay drawn" if args.overlay else "")
         + (", verdict log and snapshots written" if args.log else "")
         + f"; {args.frames} frames per run in {rounds} round(s) of up to {min(args.block, args.frames)}, "
@@ -546,6 +564,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
         "cpu_has_amx": has_amx,
         "amx_denied": denied,
         "peak_rss_mb": b.rounded(b.peak_rss_mb(), 1),
+        "interrupted": interrupted,
         "warnings": warnings,
         "runs": runs,
     }
@@ -586,16 +605,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)
     except KeyboardInterrupt:
+        remove_made_folders()
+        print(f"{PROG}: interrupted before anything was measured; nothing written", file=sys.stderr)
         return 130
-    print(format_report(report), flush=True)
-    for warning in report["warnings"]:
-        print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
-    if args.json is not None:
+    if args.json is not None:  # first: a reader of the table that goes away must not lose it
         try:
             write_json(args.json, report)
         except OSError as exc:
             return fail(PROG, exc)
-    return 0
+    print(format_report(report), flush=True)
+    for warning in report["warnings"]:
+        print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
+    return 130 if report["interrupted"] else 0
 
 
 if __name__ == "__main__":

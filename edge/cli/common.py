@@ -250,6 +250,14 @@ def check_output_file(path: Path, what: str) -> None:
         raise CliError(f"{path}: cannot make its folder {parent} for {what} ({why})") from None
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise CliError(f"{path}: not writable (needed for {what})")
+    # os.access says yes to root everywhere (/proc, a read-only mount): open it as the write will
+    existed = path.exists()
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | (0 if existed else os.O_CREAT | os.O_EXCL)))
+    except OSError as exc:
+        raise CliError(f"{path}: not writable (needed for {what}: {exc.strerror})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def _whole_number(text: str) -> int:
