@@ -252,6 +252,8 @@ def check_output_file(path: Path, what: str) -> None:
         raise CliError(f"{path}: not writable (needed for {what})")
     # os.access says yes to root everywhere (/proc, a read-only mount): open it as the write will
     existed = path.exists()
+    if existed and not path.is_file():
+        return  # /dev/stdout, a named pipe (opening one to try would wait for its reader)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | (0 if existed else os.O_CREAT | os.O_EXCL)))
     except OSError as exc:
