@@ -128,6 +128,8 @@ def test_a_stop_signal_ends_cleanly_with_a_summary_and_a_finished_recording(tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal, also when the tests run under nohup (edge-run keeps an ignored SIGHUP)
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     try:
         first = proc.stdout.readline()  # the start line, printed once the model is loaded
