@@ -651,3 +651,21 @@ def test_check_config_names_the_file_and_the_idle_key(tmp_path: Path, capsys):
     assert main(["--check-config", str(cfg)]) == 0
     err = capsys.readouterr().err
     assert f"WARNING: {cfg}: source.exposure_ms (--exposure-ms): not used by the demo source" in err
+
+
+def test_a_missing_file_the_config_names_is_named_with_the_config_and_its_key(tmp_path: Path, capsys):
+    """At a service's start the journal said "nofile.mp4: video file not found" and left the
+    operator to find which of the station's files named it; --check-config already said both."""
+    config = tmp_path / "station.toml"
+    config.write_text('[source]\nkind = "video"\nvideo = "gone.mp4"\n[model]\npath = "gone.tflite"\n')
+    assert main(["--config", str(config), "--max-frames", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edge-run: error: {config}: source.video: ") and "gone.mp4" in err
+    (tmp_path / "other.toml").write_text('[model]\npath = "gone.tflite"\n')
+    assert main(["--config", str(tmp_path / "other.toml"), "--demo", "--max-frames", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edge-run: error: {tmp_path / 'other.toml'}: model.path: ") and "gone.tflite" in err
+    # given by a flag, it is the flag's: no config named
+    assert main(["--config", str(config), "--video", str(tmp_path / "flag.mp4"), "--max-frames", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"edge-run: error: {tmp_path / 'flag.mp4'}: video file not found"

@@ -17,7 +17,7 @@ import dataclasses
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -953,6 +953,18 @@ def run(config: Config, config_path: Path | None = None) -> int:
     return 0
 
 
+def config_key_of(message: str, config: Config, overrides: Mapping[str, object]) -> str | None:
+    """The config file's key whose file, folder or address ``message`` (a model's or source's
+    error) is about; None when a flag gave it, or the message is about none of them."""
+    s = config.source
+    named = [("model.path", config.model.path)]
+    named += [(f"source.{kind}", getattr(s, kind)) for kind in ("video", "images", "url") if s.kind == kind]
+    for key, value in named:
+        if value is not None and key not in overrides and str(value) in message:
+            return key
+    return None
+
+
 def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
     """``--check-config``: the config file at ``path`` (with the flags given) checked as the
     service would find it at its start, and the line saying it is fine."""
@@ -1092,7 +1104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{PROG}: WARNING: {args.config}: {warning}", file=sys.stderr, flush=True)
         for warning in idle_warnings(config, list(overrides)):
             print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
-        return run(config, args.config)
+        try:
+            return run(config, args.config)
+        except (ModelError, SourceError) as exc:
+            key = args.config and config_key_of(str(exc), config, overrides)
+            if not key:
+                raise
+            # the operator reads the journal: say where the file was named, as --check-config does
+            raise type(exc)(f"{args.config}: {key}: {exc}") from None
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)
     except KeyboardInterrupt:
