@@ -664,7 +664,9 @@ def test_a_missing_file_the_config_names_is_named_with_the_config_and_its_key(tm
     (tmp_path / "other.toml").write_text('[model]\npath = "gone.tflite"\n')
     assert main(["--config", str(tmp_path / "other.toml"), "--demo", "--max-frames", "3"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"edge-run: error: {tmp_path / 'other.toml'}: model.path: ") and "gone.tflite" in err
+    assert (
+        err.startswith(f"edge-run: error: {tmp_path / 'other.toml'}: model.path: ") and "gone.tflite" in err
+    )
     # given by a flag, it is the flag's: no config named
     assert main(["--config", str(config), "--video", str(tmp_path / "flag.mp4"), "--max-frames", "3"]) == 2
     err = capsys.readouterr().err.strip()
