@@ -15,6 +15,7 @@ measured.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -30,6 +31,8 @@ import numpy as np
 from edge import contract
 from edge.pipeline import STAGES as PIPELINE_STAGES
 from edge.sinks import FrameResult
+
+_log = logging.getLogger(__name__)
 
 SCHEMA = "stampline.bench/1"
 STAT_KEYS = ("min", "p50", "p90", "p99", "max")
@@ -466,6 +469,8 @@ class PipelineRun:
         self._pipeline = None
         self._source = None
         self._timed: TimedDevice | None = None
+        #: what the last block's end had to say about products not found, said once by the caller
+        self.end_hint: str | None = None
 
     def _open(self) -> None:
         from edge.pipeline import Pipeline
@@ -504,6 +509,7 @@ class PipelineRun:
         recorder.start(warmup, frames)
         dropped = source.stats.dropped
         summary = self._pipeline.run(max_frames=warmup + frames)
+        self.end_hint = self._pipeline.end_hint
         rss = rss_mb()
         if not self.keep_open or summary.end == "end of stream":
             self.close()
@@ -523,6 +529,15 @@ class PipelineRun:
             rss_mb=rss,
             stopped=summary.end if summary.end.startswith("SIG") else "",
         )
+
+
+def say_end_hints(runners: Sequence[object]) -> list[str]:
+    """Say once, after all blocks, what the runs' ends had to say about products not found (each
+    block's end would repeat it); the distinct hints, in order."""
+    hints = list(dict.fromkeys(h for r in runners if (h := getattr(r, "end_hint", None))))
+    for hint in hints:
+        _log.warning(hint)
+    return hints
 
 
 def decode_times(grab_ms: Sequence[float], indices: np.ndarray) -> np.ndarray:

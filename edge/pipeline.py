@@ -466,6 +466,12 @@ class Pipeline:
         #: products seen in too few frames (a loop too slow for the line; off with flag_lines)
         self.few_frames = FewFrames() if flag_lines else None
         self._small_region_said = False
+        #: where things moved through the frame, said once (a pipeline may run block after block)
+        self._region_said = False
+        #: what the last run's end had to say about products not found (:func:`no_product_hint`);
+        #: said by the run itself only when it is the source's ``last_run`` (edge-bench says it
+        #: once, after all its blocks)
+        self.end_hint: str | None = None
         #: second looks at each judged frame (edge.runtime.look_again)
         self.refine = refine
         self.source = source
@@ -547,7 +553,6 @@ class Pipeline:
         ready = False
         t_start = time.monotonic()
         end = "end of stream"
-        region_said = False  # where things moved through the frame, said during the run
         self._no_product_since = None
 
         def given(verdict: Verdict, state: TriggerState) -> None:
@@ -631,8 +636,9 @@ class Pipeline:
             state = self.trigger.update(frame, view)
             if self.region is not None:
                 self.region.update(image)
-                if not region_said and not verdict_counts and state.product is None and not state.learning:
-                    region_said = self._say_region(frame, frames)
+                quiet = not verdict_counts and state.product is None and not state.learning
+                if quiet and not self._region_said:
+                    self._region_said = self._say_region(frame, frames)
             t3 = time.perf_counter()
             prediction = self.detector.predict(view) if state.product is not None else None
             if prediction is not None and self.refine != "off":
@@ -716,10 +722,11 @@ class Pipeline:
         unfinished = 1 if self.decider.in_progress is not None else 0
         suggested = self.region.suggest() if self.region is not None else None
         note = self.region.note if self.region is not None else None
-        if hint := no_product_hint(
+        self.end_hint = no_product_hint(
             self.trigger, verdict_counts.total() + unfinished, suggested, self.roi, note
-        ):
-            _log.warning(hint)
+        )
+        if self.end_hint and self.last_run:
+            _log.warning(self.end_hint)
         if unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
         window = latencies[: min(frames, LATENCY_WINDOW)]

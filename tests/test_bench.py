@@ -555,3 +555,22 @@ def test_a_report_path_no_one_can_write_is_refused_before_measuring_even_for_roo
     assert main(["--invoke-only", "--frames", "10", "--json", "/proc/stampline-report.json"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "/proc/stampline-report.json: not writable" in err
+
+
+def test_a_trigger_still_learning_is_said_once_after_all_blocks_with_the_final_count(tmp_path: Path, caplog):
+    """The end-of-run hint (here: the occupancy trigger never finished learning the belt) was said
+    at the end of every block, each with that block's count: once now, after the last block."""
+    folder = tmp_path / "belt"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.full((96, 128, 3), 120, np.uint8))
+    config = tmp_path / "station.toml"
+    config.write_text('[trigger]\nkind = "occupancy"\nlearn_frames = 500\n')
+    argv = ["--config", str(config), "--images", str(folder), "--trigger", "occupancy", "--frames", "15"]
+    with caplog.at_level("WARNING"):
+        main([*argv, "--block", "5", "--warmup", "1", "--threads", "1"])
+    said = [r.getMessage() for r in caplog.records if "still learning the empty belt" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    # the belt's frames of every block counted: more than one block's worth
+    seen = int(said[0].split("(")[1].split(" of ")[0])
+    assert seen > 6, said[0]

@@ -449,6 +449,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
         for _, runner in loops:
             if runner is not None:
                 runner.close()
+    b.say_end_hints([runner for _, runner in loops])
     if interrupted:
         measured = [i for i in range(len(arms)) if ours[i].frames]
         if not measured:
