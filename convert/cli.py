@@ -616,8 +616,10 @@ def proof_of_agreement(
     whether the candidate (the converted model) still does the job."""
     kp = reference.predict_batch(images, 100)
     lp = [candidate.predict(im) for im in tqdm(images, desc="checking", leave=False, disable=not progress)]
-    mk = metrics.summarize(kp, truths, threshold)
-    ml = metrics.summarize(lp, truths, threshold)
+    # class accuracy over the variants the model knows, as edge-eval counts it
+    labels = getattr(getattr(candidate, "metadata", None), "labels", None)
+    mk = metrics.summarize(kp, truths, threshold, known_labels=labels)
+    ml = metrics.summarize(lp, truths, threshold, known_labels=labels)
     agree = metrics.agreement(kp, lp, threshold)
     loc = "iou_mean" if not np.isnan(mk["iou_mean"]) else "center_within_0_05"
     drop = mk[loc] - ml[loc]

@@ -268,3 +268,16 @@ def test_per_image_results_agree_with_the_summary_and_worst_first_puts_mistakes_
     )
     assert centres[1].center_error == pytest.approx(0.1) and centres[1].wrong and not centres[0].wrong
     assert worst_first(centres, 0.5) == [1, 0]
+
+
+def test_a_missed_object_has_no_centre_on_the_device_though_its_unshown_centre_is_right():
+    """`center_within_0_05` measures where the model puts the centre, said or not (as the
+    phone-finder benchmark counts); `center_within_0_05_found` also requires the model to say the
+    object is there: a stamp below the threshold gets no centre on the device."""
+    truths = [Truth(True, box=(0.1, 0.1, 0.5, 0.5)), Truth(True, box=(0.2, 0.2, 0.6, 0.6))]
+    preds = [Prediction(0.9, box=(0.1, 0.1, 0.5, 0.5)), Prediction(0.3, box=(0.2, 0.2, 0.6, 0.6))]
+    m = summarize(preds, truths, 0.5)
+    assert m["center_within_0_05"] == pytest.approx(1.0)
+    assert m["center_within_0_05_found"] == pytest.approx(0.5)
+    assert m["center_error_mean"] == pytest.approx(0.0) and m["iou_mean"] == pytest.approx(1.0)
+    assert summarize(preds, truths, 0.25)["center_within_0_05_found"] == pytest.approx(1.0)

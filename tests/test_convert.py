@@ -651,3 +651,32 @@ def test_equalization_undoes_channel_ranges_that_int8_would_round_away(tiny_mode
     equalize(model, images[:200])
     equalized = box_diff(model)
     assert equalized < 0.6 * plain, (plain, equalized)
+
+
+def test_the_proof_counts_class_accuracy_over_the_variants_the_model_knows_as_edge_eval_does():
+    """A validation stamp of a variant the model was not trained on cannot be classed right; the
+    proof counted it as a wrong class (0.50 where edge-eval said 0.67 on the same data)."""
+    from edge.types import Prediction
+
+    class Fixed:  # a model's answers, given: what is checked is how the proof counts them
+        metadata = contract.ModelMetadata(labels=("a", "b"))
+
+        def __init__(self, preds):
+            self.preds = preds
+            self._next = iter(preds)
+
+        def predict_batch(self, images, batch):
+            return list(self.preds[: len(images)])
+
+        def predict(self, image):
+            return next(self._next)
+
+    box = (0.2, 0.2, 0.6, 0.6)
+    truths = [Truth(True, box=box, label=lab) for lab in ("a", "b", "a", "c")]
+    answers = [("a", (0.9, 0.1)), ("b", (0.1, 0.9)), ("b", (0.2, 0.8)), ("a", (0.9, 0.1))]
+    preds = [Prediction(0.9, box=box, label=lab, class_scores=cs) for lab, cs in answers]
+    images = [np.zeros(contract.INPUT_SHAPE, np.uint8)] * 4
+    report = cli.proof_of_agreement(Fixed(preds), Fixed(preds), images, truths, 0.5, 0.01, 0.995)
+    assert report["tflite"]["class_accuracy"] == pytest.approx(2 / 3)
+    per_eval = metrics.summarize(preds, truths, 0.5, known_labels=("a", "b"))
+    assert report["keras"]["class_accuracy"] == pytest.approx(per_eval["class_accuracy"])

@@ -58,6 +58,7 @@ REPORT_KEYS = (
     "f1",
     "center_error_mean",
     "center_within_0_05",
+    "center_within_0_05_found",
     "class_accuracy",
     "class_accuracy_detected",
 )
