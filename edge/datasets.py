@@ -53,7 +53,10 @@ Choices
   then clipped; further out, or inverted, is an error.
 - A size the labels declare (VOC ``<size>``, COCO ``width``/``height``, CSV ``width``/``height``)
   must match the image as ``read_image`` decodes it (EXIF orientation applied); otherwise the
-  size comes from the image header.
+  size comes from the image header. A stated size that is the photo's as stored, before a
+  turning EXIF tag, is refused as labels made by a tool that ignored the tag; photos whose tag
+  turns or mirrors them and whose labels state no size that confirms the turn are read turned,
+  with one warning per set.
 - ``Record.primary()`` is the largest box by area (ties: the first); for centre labels the first.
 - ``Dataset.labels`` are the class names that at least one object uses, in first-seen order (YOLO,
   COCO: in the order of their class list), taken from the whole set before ``subset`` filtering, so
@@ -79,7 +82,7 @@ import re
 import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -202,6 +205,9 @@ class Record:
     objects: tuple[ObjectLabel, ...] = ()
     width: int | None = None
     height: int | None = None
+    #: the photo's EXIF orientation where it turns or mirrors the photo and the labels state no
+    #: size that confirms they were made on the turned photo (0: none, or confirmed)
+    turn_unchecked: int = field(default=0, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_path", Path(self.image_path))
@@ -1167,6 +1173,30 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` of a JPEG, PNG or BMP from its first bytes, as ``read_image`` returns it
     (an EXIF orientation 5..8, in a JPEG or a PNG's eXIf chunk, swaps the two); None if not
     found in ``data``."""
+    found = _header(data)
+    if found is None:
+        return None
+    w, h, orientation = found
+    return (h, w) if orientation in TURNED_SIDEWAYS else (w, h)
+
+
+#: EXIF orientations that turn a photo by 90 degrees (and may mirror it): width and height swap
+TURNED_SIDEWAYS = (5, 6, 7, 8)
+#: what each EXIF orientation other than 1 does to the stored pixels, for messages
+_ORIENTATION_SAYS = {
+    2: "mirrored",
+    3: "turned 180 degrees",
+    4: "mirrored upside down",
+    5: "turned 90 degrees and mirrored",
+    6: "turned 90 degrees",
+    7: "turned 90 degrees and mirrored",
+    8: "turned 90 degrees",
+}
+
+
+def _header(data: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, EXIF orientation)`` of a JPEG, PNG or BMP as stored, before any turn
+    (orientation 1 where there is none); None if not found in ``data``."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         w, h = struct.unpack(">II", data[16:24])
         # an eXIf chunk (before the image data) may ask for a rotation, which OpenCV applies
@@ -1175,20 +1205,19 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
             (length,) = struct.unpack_from(">I", data, i)
             kind = data[i + 4 : i + 8]
             if kind == b"IDAT":
-                return w, h
+                return w, h, 1
             if kind == b"eXIf":
                 if i + 8 + length > len(data):
                     return None
-                orientation = _exif_orientation(data[i + 8 : i + 8 + length])
-                return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+                return w, h, _exif_orientation(data[i + 8 : i + 8 + length])
             i += 12 + length
         return None  # the chunks before the image data go past what was read: decode instead
     if data[:2] == b"BM" and len(data) >= 26:
         (dib,) = struct.unpack_from("<I", data, 14)
         if dib == 12:
-            return struct.unpack_from("<HH", data, 18)
+            return (*struct.unpack_from("<HH", data, 18), 1)
         w, h = struct.unpack_from("<ii", data, 18)
-        return abs(w), abs(h)
+        return abs(w), abs(h), 1
     if data[:2] != b"\xff\xd8":
         return None
     orientation = 1
@@ -1199,25 +1228,34 @@ def image_size_from_header(data: bytes) -> tuple[int, int] | None:
             if i + 9 > len(data):
                 return None
             h, w = struct.unpack_from(">HH", data, i + 5)
-            return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+            return w, h, orientation
     return None  # a start of scan before any frame header, or the headers go past ``data``
 
 
 def image_size(path: Path | str) -> tuple[int, int]:
     """``(width, height)`` of an image file, from its header when possible, else by decoding it."""
+    w, h, _ = image_size_and_orientation(path)
+    return w, h
+
+
+def image_size_and_orientation(path: Path | str) -> tuple[int, int, int]:
+    """``(width, height, EXIF orientation)`` of an image file: its size as ``read_image`` returns
+    it (turned), from its header when possible, else by decoding it; the orientation of a JPEG or
+    PNG (1 where it has none, and for other formats)."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
             head = fh.read(65536)
-            size = image_size_from_header(head)
-            if size is None and head[:2] == b"\xff\xd8":  # a large EXIF block before the frame header
-                size = image_size_from_header(head + fh.read())
+            found = _header(head)
+            if found is None and head[:2] == b"\xff\xd8":  # a large EXIF block before the frame header
+                found = _header(head + fh.read())
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read the image ({exc.strerror or exc})") from None
-    if size is not None and size[0] > 0 and size[1] > 0:
-        return int(size[0]), int(size[1])
+    if found is not None and found[0] > 0 and found[1] > 0:
+        w, h, orientation = (int(v) for v in found)
+        return (h, w, orientation) if orientation in TURNED_SIDEWAYS else (w, h, orientation)
     h, w = read_image(path).shape[:2]
-    return w, h
+    return w, h, 1
 
 
 def read_image_bytes(path: Path | str) -> bytes:
@@ -1591,21 +1629,31 @@ def _names_in_any_case(folder: Path, mtime_ns: int) -> dict[str, Path]:
 
 def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:
     """Check the labels against the image on disk (size, bounds) -> a Record."""
-    actual = image_size(image)
-    if entry.width is not None and entry.height is not None:
-        if (entry.width, entry.height) != actual:
+    width, height, orientation = image_size_and_orientation(image)
+    stated = entry.width is not None and entry.height is not None
+    if stated and (entry.width, entry.height) != (width, height):
+        if orientation in TURNED_SIDEWAYS and (entry.width, entry.height) == (height, width):
             raise DatasetError(
-                f"{size_where}: says the image is {entry.width}x{entry.height} but {image.name} is "
-                f"{actual[0]}x{actual[1]} (as decoded, EXIF orientation applied)"
+                f"{size_where}: says the image is {entry.width}x{entry.height}, the size of "
+                f"{image.name} as stored, before its EXIF orientation tag ({orientation}: "
+                f"{_ORIENTATION_SAYS[orientation]}) is applied; Stampline reads photos as they are "
+                f"shown ({width}x{height}), so the labelling tool ignored the tag (as older LabelImg "
+                "does): label them in a tool that applies it (CVAT, Label Studio), or remove the tag "
+                "from the photos (exiftool -Orientation=1 -n) so they are read as they were labelled"
             )
-    width, height = actual
+        raise DatasetError(
+            f"{size_where}: says the image is {entry.width}x{entry.height} but {image.name} is "
+            f"{width}x{height} (as decoded, EXIF orientation applied)"
+        )
+    # a turn the stated size cannot confirm (none stated, or a turn that keeps the size)
+    unchecked = orientation != 1 and not (stated and orientation in TURNED_SIDEWAYS)
     objects = tuple(
         ObjectLabel(obj.label, box=_check_bounds(obj.box, place, width, height), center=obj.center)
         if obj.box is not None
         else obj
         for obj, place in zip(entry.objects, entry.places, strict=True)
     )
-    return Record(image, objects, width, height)
+    return Record(image, objects, width, height, turn_unchecked=orientation if unchecked else 0)
 
 
 def _unlabelled(root: Path, found: Sequence[Path], labelled: set[Path]) -> tuple[Path, ...]:
@@ -1723,9 +1771,10 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
         if not label_path.is_file():
             continue
         shown = _rel(label_path, root)
-        width, height = image_size(image)
+        width, height, orientation = image_size_and_orientation(image)
         entry = parse_yolo_labels(_read_text(label_path, shown), shown, classes, width, height, pose)
-        records.append(Record(image, entry.objects, width, height))
+        turn = orientation if orientation != 1 else 0  # YOLO states no size to confirm a turn by
+        records.append(Record(image, entry.objects, width, height, turn_unchecked=turn))
     labelled = {r.image_path for r in records}
     return records, classes, _unlabelled(root, images, labelled)
 
@@ -1815,7 +1864,29 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
     labels = _used_labels(classes if classes is not None else _first_seen_labels(records), records, source)
     if subset is not None:
         records = _apply_subset(records, Path(subset), root)
+    _say_turned(records, source)
     return Dataset(root, fmt, tuple(records), labels, source, unlabelled)
+
+
+def _say_turned(records: Sequence[Record], source: Path) -> None:
+    """Photos whose EXIF tag turns them, with labels that cannot show which way they were made:
+    read turned, as shown, and said once, since a labelling tool that ignored the tag (older
+    LabelImg) put every box of them elsewhere, in silence."""
+    turned = [r for r in records if r.turn_unchecked and r.objects]
+    if not turned:
+        return
+    first = turned[0]
+    _log.warning(
+        "%s: %d of %d labelled photos carry an EXIF orientation tag that turns them (e.g. %s: %s); "
+        "their labels are taken on the photo as shown, as CVAT, Label Studio and Roboflow make "
+        "them; if the labelling tool ignored the tag (older LabelImg), every box of theirs is "
+        "elsewhere: check them on edge-train's train_preview.png or edge-eval --sheet",
+        source,
+        len(turned),
+        len(records),
+        first.name,
+        _ORIENTATION_SAYS.get(first.turn_unchecked, f"orientation {first.turn_unchecked}"),
+    )
 
 
 def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[Record]:

@@ -1586,3 +1586,40 @@ def test_a_coco_size_of_0_is_unknown_as_in_voc(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(doc))
     with pytest.raises(DatasetError, match=r"images\[0\]\.width: width -5 is not a positive integer"):
         load_dataset(tmp_path / "c.json")
+
+
+def test_labels_made_on_a_phone_photo_as_stored_are_named_and_unconfirmable_turns_are_said(tmp_path, caplog):
+    """A phone stores its photo sideways with an EXIF tag to turn it; Stampline reads it turned,
+    as shown. Labels from a tool that ignored the tag (older LabelImg) state the stored size: the
+    error says so and how to mend it. Labels that state no size (YOLO), or a turn that keeps the
+    size (180 degrees), cannot show which way they were made: said once, naming a photo."""
+    stored = np.zeros((30, 80, 3), np.uint8)  # 80 wide as stored; shown 30 wide, 80 high
+    jpeg = cv2.imencode(".jpg", stored)[1].tobytes()
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    (voc / "p.jpg").write_bytes(_with_exif_orientation(jpeg, 6))
+    (voc / "p.xml").write_text(_voc("p.jpg", [("stamp", 10, 5, 40, 25)], size=(80, 30)))
+    with pytest.raises(DatasetError) as err:
+        load_dataset(voc)
+    said = str(err.value)
+    assert "p.xml <size>: says the image is 80x30, the size of p.jpg as stored" in said
+    assert "EXIF orientation tag (6: turned 90 degrees)" in said and "exiftool -Orientation=1 -n" in said
+    (voc / "p.xml").write_text(_voc("p.jpg", [("stamp", 5, 10, 25, 40)], size=(30, 80)))
+    with caplog.at_level("WARNING"):
+        assert len(load_dataset(voc)) == 1  # the size confirms the turn: nothing to say
+    assert "EXIF" not in caplog.text
+
+    yolo = tmp_path / "yolo"
+    (yolo / "images").mkdir(parents=True)
+    (yolo / "labels").mkdir()
+    (yolo / "classes.txt").write_text("stamp\n")
+    for name, orientation in (("a", 3), ("b", 1), ("c", 8)):
+        (yolo / "images" / f"{name}.jpg").write_bytes(_with_exif_orientation(jpeg, orientation))
+        (yolo / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        ds = load_dataset(yolo)
+    assert len(ds) == 3
+    turned = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
+    assert len(turned) == 1, caplog.text
+    assert "2 of 3 labelled photos" in turned[0] and "a.jpg: turned 180 degrees" in turned[0]
