@@ -992,3 +992,23 @@ def test_edge_eval_refuses_a_keras_model_edge_convert_refuses(tmp_path, capsys):
         assert evaluate.main(["--model", str(model), "--data", str(data)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_edge_eval_reads_photos_in_runs_bounded_by_their_decoded_size():
+    """300 phone photos (12 MP, 36 MB each decoded) peaked at 2.4 GB: two runs of 32 were held at
+    once. A run now also stops at EVAL_CHUNK_BYTES of pixels; small images still go 32 at a time."""
+    from edge.datasets import Record
+
+    phone = [Record(Path(f"p{i}.jpg"), (), 4032, 3024) for i in range(20)]
+    small = [Record(Path(f"s{i}.jpg"), (), 640, 480) for i in range(70)]
+    runs = list(evaluate._chunks([*phone, *small]))
+    assert [r for part in runs for r in part] == [*phone, *small]  # every photo, in order, once
+    for part in runs:
+        pixels = sum(3 * r.width * r.height for r in part)
+        assert len(part) <= evaluate.EVAL_CHUNK
+        assert len(part) == 1 or pixels <= evaluate.EVAL_CHUNK_BYTES
+    most_phones = max(sum(r.width == 4032 for r in p) for p in runs)
+    assert most_phones == evaluate.EVAL_CHUNK_BYTES // (3 * 4032 * 3024) < evaluate.EVAL_CHUNK
+    assert max(len(p) for p in runs) == evaluate.EVAL_CHUNK
+    huge = Record(Path("h.tif"), (), 20000, 20000)  # bigger than a run alone: a run of its own
+    assert [len(p) for p in evaluate._chunks([huge, *small[:2]])] == [1, 2]

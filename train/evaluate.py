@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from edge import contract, metrics
 from edge.cli.common import (
@@ -34,7 +35,7 @@ from edge.cli.common import (
     presence_threshold,
     thread_count,
 )
-from edge.datasets import Dataset, DatasetError, load_dataset, read_image, write_image
+from edge.datasets import Dataset, DatasetError, Record, load_dataset, read_image, write_image
 from edge.files import clash
 from edge.metrics import Truth
 from edge.overlay import score_text
@@ -120,6 +121,8 @@ SHEET_CELL = 192
 #: photos read, looked at and let go at a time (a set of 12-megapixel photos held whole took
 #: 36 MB a photo)
 EVAL_CHUNK = 32
+#: ... and at most this many bytes of decoded photos (eight 12-megapixel phone photos)
+EVAL_CHUNK_BYTES = 300_000_000
 
 
 def fit(image: np.ndarray, side: int) -> np.ndarray:
@@ -159,22 +162,45 @@ class Looked:
 
 
 def look_at(dataset: Dataset, det, refine: str, thumbs: bool) -> Looked:
-    """Predict on every record, a chunk of full-size photos at a time."""
+    """Predict on every record, a chunk of full-size photos at a time (one chunk in memory: a
+    set of 48-megapixel photos is 146 MB a photo), with a progress bar on a terminal."""
     out = Looked([], [], [], [])
     records = dataset.records
-    for start in range(0, len(records), EVAL_CHUNK):
-        part = records[start : start + EVAL_CHUNK]
-        originals = [read_image(r.image_path) for r in part]
-        first = det.predict_batch([contract.prepare_input(im) for im in originals])
-        for r, image, pred in zip(part, originals, first, strict=True):
-            h, w = image.shape[:2]
-            out.preds.append(look_again(det, image, pred, refine))
-            out.truths.append(metrics.truth_for(r, w, h))
-            if is_grey(image):
-                out.grey.append(r.image_path.name)
-            if thumbs:
-                out.thumbs.append(fit(image, SHEET_CELL))
+    with tqdm(total=len(records), desc="images", unit="img", leave=False, disable=None) as bar:
+        for part in _chunks(records):
+            _look_at_chunk(part, det, refine, thumbs, out)
+            bar.update(len(part))
     return out
+
+
+def _chunks(records: Sequence[Record]):
+    """``records`` in runs of at most ``EVAL_CHUNK`` photos and ``EVAL_CHUNK_BYTES`` of decoded
+    pixels (at least one photo a run)."""
+    part: list[Record] = []
+    size = 0
+    for r in records:
+        pixels = 3 * (r.width or 0) * (r.height or 0)
+        if part and (len(part) == EVAL_CHUNK or size + pixels > EVAL_CHUNK_BYTES):
+            yield part
+            part, size = [], 0
+        part.append(r)
+        size += pixels
+    if part:
+        yield part
+
+
+def _look_at_chunk(part, det, refine: str, thumbs: bool, out: Looked) -> None:
+    """``look_at`` for one chunk; its photos are let go when it returns, before the next is read."""
+    originals = [read_image(r.image_path) for r in part]
+    first = det.predict_batch([contract.prepare_input(im) for im in originals])
+    for r, image, pred in zip(part, originals, first, strict=True):
+        h, w = image.shape[:2]
+        out.preds.append(look_again(det, image, pred, refine))
+        out.truths.append(metrics.truth_for(r, w, h))
+        if is_grey(image):
+            out.grey.append(r.image_path.name)
+        if thumbs:
+            out.thumbs.append(fit(image, SHEET_CELL))
 
 
 def _label(im: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int]) -> None:
