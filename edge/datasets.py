@@ -56,7 +56,9 @@ Choices
   size comes from the image header. A stated size that is the photo's as stored, before a
   turning EXIF tag, is refused as labels made by a tool that ignored the tag; photos whose tag
   turns or mirrors them and whose labels state no size that confirms the turn are read turned,
-  with one warning per set.
+  with one warning per set. A stated size of the same shape but another scale is refused as
+  labels drawn on resized copies; where no size is stated, a set of 8 or more boxed photos whose
+  every box keeps to the top-left 55 % of its photo is warned about (the same mistake).
 - ``Record.primary()`` is the largest box by area (ties: the first); for centre labels the first.
 - ``Dataset.labels`` are the class names that at least one object uses, in first-seen order (YOLO,
   COCO: in the order of their class list), taken from the whole set before ``subset`` filtering, so
@@ -1641,9 +1643,18 @@ def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:
                 "does): label them in a tool that applies it (CVAT, Label Studio), or remove the tag "
                 "from the photos (exiftool -Orientation=1 -n) so they are read as they were labelled"
             )
+        scale = width / entry.width
+        resized = abs(height / entry.height - scale) <= 0.01 * scale and abs(scale - 1) > 0.02
         raise DatasetError(
             f"{size_where}: says the image is {entry.width}x{entry.height} but {image.name} is "
             f"{width}x{height} (as decoded, EXIF orientation applied)"
+            + (
+                f"; the same shape {scale:.3g} times {'larger' if scale > 1 else 'smaller'}: the boxes "
+                "were drawn on a resized copy of the photo (export the labels for the photos "
+                "themselves, or give the copies they were drawn on)"
+                if resized
+                else ""
+            )
         )
     # a turn the stated size cannot confirm (none stated, or a turn that keeps the size)
     unchecked = orientation != 1 and not (stated and orientation in TURNED_SIDEWAYS)
@@ -1865,7 +1876,42 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
     if subset is not None:
         records = _apply_subset(records, Path(subset), root)
     _say_turned(records, source)
+    _say_cornered(records, source)
     return Dataset(root, fmt, tuple(records), labels, source, unlabelled)
+
+
+#: labelled photos with boxes from which a set whose every box keeps to the top-left part of
+#: its photo is said (boxes drawn on smaller copies of the photos); and how far they reach at most
+CORNERED_MIN_PHOTOS = 8
+CORNERED_REACH = 0.55
+
+
+def _say_cornered(records: Sequence[Record], source: Path) -> None:
+    """A set whose every box keeps to the top-left of its photo was labelled on smaller copies
+    (a tool's resized export, where the labels state no size to catch it by): said, with how far
+    the boxes reach, since training on it teaches the wrong place in silence."""
+    reach = [
+        (o.box[2] / r.width, o.box[3] / r.height)
+        for r in records
+        if r.width and r.height
+        for o in r.objects
+        if o.box is not None
+    ]
+    boxed = sum(1 for r in records if any(o.box is not None for o in r.objects))
+    if boxed < CORNERED_MIN_PHOTOS:
+        return
+    x, y = (max(v) for v in zip(*reach, strict=True))
+    if x <= CORNERED_REACH and y <= CORNERED_REACH:
+        _log.warning(
+            "%s: every box of its %d labelled photos keeps to the top-left of its photo (reaching "
+            "%.0f%% across and %.0f%% down at most): were they drawn on smaller copies of the "
+            "photos (a labelling tool's resized export)? Then every box is in the wrong place: "
+            "check them on edge-train's train_preview.png or edge-eval --sheet",
+            source,
+            boxed,
+            100 * x,
+            100 * y,
+        )
 
 
 def _say_turned(records: Sequence[Record], source: Path) -> None:

@@ -1623,3 +1623,35 @@ def test_labels_made_on_a_phone_photo_as_stored_are_named_and_unconfirmable_turn
     turned = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
     assert len(turned) == 1, caplog.text
     assert "2 of 3 labelled photos" in turned[0] and "a.jpg: turned 180 degrees" in turned[0]
+
+
+def test_boxes_drawn_on_smaller_copies_of_the_photos_are_said(tmp_path, caplog):
+    """Labels exported for resized copies (a quarter of the size): where the labels state the
+    copy's size the error says it is the same shape, smaller; where they state none (a CSV of
+    boxes alone) every box keeps to the top-left of its photo, which is said once for the set."""
+    rows = ["filename,xmin,ymin,xmax,ymax"]
+    for i in range(10):
+        _image(tmp_path / f"p{i}.jpg", 400, 300)
+        rows.append(f"p{i}.jpg,{10 + i},{12 + i},{60 + i},{70 + i}")  # drawn on a 100x75 copy
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level("WARNING"):
+        assert len(load_dataset(tmp_path / "labels.csv")) == 10
+    said = [r.getMessage() for r in caplog.records if "top-left" in r.getMessage()]
+    assert len(said) == 1 and "its 10 labelled photos" in said[0] and "smaller copies" in said[0]
+    # boxes that reach across the photos: nothing to say
+    (tmp_path / "labels.csv").write_text(
+        rows[0]
+        + "\n"
+        + "\n".join(f"p{i}.jpg,{30 * i},{20 * i},{30 * i + 90},{20 * i + 80}" for i in range(10))
+        + "\n"
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_dataset(tmp_path / "labels.csv")
+    assert "top-left" not in caplog.text
+    voc = tmp_path / "voc"
+    _image(voc / "p0.jpg", 400, 300)
+    (voc / "p0.xml").write_text(_voc("p0.jpg", [("stamp", 10, 12, 60, 70)], size=(100, 75)))
+    shape = r"the same shape 4 times larger: the boxes were drawn on a resized copy"
+    with pytest.raises(DatasetError, match=r"says the image is 100x75 but p0\.jpg is 400x300 .*" + shape):
+        load_dataset(voc)
