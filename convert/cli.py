@@ -49,7 +49,16 @@ from edge.cli.common import (
     unit_float,
     write_json,
 )
-from edge.datasets import Dataset, DatasetError, detect_format, image_files, load_dataset, read_image
+from edge.datasets import (
+    Dataset,
+    DatasetError,
+    detect_format,
+    image_files,
+    load_dataset,
+    read_image,
+    unread_photos,
+    unread_photos_line,
+)
 from edge.files import clash, listed
 from edge.metrics import Truth
 from edge.runtime import CallableDetector, ModelError, TFLiteDetector, look_again
@@ -179,6 +188,8 @@ def calibration_paths(args: argparse.Namespace) -> list[Path] | None:
         raise CliError(f"--subset {args.subset}: --calibration {folder} holds no labels to pick images by")
     else:
         paths = image_files(folder, recursive=True)
+        if unread := unread_photos(folder, recursive=True):
+            print(f"edge-convert: WARNING: {folder}: {unread_photos_line(unread)}", file=sys.stderr)
     if not paths:
         raise CliError(f"{folder}: no calibration images found")
     return paths

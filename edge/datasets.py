@@ -130,6 +130,8 @@ __all__ = [
     "read_image_bytes",
     "read_subset",
     "to_uint8",
+    "unread_photos",
+    "unread_photos_line",
     "write_image",
 ]
 
@@ -145,6 +147,39 @@ LABEL_SUFFIXES = {
     "centers": (".txt",),
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+#: photo formats cameras and phones write that are not read here (OpenCV reads none of them, or
+#: not in every build): named where they are met,
+#: with what to convert them to (an iPhone's .heic among the JPEGs is common)
+UNREAD_PHOTOS = {
+    ".heic": "an iPhone's HEIC photo",
+    ".heif": "a HEIF photo",
+    ".avif": "an AVIF picture",
+    ".jxl": "a JPEG XL picture",
+    ".dng": "a camera's raw photo",
+    ".cr2": "a camera's raw photo",
+    ".cr3": "a camera's raw photo",
+    ".nef": "a camera's raw photo",
+    ".arw": "a camera's raw photo",
+}
+UNREAD_PHOTO_HINT = "not read here: convert it to JPEG or PNG"
+
+
+def unread_photos(folder: Path | str, recursive: bool = False) -> list[Path]:
+    """The photos of a folder in formats OpenCV does not read (:data:`UNREAD_PHOTOS`), sorted."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p for p in found if p.suffix.lower() in UNREAD_PHOTOS and p.is_file() and not hidden_file(p)
+    )
+
+
+def unread_photos_line(photos: Sequence[Path]) -> str:
+    """What to say of photos skipped for their format: how many, which, what they are, what to do."""
+    shown = ", ".join(p.name for p in photos[:5]) + (", ..." if len(photos) > 5 else "")
+    kinds = sorted({UNREAD_PHOTOS[p.suffix.lower()] for p in photos})
+    return f"{len(photos)} photo(s) skipped ({shown}): {' / '.join(kinds)}; {UNREAD_PHOTO_HINT}"
+
+
 #: how far a box may overhang the image before it is an error (it is clipped to the image): this
 #: many pixels, or this share of the image's side if more (a box dragged a little past the edge in
 #: a labelling tool, on a large photo)
@@ -1319,6 +1354,9 @@ def read_image(path: Path | str) -> np.ndarray:
     reads it); DatasetError naming the file."""
     image = decode_image(read_image_bytes(path))
     if image is None:
+        kind = UNREAD_PHOTOS.get(Path(path).suffix.lower())
+        if kind is not None:
+            raise DatasetError(f"{path}: {kind}; {UNREAD_PHOTO_HINT}")
         raise DatasetError(f"{path}: not a readable image (OpenCV cannot decode it)")
     return image
 
@@ -1773,6 +1811,12 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
             and not hidden_file(label_path)
         ):
             stem = label_path.relative_to(lbl_dir).with_suffix("").as_posix()
+            unread = [q for ext in UNREAD_PHOTOS if (q := img_dir / f"{stem}{ext}").is_file()]
+            if unread:
+                raise DatasetError(
+                    f"{_rel(label_path, root)}: its image {_rel(unread[0], root)} is "
+                    f"{UNREAD_PHOTOS[unread[0].suffix.lower()]}; {UNREAD_PHOTO_HINT}"
+                )
             raise DatasetError(
                 f"{_rel(label_path, root)}: no image for these labels (expected "
                 f"{_rel(img_dir, root)}/{stem} with one of {', '.join(IMAGE_EXTENSIONS)})"

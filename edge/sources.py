@@ -45,7 +45,16 @@ import cv2
 import numpy as np
 
 from edge.config import camera_device
-from edge.datasets import IMAGE_EXTENSIONS, DatasetError, hidden_file, image_files, read_image, to_uint8
+from edge.datasets import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    hidden_file,
+    image_files,
+    read_image,
+    to_uint8,
+    unread_photos,
+    unread_photos_line,
+)
 from edge.files import opencv_problem
 from edge.types import Frame
 
@@ -1128,9 +1137,14 @@ class ImageFolder:
             raise SourceError(f"{self.folder}: image folder not found")
         self.files = sorted(image_files(self.folder), key=frame_order)
         holding = sorted(d.name for d in self.folder.iterdir() if _holds_images(d))
+        unread = unread_photos(self.folder)
         if not self.files:
             inside = f"; its subfolder {holding[0]}/ holds some (give that folder)" if holding else ""
+            if unread and not inside:
+                inside = f"; {unread_photos_line(unread)}"
             raise SourceError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){inside}")
+        if unread:  # an iPhone's .heic among the JPEGs: one product fewer, and nothing said
+            _say_once(f"{self.folder}: {unread_photos_line(unread)}")
         if holding:
             subfolders = ", ".join(f"{d}/" for d in holding[:5]) + (", ..." if len(holding) > 5 else "")
             _say_once(

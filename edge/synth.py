@@ -36,7 +36,15 @@ import cv2
 import numpy as np
 
 from edge.contract import INPUT_SHAPE, prepare_input
-from edge.datasets import IMAGE_EXTENSIONS, decode_image, hidden_file, image_files, incomplete
+from edge.datasets import (
+    IMAGE_EXTENSIONS,
+    decode_image,
+    hidden_file,
+    image_files,
+    incomplete,
+    unread_photos,
+    unread_photos_line,
+)
 from edge.files import listed
 
 __all__ = [
@@ -2219,11 +2227,15 @@ class Backgrounds:
         if not self.folder.is_dir():
             raise ValueError(f"backgrounds folder {self.folder}: does not exist or is not a folder")
         self.paths = tuple(image_files(self.folder, recursive=True))
+        unread = unread_photos(self.folder, recursive=True)
         if not self.paths:
             raise ValueError(
                 f"backgrounds folder {self.folder}: holds no images "
                 f"(expected {', '.join(IMAGE_EXTENSIONS)} files)"
+                + (f"; {unread_photos_line(unread)}" if unread else "")
             )
+        if unread:
+            _log.warning("backgrounds folder %s: %s", self.folder, unread_photos_line(unread))
         self.paths = self._usable(self.paths)
 
     def __len__(self) -> int:

@@ -1655,3 +1655,50 @@ def test_boxes_drawn_on_smaller_copies_of_the_photos_are_said(tmp_path, caplog):
     shape = r"the same shape 4 times larger: the boxes were drawn on a resized copy"
     with pytest.raises(DatasetError, match=r"says the image is 100x75 but p0\.jpg is 400x300 .*" + shape):
         load_dataset(voc)
+
+
+def test_an_iphone_photo_among_the_jpegs_is_named_with_what_to_do_wherever_it_is_met(tmp_path, caplog):
+    """A .heic (an iPhone's photo format, which OpenCV does not read) beside the JPEGs was skipped
+    in silence by a folder of photos (one product fewer), and a YOLO label for it said "no image
+    for these labels" though the photo is there."""
+    from edge.sources import ImageFolder, SourceError
+
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+    photos = tmp_path / "photos"
+    _image(photos / "a.jpg")
+    (photos / "b.heic").write_bytes(heic)
+    folder = ImageFolder(photos)
+    with caplog.at_level("WARNING"):
+        folder.open()
+    assert [p.name for p in folder.files] == ["a.jpg"]
+    assert (
+        "1 photo(s) skipped (b.heic): an iPhone's HEIC photo; not read here: convert it to JPEG"
+        in caplog.text
+    )
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "c.HEIC").write_bytes(heic)
+    with pytest.raises(SourceError, match=r"no image files .*1 photo\(s\) skipped \(c\.HEIC\)"):
+        ImageFolder(only).open()
+
+    yolo = tmp_path / "yolo"
+    _image(yolo / "images" / "a.jpg")
+    (yolo / "images" / "b.heic").write_bytes(heic)
+    _build(
+        yolo,
+        {
+            "classes.txt": "stamp\n",
+            "labels/a.txt": "0 0.5 0.5 0.2 0.2\n",
+            "labels/b.txt": "0 0.5 0.5 0.2 0.2\n",
+        },
+    )
+    with pytest.raises(
+        DatasetError, match=r"labels/b\.txt: its image images/b\.heic is an iPhone's HEIC photo; not read"
+    ):
+        load_dataset(yolo)
+    voc = tmp_path / "voc"
+    (voc / "b.heic").parent.mkdir()
+    (voc / "b.heic").write_bytes(heic)
+    (voc / "b.xml").write_text(_voc("b.heic", [("stamp", 1, 1, 5, 5)]))
+    with pytest.raises(DatasetError, match=r"b\.heic: an iPhone's HEIC photo; not read here"):
+        read_image(voc / "b.heic")
