@@ -574,3 +574,54 @@ def test_a_trigger_still_learning_is_said_once_after_all_blocks_with_the_final_c
     # the belt's frames of every block counted: more than one block's worth
     seen = int(said[0].split("(")[1].split(" of ")[0])
     assert seen > 6, said[0]
+
+
+class _Textured(_Counter):
+    """A finite device of textured 120x160 frames (a different one each time)."""
+
+    def grab(self):
+        if self.i >= self.n:
+            return None
+        self.i += 1
+        return np.random.default_rng(self.i).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+
+
+def test_a_loop_that_is_behind_gets_its_model_inputs_made_ahead_on_the_capture_thread_alike():
+    """With frames decoded ahead and the loop behind (the queue full), the capture thread, which
+    would only wait, makes each frame's model input itself: the same input the loop would make
+    (same region), and the loop's predictions are those it gets making them all itself."""
+    from edge.contract import prepare_input
+    from edge.decision import Decider, EveryFrameTrigger
+    from edge.pipeline import Pipeline
+    from edge.runtime import TFLiteDetector
+
+    roi = (0.1, 0.2, 0.7, 0.6)
+    boxes = {}
+    for prefetch, wait_s in ((0, 0.0), (2, 0.004)):
+
+        class Slow:  # a sink that takes its time, as a slow disk would: the loop falls behind
+            needs_annotated = False
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return None
+
+            def write(self, result, prefetch=prefetch, wait_s=wait_s):
+                time.sleep(wait_s)
+                p = result.prediction
+                boxes.setdefault(prefetch, []).append((result.frame.index, p.presence, p.box))
+                view = result.frame.view
+                if view is not None:
+                    assert np.array_equal(view, prepare_input(result.frame.image, roi))
+
+        with Source(_Textured(40), threaded=False, prefetch=prefetch) as source:
+            sinks = [Slow()]
+            pipeline = Pipeline(source, TFLiteDetector(), EveryFrameTrigger(), Decider(0.5), sinks, roi=roi)
+            pipeline.run()
+        if prefetch:
+            assert source.stats.prepared_ahead >= 20, source.stats  # most frames, after the first
+        else:
+            assert source.stats.prepared_ahead == 0
+    assert boxes[0] == boxes[2] and len(boxes[0]) == 40
