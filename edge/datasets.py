@@ -148,8 +148,8 @@ LABEL_SUFFIXES = {
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 #: photo formats cameras and phones write that are not read here (OpenCV reads none of them, or
-#: not in every build): named where they are met,
-#: with what to convert them to (an iPhone's .heic among the JPEGs is common)
+#: not in every build): named where they are met, with what to convert them to (an iPhone's
+#: .heic among the JPEGs is common)
 UNREAD_PHOTOS = {
     ".heic": "an iPhone's HEIC photo",
     ".heif": "a HEIF photo",
@@ -1687,9 +1687,9 @@ def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:
             f"{size_where}: says the image is {entry.width}x{entry.height} but {image.name} is "
             f"{width}x{height} (as decoded, EXIF orientation applied)"
             + (
-                f"; the same shape {scale:.3g} times {'larger' if scale > 1 else 'smaller'}: the boxes "
-                "were drawn on a resized copy of the photo (export the labels for the photos "
-                "themselves, or give the copies they were drawn on)"
+                f"; the same shape {max(scale, 1 / scale):.3g} times {'larger' if scale > 1 else 'smaller'}: "
+                "the boxes were drawn on a resized copy of the photo (export the labels for the "
+                "photos themselves, or give the copies they were drawn on)"
                 if resized
                 else ""
             )

@@ -1655,6 +1655,9 @@ def test_boxes_drawn_on_smaller_copies_of_the_photos_are_said(tmp_path, caplog):
     shape = r"the same shape 4 times larger: the boxes were drawn on a resized copy"
     with pytest.raises(DatasetError, match=r"says the image is 100x75 but p0\.jpg is 400x300 .*" + shape):
         load_dataset(voc)
+    (voc / "p0.xml").write_text(_voc("p0.jpg", [("stamp", 10, 12, 60, 70)], size=(800, 600)))
+    with pytest.raises(DatasetError, match=r"the same shape 2 times smaller: the boxes were drawn"):
+        load_dataset(voc)
 
 
 def test_an_iphone_photo_among_the_jpegs_is_named_with_what_to_do_wherever_it_is_met(tmp_path, caplog):
