@@ -28,7 +28,7 @@ import numbers
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -2523,6 +2523,10 @@ class Synthesizer:
         self.config = config
         self._class = {label: i for i, label in enumerate(labels)}
         self._inks = _distractor_inks(self.stamps)
+        #: the config of a last try at a stamp that every varied try made invisible
+        self._clear_ink = replace(
+            config, opacity=(1.0, 1.0), fade_share=0.0, partial_share=0.0, ink_blur=(0.0, 0.0)
+        )
 
     def _size(self, rng: np.random.Generator) -> tuple[int, int]:
         longer = round(_loguniform(rng, *self.config.image_size))
@@ -2576,9 +2580,21 @@ class Synthesizer:
             box, contrast = _paint(image, chosen, rng, cfg)
             if box is not None and contrast >= cfg.min_contrast:
                 break
+        if box is None:  # thin, light ink (a signature) faded, cut or shrunk to nothing each time:
+            # inked in full, whole and at least mid-size, as every stamp at load time can be
+            clear = self._clear_ink
+            best = -1.0
+            for _ in range(_ATTEMPTS):
+                tried = scene.copy()
+                scale = _loguniform(rng, math.sqrt(clear.scale[0] * clear.scale[1]), clear.scale[1])
+                painted, contrast = _paint(tried, chosen, rng, clear, scale=scale, allow_cut=False)
+                if painted is not None and contrast > best:  # the clearest of them
+                    box, image, best = painted, tried, contrast
+                    if contrast >= cfg.min_contrast:
+                        break
         if box is None:
             raise RuntimeError(
-                f"Synthesizer: stamp {chosen.label!r} never became visible in {_ATTEMPTS} attempts"
+                f"Synthesizer: stamp {chosen.label!r} never became visible in {2 * _ATTEMPTS} attempts"
             )
         if rng.random() < cfg.framed_share:
             image, box = _frame_on_belt(image, box, rng, cfg)
