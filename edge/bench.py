@@ -176,12 +176,6 @@ def format_run(run: Mapping[str, object]) -> str:
             f"p99 {_f(run.get('frame_age_ms_p99'))} ms, CPU {_f(run.get('cpu_cores'))} cores "
             f"({_f(run.get('cpu_ms_per_frame'))} ms/frame), RSS {_f(run.get('rss_mb'), '.0f')} MB"
             + (f", {run['dropped']} dropped" if run.get("dropped") else "")
-            + (
-                f"; {run['prepared_ahead']} frames' input made ahead on the capture thread (the loop "
-                "behind; their prepare stage takes next to nothing)"
-                if run.get("prepared_ahead")
-                else ""
-            )
         ]
     lines.append(stage_table(run["stages"], run.get("baseline_stages")))
     if "baseline_fps" in run:
@@ -327,9 +321,6 @@ class Block:
     cpu_s: float
     dropped: int = 0
     rss_mb: float | None = None
-    #: frames whose model input the capture thread made, the loop being behind (its ``prepare``
-    #: stage then takes next to nothing)
-    prepared_ahead: int = 0
     #: why the loop ended early (``SIGINT``, ``SIGTERM``), else ""
     stopped: str = ""
 
@@ -354,7 +345,6 @@ class _Recorder:
         self.index = np.zeros(n, np.int64)
         self.modelled = np.zeros(n, bool)
         self.age_ms = np.zeros(n)
-        self.ahead = np.zeros(n, bool)
         self.n = 0
         self.t_start = self.t_end = 0.0
         self.cpu_start = self.cpu_end = 0.0
@@ -369,7 +359,6 @@ class _Recorder:
             self.stages[i, OVERLAY] = np.nan
         self.index[i] = result.frame.index
         self.modelled[i] = result.prediction is not None
-        self.ahead[i] = result.frame.view is not None
         self.age_ms[i] = (now - result.frame.t_capture) * 1e3
         self.n = i + 1
         if self.n == self.warmup:
@@ -534,7 +523,6 @@ class PipelineRun:
             names=STAGES,
             modelled=recorder.modelled[measured].copy(),
             age_ms=recorder.age_ms[measured].copy(),
-            prepared_ahead=int(recorder.ahead[measured].sum()),
             wall_s=max(recorder.t_end - recorder.t_start, 0.0) if n > warmup else 0.0,
             cpu_s=max(recorder.cpu_end - recorder.cpu_start, 0.0) if n > warmup else 0.0,
             dropped=source.stats.dropped - dropped,
@@ -807,7 +795,6 @@ class Totals:
             "cpu_ms_per_frame": rounded(cpu * 1e3 / frames) if frames else None,
             "rss_mb": rounded(max(rss), 1) if rss else None,
             "dropped": sum(b.dropped for b in self.blocks),
-            "prepared_ahead": sum(b.prepared_ahead for b in self.blocks),
             "stages": stages,
         }
 

@@ -15,7 +15,6 @@ on frames in which the trigger sees a product.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -499,8 +498,6 @@ class Pipeline:
         self._roi_px: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
         #: where products pass in the whole frame, for a hint when the region finds none
         self.region = RegionFinder() if isinstance(trigger, OccupancyTrigger) else None
-        if hasattr(source, "prepare_ahead"):  # a source that decodes ahead may prepare ahead too
-            source.prepare_ahead = functools.partial(prepare_input, roi=self.roi)
         self._no_product_since: float | None = None
 
     def _say_region(self, frame: Frame, frames: int) -> bool:
@@ -634,7 +631,7 @@ class Pipeline:
                         image.shape[1],
                         image.shape[0],
                     )
-            view = frame.view if frame.view is not None else prepare_input(image, self.roi)
+            view = prepare_input(image, self.roi)
             t2 = time.perf_counter()
             state = self.trigger.update(frame, view)
             if self.region is not None:

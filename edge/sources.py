@@ -200,8 +200,6 @@ class SourceStats:
     reopens: int = 0
     #: frames that came only when a live device's read timed out (dropped: seconds old)
     stale: int = 0
-    #: frames whose model input the capture thread made while the loop was behind
-    prepared_ahead: int = 0
 
 
 class FrameSource(Protocol):
@@ -361,10 +359,6 @@ class FrameQueue:
         self._closed = False
         self._error: BaseException | None = None
 
-    def full(self) -> bool:
-        """Whether a ``put`` now would wait: the consumer is behind (a hint, read without the lock)."""
-        return len(self._frames) >= self.size
-
     def put(self, frame: Frame) -> None:
         with self._cond:
             while len(self._frames) >= self.size and not self._closed:
@@ -434,10 +428,6 @@ class Source:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
-        #: the consumer's own preparation of a frame for the model (image -> model input), set by
-        #: it: with ``prefetch``, the capture thread makes a frame's input itself while the queue
-        #: is full (the loop is behind and capture would only wait), so the two cores share the work
-        self.prepare_ahead: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def fps(self) -> float | None:
@@ -512,9 +502,7 @@ class Source:
             self._t0 = now - offset  # fell behind: do not race to catch up
         return raw
 
-    def _to_frame(
-        self, raw: np.ndarray, prepare: Callable[[np.ndarray], np.ndarray] | None = None
-    ) -> Frame | None:
+    def _to_frame(self, raw: np.ndarray) -> Frame | None:
         t = time.monotonic()
         index = self._index
         self._index += 1
@@ -556,10 +544,6 @@ class Source:
                 self._line_t0 = t - offset
             t_line = self._line_t0 + offset
         scale = max(raw.shape[:2]) / max(image.shape[:2])  # a frame above MAX_SIDE was shrunk
-        view = None
-        if prepare is not None:
-            view = prepare(image)
-            self.stats.prepared_ahead += 1
         return Frame(
             image=image,
             t_capture=t,
@@ -569,7 +553,6 @@ class Source:
             gap_s=gap,
             t_line=t_line,
             source_scale=scale if scale > 1.0 else 1.0,
-            view=view,
         )
 
     def _run(self) -> None:
@@ -607,8 +590,7 @@ class Source:
                         self._stop.wait(0.01)
                     continue
                 last_frame = time.monotonic()
-                ahead = self.prepare_ahead if self.prefetch and self._slot.full() else None
-                frame = self._to_frame(raw, ahead)
+                frame = self._to_frame(raw)
                 if frame is not None:
                     self._slot.put(frame)
         except BaseException as exc:

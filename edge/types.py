@@ -35,9 +35,6 @@ class Frame:
     #: source pixels per pixel of ``image``: above 1 when the source's frames were larger than
     #: ``edge.sources.MAX_SIDE`` and shrunk, so positions logged are in the source's pixels
     source_scale: float = 1.0
-    #: the model's input made from ``image`` ahead of the loop, on the capture thread, while the
-    #: loop was behind (``edge.sources.Source.prepare_ahead``); None: the loop makes it
-    view: np.ndarray | None = None
 
     @property
     def t_on_line(self) -> float:
