@@ -859,3 +859,15 @@ def test_a_stamp_every_varied_try_makes_invisible_is_inked_in_full_rather_than_e
         assert 0 <= x0 < x1 <= sample.image.shape[1] and 0 <= y0 < y1 <= sample.image.shape[0]
     again = syn.sample(np.random.default_rng(3))
     assert np.array_equal(again.image, syn.sample(np.random.default_rng(3)).image)  # deterministic
+
+
+def test_edge_synth_names_the_stamp_it_took_also_when_there_is_one(tmp_path, capsys):
+    """The README says edge-synth and edge-train name the stamps they took; with one stamp (a
+    file, or a folder holding one) neither did, so a wrong file went unnoticed."""
+    stamp = tmp_path / "approved-07.png"
+    rgba = np.zeros((40, 120, 4), np.uint8)
+    cv2.rectangle(rgba, (4, 4), (115, 35), (200, 60, 20, 255), 3)
+    cv2.imwrite(str(stamp), rgba)
+    assert synth_main(["--out", str(tmp_path / "o"), "--n", "2", "--stamp", str(stamp)]) == 0
+    said = "".join(capsys.readouterr())
+    assert "as voc, stamp approved-07" in said, said

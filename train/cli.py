@@ -223,8 +223,11 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         else (0 if dataset and not (args.stamp or args.backgrounds) else 40000)
     )
     stamps = load_stamps(args.stamp) if args.stamp else None
-    if stamps and len(stamps) > 1 and not args.quiet:
-        print(f"edge-train: {len(stamps)} stamps: {', '.join(s.label for s in stamps)}", file=sys.stderr)
+    if stamps and not args.quiet:  # what a stamp folder held, what a file was taken as
+        print(
+            f"edge-train: {len(stamps)} stamp{'s' * (len(stamps) > 1)}: {', '.join(s.label for s in stamps)}",
+            file=sys.stderr,
+        )
     data_labels = list(dataset.labels) if dataset else []
     if stamps and len(stamps) == 1 and len(data_labels) == 1 and stamps[0].label != data_labels[0]:
         # one stamp and photos of one labelled class are the same thing to find, whatever the

@@ -288,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     labels = (
-        f", stamps {', '.join(s.label for s in stamps)}" if stamps is not None and len(stamps) > 1 else ""
+        f", stamp{'s' * (len(stamps) > 1)} {', '.join(s.label for s in stamps)}" if stamps is not None else ""
     )
     print(
         f"{PROG}: wrote {written} images ({positives} with a stamp, {written - positives} without) "
