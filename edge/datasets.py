@@ -1934,17 +1934,11 @@ def _say_cornered(records: Sequence[Record], source: Path) -> None:
     """A set whose every box keeps to the top-left of its photo was labelled on smaller copies
     (a tool's resized export, where the labels state no size to catch it by): said, with how far
     the boxes reach, since training on it teaches the wrong place in silence."""
-    reach = [
-        (o.box[2] / r.width, o.box[3] / r.height)
-        for r in records
-        if r.width and r.height
-        for o in r.objects
-        if o.box is not None
-    ]
-    boxed = sum(1 for r in records if any(o.box is not None for o in r.objects))
-    if boxed < CORNERED_MIN_PHOTOS:
+    boxed = [r for r in records if r.width and r.height and any(o.box is not None for o in r.objects)]
+    if len(boxed) < CORNERED_MIN_PHOTOS:
         return
-    x, y = (max(v) for v in zip(*reach, strict=True))
+    x = max(o.box[2] / r.width for r in boxed for o in r.objects if o.box is not None)
+    y = max(o.box[3] / r.height for r in boxed for o in r.objects if o.box is not None)
     if x <= CORNERED_REACH and y <= CORNERED_REACH:
         _log.warning(
             "%s: every box of its %d labelled photos keeps to the top-left of its photo (reaching "
@@ -1952,7 +1946,7 @@ def _say_cornered(records: Sequence[Record], source: Path) -> None:
             "photos (a labelling tool's resized export)? Then every box is in the wrong place: "
             "check them on edge-train's train_preview.png or edge-eval --sheet",
             source,
-            boxed,
+            len(boxed),
             100 * x,
             100 * y,
         )
