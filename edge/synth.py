@@ -134,8 +134,10 @@ class SynthConfig:
             surface every other try (a red stamp on red packaging would teach the model to
             guess); 0 accepts all.
     Geometry (of the stamp, and of distractors)
-        ``scale``  the longer side of the stamp's ink as a fraction of the image's shorter side
-            (log-uniform; shrunk when a rotated, tilted stamp would not fit).
+        ``scale``  the size of the stamp's ink as a fraction of the image's shorter side: the
+            side of a square of the same area as its (unrotated) box, so the longer side of a
+            round or square stamp, and sqrt(3) times it for a 3:1 one (log-uniform; shrunk when a
+            rotated, tilted stamp would not fit).
         ``image_size``  the output image's longer side, px (log-uniform); ``aspect`` its
             width / height (log-uniform).
         ``cut_share``  share of stamps partly cut by the image edge, keeping at least
@@ -388,6 +390,7 @@ class _Ink:
     levels: tuple[np.ndarray, ...]  # premultiplied BGRA uint8, level 0 = full resolution
     hues: tuple[float, ...]  # OpenCV hues (0..180) of its chromatic ink
     neutral: bool  # a good part of the ink is black/grey
+    spread: float  # sqrt(longer / shorter side) of the ink's box: 1 for a round or square stamp
 
     @classmethod
     def prepare(cls, rgba: np.ndarray) -> _Ink:
@@ -407,7 +410,8 @@ class _Ink:
             h, w = levels[-1].shape[:2]
             levels.append(cv2.resize(levels[-1], ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA))
         hues, neutral = _colour_family(crop)
-        return cls(tuple(levels), hues, neutral)
+        h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+        return cls(tuple(levels), hues, neutral, math.sqrt(max(h, w) / min(h, w)))
 
     def level_for(self, longer_px: float) -> np.ndarray:
         """The smallest level whose longer side is at least ``longer_px`` (bilinear then aliases little)."""
@@ -1077,7 +1081,9 @@ def _paint(
     ink = stamp._ink
     H, W = image.shape[:2]
     frac = _loguniform(rng, *cfg.scale) if scale is None else float(scale)
-    longer = max(frac * min(H, W), 4.0)
+    # sized by area: a 3:1 text stamp as large as a round seal of the same ink box area, so it is
+    # not a few pixels tall where the seal is well seen (its longer side: frac * sqrt(3))
+    longer = max(frac * min(H, W) * ink.spread, 4.0)
     theta = math.radians(_uniform(rng, cfg.rotation))
     tilt = math.radians(_uniform(rng, cfg.tilt))
     axis = rng.uniform(0, math.pi)
@@ -1213,9 +1219,10 @@ def composite(
     """Paint one stamp with all ink and geometric variations onto a copy of ``surface_bgr``.
 
     ``center``: where the stamp's centre goes, pixels (default: random, fully inside or, for
-    ``config.cut_share`` of calls, partly cut by an edge). ``scale``: its longer side as a fraction
-    of the surface's shorter side (default: drawn from ``config.scale``). Returns the image and the
-    box of the stamp's visible pixels (see the module docstring), None if nothing is visible.
+    ``config.cut_share`` of calls, partly cut by an edge). ``scale``: its size as a fraction of the
+    surface's shorter side, as ``SynthConfig.scale`` (default: drawn from ``config.scale``).
+    Returns the image and the box of the stamp's visible pixels (see the module docstring), None
+    if nothing is visible.
     """
     img = np.asarray(surface_bgr)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:

@@ -149,6 +149,30 @@ def test_composite_at_a_given_place_and_scale(green_stamp: Stamp, center, scale:
         assert center in ((0.0, 0.0), (239.0, 159.0))
 
 
+def test_a_wide_stamp_is_sized_by_area_like_a_round_one(green_stamp: Stamp) -> None:
+    """A 3:1 text stamp at the same scale covers the box area of the round seal (its longer side
+    sqrt(3) times the seal's), not a third of it: sized by its longer side, such a stamp was a few
+    pixels tall in the model's input and customers' text stamps learned nothing."""
+    ink = np.zeros((60, 180), np.uint8)
+    cv2.rectangle(ink, (2, 2), (177, 57), 255, 3)
+    cv2.putText(ink, "OK 07", (30, 45), cv2.FONT_HERSHEY_SIMPLEX, 1.4, 255, 3)
+    wide = np.zeros((60, 180, 4), np.uint8)
+    wide[..., 1], wide[..., 3] = 255, ink
+    cfg = SynthConfig(**EXACT_INK, rotation=(0.0, 0.0), tilt=(0.0, 0.0), partial_share=0.0, fade_share=0.0)
+    boxes = {}
+    for name, stamp in (("seal", green_stamp), ("wide", Stamp("wide", wide))):
+        surface = np.full((200, 300, 3), SURFACE, np.uint8)
+        rng = np.random.default_rng(5)
+        image, box = composite(surface, stamp, rng, cfg, center=(150.0, 100.0), scale=0.3)
+        assert_box_close(box, visible_extent(image))
+        boxes[name] = box
+    (sx0, sy0, sx1, sy1), (wx0, wy0, wx1, wy1) = boxes["seal"], boxes["wide"]
+    seal_area, wide_area = (sx1 - sx0) * (sy1 - sy0), (wx1 - wx0) * (wy1 - wy0)
+    assert 0.85 <= wide_area / seal_area <= 1.15
+    assert 2.6 <= (wx1 - wx0) / (wy1 - wy0) <= 3.4  # its shape kept
+    assert 0.85 * 0.3 * 200 * 3**0.5 <= wx1 - wx0 <= 1.15 * 0.3 * 200 * 3**0.5
+
+
 def test_composite_rejects_a_bad_surface(green_stamp: Stamp) -> None:
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         composite(np.zeros((10, 10), np.uint8), green_stamp, np.random.default_rng(0))
