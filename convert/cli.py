@@ -108,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"synthetic validation images (>= {MIN_VALIDATION})",
     )
     cal.add_argument(
-        "--stamp", action="append", type=Path, default=[], help="stamp image(s) for the synthetic recipe"
+        "--stamp",
+        action="append",
+        type=Path,
+        default=[],
+        help="stamp image(s) for the synthetic recipe (default: the ones the model was trained with, "
+        "from config.json beside it, where they still are)",
     )
     cal.add_argument(
         "--recipe",
@@ -117,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic recipe for calibration and validation (as edge-train --recipe; default: the "
         "one the model was trained with, from config.json beside it, else default)",
     )
-    cal.add_argument("--backgrounds", type=Path, default=None, help="product photos for the synthetic recipe")
+    cal.add_argument(
+        "--backgrounds",
+        type=Path,
+        default=None,
+        help="product photos for the synthetic recipe (default: as --stamp, from config.json)",
+    )
     cal.add_argument(
         "--seed",
         type=int,
@@ -294,6 +304,19 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     if args.recipe is None:
         recipe = trained.get("recipe")
         args.recipe = recipe if recipe in RECIPES else "default"
+    recorded = trained.get("stamp")
+    if synthetic and not args.stamp and isinstance(recorded, list) and recorded:
+        # the stamp images it was trained with, where they still are: not asked for a second time
+        found = [Path(p) for p in recorded if isinstance(p, str) and Path(p).exists()]
+        if len(found) == len(recorded):
+            args.stamp = found
+            if not args.quiet:
+                print(f"edge-convert: --stamp {' '.join(recorded)} (config.json)", file=sys.stderr)
+    photos = trained.get("backgrounds")
+    if synthetic and isinstance(photos, str) and args.backgrounds is None and Path(photos).is_dir():
+        args.backgrounds = Path(photos)
+        if not args.quiet:
+            print(f"edge-convert: --backgrounds {photos} (config.json)", file=sys.stderr)
     stamp_labels: tuple[str, ...] = ()
     if args.stamp:
         from edge.synth import load_stamps
@@ -314,7 +337,7 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         # the procedural seal is not what the model learned: its figures would say nothing (a
         # stamp image named stamp.png has the procedural seal's label, so the labels cannot tell)
         learned = (
-            f"the stamp image(s) {', '.join(str(x) for x in stamps)} (config.json)"
+            f"the stamp image(s) {', '.join(str(x) for x in stamps)} (config.json; not found now)"
             if isinstance(stamps, list) and stamps
             else f"{', '.join(repr(x) for x in labels)} (model.json)"
         )
@@ -340,7 +363,6 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             + (f" --val-subset {subset}" if subset else "")
             + ")"
         )
-    photos = trained.get("backgrounds")
     if synthetic and photos and args.backgrounds is None:
         raise CliError(
             f"{args.model}: was trained on product photos from {photos} (config.json), not the "

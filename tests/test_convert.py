@@ -535,7 +535,7 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
     argv = [sys.executable, "-c", code, str(model), "--out", str(tmp_path / "m.tflite")]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
-    assert "trained on the stamp image(s) /srv/line3/stamp.png (config.json)" in proc.stderr
+    assert "trained on the stamp image(s) /srv/line3/stamp.png (config.json; not found now)" in proc.stderr
     # a file of another kind is named as such, before what lies beside it is looked at
     for wrong in ("m8.tflite", "model.json"):
         argv = [sys.executable, "-c", code, str(tmp_path / wrong), "--out", str(tmp_path / "m.tflite")]
@@ -543,6 +543,41 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
         assert "expected a Keras model (.keras) or weights (.h5) file" in proc.stderr, proc.stderr
+
+
+def test_the_stamp_and_photos_a_model_was_trained_with_come_from_its_config(tmp_path, capsys):
+    """edge-convert calibrates and proves a model of the customer's stamp on that stamp and their
+    product photos without being told again (config.json records them), and says so; a stamp
+    image moved away since is asked for, named."""
+    run = tmp_path / "run"
+    run.mkdir()
+    model = run / "model.keras"
+    with zipfile.ZipFile(model, "w") as archive:  # a .keras archive on the face of it (never loaded)
+        archive.writestr("config.json", "{}")
+    seal = np.zeros((128, 128, 4), np.uint8)
+    cv2.circle(seal, (64, 64), 50, (30, 30, 200, 255), 8)
+    stamp = tmp_path / "acme-seal.png"
+    cv2.imwrite(str(stamp), seal)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "box.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    (run / "model.json").write_text('{"labels": ["acme-seal"]}')
+    (run / "config.json").write_text(json.dumps({"stamp": [str(stamp)], "backgrounds": str(photos)}))
+    argv = [str(model), "--out", str(tmp_path / "m.tflite")]
+    args = cli.build_parser().parse_args(argv)
+    cli.check_flags(args)
+    assert args.stamp == [stamp] and args.backgrounds == photos
+    err = capsys.readouterr().err
+    assert f"--stamp {stamp} (config.json)" in err and f"--backgrounds {photos} (config.json)" in err
+    # given on the command line, the flags win
+    other = tmp_path / "other"
+    other.mkdir()
+    args = cli.build_parser().parse_args([*argv, "--backgrounds", str(other)])
+    cli.check_flags(args)
+    assert args.backgrounds == other
+    stamp.unlink()
+    with pytest.raises(cli.CliError, match=r"acme-seal.png \(config.json; not found now\).*--stamp"):
+        cli.check_flags(cli.build_parser().parse_args(argv))
 
 
 def test_an_error_after_tensorflow_loads_is_still_one_line(tmp_path):
