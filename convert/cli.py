@@ -336,8 +336,10 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     if synthetic and not args.stamp and (labels != contract.DEFAULT_LABELS or stamps):
         # the procedural seal is not what the model learned: its figures would say nothing (a
         # stamp image named stamp.png has the procedural seal's label, so the labels cannot tell)
+        gone = [str(x) for x in stamps if not Path(str(x)).exists()] if isinstance(stamps, list) else []
         learned = (
-            f"the stamp image(s) {', '.join(str(x) for x in stamps)} (config.json; not found now)"
+            f"the stamp image(s) {', '.join(str(x) for x in stamps)} (config.json; not found now: "
+            f"{', '.join(gone)})"
             if isinstance(stamps, list) and stamps
             else f"{', '.join(repr(x) for x in labels)} (model.json)"
         )
