@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -38,12 +39,19 @@ def _write_blob_voc(root, n: int, seed: int):
     return root
 
 
-def test_edge_train_tiny_synthetic_run_then_edge_eval_loads_it(tmp_path, capsys):
+def test_edge_train_tiny_synthetic_run_then_edge_eval_loads_it(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(photos / f"p{i}.jpg"), np.full((96, 128, 3), 60 + 80 * i, np.uint8))
+    monkeypatch.chdir(tmp_path)  # the photos given relative to here
     rc = train_main(
         [
             "--out",
             str(out),
+            "--backgrounds",
+            "photos",
             "--synthetic",
             "256",
             "--val-size",
@@ -68,6 +76,8 @@ def test_edge_train_tiny_synthetic_run_then_edge_eval_loads_it(tmp_path, capsys)
     assert metrics["steps_run"] == 6 and metrics["n_train"] == 256 and metrics["n_val"] == 64
     config = json.loads((out / "config.json").read_text())
     assert config["seed"] == 3 and config["kind"] == "box"
+    # recorded absolute: edge-convert, run from another folder, takes the same photos
+    assert config["backgrounds"] == str(photos) and config["out"] == str(out)
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [3, 6]
     data = _write_blob_voc(tmp_path / "voc", 12, 1)

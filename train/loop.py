@@ -301,8 +301,9 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     }
     write_json(out / "metrics.json", result)
     write_json(out / "history.json", history)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    config["stamp"] = [str(s) for s in args.stamp]
+    # absolute, so edge-convert finds the stamp and photos from any folder it is run in
+    config = {k: (str(v.absolute()) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["stamp"] = [str(Path(s).absolute()) for s in args.stamp]
     config.update(kind=prep.kind, labels=list(prep.labels), total_steps=total)
     write_json(out / "config.json", config)
     write_json(out / "model.json", model_json())
