@@ -332,17 +332,15 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
             f"trained on {', '.join(repr(x) for x in labels)} (model.json): give the same stamp "
             "image(s) it was trained with"
         )
-    stamps = trained.get("stamp")
-    if synthetic and not args.stamp and (labels != contract.DEFAULT_LABELS or stamps):
+    if synthetic and not args.stamp and (labels != contract.DEFAULT_LABELS or recorded):
         # the procedural seal is not what the model learned: its figures would say nothing (a
         # stamp image named stamp.png has the procedural seal's label, so the labels cannot tell)
-        gone = [str(x) for x in stamps if not Path(str(x)).exists()] if isinstance(stamps, list) else []
-        learned = (
-            f"the stamp image(s) {', '.join(str(x) for x in stamps)} (config.json; not found now: "
-            f"{', '.join(gone)})"
-            if isinstance(stamps, list) and stamps
-            else f"{', '.join(repr(x) for x in labels)} (model.json)"
-        )
+        if isinstance(recorded, list) and recorded:  # recorded, but not all of them still there
+            named = ", ".join(str(x) for x in recorded)
+            gone = ", ".join(str(x) for x in recorded if not Path(str(x)).exists())
+            learned = f"the stamp image(s) {named} (config.json; not found now: {gone})"
+        else:
+            learned = f"{', '.join(repr(x) for x in labels)} (model.json)"
         raise CliError(
             f"{args.model}: was trained on {learned}, not the procedural stamp the synthetic "
             f"{' and '.join(synthetic)} would draw; give its stamp image(s) with --stamp, or labelled "

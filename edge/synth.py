@@ -410,8 +410,8 @@ class _Ink:
             h, w = levels[-1].shape[:2]
             levels.append(cv2.resize(levels[-1], ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA))
         hues, neutral = _colour_family(crop)
-        h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
-        return cls(tuple(levels), hues, neutral, math.sqrt(max(h, w) / min(h, w)))
+        ink_h, ink_w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+        return cls(tuple(levels), hues, neutral, math.sqrt(max(ink_h, ink_w) / min(ink_h, ink_w)))
 
     def level_for(self, longer_px: float) -> np.ndarray:
         """The smallest level whose longer side is at least ``longer_px`` (bilinear then aliases little)."""
