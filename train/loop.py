@@ -154,7 +154,13 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     init = None
     if args.init is not None:
         init = f"{args.init} (sha256 {hashlib.sha256(Path(args.init).read_bytes()).hexdigest()[:12]})"
-        model = load_model(args.init)
+        if Path(args.init).suffix == ".tflite":
+            from train.from_tflite import keras_from_tflite
+
+            sample = np.random.default_rng(args.seed).permutation(len(prep.train))[:256]
+            model = keras_from_tflite(args.init, prep.train.images[np.sort(sample)])
+        else:
+            model = load_model(args.init)
         if model.output_names and contract.PRESENCE not in model.output_names:
             raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
         model, fresh = warm_start(model, prep.kind, n_classes if prep.kind == "box" else 1, args.head)
