@@ -53,12 +53,10 @@ class _Graph:
             interp.allocate_tensors()
         self.interp = interp
         self.details = {d["index"]: d for d in interp.get_tensor_details()}
-        self.made_by = {}
         # the interpreter's op list (no public API lists ops with their tensors; pinned LiteRT)
-        for op in interp._get_ops_details():
-            for out in op["outputs"]:
-                self.made_by[out] = op
-        self.ops = [op for op in interp._get_ops_details() if op["op_name"] in _WEIGHT_OPS]
+        ops = interp._get_ops_details()
+        self.made_by = {out: op for op in ops for out in op["outputs"]}
+        self.ops = [op for op in ops if op["op_name"] in _WEIGHT_OPS]
 
     def _constant(self, index: int) -> np.ndarray:
         op = self.made_by.get(index)
