@@ -102,16 +102,6 @@ def _kernel(op: str, w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return w.reshape(shape)
 
 
-def _layers_in(model: keras.Model) -> list:
-    """Every layer of ``model`` and of the models nested in it, in order."""
-    out = []
-    for layer in model.layers:
-        out.append(layer)
-        if isinstance(layer, keras.Model):
-            out.extend(_layers_in(layer))
-    return out
-
-
 def _next_norm(layer) -> keras.layers.BatchNormalization | None:
     nodes = list(getattr(layer, "_outbound_nodes", []))
     if len(nodes) == 1 and isinstance(nodes[0].operation, keras.layers.BatchNormalization):
@@ -142,7 +132,8 @@ def keras_from_tflite(path: str | Path, images: np.ndarray) -> keras.Model:
         model = build_model(meta.kind, n_classes, head=head)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    owners = [model, *(x for x in _layers_in(model) if isinstance(x, keras.Model))]
+    # the model and the models nested in it (the backbone), as convert/equalize.py finds them
+    owners = [model, *(x for x in model._flatten_layers(include_self=False) if isinstance(x, keras.Model))]
     norms = []  # (owner, norm, folded bias)
     for owner in owners:
         for layer in owner.layers:
