@@ -150,12 +150,12 @@ def test_edge_train_fine_tunes_from_a_tflite_and_from_the_bundled_model(
 
 
 def test_a_customer_stamp_starts_from_the_bundled_model_unless_told_otherwise(tmp_path, capsys):
-    """edge-train --stamp: the bundled model is the start and the fine-tuning rate the default;
-    --init none trains from random weights at the from-scratch rate; the procedural seal alone
-    (the bundled model's own recipe) starts from random weights."""
+    """edge-train --stamp: the bundled model is the start; --init none trains from random weights;
+    the procedural seal alone (the bundled model's own recipe) starts from random weights; the
+    learning rate is the one default whatever the start, and --lr overrides it."""
     import cv2
 
-    from train.cli import FINE_TUNE_LR, SCRATCH_LR
+    from train.cli import DEFAULT_LR
 
     seal = np.zeros((96, 96, 4), np.uint8)
     cv2.circle(seal, (48, 48), 40, (30, 30, 200, 255), 6)
@@ -166,7 +166,7 @@ def test_a_customer_stamp_starts_from_the_bundled_model_unless_told_otherwise(tm
         "scratch": ["--stamp", str(tmp_path / "acme.png")],
     }
     runs["scratch"] += ["--init", "none"]
-    runs["seal"] = []
+    runs["seal"] = ["--lr", "0.0005"]
     for name, extra in runs.items():
         capsys.readouterr()
         assert train_main(["--out", str(tmp_path / name), *extra, *short]) == 0, capsys.readouterr().err
@@ -176,7 +176,7 @@ def test_a_customer_stamp_starts_from_the_bundled_model_unless_told_otherwise(tm
         if name == "mine":
             assert "edge-train: starting from the bundled model (stamp_int8.tflite; --init none" in err
             assert prov["init"].startswith(f"{BUNDLED_MODEL} (sha256 ")
-            assert config["lr"] == FINE_TUNE_LR and config["init"] == str(BUNDLED_MODEL)
+            assert config["lr"] == DEFAULT_LR and config["init"] == str(BUNDLED_MODEL)
         else:
             assert "starting from the bundled model" not in err and "init" not in prov
-            assert config["lr"] == SCRATCH_LR and config["init"] is None
+            assert config["lr"] == (0.0005 if name == "seal" else DEFAULT_LR) and config["init"] is None
