@@ -144,6 +144,42 @@ def summarize(
     return out
 
 
+#: ``by_label``'s figures for each label: those of ``summarize`` over the images carrying it
+LABEL_KEYS = (
+    "n_positive",
+    "recall",
+    "iou_mean",
+    "iou_median",
+    "iou_ge_0_5",
+    "center_within_0_05",
+    "class_accuracy",
+    "class_accuracy_detected",
+)
+
+
+def by_label(
+    preds: Sequence[Prediction],
+    truths: Sequence[Truth],
+    threshold: float,
+    known_labels: Sequence[str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """``summarize``'s figures for each label the objects carry (``LABEL_KEYS``, taken over the
+    images with an object of that label; ``recall`` is the share of them found), sorted by label.
+    Empty unless the objects carry at least two labels: which variant a model finds worst. Images
+    without an object belong to no label (false finds are in the overall figures)."""
+    if len(preds) != len(truths):
+        raise ValueError(f"by_label: {len(preds)} predictions for {len(truths)} truths")
+    labels = sorted({t.label for t in truths if t.present and t.label is not None})
+    if len(labels) < 2:
+        return {}
+    out = {}
+    for label in labels:
+        idx = [i for i, t in enumerate(truths) if t.present and t.label == label]
+        m = summarize([preds[i] for i in idx], [truths[i] for i in idx], threshold, known_labels)
+        out[label] = {k: m[k] for k in LABEL_KEYS}
+    return out
+
+
 #: Presence accuracy within this of always giving the commoner answer is no skill at all.
 NO_SKILL_MARGIN = 0.02
 #: the counts ``no_skill_warning`` needs beside the figures (kept with them in a model's provenance)

@@ -9,7 +9,16 @@ import pytest
 
 from edge import contract
 from edge.contract import CONTRACT_VERSION, ContractError, ModelMetadata
-from edge.metrics import Truth, agreement, iou, no_skill_warning, per_image, summarize, worst_first
+from edge.metrics import (
+    Truth,
+    agreement,
+    by_label,
+    iou,
+    no_skill_warning,
+    per_image,
+    summarize,
+    worst_first,
+)
 from edge.types import Prediction
 
 
@@ -209,6 +218,35 @@ def test_class_figures_count_only_the_labels_the_model_knows():
     assert m["class_accuracy"] == 1.0  # the two 'stamp' objects are not the model's to name
     m = summarize([pred("a")], truths[1:2], 0.5, known_labels=("a", "b"))
     assert math.isnan(m["class_accuracy"])
+
+
+def test_figures_by_label_count_each_variant_over_its_own_images():
+    def pred(presence, label, box=(0.1, 0.1, 0.5, 0.5)):
+        return Prediction(presence, box=box, label=label, class_scores=(0.5, 0.5))
+
+    box = (0.1, 0.1, 0.5, 0.5)
+    truths = [Truth(True, box=box, label=x) for x in ("b", "a", "a", "b")] + [Truth(False)]
+    preds = [
+        pred(0.9, "a"),  # b found, named a, exact box
+        pred(0.9, "a", box=(0.1, 0.1, 0.3, 0.5)),  # a found, right, IoU 0.5
+        pred(0.2, "a"),  # a missed (its box still counts for IoU, as in summarize)
+        pred(0.7, "b"),  # b found, right
+        pred(0.9, "b"),  # a false find: in no label's figures
+    ]
+    labels = by_label(preds, truths, 0.5)
+    assert list(labels) == ["a", "b"]
+    a, b = labels["a"], labels["b"]
+    assert a["n_positive"] == 2 and a["recall"] == pytest.approx(0.5)
+    assert a["iou_mean"] == pytest.approx(0.75) and a["class_accuracy"] == pytest.approx(1.0)
+    assert b["n_positive"] == 2 and b["recall"] == pytest.approx(1.0) and b["iou_mean"] == pytest.approx(1.0)
+    assert b["class_accuracy"] == pytest.approx(0.5) and b["class_accuracy_detected"] == pytest.approx(0.5)
+    # the labels' images make up the overall figures
+    overall = summarize(preds, truths, 0.5)
+    assert a["n_positive"] + b["n_positive"] == overall["n_positive"]
+    assert (a["iou_mean"] + b["iou_mean"]) / 2 == pytest.approx(overall["iou_mean"])
+    # one label (or none) has nothing to break down
+    assert by_label(preds[1:3], truths[1:3], 0.5) == {}
+    assert by_label([Prediction(0.9, box=box)], [Truth(True, box=box)], 0.5) == {}
 
 
 def test_class_accuracy_over_all_stamped_images_and_over_the_detected_ones():

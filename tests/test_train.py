@@ -745,6 +745,36 @@ def test_edge_eval_says_what_its_class_figures_and_sheet_leave_out(tmp_path, cap
     assert result["n_positive"] == result["true_positives"] + result["false_negatives"]
 
 
+def test_edge_eval_breaks_its_figures_down_by_variant(tmp_path, capsys):
+    from edge.cli.synth import main as synth_main
+
+    data = tmp_path / "d"
+    assert synth_main(["--variants", "3", "--out", str(data), "--n", "48", "--seed", "5"]) == 0
+    capsys.readouterr()
+    model = Path(__file__).parent / "fixtures" / "variants_int8.tflite"
+    js = tmp_path / "m.json"
+    argv = ["--model", str(model), "--data", str(data), "--json", str(js), "--refine", "off"]
+    assert evaluate.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    result = json.loads(js.read_text())
+    labels = result["by_label"]
+    assert sorted(labels) == ["approved", "inspected", "qc-passed"]
+    assert sum(m["n_positive"] for m in labels.values()) == result["n_positive"]
+    found = sum(round(m["recall"] * m["n_positive"]) for m in labels.values())
+    assert found == result["true_positives"]
+    ious = sum(m["iou_mean"] * m["n_positive"] for m in labels.values()) / result["n_positive"]
+    assert ious == pytest.approx(result["iou_mean"], abs=1e-9)
+    right = sum(m["class_accuracy"] * m["n_positive"] for m in labels.values()) / result["n_positive"]
+    assert right == pytest.approx(result["class_accuracy"], abs=1e-9)
+    # the printed table: a heading, then one row per label with its image count and recall
+    start = out.index("by label (the images with an object of that label):")
+    assert out[start + 1].split()[:3] == ["label", "images", "found"]
+    for row, (name, m) in zip(out[start + 2 : start + 5], sorted(labels.items()), strict=True):
+        cells = row.split()
+        assert cells[0] == name and int(cells[1]) == m["n_positive"]
+        assert float(cells[2]) == pytest.approx(m["recall"], abs=1e-4)
+
+
 def test_edge_eval_writes_a_row_per_image_and_a_sheet_of_the_worst(tmp_path, capsys):
     import csv
 

@@ -289,6 +289,39 @@ def write_per_image(path: Path, names: Sequence[str], results: Sequence[metrics.
             out.writerow([cell(v) for v in (*row, r.label_right, r.wrong)])
 
 
+def _no_nan(figures: dict) -> dict:
+    """JSON has no NaN: a figure with nothing to count is null."""
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in figures.items()}
+
+
+#: the per-label table's columns: (heading, ``metrics.LABEL_KEYS`` key)
+LABEL_COLUMNS = (
+    ("images", "n_positive"),
+    ("found", "recall"),
+    ("iou_mean", "iou_mean"),
+    ("iou_median", "iou_median"),
+    ("centre<=0.05", "center_within_0_05"),
+    ("class_accuracy", "class_accuracy"),
+)
+
+
+def _shown(v: object) -> str:
+    """A figure as the report prints it: 4 places, n/a for nothing to count."""
+    if isinstance(v, float):
+        return "n/a" if np.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def print_by_label(labels: dict[str, dict[str, float]]) -> None:
+    """The figures of each label the objects carry, one row each (``metrics.by_label``)."""
+    first = max(len("label"), *(len(name) for name in labels)) + 2
+    print("by label (the images with an object of that label):")
+    print("label".ljust(first) + "".join(h.rjust(len(h) + 2) for h, _ in LABEL_COLUMNS))
+    for name, m in labels.items():
+        cells = [_shown(m[key]).rjust(len(heading) + 2) for heading, key in LABEL_COLUMNS]
+        print(name.ljust(first) + "".join(cells))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="edge-eval",
@@ -385,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         result = metrics.summarize(preds, truths, threshold, known_labels=model_labels)
         per_image = metrics.per_image(preds, truths, threshold, known_labels=model_labels)
+        labels = metrics.by_label(preds, truths, threshold, known_labels=model_labels)
     except (CliError, DatasetError, ModelError, contract.ContractError) as exc:
         return fail("edge-eval", exc)
     if warning := metrics.no_skill_warning(result):
@@ -393,12 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     result.update(model=str(args.model), data=str(args.data), threshold=threshold, refine=refine)
     width = max(len(k) for k in REPORT_KEYS) + 2
     for k in REPORT_KEYS:
-        v = result[k]
-        shown = "n/a" if isinstance(v, float) and np.isnan(v) else (f"{v:.4f}" if isinstance(v, float) else v)
-        print(f"{k:<{width}}{shown}")
+        print(f"{k:<{width}}{_shown(result[k])}")
+    if labels:
+        print_by_label(labels)
+        result["by_label"] = {name: _no_nan(m) for name, m in labels.items()}
     try:
         if args.json:
-            clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in result.items()}
+            clean = _no_nan(result)
             args.json.write_text(json.dumps(clean, indent=2) + "\n")
         names = shown_names(dataset)
         if args.per_image:
