@@ -663,7 +663,7 @@ def proof_of_agreement(
         why.append(f"{loc} fell {drop:.4f} (> {max_drop})")
     if not agree["presence_agreement"] >= min_agreement:
         why.append(f"presence agreement {agree['presence_agreement']:.4f} (< {min_agreement})")
-    return {
+    report = {
         "keras": mk,
         "tflite": ml,
         "agreement": agree,
@@ -672,6 +672,14 @@ def proof_of_agreement(
         "passed": not why,
         "why": "; ".join(why),
     }
+    if kb := metrics.by_label(kp, truths, threshold, known_labels=labels):  # several variants
+        lb = metrics.by_label(lp, truths, threshold, known_labels=labels)
+        report["by_label"] = {"keras": kb, "tflite": lb}
+    return report
+
+
+#: the figures print_report gives for each label (``metrics.LABEL_KEYS``)
+LABEL_FIGURES = ("recall", "iou_mean", "class_accuracy")
 
 
 def print_report(report: dict, loc: str, log) -> None:
@@ -682,6 +690,12 @@ def print_report(report: dict, loc: str, log) -> None:
         kv, tv = (np.nan if d.get(key) is None else float(d[key]) for d in (k, t))
         if not (np.isnan(kv) and np.isnan(tv)):
             log(f"{key:<22}{kv:>10.4f}{tv:>10.4f}")
+    if by := report.get("by_label"):
+        log("by label, keras / tflite: " + ", ".join(LABEL_FIGURES))
+        for name, kf in by["keras"].items():
+            tf = by["tflite"][name]
+            shown = ", ".join(f"{kf[key]:.4f} / {tf[key]:.4f}" for key in LABEL_FIGURES)
+            log(f"  {name} ({kf['n_positive']} images): {shown}")
     log("agreement: " + ", ".join(f"{key} {v:.4f}" for key, v in a.items()))
     verdict = "PASSED" if report["passed"] else f"FAILED: {report['why']}"
     log(f"check on {loc} and presence agreement: {verdict}")

@@ -717,3 +717,11 @@ def test_the_proof_counts_class_accuracy_over_the_variants_the_model_knows_as_ed
     assert report["tflite"]["class_accuracy"] == pytest.approx(2 / 3)
     per_eval = metrics.summarize(preds, truths, 0.5, known_labels=("a", "b"))
     assert report["keras"]["class_accuracy"] == pytest.approx(per_eval["class_accuracy"])
+    # and for each variant, as edge-eval breaks it down: 'c' is not the model's to name
+    by = report["by_label"]["tflite"]
+    assert list(by) == ["a", "b", "c"] and [by[x]["n_positive"] for x in "abc"] == [2, 1, 1]
+    assert by["a"]["class_accuracy"] == pytest.approx(0.5) and by["b"]["class_accuracy"] == pytest.approx(1.0)
+    assert np.isnan(by["c"]["class_accuracy"]) and by["c"]["recall"] == pytest.approx(1.0)
+    said = []
+    cli.print_report({**report, "validation": "4 images", "runtime": "test"}, "iou_mean", said.append)
+    assert "  a (2 images): 1.0000 / 1.0000, 1.0000 / 1.0000, 0.5000 / 0.5000" in said
