@@ -811,6 +811,24 @@ def test_edge_eval_writes_a_row_per_image_and_a_sheet_of_the_worst(tmp_path, cap
     ]
 
 
+def test_early_stopping_waits_for_half_the_schedule(tmp_path, capsys, monkeypatch):
+    """Validation figures that never improve after the first stop a run only once half of it is
+    done: before that the learning rate is high and a plateau says little."""
+    import train.loop
+
+    monkeypatch.setattr(train.loop, "score_of", lambda kind, m: (0.5, 0.5))  # the same every time
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--synthetic", "64", "--val-size", "16", "--steps", "20", "--eval-every", "2"]
+    argv += ["--patience", "2", "--batch-size", "8", "--workers", "1", "--seed", "1", "--quiet"]
+    assert train_main(argv) == 0, capsys.readouterr().err
+    result = json.loads((out / "metrics.json").read_text())
+    # the first validation is the best; two more without a better one (steps 4, 6) would have
+    # stopped the run at step 6, but it stops at the first validation past step 10 of 20
+    assert result["best_step"] == 2
+    assert result["steps_run"] == 12 and result["stop_reason"] == "no improvement in 2 validations"
+    assert train.loop.PATIENCE_FROM == 0.5
+
+
 def test_same_seed_same_model_without_a_time_budget(tmp_path, capsys):
     def run(name: str, seed: int) -> list[np.ndarray]:
         import keras

@@ -156,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--eval-every", type=positive_int, default=500, help="steps between validations")
     m.add_argument(
-        "--patience", type=positive_int, default=8, help="validations without improvement before stopping"
+        "--patience",
+        type=positive_int,
+        default=8,
+        help="validations without improvement before stopping (counted once half the schedule is done)",
     )
     m.add_argument(
         "--minutes",
