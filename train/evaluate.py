@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from edge.cli.common import (
     pipe_closed_quietly,
     presence_threshold,
     thread_count,
+    write_json,
 )
 from edge.datasets import Dataset, DatasetError, Record, load_dataset, read_image, write_image
 from edge.files import clash
@@ -289,11 +289,6 @@ def write_per_image(path: Path, names: Sequence[str], results: Sequence[metrics.
             out.writerow([cell(v) for v in (*row, r.label_right, r.wrong)])
 
 
-def _no_nan(figures: dict) -> dict:
-    """JSON has no NaN: a figure with nothing to count is null."""
-    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in figures.items()}
-
-
 #: the per-label table's columns: (heading, ``metrics.LABEL_KEYS`` key)
 LABEL_COLUMNS = (
     ("images", "n_positive"),
@@ -430,11 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:<{width}}{_shown(result[k])}")
     if labels:
         print_by_label(labels)
-        result["by_label"] = {name: _no_nan(m) for name, m in labels.items()}
+        result["by_label"] = labels
     try:
         if args.json:
-            clean = _no_nan(result)
-            args.json.write_text(json.dumps(clean, indent=2) + "\n")
+            write_json(args.json, result)  # NaN (nothing to count) as null
         names = shown_names(dataset)
         if args.per_image:
             write_per_image(args.per_image, names, per_image)
