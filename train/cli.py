@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience",
         type=positive_int,
         default=8,
-        help="validations without improvement before stopping (counted once half the schedule is done)",
+        help="validations without improvement before stopping (it stops a run only past half its schedule)",
     )
     m.add_argument(
         "--minutes",
