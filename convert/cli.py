@@ -61,7 +61,7 @@ from edge.datasets import (
 )
 from edge.files import clash, listed
 from edge.metrics import Truth
-from edge.runtime import CallableDetector, ModelError, TFLiteDetector, look_again
+from edge.runtime import REFINE_MODES, CallableDetector, ModelError, TFLiteDetector, look_again, refine_for
 from edge.synth import RECIPES
 
 MAX_IOU_DROP = 0.01
@@ -161,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument(
         "--no-verify", action="store_true", help="skip the proof of agreement (not for deployment)"
+    )
+    chk.add_argument(
+        "--refine",
+        choices=REFINE_MODES,
+        default="auto",
+        help="the second looks stored in the model for edge-run/edge-eval --refine auto: auto, the one "
+        "measured best on the validation images (one look when not measured); or a mode that fits the "
+        "model (off, zoom, zoom-flip for a box model; off, tiles for a centre or cam model with a "
+        "heatmap), still measured and reported (default: auto)",
     )
     p.add_argument("--report", type=Path, default=None, help="write the agreement report as JSON")
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads for the check")
@@ -438,36 +447,44 @@ def validation_originals(args: argparse.Namespace, ds: Dataset | None):
     return lambda i: read_image(ds.records[i].image_path)
 
 
-#: what more looks at a frame must gain (mean IoU + presence accuracy on the validation images) to
-#: be worth their invokes: on 160 raccoon photos, whose boxes fill most of the photo, zoom-flip
-#: gained 0.0001 (the mirror image only); on synthetic stamps the bundled model gains 0.08
+#: what more looks at a frame must gain (mean IoU, or for a centre model the share of centres
+#: within 0.05, + presence accuracy on the validation images) to be worth their invokes: on 160
+#: raccoon photos, whose boxes fill most of the photo, zoom-flip gained 0.0001 (the mirror image
+#: only); on synthetic stamps the bundled model gains 0.08
 REFINE_MARGIN = 0.01
+
+
+def refine_keys(kind: str) -> tuple[str, str]:
+    """The two figures the second looks of a ``kind`` model are chosen by."""
+    return ("iou_mean" if kind == "box" else "center_within_0_05", "presence_accuracy")
 
 
 def choose_refine(
     detector, images: list[np.ndarray], truths: list[Truth], original, threshold: float, progress: bool
 ) -> tuple[str, dict[str, dict[str, float]]]:
-    """Second looks (``edge.runtime.look_again``) measured on the validation images: mean IoU and
-    presence accuracy for each of ``contract.REFINE_CHOICES`` (fewest looks first), and the one to
-    run: a mode with more looks only when its sum of the two beats the chosen one's by at least
-    ``REFINE_MARGIN``. ``original(i)`` is the full-resolution image of ``images[i]``."""
+    """Second looks (``edge.runtime.look_again``) measured on the validation images: for each of
+    the model's ``refine_choices`` (fewest looks first) its two ``refine_keys`` figures, and the
+    one to run: a mode with more looks only when its sum of the two beats the chosen one's by at
+    least ``REFINE_MARGIN``. ``original(i)`` is the full-resolution image of ``images[i]``."""
+    meta = detector.metadata
+    choices, keys = meta.refine_choices, refine_keys(meta.kind)
     firsts = [detector.predict(im) for im in images]
-    preds: dict[str, list] = {mode: [] for mode in contract.REFINE_CHOICES}
+    preds: dict[str, list] = {mode: [] for mode in choices}
     for i, first in enumerate(tqdm(firsts, desc="second looks", leave=False, disable=not progress)):
         full = original(i)
-        for mode in contract.REFINE_CHOICES:
+        for mode in choices:
             preds[mode].append(look_again(detector, full, first, mode))
     figures = {}
-    for mode in contract.REFINE_CHOICES:
+    for mode in choices:
         m = metrics.summarize(preds[mode], truths, threshold)
-        figures[mode] = {k: m[k] for k in ("iou_mean", "presence_accuracy")}
+        figures[mode] = {k: m[k] for k in keys}
 
     def score(mode: str) -> float:
         f = figures[mode]
         return sum(0.0 if np.isnan(v) else v for v in f.values())
 
-    best = contract.REFINE_CHOICES[0]
-    for mode in contract.REFINE_CHOICES[1:]:
+    best = choices[0]
+    for mode in choices[1:]:
         if score(mode) >= score(best) + REFINE_MARGIN:
             best = mode
     return best, figures
@@ -508,6 +525,12 @@ def run(args: argparse.Namespace) -> int:
         if args.threshold is not None
         else float(side.get("threshold", contract.DEFAULT_THRESHOLD))
     )
+    if args.refine != "auto":  # before the minutes of conversion: does it fit this model?
+        try:
+            meta = contract.ModelMetadata(kind=kind, labels=labels).with_outputs(model.output_names)
+            refine_for(meta, args.refine, f"--refine {args.refine}")
+        except ModelError as e:
+            raise CliError(str(e).replace(": refine " + args.refine, "", 1)) from None
     provenance = dict(side.get("provenance", {}))
     provenance.update(
         converted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), mode=args.mode, source=args.model.name
@@ -573,7 +596,7 @@ def run(args: argparse.Namespace) -> int:
             } | {k: int(ml[k]) for k in metrics.PRESENCE_COUNTS if k in ml}
             provenance["agreement"] = check["agreement"]
             print_report(report, check["metric"], log)
-            if kind == "box" and check["passed"]:
+            if len(lite.metadata.refine_choices) > 1 and check["passed"]:
                 meta_args["refine"], report["refine"] = choose_refine(
                     lite,
                     images,
@@ -582,15 +605,19 @@ def run(args: argparse.Namespace) -> int:
                     threshold,
                     not args.quiet,
                 )
+                if args.refine != "auto":  # the engineer's choice, the measurement kept beside it
+                    meta_args["refine"] = args.refine
                 provenance["refine"] = report["refine"]
                 report["refine_chosen"] = meta_args["refine"]
+                first_key, name = refine_keys(kind)[0], "IoU" if kind == "box" else "centre within 0.05"
                 log(
                     "edge-convert: second looks on the validation images: "
                     + "; ".join(
-                        f"{mode} IoU {f['iou_mean']:.4f}, presence {f['presence_accuracy']:.4f}"
+                        f"{mode} {name} {f[first_key]:.4f}, presence {f['presence_accuracy']:.4f}"
                         for mode, f in report["refine"].items()
                     )
                     + f" -> refine {meta_args['refine']} (edge-run --refine auto)"
+                    + (" as --refine says" if args.refine != "auto" else "")
                 )
             if warning := metrics.no_skill_warning(check["keras"]):  # agreement is not usefulness
                 print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
@@ -611,7 +638,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             os.close(fd)
             fd = -1
-            if kind == "box":
+            if args.refine != "auto":
+                meta_args["refine"] = args.refine
+            elif kind == "box":
                 log(
                     "edge-convert: second looks not measured (--no-verify): edge-run --refine auto looks once"
                 )

@@ -168,9 +168,10 @@ class ModelConfig:
     runtime: str | None = _opt(None, _one_of(*RUNTIMES))
     #: presence threshold; left out: the one in the model's metadata
     threshold: float | None = _opt(None, _open_unit)
-    #: second looks of a box model at each judged frame: off | zoom (a crop around the first box,
-    #: one more invoke) | zoom-flip (the crop and its mirror image, two more) | auto (what
-    #: edge-convert measured best for the model; see edge.runtime.REFINE_MODES)
+    #: second looks at each judged frame: off | zoom (a box model: a crop around the first box,
+    #: one more invoke) | zoom-flip (the crop and its mirror image, two more) | tiles (a centre
+    #: model with a heatmap: the view's four corner tiles, four more) | auto (what edge-convert
+    #: stored in the model; see edge.runtime.REFINE_MODES)
     refine: str = _opt("auto", _one_of(*REFINE_MODES))
 
 

@@ -121,8 +121,12 @@ def kind_of_outputs(names: Sequence[str]) -> str | None:
 DEFAULT_LABELS = ("stamp",)
 DEFAULT_THRESHOLD = 0.5
 #: the runtime's second looks at a frame (``edge.runtime.look_again``): ``refine`` in a model's
-#: metadata is the one ``edge-convert`` measured best for it on its validation images
-REFINE_CHOICES = ("off", "zoom", "zoom-flip")
+#: metadata is the one ``edge-convert`` measured best for it on its validation images. A box
+#: model's (``zoom``, ``zoom-flip``) look closer around the first box; a centre model's with a
+#: heatmap (``tiles``) looks at parts of the view and keeps the surest look
+BOX_REFINES = ("off", "zoom", "zoom-flip")
+CENTER_REFINES = ("off", "tiles")
+REFINE_CHOICES = (*BOX_REFINES, *CENTER_REFINES[1:])
 METADATA_NAME = "stampline"
 #: The resize every image goes through on its way into the model. Measured on a 640x480 frame
 #: (1 thread, this 2-core x86): INTER_AREA 0.76 ms, INTER_LINEAR 0.04 ms but aliased (mean
@@ -292,6 +296,15 @@ class ModelMetadata:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         if not self.outputs:
             object.__setattr__(self, "outputs", self.default_outputs(self.kind, len(self.labels)))
+
+    @property
+    def refine_choices(self) -> tuple[str, ...]:
+        """The second looks this model can take, fewest looks first (see ``REFINE_CHOICES``):
+        a box model's, a centre or cam model's with a heatmap to tell the surest look by, else
+        one look only."""
+        if self.kind == "box":
+            return BOX_REFINES
+        return CENTER_REFINES if self.has_heatmap else ("off",)
 
     @property
     def has_heatmap(self) -> bool:

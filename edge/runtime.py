@@ -323,6 +323,11 @@ REFINE_FILL = 0.4
 REFINE_MIN_PRESENCE = 0.1
 #: a crop that would cover this share of the view's shorter side or more is the view itself
 _REFINE_WHOLE = 0.95
+#: ``tiles``: each of the four looks sees a corner of the view this share of its width and height
+#: (the four overlap in the middle), so a small object is seen at 1/0.6 of the first look's
+#: resolution. Edge-train's crops of labelled photos span 0.55-1 of the photo, so a tile holding
+#: the object is a view the model was trained on. Measured on find_phone (README, "Real photos")
+TILE_SIDE = 0.6
 
 
 def model_warnings(metadata: ModelMetadata) -> list[str]:
@@ -409,15 +414,23 @@ class ModelFileWatch:
 
 
 def refine_for(metadata: ModelMetadata, mode: str, name: str) -> str:
-    """The second looks ``mode`` means for a model (``name`` for the error): ``off``, ``zoom`` or
-    ``zoom-flip``. ModelError when the mode is unknown or needs a box model and this is none."""
+    """The second looks ``mode`` means for a model (``name`` for the error): one of its
+    ``refine_choices`` (``off``, ``zoom`` or ``zoom-flip`` for a box model; ``off`` or ``tiles``
+    for a centre or cam model with a heatmap). ModelError when the mode is unknown or does not
+    fit the model."""
     if mode not in REFINE_MODES:
         expected = ", ".join(REFINE_MODES)
         raise ModelError(f"{name}: refine mode {mode!r} is unknown (expected one of {expected})")
+    choices = metadata.refine_choices
     if mode == "auto":  # not measured (converted before second looks, or without the check): one
-        return metadata.refine if metadata.kind == "box" and metadata.refine is not None else "off"
-    if mode != "off" and metadata.kind != "box":
-        raise ModelError(f"{name}: refine {mode} needs a box model; this one is a {metadata.kind} model")
+        return metadata.refine if metadata.refine in choices else "off"
+    if mode not in choices:
+        what = (
+            "a box model"
+            if mode in contract.BOX_REFINES
+            else "a centre or cam model with a heatmap (a grid head's cells or a class activation map)"
+        )
+        raise ModelError(f"{name}: refine {mode} needs {what}; this one is a {metadata.kind} model")
     return mode
 
 
@@ -438,6 +451,8 @@ def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) ->
     is returned as it is. Where the crop would be the whole view (a large stamp), ``zoom`` keeps
     the first look and ``zoom-flip`` adds the mirrored view. The returned timings add up all looks
     (cropping and resizing counted in ``set_input_ms``)."""
+    if mode == "tiles":
+        return _look_at_tiles(detector, image_bgr, first)
     if mode == "off" or first.box is None or first.presence < REFINE_MIN_PRESENCE:
         return first
     t0 = time.perf_counter()
@@ -478,12 +493,6 @@ def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) ->
         mean = (np.asarray(first.class_scores) + second) / 2
         scores = tuple(float(s) for s in mean)
         label = detector.metadata.labels[int(np.argmax(mean))]
-    timings = dict(first.timings)
-    for p in looks:
-        for k, v in p.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
-    timings["set_input_ms"] = timings.get("set_input_ms", 0.0) + prep_ms
-    timings["postprocess_ms"] = timings.get("postprocess_ms", 0.0) + (time.perf_counter() - t1) * 1e3
     return dataclasses.replace(
         first,
         presence=(first.presence + again) / 2,
@@ -491,5 +500,52 @@ def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) ->
         center=None if box is not None else first.center,  # a box model's centre is its box's
         class_scores=scores if scores is not None else first.class_scores,
         label=label if label is not None else first.label,
-        timings=timings,
+        timings=_all_looks(first, looks, prep_ms, t1),
+    )
+
+
+def _all_looks(first: Prediction, looks: Sequence[Prediction], prep_ms: float, t1: float) -> dict:
+    """The timings of the first look plus ``looks``, with the crops' preparation (``prep_ms``) as
+    input setting and what followed the last invoke (from ``t1``) as postprocessing."""
+    timings = dict(first.timings)
+    for p in looks:
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    timings["set_input_ms"] = timings.get("set_input_ms", 0.0) + prep_ms
+    timings["postprocess_ms"] = timings.get("postprocess_ms", 0.0) + (time.perf_counter() - t1) * 1e3
+    return timings
+
+
+def _look_at_tiles(detector, image_bgr: np.ndarray, first: Prediction) -> Prediction:
+    """``tiles``: look at each corner tile of the view (``TILE_SIDE`` of its width and height) and
+    keep the look whose heatmap peaks highest, the first look's included (it wins ties). Its
+    centre (and box) are mapped back to the view; presence and the heatmap stay the first look's:
+    the tiles say where, not whether. A model without a heatmap is returned as it is."""
+    if first.heatmap is None:
+        return first
+    t0 = time.perf_counter()
+    h, w = image_bgr.shape[:2]
+    th, tw = max(round(TILE_SIDE * h), 1), max(round(TILE_SIDE * w), 1)
+    corners = [(left, top) for top in (0, h - th) for left in (0, w - tw)]
+    crops = [contract.prepare_input(image_bgr[top : top + th, left : left + tw]) for left, top in corners]
+    prep_ms = (time.perf_counter() - t0) * 1e3
+    looks = [detector.predict(c) for c in crops]
+    t1 = time.perf_counter()
+    best, where = first, (0.0, 0.0, 1.0, 1.0)
+    peak = float(np.max(first.heatmap))
+    for (left, top), p in zip(corners, looks, strict=True):
+        if p.heatmap is not None and p.center is not None and float(np.max(p.heatmap)) > peak:
+            best, where, peak = p, (left / w, top / h, tw / w, th / h), float(np.max(p.heatmap))
+    fx, fy, fw, fh = where
+    center = box = None
+    if best.center is not None:
+        center = (fx + best.center[0] * fw, fy + best.center[1] * fh)
+    if best.box is not None:
+        b = best.box
+        box = (fx + b[0] * fw, fy + b[1] * fh, fx + b[2] * fw, fy + b[3] * fh)
+    return dataclasses.replace(
+        first,
+        box=box if box is not None else first.box,
+        center=center if center is not None else first.center,
+        timings=_all_looks(first, looks, prep_ms, t1),
     )

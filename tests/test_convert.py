@@ -154,12 +154,22 @@ def test_cli_writes_model_with_provenance_and_report(tiny_model_dir, blob_voc_di
     data = json.loads(report.read_text())
     assert data["passed"] and data["size_bytes"] == out.stat().st_size
     # second looks measured on the same validation photos; the best one is the model's own
-    assert set(data["refine"]) == set(contract.REFINE_CHOICES)
+    assert set(data["refine"]) == set(contract.BOX_REFINES)
     scores = {m: f["iou_mean"] + f["presence_accuracy"] for m, f in data["refine"].items()}
     assert meta.refine in scores and meta.provenance["refine"] == data["refine"]
     assert data["refine_chosen"] == meta.refine
     assert meta.refine == "off" or scores[meta.refine] >= scores["off"] + cli.REFINE_MARGIN
     assert refine_for(meta, "auto", "m") == meta.refine
+
+
+def test_cli_stores_the_second_looks_it_is_told_to(tiny_model_dir, blob_voc_dir, tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    argv = [str(tiny_model_dir / "model.keras"), "--out", str(out), "--quiet"]
+    argv += ["--calibration", str(blob_voc_dir)]
+    assert cli.main([*argv, "--calibration-size", "200", "--no-verify", "--refine", "zoom-flip"]) == 0
+    meta = TFLiteDetector(out).metadata
+    assert meta.refine == "zoom-flip" and "refine" not in meta.provenance  # told, not measured
+    assert refine_for(meta, "auto", "m") == "zoom-flip"
 
 
 def test_the_second_looks_a_model_gains_from_are_chosen_and_those_it_loses_by_are_not(monkeypatch):
@@ -456,6 +466,8 @@ def test_cli_refuses_a_validation_set_without_a_stamp_before_converting(tiny_mod
         (["--report", "{models}/model.json"], "the same as its model.json"),
         (["--report", "{tmp}/m.tflite"], "--report {tmp}/m.tflite: the same as --out"),
         (["--backgrounds", "{tmp}"], "--out {tmp}/m.tflite: inside --backgrounds {tmp} (write it outside"),
+        (["--refine", "twice"], "argument --refine: invalid choice: 'twice'"),
+        (["--refine", "tiles"], "--refine tiles needs a centre or cam model with a heatmap"),
     ],
 )
 def test_cli_bad_options_are_one_line(tiny_model_dir, tmp_path, capsys, extra, message):

@@ -184,3 +184,73 @@ def test_check_config_reads_the_model_and_refuses_a_refine_it_does_not_fit(tmp_p
     config.write_text("[model]\n")  # the bundled model: what its metadata says
     assert run_main(["--check-config", str(config)]) == 0
     assert "second looks zoom)" in capsys.readouterr().out
+
+
+def _spot_model(batch: np.ndarray) -> dict[str, np.ndarray]:
+    """A stand-in centre model with a grid head: its strongest cell is the input's brightest
+    pixel, as sure as that pixel is bright, with the cell's offset pointing at the pixel."""
+    n, g = len(batch), contract.GRID_SIZE
+    bright = batch.max(axis=3).astype(np.float32)
+    cells = np.full((n, g, g), -20.0, np.float32)
+    offsets = np.full((n, g, g, 2), 0.5, np.float32)
+    for i, im in enumerate(bright):
+        y, x = np.unravel_index(int(np.argmax(im)), im.shape)
+        r, c = y // contract.GRID_STRIDE, x // contract.GRID_STRIDE
+        cells[i, r, c] = im[y, x] / 32.0
+        for k, (p, cell) in enumerate(((x, c), (y, r))):
+            shift = (p + 0.5) / contract.INPUT_WIDTH - (cell + 0.5) / g
+            offsets[i, r, c, k] = (shift * g / contract.GRID_SHIFT + 1) / 2
+    presence = np.ones((n, 1), np.float32)
+    return {contract.PRESENCE: presence, contract.CELLS: cells, contract.CELL_OFFSETS: offsets}
+
+
+def test_tiles_keep_the_surest_look_and_map_its_centre_back():
+    """A small bright spot the first look sees diluted (its resize averages it with the dark
+    around it) loses to a larger dimmer patch; the tile holding it sees it sharper and wins."""
+    from edge.runtime import TILE_SIDE, CallableDetector
+
+    seen = []  # images the model was given
+    det = CallableDetector(
+        lambda x: seen.append(len(x)) or _spot_model(x), contract.ModelMetadata(kind="center")
+    )
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[100:120, 100:120] = 145  # the patch, brightest in its middle, (110, 110)
+    image[108:112, 108:112] = 150
+    image[380:384, 500:504] = 255  # the spot: (502, 382)
+    first = det.predict(contract.prepare_input(image))
+    assert first.center == pytest.approx((110 / 640, 110 / 480), abs=0.01)
+    again = look_again(det, image, first, "tiles")
+    assert again.center == pytest.approx((502 / 640, 382 / 480), abs=0.01)
+    assert again.presence == first.presence and again.heatmap is first.heatmap  # where, not whether
+    assert sum(seen) == 5 and again.timings["set_input_ms"] > 0  # four more looks, their crops timed
+    # with the spot gone, the patch is the answer again, wherever the surest look saw it
+    image[380:384, 500:504] = 0
+    plain = det.predict(contract.prepare_input(image))
+    assert look_again(det, image, plain, "tiles").center == pytest.approx((110 / 640, 110 / 480), abs=0.01)
+    # the spot in the top-left tile only, placed where the tiles' corners put it
+    image[:] = 0
+    image[40:43, 30:33] = 255
+    image[400:420, 600:620] = 145
+    image[408:412, 608:612] = 150
+    first = det.predict(contract.prepare_input(image))
+    assert first.center == pytest.approx((610 / 640, 410 / 480), abs=0.01)
+    assert look_again(det, image, first, "tiles").center == pytest.approx((31.5 / 640, 41.5 / 480), abs=0.01)
+    assert 0.5 < TILE_SIDE < 1.0
+    # a centre model without a heatmap (a direct centre output) has nothing to tell the looks by
+    direct = Prediction(presence=0.9, center=(0.3, 0.3))
+    assert look_again(det, image, direct, "tiles") is direct
+
+
+def test_tiles_are_for_centre_models_with_a_heatmap():
+    grid_centre = contract.ModelMetadata(kind="center")
+    assert grid_centre.refine_choices == ("off", "tiles")
+    assert refine_for(contract.ModelMetadata(kind="center", refine="tiles"), "auto", "m") == "tiles"
+    assert refine_for(grid_centre, "tiles", "m") == "tiles" and refine_for(grid_centre, "auto", "m") == "off"
+    direct = contract.ModelMetadata(kind="center", outputs={"presence": "p", "center": "c"})
+    assert direct.refine_choices == ("off",)
+    with pytest.raises(ModelError, match=r"^d.tflite: refine tiles needs a centre or cam model with a"):
+        refine_for(direct, "tiles", "d.tflite")
+    with pytest.raises(ModelError, match=r"refine tiles needs a centre or cam .* this one is a box model"):
+        refine_for(contract.ModelMetadata(kind="box"), "tiles", "b.tflite")
+    # a box model's metadata naming a centre model's looks (or the other way) looks once
+    assert refine_for(contract.ModelMetadata(kind="box", refine="tiles"), "auto", "m") == "off"

@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine",
         choices=REFINE_MODES,
         default="auto",
-        help="look again at a crop around the first box, as edge-run --refine does (auto: what "
-        "edge-convert measured best for the model)",
+        help="look again, as edge-run --refine does: a box model at a crop around the first box (zoom, "
+        "zoom-flip), a centre model with a heatmap at four tiles of the image (tiles) (auto: what "
+        "edge-convert stored in the model)",
     )
     return p
 

@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine",
         choices=REFINE_MODES,
         default=S,
-        help="ours looks again at a crop around the box, as edge-run --refine (the invoke stage "
-        "then sums every look; the textbook loop looks once; default auto: what edge-convert measured best)",
+        help="ours looks again, as edge-run --refine (the invoke stage then sums every look; the "
+        "textbook loop looks once; default auto: what edge-convert stored in the model)",
     )
     mod.add_argument(
         "--amx",

@@ -373,8 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine",
         choices=REFINE_MODES,
         default=S,
-        help="look again at a crop around the box: zoom (2 invokes a judged frame), zoom-flip (3: the "
-        "crop and its mirror image), off (1); default auto: what edge-convert measured best for the model",
+        help="look again: a box model at a crop around the box, zoom (2 invokes a judged frame) or "
+        "zoom-flip (3: the crop and its mirror image); a centre model with a heatmap at the view's four "
+        "corner tiles, tiles (5: the surest look's centre); off (1); default auto: what edge-convert "
+        "stored in the model",
     )
     dec = p.add_argument_group("inspection")
     dec.add_argument(
