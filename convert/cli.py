@@ -395,6 +395,15 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
                 f"one image moves the mean IoU by up to {1 / stamped:.2f}, so the proof says little",
                 file=sys.stderr,
             )
+        if seen := learnt_photos(ds, data, trained.get("subset")):
+            print(
+                f"edge-convert: note: --val {args.val}: {seen} of its {len(ds.records)} images are photos "
+                f"the model was trained on (config.json: {data}); the proof of agreement holds on them, "
+                "but the figures and the second looks chosen on them flatter the model (a model does "
+                "better on photos it has learnt): to measure and choose on photos it has not seen, keep "
+                "some out of training and give them as --val, or choose with --refine",
+                file=sys.stderr,
+            )
     inputs = [("the model", args.model), ("its model.json", args.model.with_name("model.json"))]
     inputs += [("its config.json", args.model.with_name("config.json"))]
     inputs += [(flag, getattr(args, key)) for flag, key in CONVERT_INPUTS]
@@ -404,6 +413,20 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     if problem := clash([("--out", args.out), ("--report", args.report)], inputs, read, folders):
         raise CliError(problem)
     return ds, cal_paths
+
+
+def learnt_photos(val: Dataset, data, subset) -> int:
+    """How many of ``val``'s images are among the labelled photos the model was trained on
+    (``data`` and ``subset`` from its config.json; some of them may have been edge-train's own
+    validation split): 0 when it was not trained on photos or they cannot be read now."""
+    if not data:
+        return 0
+    try:
+        trained = load_dataset(data, subset=subset)
+    except (DatasetError, OSError):
+        return 0
+    learnt = {r.image_path.resolve() for r in trained.records}
+    return sum(r.image_path.resolve() in learnt for r in val.records)
 
 
 def validation_set(

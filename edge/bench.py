@@ -30,6 +30,7 @@ import numpy as np
 
 from edge import contract
 from edge.pipeline import STAGES as PIPELINE_STAGES
+from edge.runtime import REFINE_LOOKS
 from edge.sinks import FrameResult
 
 _log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def format_run(run: Mapping[str, object]) -> str:
     threads = run["threads"]
     head = f"{Path(str(run['model'])).name} ({run['model_id']}), {threads} thread{'s' * (threads != 1)}"
     if run.get("refine", "off") != "off":
-        head += f", refine {run['refine']} (up to {3 if run['refine'] == 'zoom-flip' else 2} looks a frame)"
+        head += f", refine {run['refine']} (up to {REFINE_LOOKS.get(run['refine'], 2)} looks a frame)"
     if run.get("frame_age_ms_p99") is None and run.get("wall_ms_per_frame") is None:  # invoke-only
         lines = [f"{head}: {_f(run['fps'], '.1f')} invokes/s over {run['frames']} invokes"]
     else:

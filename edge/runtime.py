@@ -311,6 +311,8 @@ class CallableDetector:
 #: Measured with the bundled model (1,000 synthetic images of the default recipe; seeds 0-19 of
 #: the demo line): see the README, "Second looks"
 REFINE_MODES = ("auto", *contract.REFINE_CHOICES)
+#: invokes a frame takes at most, by mode
+REFINE_LOOKS = {"off": 1, "zoom": 2, "zoom-flip": 3, "tiles": 5}
 #: the stamp's longer side as a share of the second look's crop: inside the range of stamp sizes
 #: both recipes train on (default 0.2-0.65 of the image's shorter side, station 0.22-0.45).
 #: Measured with zoom-flip on 600 synthetic images (IoU, off -> fill 0.3 / 0.35 / 0.4 / 0.5): the
@@ -450,7 +452,8 @@ def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) ->
     scores (class scores likewise). A first look below ``REFINE_MIN_PRESENCE`` or without a box
     is returned as it is. Where the crop would be the whole view (a large stamp), ``zoom`` keeps
     the first look and ``zoom-flip`` adds the mirrored view. The returned timings add up all looks
-    (cropping and resizing counted in ``set_input_ms``)."""
+    (cropping and resizing counted in ``set_input_ms``). ``tiles``, a centre or cam model's second
+    looks, are ``_look_at_tiles``."""
     if mode == "tiles":
         return _look_at_tiles(detector, image_bgr, first)
     if mode == "off" or first.box is None or first.presence < REFINE_MIN_PRESENCE:

@@ -563,6 +563,29 @@ def test_flag_mistakes_are_refused_before_tensorflow_loads(tmp_path):
         assert "expected a Keras model (.keras) or weights (.h5) file" in proc.stderr, proc.stderr
 
 
+def test_validating_on_the_photos_a_model_learnt_is_said(blob_voc_dir, tmp_path, capsys):
+    """The proof of agreement may run on the training photos, but the figures and the second
+    looks chosen on them flatter the model: edge-convert says how many it learnt."""
+    run = tmp_path / "run"
+    run.mkdir()
+    model = run / "model.keras"
+    with zipfile.ZipFile(model, "w") as archive:  # a .keras archive on the face of it (never loaded)
+        archive.writestr("config.json", "{}")
+    names = sorted(p.name for p in (blob_voc_dir / "images").iterdir())
+    (tmp_path / "train.txt").write_text("\n".join(names[:200]) + "\n")
+    (tmp_path / "test.txt").write_text("\n".join(names[200:]) + "\n")
+    (run / "config.json").write_text(
+        json.dumps({"data": str(blob_voc_dir), "subset": str(tmp_path / "train.txt"), "synthetic": 0})
+    )
+    argv = [str(model), "--out", str(tmp_path / "m.tflite"), "--calibration", str(blob_voc_dir)]
+    cli.check_flags(cli.build_parser().parse_args([*argv, "--val", str(blob_voc_dir)]))
+    err = capsys.readouterr().err
+    assert f"{blob_voc_dir}: 200 of its {len(names)} images are photos the model was trained on" in err
+    test = ["--val", str(blob_voc_dir), "--val-subset", str(tmp_path / "test.txt")]
+    cli.check_flags(cli.build_parser().parse_args([*argv, *test]))
+    assert "trained on" not in capsys.readouterr().err  # held out: nothing to say
+
+
 def test_the_stamp_and_photos_a_model_was_trained_with_come_from_its_config(tmp_path, capsys):
     """edge-convert calibrates and proves a model of the customer's stamp on that stamp and their
     product photos without being told again (config.json records them), and says so; a stamp
