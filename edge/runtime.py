@@ -328,7 +328,9 @@ _REFINE_WHOLE = 0.95
 #: ``tiles``: each of the four looks sees a corner of the view this share of its width and height
 #: (the four overlap in the middle), so a small object is seen at 1/0.6 of the first look's
 #: resolution. Edge-train's crops of labelled photos span 0.55-1 of the photo, so a tile holding
-#: the object is a view the model was trained on. Measured on find_phone (README, "Real photos")
+#: the object is a view the model was trained on. Measured on find_phone (README, "Real photos");
+#: on its training photos split in two halves, each half's model judged on the other (206 photos
+#: in all, two seeds), 0.5 / 0.6 / 0.7 brought 195 / 200 / 197 centres within 0.05 (one look: 183)
 TILE_SIDE = 0.6
 
 
