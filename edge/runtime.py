@@ -524,8 +524,9 @@ def _all_looks(first: Prediction, looks: Sequence[Prediction], prep_ms: float, t
 def _look_at_tiles(detector, image_bgr: np.ndarray, first: Prediction) -> Prediction:
     """``tiles``: look at each corner tile of the view (``TILE_SIDE`` of its width and height) and
     keep the look whose heatmap peaks highest, the first look's included (it wins ties). Its
-    centre (and box) are mapped back to the view; presence and the heatmap stay the first look's:
-    the tiles say where, not whether. A model without a heatmap is returned as it is."""
+    centre is mapped back to the view (centre and cam models have no box); presence and the
+    heatmap stay the first look's: the tiles say where, not whether. A model without a heatmap is
+    returned as it is."""
     if first.heatmap is None:
         return first
     t0 = time.perf_counter()
@@ -536,21 +537,9 @@ def _look_at_tiles(detector, image_bgr: np.ndarray, first: Prediction) -> Predic
     prep_ms = (time.perf_counter() - t0) * 1e3
     looks = [detector.predict(c) for c in crops]
     t1 = time.perf_counter()
-    best, where = first, (0.0, 0.0, 1.0, 1.0)
-    peak = float(np.max(first.heatmap))
+    center, peak = first.center, float(np.max(first.heatmap))
     for (left, top), p in zip(corners, looks, strict=True):
-        if p.heatmap is not None and p.center is not None and float(np.max(p.heatmap)) > peak:
-            best, where, peak = p, (left / w, top / h, tw / w, th / h), float(np.max(p.heatmap))
-    fx, fy, fw, fh = where
-    center = box = None
-    if best.center is not None:
-        center = (fx + best.center[0] * fw, fy + best.center[1] * fh)
-    if best.box is not None:
-        b = best.box
-        box = (fx + b[0] * fw, fy + b[1] * fh, fx + b[2] * fw, fy + b[3] * fh)
-    return dataclasses.replace(
-        first,
-        box=box if box is not None else first.box,
-        center=center if center is not None else first.center,
-        timings=_all_looks(first, looks, prep_ms, t1),
-    )
+        here = float(np.max(p.heatmap)) if p.heatmap is not None and p.center is not None else -np.inf
+        if here > peak:
+            center, peak = (left / w + p.center[0] * tw / w, top / h + p.center[1] * th / h), here
+    return dataclasses.replace(first, center=center, timings=_all_looks(first, looks, prep_ms, t1))

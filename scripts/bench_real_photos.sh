@@ -41,7 +41,7 @@ for what in "${@:-find_phone find_phone_weak raccoon raccoon_init}"; do
             # a phone on a floor mirrored is still a phone on a floor: --flip doubles the views
             # a phone is small in its photo: the runtime looks at four tiles of it too (--refine
             # tiles). Chosen by hand: on the training photos, which the model has learnt, one look
-            # is as good, so edge-convert's measurement there cannot tell (README, "Real photos")
+            # is often as good, so edge-convert's measurement there may not tell (README, "Real photos")
             find_phone) REFINE=${REFINE:-tiles} run find_phone "$DATA/find_phone/labels.txt" "$DATA/find_phone" --kind center --copies 60 --flip --steps 3000 ;;
             find_phone_weak) run find_phone_weak "$DATA/find_phone/labels.txt" "$DATA/find_phone" --weak --copies 60 --flip --steps 3000 ;;
             # from scratch: the grid head, and edge-train's default crops (200 of each of the 144 photos)
