@@ -94,6 +94,9 @@ LEARN_WAIT_S = 2.0
 HELD_BLIND_S = 10.0
 #: frames kept to learn the belt from when none are still (``recurring``): 2 s at 30 fps
 RECENT_FRAMES = 60
+#: frames that moved (not a change of light) while the first empty belt was learned, from which
+#: the run says a product may have passed unjudged
+LEARN_MOTION_FRAMES = 3
 #: a belt learned again while the region was held is trusted, and the one before it forgotten,
 #: after this many products came and went against it
 TRUSTED_AFTER = 3
@@ -366,6 +369,10 @@ class OccupancyTrigger:
         self.voided = 0
         #: products in view much longer than the recent ones (several merged?)
         self.long_products = 0
+        #: frames in which something moved through the region while the empty belt was being
+        #: learned at the start (a product then passed unjudged), and how long that took, s
+        self.moved_while_learning = 0
+        self.learning_s = 0.0
         #: the highest occupancy seen with no product in view: says how near a missed product came
         self.idle_peak = 0.0
         #: times the occupancy rose to ``NEAR_MISS`` x ``on`` (and above ``off``) and fell back below
@@ -453,7 +460,9 @@ class OccupancyTrigger:
         cfg = self.config
         if not self._learned:
             cv2.resize(view, (GRID, GRID), dst=self._small, interpolation=cv2.INTER_AREA)
-            self._track_still()
+            before = self._recent[-1] if self._recent else None
+            if not self._track_still() and before is not None:
+                self._note_learning_motion(before)
             if self._learn_began is None:
                 self._learn_began = frame.t_on_line
             if len(self._still) >= cfg.learn_frames:
@@ -469,6 +478,7 @@ class OccupancyTrigger:
                 self._set_reference(recurring(list(self._recent), cfg.level))
             else:
                 return TriggerState(learning=True)
+            self._first_belt_learned(frame.t_on_line - self._learn_began)
             self._still.clear()
             self._learn_began = None
             self._learned = True
@@ -482,6 +492,23 @@ class OccupancyTrigger:
         state = self._step(frame, view)
         resumed = frame.gap_s if state.product is not None else None
         return dataclasses.replace(state, ended=ended, interrupted=ended is not None, resumed_s=resumed)
+
+    def _note_learning_motion(self, before: np.ndarray) -> None:
+        """This frame (``_small``) moved from ``before`` while the belt is learned at the start:
+        counted unless a change of light explains it (a camera's exposure settling)."""
+        cur = self._small.astype(np.float32)
+        if not self._light_changed(cur, before.astype(np.float32)):
+            self.moved_while_learning += 1
+
+    def _first_belt_learned(self, took_s: float) -> None:
+        self.learning_s = took_s
+        if self.moved_while_learning >= LEARN_MOTION_FRAMES:
+            _log.warning(
+                "learned the empty belt after %.1f s; things moved through the region before (%d "
+                "frames): a product then was not judged (start the station with the belt empty)",
+                took_s,
+                self.moved_while_learning,
+            )
 
     def idle(self, now: float, stopped: bool) -> TriggerState | None:
         """The frames stopped with a product in view: it ends now, not when they come back (if

@@ -31,6 +31,7 @@ import numpy as np
 from edge.contract import prepare_input, roi_pixels
 from edge.decision import (
     FEW_FRAMES,
+    LEARN_MOTION_FRAMES,
     BriefProducts,
     Decider,
     OccupancyTrigger,
@@ -271,6 +272,9 @@ class Summary:
     relearned: int = 0
     dropped_products: int = 0
     long_products: int = 0
+    #: frames in which things moved through the region while the first empty belt was learned
+    #: (from ``LEARN_MOTION_FRAMES`` on, said: a product then passed unjudged)
+    moved_while_learning: int = 0
     #: times the light began to flicker (bands or pulses the trigger takes for products)
     flicker: int = 0
     #: a region of one product's size in the middle of where things moved through the frame
@@ -337,6 +341,11 @@ class Summary:
                 (self.relearned, f"learned the empty belt again {self.relearned}x"),
                 (self.dropped_products, f"dropped {self.dropped_products} (a stopped product leaving)"),
                 (self.long_products, f"{self.long_products} in view far longer than usual (merged?)"),
+                (
+                    self.moved_while_learning >= LEARN_MOTION_FRAMES,
+                    f"things moved through the region while the empty belt was learned "
+                    f"({self.moved_while_learning} frames): a product then was not judged",
+                ),
                 (self.flicker, f"the light flickered ({self.flicker}x; fix the camera's exposure)"),
             )
             if n
@@ -750,6 +759,7 @@ class Pipeline:
             relearned=getattr(self.trigger, "relearned", 0),
             dropped_products=getattr(self.trigger, "voided", 0),
             long_products=getattr(self.trigger, "long_products", 0),
+            moved_while_learning=getattr(self.trigger, "moved_while_learning", 0),
             flicker=getattr(self.trigger, "flicker_episodes", 0),
             suggested_roi=suggested,
             products=verdict_counts.total(),

@@ -120,13 +120,14 @@ def run(
         "twice": sum(1 for n in seen.values() if n > 1),
         "phantom": sum(1 for s in kept if not s),
         "relearned": trigger.relearned,
+        "moved": trigger.moved_while_learning,
     }
 
 
 def row(name: str, r: dict[str, int]) -> str:
     return (
         f"{name:32s} {r['products']:8d} {r['one-to-one']:10d} {r['merged']:6d} {r['lost']:4d} "
-        f"{r['twice']:5d} {r['phantom']:7d} {r['relearned']:9d}"
+        f"{r['twice']:5d} {r['phantom']:7d} {r['relearned']:9d} {r['moved']:16d}"
     )
 
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     line = demo.DemoLine(args.seed)
     total: Counter[str] = Counter()
-    print(f"{'scenario':32s} products one-to-one merged lost twice phantom relearned")
+    print(f"{'scenario':32s} products one-to-one merged lost twice phantom relearned moved-learning")
     for name, (shown, gains) in timelines(line, round(args.minutes * 60 * FPS)).items():
         faint = name.startswith("faint products")
         config = TriggerConfig(level_min=12) if name.endswith("level_min 12") else TriggerConfig()

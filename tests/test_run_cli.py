@@ -86,6 +86,36 @@ def test_recorded_video_gives_its_known_verdicts(tmp_path: Path, capsys):
 
 
 @needs_model
+def test_a_video_begun_with_a_product_passing_says_it_was_not_judged(tmp_path: Path, capsys):
+    """The recorded line from frame 80, while its first product crosses: the belt is learned once
+    it has passed, the other products get their verdicts, and the run says one went unjudged."""
+    meta = json.loads(VIDEO.with_suffix(".json").read_text())
+    first = meta["products"][0]
+    assert first["first_frame"] < 80 < first["last_frame"]
+    late = tmp_path / "late.mp4"
+    cap = cv2.VideoCapture(str(VIDEO))
+    width, height = meta["size"]
+    out = cv2.VideoWriter(str(late), cv2.VideoWriter_fourcc(*"mp4v"), meta["fps"], (width, height))
+    index = 0
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        if index >= 80:
+            out.write(image)
+        index += 1
+    cap.release()
+    out.release()
+    summary, events = tmp_path / "summary.json", tmp_path / "verdicts.jsonl"
+    roi = ",".join(str(v) for v in meta["roi"])
+    argv = ["--video", str(late), "--as-fast-as-possible", "--roi", roi, "--summary", str(summary)]
+    assert main([*argv, "--events", str(events)]) == 0
+    assert [r["verdict"] for r in read_log(events)] == meta["verdicts"][1:]
+    assert json.loads(summary.read_text())["moved_while_learning"] >= 10
+    assert "things moved through the region while the empty belt was learned" in capsys.readouterr().out
+
+
+@needs_model
 def test_a_sigkill_leaves_a_log_that_parses_and_the_next_run_continues_it(tmp_path: Path):
     events = tmp_path / "verdicts.jsonl"
     cmd = [*EDGE_RUN, "--demo", "--as-fast-as-possible", "--events", str(events)]

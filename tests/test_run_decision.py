@@ -149,8 +149,10 @@ def segments(states) -> list[tuple[int, int]]:
 
 def test_occupancy_trigger_learns_then_begins_and_ends_with_hysteresis():
     covers = [0.0] * 5 + [0.0, 0.3, 0.6, 0.9, 1.0, 0.4, 0.9, 1.0, 0.6, 0.15, 0.1, 0.0, 0.0]
-    states = run_trigger(covers)
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    states = run_trigger(covers, trigger=trigger)
     assert all(s.learning for s in states[:5])
+    assert trigger.moved_while_learning == 0  # started with the belt empty: nothing unjudged
     products = [s.product for s in states[5:]]
     # begins at 0.6 (>= on), stays through the dip to 0.4 (> off), ends after two frames below off
     assert products == [None, None, 1, 1, 1, 1, 1, 1, 1, 1, None, None, None]
@@ -250,6 +252,7 @@ def test_a_camera_exposure_settling_while_the_belt_is_learned_is_followed_not_ta
     states = run_trigger(covers, lights=lights, trigger=trigger)
     assert [n for _, n in segments(states)] == [6] * 6  # as under a steady light
     assert trigger.followed >= 1 and trigger.relearned == 0
+    assert trigger.moved_while_learning == 0  # the light changed, nothing passed unjudged
 
 
 @pytest.mark.parametrize("at_once", [True, False])
@@ -407,7 +410,7 @@ def test_products_too_small_for_the_region_get_a_hint_and_whole_ones_none():
     assert "a run of a line must last longer than that" in hint  # a video stopped early: not photos
 
 
-def test_started_with_products_passing_it_learns_the_belt_between_them():
+def test_started_with_products_passing_it_learns_the_belt_between_them(caplog):
     """A restart while the line runs: no still frames to learn the belt from, products in view
     more often than not; what recurs between the (each different) products is the belt, where a
     median of the first frames took products for it and lumped the next ones for 30 s."""
@@ -428,6 +431,9 @@ def test_started_with_products_passing_it_learns_the_belt_between_them():
     assert 60 <= learned <= 62  # after LEARN_WAIT_S (2 s at 30 fps) without ten still frames
     assert trigger.occupancy(np.full((128, 128, 3), BELT, np.uint8)) < 0.05  # the belt, learned
     assert [n for _, n in segments(states)][1:] == [18] * 3  # each product its own (the first: seen in part)
+    # what passed while it learned was not judged, and the run says so
+    assert trigger.moved_while_learning >= 30 and trigger.learning_s == pytest.approx(2.0, abs=0.1)
+    assert "things moved through the region before" in caplog.text
     stack = [cv2.resize(busy(i), (32, 32), interpolation=cv2.INTER_AREA) for i in range(60)]
     belt = np.full((32, 32, 3), BELT, np.float32)
     assert np.abs(recurring(stack, 30) - belt).max() < 10
@@ -437,8 +443,14 @@ def test_started_with_products_passing_it_learns_the_belt_between_them():
 def test_the_summary_says_what_the_trigger_relearned_dropped_and_found_merged():
     from edge.pipeline import Summary
 
-    plain = Summary(source="s", model_id="m", runtime="r")
-    assert "trigger" not in plain.format()
+    plain = Summary(source="s", model_id="m", runtime="r", moved_while_learning=2)
+    assert "trigger" not in plain.format()  # two frames: noise, not a product
+    moved = Summary(source="s", model_id="m", runtime="r", moved_while_learning=29)
+    assert moved.format().splitlines()[-1] == (
+        "trigger     things moved through the region while the empty belt was learned (29 frames): "
+        "a product then was not judged"
+    )
+    assert moved.to_dict()["moved_while_learning"] == 29
     s = Summary(
         source="s", model_id="m", runtime="r", relearned=2, dropped_products=1, long_products=3, flicker=1
     )
