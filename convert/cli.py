@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from convert.equalize import equalize
+from convert.rounding import round_weights
 from convert.tflite import (
     INTEGER_MODES,
     MODES,
@@ -140,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="int8: quantize the weights as trained, without first rescaling activation channels to "
         "their whole 8-bit range (for comparison)",
     )
+    p.add_argument(
+        "--no-round",
+        action="store_true",
+        help="int8: round each weight to its nearest int8 step, not up or down for the least output "
+        "error on the calibration images (for comparison)",
+    )
     chk = p.add_argument_group("proof of agreement")
     chk.add_argument(
         "--max-iou-drop",
@@ -258,6 +265,8 @@ def calibration_images(args: argparse.Namespace, paths: list[Path] | None) -> tu
 
 #: calibration images whose activations set the equalization's channel scales
 EQUALIZE_IMAGES = 200
+#: calibration images whose activations the weights are rounded for (convert/rounding.py)
+ROUND_IMAGES = 100
 #: fewer distinct calibration images than this are warned about (they are cycled to the size asked)
 FEW_CALIBRATION = 50
 #: the fewest synthetic validation images a proof of agreement takes; a proof on fewer labelled
@@ -563,9 +572,10 @@ def run(args: argparse.Namespace) -> int:
         reps, provenance["calibration"] = calibration_images(args, cal_paths)
     log(f"edge-convert: converting {args.model} ({kind}, labels {list(labels)}) to {args.mode}")
     source = model
-    if reps and not args.no_equalize:
-        # a second copy is rescaled; the proof below compares against the model as trained
+    if reps and not (args.no_equalize and args.no_round):
+        # a second copy is changed; the proof below compares against the model as trained
         source = load_keras(args.model)
+    if reps and not args.no_equalize:
         eq = equalize(source, reps[:EQUALIZE_IMAGES])
         provenance["equalized"] = {k: v for k, v in eq.items() if k != "layers"}
         if eq["chains"]:
@@ -573,6 +583,16 @@ def run(args: argparse.Namespace) -> int:
                 f"edge-convert: equalized {eq['chains']} activations on {min(len(reps), EQUALIZE_IMAGES)} "
                 f"calibration images (channel scales: median {eq['scale_median']:.2f}, "
                 f"max {eq['scale_max']:.1f})"
+            )
+    if reps and not args.no_round:
+        rounded = round_weights(source, reps[:ROUND_IMAGES], skip_pixel_stem=args.mode == "int8-float-stem")
+        provenance["rounded"] = rounded
+        if rounded["layers"]:
+            ratio = rounded["error_variance_rounded"] / max(rounded["error_variance_nearest"], 1e-30)
+            log(
+                f"edge-convert: rounded the weights of {rounded['layers']} layers for their outputs on "
+                f"{min(len(reps), ROUND_IMAGES)} calibration images (output error variance "
+                f"{ratio:.2f}x nearest rounding's)"
             )
     # --quiet: also the converter's native "fully_quantize: ..." line (its failures still show)
     quiet = native_stderr_muted if args.quiet else contextlib.nullcontext

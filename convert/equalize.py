@@ -48,7 +48,7 @@ def _producer(tensor):
     return None if history is None else history[0]
 
 
-def _only_consumer_is(layer, consumer) -> bool:
+def only_consumer_is(layer, consumer) -> bool:
     nodes = list(getattr(layer, "_outbound_nodes", []))
     return len(nodes) == 1 and nodes[0].operation is consumer
 
@@ -66,24 +66,24 @@ def find_chains(model) -> list[Chain]:
                 continue
             src, into = _producer(dw.input), dw
             if isinstance(src, L.ZeroPadding2D):
-                if not _only_consumer_is(src, dw) or len(src._inbound_nodes) != 1:
+                if not only_consumer_is(src, dw) or len(src._inbound_nodes) != 1:
                     continue
                 src, into = _producer(src.input), src
             relu = src
             if not isinstance(relu, L.ReLU) or relu.max_value is None or relu.negative_slope != 0:
                 continue
-            if relu.threshold != 0 or not _only_consumer_is(relu, into) or id(relu.output) in outputs:
+            if relu.threshold != 0 or not only_consumer_is(relu, into) or id(relu.output) in outputs:
                 continue
             norm = _producer(relu.input)
             if not isinstance(norm, L.BatchNormalization) or not (norm.scale and norm.center):
                 continue
-            if not _only_consumer_is(norm, relu) or id(norm.output) in outputs:
+            if not only_consumer_is(norm, relu) or id(norm.output) in outputs:
                 continue
             chains.append(Chain(owner, norm, relu, dw))
     return chains
 
 
-def _owner_input(model, owner):
+def owner_input(model, owner):
     """A model from ``model``'s input to the tensor ``owner`` (a nested model) is called on."""
     import keras
 
@@ -104,7 +104,7 @@ def channel_percentiles(model, chains: list[Chain], images: list[np.ndarray], q:
     batch = np.stack(images).astype(np.float32)
     for idx in by_owner.values():
         owner = chains[idx[0]].owner
-        pre = _owner_input(model, owner)
+        pre = owner_input(model, owner)
         probe = keras.Model(owner.input, [chains[i].relu.output for i in idx])
         acts = []
         for k in range(0, len(batch), 50):

@@ -330,9 +330,12 @@ def test_a_calibration_folder_skips_unreadable_files_by_name_and_reads_subfolder
     assert "1 of 7 images skipped" in err and "broken.jpg: not a readable image" in err, err
     assert "._0.png" not in err and out.exists()
     assert TFLiteDetector(out).metadata.provenance["equalized"]["chains"] == 11
-    # --no-equalize quantizes the weights as trained (for comparison)
-    assert cli.main([*args, "--no-verify", "--quiet", "--no-equalize"]) == 0
-    assert "equalized" not in TFLiteDetector(out).metadata.provenance
+    # the first convolution, 13 depthwise and 13 pointwise ones: rounded for their outputs
+    rounded = TFLiteDetector(out).metadata.provenance["rounded"]
+    assert rounded["layers"] == 27 and rounded["error_variance_rounded"] < rounded["error_variance_nearest"]
+    # --no-equalize quantizes the weights as trained (for comparison), --no-round to the nearest step
+    assert cli.main([*args, "--no-verify", "--quiet", "--no-equalize", "--no-round"]) == 0
+    assert not {"equalized", "rounded"} & set(TFLiteDetector(out).metadata.provenance)
 
 
 def test_runtime_refuses_model_without_metadata(keras_model, tmp_path):
@@ -767,3 +770,66 @@ def test_the_proof_counts_class_accuracy_over_the_variants_the_model_knows_as_ed
     said = []
     cli.print_report({**report, "validation": "4 images", "runtime": "test"}, "iou_mean", said.append)
     assert "  a (2 images): 1.0000 / 1.0000, 1.0000 / 1.0000, 0.5000 / 0.5000" in said
+
+
+def _folded_dw1(model) -> np.ndarray:
+    """The first depthwise kernel with its batch norm folded in, (3, 3, channels), as TFLite
+    quantizes it."""
+    backbone = model.get_layer("backbone")
+    kernel = backbone.get_layer("conv_dw_1").get_weights()[0][..., 0]
+    norm = backbone.get_layer("conv_dw_1_bn")
+    gamma, _, _, var = norm.get_weights()
+    return kernel * gamma / np.sqrt(var + norm.epsilon)
+
+
+def test_rounding_for_the_output_beats_nearest_rounding_and_the_converter_keeps_it(tiny_model_dir, blobs):
+    """The rounded weights lie on int8's grid, each within a step of where it was, the converter's
+    own rounding leaves them there, and on images it was not rounded on each layer's output moves
+    less than with every weight rounded to its nearest step."""
+    import keras
+
+    from convert.rounding import find_layers, round_weights
+
+    images, _ = blobs
+    original = load_keras(tiny_model_dir / "model.keras")
+    before = _folded_dw1(original)
+    backbone = original.get_layer("backbone")
+    layers = [x for x in find_layers(original) if x.owner is backbone]
+    assert len(layers) == 27  # the first convolution, 13 depthwise and 13 pointwise ones
+    probe = keras.Model(backbone.input, [x.conv.input for x in layers])
+    inputs = probe(original.get_layer("scale_pixels")(np.stack(images[100:200]).astype(np.float32)))
+
+    def outputs(model) -> list[np.ndarray]:  # each layer (and its batch norm) on the original's inputs
+        bb = model.get_layer("backbone")
+        return [
+            np.asarray(bb.get_layer(x.norm.name)(bb.get_layer(x.conv.name)(a), training=False))
+            for x, a in zip(layers, inputs, strict=True)
+        ]
+
+    reference = outputs(original)
+    errors = {}
+    for sweeps in (0, 4):  # nearest, then the output's rounding
+        model = load_keras(tiny_model_dir / "model.keras")
+        done = round_weights(model, images[:100], sweeps=sweeps)
+        pairs = zip(outputs(model), reference, strict=True)
+        errors[sweeps] = np.array([np.mean((o - r) ** 2) for o, r in pairs])
+    assert done["error_variance_rounded"] < 0.9 * done["error_variance_nearest"]
+    assert errors[4].sum() < 0.95 * errors[0].sum() and np.mean(errors[4] <= errors[0]) > 0.8, errors
+    after = _folded_dw1(model)
+    step = np.abs(before).max(axis=(0, 1)) / 127
+    np.testing.assert_allclose(np.abs(after).max(axis=(0, 1)) / 127, step, rtol=1e-5)  # the same grid
+    on_grid = after / step
+    assert np.abs(on_grid - np.round(on_grid)).max() < 1e-3
+    assert np.all(np.abs(after - before) < step * (1 + 1e-4))  # up or down, never further
+    assert np.any(np.round(on_grid) != np.round(before / step))  # some went the other way
+    # the converter rounds them where they are: its int8 kernel is ours
+    raw = convert(model, "int8", lambda: images[:200])
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=raw)
+    (kernel,) = [
+        t for t in interp.get_tensor_details() if t["dtype"] == np.int8 and tuple(t["shape"]) == (1, 3, 3, 8)
+    ]
+    q = interp.get_tensor(kernel["index"])[0]
+    np.testing.assert_allclose(kernel["quantization_parameters"]["scales"], step, rtol=1e-4)
+    np.testing.assert_array_equal(q, np.round(on_grid).astype(np.int8))
