@@ -833,3 +833,18 @@ def test_rounding_for_the_output_beats_nearest_rounding_and_the_converter_keeps_
     q = interp.get_tensor(kernel["index"])[0]
     np.testing.assert_allclose(kernel["quantization_parameters"]["scales"], step, rtol=1e-4)
     np.testing.assert_array_equal(q, np.round(on_grid).astype(np.int8))
+    # and a pointwise one (8 -> 16 channels; TFLite's layout: out, 1, 1, in), a step per output
+    pw = model.get_layer("backbone").get_layer("conv_pw_1")
+    norm = model.get_layer("backbone").get_layer("conv_pw_1_bn")
+    gamma, _, _, var = norm.get_weights()
+    folded = pw.get_weights()[0][0, 0] * gamma / np.sqrt(var + norm.epsilon)  # (in, out)
+    pw_step = np.abs(folded).max(axis=0) / 127
+    (kernel,) = [
+        t for t in interp.get_tensor_details() if t["dtype"] == np.int8 and tuple(t["shape"]) == (16, 1, 1, 8)
+    ]
+    np.testing.assert_allclose(kernel["quantization_parameters"]["scales"], pw_step, rtol=1e-4)
+    pw_grid = folded / pw_step
+    assert np.abs(pw_grid - np.round(pw_grid)).max() < 1e-3
+    np.testing.assert_array_equal(
+        interp.get_tensor(kernel["index"])[:, 0, 0, :], np.round(pw_grid).T.astype(np.int8)
+    )
