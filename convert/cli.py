@@ -665,18 +665,9 @@ def run(args: argparse.Namespace) -> int:
             if warning := metrics.no_skill_warning(check["keras"]):  # agreement is not usefulness
                 print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
             if not check["passed"]:
-                few = len(images) < MIN_VALIDATION
                 raise CliError(
                     f"converted model does not agree with the Keras model: {check['why']}; nothing written "
-                    "(try: more training, as an under-trained model's scores sit near the threshold; "
-                    "--mode int8-float-stem; "
-                    + (
-                        f"on {len(images)} validation images one image moves a share by "
-                        f"{1 / len(images):.3f}, so a larger --max-iou-drop may fit; "
-                        if few
-                        else ""
-                    )
-                    + "or --no-verify for a trial model)"
+                    f"({refusal_hint(check, len(images))})"
                 )
         else:
             os.close(fd)
@@ -734,7 +725,12 @@ def proof_of_agreement(
     elif not drop <= max_drop:
         why.append(f"{loc} fell {drop:.4f} (> {max_drop})")
     if not agree["presence_agreement"] >= min_agreement:
-        why.append(f"presence agreement {agree['presence_agreement']:.4f} (< {min_agreement})")
+        n, unsure = agree["presence_disagree"], agree["presence_disagree_unsure"]
+        why.append(
+            f"presence agreement {agree['presence_agreement']:.4f} (< {min_agreement}): {n} of "
+            f"{len(images)} images decided otherwise, {unsure} of them scored by the Keras model within "
+            f"{metrics.UNSURE} of the threshold {threshold:g}"
+        )
     report = {
         "keras": mk,
         "tflite": ml,
@@ -748,6 +744,27 @@ def proof_of_agreement(
         lb = metrics.by_label(lp, truths, threshold, known_labels=labels)
         report["by_label"] = {"keras": kb, "tflite": lb}
     return report
+
+
+def refusal_hint(check: dict, n_images: int) -> str:
+    """What to try when the proof refuses a model: where int8 flipped presence mostly on images the
+    Keras model is sure of, the float stem first; else more training first (an under-trained
+    model's scores sit near the threshold, where any small change decides)."""
+    agree = check["agreement"]
+    sure_flips = agree["presence_disagree"] - agree["presence_disagree_unsure"]
+    flipped_sure = sure_flips * 2 > agree["presence_disagree"]  # (none flipped: False)
+    hint = (
+        "try: --mode int8-float-stem, as int8 moves scores the Keras model is sure of; more training; "
+        if flipped_sure
+        else "try: more training, as an under-trained model's scores sit near the threshold; "
+        "--mode int8-float-stem; "
+    )
+    if n_images < MIN_VALIDATION:
+        hint += (
+            f"on {n_images} validation images one image moves a share by {1 / n_images:.3f}, so a larger "
+            "--max-iou-drop may fit; "
+        )
+    return hint + "or --no-verify for a trial model"
 
 
 #: the figures print_report gives for each label (``metrics.LABEL_KEYS``)

@@ -204,15 +204,24 @@ def no_skill_warning(m: Mapping[str, float]) -> str | None:
     )
 
 
+#: a presence score this close to the threshold is one an under-trained model is unsure of
+UNSURE = 0.1
+
+
 def agreement(a: Sequence[Prediction], b: Sequence[Prediction], threshold: float) -> dict[str, float]:
-    """How closely two models agree on the same images (float vs quantized)."""
+    """How closely two models agree on the same images (float vs quantized): ``presence_disagree``
+    counts the images on which they decide presence differently, ``presence_disagree_unsure`` those
+    of them that ``a`` scores within ``UNSURE`` of the threshold (where any small change decides)."""
     pa = np.array([p.present(threshold) for p in a])
     pb = np.array([p.present(threshold) for p in b])
+    unsure = np.array([abs(p.presence - threshold) < UNSURE for p in a])
     out = {
         "presence_agreement": float(np.mean(pa == pb)),
         "presence_abs_diff_mean": float(
             np.mean([abs(x.presence - y.presence) for x, y in zip(a, b, strict=True)])
         ),
+        "presence_disagree": int(np.count_nonzero(pa != pb)),
+        "presence_disagree_unsure": int(np.count_nonzero((pa != pb) & unsure)),
     }
     boxes = [(x.box, y.box) for x, y in zip(a, b, strict=True) if x.box is not None and y.box is not None]
     if boxes:

@@ -182,6 +182,20 @@ def test_iou_and_summary_on_known_values():
     assert m["center_within_0_05"] == pytest.approx(0.5)
     ag = agreement(preds, list(reversed(preds)), 0.5)
     assert ag["presence_agreement"] == pytest.approx(0.0)
+    assert (
+        ag["presence_disagree"] == 4 and ag["presence_disagree_unsure"] == 0
+    )  # 0.9, 0.2, 0.7, 0.1: all sure
+
+
+def test_agreement_counts_the_images_decided_otherwise_and_those_the_reference_was_unsure_of():
+    a = [Prediction(p) for p in (0.55, 0.9, 0.3, 0.45, 0.62)]
+    b = [Prediction(p) for p in (0.45, 0.2, 0.3, 0.46, 0.58)]
+    ag = agreement(a, b, 0.5)
+    # 0.55 -> 0.45 (unsure: within 0.1 of 0.5) and 0.9 -> 0.2 (sure) flip; 0.45 -> 0.46 and 0.62 ->
+    # 0.58 stay on their side
+    assert ag["presence_disagree"] == 2 and ag["presence_disagree_unsure"] == 1
+    assert ag["presence_agreement"] == pytest.approx(0.6)
+    assert agreement(a, b, 0.25)["presence_disagree"] == 1  # only 0.9 -> 0.2 crosses 0.25
 
 
 def test_f1_is_undefined_only_when_there_is_nothing_to_find_and_nothing_found():

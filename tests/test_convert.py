@@ -108,6 +108,44 @@ def test_agreement_check_fails_on_a_model_calibrated_on_blank_images(keras_model
         min_agreement=0.995,
     )
     assert not report["passed"]
+    ag = report["agreement"]
+    if ag["presence_agreement"] < 0.995:  # the why counts the images decided otherwise
+        assert (
+            f"{ag['presence_disagree']} of {len(images)} images decided otherwise, "
+            f"{ag['presence_disagree_unsure']} of them scored by the Keras model within 0.1"
+        ) in report["why"]
+
+
+@pytest.mark.parametrize(
+    ("agreement", "n", "first", "few"),
+    [
+        # int8 flipped images the Keras model is sure of: the float stem first
+        (
+            {"presence_agreement": 0.988, "presence_disagree": 6, "presence_disagree_unsure": 1},
+            500,
+            "--mode",
+            False,
+        ),
+        # near the threshold: an under-trained model, more training first
+        (
+            {"presence_agreement": 0.99, "presence_disagree": 5, "presence_disagree_unsure": 4},
+            500,
+            "more training",
+            False,
+        ),
+        # the presence agreed (the IoU fell): more training first; few images: the share's grain
+        (
+            {"presence_agreement": 1.0, "presence_disagree": 0, "presence_disagree_unsure": 0},
+            40,
+            "more training",
+            True,
+        ),
+    ],
+)
+def test_a_refusal_says_what_to_try_first_by_where_int8_flipped_presence(agreement, n, first, few):
+    hint = cli.refusal_hint({"agreement": agreement}, n)
+    assert hint.startswith(f"try: {first}") and hint.endswith("or --no-verify for a trial model")
+    assert ("so a larger --max-iou-drop may fit" in hint) is few
 
 
 @pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
