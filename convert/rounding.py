@@ -177,8 +177,7 @@ def round_weights(
         errors = np.zeros_like(w, dtype=np.float64)
         for c in range(len(w)):
             cov_c = cov[c] if layer.depthwise else cov
-            step = np.abs(w[c]).max() / 127.0
-            nearest = np.round(w[c] / step) * step - w[c] if step > 0 else np.zeros_like(errors[c])
+            nearest = round_channel(w[c], cov_c, sweeps=0)
             errors[c] = round_channel(w[c], cov_c, sweeps)
             before += float(nearest @ cov_c @ nearest)
             after += float(errors[c] @ cov_c @ errors[c])
