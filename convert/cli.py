@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--subset", type=Path, default=None, help="restrict --calibration to the images listed")
     cal.add_argument(
-        "--calibration-size", type=positive_int, default=300, help="representative images (>= 200)"
+        "--calibration-size",
+        type=positive_int,
+        default=300,
+        help="representative images (>= 200 for the int8 modes)",
     )
     cal.add_argument("--val", type=Path, default=None, help="labelled validation set (default: synthetic)")
     cal.add_argument("--val-subset", type=Path, default=None, help="restrict --val to the images listed")

@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start from this trained model (fine-tuning): a .keras model edge-train wrote, a .tflite "
         "edge-convert wrote, 'bundled' (the bundled default model), or 'none' (random weights); "
-        "default: 'bundled' for a box model of your --stamp images (they learn faster from it), "
-        "else none",
+        "default: 'bundled' for a box model of your --stamp images without --weights (they learn "
+        "faster from it), else none",
     )
     m.add_argument("--steps", type=positive_int, default=None, help="training steps (default: from --epochs)")
     m.add_argument(
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=positive_int,
         default=os.cpu_count() or 1,
-        help="processes generating synthetic data",
+        help="processes generating synthetic data (default: one per core, here %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p

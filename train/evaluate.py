@@ -358,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REFINE_MODES,
         default="auto",
         help="look again, as edge-run --refine does: a box model at a crop around the first box (zoom, "
-        "zoom-flip), a centre model with a heatmap at four tiles of the image (tiles) (auto: what "
-        "edge-convert stored in the model)",
+        "zoom-flip), a centre model with a heatmap at four tiles of the image (tiles); off: one look "
+        "(auto: what edge-convert stored in the model)",
     )
     return p
 

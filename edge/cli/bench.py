@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Latency on this CPU, stage by stage: models and thread counts side by side.",
         epilog="Source flags as in edge-run. Exit status 2: bad input (one line on stderr).",
     )
-    p.add_argument("--config", type=Path, help="an edge-run config file: its source, region, trigger, model")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="an edge-run config file: its source, region, decision and model (its trigger settings "
+        "with --trigger occupancy; else every frame is judged)",
+    )
     mod = p.add_argument_group("models")
     mod.add_argument(
         "--model",

@@ -6,7 +6,7 @@ Examples::
     edge-run --camera 0 --roi 0.2,0,0.6,1 --events verdicts.jsonl --snapshots missing/
     edge-run --config /etc/stampline/stampline.toml  # the service
     edge-run --check-config /etc/stampline/stampline.toml
-    edge-run --demo --demo-variants 3 --expect qc-passed --model variants_int8.tflite
+    edge-run --demo --demo-variants 3 --expect qc-passed --model tests/fixtures/variants_int8.tflite
 """
 
 from __future__ import annotations
@@ -238,9 +238,14 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         default=S,
         help="requested frame width (default: the device's; --picamera: 320x240, the ISP scales)",
     )
-    src.add_argument("--height", type=positive_int, default=S, help="requested frame height")
     src.add_argument(
-        "--fps", type=number, default=S, help="requested frame rate (--video: the pace instead of the file's)"
+        "--height", type=positive_int, default=S, help="requested frame height (default: the device's)"
+    )
+    src.add_argument(
+        "--fps",
+        type=number,
+        default=S,
+        help="requested frame rate (default: the device's; --video: the pace instead of the file's)",
     )
     src.add_argument(
         "--exposure-ms",
@@ -253,14 +258,16 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         "--gain",
         type=number_or_auto,
         default=S,
-        help="camera: a fixed gain (--picamera: analogue gain, 1.0 none; V4L2: its own units), or auto",
+        help="camera: a fixed gain (--picamera: analogue gain, 1.0 none; V4L2: its own units), or auto "
+        "(default: not touched)",
     )
     src.add_argument(
         "--mains-hz",
         type=int,
         choices=(50, 60),
         default=S,
-        help="camera: the lights' mains frequency; automatic exposure keeps to their flicker",
+        help="camera: the lights' mains frequency; automatic exposure keeps to their flicker "
+        "(default: not touched)",
     )
     src.add_argument(
         "--as-fast-as-possible",
@@ -384,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_roi,
         default=S,
         metavar="X,Y,W,H",
-        help="region inspected, normalised (default: whole frame)",
+        help="region inspected, normalised (default: whole frame; --demo: the demo line's own region)",
     )
     dec.add_argument(
         "--trigger",
