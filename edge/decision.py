@@ -19,8 +19,8 @@ Triggers
     steps, flicker, camera shifts, fast and touching products; 446 products): 373 were each one
     trigger segment of their own, against 200 when the reference was relearned blindly from the
     next frames after ``max_product_s``; ``scripts/bench_trigger.py`` (the demo line through a
-    stop, a start while products pass, the lights switched on, a light step): 261 of 266,
-    against 79.
+    stop, a start while products pass, the lights switched on, a light step): 265 of 266
+    (261 while a change of light was held rather than followed, ``LIGHT_STEP_S``), against 79.
 
     Chosen by measurement on the demo line (640x480, region 0.25, 0.1, 0.5, 0.8; seeds 0-4, 60 s
     each, 8950 frames after learning, every frame's true share of the region covered by a product
@@ -128,6 +128,31 @@ FOLLOW_OCC = 0.05
 FOLLOW_BETTER = 0.5
 FOLLOW_SAMPLE = 3
 FOLLOW_LIT = 0.3
+#: a step of the light from one frame to the next (a light switched on or off, a door, the sun),
+#: with or without a product in view: the median factor of the region's lit cells (those below
+#: ``SATURATED`` in both frames, at least ``LIGHT_STEP_CLEAR`` of the region) differs from 1 by
+#: ``FLICKER_CHANGE`` or more, about white (``LIGHT_TINT``), within ``LIGHT_STEP_RANGE``, and it
+#: explains ``LIGHT_STEP_SHARE`` of the lit cells or more (each channel within ``FLICKER_SPREAD`` or
+#: ``FLICKER_NOISE`` of it, clipped where it saturates): a product moving in view changes the rest.
+#: For ``LIGHT_STEP_S`` after it (and while the light has changed one way only: flickering light
+#: goes both) the empty belt's reference is scaled to the new light once the region matches it
+#: so scaled as an empty belt matches its reference (all but ``LIGHT_MATCH`` of it): when the
+#: product in view when the light changed has left. A step on an empty region begins a product
+#: on trial, as a plain product the belt's colour made brighter, moved in at once, would: it is
+#: dropped (the light) as soon as something rises against the belt under the new light, which
+#: then begins a product of its own, or after ``SUDDEN_HOLD_S`` with nothing in view; it is
+#: judged if the region matches the belt as it was again (a plain product that left). Before, a
+#: product in view then stayed "in view" for ``max_product_s`` (30 s: a helper's recordings lost
+#: the 13 products that passed meanwhile), and a step on an empty region was judged as a product
+#: (a MISSING for nothing) that took the next real one in with it (judged on mostly empty
+#: frames: a stamped one MISSING)
+SATURATED = 220
+LIGHT_STEP_CLEAR = 0.05
+LIGHT_STEP_RANGE = (1 / 3, 3.0)
+LIGHT_STEP_SHARE = 0.5
+LIGHT_STEP_S = 10.0
+LIGHT_MATCH = 0.1
+LIGHT_OVERDUE = 2.0
 #: with ``trigger.level_min`` set, each cell's own threshold (``OccupancyTrigger.occupancy``):
 #: ``NOISE_K`` times how much the cell varies on the empty belt (root mean square of its
 #: difference from the reference, each frame's clipped at the threshold, averaged at
@@ -151,6 +176,9 @@ FOLLOWER_RISE = 0.25
 #: least ``LONG_EXTRA`` frames more) is said to be several products merged
 LONG_RATIO = 1.8
 LONG_EXTRA = 4
+#: ... once this many products have passed (5 before: a helper's recording merged products 4-6
+#: into one, unsaid)
+LONG_KNOWN = 3
 #: an occupancy that rose to this share of ``on`` and fell back without a product beginning is
 #: a near miss (``OccupancyTrigger.near_misses``)
 NEAR_MISS = 0.6
@@ -291,6 +319,24 @@ def white_gain(ratios: np.ndarray) -> np.ndarray | None:
     return None if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3) else gain
 
 
+def light_gain(cur: np.ndarray, before: np.ndarray) -> np.ndarray | None:
+    """The light's factor per colour channel from ``before`` to ``cur`` (GRID x GRID x 3, float):
+    each channel's median ratio over the lit cells where it is below ``SATURATED`` in both (at
+    least ``LIGHT_STEP_CLEAR`` of the region; a channel with fewer, saturated under the new
+    light, takes the others' mean: the light is about white); None where no channel has enough,
+    or the factors differ by more than ``LIGHT_TINT``."""
+    lit = before.sum(axis=2) >= 3 * FLICKER_LIT
+    gain = np.full(3, np.nan)
+    for c in range(3):
+        clear = lit & (before[..., c] < SATURATED) & (cur[..., c] < SATURATED)
+        if np.count_nonzero(clear) >= LIGHT_STEP_CLEAR * GRID * GRID:
+            gain[c] = np.median(cur[..., c][clear] / np.maximum(before[..., c][clear], 1.0))
+    known = gain[~np.isnan(gain)]
+    if not known.size or known.max() > LIGHT_TINT * max(float(known.min()), 1e-3):
+        return None
+    return np.where(np.isnan(gain), known.mean(), gain)
+
+
 def recurring(frames: Sequence[np.ndarray], level: int) -> np.ndarray:
     """Per cell, the colour that recurs most often in ``frames`` (GRID x GRID x 3 each, at most
     ``RECURRING_SAMPLES`` of them spread over all): the median of the largest group of frames
@@ -350,6 +396,8 @@ class OccupancyTrigger:
         self._limit = self.config.max_product_s
         #: frames in view of the recent products (``LONG_RATIO``)
         self._lengths: deque[int] = deque(maxlen=20)
+        #: how long the recent products were in view, s (``LIGHT_OVERDUE``)
+        self._durations: deque[float] = deque(maxlen=20)
         #: since when the region is held (None: not held)
         self._held_since: float | None = None
         #: the empty belt before the last one learned while held (None: none, or trusted since)
@@ -393,6 +441,14 @@ class OccupancyTrigger:
         self.flicker_episodes = 0
         #: frames on which the empty belt's reference followed the light (``FOLLOW_STEP``)
         self.followed = 0
+        #: when the light last stepped (``LIGHT_STEP_SHARE``; None: not within ``LIGHT_STEP_S``),
+        #: and the times the empty belt's reference was scaled to a new light after such a step
+        self._light_at: float | None = None
+        self.light_steps = 0
+        #: the product on trial begun by a step of the light on an empty region, and the
+        #: reference scaled to the new light (see ``LIGHT_STEP_S``)
+        self._light_pid: int | None = None
+        self._lit_ref = np.zeros((GRID, GRID, 3), np.float32)
 
     @property
     def still_learning(self) -> int:
@@ -521,13 +577,23 @@ class OccupancyTrigger:
     def _step(self, frame: Frame, view: np.ndarray) -> TriggerState:
         cfg = self.config
         occ = self.occupancy(view)
+        small = self._small.astype(np.float32)  # (once: it is compared with the next frames too)
+        lit = None  # (the reference scaled to a new light, the occupancy against it)
+        if occ >= cfg.off:
+            self._note_flicker(frame.t_on_line, self._flicker_frame(small))
+            if self._held_since is None and self._light_pid is None:
+                lit = self._light_candidate(frame.t_on_line, small)
+        else:
+            self._note_flicker(frame.t_on_line, 0)
+        if lit is not None and (self._product is not None or occ < cfg.on):
+            # the product in view when the light changed has left (or nothing begins)
+            occ = self._adopt_light(lit[0], lit[1], self._product)
+            lit = None
         last, self._last_occ = self._last_occ, occ
         # (whether a product in view moves: only for one in progress, not on every empty frame)
         moving = self._product is not None and self._share_off(self._prev) >= STILL
-        small = self._small.astype(np.float32)  # (once: it is compared with the next frames too)
         light = occ >= SUDDEN and occ - last >= LIGHT_JUMP and self._light_explains(small, self._prev)
         np.copyto(self._prev, self._small)
-        self._note_flicker(frame.t_on_line, self._flicker_frame(small) if occ >= cfg.off else 0)
         self._past.append(small)
         if self._fallback is not None and (restored := self._check_fallback(frame, occ)) is not None:
             return restored
@@ -551,6 +617,9 @@ class OccupancyTrigger:
                 self._limit = cfg.max_product_s
                 if light:
                     self._limit = min(SUDDEN_HOLD_S, cfg.max_product_s)
+                if lit is not None:  # the light, or a plain product of the belt's colour: on trial
+                    self._light_pid = self._product
+                    self._lit_ref[:] = lit[0]
                 self._below = 0
                 self._in_view = 1
                 self._fb_min, self._fb_follower = 1.0, False
@@ -562,9 +631,14 @@ class OccupancyTrigger:
                     self._learn_noise()
             return TriggerState(occupancy=occ)
         pid = self._product
+        if pid == self._light_pid and occ >= cfg.off and (tried := self._light_trial(frame)) is not None:
+            return tried
         self._below = self._below + 1 if occ < cfg.off else 0
         if self._below >= cfg.exit_frames:
             self._product = None
+            if pid == self._light_pid:  # the belt as it was: a plain product, which has left
+                self._light_pid = self._light_at = None
+            self._durations.append(frame.t_on_line - self._started)
             self._ended_in_view(pid)
             return TriggerState(ended=pid, occupancy=occ)
         if not self._below and moving:  # frames of a product standing still (a stopped line) do
@@ -592,7 +666,7 @@ class OccupancyTrigger:
         """A product left: say if it was in view far longer than the recent ones (merged?), and
         count it toward trusting a belt learned while held."""
         n, lengths = self._in_view, self._lengths
-        if len(lengths) >= 5:
+        if len(lengths) >= LONG_KNOWN:
             usual = float(np.median(lengths))
             if n >= LONG_RATIO * usual and n >= usual + LONG_EXTRA:
                 self.long_products += 1
@@ -722,6 +796,88 @@ class OccupancyTrigger:
         self._set_reference(scaled)
         self.followed += 1
         return after
+
+    def _light_candidate(self, t: float, cur: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """After a step of the light (``LIGHT_STEP_SHARE``, this frame or within ``LIGHT_STEP_S``),
+        or with a product in view for longer than ``LIGHT_OVERDUE`` x the recent ones (at least
+        ``SUDDEN_HOLD_S``: a step that left nothing to measure, the region saturated under the
+        new light, or a light changed slowly while it was in view): the empty belt's reference
+        scaled to this frame's light, and the occupancy against it, where the region matches it
+        so (``LIGHT_MATCH``); None otherwise."""
+        if self.flickering or min(self._flicker_ways) > 0:  # (flickering light: both ways)
+            return None
+        if self._past and self._light_stepped(cur, self._past[-1]):
+            self._light_at = t
+        if self._light_at is not None and t - self._light_at > LIGHT_STEP_S:
+            self._light_at = None
+        if self._light_at is None:
+            usual = LIGHT_OVERDUE * float(np.median(self._durations)) if self._durations else 0.0
+            if self._product is None or t - self._started <= max(SUDDEN_HOLD_S, usual):
+                return None
+        ref = self._ref_f
+        gain = light_gain(cur, ref)
+        if gain is None or float(np.abs(gain - 1.0).max()) < FLICKER_CHANGE / 2:
+            return None  # (the light is back as it was, or the region holds a product)
+        scaled = np.clip(ref * gain, 0.0, 255.0)
+        after = self._share_off(scaled.round().astype(np.uint8), level=self._cells_level)
+        return (scaled, after) if after <= LIGHT_MATCH else None
+
+    def _adopt_light(self, scaled: np.ndarray, occ: float, left: int | None) -> float:
+        """The empty belt's reference is ``scaled`` (the belt under a new light) from now on;
+        returns ``occ``, the occupancy against it."""
+        gain = float(np.median(scaled / np.maximum(self._ref_f, 1.0)))
+        self._set_reference(scaled)
+        self._light_at = None
+        self._light_pid = None
+        self.light_steps += 1
+        _log.info(
+            "the light changed at once (x%.2f): the empty belt's reference follows it%s",
+            gain,
+            "" if left is None else f" (product {left}, in view then, has left)",
+        )
+        return occ
+
+    def _light_trial(self, frame: Frame) -> TriggerState | None:
+        """The product on trial begun by a step of the light, the region unlike the belt as it
+        was: dropped (the light) when something rises against the belt under the new light, which
+        begins a product, or after ``SUDDEN_HOLD_S`` with nothing in view; None: it goes on as a
+        product."""
+        cfg = self.config
+        occ = self._share_off(self._lit_ref.round().astype(np.uint8), level=self._cells_level)
+        arrived = occ >= cfg.on
+        if not arrived and (occ >= cfg.off or frame.t_on_line - self._started < SUDDEN_HOLD_S):
+            return None
+        pid = self._product
+        self._adopt_light(self._lit_ref, occ, None)
+        self._product = None
+        if not arrived:
+            return TriggerState(occupancy=occ, voided=pid)
+        self._product = self._next
+        self._next += 1
+        self._started = frame.t_on_line
+        self._limit = cfg.max_product_s
+        self._below = 0
+        self._in_view = 1
+        self._fb_min, self._fb_follower = 1.0, False
+        return TriggerState(product=self._product, occupancy=occ, voided=pid)
+
+    @staticmethod
+    def _light_stepped(cur: np.ndarray, before: np.ndarray) -> bool:
+        """Whether ``cur`` (this frame, float) is ``before`` (the frame before) under a light
+        stepped up or down (``LIGHT_STEP_SHARE``)."""
+        gain = light_gain(cur, before)
+        lo, hi = LIGHT_STEP_RANGE
+        if (
+            gain is None
+            or float(np.abs(gain - 1.0).max()) < FLICKER_CHANGE
+            or gain.min() < lo
+            or gain.max() > hi
+        ):
+            return False
+        lit = before.sum(axis=2) >= 3 * FLICKER_LIT
+        made = np.minimum(before[lit] * gain, 255.0)
+        near = np.abs(cur[lit] - made) < np.maximum(FLICKER_SPREAD * made, FLICKER_NOISE)
+        return float(np.count_nonzero(near.all(axis=1))) >= LIGHT_STEP_SHARE * np.count_nonzero(lit)
 
     def _light_explains(self, cur: np.ndarray, before: np.ndarray) -> bool:
         """Whether this frame is the belt under another light, in part at least: in

@@ -277,6 +277,8 @@ class Summary:
     moved_while_learning: int = 0
     #: times the light began to flicker (bands or pulses the trigger takes for products)
     flicker: int = 0
+    #: times the light stepped (switched on or off) and the empty belt's reference followed it
+    light_steps: int = 0
     #: a region of one product's size in the middle of where things moved through the frame
     #: (``edge.region``; None: too little moved, or another trigger than occupancy)
     suggested_roi: tuple[float, float, float, float] | None = None
@@ -347,6 +349,7 @@ class Summary:
                     f"({self.moved_while_learning} frames): a product then was not judged",
                 ),
                 (self.flicker, f"the light flickered ({self.flicker}x; fix the camera's exposure)"),
+                (self.light_steps, f"the light changed at once {self.light_steps}x (followed)"),
             )
             if n
         ]
@@ -761,6 +764,7 @@ class Pipeline:
             long_products=getattr(self.trigger, "long_products", 0),
             moved_while_learning=getattr(self.trigger, "moved_while_learning", 0),
             flicker=getattr(self.trigger, "flicker_episodes", 0),
+            light_steps=getattr(self.trigger, "light_steps", 0),
             suggested_roi=suggested,
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],

@@ -5,10 +5,11 @@ trigger segment each (one verdict), how many are merged, lost or judged twice.
 
 Each scenario replays the demo line (``edge.demo.DemoLine``) on a timeline of its own: the line
 stopping for 60 s with a product filling the region, the station (re)started while products
-pass, the lights switched on, a light step on the running line, a camera's automatic exposure
-settling after the start, and faint products (each blended toward the belt's colour, keeping a
-third of its difference from it), with ``trigger.level`` everywhere and with each cell's threshold
-following the belt's noise down to ``trigger.level_min`` = 12. A frame's line time is its
+pass, the lights switched on, a light step on the running line (and one up, one down, while a
+product fills the region), a camera's automatic exposure settling after the start, and faint
+products (each blended toward the belt's colour, keeping a third of its difference from it), with
+``trigger.level`` everywhere and with each cell's threshold following the belt's noise down to
+``trigger.level_min`` = 12. A frame's line time is its
 number / 30 s, as a live camera's would be; sensor noise differs frame by frame. Only the
 trigger runs (no model): a product is "one-to-one" when exactly one segment covers it (it
 covers half the region or more in that segment's frames) and that segment covers nothing else.
@@ -71,12 +72,17 @@ def timelines(line: demo.DemoLine, frames: int) -> dict[str, tuple[list[int], li
     restart = list(range(mid, mid + frames))
     off = [0.45] * (5 * FPS) + [1.0] * (frames - 5 * FPS)  # started in the dark, then lights on
     step = [1.0] * (30 * FPS) + [1.4] * (frames - 30 * FPS)
+    full = full_at(line, 30 * FPS)  # a product fills the region: the light steps now
+    step_in_view = [1.0] * full + [1.4] * (frames - full)
+    down_in_view = [1.0] * full + [0.6] * (frames - full)
     return {
         "steady line": (steady, [1.0] * frames),
         "line stops 60 s": (stop, [1.0] * len(stop)),
         "started while products pass": (restart, [1.0] * frames),
         "lights switched on": (steady, off),
         "light x1.4 on the running line": (steady, step),
+        "light x1.4, a product in view": (steady, step_in_view),
+        "light x0.6, a product in view": (steady, down_in_view),
         "exposure settling at the start": (steady, [min(1.0, 0.45 + 0.55 * i / 25) for i in range(frames)]),
         "faint products": (steady, [1.0] * frames),
         "faint products, level_min 12": (steady, [1.0] * frames),

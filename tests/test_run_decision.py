@@ -211,33 +211,72 @@ def test_products_close_behind_a_stopped_one_are_judged_not_dropped():
     assert done[0][0] == 1 and [pid for pid, _ in done[2:]] == [3, 4, 5]  # 2: the leaving and the follower
 
 
-def test_the_light_switched_on_is_learned_as_the_belt_after_a_few_seconds():
-    """The whole region changes at once and stays changed: after SUDDEN_HOLD_S (not 30 s) the
-    still scene is learned as the belt, and the products under the new light are found one by
-    one; the old belt does not come back."""
+def test_the_light_switched_on_over_an_empty_belt_is_followed_and_judged_as_nothing():
+    """The whole region changes at once and stays changed, as the belt under a brighter light:
+    a product on trial begins (a plain product the belt's colour could do the same) and is
+    dropped after SUDDEN_HOLD_S with nothing in view, not judged (it was a MISSING for nothing);
+    the belt follows the light, and the products under it are found one by one."""
     trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
     covers = [0.0] * 10 + [0.0] * 120 + CROSSING * 4
     lights = [1.0] * 10 + [1.6] * (120 + len(CROSSING) * 4)
     states = run_trigger(covers, lights=lights, trigger=trigger)
-    done = segments(states)
-    assert done[0][0] == 1 and 85 <= done[0][1] <= 100  # the light step, held after about 3 s
-    assert [pid for pid, _ in done[1:]] == [2, 3, 4, 5]
-    assert trigger.relearned == 1 and trigger.restored == 0
-    assert not any(s.voided for s in states) and not any(s.held_moving for s in states)
+    voided = [(i, s.voided) for i, s in enumerate(states) if s.voided is not None]
+    assert [v for _, v in voided] == [1] and 95 <= voided[0][0] <= 105  # about 3 s after the step
+    assert [(pid, n) for pid, n in segments(states)] == [(2, 6), (3, 6), (4, 6), (5, 6)]
+    assert trigger.light_steps == 1 and trigger.relearned == 0 and not any(s.held for s in states)
+    decider = Decider(0.5)
+    verdicts = [decider.update(frame(i), st, pred(0.1)) for i, st in enumerate(states)]
+    assert [v.product_id for v in verdicts if v] == [2, 3, 4, 5] and decider.voided == 1
 
 
-def test_the_light_changing_with_a_product_in_view_is_held_after_a_few_seconds_too():
-    """The light steps up while a product half fills the region: the belt around it changes as a
-    change of light does, so the region is held 3 s after the step (not after 30 s), learned
-    again once the product has passed, and the products after it are one each."""
+def test_a_product_arriving_just_after_the_light_stepped_over_an_empty_belt_is_judged_alone():
+    """The light steps down over the empty belt, and a product arrives a second later: the
+    product on trial the step began is dropped as the product rises against the belt under the
+    new light, and the product is judged on its own frames (it was judged with the empty ones
+    before it, which made a stamped product MISSING), and the next ones too."""
     trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
-    entering = [round(0.05 * k, 2) for k in range(4, 21)]  # a product moving in over 17 frames
-    covers = [0.0] * 5 + entering + entering[::-1] + [0.0] * 120 + CROSSING * 3
-    lights = [1.0] * 11 + [1.6] * (len(covers) - 11)  # the step: with the product half in view
+    covers = [0.0] * 10 + [0.0] * 30 + CROSSING * 3
+    lights = [1.0] * 10 + [0.6] * (30 + len(CROSSING) * 3)
+    states = run_trigger(covers, lights=lights, trigger=trigger)
+    assert [s.voided for s in states if s.voided is not None] == [1]
+    assert segments(states) == [(2, 6), (3, 6), (4, 6)]
+    assert trigger.light_steps == 1 and trigger.relearned == 0
+
+
+@pytest.mark.parametrize(("peak", "gain"), [(0.5, 1.6), (1.0, 1.3), (1.0, 0.6)])
+def test_the_light_changing_with_a_product_in_view_is_followed_when_it_has_left(peak, gain):
+    """The light steps up while a product fills the region (or half of it): the product ends
+    when it has left, where the region matches the belt under the new light (it stayed "in view"
+    for max_product_s, or 3 s where the belt around it showed the change, and every product
+    meanwhile was lost), and the products after it are one each."""
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    steps = round(peak / 0.05)
+    entering = [round(0.05 * k, 2) for k in range(4, steps + 1)]  # moving in over some frames
+    covers = [0.0] * 5 + entering + [peak] * 10 + entering[::-1] + [0.0] * 5 + CROSSING * 3
+    at = 5 + len(entering) + 5  # the step: with the product at its fullest in view
+    lights = [1.0] * at + [gain] * (len(covers) - at)
     states = run_trigger(covers, lights=lights, trigger=trigger)
     done = segments(states)
-    assert done[0][0] == 1 and 90 <= done[0][1] <= 100  # judged about 3 s after the step
-    assert [pid for pid, _ in done[1:]] == [2, 3, 4] and trigger.relearned == 1
+    assert [pid for pid, _ in done] == [1, 2, 3, 4]
+    assert done[0][1] <= len(entering) * 2 + 10 + 2  # ended as it left, not held
+    assert [n for _, n in done[1:]] == [6, 6, 6]
+    assert trigger.light_steps == 1 and trigger.relearned == 0 and not any(s.held for s in states)
+
+
+def test_a_light_step_that_saturates_the_product_in_view_is_followed_once_it_is_overdue():
+    """The light steps up so far that the product filling the region saturates (nothing left to
+    measure the step by): once it has been in view for SUDDEN_HOLD_S (or twice as long as the
+    recent products) the region is found to be the belt under the new light, and it ends there
+    (not after max_product_s, 30 s, losing the products meanwhile); the next ones are one each."""
+    trigger = OccupancyTrigger(TriggerConfig(learn_frames=5))
+    entering = [round(0.05 * k, 2) for k in range(4, 21)]
+    covers = [0.0] * 5 + entering + [1.0] * 10 + entering[::-1] + [0.0] * 60 + CROSSING * 3
+    at = 5 + len(entering) + 5
+    lights = [1.0] * at + [1.6] * (len(covers) - at)
+    states = run_trigger(covers, lights=lights, trigger=trigger)
+    done = segments(states)
+    assert [pid for pid, _ in done] == [1, 2, 3, 4] and 90 <= done[0][1] <= 100
+    assert [n for _, n in done[1:]] == [6, 6, 6] and trigger.light_steps == 1
 
 
 def test_a_camera_exposure_settling_while_the_belt_is_learned_is_followed_not_taken_for_a_product():
