@@ -16,15 +16,21 @@ from pathlib import Path
 
 import cv2
 
+from edge.cli.common import non_negative_int, positive_float, positive_int
 from edge.demo import DemoLine
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=10, help="the demo line's seed (default 10)")
-    p.add_argument("--frames", type=int, default=330, help="frames to record, at 30 fps (default 330)")
+    p.add_argument("--seed", type=non_negative_int, default=10, help="the demo line's seed (default 10)")
     p.add_argument(
-        "--scale", type=float, default=0.5, help="frame size relative to the demo's 640x480 (default 0.5)"
+        "--frames", type=positive_int, default=330, help="frames to record, at 30 fps (default 330)"
+    )
+    p.add_argument(
+        "--scale",
+        type=positive_float,
+        default=0.5,
+        help="frame size relative to the demo's 640x480 (default 0.5)",
     )
     p.add_argument(
         "--out",
@@ -36,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     line = DemoLine(args.seed)
-    size = (round(line.width * args.scale), round(line.height * args.scale))
+    size = (max(16, round(line.width * args.scale)), max(16, round(line.height * args.scale)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(args.out), cv2.VideoWriter_fourcc(*"mp4v"), line.fps, size)
     if not writer.isOpened():
