@@ -67,7 +67,8 @@ Choices
   index the full list. Splits exported as separate folders or files are separate sets: a split
   where no object is a ``kit`` has no ``kit`` label.
 - Records are in label-file order (COCO, CSV, centres) or sorted by path (VOC, YOLO).
-- VOC ``difficult``/``truncated`` and COCO ``iscrowd`` are not interpreted.
+- VOC ``difficult``/``truncated`` are not interpreted; COCO ``iscrowd`` annotations (a box over
+  many objects) are left out, with a logged warning.
 - The centres format cannot hold negatives: the writer skips them and counts them
   (``DatasetWriter.skipped_negatives``, logged at close).
 """
@@ -82,6 +83,7 @@ import logging
 import math
 import re
 import struct
+import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -762,6 +764,8 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         raise DatasetError(f"{source} line {exc.lineno}: not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{source}: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise DatasetError(f"{source}: JSON nested too deeply to be a COCO file") from None
     if foreign := _foreign_json(doc):
         raise DatasetError(f"{source}: {foreign}")
     if not isinstance(doc, dict):
@@ -777,6 +781,7 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         names[cat_id] = _label_name(str(_coco_field(cat, "name", where, (str,))), f"{where}.name")
     _check_unique(list(names.values()), f"{source} categories")
     entries: dict[object, dict] = {}
+    crowd = 0
     for i, image in enumerate(images):
         where = f"{source} images[{i}]"
         image_id = _coco_field(image, "id", where, (int, str))
@@ -798,6 +803,9 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         cat_id = _coco_field(ann, "category_id", where, (int, str))
         if cat_id not in names:
             raise DatasetError(f"{where}.category_id: {cat_id!r} is not the id of any category")
+        if ann.get("iscrowd") in (1, True, "1"):  # a crowd region (many objects, one box): no object
+            crowd += 1
+            continue
         bbox = _coco_field(ann, "bbox", where, (list,))
         if len(bbox) != 4 or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
@@ -810,6 +818,10 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         box: tuple[float, ...] = (x, y, x + w, y + h)  # bounds: checked against the image (_to_record)
         entry["objects"].append(ObjectLabel(names[cat_id], box=box))
         entry["places"].append(f"{where}.bbox")
+    if crowd:
+        _log.warning(
+            "%s: %d crowd annotation(s) (iscrowd 1) left out: a crowd box is no one object", source, crowd
+        )
     labels = [
         ImageLabels(
             e["name"], tuple(e["objects"]), e["size"][0], e["size"][1], e["where"], tuple(e["places"])
@@ -994,11 +1006,26 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
     n_cols = 0
     images: dict[str, dict] = {}
     unlabelled = labelled = None  # the first box row without a label, and with one
-    for row in reader:
-        n = reader.line_num
+    start = 1  # the line the next row begins on
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # (a quote left open that runs on past the field size limit)
+            raise DatasetError(
+                f'{source} line {start}: not valid CSV ({exc}; a quote " left open?)'
+            ) from None
+        n, start = start, reader.line_num + 1
         if not any(cell.strip() for cell in row):
             continue
         where = f"{source} line {n}"
+        if any("\n" in cell or "\r" in cell for cell in row):
+            raise DatasetError(
+                f'{where}: a field runs on over several lines (lines {n}-{reader.line_num}); a quote " '
+                "left open? expected one row a line"
+            )
         if columns is None:
             cells = [cell.strip().lower() for cell in row]
             if foreign := _foreign_csv(cells):
@@ -1113,6 +1140,14 @@ def format_csv(rows: Sequence[tuple[str, Sequence[ObjectLabel]]]) -> str:
 # -- centre points ------------------------------------------------------------------------------------
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_centers(text: str, source: str, label: str = DEFAULT_LABEL) -> list[ImageLabels]:
     """``name x y`` lines (normalised centre, origin top-left) -> one ImageLabels per image, in order.
     Several lines for one image are several objects. The numbers are the last two fields, so a
@@ -1123,8 +1158,9 @@ def parse_centers(text: str, source: str, label: str = DEFAULT_LABEL) -> list[Im
         if not fields:
             continue
         where = f"{source} line {n}"
-        if len(fields) != 3:
-            raise DatasetError(f"{where}: expected 3 fields 'name x y', got {len(fields)}")
+        words = fields[0].split()
+        if len(fields) != 3 or (len(words) > 1 and _is_number(words[-1])):  # ("a.jpg 0.2 0.5 1.0")
+            raise DatasetError(f"{where}: expected 3 fields 'name x y', got {len(line.split())}")
         x, y = _number(fields[1], where, "x"), _number(fields[2], where, "y")
         for name, value in (("x", x), ("y", y)):
             if not 0.0 <= value <= 1.0:
@@ -1578,7 +1614,7 @@ def _plainly_not_labels(path: Path) -> bool:
     if path.suffix.lower() == ".json":
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         return (
             isinstance(doc, dict)
@@ -1644,7 +1680,8 @@ def _darknet_dirs(path: Path) -> list[Path]:
 def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
     """The image a label names, in the first of ``dirs`` that has it: by its relative path or
     its file name, and failing those by its file name in any case (``x.jpg`` finds ``x.JPG``, as
-    on the Windows or macOS disk where the labels were made)."""
+    on the Windows or macOS disk where the labels were made) and in either Unicode form (an
+    accented name as composed or decomposed characters: macOS writes the latter)."""
     rel = Path(name.replace("\\", "/"))
     for d in dirs:
         for candidate in (d / rel, d / rel.name):
@@ -1654,7 +1691,7 @@ def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
         for folder in dict.fromkeys(((d / rel).parent, d)):
             if not folder.is_dir():
                 continue
-            found = _names_in_any_case(folder, folder.stat().st_mtime_ns).get(rel.name.lower())
+            found = _names_in_any_case(folder, folder.stat().st_mtime_ns).get(_loose_name(rel.name))
             if found is not None:
                 return found
     return None
@@ -1662,9 +1699,14 @@ def _find_image(name: str, dirs: Sequence[Path]) -> Path | None:
 
 @functools.lru_cache(maxsize=4)
 def _names_in_any_case(folder: Path, mtime_ns: int) -> dict[str, Path]:
-    """The images of ``folder`` by their lower-case names, cached by the folder's modification
-    time, so a set whose every label differs in case is still listed once."""
-    return {p.name.lower(): p for p in sorted(folder.iterdir()) if _is_image(p)}
+    """The images of ``folder`` by their names in lower case and composed Unicode form, cached by
+    the folder's modification time, so a set whose every label differs so is still listed once."""
+    return {_loose_name(p.name): p for p in sorted(folder.iterdir()) if _is_image(p)}
+
+
+def _loose_name(name: str) -> str:
+    """A file name as ``_find_image`` matches it: lower case, composed Unicode form (NFC)."""
+    return unicodedata.normalize("NFC", name).lower()
 
 
 def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:

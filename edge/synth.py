@@ -1878,7 +1878,7 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
             rgba = key_out_background(np.ascontiguousarray(colour))
         except ValueError as exc:
             raise ValueError(f"stamp image {p}: {exc} ({_EXPECTED_STAMP})") from None
-    name = label if label is not None else p.stem
+    name = label if label is not None else p.stem.strip()  # ("red seal .png": "red seal")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # a file name in an old archive's Latin-1: it would break every label file

@@ -550,6 +550,31 @@ def test_csv_separated_by_semicolons_or_tabs(tmp_path, text):
     assert [r.objects[0].box for r in ds.records] == [(1, 2.5, 11, 12), (3, 4, 13.25, 14)]
 
 
+def test_coco_crowd_annotations_are_left_out(tmp_path, caplog):
+    """A crowd box (iscrowd 1) covers many objects: not an object, so not taken for the largest."""
+    doc = _coco(
+        annotations=[
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [0, 0, 60, 40], "iscrowd": 1},
+        ]
+    )
+    _build(tmp_path, {"images/a.jpg": (W, H), "a.json": doc})
+    (record,) = load_dataset(tmp_path / "a.json").records
+    assert record.objects == (ObjectLabel("stamp", (1, 1, 11, 11)),)
+    assert "1 crowd annotation(s) (iscrowd 1) left out" in caplog.text
+
+
+def test_a_name_in_the_other_unicode_form_finds_its_image(tmp_path):
+    """Labels written with composed characters (NFC), files named in decomposed ones (NFD, as
+    macOS writes them), and the other way round."""
+    composed, decomposed = "Pr\u00fcfung.jpg", "Pru\u0308fung.jpg"
+    for label, disk in ((composed, decomposed), (decomposed, composed)):
+        root = tmp_path / str(len(label))
+        _build(root, {disk: (W, H), "l.csv": f"{label},1,1,9,9\n"})
+        (record,) = load_dataset(root / "l.csv").records
+        assert record.image_path.name == disk
+
+
 def test_csv_headerless_beside_images_with_default_label(tmp_path):
     _build(tmp_path, {"a.jpg": (W, H), "b.jpg": (W, H), "boxes.csv": "a.jpg,1,2,11,12\nb.jpg,,,,\n"})
     ds = load_dataset(tmp_path / "boxes.csv")
@@ -1167,6 +1192,34 @@ MALFORMED = [
         {**CENTERS_BASE, "labels.txt": "a.jpg 0.5 abc\n"},
         ".",
         r"^labels\.txt line 1: y 'abc' is not a number$",
+    ),
+    (
+        "centers-extra-column",  # (the name may hold spaces, but not end in a number)
+        {**CENTERS_BASE, "labels.txt": "a.jpg 0.5 0.5 1.0\n"},
+        ".",
+        r"^labels\.txt line 1: expected 3 fields 'name x y', got 4$",
+    ),
+    (
+        "csv-quote-left-open",  # (its rows were read as one label running over the lines)
+        {
+            **CSV_BASE,
+            "images/b.jpg": IMG,
+            "l.csv": 'a.jpg,1,1,9,9,stamp\nb.jpg,1,1,9,9,"stamp\na.jpg,2,2,8,8,x\n',
+        },
+        "l.csv",
+        r"^l\.csv line 2: a field runs on over several lines \(lines 2-3\); a quote \" left open\?",
+    ),
+    (
+        "csv-quote-left-open-large",  # (csv's field size limit: a traceback before)
+        {**CSV_BASE, "l.csv": 'a.jpg,1,1,9,9,"stamp\n' + "a.jpg,2,2,8,8,x\n" * 9000},
+        "l.csv",
+        r"^l\.csv line 1: not valid CSV \(field larger than field limit",
+    ),
+    (
+        "coco-too-deep",  # (a RecursionError before)
+        {**CSV_BASE, "a.json": "[" * 100000 + "]" * 100000},
+        "a.json",
+        r"^a\.json: JSON nested too deeply to be a COCO file$",
     ),
     (
         "centers-missing-image",

@@ -504,6 +504,10 @@ def test_load_stamps_takes_folders_sorted_and_refuses_duplicate_labels(tmp_path:
     (folder / "notes.txt").write_text("ignored")
     (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 a macOS AppleDouble file")  # copied from a Mac
     assert [s.label for s in load_stamps([folder])] == ["a", "b"]
+    cv2.imwrite(str(tmp_path / "red seal .png"), default_stamp(48, "R"))  # a space before .png
+    assert [s.label for s in load_stamps([tmp_path / "red seal .png"])] == [
+        "red seal"
+    ]  # edge-synth took it too
     other = tmp_path / "other"
     other.mkdir()
     cv2.imwrite(str(other / "a.png"), default_stamp(48, "C"))

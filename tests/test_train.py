@@ -937,6 +937,46 @@ def test_edge_eval_names_the_grey_images_among_colour_ones(tmp_path, capsys):
     assert f"edge-eval: WARNING: 2 of 8 images have no colour ({named}); a model trained on colour" in err
 
 
+def test_edge_eval_of_a_set_of_several_classes_scores_the_models_objects_only(tmp_path, capsys):
+    """A COCO export with a barcode box over most of each photo beside the stamp: the largest box,
+    the barcode's, was taken for the stamp (IoU 0.10 instead of 0.93, with no word); the objects
+    of classes the model does not know are left out, and said."""
+    from edge.cli.synth import main as synth_main
+    from edge.runtime import BUNDLED_MODEL
+
+    data = tmp_path / "d"
+    assert synth_main(["--out", str(data), "--n", "12", "--seed", "5", "--format", "coco"]) == 0
+    plain = evaluate.main(
+        ["--model", str(BUNDLED_MODEL), "--data", str(data), "--json", str(tmp_path / "a.json")]
+    )
+    doc_path = data / "annotations.json"
+    doc = json.loads(doc_path.read_text())
+    doc["categories"].append({"id": 99, "name": "barcode"})
+    for image in doc["images"]:
+        w, h = image["width"], image["height"]
+        doc["annotations"].append(
+            {
+                "id": 1000 + image["id"],
+                "image_id": image["id"],
+                "category_id": 99,
+                "bbox": [0, 0, w * 0.95, h * 0.95],
+            }
+        )
+    doc_path.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert plain == 0
+    assert (
+        evaluate.main(
+            ["--model", str(BUNDLED_MODEL), "--data", str(data), "--json", str(tmp_path / "b.json")]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "the data's labels ['barcode'] are not the model's ['stamp']: their objects are left out" in err
+    a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
+    assert b["n_positive"] == a["n_positive"] < 12 and b["iou_mean"] == pytest.approx(a["iou_mean"])
+
+
 def test_edge_eval_outputs_written_into_a_csv_data_set_leave_it_loadable(tmp_path, capsys):
     """A metrics JSON and a per-image CSV saved beside labels.csv are not taken for label files."""
     from edge.cli.synth import main as synth_main
@@ -1046,6 +1086,15 @@ def test_edge_eval_refuses_a_keras_model_edge_convert_refuses(tmp_path, capsys):
         ),
         (build(tmp_path / "sidecar", sidecar="{not json"), "model.json: not valid JSON"),
     ]
+    plain = tmp_path / "sequential"  # a Sequential model never called: no output to name (an AttributeError)
+    plain.mkdir()
+    layers = [
+        keras.layers.Conv2D(4, 3),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(1, name="presence"),
+    ]
+    keras.Sequential([keras.Input((128, 128, 3)), *layers]).save(plain / "model.keras")
+    cases.append((plain / "model.keras", "model outputs unnamed lack 'presence'"))
     for model, message in cases:
         assert evaluate.main(["--model", str(model), "--data", str(data)]) == 2
         err = capsys.readouterr().err.strip().splitlines()

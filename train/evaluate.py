@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import sys
 from collections.abc import Sequence
@@ -364,6 +365,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def the_models_objects(dataset: Dataset, model_labels: Sequence[str]) -> Dataset:
+    """``dataset`` with only the objects of the model's labels, where it labels several classes
+    and some are the model's (a COCO export with a barcode or person category beside the stamp:
+    its largest box, another class's, was taken for the stamp); an image left with none is a
+    negative. Said on stderr, as is a set of several classes none of which is the model's."""
+    data_labels = dataset.labels
+    if len(data_labels) < 2:
+        return dataset
+    kept = tuple(label for label in data_labels if label in model_labels)
+    others = [label for label in data_labels if label not in kept]
+    if not kept:
+        print(
+            f"edge-eval: WARNING: the data's labels {list(data_labels)} are none of the model's "
+            f"{list(model_labels)}: each image's largest object counts as the stamp",
+            file=sys.stderr,
+        )
+        return dataset
+    if not others:
+        return dataset
+    print(
+        f"edge-eval: WARNING: the data's labels {others} are not the model's {list(model_labels)}: "
+        "their objects are left out (an image with none of the model's is a negative)",
+        file=sys.stderr,
+    )
+    records = tuple(
+        dataclasses.replace(r, objects=tuple(o for o in r.objects if o.label in kept))
+        for r in dataset.records
+    )
+    return dataclasses.replace(dataset, records=records, labels=kept)
+
+
 @pipe_closed_quietly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -394,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(problem)
         det = load_detector(args.model, args.threads)
         refine = refine_for(det.metadata, args.refine, str(args.model))
+        dataset = the_models_objects(dataset, det.metadata.labels)
         looked = look_at(dataset, det, refine, thumbs=args.sheet is not None)
         preds, truths, grey = looked.preds, looked.truths, looked.grey
         if grey:

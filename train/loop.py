@@ -168,7 +168,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             model = keras_from_tflite(args.init, prep.train.images[np.sort(sample)])
         else:
             model = load_model(args.init)
-        if model.output_names and contract.PRESENCE not in model.output_names:
+        if contract.PRESENCE not in (getattr(model, "output_names", None) or ()):
             raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
         model, fresh = warm_start(model, prep.kind, n_classes if prep.kind == "box" else 1, args.head)
         if fresh and not args.quiet:

@@ -182,7 +182,10 @@ def keras_sidecar(model_path: Path) -> dict:
 def keras_model_problem(path: Path, model, labels: Sequence[str] | None = None) -> str | None:
     """Why a loaded Keras ``model`` is not a Stampline model (for ``labels``, its model.json's,
     when given): a message naming the file, or None."""
-    names = list(model.output_names) if isinstance(model.output, dict) else []
+    try:  # (a Sequential model never called has no output: not ours either)
+        names = list(model.output_names) if isinstance(model.output, dict) else []
+    except (AttributeError, ValueError):
+        names = []
     if contract.PRESENCE not in names:
         return (
             f"{path}: model outputs {names or 'unnamed'} lack {contract.PRESENCE!r}; "
