@@ -8,6 +8,7 @@ annotated image (recording, display, snapshots), never on the bare hot path.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,7 +81,22 @@ class OverlayState:
     heatmap: bool = False
 
 
+#: typographic punctuation -> its ASCII look
+_PUNCTUATION = str.maketrans(
+    {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
+)
+
+
+def drawable(text: str) -> str:
+    """``text`` as OpenCV's fonts can draw it (ASCII only: others came out as '??'): accents
+    dropped ("Prüfung" -> "Prufung"), what has no ASCII form as '?'."""
+    plain = unicodedata.normalize("NFKD", text.translate(_PUNCTUATION))
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    return plain.encode("ascii", "replace").decode("ascii")
+
+
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour, thick: int) -> None:
+    text = drawable(text)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, BLACK, thick + 2, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
 
@@ -151,7 +167,9 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
     if state.verdict is not None:
         v = state.verdict
         colour = OUTCOME_COLOURS[v.outcome]
-        label = f"#{v.product_id} {v.outcome.value}" + (f" {v.label}" if v.label is not None else "")
+        label = drawable(
+            f"#{v.product_id} {v.outcome.value}" + (f" {v.label}" if v.label is not None else "")
+        )
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 1.2 * scale, thick + 1)
         x = w - tw - 20
         cv2.rectangle(canvas, (x - 10, 8), (w - 8, 8 + th + 16), colour, -1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.overlay import OverlayState, draw_overlay
-from edge.types import Prediction
+from edge.overlay import OverlayState, draw_overlay, drawable
+from edge.types import Outcome, Prediction, Verdict
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -38,3 +38,18 @@ def test_heatmap_is_blended_where_the_model_looks_and_only_when_asked():
     assert not _changed(out[6:72, 168:234], blank[6:72, 168:234]).any()  # cold cells: as they were
     plain = draw_overlay(blank.copy(), roi, OverlayState(prediction=pred, footer=False))
     assert not _changed(plain[198:234, 198:234], blank[198:234, 198:234]).any()
+
+
+def test_a_label_outside_ascii_is_drawn_by_its_plain_letters_not_question_marks():
+    """OpenCV's fonts draw ASCII only ("Prüfung" came out as "Pr??fung"): accents are dropped,
+    typographic dashes and quotes made plain, and what has no ASCII form is a '?'."""
+    assert drawable("Zöllner\u2013Prüfung \u201cA\u201d") == 'Zollner-Prufung "A"'
+    assert drawable("株式") == "??"
+    blank = np.full((240, 320, 3), 128, np.uint8)
+
+    def drawn(label: str) -> np.ndarray:
+        verdict = Verdict(1, 7, Outcome.WRONG, 0.0, 0.9, None, (3,), label=label)
+        return draw_overlay(blank.copy(), (0, 0, 320, 240), OverlayState(verdict=verdict, footer=False))
+
+    assert np.array_equal(drawn("Prüfung"), drawn("Prufung"))
+    assert not np.array_equal(drawn("Prüfung"), drawn("Pr??fung"))

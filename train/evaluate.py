@@ -39,7 +39,7 @@ from edge.cli.common import (
 from edge.datasets import Dataset, DatasetError, Record, load_dataset, read_image, write_image
 from edge.files import clash
 from edge.metrics import Truth
-from edge.overlay import score_text
+from edge.overlay import drawable, score_text
 from edge.runtime import REFINE_MODES, ModelError, TFLiteDetector, look_again, refine_for
 from edge.sources import GREY_NAMED, GREY_PHOTO, is_grey
 from edge.types import Prediction
@@ -206,6 +206,7 @@ def _look_at_chunk(part, det, refine: str, thumbs: bool, out: Looked) -> None:
 
 def _label(im: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int]) -> None:
     """``text`` on a white patch, legible on any photo."""
+    text = drawable(text)
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
     x, y = org
     cv2.rectangle(im, (x - 1, y - h - 2), (x + w + 1, y + base), (255, 255, 255), -1)
