@@ -46,6 +46,23 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else "a number >= 0"
 
 
+#: the longest a time setting may be, s (a day): a longer wait overflows the platform's clock in
+#: Python's timers (a pusher delay of 1e10 s killed the GPIO timer thread and hung the stop)
+MAX_SECONDS = 86400.0
+
+
+def _seconds(lowest: float = 0.0, above: bool = False) -> Check:
+    """A time in seconds, > ``lowest`` (``above``) or >= it, and at most ``MAX_SECONDS``."""
+
+    def check(v: Any) -> str | None:
+        ok = (v > lowest if above else v >= lowest) and v <= MAX_SECONDS
+        return (
+            None if ok else f"seconds {'>' if above else '>='} {lowest:g} and at most {MAX_SECONDS:g} (a day)"
+        )
+
+    return check
+
+
 def _open_unit(v: Any) -> str | None:
     return None if 0.0 < v < 1.0 else "a number in (0, 1)"
 
@@ -86,8 +103,10 @@ def _label(v: Any) -> str | None:
     return None if ok else "a stamp label (printable, no leading or trailing spaces)"
 
 
-#: the verdict log's rotated files are numbered 1..this (``output.events_keep`` at most this)
-MAX_ROTATED_LOGS = 9999
+#: the verdict log's rotated files are numbered 1..this (``output.events_keep`` at most this); a
+#: copy with a number of four digits or more (a year, a date: verdicts.jsonl.2026) is an archive,
+#: left alone (9999 until 2026-12-04: a copy named .2026 was renamed, then removed, by rotation)
+MAX_ROTATED_LOGS = 999
 
 
 def _keep_count(v: Any) -> str | None:
@@ -145,7 +164,7 @@ class SourceConfig:
     #: video files, image folders and the demo: every frame as fast as possible, none dropped
     as_fast_as_possible: bool = False
     #: a live source that delivers nothing for this long is closed and reopened (with back-off)
-    stall_s: float = _opt(3.0, _positive)
+    stall_s: float = _opt(3.0, _seconds(above=True))
     #: cameras: a fixed exposure time in ms, short enough that a moving product does not smear;
     #: under lights on the mains, a whole number of their flicker periods (10 ms at 50 Hz, 8.33 ms
     #: at 60 Hz) or frames pulse. "auto": the camera's automatic exposure. Left out: not touched
@@ -205,7 +224,7 @@ class TriggerConfig:
     adapt_rate: float = _opt(0.02, _unit)
     #: a product in view longer than this is judged, and the region held until it matches the
     #: empty belt again or still frames give a new one (``edge.decision.OccupancyTrigger``)
-    max_product_s: float = _opt(30.0, _positive)
+    max_product_s: float = _opt(30.0, _seconds(above=True))
 
 
 @dataclass(frozen=True)
@@ -393,16 +412,16 @@ class GpioConfig:
     #: the level the photo-eye drives when a product is in front of it
     active: str = _opt("low", _one_of("low", "high"))
     #: edges closer than this to the last accepted one are contact bounce, ignored
-    debounce_s: float = _opt(0.02, _non_negative)
+    debounce_s: float = _opt(0.02, _seconds())
     #: a product is judged on the frames captured from window_delay_s after the trigger edge ...
-    window_delay_s: float = _opt(0.0, _non_negative)
+    window_delay_s: float = _opt(0.0, _seconds())
     #: ... for window_s
-    window_s: float = _opt(0.3, _positive)
+    window_s: float = _opt(0.3, _seconds(above=True))
     #: the pusher (or reject light): pulsed for MISSING and WRONG verdicts
     reject_pin: int | str | None = _opt(None, check_pin)
     #: from the trigger edge (software trigger: from the verdict) to the pulse: the product's travel
-    reject_delay_s: float = _opt(0.5, _non_negative)
-    reject_pulse_s: float = _opt(0.1, _positive)
+    reject_delay_s: float = _opt(0.5, _seconds())
+    reject_pulse_s: float = _opt(0.1, _seconds(above=True))
     #: a trigger whose window saw no frame (camera lost) is rejected too: never pass an unseen product
     reject_unjudged: bool = True
     #: stack lights: the last verdict (green OK, red MISSING or WRONG) and FAULT (camera, model)
@@ -418,7 +437,7 @@ class GpioConfig:
     #: so). For a relay that watches the pulses, or a PLC that counts them
     heartbeat_pin: int | str | None = _opt(None, check_pin)
     #: how long the OK / MISSING light stays on after a verdict; 0: until the next verdict
-    light_hold_s: float = _opt(0.0, _non_negative)
+    light_hold_s: float = _opt(0.0, _seconds())
     #: outputs drive the pin high when on (false: low, for active-low relay boards)
     outputs_active_high: bool = True
 
@@ -441,6 +460,15 @@ class HttpConfig:
     max_viewers: int = _opt(4, _positive)
 
 
+def _keepalive(v: Any) -> str | None:
+    return None if 1 <= v <= 65535 else "a whole number of seconds in 1..65535 (MQTT's limit)"
+
+
+def _mqtt_text(v: Any) -> str | None:
+    ok = 0 < len(v.encode("utf-8")) <= 65535 and v.isprintable()
+    return None if ok else "printable text of at most 65535 bytes (MQTT's limit)"
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     #: the plant's broker, HOST[:PORT] (port 1883); left out: off. Needs output.events
@@ -449,7 +477,7 @@ class MqttConfig:
     station: str | None = _opt(None, _topic_level)
     topic_prefix: str = _opt("stampline", _topic_level)
     #: left out: stampline-<station>
-    client_id: str | None = None
+    client_id: str | None = _opt(None, _mqtt_text)
     username: str | None = None
     #: a file holding the password (readable by the service only)
     password_file: Path | None = None
@@ -462,23 +490,23 @@ class MqttConfig:
     cert_file: Path | None = None
     #: ... and its private key, without a passphrase (readable by the service only); left out: in cert_file
     key_file: Path | None = None
-    keepalive_s: int = _opt(30, _positive)
+    keepalive_s: int = _opt(30, _keepalive)
     #: the stats message (counts, fps, latency) every this many seconds
-    stats_interval_s: float = _opt(60.0, _positive)
+    stats_interval_s: float = _opt(60.0, _seconds(above=True))
     #: reconnect back-off doubles from 0.5 s up to this
-    reconnect_max_s: float = _opt(30.0, _positive)
+    reconnect_max_s: float = _opt(30.0, _seconds(0.5))
     #: verdicts published but not yet acknowledged at once
     max_inflight: int = _opt(20, _positive)
     #: on stop, wait this long for unsent verdicts (the rest go after the next start)
-    flush_s: float = _opt(5.0, _non_negative)
+    flush_s: float = _opt(5.0, _seconds())
 
 
 @dataclass(frozen=True)
 class WatchdogConfig:
     #: no frame through the loop for this long: FAULT light on, /healthz answers 503
-    stall_s: float = _opt(5.0, _positive)
+    stall_s: float = _opt(5.0, _seconds(above=True))
     #: one model invoke running longer than this ends the process with status 3 (systemd restarts it)
-    inference_timeout_s: float = _opt(10.0, _positive)
+    inference_timeout_s: float = _opt(10.0, _seconds(above=True))
 
 
 #: the ``[gpio]`` keys that name an output pin, and all that name a pin
@@ -747,10 +775,15 @@ def _secret_shown(value: Any) -> str:
     return f"{len(value)} characters" + (f", with {' '.join(repr(c) for c in odd)}" if odd else "")
 
 
+#: a value shown in an error is cut to this many characters (a 70,000-character client id)
+SHOWN = 80
+
+
 def _show(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
-    return repr(value) if not isinstance(value, Path) else repr(str(value))
+    text = repr(value) if not isinstance(value, Path) else repr(str(value))
+    return text if len(text) <= SHOWN else f"{text[: SHOWN - 14]}... ({len(text)} characters)"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

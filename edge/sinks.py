@@ -266,7 +266,7 @@ def rotated_files(path: Path) -> tuple[dict[int, int], list[Path]]:
         elif entry.name.startswith(prefix) and entry.name[len(prefix) :].isdigit():
             number = int(entry.name[len(prefix) :])
             if not 1 <= number <= MAX_ROTATED_LOGS or str(number) != entry.name[len(prefix) :]:
-                continue  # an archive copy (verdicts.jsonl.20260101, verdicts.jsonl.01)
+                continue  # an archive copy (verdicts.jsonl.2026, verdicts.jsonl.20260101, .01)
         else:
             continue
         try:
@@ -438,6 +438,33 @@ class VerdictLog(_ClosingSink):
         self.rotations += 1
         _log.info("%s: rotated (at most %d older files kept)", self.path, self.keep)
 
+    def _reopen_if_gone(self) -> None:
+        """The log removed or moved away while it is written (by hand: every later verdict went
+        into a file no longer there, unsaid): a new one begins at its path, and the journal says
+        so; the numbering goes on."""
+        try:
+            here: int | None = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            here = None
+        except OSError:
+            return
+        if self._fd is None or here == os.fstat(self._fd).st_ino:
+            return
+        how = "removed" if here is None else "replaced by another file"
+        try:
+            fd = self._open_locked()
+        except (OSError, SinkError) as exc:
+            _log.warning("%s: the verdict log was %s; cannot begin a new one (%s)", self.path, how, exc)
+            return
+        old, self._fd = self._fd, fd
+        os.close(old)
+        _log.warning(
+            "%s: the verdict log was %s while edge-run wrote it: a new one begins (move rotated files, "
+            "verdicts.jsonl.1 and on, to archive them)",
+            self.path,
+            how,
+        )
+
     def _read_numbering(self) -> tuple[int, int]:
         try:
             seq, product = (int(v) for v in self.state_path.read_text().split()[:2])
@@ -490,6 +517,7 @@ class VerdictLog(_ClosingSink):
             return
         rec = verdict_record(result.verdict, result.roi_px, result.frame.source_scale)
         data = (json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8")
+        self._reopen_if_gone()
         start = None
         try:
             start = os.fstat(self._fd).st_size

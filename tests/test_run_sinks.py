@@ -415,6 +415,22 @@ def _seqs(path: Path) -> list[int]:
     return [json.loads(x)["seq"] for x in path.read_text().splitlines()]
 
 
+def test_a_verdict_log_removed_or_moved_away_while_written_begins_anew_and_says_so(tmp_path: Path, caplog):
+    """Removed (rm) or moved away (mv) while edge-run writes it: every later verdict went into the
+    file no longer at the path, unsaid; now a new log begins there, numbered on, and it is said."""
+    path = tmp_path / "verdicts.jsonl"
+    with VerdictLog(path) as log:
+        log.write(make_result(1))
+        path.unlink()
+        log.write(make_result(2))
+        path.rename(tmp_path / "archived.jsonl")
+        log.write(make_result(3))
+        log.write(make_result(4))
+    assert _seqs(tmp_path / "archived.jsonl") == [2] and _seqs(path) == [3, 4]
+    said = [r.getMessage() for r in caplog.records if "while edge-run wrote it" in r.getMessage()]
+    assert len(said) == 2 and all("the verdict log was removed while edge-run wrote it" in s for s in said)
+
+
 def test_rotation_keeps_the_newest_files_by_count_whatever_their_numbers(tmp_path: Path, caplog):
     caplog.set_level(logging.INFO, "edge.sinks")
     path = tmp_path / "verdicts.jsonl"
@@ -424,13 +440,21 @@ def test_rotation_keeps_the_newest_files_by_count_whatever_their_numbers(tmp_pat
             log.write(make_result(seq))
     (tmp_path / "verdicts.jsonl.3").rename(tmp_path / "archived.jsonl")  # a gap, by hand
     (tmp_path / "verdicts.jsonl.20260101").write_text("an archive copy: not a rotated log\n")
+    (tmp_path / "verdicts.jsonl.2026").write_text("so is a year's (it was renamed, then removed)\n")
     (tmp_path / "verdicts.jsonl.next").write_text("3 3\n")  # numbering lost in a power cut
     with VerdictLog(path, max_bytes=2 * line, keep=2) as log:  # fewer kept from now on
         assert log.next_seq == 15  # from the newest rotated file: the log itself is empty
         for seq in range(15, 17):
             log.write(make_result(seq))
     names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("verdicts.jsonl."))
-    assert names == ["verdicts.jsonl.1", "verdicts.jsonl.2", "verdicts.jsonl.20260101", "verdicts.jsonl.next"]
+    assert names == [
+        "verdicts.jsonl.1",
+        "verdicts.jsonl.2",
+        "verdicts.jsonl.2026",
+        "verdicts.jsonl.20260101",
+        "verdicts.jsonl.next",
+    ]
+    assert (tmp_path / "verdicts.jsonl.2026").read_text().startswith("so is a year's")
     assert _seqs(tmp_path / "verdicts.jsonl.2") == [13, 14] and _seqs(tmp_path / "verdicts.jsonl.1") == [
         15,
         16,

@@ -36,8 +36,24 @@ STATION_SECTIONS = ("gpio", "http", "mqtt", "watchdog")
         ),
         ("[gpio]\npull = 'sideways'\n", "gpio.pull: expected one of 'up', 'down', 'none'"),
         ("[gpio]\nactive = 1\n", "gpio.active: expected a non-empty string, got 1"),
-        ("[gpio]\ndebounce_s = -0.1\n", "gpio.debounce_s: expected a number >= 0"),
-        ("[gpio]\nwindow_s = 0\n", "gpio.window_s: expected a number > 0"),
+        ("[gpio]\ndebounce_s = -0.1\n", "gpio.debounce_s: expected seconds >= 0 and at most 86400"),
+        ("[gpio]\nwindow_s = 0\n", "gpio.window_s: expected seconds > 0 and at most 86400"),
+        # (a longer wait overflows Python's timers: the GPIO timer thread died, the stop hung)
+        (
+            "[gpio]\nlight_hold_s = 1e10\n",
+            "gpio.light_hold_s: expected seconds >= 0 and at most 86400 (a day)",
+        ),
+        ("[gpio]\nreject_delay_s = 1e10\n", "gpio.reject_delay_s: expected seconds >= 0 and at most 86400"),
+        ("[mqtt]\nflush_s = 1e10\n", "mqtt.flush_s: expected seconds >= 0 and at most 86400"),
+        ("[mqtt]\nreconnect_max_s = 1e-9\n", "mqtt.reconnect_max_s: expected seconds >= 0.5"),
+        (
+            "[mqtt]\nkeepalive_s = 100000\n",
+            "mqtt.keepalive_s: expected a whole number of seconds in 1..65535",
+        ),
+        (
+            '[mqtt]\nclient_id = "line\\u0007"\n',  # (a struct.error killed the MQTT thread)
+            "mqtt.client_id: expected printable text of at most 65535 bytes",
+        ),
         ("[gpio]\nreject_pulse_s = 'long'\n", "gpio.reject_pulse_s: expected a number"),
         ("[gpio]\nreject_unjudged = 'no'\n", "gpio.reject_unjudged: expected true or false"),
         ("[gpio]\nok_pin = 5\nmissing_pin = 'GPIO5'\n", "gpio.missing_pin: expected a pin of its own"),
@@ -55,8 +71,8 @@ STATION_SECTIONS = ("gpio", "http", "mqtt", "watchdog")
         ("[mqtt]\nbroker = 'a:b:c'\n", "mqtt.broker: expected HOST or HOST:PORT"),
         ("[mqtt]\nbroker = 'broker'\n", "mqtt.broker: expected output.events too"),
         ("[mqtt]\nstation = 'line/1'\n", "mqtt.station: expected one MQTT topic level"),
-        ("[mqtt]\nkeepalive_s = 0\n", "mqtt.keepalive_s: expected a number > 0"),
-        ("[watchdog]\ninference_timeout_s = 0\n", "watchdog.inference_timeout_s: expected a number > 0"),
+        ("[mqtt]\nkeepalive_s = 0\n", "mqtt.keepalive_s: expected a whole number of seconds in 1..65535"),
+        ("[watchdog]\ninference_timeout_s = 0\n", "watchdog.inference_timeout_s: expected seconds > 0"),
         ("[watchdog]\nstall = 3\n", "unknown key 'watchdog.stall'"),
     ],
 )

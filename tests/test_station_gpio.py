@@ -263,6 +263,26 @@ def test_a_product_judged_after_the_frames_stopped_is_pushed_on_time_or_not_at_a
     ]
 
 
+def test_a_reject_pulse_due_after_the_stop_is_said_not_dropped_silently(caplog, monkeypatch):
+    """A pusher delay longer than the stop waits (DRAIN_S): the pulse due within it still happens,
+    the one due after it is dropped, and the journal names its product (it was dropped unsaid)."""
+    monkeypatch.setattr("edge.station.gpio.DRAIN_S", 0.3)
+    factory = MockFactory()
+    cfg = GpioConfig(reject_pin=27, reject_delay_s=0.2, reject_pulse_s=0.05)
+    edges = {}
+    with GpioOutputs(cfg, pin_factory=factory, edge_time=edges.get) as out:
+        t0 = time.monotonic()
+        edges.update({1: t0, 2: t0 + 5.0})  # product 2's pulse: due 5.2 s from now
+        out.verdict(verdict(Outcome.MISSING, 1))
+        out.verdict(verdict(Outcome.WRONG, 2))
+    assert (out.rejects, out.unrejected) == (2, 1)
+    said = [r.getMessage() for r in caplog.records if "not rejected" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("product 2: WRONG but not rejected: edge-run stopped 4.")
+    assert said[0].endswith(
+        "before its reject pulse was due (gpio.reject_delay_s; take it off the line by hand)"
+    )
+
+
 def test_overlapping_rejects_merge_into_one_long_pulse_and_lights_hold():
     factory = MockFactory()
     cfg = GpioConfig(reject_pin=27, ok_pin=5, missing_pin=6, reject_delay_s=0.1, reject_pulse_s=0.15)

@@ -172,7 +172,12 @@ def test_the_token_guards_everything_but_healthz(station):
     assert get(station + "api/status", {"Cookie": cookie})[0] == 200
     assert get(station + f"api/status?token={TOKEN}")[0] == 200  # a scraper's query still works
     assert get(station + "metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert get(station + "metrics", {"Authorization": f"bearer {TOKEN}"})[0] == 200  # any case
     assert get(station + "nowhere", {"Cookie": cookie})[0] == 404
+    # another web app's cookies on the same host, before ours (each made the token go unseen: 401)
+    for other in ('pref={"theme":"dark"}', "name=Jos\u00e9", 'x="open', "a b=c"):
+        assert get(station + "api/status", {"Cookie": f"{other}; {cookie}"})[0] == 200, other
+    assert get(station + "api/status", {"Cookie": f'pref={{"a":1}}; {cookie}x'})[0] == 401
 
 
 @needs_model

@@ -724,7 +724,7 @@ def claims(config: Config) -> list[tuple[str, str, str, tuple]]:
 def _in_log(log: Path, path: Path) -> bool:
     """``path`` is the verdict log ``log`` or one of the files beside it that go with it: its
     numbering (``.next``), MQTT's place in it (``.mqtt``, written through ``.mqtt.tmp``), torn
-    lines cut off it (``.torn``) and its rotated files (``.1`` .. ``.9999``)."""
+    lines cut off it (``.torn``) and its rotated files (``.1`` .. ``.999``)."""
     if same_path(log, path):
         return True
     if not (path.name.startswith(log.name + ".") and same_path(log.parent, path.parent)):

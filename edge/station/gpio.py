@@ -322,6 +322,8 @@ class GpioOutputs:
         #: flagged products judged after the frames stopped, too late for the pusher
         self.unrejected = 0
         self.pulses: list[tuple[float, float]] = []  # (start, end) as scheduled, the latest few
+        #: (product, its verdict, when its pulse starts) of the pulses scheduled, the latest few
+        self._scheduled: deque[tuple[int, str, float]] = deque(maxlen=EDGES_KEPT)
 
     @property
     def enabled(self) -> bool:
@@ -359,6 +361,17 @@ class GpioOutputs:
             # rejects already decided still happen (a product judged just before the stop is on
             # its way to the pusher); a pusher is never left out
             self._timer.drain(self._clock() + DRAIN_S)
+            now = self._clock()
+            for product, outcome, start in self._scheduled:
+                if start > now:  # (its pusher delay runs past the drain: dropped with the timer)
+                    self.unrejected += 1
+                    _log.warning(
+                        "product %d: %s but not rejected: edge-run stopped %.1f s before its reject pulse "
+                        "was due (gpio.reject_delay_s; take it off the line by hand)",
+                        product,
+                        outcome,
+                        start - now,
+                    )
             self._timer.close()
             self._timer = None
         for device in self._devices.values():
@@ -410,7 +423,7 @@ class GpioOutputs:
                 )
                 return
             anchor = last_seen
-        self.reject(verdict.product_id, anchor)
+        self.reject(verdict.product_id, anchor, verdict.outcome.value)
 
     def _lights(self, bad: bool) -> None:
         with self._lock:
@@ -439,7 +452,7 @@ class GpioOutputs:
         if self._pending() == 0:
             self._set("busy_pin", False)
         if self.config.reject_unjudged:
-            self.reject(product_id, edge_t)
+            self.reject(product_id, edge_t, "unjudged")
 
     def fault(self, on: bool) -> None:
         self._set("fault_pin", on)
@@ -450,7 +463,7 @@ class GpioOutputs:
         if device is not None:
             device.toggle() if healthy else device.off()
 
-    def reject(self, product_id: int, anchor: float | None) -> None:
+    def reject(self, product_id: int, anchor: float | None, outcome: str = "rejected") -> None:
         """Pulse the reject output ``reject_delay_s`` after ``anchor`` (None: after now)."""
         if "reject_pin" not in self._devices or self._timer is None:
             return
@@ -469,6 +482,7 @@ class GpioOutputs:
         end = start + cfg.reject_pulse_s
         self.rejects += 1
         self.pulses = [*self.pulses[-63:], (start, end)]
+        self._scheduled.append((product_id, outcome, start))
         self._timer.at(start, self._reject_start)
         self._timer.at(end, self._reject_end)
 

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -323,13 +322,25 @@ class WebView:
         if given is not None:
             ok = hmac.compare_digest(given.encode(), self.token.encode())
             return ok, ok
-        auth = headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()), False
-        cookie = SimpleCookie(headers.get("Cookie", ""))
-        if COOKIE in cookie:
-            return hmac.compare_digest(cookie[COOKIE].value.encode(), self.token.encode()), False
+        scheme, _, credentials = headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer":  # (the scheme's name is case-insensitive)
+            return hmac.compare_digest(credentials.strip().encode(), self.token.encode()), False
+        cookie = cookie_value(headers.get("Cookie", ""), COOKIE)
+        if cookie is not None:
+            return hmac.compare_digest(cookie.encode(), self.token.encode()), False
         return False, False
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a Cookie header, None if absent. Each ``name=value`` pair on
+    its own: the standard library's parser stopped at the first cookie it could not parse (another
+    web app's on the same host, ``pref={"theme":"dark"}``), so the token after it went unseen."""
+    for pair in header.split(";"):
+        key, sep, value = pair.strip().partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    return None
 
 
 class _Handler(BaseHTTPRequestHandler):
