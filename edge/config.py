@@ -63,6 +63,12 @@ def _seconds(lowest: float = 0.0, above: bool = False) -> Check:
     return check
 
 
+def _address_text(v: Any) -> str | None:
+    return (
+        None if v.strip() and v == v.strip() else "an address (rtsp://..., http://...), no spaces around it"
+    )
+
+
 def _open_unit(v: Any) -> str | None:
     return None if 0.0 < v < 1.0 else "a number in (0, 1)"
 
@@ -152,7 +158,7 @@ class SourceConfig:
     #: (0; 1 for the second camera port of a Raspberry Pi 5 or Compute Module)
     camera: int | str = 0
     video: Path | None = None
-    url: str | None = None
+    url: str | None = _opt(None, _address_text)
     images: Path | None = None
     #: requested frame size and rate; left out: the device's own (picamera: near the model input)
     width: int | None = _opt(None, _positive)

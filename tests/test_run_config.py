@@ -265,9 +265,20 @@ def test_check_config_reads_the_mqtt_password_file(tmp_path: Path, capsys):
         f"[mqtt]\nbroker = 'localhost:1883'\npassword_file = '{tmp_path / 'none'}'\n"
     )
     assert main(["--check-config", str(cfg)]) == 2
-    assert "mqtt.password_file: cannot read" in capsys.readouterr().err
+    assert f"{cfg}: mqtt.password_file: cannot read" in capsys.readouterr().err  # (the file first)
     (tmp_path / "none").write_text("secret\n")
     assert main(["--check-config", str(cfg)]) == 0
+
+
+def test_check_config_refuses_a_file_where_an_output_folder_must_be(tmp_path: Path, capsys):
+    """The run refused it ("is a file, not a folder"); the check said ok."""
+    (tmp_path / "gen.py").write_text("print()\n")
+    cfg = tmp_path / "c.toml"
+    for key, where in (("snapshots", "gen.py"), ("events", "gen.py/v.jsonl"), ("summary", "gen.py/s.json")):
+        cfg.write_text(f"[output]\n{key} = '{tmp_path / where}'\n")
+        assert main(["--check-config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"output.{key} " in err and "gen.py is a file, not a folder" in err
 
 
 def test_a_camera_configs_frame_rate_does_not_pace_a_video_only_fps_given_with_it_does(tmp_path: Path):

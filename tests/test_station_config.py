@@ -56,6 +56,7 @@ STATION_SECTIONS = ("gpio", "http", "mqtt", "watchdog")
         ),
         ("[gpio]\nreject_pulse_s = 'long'\n", "gpio.reject_pulse_s: expected a number"),
         ("[gpio]\nreject_unjudged = 'no'\n", "gpio.reject_unjudged: expected true or false"),
+        ("[source]\nkind = 'url'\nurl = '   '\n", "source.url: expected an address"),
         ("[gpio]\nok_pin = 5\nmissing_pin = 'GPIO5'\n", "gpio.missing_pin: expected a pin of its own"),
         ("[gpio]\nrejectpin = 27\n", "unknown key 'gpio.rejectpin'"),
         ("[trigger]\nkind = 'gpio'\n", "gpio.trigger_pin: expected a pin for trigger.kind = 'gpio'"),

@@ -642,6 +642,20 @@ def check_paths_apart(config: Config, config_path: Path | None = None) -> None:
 
         if problem := verdict_log_problem(o.events):
             raise ConfigError(f"output.events {o.events}: {problem}")
+    # a file where a folder must be (or one of its folders): the run refused it, the check did not
+    for key, p, folder in (
+        ("output.snapshots", o.snapshots, True),
+        ("output.events", o.events, False),
+        ("output.summary", o.summary, False),
+        ("output.record", o.record, False),
+    ):
+        if p is None:
+            continue
+        for parent in (p, *p.parents) if folder else p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ConfigError(f"{key} {p}: {parent} is a file, not a folder")
+                break
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
@@ -1008,15 +1022,20 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         s = config.source
         for warning in exposure_warnings(s.exposure_ms, s.mains_hz, s.fps):
             print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
-    if config.mqtt.broker is not None:
-        from edge.station.mqtt import read_password, tls_context
+    from edge.station.common import StationError
 
-        read_password(config.mqtt)
-        tls_context(config.mqtt)
-    if config.http.listen is not None:
-        from edge.station.common import http_token
+    try:  # (their errors name the key; the file first, as every other error of the check)
+        if config.mqtt.broker is not None:
+            from edge.station.mqtt import read_password, tls_context
 
-        http_token(config.http)
+            read_password(config.mqtt)
+            tls_context(config.mqtt)
+        if config.http.listen is not None:
+            from edge.station.common import http_token
+
+            http_token(config.http)
+    except StationError as exc:
+        raise StationError(f"{path}: {exc}") from None
     model = config.model.path.name if config.model.path else "the bundled model"
     o = config.output
     writes = [
