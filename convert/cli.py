@@ -207,12 +207,15 @@ def calibration_paths(args: argparse.Namespace) -> list[Path] | None:
     try:
         detect_format(folder)
         labelled = True
-    except DatasetError:
+    except DatasetError as exc:
         if not folder.is_dir():
-            raise
+            raise CliError(f"--calibration {exc}") from None
         labelled = False
     if labelled:
-        paths = [r.image_path for r in load_dataset(folder, subset=args.subset).records]
+        try:
+            paths = [r.image_path for r in load_dataset(folder, subset=args.subset).records]
+        except DatasetError as exc:
+            raise CliError(f"--calibration {exc}") from None
     elif args.subset is not None:
         raise CliError(f"--subset {args.subset}: --calibration {folder} holds no labels to pick images by")
     else:
@@ -220,7 +223,7 @@ def calibration_paths(args: argparse.Namespace) -> list[Path] | None:
         if unread := unread_photos(folder, recursive=True):
             print(f"edge-convert: WARNING: {folder}: {unread_photos_line(unread)}", file=sys.stderr)
     if not paths:
-        raise CliError(f"{folder}: no calibration images found")
+        raise CliError(f"--calibration {folder}: no calibration images found")
     return paths
 
 
@@ -392,9 +395,24 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         )
     ds = None
     if not (args.no_verify or args.val is None):
-        ds = load_dataset(args.val, subset=args.val_subset)
+        try:
+            ds = load_dataset(args.val, subset=args.val_subset)
+        except DatasetError as exc:
+            raise CliError(f"--val {exc}") from None
         if not ds.records:
             raise CliError(f"--val {args.val}: no labelled images")
+        unknown = [name for name in ds.labels if name not in labels]
+        if len(labels) > 1 and unknown and len(unknown) == len(ds.labels):  # no class head checked
+            raise CliError(
+                f"--val {args.val}: its labels {unknown} are none of the variants the model was trained "
+                f"on {list(labels)} (model.json); expected a validation set labelled with the same names"
+            )
+        if len(labels) > 1 and unknown:
+            print(
+                f"edge-convert: WARNING: --val {args.val}: its labels {unknown} are not among the model's "
+                f"variants {list(labels)}; class accuracy counts the others only",
+                file=sys.stderr,
+            )
         stamped = sum(not r.is_negative for r in ds.records)
         if not stamped:  # presence alone would pass a model whose boxes (or centres) went wrong
             raise CliError(
@@ -489,9 +507,12 @@ def validation_originals(args: argparse.Namespace, ds: Dataset | None):
 REFINE_MARGIN = 0.01
 
 
-def refine_keys(kind: str) -> tuple[str, str]:
-    """The two figures the second looks of a ``kind`` model are chosen by."""
-    return ("iou_mean" if kind == "box" else "center_within_0_05", "presence_accuracy")
+def refine_keys(kind: str, boxed: bool = True) -> tuple[str, str]:
+    """The two figures the second looks of a ``kind`` model are chosen by: a box model's IoU, or
+    where the validation truth has no boxes (centre points, ``boxed`` False: its IoU was NaN and
+    counted 0, so one look was kept whatever the looks did) its centres within 0.05."""
+    box = kind == "box" and boxed
+    return ("iou_mean" if box else "center_within_0_05", "presence_accuracy")
 
 
 def choose_refine(
@@ -502,7 +523,8 @@ def choose_refine(
     one to run: a mode with more looks only when its sum of the two beats the chosen one's by at
     least ``REFINE_MARGIN``. ``original(i)`` is the full-resolution image of ``images[i]``."""
     meta = detector.metadata
-    choices, keys = meta.refine_choices, refine_keys(meta.kind)
+    choices = meta.refine_choices
+    keys = refine_keys(meta.kind, any(t.box is not None for t in truths if t.present))
     firsts = [detector.predict(im) for im in images]
     preds: dict[str, list] = {mode: [] for mode in choices}
     for i, first in enumerate(tqdm(firsts, desc="second looks", leave=False, disable=not progress)):
@@ -655,7 +677,8 @@ def run(args: argparse.Namespace) -> int:
                     meta_args["refine"] = args.refine
                 provenance["refine"] = report["refine"]
                 report["refine_chosen"] = meta_args["refine"]
-                first_key, name = refine_keys(kind)[0], "IoU" if kind == "box" else "centre within 0.05"
+                first_key = next(iter(next(iter(report["refine"].values()))))
+                name = "IoU" if first_key == "iou_mean" else "centre within 0.05"
                 log(
                     "edge-convert: second looks on the validation images: "
                     + "; ".join(
@@ -668,10 +691,15 @@ def run(args: argparse.Namespace) -> int:
             if warning := metrics.no_skill_warning(check["keras"]):  # agreement is not usefulness
                 print(f"edge-convert: WARNING: the Keras model's {warning}", file=sys.stderr)
             if not check["passed"]:
-                raise CliError(
+                refusal = (
                     f"converted model does not agree with the Keras model: {check['why']}; nothing written "
                     f"({refusal_hint(check, len(images))})"
                 )
+                if args.report:  # what refused it, to study (the model itself is not written)
+                    report["refused"] = check["why"]
+                    write_json(args.report, report)
+                    refusal += f"; the proof's figures are in {args.report}"
+                raise CliError(refusal)
         else:
             os.close(fd)
             fd = -1
@@ -802,6 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ConversionError, DatasetError, ModelError, contract.ContractError, OSError) as exc:
         return fail("edge-convert", exc)
     except KeyboardInterrupt:
+        print("\nedge-convert: interrupted; nothing written", file=sys.stderr)
         return 130
 
 

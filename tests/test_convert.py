@@ -237,6 +237,43 @@ def test_the_second_looks_a_model_gains_from_are_chosen_and_those_it_loses_by_ar
     assert figures["zoom"]["iou_mean"] < figures["off"]["iou_mean"]
 
 
+def test_a_box_models_second_looks_are_chosen_on_centre_labels_by_the_centres():
+    """Validation truth of centre points only (a box model checked on a labels.txt set): its IoU
+    is NaN, which counted 0, so one look was kept whatever the looks did; the centres decide."""
+    from edge import synth
+
+    s = synth.Synthesizer()
+    samples = [s.sample_at(515_151, i) for i in range(60)]
+    images = [contract.prepare_input(x.image) for x in samples]
+    truths = []
+    for x in samples:
+        h, w = x.image.shape[:2]
+        b = x.box
+        centre = None if b is None else ((b[0] + b[2]) / 2 / w, (b[1] + b[3]) / 2 / h)
+        truths.append(Truth(False) if b is None else Truth(True, center=centre))
+    _, figures = cli.choose_refine(TFLiteDetector(), images, truths, lambda i: samples[i].image, 0.5, False)
+    assert all(set(f) == {"center_within_0_05", "presence_accuracy"} for f in figures.values())
+    assert not any(np.isnan(v) for f in figures.values() for v in f.values())
+
+
+def test_cli_refuses_a_validation_set_of_none_of_the_models_variants(
+    tiny_model_dir, blob_voc_dir, tmp_path, capsys
+):
+    """A model of two variants proved on a set labelled 'stamp': its class head was never checked
+    (class accuracy left out of the proof, no word), while edge-train refuses the same pairing."""
+    import shutil
+
+    model = tmp_path / "v"
+    shutil.copytree(tiny_model_dir, model)
+    side = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**side, "labels": ["approved", "qc-passed"]}))
+    argv = [str(model / "model.keras"), "--out", str(tmp_path / "m.tflite"), "--quiet"]
+    assert cli.main([*argv, "--calibration", str(blob_voc_dir), "--val", str(blob_voc_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "--val" in err and "its labels ['stamp'] are none of the variants the model was trained on" in err
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_cli_failed_check_leaves_nothing(tiny_model_dir, blob_voc_dir, tmp_path, capsys):
     """Calibrated on near-black frames (a capped lens, a dark night shift), the int8 ranges are far
     too narrow for the validation images: the proof catches it and nothing is written."""
@@ -260,6 +297,13 @@ def test_cli_failed_check_leaves_nothing(tiny_model_dir, blob_voc_dir, tmp_path,
     err = capsys.readouterr().err
     assert rc == 2 and "so a larger --max-iou-drop may fit" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dark"]
+    # with --report, the refusal's figures are written to study (not the model)
+    report = tmp_path / "r.json"
+    rc = cli.main([*argv, "--calibration-size", "200", "--val", str(blob_voc_dir), "--report", str(report)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"the proof's figures are in {report}" in err and not out.exists()
+    data = json.loads(report.read_text())
+    assert not data["passed"] and data["refused"] and "agreement" in data
 
 
 def _zip_without_config(folder: Path) -> Path:

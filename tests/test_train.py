@@ -383,7 +383,7 @@ def test_the_graph_decodes_the_grid_exactly_as_the_device_does(kind, tmp_path):
     lite_preds = TFLiteDetector(path).predict_batch(list(images))
     want = np.clip(graph[decoded], 0, 1)
     saved.save(tmp_path / "m.keras")  # fine-tuning (--init) rebuilds the decode on the loaded model
-    again, fresh = warm_start(load_model(tmp_path / "m.keras"), kind, 1)
+    again, fresh, _ = warm_start(load_model(tmp_path / "m.keras"), kind, 1)
     assert fresh == []
     assert np.abs(np.asarray(again(images.astype(np.float32))[decoded]) - graph[decoded]).max() < 1e-5
     for preds in (keras_preds, lite_preds):
@@ -401,7 +401,7 @@ def test_fine_tuning_a_single_stamp_model_into_variants_keeps_what_it_learned():
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(3)
     single = build_model("box", 1, head="dense")
-    model, fresh = warm_start(single, "box", 3)
+    model, fresh, _ = warm_start(single, "box", 3)
     assert sorted(fresh) == ["class_logits", "class_reduce16"]
     images = blob_set(6, 5)[0].astype(np.float32)
     before, after = single(images, training=False), model(images, training=False)
@@ -409,11 +409,36 @@ def test_fine_tuning_a_single_stamp_model_into_variants_keeps_what_it_learned():
         assert np.abs(np.asarray(before[name]) - np.asarray(after[name])).max() < 1e-6
     probs = np.asarray(after[contract.CLASS])
     assert probs.shape == (6, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    _, fresh = warm_start(single, "box", 3, head="grid")  # another head: only the backbone carries over
+    _, fresh, _ = warm_start(single, "box", 3, head="grid")  # another head: only the backbone carries over
     assert "cell_logits" in fresh and "backbone" not in fresh
     # a model saved when the box output had a sigmoid: its box weights mean logits, so they start fresh
     single.get_layer(contract.BOX).activation = keras.activations.get("sigmoid")
     assert warm_start(single, "box", 1)[1] == [contract.BOX]
+
+
+def test_warm_start_class_head_follows_the_variants_by_name_not_by_position():
+    """A three-variant model fine-tuned on its variants in another order: each variant keeps its
+    own class scores (copied by position, every stamp was read as another: class accuracy
+    0.74 -> 0.01 in a helper's fine-tune); another set of variants starts the head fresh; a class
+    head left out (one stamp from three) is named."""
+    from conftest import blob_set
+
+    from train.model import build_model, warm_start
+
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(5)
+    three = build_model("box", 3, head="dense")
+    images = blob_set(6, 5)[0].astype(np.float32)
+    before = np.asarray(three(images, training=False)[contract.CLASS])
+    init_labels, labels = ["approved", "inspected", "qc-passed"], ["inspected", "qc-passed", "approved"]
+    model, fresh, dropped = warm_start(three, "box", 3, labels=labels, init_labels=init_labels)
+    assert fresh == [] and dropped == []
+    after = np.asarray(model(images, training=False)[contract.CLASS])
+    assert np.allclose(after, before[:, [1, 2, 0]], atol=1e-5)  # each label's column, by name
+    _, fresh, _ = warm_start(three, "box", 3, labels=["a", "b", "c"], init_labels=init_labels)
+    assert fresh == ["class_logits"]
+    _, fresh, dropped = warm_start(three, "box", 1)
+    assert fresh == [] and sorted(dropped) == ["class_logits", "class_reduce16"]
 
 
 def test_fused_batch_norm_trains_exactly_as_keras_own_and_saves_as_keras_own(tmp_path):

@@ -233,6 +233,8 @@ def default_init(args: argparse.Namespace, kind: str) -> Path | None:
 
 def init_problem(path: Path) -> str | None:
     """Why ``path`` cannot be ``--init``'s model, told before TensorFlow loads; None if it may."""
+    if path.suffix not in (".tflite", ".keras"):  # (.h5 weights are --weights', not a model)
+        return f"{path}: expected a model edge-train (.keras) or edge-convert (.tflite) wrote"
     if path.suffix != ".tflite":
         return keras_file_problem(path)
     try:

@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import itertools
+import json
 import math
 import os
 import signal
@@ -37,6 +38,19 @@ def score_of(kind: str, m: dict[str, float]) -> tuple[float, float]:
     pres = m["presence_accuracy"] if not np.isnan(m["presence_accuracy"]) else 0.0
     err = m.get("center_error_mean", math.nan)
     return float(loc + pres), -math.inf if np.isnan(err) else -float(err)
+
+
+def labels_of(path: Path) -> list[str] | None:
+    """The labels of a model to fine-tune from, in its class scores' order: a ``.tflite``'s
+    embedded metadata, or the ``model.json`` edge-train wrote beside a ``.keras``; None where
+    they cannot be told."""
+    try:
+        if path.suffix.lower() == ".tflite":
+            return list(contract.read_embedded_metadata(path.read_bytes(), str(path)).labels)
+        labels = json.loads(path.with_name("model.json").read_text(encoding="utf-8")).get("labels")
+    except (OSError, ValueError, AttributeError, contract.ContractError):
+        return None
+    return [str(label) for label in labels] if isinstance(labels, list) else None
 
 
 def make_dataset(pool, output_names, batch_size: int, seed: int):
@@ -170,9 +184,25 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             model = load_model(args.init)
         if contract.PRESENCE not in (getattr(model, "output_names", None) or ()):
             raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
-        model, fresh = warm_start(model, prep.kind, n_classes if prep.kind == "box" else 1, args.head)
+        init_labels = labels_of(Path(args.init))
+        model, fresh, dropped = warm_start(
+            model, prep.kind, n_classes if prep.kind == "box" else 1, args.head, prep.labels, init_labels
+        )
         if fresh and not args.quiet:
             print(f"fine-tuning from {args.init}; new layers: {', '.join(fresh)}")
+        if dropped and not args.quiet:
+            print(f"fine-tuning from {args.init}; its layers left out: {', '.join(dropped)}")
+        if (
+            not args.quiet
+            and n_classes > 1
+            and init_labels is not None
+            and list(init_labels) != list(prep.labels)
+            and sorted(init_labels) == sorted(prep.labels)
+        ):
+            print(
+                f"fine-tuning from {args.init}: its variants {list(init_labels)} are this run's "
+                f"{list(prep.labels)} in another order; the class head follows them by name"
+            )
     else:
         model = build_model(prep.kind, n_classes if prep.kind == "box" else 1, args.weights, args.head)
     total = steps_for(args, len(prep.train))
@@ -289,7 +319,11 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     except KeyboardInterrupt:  # Ctrl-C: keep the best checkpoint so far, with its reports
         interrupted, stop_reason = True, "interrupted"
         if "step" not in best:
-            print("edge-train: interrupted before the first checkpoint; nothing written", file=sys.stderr)
+            print(
+                "edge-train: interrupted before the first checkpoint; no model written "
+                "(only train_preview.png)",
+                file=sys.stderr,
+            )
             return 130
     train_minutes = (time.perf_counter() - t_train) / 60
     images_per_s = args.batch_size / np.median([h["step_s"] for h in history]) if history else float("nan")
