@@ -210,23 +210,32 @@ def test_cli_stores_the_second_looks_it_is_told_to(tiny_model_dir, blob_voc_dir,
     assert refine_for(meta, "auto", "m") == "zoom-flip"
 
 
+def _default_recipe_views(n: int, centres: bool = False):
+    """``n`` default-recipe samples the bundled model was not trained on, their model inputs, and
+    their truths: boxes, or (``centres``) the boxes' centres only, as a labels.txt set gives."""
+    from edge import synth
+
+    s = synth.Synthesizer()
+    samples = [s.sample_at(515_151, i) for i in range(n)]
+    truths = []
+    for x in samples:
+        h, w = x.image.shape[:2]
+        if x.box is None:
+            truths.append(Truth(False))
+            continue
+        box = (x.box[0] / w, x.box[1] / h, x.box[2] / w, x.box[3] / h)
+        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        truths.append(Truth(True, center=centre) if centres else Truth(True, box=box))
+    return samples, [contract.prepare_input(x.image) for x in samples], truths
+
+
 def test_the_second_looks_a_model_gains_from_are_chosen_and_those_it_loses_by_are_not(monkeypatch):
     """The bundled model on default-recipe images it was not trained on: the closer looks tighten
     its boxes (README, "Second looks"); a crop the stamp nearly fills (a size it never saw) throws
     them off, and then one look is chosen."""
     from edge import runtime as R
-    from edge import synth
 
-    s = synth.Synthesizer()
-    samples = [s.sample_at(515_151, i) for i in range(100)]
-    images = [contract.prepare_input(x.image) for x in samples]
-    truths = []
-    for x in samples:
-        h, w = x.image.shape[:2]
-        b = x.box
-        truths.append(
-            Truth(False) if b is None else Truth(True, box=(b[0] / w, b[1] / h, b[2] / w, b[3] / h))
-        )
+    samples, images, truths = _default_recipe_views(100)
     det = TFLiteDetector()
     best, figures = cli.choose_refine(det, images, truths, lambda i: samples[i].image, 0.5, False)
     assert best in ("zoom", "zoom-flip"), figures  # (on 100 images zoom-flip gains 0.006 on zoom)
@@ -240,17 +249,7 @@ def test_the_second_looks_a_model_gains_from_are_chosen_and_those_it_loses_by_ar
 def test_a_box_models_second_looks_are_chosen_on_centre_labels_by_the_centres():
     """Validation truth of centre points only (a box model checked on a labels.txt set): its IoU
     is NaN, which counted 0, so one look was kept whatever the looks did; the centres decide."""
-    from edge import synth
-
-    s = synth.Synthesizer()
-    samples = [s.sample_at(515_151, i) for i in range(60)]
-    images = [contract.prepare_input(x.image) for x in samples]
-    truths = []
-    for x in samples:
-        h, w = x.image.shape[:2]
-        b = x.box
-        centre = None if b is None else ((b[0] + b[2]) / 2 / w, (b[1] + b[3]) / 2 / h)
-        truths.append(Truth(False) if b is None else Truth(True, center=centre))
+    samples, images, truths = _default_recipe_views(60, centres=True)
     _, figures = cli.choose_refine(TFLiteDetector(), images, truths, lambda i: samples[i].image, 0.5, False)
     assert all(set(f) == {"center_within_0_05", "presence_accuracy"} for f in figures.values())
     assert not any(np.isnan(v) for f in figures.values() for v in f.values())
