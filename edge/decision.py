@@ -319,18 +319,34 @@ def white_gain(ratios: np.ndarray) -> np.ndarray | None:
     return None if gain.max() > LIGHT_TINT * max(float(gain.min()), 1e-3) else gain
 
 
+def _lit(frame: np.ndarray) -> np.ndarray:
+    """The cells of a frame (GRID x GRID x 3, float) lit enough to tell the light by
+    (``FLICKER_LIT``; channels added as slices: numpy's reductions over small axes cost more)."""
+    return frame[..., 0] + frame[..., 1] + frame[..., 2] >= 3 * FLICKER_LIT
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D array, by partition (a quarter of its time on a region's cells)."""
+    n, k = values.size, values.size // 2
+    if n % 2:
+        return np.partition(values, k)[k]
+    p = np.partition(values, (k - 1, k))
+    return (p[k - 1] + p[k]) / 2
+
+
 def light_gain(cur: np.ndarray, before: np.ndarray) -> np.ndarray | None:
     """The light's factor per colour channel from ``before`` to ``cur`` (GRID x GRID x 3, float):
     each channel's median ratio over the lit cells where it is below ``SATURATED`` in both (at
     least ``LIGHT_STEP_CLEAR`` of the region; a channel with fewer, saturated under the new
     light, takes the others' mean: the light is about white); None where no channel has enough,
     or the factors differ by more than ``LIGHT_TINT``."""
-    lit = before.sum(axis=2) >= 3 * FLICKER_LIT
+    lit = _lit(before)
     gain = np.full(3, np.nan)
     for c in range(3):
-        clear = lit & (before[..., c] < SATURATED) & (cur[..., c] < SATURATED)
+        b, k = before[..., c], cur[..., c]
+        clear = lit & (b < SATURATED) & (k < SATURATED)
         if np.count_nonzero(clear) >= LIGHT_STEP_CLEAR * GRID * GRID:
-            gain[c] = np.median(cur[..., c][clear] / np.maximum(before[..., c][clear], 1.0))
+            gain[c] = _median(k[clear] / np.maximum(b[clear], 1.0))
     known = gain[~np.isnan(gain)]
     if not known.size or known.max() > LIGHT_TINT * max(float(known.min()), 1e-3):
         return None
@@ -587,8 +603,8 @@ class OccupancyTrigger:
             self._note_flicker(frame.t_on_line, 0)
         if lit is not None and (self._product is not None or occ < cfg.on):
             # the product in view when the light changed has left (or nothing begins)
-            occ = self._adopt_light(lit[0], lit[1], self._product)
-            lit = None
+            self._adopt_light(lit[0], self._product)
+            occ, lit = lit[1], None
         last, self._last_occ = self._last_occ, occ
         # (whether a product in view moves: only for one in progress, not on every empty frame)
         moving = self._product is not None and self._share_off(self._prev) >= STILL
@@ -611,18 +627,12 @@ class OccupancyTrigger:
                 self._rise = 0.0
             if occ >= cfg.on:
                 self._rise = 0.0
-                self._product = self._next
-                self._next += 1
-                self._started = frame.t_on_line
-                self._limit = cfg.max_product_s
+                self._begin(frame.t_on_line)
                 if light:
                     self._limit = min(SUDDEN_HOLD_S, cfg.max_product_s)
                 if lit is not None:  # the light, or a plain product of the belt's colour: on trial
                     self._light_pid = self._product
                     self._lit_ref[:] = lit[0]
-                self._below = 0
-                self._in_view = 1
-                self._fb_min, self._fb_follower = 1.0, False
                 return TriggerState(product=self._product, occupancy=occ)
             if occ < cfg.off:
                 cv2.accumulateWeighted(self._small, self._ref_f, cfg.adapt_rate)
@@ -822,9 +832,9 @@ class OccupancyTrigger:
         after = self._share_off(scaled.round().astype(np.uint8), level=self._cells_level)
         return (scaled, after) if after <= LIGHT_MATCH else None
 
-    def _adopt_light(self, scaled: np.ndarray, occ: float, left: int | None) -> float:
+    def _adopt_light(self, scaled: np.ndarray, left: int | None) -> None:
         """The empty belt's reference is ``scaled`` (the belt under a new light) from now on;
-        returns ``occ``, the occupancy against it."""
+        ``left``: the product in view when the light changed, which has left."""
         gain = float(np.median(scaled / np.maximum(self._ref_f, 1.0)))
         self._set_reference(scaled)
         self._light_at = None
@@ -835,7 +845,6 @@ class OccupancyTrigger:
             gain,
             "" if left is None else f" (product {left}, in view then, has left)",
         )
-        return occ
 
     def _light_trial(self, frame: Frame) -> TriggerState | None:
         """The product on trial begun by a step of the light, the region unlike the belt as it
@@ -848,18 +857,22 @@ class OccupancyTrigger:
         if not arrived and (occ >= cfg.off or frame.t_on_line - self._started < SUDDEN_HOLD_S):
             return None
         pid = self._product
-        self._adopt_light(self._lit_ref, occ, None)
+        self._adopt_light(self._lit_ref, None)
         self._product = None
         if not arrived:
             return TriggerState(occupancy=occ, voided=pid)
+        self._begin(frame.t_on_line)
+        return TriggerState(product=self._product, occupancy=occ, voided=pid)
+
+    def _begin(self, t: float) -> None:
+        """A product begins at line time ``t``: the next number, its clocks and counts afresh."""
         self._product = self._next
         self._next += 1
-        self._started = frame.t_on_line
-        self._limit = cfg.max_product_s
+        self._started = t
+        self._limit = self.config.max_product_s
         self._below = 0
         self._in_view = 1
         self._fb_min, self._fb_follower = 1.0, False
-        return TriggerState(product=self._product, occupancy=occ, voided=pid)
 
     @staticmethod
     def _light_stepped(cur: np.ndarray, before: np.ndarray) -> bool:
@@ -874,7 +887,7 @@ class OccupancyTrigger:
             or gain.max() > hi
         ):
             return False
-        lit = before.sum(axis=2) >= 3 * FLICKER_LIT
+        lit = _lit(before)
         made = np.minimum(before[lit] * gain, 255.0)
         near = np.abs(cur[lit] - made) < np.maximum(FLICKER_SPREAD * made, FLICKER_NOISE)
         return float(np.count_nonzero(near.all(axis=1))) >= LIGHT_STEP_SHARE * np.count_nonzero(lit)

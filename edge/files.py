@@ -76,12 +76,20 @@ def missing_paths(path: Path) -> list[Path]:
     return made
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file standing where ``folder``, or the nearest of its folders that exists, should be
+    a folder (None: there is none, or nothing of it exists)."""
+    for p in (folder, *folder.parents):
+        if os.path.lexists(p):
+            return None if p.is_dir() else p
+    return None
+
+
 def why_no_folder(exc: OSError, folder: Path) -> str:
     """Why ``folder`` could not be made: a file standing where one of its folders should be is
     named (the system says only "File exists" or "Not a directory"), else the system's reason."""
-    for p in (folder, *folder.parents):
-        if os.path.lexists(p):
-            return f"{p} is a file, not a folder" if not p.is_dir() else (exc.strerror or str(exc))
+    if (p := file_in_the_way(folder)) is not None:
+        return f"{p} is a file, not a folder"
     return exc.strerror or str(exc)
 
 

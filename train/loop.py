@@ -8,7 +8,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import itertools
-import json
 import math
 import os
 import signal
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import contract, metrics
-from edge.cli.common import native_stderr_muted, write_json
+from edge.cli.common import CliError, keras_sidecar, native_stderr_muted, write_json
 from edge.runtime import CallableDetector
 from train.cli import Prepared, environment, learning_rate, steps_for
 from train.data import model_targets, save_preview
@@ -47,8 +46,8 @@ def labels_of(path: Path) -> list[str] | None:
     try:
         if path.suffix.lower() == ".tflite":
             return list(contract.read_embedded_metadata(path.read_bytes(), str(path)).labels)
-        labels = json.loads(path.with_name("model.json").read_text(encoding="utf-8")).get("labels")
-    except (OSError, ValueError, AttributeError, contract.ContractError):
+        labels = keras_sidecar(path).get("labels")
+    except (OSError, CliError, contract.ContractError):
         return None
     return [str(label) for label in labels] if isinstance(labels, list) else None
 

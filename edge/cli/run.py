@@ -54,7 +54,7 @@ from edge.config import (
     parse_endpoint,
     pin_key,
 )
-from edge.files import clash, same_path
+from edge.files import clash, file_in_the_way, same_path
 from edge.runtime import BUNDLED_MODEL, REFINE_MODES
 
 if TYPE_CHECKING:
@@ -649,13 +649,8 @@ def check_paths_apart(config: Config, config_path: Path | None = None) -> None:
         ("output.summary", o.summary, False),
         ("output.record", o.record, False),
     ):
-        if p is None:
-            continue
-        for parent in (p, *p.parents) if folder else p.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise ConfigError(f"{key} {p}: {parent} is a file, not a folder")
-                break
+        if p is not None and (file := file_in_the_way(p if folder else p.parent)) is not None:
+            raise ConfigError(f"{key} {p}: {file} is a file, not a folder")
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
