@@ -23,7 +23,7 @@ interest in a frame, :meth:`DemoLine.products_between` which products crossed it
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -296,15 +296,19 @@ class DemoLine:
         first, last = self._frames_overlapping(p, rx, rx + rw)
         return TruthProduct(p.id, p.stamp, p.distractor, first, last, p.label, self.expect)
 
-    def products_between(self, first: int, last: int) -> list[TruthProduct]:
-        """Products that entered and left the region of interest within frames first..last."""
+    def products_between(
+        self, first: int, last: int, judged: Collection[object] = frozenset()
+    ) -> list[TruthProduct]:
+        """Products that entered and left the region of interest within frames first..last, and
+        those of ``judged`` (product numbers) that entered from ``first`` on: a trigger may end a
+        product a frame or two before its last pixels leave the region, and a run may stop there."""
         out = []
         i = 0
         while True:
             truth = self._truth(self._layout(i))
             if truth.first_frame > last:
                 return out
-            if truth.first_frame >= first and truth.last_frame <= last:
+            if truth.first_frame >= first and (truth.last_frame <= last or truth.number in judged):
                 out.append(truth)
             i += 1
 

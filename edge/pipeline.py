@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -42,7 +42,7 @@ from edge.decision import (
 from edge.overlay import OverlayState, draw_overlay, score_text
 from edge.region import RegionFinder
 from edge.runtime import look_again
-from edge.sinks import FrameResult, Sink, SinkError
+from edge.sinks import FrameResult, Sink, SinkError, VerdictLog
 from edge.sources import EndOfStream, FrameSource
 from edge.types import Frame, Outcome, Prediction, Verdict
 
@@ -88,9 +88,12 @@ class TruthProduct(Protocol):
 
 
 class GroundTruth(Protocol):
-    """What a synthetic or recorded line knows: the products that crossed between two frames."""
+    """What a synthetic or recorded line knows: the products that crossed between two frames
+    (and those judged that entered from the first on: see ``edge.demo.DemoLine.products_between``)."""
 
-    def products_between(self, first: int, last: int) -> Sequence[TruthProduct]: ...
+    def products_between(
+        self, first: int, last: int, judged: Collection[object] = ...
+    ) -> Sequence[TruthProduct]: ...
 
 
 class SystemdNotifier:
@@ -290,6 +293,8 @@ class Summary:
     #: the variant every product must carry (``--expect``); None: any
     expect: str | None = None
     unfinished: int = 0
+    #: verdicts given but not in the verdict log: its write failed (a full disk), and the run ended
+    unlogged: int = 0
     duration_s: float = 0.0
     fps: float = 0.0
     latency_ms_p50: float = 0.0
@@ -326,6 +331,7 @@ class Summary:
             f"verdicts    {self.products} products: {self.ok} OK, {self.missing} MISSING"
             + (f", {self.wrong} WRONG (expected {self.expect})" if self.expect is not None else "")
             + (f" ({self.unfinished} in view at the end, not judged)" if self.unfinished else "")
+            + (f"; {self.unlogged} not in the verdict log (it could not be written)" if self.unlogged else "")
             + (
                 f"; {self.interrupted} judged on part of their frames (the frames stopped)"
                 if self.interrupted
@@ -555,6 +561,7 @@ class Pipeline:
         judged: list[tuple[object | None, Outcome]] = []
         frames = 0
         gaps, blind_s, interrupted = 0, 0.0, 0  # the frames stopped: times, seconds, products in view
+        unlogged = 0
         stop_counted = False  # the frames have stopped for stall_s, and that was counted in gaps
         last_frame: Frame | None = None
         last_roi = (0, 0, 0, 0)
@@ -584,14 +591,22 @@ class Pipeline:
 
         def write_all(result: FrameResult) -> bool:
             """Hand a result to every sink; False where one failed (e.g. a full disk: the run
-            stops, but still with its summary)."""
-            nonlocal end
+            stops, but still with its summary, which counts a verdict the log did not take)."""
+            nonlocal end, unlogged
+            done = 0
             try:
                 for sink in self.sinks:
                     sink.write(result)
+                    done += 1
             except SinkError as exc:
                 self.failure = exc
                 end = f"error: {exc}"
+                v = result.verdict
+                if v is not None and any(isinstance(s, VerdictLog) for s in self.sinks[done:]):
+                    unlogged += 1  # the journal keeps it: the operator can add it by hand
+                    _log.warning(
+                        "product %d %s is not in the verdict log: %s", v.product_id, v.outcome.value, exc
+                    )
                 return False
             return True
 
@@ -692,14 +707,14 @@ class Pipeline:
             t6 = time.perf_counter()
             result = FrameResult(frame, roi_px, prediction, state, verdict, annotated)
             last_frame, last_roi = frame, roi_px
+            first_index = frame.index if first_index is None else first_index
+            last_index = frame.index  # judged, written or not: its product counts against the truth
             if not write_all(result):
                 break
             t7 = time.perf_counter()
 
             latencies[frames % LATENCY_WINDOW] = (time.monotonic() - frame.t_capture) * 1e3
             frames += 1
-            first_index = frame.index if first_index is None else first_index
-            last_index = frame.index
             timings = prediction.timings if prediction is not None else {}
             stage_ms[:] = (
                 (t1 - t0) * 1e3,
@@ -772,6 +787,7 @@ class Pipeline:
             wrong=verdict_counts[Outcome.WRONG],
             expect=getattr(self.decider, "expect", None),
             unfinished=unfinished,
+            unlogged=unlogged,
             duration_s=round(elapsed, 3),
             fps=round(frames / elapsed, 2) if elapsed > 0 else 0.0,
             latency_ms_p50=round(float(np.percentile(window, 50)), 2) if frames else 0.0,
@@ -782,5 +798,6 @@ class Pipeline:
             end=end,
         )
         if self.truth is not None and first_index is not None and last_index is not None:
-            summary.truth = compare_with_truth(judged, self.truth.products_between(first_index, last_index))
+            crossed = self.truth.products_between(first_index, last_index, {pid for pid, _ in judged})
+            summary.truth = compare_with_truth(judged, crossed)
         return summary

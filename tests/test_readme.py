@@ -29,6 +29,34 @@ def test_console_scripts_are_declared():
         assert re.search(rf"^{name} = ", text, re.M), name
 
 
+def test_every_console_script_runs_its_own_tool(capsys):
+    """Each script's launcher (pyproject's ``module:function``) hands its argv to its tool's main."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        launcher = getattr(importlib.import_module(module), function)
+        try:
+            status = launcher(["--no-such-flag"])
+        except SystemExit as stopped:  # argparse's way
+            status = stopped.code
+        assert status == 2, name
+        assert capsys.readouterr().err.startswith(f"{name}: error: "), name
+
+
+def test_ctrl_c_while_a_tool_is_still_importing_ends_in_one_line(tmp_path: Path, monkeypatch, capsys):
+    """Ctrl-C in a tool's first fifth of a second (Python importing its module) used to print a
+    KeyboardInterrupt traceback: one line and status 130 now, as once its main runs."""
+    from edge.cli import INTERRUPTED, launch
+
+    (tmp_path / "tool_being_imported.py").write_text("raise KeyboardInterrupt  # Ctrl-C, mid-import\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert launch("tool_being_imported", "edge-run", []) == INTERRUPTED == 130
+    assert capsys.readouterr().err == "edge-run: interrupted\n"
+
+
 def test_every_option_of_every_tool_says_what_it_does():
     """--help is the station engineer's manual: every option has a help text, and no default is
     shown that means nothing (None, [], False)."""

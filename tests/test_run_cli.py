@@ -481,7 +481,7 @@ def test_the_loop_survives_odd_frames_and_counts_them():
 
 @needs_model
 def test_a_log_that_cannot_be_written_ends_the_run_with_its_summary_and_exit_2(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch, capsys, caplog
 ):
     from edge import sinks
 
@@ -499,9 +499,17 @@ def test_a_log_that_cannot_be_written_ends_the_run_with_its_summary_and_exit_2(
     out, err = capsys.readouterr()
     assert "inspected" in out or "verdicts" in out  # the summary was printed first
     assert err.count("\n") == 1 and "No space left on device" in err, err
+    # the verdict the log did not take is in the journal
+    assert any(
+        r.getMessage().startswith("product 3 ") and "not in the verdict log" in r.getMessage()
+        for r in caplog.records
+    )
     report = json.loads(summary.read_text())
     assert report["end"].startswith("error: ") and report["products"] == 3
+    assert report["unlogged"] == 1 and "1 not in the verdict log" in out
     assert len(events.read_text().splitlines()) == 2
+    # the product judged on the last frame counts against the truth: its verdict is right, not extra
+    assert (report["truth_products"], report["correct"], report["extra"]) == (3, 3, 0)
 
 
 @needs_model

@@ -581,7 +581,14 @@ def test_without_validation_images_the_lowest_loss_checkpoint_is_saved(tmp_path,
     assert train_main([*at_out, *short, "--overwrite"]) == 2
     assert "the model this run writes over in --out" in capsys.readouterr().err
     assert hashlib.sha256((out / "model.keras").read_bytes()).hexdigest()[:12] == digest
+    # the earlier model's conversion beside the new model is kept, and said to be stale (before
+    # training and again at its end, where an engineer reads on to deploy)
+    (again / "model_int8.tflite").write_bytes(b"the earlier model, converted")
     assert train_main([*argv, *short, "--overwrite"]) == 0
+    stale = [line for line in capsys.readouterr().err.splitlines() if "model_int8.tflite" in line]
+    assert len(stale) == 2 and stale[0] == stale[1], stale
+    assert "converted from the earlier model" in stale[0] and "edge-convert" in stale[0]
+    assert (again / "model_int8.tflite").read_bytes() == b"the earlier model, converted"
 
 
 def test_labelled_photos_without_a_single_object_are_refused(tmp_path, capsys):

@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an earlier run's model and reports in --out (refused without it)",
+        help="replace an earlier run's model and reports in --out (refused without it); converted "
+        "models (.tflite) there are left and warned of: they are the earlier model's",
     )
     p.add_argument(
         "--seed",
@@ -447,10 +449,30 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     args.init = chosen
+    stale = stale_conversions(args.out) if earlier else []
+    if stale:
+        print(f"edge-train: WARNING: {stale_line(args.out, stale)}", file=sys.stderr, flush=True)
     import_quietly("tensorflow")
     from train.loop import train_model
 
-    return train_model(args, prep, t_start)
+    status = train_model(args, prep, t_start)
+    if stale and status == 0:  # said again where the run's last lines are read
+        print(f"edge-train: WARNING: {stale_line(args.out, stale)}", file=sys.stderr, flush=True)
+    return status
+
+
+def stale_conversions(out: Path) -> list[str]:
+    """The converted models in an earlier run's folder (edge-convert's ``--out`` beside it): they
+    are the earlier model's, and --overwrite trains a new one beside them."""
+    return sorted(p.name for p in out.glob("*.tflite") if p.is_file())
+
+
+def stale_line(out: Path, stale: Sequence[str]) -> str:
+    names = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+    return (
+        f"--out {out}: {names} {'was' if len(stale) == 1 else 'were'} converted from the earlier model "
+        "and no longer match the new one: convert it again (edge-convert) before deploying it"
+    )
 
 
 @pipe_closed_quietly
