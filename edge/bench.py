@@ -127,7 +127,8 @@ def validate_report(report: Mapping[str, object]) -> list[str]:
     runs = report.get("runs")
     if not isinstance(runs, list) or not runs:
         return [*errors, f"runs: expected a non-empty list, got {type(runs).__name__}"]
-    baseline = bool(report.get("baseline"))
+    # (an interrupted run may have stopped before a model's textbook block ended: no baseline keys)
+    baseline = bool(report.get("baseline")) and not report.get("interrupted")
     for i, run in enumerate(runs):
         if not isinstance(run, Mapping):
             errors.append(f"runs[{i}]: expected an object, got {type(run).__name__}")
@@ -471,7 +472,9 @@ class PipelineRun:
         self._source = None
         self._timed: TimedDevice | None = None
         #: what the last block's end had to say about products not found, said once by the caller
+        #: (counting the products the blocks before judged: the trigger lives across the blocks)
         self.end_hint: str | None = None
+        self._judged = 0
 
     def _open(self) -> None:
         from edge.pipeline import Pipeline
@@ -509,7 +512,9 @@ class PipelineRun:
         recorder, source, timed = self._recorder, self._source, self._timed
         recorder.start(warmup, frames)
         dropped = source.stats.dropped
+        self._pipeline.judged_before = self._judged
         summary = self._pipeline.run(max_frames=warmup + frames)
+        self._judged += summary.products
         self.end_hint = self._pipeline.end_hint
         rss = rss_mb()
         if not self.keep_open or summary.end == "end of stream":

@@ -708,6 +708,9 @@ def idle_settings(config: Config) -> list[tuple[str, str, str]]:
         if kind not in kinds:
             why = f"not used by the {kind} source (only by {' and '.join(kinds)})"
             out.append((f"source.{name}", why, "source.kind"))
+    if kind == "video" and config.source.as_fast_as_possible and config.source.pace_fps is not None:
+        why = "not used when the video is read as fast as possible (source.as_fast_as_possible)"
+        out.append(("source.pace_fps", why, "source.as_fast_as_possible"))
     if kind != "demo":
         unused("demo", None, f"not used by the {kind} source (only by the demo line)", "source.kind")
     if trigger != "occupancy":

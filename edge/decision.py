@@ -1050,6 +1050,8 @@ def no_product_hint(
                 f"{cfg.on:g}){try_it}"
             )
         return None
+    if peak >= cfg.on:  # products began (and were dropped, or are judged in another run's frames)
+        return None
     return (
         f"no product reached the occupancy trigger's on level {cfg.on:g} (the region's peak was "
         f"{peak:.2f}): products cover too little of it; narrow the region to where they pass (--roi "

@@ -490,6 +490,8 @@ class Pipeline:
         #: said by the run itself only when it is the source's ``last_run`` (edge-bench says it
         #: once, after all its blocks)
         self.end_hint: str | None = None
+        #: products judged by earlier runs with the same trigger (edge-bench's blocks), for the hint
+        self.judged_before = 0
         #: second looks at each judged frame (edge.runtime.look_again)
         self.refine = refine
         self.source = source
@@ -750,7 +752,7 @@ class Pipeline:
         suggested = self.region.suggest() if self.region is not None else None
         note = self.region.note if self.region is not None else None
         self.end_hint = no_product_hint(
-            self.trigger, verdict_counts.total() + unfinished, suggested, self.roi, note
+            self.trigger, self.judged_before + verdict_counts.total() + unfinished, suggested, self.roi, note
         )
         if self.end_hint and self.last_run:
             _log.warning(self.end_hint)

@@ -157,6 +157,9 @@ def test_validate_report(change, baseline, error):
         "runs[0].invoke_ms_p99: missing"
     ]
     assert bench.validate_report({"schema": "other", "runs": []})[0].startswith("schema: expected")
+    # stopped before a model's textbook block ended: no baseline figures, as documented
+    stopped = {"schema": bench.SCHEMA, "baseline": True, "interrupted": True, "runs": [_run()]}
+    assert bench.validate_report(stopped) == []
 
 
 def test_tables_show_each_stage_and_the_runs_side_by_side():
@@ -405,10 +408,11 @@ def test_a_cold_start_during_which_the_clock_was_set_is_measured_again(tmp_path:
         (["--video", "/nonexistent.mp4"], "video file not found"),
         (["--invoke-only", "--baseline"], "--baseline needs the whole loop"),
         # accepted, the report claimed them although only the interpreter ran
-        (["--invoke-only", "--log", "--overlay"], "--overlay, --log needs the whole loop"),
+        (["--invoke-only", "--log", "--overlay"], "--overlay, --log need the whole loop"),
+        (["--invoke-only", "--decode-threads", "3", "--prefetch", "7"], "--decode-threads, --prefetch need"),
         (
             ["--invoke-only", "--trigger", "occupancy", "--refine", "zoom"],
-            "--trigger, --refine needs the whole loop",
+            "--trigger, --refine need the whole loop",
         ),
         (["--cpus", "999"], "--cpus: expected at most"),
         (["--threads", "0"], "expected a number > 0, got 0 (in '0')"),
@@ -418,6 +422,10 @@ def test_a_cold_start_during_which_the_clock_was_set_is_measured_again(tmp_path:
         # 99999 used to crash the process starting them (exit 139)
         (["--threads", "1,99999"], "expected at most 64 threads, got 99999"),
         (["--frames", "-5"], "expected a number > 0"),
+        # each frame's timings are kept: a trillion asked numpy for 65 TiB (a traceback, exit 1)
+        (["--frames", "1000000000000"], "expected at most 1,000,000"),
+        (["--warmup", "100000000000"], "--warmup: expected at most 1,000,000"),
+        (["--cold-start", "5000"], "--cold-start: expected at most 1,000"),
         (["--decode-threads", "0"], "expected a number > 0"),
         (["--config", "/nonexistent.toml"], "config file not found"),
         (["--roi", "0.5,0.5,0.8,0.8"], "inspection.roi"),
@@ -548,6 +556,37 @@ def test_an_interrupted_run_reports_what_it_measured_and_a_closed_stdout_keeps_t
     proc.stdout.close()  # nobody reads the table
     proc.wait(timeout=120)
     assert bench.validate_report(json.loads(kept.read_text())) == []
+
+
+def test_sigterm_outside_our_loop_and_ctrl_c_in_the_cold_start_keep_what_was_measured(tmp_path: Path):
+    """SIGTERM (timeout, systemctl stop) killed the bench outright (status 143, no report, its
+    temporary folder left) when it came outside our loop's blocks: in invoke-only blocks, the
+    textbook loop's or the cold starts. Ctrl-C in the cold starts threw away the blocks measured."""
+    import signal
+
+    report = tmp_path / "term.json"
+    cmd = [sys.executable, "-m", "edge.cli.bench", "--invoke-only", "--frames", "1000000", "--block", "2000"]
+    proc = subprocess.Popen([*cmd, "--json", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(6)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True and bench.validate_report(data) == []
+    assert 0 < data["runs"][0]["frames"] < 1000000 and data["runs"][0]["frames"] % 2000 == 0
+
+    report = tmp_path / "cold.json"
+    cmd = [sys.executable, "-m", "edge.cli.bench", "--refine", "off", "--as-fast-as-possible"]
+    cmd += ["--frames", "20", "--block", "20", "--threads", "1", "--cold-start", "1000"]
+    proc = subprocess.Popen([*cmd, "--json", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(10)  # the block is measured in the first seconds; then edge-run starts again and again
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True and data["runs"][0]["frames"] == 20
+    assert "cold_start_s" not in data["runs"][0] and bench.validate_report(data) == []
+    assert data["warnings"][0].startswith("interrupted during the cold starts: every block measured")
 
 
 def test_a_report_path_no_one_can_write_is_refused_before_measuring_even_for_root(capsys):

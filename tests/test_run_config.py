@@ -299,6 +299,14 @@ def test_a_camera_configs_frame_rate_does_not_pace_a_video_only_fps_given_with_i
     args = bench.build_parser().parse_args(["--config", str(cam), "--video", "line.mp4", "--cold-start", "1"])
     argv = bench.edge_run_argv(bench.load_config(args), tmp_path / "m.tflite", 1, tmp_path / "v.jsonl")
     assert "--video" in argv and not {"--width", "--height", "--fps"} & set(argv)
+    # ... and the demo line it measured: with its variants (was: the single-stamp line)
+    args = bench.build_parser().parse_args(
+        ["--demo", "--demo-variants", "3", "--seed", "4", "--cold-start", "1"]
+    )
+    argv = bench.edge_run_argv(bench.load_config(args), tmp_path / "m.tflite", 1, tmp_path / "v.jsonl")
+    run_args = build_parser().parse_args(argv[3:])
+    demo = Config.load(None, overrides_from(run_args)).demo
+    assert (demo.variants, demo.seed) == (3, 4)
 
 
 def test_bench_cold_start_hands_a_stream_address_over_in_a_private_file_not_on_the_command_line(
@@ -639,6 +647,12 @@ def test_the_example_config_and_a_station_file_run_on_a_video_warn_of_nothing(tm
     overrides = overrides_from(args)
     config = with_video_pace(Config.load(cam, overrides), args)
     assert config.source.pace_fps == 10 and idle_warnings(config, list(overrides)) == []
+    # a pace with a video read as fast as possible: ignored, and said (was: silently)
+    args = build_parser().parse_args(["--video", "line.mp4", "--fps", "10", "--as-fast-as-possible"])
+    overrides = overrides_from(args)
+    config = with_video_pace(Config.load(None, overrides), args)
+    (warning,) = idle_warnings(config, list(overrides))
+    assert warning.startswith("--fps (source.pace_fps): not used when the video is read as fast as possible")
 
 
 def test_flags_that_do_nothing_are_named_as_flags_and_the_run_goes_on(tmp_path: Path, capsys):

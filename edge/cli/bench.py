@@ -36,6 +36,7 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    int_up_to,
     log_to_stderr,
     non_negative_int,
     number,
@@ -50,6 +51,7 @@ from edge.cli.run import (
     _roi,
     add_source_arguments,
     check_source_flags,
+    idle_warnings,
     overrides_from,
     with_video_pace,
 )
@@ -67,6 +69,11 @@ from edge.files import clash
 from edge.runtime import REFINE_MODES
 
 PROG = "edge-bench"
+#: frames per run at most (--frames, --block, --warmup): each frame's stage times are kept in
+#: memory, about 100 bytes a frame (a million frames: about half an hour as fast as possible here)
+MAX_FRAMES = 1_000_000
+#: frames decoded ahead as fast as possible (--prefetch), as edge-run does
+DEFAULT_PREFETCH = 2
 #: a cold start is timed by the wall clock (the verdict's time in edge-run's log): one during
 #: which the wall clock moved this much against the monotonic clock (NTP setting a clock that
 #: started wrong, as on a Raspberry Pi just after boot) is measured again, up to this many times
@@ -129,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument(
         "--amx",
         action="store_true",
-        help="let XNNPACK use AMX (x86; denied by default, see edge.runtime.deny_amx)",
+        help="let XNNPACK use AMX (x86; denied by default, see edge.runtime.deny_amx; the edge-run "
+        "started by --cold-start denies it, as edge-run always does)",
     )
     src = add_source_arguments(p, "--demo")
     src.add_argument("--roi", type=_roi, default=S, metavar="X,Y,W,H", help="region inspected, normalised")
@@ -141,17 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = p.add_argument_group("measuring")
     run.add_argument(
-        "--frames", type=positive_int, default=600, help="frames measured per run (default %(default)s)"
+        "--frames",
+        type=int_up_to(MAX_FRAMES, "its timings are kept in memory"),
+        default=600,
+        help="frames measured per run (default %(default)s)",
     )
     run.add_argument(
         "--warmup",
-        type=positive_int,
+        type=int_up_to(MAX_FRAMES, "its timings are kept in memory"),
         default=10,
         help="frames not measured at each block's start (default %(default)s)",
     )
     run.add_argument(
         "--block",
-        type=positive_int,
+        type=int_up_to(MAX_FRAMES, "its timings are kept in memory"),
         default=100,
         help="frames per run per round, the runs interleaved (default %(default)s)",
     )
@@ -172,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--prefetch",
         type=non_negative_int,
-        default=2,
+        default=DEFAULT_PREFETCH,
         help="as fast as possible: frames decoded ahead on a capture thread, as edge-run does (0: "
         "decode in the loop's thread; default %(default)s)",
     )
@@ -188,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--cold-start",
-        type=non_negative_int,
+        type=int_up_to(1000, "each is a process start", low=0),
         default=0,
         metavar="K",
         help="also start edge-run K times per model and thread count: process start to first verdict "
@@ -206,6 +217,9 @@ def load_config(args: argparse.Namespace) -> Config:
     config = Config.load(args.config, overrides)
     check_source_flags(args, config.source.kind)
     config = with_video_pace(config, args)
+    for warning in idle_warnings(config, list(overrides)):  # the source's: the bench drops the rest
+        if "source." in warning.partition(":")[0]:
+            print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
     # the bench never writes where the station writes: its outputs go to a temporary folder;
     # nor does it drive the station's pins, serve its web view or publish to its broker
     return dataclasses.replace(
@@ -260,7 +274,10 @@ def edge_run_argv(config: Config, model: Path, threads: int, events: Path) -> li
         argv += ["--config", str(secret)]
     else:
         argv += {
-            "demo": ["--demo", "--seed", str(config.demo.seed)],
+            "demo": ["--demo", "--seed", str(config.demo.seed)]
+            + (["--demo-variants", str(config.demo.variants)] if config.demo.variants else [])
+            + (["--demo-stamps", str(config.demo.stamps)] if config.demo.stamps else [])
+            + (["--expect", config.decision.expect] if config.decision.expect else []),
             "video": ["--video", str(s.video)],
             "images": ["--images", str(s.images)],
             "camera": ["--camera", str(s.camera)],
@@ -431,7 +448,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     # a finite source that ends mid-block gives that block fewer frames: more rounds make up for it
     planned = math.ceil(args.frames / args.block)
     rounds = 0
-    interrupted = False
+    interrupted = cold_interrupted = False
     try:
         while rounds < 2 * planned + 2:
             short = [k for k, (totals, _) in enumerate(loops) if totals.frames < args.frames]
@@ -491,7 +508,12 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
                 frame_age_p99_ratio=b.rounded(b.ratio(run["frame_age_ms_p99"], tb["frame_age_ms_p99"])),
             )
         if args.cold_start and not interrupted:
-            run["cold_start_s"] = cold_start(config, model or detector.path, threads, args.cold_start, tmp)
+            try:
+                run["cold_start_s"] = cold_start(
+                    config, model or detector.path, threads, args.cold_start, tmp
+                )
+            except KeyboardInterrupt:  # the blocks measured stand; the cold starts left are not taken
+                interrupted = cold_interrupted = True
         runs.append(run)
     short_runs = sorted({r["frames"] for r in runs if r["frames"] < args.frames})
     warnings = (
@@ -503,7 +525,14 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
         if short_runs and not interrupted
         else []
     )
-    if interrupted:
+    if cold_interrupted:
+        started = sum("cold_start_s" in r for r in runs)
+        warnings.insert(
+            0,
+            f"interrupted during the cold starts: every block measured, the cold start of {started} of "
+            f"the {len(runs)} runs",
+        )
+    elif interrupted:
         warnings.insert(
             0,
             f"interrupted in round {rounds + 1}: {' or '.join(str(r['frames']) for r in runs)} of the "
@@ -576,12 +605,17 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     }
 
 
+def _interrupt(signal_name: str) -> None:
+    raise KeyboardInterrupt(signal_name)
+
+
 @pipe_closed_quietly
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log_to_stderr(PROG)
     from edge.bench import format_report
+    from edge.pipeline import stop_signals
     from edge.runtime import ModelError
     from edge.sinks import SinkError
     from edge.sources import SourceError
@@ -594,9 +628,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if on
             ]
             loop += [f"--{k}" for k in ("trigger", "refine") if hasattr(args, k)]  # given (no default)
+            loop += ["--decode-threads"] * (args.decode_threads is not None)
+            loop += ["--prefetch"] * (args.prefetch != DEFAULT_PREFETCH)
             if loop:
                 raise CliError(
-                    f"--invoke-only times the interpreter alone; {', '.join(loop)} needs the whole loop"
+                    f"--invoke-only times the interpreter alone; {', '.join(loop)} "
+                    f"{'needs' if len(loop) == 1 else 'need'} the whole loop"
                 )
         if args.json is not None:
             check_output_file(args.json, "the report")
@@ -607,7 +644,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             inputs, images = read_paths(config, args.config, args.models or ())
             if problem := clash([("--json", args.json)], inputs, images):
                 raise CliError(problem)
-        report = bench(args, config)
+        with stop_signals(_interrupt):  # SIGTERM (systemctl stop, timeout) wherever it comes: as Ctrl-C
+            report = bench(args, config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)
     except KeyboardInterrupt:

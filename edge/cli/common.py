@@ -287,6 +287,22 @@ def thread_count(text: str) -> int:
     return value
 
 
+def int_up_to(limit: int, what: str, low: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``limit`` (``what`` says why the limit)."""
+
+    def parse(text: str) -> int:
+        value = _whole_number(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f"expected a number {'> 0' if low == 1 else f'>= {low}'}, got {value}"
+            )
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit:,} ({what}), got {value:,}")
+        return value
+
+    return parse
+
+
 def non_negative_int(text: str) -> int:
     value = _whole_number(text)
     if value < 0:

@@ -340,6 +340,9 @@ def idle_warnings(config: Config, given: Sequence[str] = ()) -> list[str]:
     key left unused because a flag chose another source or trigger (a station's config run once
     on a video) is expected, not said."""
     flags = {key: "--" + dest.replace("_", "-") for dest, key in OVERRIDES.items()}
+    if config.source.kind == "video":  # --fps paces a video (with_video_pace)
+        flags["source.pace_fps"] = "--fps"
+        given = ["source.pace_fps" if key == "source.fps" else key for key in given]
     out = []
     for key, why, because in idle_settings(config):
         if because in given and key not in given:
