@@ -899,3 +899,37 @@ def test_edge_synth_names_the_stamp_it_took_also_when_there_is_one(tmp_path, cap
     assert synth_main(["--out", str(tmp_path / "o"), "--n", "2", "--stamp", str(stamp)]) == 0
     said = "".join(capsys.readouterr())
     assert "as voc, stamp approved-07" in said, said
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_set_written_by_several_workers_stops_cleanly_and_loads(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C or SIGTERM with --workers 2 hung edge-synth for good (the workers had inherited its
+    SIGTERM handler, and the pool ends them with SIGTERM): it ends now with the images written so
+    far, a set that loads."""
+    import signal
+    import time
+
+    from edge.datasets import load_dataset
+
+    out = tmp_path / "set"
+    cmd = [sys.executable, "-m", "edge.cli.synth", "--out", str(out), "--n", "5000", "--workers", "2"]
+    # (a child of a shell in the background ignores SIGINT: Ctrl-C's default given back)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(4)
+    proc.send_signal(getattr(signal, stop))
+    try:
+        out_text, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pkill", "-9", "-P", str(proc.pid)], check=False)
+        proc.kill()
+        pytest.fail(f"edge-synth --workers 2 hung after {stop}")
+    assert proc.returncode == 130, err
+    written = int(out_text.split("wrote ")[1].split(" images")[0])
+    assert 0 < written < 5000 and f"after {written} of 5000 images" in err
+    assert len(load_dataset(out)) == written

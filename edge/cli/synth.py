@@ -178,6 +178,10 @@ def _init_worker(synth: Synthesizer) -> None:
     global _worker_synth
     cv2.setNumThreads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run
+    # the parent's SIGTERM handler came with the fork: the pool ends its workers with SIGTERM (at
+    # every end, not only a stop), and one that caught it could die holding the task queue's lock,
+    # hanging the parent for good
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker_synth = synth
 
 
