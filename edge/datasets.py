@@ -321,6 +321,12 @@ class Dataset:
     def negatives(self) -> int:
         return sum(1 for r in self.records if r.is_negative)
 
+    def folders(self) -> list[Path]:
+        """Where a file added would be read as part of it next time: its folder, when it was
+        loaded from one (a VOC set given by its annotations/ folder: the set's folder). A set
+        loaded from its label file reads the images that file names, and nothing else."""
+        return [self.root] if self.source is None or self.source.is_dir() else []
+
     def files(self) -> list[Path]:
         """The files it was read from: its images, and its label files (the label file it was
         loaded from, or those of its format in its folder), which a command must not write over."""

@@ -423,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.model.suffix == ".tflite" and record.is_file():  # the record beside a bundled model
             inputs.append(("the model's record", record))
         protected = [(f"the data set {args.data}", dataset.files())]
-        if problem := clash(outputs, inputs, protected, folders=[("--data", args.data)]):
+        folders = [("--data", args.data), *(("the data set's folder", f) for f in dataset.folders())]
+        if problem := clash(outputs, inputs, protected, folders):
             raise CliError(problem)
         det = load_detector(args.model, args.threads)
         refine = refine_for(det.metadata, args.refine, str(args.model))
