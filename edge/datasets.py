@@ -2036,6 +2036,7 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
     keys = {parts for _, parts in wanted}
     depth = max((len(parts) for parts in keys), default=1)
     kept, found = [], set()
+    by_key: dict[tuple[str, ...], list[Record]] = {}
     for r in records:
         parts = r.image_path.absolute().parts  # an absolute entry matches whatever --data was
         stemmed = (*parts[:-1], r.image_path.stem)  # VOC ImageSets list names without the extension
@@ -2043,6 +2044,17 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
         if hits:
             kept.append(r)
             found |= hits
+            for key in hits:
+                by_key.setdefault(key, []).append(r)
+    for n, parts in wanted:  # same-named photos in two folders: which one is meant?
+        named = by_key.get(parts, [])
+        if len({r.image_path for r in named}) > 1:
+            shown = ", ".join(_rel(r.image_path, root) for r in named[:3])
+            raise DatasetError(
+                f"{subset.name} line {n}: {written[n]!r} names {len(named)} images of the data set "
+                f"({shown}{', ...' if len(named) > 3 else ''}); give the path of the one meant "
+                f"(e.g. {_rel(named[0].image_path, root)})"
+            )
     missing = [(n, written[n]) for n, parts in wanted if parts not in found]
     if missing:  # a path from another machine (an export's data/obj_train_data/x.jpg, C:\\...\\x.jpg):
         # its file name, where one image of the set has it

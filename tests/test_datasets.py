@@ -1385,8 +1385,13 @@ def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path, mon
         "images/train/x.jpg",
         "images/train/y.jpg",
     ]
-    (tmp_path / "names.txt").write_text("x.jpg\n")  # a bare name matches by name, as before
-    assert len(load_dataset(tmp_path, subset=tmp_path / "names.txt").records) == 2
+    # a bare name of two images (train/x.jpg and val/x.jpg): which one is meant? It took both,
+    # silently (a train list bringing a validation photo into training); refused now
+    (tmp_path / "names.txt").write_text("y.jpg\nx.jpg\n")
+    with pytest.raises(DatasetError, match=r"names\.txt line 2: 'x\.jpg' names 2 images of the data set "):
+        load_dataset(tmp_path, subset=tmp_path / "names.txt")
+    (tmp_path / "names.txt").write_text("y.jpg\n")  # a bare name of one image still matches it
+    assert [r.name for r in load_dataset(tmp_path, subset=tmp_path / "names.txt").records] == ["y.jpg"]
     (tmp_path / "bad.txt").write_text("images/test/x.jpg\n")
     with pytest.raises(DatasetError, match=r"bad\.txt line 1: image 'images/test/x\.jpg' is not in the data"):
         load_dataset(tmp_path, subset=tmp_path / "bad.txt")

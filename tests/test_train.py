@@ -1030,6 +1030,8 @@ def test_edge_eval_of_a_set_of_several_classes_scores_the_models_objects_only(tm
     assert "the data's labels ['barcode'] are not the model's ['stamp']: their objects are left out" in err
     a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
     assert b["n_positive"] == a["n_positive"] < 12 and b["iou_mean"] == pytest.approx(a["iou_mean"])
+    # how many images the left-out objects turned into negatives is said
+    assert f"the {12 - a['n_positive']} image(s) with only those count as negatives" in err
 
 
 def test_edge_eval_outputs_written_into_a_csv_data_set_leave_it_loadable(tmp_path, capsys):

@@ -385,14 +385,19 @@ def the_models_objects(dataset: Dataset, model_labels: Sequence[str]) -> Dataset
         return dataset
     if not others:
         return dataset
-    print(
-        f"edge-eval: WARNING: the data's labels {others} are not the model's {list(model_labels)}: "
-        "their objects are left out (an image with none of the model's is a negative)",
-        file=sys.stderr,
-    )
     records = tuple(
         dataclasses.replace(r, objects=tuple(o for o in r.objects if o.label in kept))
         for r in dataset.records
+    )
+    turned = sum(
+        1 for old, new in zip(dataset.records, records, strict=True) if old.objects and not new.objects
+    )
+    print(
+        f"edge-eval: WARNING: the data's labels {others} are not the model's {list(model_labels)}: "
+        f"their objects are left out, and the {turned} image(s) with only those count as negatives (the "
+        "model should find no stamp of its own there); a stamp variant the model was not trained on "
+        "is measured on a set of that variant alone (its objects then count as stamps)",
+        file=sys.stderr,
     )
     return dataclasses.replace(dataset, records=records, labels=kept)
 
