@@ -646,3 +646,29 @@ def test_check_config_refuses_a_verdict_log_the_run_would_refuse(tmp_path: Path,
         f"edge-run: error: {config}: output.events {video}: not a verdict log (expected an edge-run verdict "
         "log or a new file)"
     ]
+
+
+def test_under_systemd_each_stderr_line_carries_its_priority_for_the_journal(tmp_path: Path):
+    """journald took every line as "info": `journalctl -p warning -u edge-run` showed none of the
+    warnings, faults or errors. Where stderr is the journal (JOURNAL_STREAM names it), each line
+    begins with its <N> priority; on a terminal or a pipe of one's own, nothing changes."""
+    base = [sys.executable, "-m", "edge.cli.run", "--demo", "--max-frames", "3", "--trigger", "every-frame"]
+    runs = {
+        "warning": [*base, "--http-token", "abcdefghijklmnopqrstuvwx"],  # no web view: an idle flag
+        "error": [*base, "--model", str(tmp_path / "none.tflite")],
+    }
+    for kind, argv in runs.items():
+        for journal in (True, False):
+            read, write = os.pipe()
+            st = os.fstat(write)
+            env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}" if journal else "1:2")
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=write, env=env)
+            os.close(write)
+            with os.fdopen(read) as f:
+                err = f.read()
+            proc.wait(timeout=120)
+            lines = [x for x in err.splitlines() if ("WARNING" if kind == "warning" else "error:") in x]
+            prefix = {"warning": "<4>", "error": "<3>"}[kind] if journal else ""
+            # (the warnings: the idle flag's, printed, and the flagged products', logged)
+            assert lines and (kind == "error" or any("--http-token" in x for x in lines)), err
+            assert all(x.startswith(prefix + "edge-run: ") for x in lines), (kind, journal, err)

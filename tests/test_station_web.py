@@ -282,6 +282,24 @@ def test_clients_that_never_finish_a_request_are_cut_and_capped(monkeypatch):
         assert get(view.url + "healthz")[0] in (200, 503)
 
 
+def test_clients_that_drop_their_connection_leave_no_traceback_in_the_journal(capfd):
+    """Each client that reset its connection mid-request (a phone losing Wi-Fi, a scraper timing
+    out) put the standard library's 27-line traceback on stderr, the service's journal."""
+    import socket
+    import struct
+
+    with WebView(HttpConfig(listen="127.0.0.1:0"), StationStatus()) as view:
+        for _ in range(5):
+            conn = socket.create_connection(("127.0.0.1", view.port), timeout=5)
+            conn.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # a reset, not a goodbye
+        time.sleep(0.5)
+        assert get(view.url + "healthz")[0] == 503  # still serving
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ConnectionResetError" not in err, err
+
+
 def test_a_viewer_that_leaves_while_no_frames_come_frees_its_slot():
     """A stalled camera: no frame is written to the stream, and an operator reloads the page;
     each viewer that left gives its slot back at once, not at the next frame."""

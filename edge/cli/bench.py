@@ -44,6 +44,7 @@ from edge.cli.common import (
     positive_int,
     remove_made_folders,
     thread_count,
+    warn,
     write_json,
 )
 from edge.cli.run import (
@@ -219,7 +220,7 @@ def load_config(args: argparse.Namespace) -> Config:
     config = with_video_pace(config, args)
     for warning in idle_warnings(config, list(overrides)):  # the source's: the bench drops the rest
         if "source." in warning.partition(":")[0]:
-            print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
+            warn(PROG, warning)
     # the bench never writes where the station writes: its outputs go to a temporary folder;
     # nor does it drive the station's pins, serve its web view or publish to its broker
     return dataclasses.replace(
@@ -659,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fail(PROG, exc)
     print(format_report(report), flush=True)
     for warning in report["warnings"]:
-        print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
+        warn(PROG, warning)
     return 130 if report["interrupted"] else 0
 
 

@@ -50,15 +50,47 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+def to_the_journal() -> bool:
+    """Whether stderr is systemd's journal (a service's): ``JOURNAL_STREAM`` names its device and
+    inode (systemd.exec(5)); a pipe or terminal of the service's own children is not it."""
+    dev, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{inode}"
+    except (OSError, ValueError, AttributeError):  # no stderr, or one without a file (a test's)
+        return False
+
+
+def journal_priority(level: int) -> str:
+    """The ``<N>`` prefix journald reads as a line's priority (sd-daemon(3)) for a logging
+    ``level``, where stderr is the journal: ``journalctl -p warning`` then shows the warnings and
+    errors, which all came as "info" before. Elsewhere nothing."""
+    if not to_the_journal():
+        return ""
+    for floor, n in ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6)):
+        if level >= floor:
+            return f"<{n}>"
+    return "<7>"
+
+
+def warn(prog: str, text: str) -> None:
+    """``prog: WARNING: text`` on stderr (a warning priority in the journal)."""
+    print(f"{journal_priority(logging.WARNING)}{prog}: WARNING: {text}", file=sys.stderr, flush=True)
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return journal_priority(record.levelno) + super().format(record)
+
+
 def log_to_stderr(prog: str, verbose: bool = False) -> None:
     """The library's log lines on stderr as ``prog: LEVEL: message`` (warnings and up; INFO too
-    when ``verbose``). Set before anything logs: a library's first ``logging.warning`` (TensorFlow's
-    converter) would otherwise set the bare ``WARNING:edge.synth:...`` format for every line after."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format=f"{prog}: %(levelname)s: %(message)s",
-        handlers=[_CurrentStderr()],
-    )
+    when ``verbose``), each with its priority for the journal where stderr is it. Set before
+    anything logs: a library's first ``logging.warning`` (TensorFlow's converter) would otherwise
+    set the bare ``WARNING:edge.synth:...`` format for every line after."""
+    handler = _CurrentStderr()
+    handler.setFormatter(_JournalFormatter(f"{prog}: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 #: the exit status of a tool whose reader went away (``edge-eval ... | head -1``), as a C tool
@@ -87,7 +119,7 @@ def fail(prog: str, exc: BaseException | str, status: int = USAGE_ERROR) -> int:
     if isinstance(exc, BrokenPipeError) and exc.filename is None:  # our reader went away, not a file
         raise exc  # (pipe_closed_quietly ends the tool)
     text = os_error_text(exc) if isinstance(exc, OSError) else exc
-    print(f"{prog}: error: {first_line(text)}", file=sys.stderr)
+    print(f"{journal_priority(logging.ERROR)}{prog}: error: {first_line(text)}", file=sys.stderr)
     remove_made_folders()
     return status
 

@@ -33,6 +33,7 @@ from edge.cli.common import (
     pipe_closed_quietly,
     positive_int,
     thread_count,
+    warn,
     write_json,
 )
 from edge.config import (
@@ -901,9 +902,9 @@ def run(config: Config, config_path: Path | None = None) -> int:
                 flush=True,
             )
         if truth is not None and (warning := demo_label_warning(truth, detector.metadata.labels)):
-            print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
+            warn(PROG, warning)
         if config.output.heatmap and not detector.metadata.has_heatmap:
-            print(f"{PROG}: WARNING: {no_heatmap(detector)}", file=sys.stderr, flush=True)
+            warn(PROG, no_heatmap(detector))
         runtime = f"{detector.runtime.name} {detector.runtime.version}, {detector.threads} thread(s)"
         frames = source.device.describe() if hasattr(source.device, "describe") else ""
         if config.source.as_fast_as_possible:
@@ -1009,17 +1010,17 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
             file=sys.stderr,
         )
     for warning in relative_path_warnings(path, config):
-        print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
+        warn(PROG, f"{path}: {warning}")
     for warning in idle_warnings(config, list(overrides)):
-        print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
+        warn(PROG, f"{path}: {warning}")
     if config.output.heatmap and not detector.metadata.has_heatmap:
-        print(f"{PROG}: WARNING: {path}: {no_heatmap(detector)}", file=sys.stderr)
+        warn(PROG, f"{path}: {no_heatmap(detector)}")
     if config.source.kind in ("camera", "picamera"):
         from edge.sources import exposure_warnings
 
         s = config.source
         for warning in exposure_warnings(s.exposure_ms, s.mains_hz, s.fps):
-            print(f"{PROG}: WARNING: {path}: {warning}", file=sys.stderr)
+            warn(PROG, f"{path}: {warning}")
     from edge.station.common import StationError
 
     try:  # (their errors name the key; the file first, as every other error of the check)
@@ -1127,9 +1128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = with_video_pace(config, args)
         if args.config is not None:
             for warning in relative_path_warnings(args.config, config):
-                print(f"{PROG}: WARNING: {args.config}: {warning}", file=sys.stderr, flush=True)
+                warn(PROG, f"{args.config}: {warning}")
         for warning in idle_warnings(config, list(overrides)):
-            print(f"{PROG}: WARNING: {warning}", file=sys.stderr, flush=True)
+            warn(PROG, warning)
         try:
             return run(config, args.config)
         except (ModelError, SourceError) as exc:

@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -94,6 +95,15 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """A request that failed: one line in the journal, not the standard library's traceback on
+        stderr (27 lines for each phone or scraper that drops its connection mid-answer)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):  # the client went away: nothing wrong here
+            _log.debug("http %s: %s", client_address[0], exc)
+        else:
+            _log.warning("http %s: the request failed: %r", client_address[0], exc)
 
     def reading(self, conn: socket.socket, done: bool = False) -> None:
         """``conn`` begins (or, ``done``, ends) reading a request's line and headers."""
