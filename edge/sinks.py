@@ -584,6 +584,19 @@ _SNAPSHOT = re.compile(r"^(\d{8}T\d{6}(?:\.\d+)?_\d+_p\d+)_(clean|annotated)\.jp
 _SNAPSHOT_TMP = re.compile(r"^\d{8}T\d{6}(?:\.\d+)?_\d+_p\d+_(clean|annotated)\.tmp$")
 
 
+#: snapshots pause while their disk has less free than this: the verdict log, which stops the run
+#: when it cannot be written, keeps room for about 45,000 verdicts
+SNAPSHOT_MIN_FREE = 16_000_000
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on ``folder``'s disk for this user (None: cannot tell)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 class SnapshotSink(_ClosingSink):
     """Clean and annotated JPEGs of every flagged product (MISSING or WRONG), oldest removed
     beyond the limits.
@@ -615,6 +628,9 @@ class SnapshotSink(_ClosingSink):
         self.written = 0
         self.removed = 0
         self.failed = 0
+        #: flagged products without snapshots: their disk was nearly full (``SNAPSHOT_MIN_FREE``)
+        self.low_disk = 0
+        self._resumed = False
         self._made: list[Path] = []
         self._lock_fd: int | None = None
 
@@ -682,6 +698,22 @@ class SnapshotSink(_ClosingSink):
         v = result.verdict
         if v is None or v.outcome not in FLAGGED or v.evidence is None:
             return
+        free = free_bytes(self.folder)
+        if free is not None and free < SNAPSHOT_MIN_FREE:  # the verdict log must not starve
+            self.low_disk += 1
+            if self.low_disk == 1 or self._resumed:
+                self._resumed = False
+                _log.warning(
+                    "%s: snapshots paused: %.1f MB free on its disk (below %.0f MB, kept for the verdict "
+                    "log); they resume when space is freed",
+                    self.folder,
+                    free / 1e6,
+                    SNAPSHOT_MIN_FREE / 1e6,
+                )
+            return
+        if self.low_disk and not self._resumed:
+            self._resumed = True
+            _log.warning("%s: snapshots resumed (%d flagged products had none)", self.folder, self.low_disk)
         stamp = dt.datetime.fromtimestamp(v.wall_time, tz=dt.UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
         stem = f"{stamp}_{v.seq:06d}_p{v.product_id}"
         clean = v.evidence.image
@@ -753,11 +785,8 @@ class VideoRecorder(_ClosingSink):
         self.stopped: str | None = None
 
     def _free_problem(self) -> str | None:
-        try:
-            free = shutil.disk_usage(self.path.parent).free
-        except OSError:
-            return None
-        if free >= RECORD_MIN_FREE:
+        free = free_bytes(self.path.parent)
+        if free is None or free >= RECORD_MIN_FREE:
             return None
         return f"{free / 1e6:.1f} MB free on its disk (it stops below {RECORD_MIN_FREE / 1e6:.0f} MB)"
 

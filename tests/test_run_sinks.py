@@ -152,6 +152,31 @@ def test_snapshots_of_missing_products_honour_the_count_limit(tmp_path: Path):
     assert not any(n.endswith(".tmp") for n in names)
 
 
+def test_snapshots_pause_while_their_disk_is_nearly_full_and_resume_after(
+    tmp_path: Path, monkeypatch, caplog
+):
+    """Snapshots, limited by count and bytes only, filled a small disk until the verdict log could
+    not be written and the run stopped (a helper's tmpfs of 1 MB): they pause below a floor now."""
+    import shutil
+
+    from edge import sinks
+
+    free = shutil.disk_usage(tmp_path).free
+    with SnapshotSink(tmp_path / "snaps", max_count=10) as snaps:
+        snaps.write(make_result(1, Outcome.MISSING))
+        monkeypatch.setattr(sinks, "SNAPSHOT_MIN_FREE", free + 10**12)  # this disk: "nearly full"
+        with caplog.at_level("WARNING"):
+            for seq in (2, 3):
+                snaps.write(make_result(seq, Outcome.MISSING))
+            monkeypatch.setattr(sinks, "SNAPSHOT_MIN_FREE", 0)  # space freed
+            snaps.write(make_result(4, Outcome.MISSING))
+    seqs = sorted({p.name.split("_")[1] for p in (tmp_path / "snaps").iterdir()})
+    assert seqs == ["000001", "000004"] and snaps.low_disk == 2
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and "snapshots paused" in said[0] and "kept for the verdict log" in said[0]
+    assert "snapshots resumed (2 flagged products had none)" in said[1]
+
+
 def test_after_a_restart_with_the_clock_behind_the_oldest_snapshots_go_first(tmp_path: Path):
     """A Raspberry Pi has no clock of its own: after a power cut it may start an hour behind (or in
     1970) until NTP answers. Snapshots named by that clock are not the oldest: with a verdict log
