@@ -756,7 +756,14 @@ class Pipeline:
         )
         if self.end_hint and self.last_run:
             _log.warning(self.end_hint)
-        if unfinished:
+        if unfinished and self.source.live and self.last_run:  # a station stopped: it passes on unseen
+            _log.warning(
+                "product %d was in view when the run ended (%s): not judged, nor logged or rejected; "
+                "check it by hand",
+                self.decider.in_progress,
+                end,
+            )
+        elif unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
         window = latencies[: min(frames, LATENCY_WINDOW)]
         stats = self.source.stats

@@ -252,3 +252,19 @@ def test_a_product_judged_on_one_frame_of_six_is_not_blamed_on_a_loop_that_keeps
     assert seen_too_briefly(verdict(2, 2), spans, dropping=False)  # seen in two frames only
     assert not seen_too_briefly(verdict(1, 1), TriggerState(ended=1), dropping=True)  # every frame its own
     assert not seen_too_briefly(verdict(1, 1, 4.0), spans, dropping=True)  # interrupted: said so already
+
+
+def test_a_station_stopped_with_a_product_in_view_names_it_in_the_journal(caplog):
+    """systemctl stop or restart (to deploy a model) with a product in view: it passes on without
+    a verdict, a log line or a reject pulse; the journal names it (was: an info line, unseen)."""
+    line = DemoLine(0)  # product 1 crosses the region in frames 79-90
+    stream = DroppingStream(line, cut=10_000, resume=10_000, silent_s=0.0, end=10_000)
+    detector = TFLiteDetector()
+    with Source(stream, threaded=True, stall_s=0.6) as src:
+        trigger, decider = OccupancyTrigger(TriggerConfig()), Decider(detector.metadata.threshold)
+        pipeline = Pipeline(src, detector, trigger, decider, roi=line.roi)
+        with caplog.at_level(logging.WARNING):
+            summary = pipeline.run(max_frames=85)  # ended in the middle of product 1
+    assert (summary.products, summary.unfinished) == (0, 1)
+    (said,) = [r.getMessage() for r in caplog.records if "was in view when the run ended" in r.getMessage()]
+    assert said.startswith("product 1 ") and "(max frames 85)" in said and "check it by hand" in said
