@@ -739,7 +739,8 @@ class Pipeline:
                 time.monotonic(),
                 lambda fps=fps_ema: (
                     f"{verdict_counts.total()} inspected, {verdict_counts[Outcome.MISSING]} missing, "
-                    f"{fps:.1f} fps"
+                    + (f"{verdict_counts[Outcome.WRONG]} wrong, " if verdict_counts[Outcome.WRONG] else "")
+                    + f"{fps:.1f} fps"
                 ),
             )
 

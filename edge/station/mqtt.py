@@ -559,7 +559,7 @@ class VerdictPublisher:
                 continue
             outage_logged = False
             (_log.warning if was_down else _log.info)(
-                "mqtt: connected to %s:%d%s; %d verdicts to send",
+                "mqtt: connected to %s:%d%s; %d verdicts behind (those still in the verdict log are sent)",
                 self.host,
                 self.port,
                 " again" if was_down else "",
