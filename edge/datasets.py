@@ -2026,8 +2026,9 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
     ``train.txt`` files have; or ``5``, as VOC's ImageSets lists) or a relative path
     (``images/train/x.jpg``), which matches a record whose path ends with it, so same-named images
     in different folders stay apart, or an absolute path. A path that matches none (written on
-    another machine, or by an export: CVAT's ``data/obj_train_data/x.jpg``) matches by its file
-    name where exactly one image has that name."""
+    another machine, or by an export: CVAT's ``data/obj_train_data/x.jpg``), or a name in
+    another case, matches by its file name (in any case) where exactly one image has that name.
+    A name of several images (``x.jpg`` in two folders) is refused: which one is meant?"""
     lines = _subset_lines(_read_text(subset, str(subset)))
     wanted = [(n, tuple(Path(entry.replace("\\", "/")).parts)) for n, entry in lines]
     written = dict(lines)
@@ -2056,16 +2057,17 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
                 f"(e.g. {_rel(named[0].image_path, root)})"
             )
     missing = [(n, written[n]) for n, parts in wanted if parts not in found]
-    if missing:  # a path from another machine (an export's data/obj_train_data/x.jpg, C:\\...\\x.jpg):
-        # its file name, where one image of the set has it
+    if missing:  # a path from another machine (an export's data/obj_train_data/x.jpg, C:\\...\\x.jpg),
+        # or a name in another case (RACCOON-1.JPG, as labels find their images): its file name,
+        # in any case, where one image of the set has it
         by_name: dict[str, list[Record]] = {}
         for r in records:
-            by_name.setdefault(r.image_path.name, []).append(r)
+            by_name.setdefault(r.image_path.name.casefold(), []).append(r)
         chosen = {id(r) for r in kept}
         left = []
         for n, entry in missing:
             parts = Path(entry.replace("\\", "/")).parts
-            named = by_name.get(parts[-1], []) if len(parts) > 1 else []
+            named = by_name.get(parts[-1].casefold(), [])
             if len(named) != 1:
                 left.append((n, entry))
             elif id(named[0]) not in chosen:

@@ -1392,6 +1392,8 @@ def test_subset_entries_with_a_folder_keep_same_named_images_apart(tmp_path, mon
         load_dataset(tmp_path, subset=tmp_path / "names.txt")
     (tmp_path / "names.txt").write_text("y.jpg\n")  # a bare name of one image still matches it
     assert [r.name for r in load_dataset(tmp_path, subset=tmp_path / "names.txt").records] == ["y.jpg"]
+    (tmp_path / "names.txt").write_text("Y.JPG\n")  # in another case too, as labels find images
+    assert [r.name for r in load_dataset(tmp_path, subset=tmp_path / "names.txt").records] == ["y.jpg"]
     (tmp_path / "bad.txt").write_text("images/test/x.jpg\n")
     with pytest.raises(DatasetError, match=r"bad\.txt line 1: image 'images/test/x\.jpg' is not in the data"):
         load_dataset(tmp_path, subset=tmp_path / "bad.txt")
