@@ -123,7 +123,7 @@ def clash(
     would not): each named output must differ from every other output and from every input,
     differ from the files of each ``protected`` group (a data set's images and label files,
     wherever they are), and lie outside each of ``folders`` (a data set's folder, where a file
-    added is read as part of the data set next time; beside a data set's label file too)."""
+    added is read as part of the data set next time)."""
     named = [(k, p) for k, p in outputs if p is not None]
     for i, (key, path) in enumerate(named):
         for other, there in [*named[:i], *((k, p) for k, p in inputs if p is not None)]:
@@ -134,10 +134,6 @@ def clash(
                 continue
             if folder.is_dir() and folder.resolve() in (path.resolve(), *path.resolve().parents):
                 return f"{key} {path}: inside {other} {folder} (write it outside the data)"
-            # a data set given by its label file (labels.csv): beside it, another label file or
-            # photo would be read as the set's when the folder is given
-            if folder.is_file() and (same_path(path.parent, folder.parent) or same_path(path, folder.parent)):
-                return f"{key} {path}: beside {other} {folder} (write it outside the data)"
         if not path.exists():
             continue
         for what, files in protected:
