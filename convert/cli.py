@@ -46,6 +46,7 @@ from edge.cli.common import (
     pipe_closed_quietly,
     positive_int,
     presence_threshold,
+    tensorflow_problem,
     thread_count,
     unit_float,
     write_json,
@@ -567,6 +568,8 @@ def infer_kind(model) -> str:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if problem := tensorflow_problem("edge-convert"):
+        raise CliError(problem)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     val_ds, cal_paths = check_flags(args)
     t0 = time.perf_counter()

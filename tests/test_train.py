@@ -1164,3 +1164,33 @@ def test_edge_eval_reads_photos_in_runs_bounded_by_their_decoded_size():
     assert max(len(p) for p in runs) == evaluate.EVAL_CHUNK
     huge = Record(Path("h.tif"), (), 20000, 20000)  # bigger than a run alone: a run of its own
     assert [len(p) for p in evaluate._chunks([huge, *small[:2]])] == [1, 2]
+
+
+def test_without_tensorflow_the_training_tools_say_what_to_install_before_any_work(
+    tmp_path, monkeypatch, capsys
+):
+    """On a device's install (no TensorFlow) edge-train made its synthetic data for two minutes,
+    then gave a traceback (exit 1), and left an empty --out; edge-convert and edge-eval of a .keras
+    model gave tracebacks too. One line naming the extra now, status 2, nothing made."""
+    import sys
+    import zipfile
+
+    from convert.cli import main as convert_main
+    from train.cli import main as train_main_
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # what the import system says without it
+    model = tmp_path / "model.keras"
+    with zipfile.ZipFile(model, "w") as archive:  # a .keras archive, as far as can be told without Keras
+        archive.writestr("config.json", "{}")
+    voc = _write_blob_voc(tmp_path / "voc", 3, 7)
+    runs = {
+        "edge-train": lambda: train_main_(["--out", str(tmp_path / "run"), "--minutes", "1"]),
+        "edge-convert": lambda: convert_main([str(model), "--out", str(tmp_path / "m.tflite")]),
+        "edge-eval": lambda: evaluate.main(["--model", str(model), "--data", str(voc)]),
+    }
+    for prog, run in runs.items():
+        assert run() == 2, prog
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"{prog}: error: ") and "needs TensorFlow, which is not installed" in line
+        assert line.endswith("pip install 'stampline[train]'"), line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.tflite").exists()

@@ -26,6 +26,7 @@ from edge.cli.common import (
     pipe_closed_quietly,
     positive_float,
     positive_int,
+    tensorflow_problem,
     unit_float,
 )
 from edge.datasets import DatasetError, image_files, load_dataset
@@ -406,6 +407,8 @@ RUN_FILES = ("model.keras", "model.json", "config.json")
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if problem := tensorflow_problem("edge-train"):
+        raise CliError(problem)
     if args.out.exists() and not args.out.is_dir():
         raise CliError(f"--out {args.out}: is a file (expected a folder for the model and its reports)")
     read = [("--data", args.data), ("--val", args.val), ("--backgrounds", args.backgrounds)]

@@ -33,6 +33,7 @@ from edge.cli.common import (
     log_to_stderr,
     pipe_closed_quietly,
     presence_threshold,
+    tensorflow_problem,
     thread_count,
     write_json,
 )
@@ -87,7 +88,7 @@ def load_detector(path: Path, threads: int = 1):
     if path.suffix == ".tflite":
         return TFLiteDetector(path, threads=threads)
     if path.suffix == ".keras":
-        problem = keras_file_problem(path)
+        problem = keras_file_problem(path) or tensorflow_problem(f"{path} (a Keras model)")
         if problem:
             raise ModelError(problem)
         import_quietly("tensorflow")

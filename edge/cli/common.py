@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -161,6 +162,18 @@ def import_quietly(name: str) -> ModuleType:
         return sys.modules[name]
     with native_stderr_muted():
         return importlib.import_module(name)
+
+
+def tensorflow_problem(what: str) -> str | None:
+    """Why ``what`` cannot run here: TensorFlow is not installed (a device's install: numpy, OpenCV
+    and LiteRT only), said with the command that installs it; None where it is. Told before any
+    work (edge-train made its synthetic data for two minutes, then gave a traceback)."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return None
+    return (
+        f"{what} needs TensorFlow, which is not installed here (a device install has numpy, OpenCV "
+        "and LiteRT only); install the training extra: pip install 'stampline[train]'"
+    )
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
