@@ -144,12 +144,13 @@ def find_runtime(prefer: str | None = None) -> RuntimeInfo:
             )
             continue
         return RuntimeInfo(name, version, mod.Interpreter)
-    raise ModelError(
-        "no usable TFLite runtime ("
-        + "; ".join(errors)
-        + "); install one with `pip install ai-edge-litert`, or on an old OS "
-        "`pip install tflite-runtime 'numpy<2'`"
-    )
+    if prefer == "tflite_runtime":
+        fix = "install it with `pip install tflite-runtime 'numpy<2'`, or leave the runtime to choose"
+    elif prefer:
+        fix = "install it with `pip install ai-edge-litert`, or leave the runtime to choose"
+    else:
+        fix = "install one with `pip install ai-edge-litert`, or `pip install tflite-runtime 'numpy<2'`"
+    raise ModelError(f"no usable TFLite runtime ({'; '.join(errors)}); {fix}")
 
 
 #: the most interpreter threads a tool or config accepts: more than any board has cores, and a

@@ -86,6 +86,28 @@ PICAMERA_HINT = (
 )
 
 
+#: apt's picamera2 on Raspberry Pi OS Bookworm imports apt's simplejpeg, built for Debian's numpy 1;
+#: under the venv's numpy 2 it fails with "numpy.dtype size changed" (raspberrypi/picamera2#1211)
+PICAMERA_NUMPY_HINT = (
+    "on Raspberry Pi OS, apt's simplejpeg was built for Debian's numpy 1 and the venv has numpy 2: "
+    "reinstall it in the venv, `pip install --force-reinstall simplejpeg`"
+)
+
+
+def picamera_problem() -> str | None:
+    """Why ``picamera2`` cannot be imported here (None: it can): not installed, or installed but
+    failing as it loads (a traceback, and a service restarting every 10 s, before this)."""
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        return PICAMERA_HINT
+    except Exception as exc:  # whatever a broken install raises, said in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        hint = f"; {PICAMERA_NUMPY_HINT}" if "numpy" in first or "dtype" in first else ""
+        return f"picamera2 is installed but fails to load ({type(exc).__name__}: {first}){hint}"
+    return None
+
+
 #: a read that took this share of its device's read timeout or more returned a stale frame
 STALE_READ = 0.9
 
@@ -1267,10 +1289,10 @@ class PiCamera(_CameraSettings):
         return taken
 
     def open(self) -> None:
-        try:
-            from picamera2 import Picamera2
-        except ImportError:
-            raise SourceError(PICAMERA_HINT) from None
+        if problem := picamera_problem():
+            raise SourceError(problem)
+        from picamera2 import Picamera2
+
         warnings: list[str] = []
         asked: dict[str, object] = {}
         try:

@@ -2,9 +2,10 @@
 
     python scripts/make_demo_video.py --seed 10 --frames 330 --out tests/fixtures/demo_line.mp4
 
-Writes the video (``mp4v``, scaled by ``--scale``) and ``<out>.json``: the seed, the region of
-interest to inspect, and every product that crossed the region within the video, in order, with
-its expected verdict. ``tests/test_run_cli.py`` runs ``edge-run --video`` on it and compares.
+Writes the video (``mp4v``, scaled by ``--scale``) and its truth under the same name with
+``.json`` (``line.mp4``: ``line.json``): the seed, the region of interest to inspect, and every
+product that crossed the region within the video, in order, with its expected verdict.
+``tests/test_run_cli.py`` runs ``edge-run --video`` on it and compares.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         required=True,
-        help="the video to write (.mp4), with its truth beside it as <out>.json (the test fixture: "
-        "tests/fixtures/demo_line.mp4)",
+        help="the video to write (.mp4), with its truth beside it under the same name with .json "
+        "(line.mp4: line.json; the test fixture: tests/fixtures/demo_line.mp4)",
     )
     args = p.parse_args(argv)
 

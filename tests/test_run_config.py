@@ -696,3 +696,42 @@ def test_a_missing_file_the_config_names_is_named_with_the_config_and_its_key(tm
     assert main(["--config", str(config), "--video", str(tmp_path / "flag.mp4"), "--max-frames", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"edge-run: error: {tmp_path / 'flag.mp4'}: video file not found"
+
+
+def test_check_config_warns_of_a_pi_camera_that_cannot_load_and_names_the_runtime_key(
+    tmp_path: Path, monkeypatch, capsys
+):
+    """On a Pi set up as documented, apt's picamera2 failed to import under the venv's numpy 2
+    (ValueError, not ImportError): --check-config said ok, and the run gave a traceback, exit 1,
+    restarted every 10 s. A runtime forced in the config and not installed was blamed on
+    model.path, with the advice to install the runtime already there."""
+    import sys as _sys
+
+    fake = tmp_path / "site" / "picamera2"
+    fake.mkdir(parents=True)  # the hardware library as a broken install makes it: raising as it loads
+    (fake / "__init__.py").write_text(
+        'raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. '
+        'Expected 96 from C header, got 88 from PyObject")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(_sys.modules, "picamera2", raising=False)
+    cfg = tmp_path / "pic.toml"
+    cfg.write_text('[source]\nkind = "picamera"\n')
+    assert main(["--check-config", str(cfg)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{cfg}: ok") and "source.kind picamera: picamera2 is installed but fails" in err
+    assert "pip install --force-reinstall simplejpeg" in err
+    assert main(["--picamera", "--max-frames", "3"]) == 2  # the run: one line, not a traceback
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("edge-run: error: picamera2 is installed but fails to load (ValueError: ")
+
+    rt = tmp_path / "rt.toml"
+    rt.write_text('[model]\nruntime = "tflite_runtime"\n')
+    monkeypatch.setitem(_sys.modules, "tflite_runtime", None)  # not installed (whatever this machine has)
+    monkeypatch.setitem(_sys.modules, "tflite_runtime.interpreter", None)
+    assert main(["--check-config", str(rt)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{rt}: model.runtime: no usable TFLite runtime" in line
+    assert line.endswith(
+        "install it with `pip install tflite-runtime 'numpy<2'`, or leave the runtime to choose"
+    )

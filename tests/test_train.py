@@ -743,6 +743,10 @@ def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_pa
         (["--threads", "0"], "argument --threads: expected a number > 0"),
         (["--threads", "99999"], "argument --threads: expected at most 64 threads, got 99999"),
         (["--model", "{tmp}/junk.keras"], "junk.keras: not a Keras model file"),
+        (
+            ["--model", "{tmp}/junk.keras", "--runtime", "ai_edge_litert"],
+            "--runtime ai_edge_litert: chooses the interpreter of a .tflite model",
+        ),
     ],
 )
 def test_edge_eval_refuses_outputs_it_cannot_write_before_it_runs(tmp_path, capsys, extra, message):
@@ -1018,6 +1022,7 @@ def test_edge_eval_of_a_set_of_several_classes_scores_the_models_objects_only(tm
     assert "the data's labels ['barcode'] are not the model's ['stamp']: their objects are left out" in err
     a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
     assert b["n_positive"] == a["n_positive"] < 12 and b["iou_mean"] == pytest.approx(a["iou_mean"])
+    assert a["runtime"].startswith(("ai_edge_litert ", "tflite_runtime ")), a["runtime"]  # which one ran
     # how many images the left-out objects turned into negatives is said
     assert f"the {12 - a['n_positive']} image(s) with only those count as negatives" in err
 

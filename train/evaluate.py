@@ -37,6 +37,7 @@ from edge.cli.common import (
     thread_count,
     write_json,
 )
+from edge.config import RUNTIMES
 from edge.datasets import Dataset, DatasetError, Record, load_dataset, read_image, write_image
 from edge.files import clash
 from edge.metrics import Truth
@@ -84,9 +85,9 @@ PER_IMAGE_COLUMNS = (
 )
 
 
-def load_detector(path: Path, threads: int = 1):
+def load_detector(path: Path, threads: int = 1, runtime: str | None = None):
     if path.suffix == ".tflite":
-        return TFLiteDetector(path, threads=threads)
+        return TFLiteDetector(path, threads=threads, runtime=runtime)
     if path.suffix == ".keras":
         problem = keras_file_problem(path) or tensorflow_problem(f"{path} (a Keras model)")
         if problem:
@@ -357,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (.tflite models)")
     p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help=".tflite models: the interpreter (default: ai_edge_litert where installed, else tflite_runtime)",
+    )
+    p.add_argument(
         "--refine",
         choices=REFINE_MODES,
         default="auto",
@@ -432,7 +438,11 @@ def main(argv: list[str] | None = None) -> int:
         folders = [("--data", args.data), *(("the data set's folder", f) for f in dataset.folders())]
         if problem := clash(outputs, inputs, protected, folders):
             raise CliError(problem)
-        det = load_detector(args.model, args.threads)
+        if args.runtime is not None and args.model.suffix != ".tflite":
+            raise CliError(
+                f"--runtime {args.runtime}: chooses the interpreter of a .tflite model, not {args.model}"
+            )
+        det = load_detector(args.model, args.threads, args.runtime)
         refine = refine_for(det.metadata, args.refine, str(args.model))
         dataset = the_models_objects(dataset, det.metadata.labels)
         looked = look_at(dataset, det, refine, thumbs=args.sheet is not None)
@@ -461,7 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     if warning := metrics.no_skill_warning(result):
         print(f"edge-eval: WARNING: {warning}", file=sys.stderr)
     result = {k: result[k] for k in REPORT_KEYS}
+    keras = not isinstance(det, TFLiteDetector)
+    ran_on = "TensorFlow (Keras)" if keras else f"{det.runtime.name} {det.runtime.version}"
     result.update(model=str(args.model), data=str(args.data), threshold=threshold, refine=refine)
+    result["runtime"] = ran_on
+    print(f"edge-eval: {args.model.name} on {ran_on}, {len(preds)} images", file=sys.stderr)
     width = max(len(k) for k in REPORT_KEYS) + 2
     for k in REPORT_KEYS:
         print(f"{k:<{width}}{_shown(result[k])}")

@@ -999,7 +999,9 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         try:  # loaded as the run loads it: a file cut short past its metadata, tensors of another model
             detector = TFLiteDetector(config.model.path, 1, config.model.runtime)
         except ModelError as exc:
-            raise ConfigError(f"model.path: {exc}") from None
+            runtime = "TFLite runtime" in str(exc) or str(exc).startswith("unknown runtime")
+            key = ("model.runtime" if config.model.runtime else "the install") if runtime else "model.path"
+            raise ConfigError(f"{key}: {exc}") from None
         check_source_paths(config)
         check_paths_apart(config, path)
     except ConfigError as exc:  # named like the file's own errors
@@ -1015,6 +1017,11 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         warn(PROG, f"{path}: {warning}")
     if config.output.heatmap and not detector.metadata.has_heatmap:
         warn(PROG, f"{path}: {no_heatmap(detector)}")
+    if config.source.kind == "picamera":  # checked where the run would start: warned, not refused
+        from edge.sources import picamera_problem
+
+        if problem := picamera_problem():
+            warn(PROG, f"{path}: source.kind picamera: {problem}; the run fails here until then")
     if config.source.kind in ("camera", "picamera"):
         from edge.sources import exposure_warnings
 
