@@ -64,7 +64,8 @@ LATENCY_WINDOW = 1 << 16
 READ_TIMEOUT_S = 0.5
 #: a region of interest narrower than this (pixels) is warned about: there is little to see in it
 MIN_REGION_PX = 32
-#: how long a verdict stays on the overlay after its product's evidence frame
+#: how long a verdict stays on the overlay after the frame it was given on (the line's time: a
+#: recording read as fast as possible shows it as long as the line did)
 VERDICT_HOLD_S = 2.0
 
 
@@ -569,6 +570,7 @@ class Pipeline:
         last_roi = (0, 0, 0, 0)
         first_index = last_index = None
         last_verdict: Verdict | None = None
+        verdict_at = 0.0  # the line's time of the frame last_verdict was given on
         fps_ema = 0.0
         t_prev_frame: float | None = None
         ready = False
@@ -639,6 +641,7 @@ class Pipeline:
                 verdict = self.decider.end(state, stopped_s) if state is not None else None
                 if verdict is not None:
                     given(verdict, state)
+                    verdict_at = last_frame.t_on_line + stopped_s
                     if not write_all(FrameResult(last_frame, last_roi, None, state, verdict, stopped=True)):
                         break
                 continue
@@ -678,16 +681,18 @@ class Pipeline:
             t5 = time.perf_counter()
             if verdict is not None:
                 given(verdict, state)
+                verdict_at = frame.t_on_line
             if t_prev_frame is not None:
                 dt = frame.t_capture - t_prev_frame
                 if dt > 0:
                     fps_ema = 1.0 / dt if fps_ema == 0 else 0.9 * fps_ema + 0.1 / dt
             t_prev_frame = frame.t_capture
+            # the verdict shown, held from its frame (counted from its evidence frame, a product
+            # slow to leave after its fullest view was never shown judged)
+            if last_verdict is not None and frame.t_on_line - verdict_at > VERDICT_HOLD_S:
+                last_verdict = None
             annotated = None
             if self._draw or any(s.needs_annotated for s in self._draw_sometimes):
-                if last_verdict is not None and last_verdict.evidence is not None:
-                    if frame.t_capture - last_verdict.evidence.t_capture > VERDICT_HOLD_S:
-                        last_verdict = None
                 overlay = OverlayState(
                     prediction=prediction,
                     threshold=self.decider.threshold,
@@ -707,7 +712,7 @@ class Pipeline:
                 )
                 annotated = draw_overlay(image.copy(), roi_px, overlay)
             t6 = time.perf_counter()
-            result = FrameResult(frame, roi_px, prediction, state, verdict, annotated)
+            result = FrameResult(frame, roi_px, prediction, state, verdict, annotated, shown=last_verdict)
             last_frame, last_roi = frame, roi_px
             first_index = frame.index if first_index is None else first_index
             last_index = frame.index  # judged, written or not: its product counts against the truth

@@ -82,6 +82,9 @@ class FrameResult:
     #: no new frame: the verdict on a product ended because the frames stopped (``frame`` is the
     #: last one seen; sinks of frames leave it out)
     stopped: bool = False
+    #: the verdict the overlay shows on this frame (given on it or up to ``VERDICT_HOLD_S`` of the
+    #: line's time before), whether or not anything draws it
+    shown: Verdict | None = None
 
 
 class Sink(Protocol):

@@ -268,3 +268,46 @@ def test_a_station_stopped_with_a_product_in_view_names_it_in_the_journal(caplog
     assert (summary.products, summary.unfinished) == (0, 1)
     (said,) = [r.getMessage() for r in caplog.records if "was in view when the run ended" in r.getMessage()]
     assert said.startswith("product 1 ") and "(max frames 85)" in said and "check it by hand" in said
+
+
+def test_on_a_slow_line_each_verdict_is_shown_for_its_hold_from_the_frame_it_was_given_on(tmp_path):
+    """The overlay's verdict was held 2 s from the product's evidence (its fullest view): on a
+    line 4x slower than the demo's a product takes longer than that to leave, so OK or MISSING
+    was never shown; and read as fast as possible it was held 2 s of the machine's time, hundreds
+    of frames. Now: from the frame the verdict was given on, in the line's time."""
+    import cv2
+
+    from edge.cli.run import build_source
+    from edge.config import Config
+
+    line = DemoLine(0)  # products 1 (stamped) and 2 (not) cross in frames 79-90 and 155-165
+    video = tmp_path / "slow.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    for t in range(40, 200):
+        image = line.render(t)
+        for _ in range(4):  # the belt at a quarter of the demo's speed
+            writer.write(image)
+    writer.release()
+    config = Config.load(
+        None, {"source.kind": "video", "source.video": str(video), "source.as_fast_as_possible": True}
+    )
+    shown = []
+
+    class Shown:
+        needs_annotated = False
+
+        def write(self, result) -> None:
+            shown.append((result.frame.index, result.verdict, result.shown))
+
+    source, _ = build_source(config)
+    detector = TFLiteDetector()
+    with source:
+        trigger, decider = OccupancyTrigger(TriggerConfig()), Decider(detector.metadata.threshold)
+        Pipeline(source, detector, trigger, decider, sinks=[Shown()], roi=line.roi).run()
+    given = [(i, v) for i, v, _ in shown if v is not None]
+    assert [v.outcome.value for _, v in given] == ["OK", "MISSING"]
+    for i, v in given:
+        held = [s for j, _, s in shown if i <= j < i + 60]  # 2 s of the line at 30 fps
+        assert all(s is v for s in held), (v.product_id, [s and s.product_id for s in held])
+        after = [s for j, _, s in shown if i + 62 <= j < i + 70]
+        assert after and all(s is not v for s in after)  # and then no longer
