@@ -1082,8 +1082,9 @@ class _Product:
     #: seen only after the frames stopped for this long (``TriggerState.resumed_s``)
     resumed_s: float | None = None
     seen: list[_Seen] = field(default_factory=list)
-    # at most three frames kept per product: the two best-scoring and the fullest view
-    best: list[tuple[float, Frame, Prediction]] = field(default_factory=list)
+    # at most three frames kept per product: the two best-scoring of those that may still be
+    # judged (their occupancy at the judging floor of the fullest view so far) and the fullest view
+    best: list[tuple[float, Frame, Prediction, float]] = field(default_factory=list)
     fullest: tuple[float, Frame, Prediction] | None = None
     truths: Counter = field(default_factory=Counter)
     truth_of: dict = field(default_factory=dict)
@@ -1193,12 +1194,18 @@ class Decider:
             )
         )
         cur.hits += pred.presence >= self.threshold
-        cur.best.append((pred.presence, frame, pred))
-        cur.best.sort(key=lambda t: -t[0])
-        del cur.best[2:]
         occ = state.occupancy if state.occupancy is not None else 1.0
         if cur.fullest is None or occ > cur.fullest[0]:
             cur.fullest = (occ, frame, pred)
+        # a frame below the judging floor of the fullest view so far is never judged (_judge):
+        # kept among the best, it pushed out the judged frame the verdict's box is from, and the
+        # snapshot showed another frame than the log's box
+        floor = self.config.judge_share * cur.fullest[0]
+        cur.best = [b for b in cur.best if b[3] >= floor]
+        if occ >= floor:
+            cur.best.append((pred.presence, frame, pred, occ))
+            cur.best.sort(key=lambda t: -t[0])
+            del cur.best[2:]
         if frame.truth is not None and "product" in frame.truth:
             key = frame.truth["product"]
             cur.truths[key] += 1
@@ -1221,13 +1228,14 @@ class Decider:
             if self.expect is not None and label != self.expect:
                 outcome = Outcome.WRONG
         top = max(judged, key=lambda s: s.presence)
-        judged_idx = {s.index for s in judged}
-        evidence: tuple[float, Frame, Prediction] | None
+        by_index = {s.index: s for s in judged}
+        evidence: tuple[float, Frame, Prediction] | None = product.fullest
         if outcome is not Outcome.MISSING:  # the best view of the stamp it carries
-            evidence = next((b for b in product.best if b[1].index in judged_idx), None)
-        else:
-            evidence = product.fullest
-        evidence = evidence or product.fullest
+            best = next((b for b in product.best if b[1].index in by_index), None)
+            if best is not None:
+                evidence = best[:3]
+                if best[0] >= top.presence:  # (a tie: the frame shown is the one logged)
+                    top = by_index[best[1].index]
         truth: Mapping[str, object] | None = None
         if product.truths:
             truth = product.truth_of[product.truths.most_common(1)[0][0]]

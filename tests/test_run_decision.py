@@ -578,3 +578,21 @@ def test_the_flicker_window_starts_afresh_when_a_recordings_time_goes_back():
     for i in range(100):  # the second recording, its clock from 0 again
         trigger._note_flicker(i / 30, 0)
     assert len(trigger._flicker) <= 61
+
+
+def test_the_logged_box_and_the_snapshot_are_of_the_same_judged_frame():
+    """Two frames at low occupancy (the product moving in, not judged) scored as high as the
+    judged ones and took both places among the best frames kept: the verdict's box came from one
+    judged frame, its snapshot (the evidence) from the fullest view, 60 px apart on a helper's
+    recording. Now the frames kept are judged ones, and on a tie the frame shown is the one logged."""
+    decider = Decider(0.5, DecisionConfig(min_hits=2, judge_share=0.8))
+    occupancies = [0.3, 0.4, 0.9, 1.0, 0.95, 0.5]
+    boxes = {}
+    for i, occ in enumerate(occupancies):
+        box = (0.1 + 0.05 * i, 0.2, 0.3 + 0.05 * i, 0.4)  # the stamp moving across
+        boxes[i] = box
+        p = Prediction(presence=0.99609375, box=box)  # an int8 model's scores tie often
+        assert decider.update(frame(i), TriggerState(product=3, occupancy=occ), p) is None
+    v = decider.update(frame(len(occupancies)), TriggerState(ended=3, occupancy=0.0), None)
+    assert v.outcome is Outcome.OK and set(v.frames) == {2, 3, 4}
+    assert v.evidence.index in v.frames and v.box == v.evidence_prediction.box == boxes[v.evidence.index]
