@@ -8,7 +8,9 @@ annotated image (recording, display, snapshots), never on the bare hot path.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -89,10 +91,16 @@ _PUNCTUATION = str.maketrans(
 
 def drawable(text: str) -> str:
     """``text`` as OpenCV's fonts can draw it (ASCII only: others came out as '??'): accents
-    dropped ("Prüfung" -> "Prufung"), what has no ASCII form as '?'."""
+    dropped ("Prüfung" -> "Prufung"); a run of letters with no ASCII form (Chinese, Arabic, ...)
+    as a short code of them, ``#`` and four hex digits, the same wherever it is drawn, so two such
+    labels are told apart on the overlay ("合格" -> "#1b7c"; the log and the web view keep the
+    name)."""
     plain = unicodedata.normalize("NFKD", text.translate(_PUNCTUATION))
     plain = "".join(c for c in plain if not unicodedata.combining(c))
-    return plain.encode("ascii", "replace").decode("ascii")
+    return _NOT_ASCII.sub(lambda m: f"#{zlib.crc32(m.group().encode()) & 0xFFFF:04x}", plain)
+
+
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour, thick: int) -> None:
