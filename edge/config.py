@@ -675,7 +675,8 @@ SOURCE_KEY_KINDS = {
 _GPIO_TRIGGER_KEYS = ("pull", "active", "debounce_s", "window_delay_s", "window_s", "reject_unjudged")
 #: the trigger keys only the occupancy trigger reads (all but the kind)
 _OCCUPANCY_KEYS = tuple(f.name for f in dataclasses.fields(TriggerConfig) if f.name != "kind")
-_ANNOTATED = "output.record, output.display, output.snapshots or http.listen"
+#: where the heatmap is drawn: the stream's frames (a snapshot's annotated frame shows the verdict)
+_HEATMAP_ON = "output.record, output.display or http.listen"
 
 
 def _changed(section: Any) -> list[str]:
@@ -724,16 +725,17 @@ def idle_settings(config: Config) -> list[tuple[str, str, str]]:
         unused("gpio", ("reject_delay_s", "reject_pulse_s"), why, "gpio.reject_pin")
     if config.http.listen is None:
         unused("http", None, "does nothing without the web view (http.listen)", "http.listen")
-    if config.mqtt.broker is None:
-        unused("mqtt", None, "does nothing without a broker (mqtt.broker)", "mqtt.broker")
+    if config.mqtt.broker is None:  # (the station's name titles the web view's page too)
+        keys = [k for k in _changed(config.mqtt) if k != "station" or config.http.listen is None]
+        unused("mqtt", keys, "does nothing without a broker (mqtt.broker)", "mqtt.broker")
     if o.events is None:
         why = "does nothing without the verdict log (output.events)"
         unused("output", ("events_max_mb", "events_keep"), why, "output.events")
     if o.snapshots is None:
         why = "does nothing without output.snapshots"
         unused("output", ("snapshot_max_count", "snapshot_max_mb"), why, "output.snapshots")
-    if not (o.record or o.display or o.snapshots or config.http.listen):
-        why = f"does nothing without annotated frames to draw it on ({_ANNOTATED})"
+    if not (o.record or o.display or config.http.listen):  # (snapshots are drawn without it)
+        why = f"does nothing without annotated frames to draw it on ({_HEATMAP_ON})"
         unused("output", ("heatmap",), why, "output.record")
     return out
 

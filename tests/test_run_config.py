@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -664,10 +665,20 @@ def test_flags_that_do_nothing_are_named_as_flags_and_the_run_goes_on(tmp_path: 
     assert "abcdefghijklmnopqrstuvwx" not in err  # a secret is never printed
     assert "--snapshot-max-count (output.snapshot_max_count): does nothing" in err
     assert "--heatmap (output.heatmap): does nothing without annotated frames" in err
-    # with somewhere to draw it, the bundled dense-head model is what is said to lack a heatmap
+    # snapshots are drawn without it (was: taken as somewhere to draw it, and silently not drawn)
     assert main([*argv, "--heatmap", "--snapshots", str(tmp_path / "s")]) == 0
+    assert "--heatmap (output.heatmap): does nothing without annotated frames" in capsys.readouterr().err
+    # with somewhere to draw it, the bundled dense-head model is what is said to lack a heatmap
+    assert main([*argv, "--heatmap", "--record", str(tmp_path / "r.mp4")]) == 0
     err = capsys.readouterr().err
     assert "does nothing" not in err and "gives no heatmap" in err
+    # the station's name titles the web view's page: not idle without a broker (was: said so)
+    http = ["--http", "127.0.0.1:0", "--station", "Prüfstraße-Nord"]
+    if importlib.util.find_spec("prometheus_client") is not None:
+        assert main([*argv, *http]) == 0
+        assert "--station" not in capsys.readouterr().err
+    assert main([*argv, "--station", "Prüfstraße-Nord"]) == 0
+    assert "--station (mqtt.station): does nothing without a broker" in capsys.readouterr().err
 
 
 def test_check_config_names_the_file_and_the_idle_key(tmp_path: Path, capsys):
