@@ -178,28 +178,28 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
         label = drawable(
             f"#{v.product_id} {v.outcome.value}" + (f" {v.label}" if v.label is not None else "")
         )
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 1.2 * scale, thick + 1)
+        size = 1.2 * scale
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, thick + 1)
+        if tw > w - 40:  # a narrow frame: the badge smaller rather than cut at the left edge
+            size *= (w - 40) / tw
+            (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, thick + 1)
         x = w - tw - 20
         cv2.rectangle(canvas, (x - 10, 8), (w - 8, 8 + th + 16), colour, -1)
         cv2.putText(
-            canvas,
-            label,
-            (x, 8 + th + 8),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            1.2 * scale,
-            WHITE,
-            thick + 1,
-            cv2.LINE_AA,
+            canvas, label, (x, 8 + th + 8), cv2.FONT_HERSHEY_SIMPLEX, size, WHITE, thick + 1, cv2.LINE_AA
         )
     if state.footer:
-        wrong = f"wrong {state.wrong}  " if state.expect is not None else ""
-        footer = (
-            f"inspected {state.inspected}  missing {state.missing}  {wrong}"
-            f"{state.fps:.1f} fps  latency {state.latency_ms:.0f} ms"
-        )
-        _text(canvas, footer, (10, h - 10), 0.8 * scale, WHITE, thick)
+        wrong = f"  wrong {state.wrong}" if state.expect is not None else ""
+        counts = f"inspected {state.inspected}  missing {state.missing}{wrong}"
+        rate = f"{state.fps:.1f} fps  latency {state.latency_ms:.0f} ms"
+        lines = [f"{counts}  {rate}"]
+        (tw, _), _ = cv2.getTextSize(lines[0], cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, thick)
+        if tw > w - 20:  # a portrait or small frame: on two lines rather than cut at the right edge
+            lines = [rate, counts]
         if state.expect is not None:
-            _text(canvas, f"expect {state.expect}", (10, h - 10 - line), 0.8 * scale, WHITE, thick)
+            lines.insert(0, f"expect {state.expect}")
+        for i, text in enumerate(reversed(lines)):
+            _text(canvas, text, (10, h - 10 - i * line), 0.8 * scale, WHITE, thick)
     return canvas
 
 

@@ -58,3 +58,19 @@ def test_a_label_outside_ascii_is_drawn_by_its_plain_letters_not_question_marks(
 
     assert np.array_equal(drawn("Prüfung"), drawn("Prufung"))
     assert not np.array_equal(drawn("Prüfung"), drawn("Pr??fung"))
+
+
+def test_the_counters_and_the_verdict_stay_inside_a_portrait_or_small_frame():
+    """On a 480x640 portrait frame the footer ran past the right edge (its latency cut off), and
+    on a small photo a long verdict badge began left of the frame: two lines, a smaller badge."""
+    verdict = Verdict(1234, 1234, Outcome.WRONG, 0.0, 0.9, None, (3,), label="inspected")
+    state = OverlayState(verdict=verdict, inspected=1234, missing=56, wrong=78, expect="qc-passed", fps=29.9)
+    for h, w in ((640, 480), (160, 200), (480, 640)):
+        blank = np.full((h, w, 3), 128, np.uint8)
+        out = draw_overlay(blank.copy(), (10, 10, w - 20, h - 20), state)
+        big = out.shape[1] // w  # (a small frame is drawn on blown up)
+        edge = 4
+        for side in (out[:, :edge], out[:, -edge:]):  # nothing drawn into the frame's side margins
+            assert not _changed(side, np.full_like(side, 128)).any(), (h, w)
+        rows = _changed(out, np.full_like(out, 128)).any(axis=1)
+        assert rows[-40 * big :].any()  # the footer is drawn
