@@ -151,7 +151,9 @@ def draw_overlay(canvas: np.ndarray, roi_px: tuple[int, int, int, int], state: O
                 canvas, text, (cx + size // 2 + 4, max(cy - size // 2, line // 2)), 0.8 * scale, colour, thick
             )
         elif pred.box is not None and pred.presence >= state.threshold:
-            colour = state.box_colour or GREEN
+            # another variant than the one expected: amber as its verdict will be, not green
+            other = state.expect is not None and pred.class_scores is not None and pred.label != state.expect
+            colour = state.box_colour or (OUTCOME_COLOURS[Outcome.WRONG] if other else GREEN)
             x0, y0, x1, y1 = box_to_pixels(pred.box, roi_px)
             cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thick + 1)
             _text(canvas, _score_label(pred), (x0, max(y0 - 6, line // 2)), 0.8 * scale, colour, thick)

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from edge.overlay import OverlayState, draw_overlay, drawable
+from edge.overlay import AMBER, GREEN, OverlayState, draw_overlay, drawable
 from edge.types import Outcome, Prediction, Verdict
 
 
@@ -74,3 +74,19 @@ def test_the_counters_and_the_verdict_stay_inside_a_portrait_or_small_frame():
             assert not _changed(side, np.full_like(side, 128)).any(), (h, w)
         rows = _changed(out, np.full_like(out, 128)).any(axis=1)
         assert rows[-40 * big :].any()  # the footer is drawn
+
+
+def test_a_stamp_of_another_variant_than_expected_is_boxed_amber_while_inspected():
+    """With --expect, another variant's stamp was boxed green while its product was inspected,
+    then its verdict came amber (WRONG): amber from the first frame now."""
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    roi = (0, 0, 320, 240)
+
+    def box_colour(label: str, expect: str | None) -> tuple[int, ...]:
+        pred = Prediction(presence=0.95, box=(0.25, 0.25, 0.75, 0.75), label=label, class_scores=(0.9, 0.1))
+        out = draw_overlay(blank.copy(), roi, OverlayState(prediction=pred, expect=expect, footer=False))
+        return tuple(int(v) for v in out[180, 160])  # on the box's lower edge (x 80-240, y 60-180)
+
+    assert box_colour("approved", "qc-passed") == AMBER
+    assert box_colour("qc-passed", "qc-passed") == GREEN
+    assert box_colour("approved", None) == GREEN  # nothing expected: any stamp is the one
