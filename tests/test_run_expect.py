@@ -173,6 +173,14 @@ def test_wrong_is_logged_with_its_label_snapshotted_and_drawn_amber(tmp_path: Pa
     x0, y0, _, y1 = box_to_pixels(BOX, tuple(v * f for v in roi_px))
     assert tuple(annotated[(y0 + y1) // 2, x0]) == AMBER
     assert tuple(annotate_verdict(missing.evidence.image, roi_px, missing)[(y0 + y1) // 2, x0]) != AMBER
+    # the web view's list says which variant a product carried (it showed WRONG alone)
+    from edge.station.status import StationStatus
+
+    status = StationStatus()
+    for v in (ok, wrong, missing):
+        status.write(FrameResult(v.evidence, roi_px, None, TriggerState(ended=3), v))
+    recent = {r["verdict"]: r["label"] for r in status.snapshot()["recent"]}
+    assert recent == {"OK": QC, "WRONG": INS, "MISSING": None}
 
 
 # -- config and command line ----------------------------------------------------------------------

@@ -40,6 +40,8 @@ class RecentVerdict:
     frames: int
     #: the evidence frame of a product that was not OK (for its thumbnail), else None
     evidence: Frame | None = None
+    #: the stamp's variant (a model of several; None: a single-stamp model, or no stamp)
+    label: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -51,6 +53,7 @@ class RecentVerdict:
             "hits": self.hits,
             "frames": self.frames,
             "thumbnail": self.evidence is not None,
+            "label": self.label,
         }
 
 
@@ -145,6 +148,7 @@ class StationStatus:
                         verdict.hits,
                         len(verdict.frames),
                         verdict.evidence if verdict.outcome is not Outcome.OK else None,
+                        verdict.label,
                     )
                 )
         if verdict is not None:
