@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("dense", "grid"),
         default=None,
         help="localization head: dense regression or a 16x16 grid of cells "
-        "(default: dense for box models, grid for centre and cam models)",
+        "(default: dense for box models, grid for centre and cam models; with --init, the init "
+        "model's head: --init bundled is dense, so give --head grid for a centre model's heatmap)",
     )
     m.add_argument(
         "--weights",
