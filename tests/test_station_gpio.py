@@ -466,3 +466,32 @@ def test_edge_run_opens_the_pins_it_is_given(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "photo-eye on GPIO17" in proc.stdout and "reject 27, fault 26, busy 19" in proc.stdout
     assert Config.load(config, {"trigger.kind": "gpio", "gpio.trigger_pin": 17}).gpio.window_s == 0.25
+
+
+def test_a_hung_invoke_ends_the_process_with_every_output_off_but_fault():
+    """A hung invoke ends the process at once (os._exit: no stop runs), and a pusher mid-pulse
+    stayed energised until the service was back. The outputs go off first; FAULT stays on."""
+    from edge.station.status import StationStatus
+    from edge.station.watchdog import FaultMonitor
+
+    factory = MockFactory()
+    cfg = GpioConfig(reject_pin=27, fault_pin=22, reject_pulse_s=60.0)
+    with GpioOutputs(cfg, pin_factory=factory) as out:
+        reject, fault = factory.pin(27), factory.pin(22)
+        reject.state = True  # mid-pulse (the driver's level, as the pusher sees it)
+
+        class Hung:  # the detector's watch: an invoke that began long ago
+            busy_since = 0.0
+
+        exits = []
+        monitor = FaultMonitor(
+            StationStatus(),
+            Hung(),
+            inference_timeout_s=10.0,
+            on_fault=out.fault,
+            on_exit=out.all_off_but_fault,
+            exit=lambda status: exits.append((status, reject.state, fault.state)),
+            clock=lambda: 60.0,
+        )
+        monitor.check()
+        assert exits == [(3, False, True)]  # status 3, the pusher off, the FAULT light on

@@ -457,6 +457,17 @@ class GpioOutputs:
     def fault(self, on: bool) -> None:
         self._set("fault_pin", on)
 
+    def all_off_but_fault(self) -> None:
+        """Every output off but the FAULT light, at once, from any thread: the process is about to
+        end without its stop (a hung invoke, ``os._exit``), and a pusher mid-pulse must not stay
+        energised until the service is back."""
+        for key, device in list(self._devices.items()):
+            if key != "fault_pin":
+                try:
+                    device.off()
+                except Exception as exc:  # an output already gone: the others still go off
+                    _log.warning("gpio %s: cannot switch off (%s)", key, exc)
+
     def heartbeat(self, healthy: bool) -> None:
         """Toggle the heartbeat output while ``healthy``; else hold it off."""
         device = self._devices.get("heartbeat_pin")

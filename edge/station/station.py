@@ -180,6 +180,7 @@ class Station:
             self.config.watchdog.inference_timeout_s,
             on_fault=self._on_fault,
             on_tick=self._tick,
+            on_exit=self.outputs.all_off_but_fault if self.outputs is not None else None,
             clock=self._clock,
             **kwargs,
         )

@@ -87,6 +87,7 @@ class FaultMonitor:
         on_fault: Callable[[bool], None] | None = None,
         on_tick: Callable[[float], None] | None = None,
         exit: Callable[[int], None] = os._exit,
+        on_exit: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.status = status
@@ -95,6 +96,8 @@ class FaultMonitor:
         self.on_fault = on_fault
         self.on_tick = on_tick
         self._exit = exit
+        #: called just before a hung invoke ends the process (outputs off: no stop runs after)
+        self.on_exit = on_exit
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,6 +133,8 @@ class FaultMonitor:
             )
             _log.critical("%s", message)
             print(message, file=sys.stderr, flush=True)
+            if self.on_exit is not None:
+                self.on_exit()
             self._exit(EXIT_INFERENCE_STALLED)
             return
         age = status.frame_age(now)
