@@ -740,6 +740,35 @@ def idle_settings(config: Config) -> list[tuple[str, str, str]]:
     return out
 
 
+def secret_warnings(config: Config) -> list[str]:
+    """What exposes the station's secrets, said at every start and by --check-config (a security
+    review: silent before): an MQTT password sent without TLS, and a secret file every user of the
+    machine can read."""
+    out = []
+    m = config.mqtt
+    if m.broker is not None and m.password_file is not None and not m.tls:
+        out.append(
+            "mqtt.password_file: without mqtt.tls the password goes over the network in clear text "
+            "(anyone on it can read it and publish as this station); set mqtt.tls = true (the broker "
+            "on its TLS port, usually 8883)"
+        )
+    for key, path in (
+        ("http.token_file", config.http.token_file),
+        ("mqtt.password_file", m.password_file),
+        ("mqtt.key_file", m.key_file),
+    ):
+        try:
+            mode = path.stat().st_mode if path is not None else 0
+        except OSError:
+            continue  # (a missing file is the loader's error)
+        if mode & 0o004:
+            out.append(
+                f"{key} {path}: every user of this machine can read it (mode {mode & 0o777:o}); "
+                "make it the service's only: chmod 640 and group stampline, or chmod 600"
+            )
+    return out
+
+
 def _from_base(values: dict[str, Any], cls: type, base: Path) -> dict[str, Any]:
     """``values`` with each relative path of a path-typed key taken relative to ``base``
     (``~`` expands to the home folder); anything else, bad values included, is left for

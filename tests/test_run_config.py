@@ -746,3 +746,29 @@ def test_check_config_warns_of_a_pi_camera_that_cannot_load_and_names_the_runtim
     assert line.endswith(
         "install it with `pip install tflite-runtime 'numpy<2'`, or leave the runtime to choose"
     )
+
+
+def test_secrets_sent_in_clear_or_readable_by_everyone_are_warned_of(tmp_path: Path, capsys):
+    """A security review: an MQTT password without TLS went over the network in clear text, and a
+    token file of mode 644 passed --check-config, both without a word."""
+    token, password = tmp_path / "tok", tmp_path / "pw"
+    token.write_text("abcdefghijklmnopqrstuvwxyz\n")
+    token.chmod(0o644)
+    password.write_text("s3cr3t")
+    password.chmod(0o600)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(
+        f'[http]\nlisten = "127.0.0.1:0"\ntoken_file = "{token}"\n'
+        f'[mqtt]\nbroker = "127.0.0.1:1883"\nusername = "u"\npassword_file = "{password}"\n'
+        f'[output]\nevents = "{tmp_path / "v.jsonl"}"\n'
+    )
+    assert main(["--check-config", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "mqtt.password_file: without mqtt.tls the password goes over the network in clear text" in err
+    assert f"http.token_file {token}: every user of this machine can read it (mode 644)" in err
+    assert "mqtt.password_file " + str(password) not in err  # 600: fine
+    assert "abcdefghijklmnopqrstuvwxyz" not in err and "s3cr3t" not in err  # never printed
+    token.chmod(0o640)
+    cfg.write_text(cfg.read_text().replace('username = "u"', 'username = "u"\ntls = true'))
+    assert main(["--check-config", str(cfg)]) == 0
+    assert "WARNING" not in capsys.readouterr().err

@@ -54,6 +54,7 @@ from edge.config import (
     idle_settings,
     parse_endpoint,
     pin_key,
+    secret_warnings,
 )
 from edge.files import clash, file_in_the_way, same_path
 from edge.runtime import BUNDLED_MODEL, REFINE_MODES
@@ -1015,6 +1016,8 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         warn(PROG, f"{path}: {warning}")
     for warning in idle_warnings(config, list(overrides)):
         warn(PROG, f"{path}: {warning}")
+    for warning in secret_warnings(config):
+        warn(PROG, f"{path}: {warning}")
     if config.output.heatmap and not detector.metadata.has_heatmap:
         warn(PROG, f"{path}: {no_heatmap(detector)}")
     if config.source.kind == "picamera":  # checked where the run would start: warned, not refused
@@ -1138,6 +1141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warn(PROG, f"{args.config}: {warning}")
         for warning in idle_warnings(config, list(overrides)):
             warn(PROG, warning)
+        for warning in secret_warnings(config):
+            warn(PROG, warning)
+        if getattr(args, "http_token", None):
+            warn(
+                PROG,
+                "--http-token: every user of this machine can read it on the command line (ps); "
+                "give it in http.token_file instead",
+            )
         try:
             return run(config, args.config)
         except (ModelError, SourceError) as exc:

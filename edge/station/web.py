@@ -57,6 +57,11 @@ SEND_TIMEOUT_S = 10.0
 #: a cap, clients that never finish their request took every file handle of the process, and the
 #: snapshots of rejected products failed with "Too many open files")
 MAX_CONNECTIONS = 32
+#: connections one address may hold at once: one host's idle connections (32 of them locked
+#: every viewer, /healthz and /metrics out) leave the others room
+MAX_PER_CLIENT = 8
+#: refused connections are said in the journal at most this often (s)
+REFUSED_SAY_S = 60.0
 #: a request's line and headers must arrive within this, however slowly they trickle in
 HEADER_DEADLINE_S = 5.0
 _THUMB = re.compile(r"/thumb/([0-9]{1,12})\.jpg")
@@ -72,6 +77,9 @@ class _Server(ThreadingHTTPServer):
         self.view = view
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.refused = 0
+        self._per_client: dict[str, int] = {}
+        self._per_client_lock = threading.Lock()
+        self._refused_said: tuple[float, int] | None = None  # (when, refused then)
         #: connections still reading a request's headers -> when they must be done
         self._reading: dict[socket.socket, float] = {}
         self._reading_lock = threading.Lock()
@@ -80,14 +88,22 @@ class _Server(ThreadingHTTPServer):
         threading.Thread(target=self._cut_slow_requests, name="http deadlines", daemon=True).start()
 
     def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refused += 1
+        host = client_address[0]
+        with self._per_client_lock:
+            mine = self._per_client.get(host, 0)
+            if mine < MAX_PER_CLIENT:
+                self._per_client[host] = mine + 1
+        if mine >= MAX_PER_CLIENT or not self._slots.acquire(blocking=False):
+            if mine < MAX_PER_CLIENT:
+                self._leave(host)
+            self._refuse(host)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self._leave(host)
             raise
 
     def process_request_thread(self, request, client_address) -> None:
@@ -95,6 +111,32 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._leave(client_address[0])
+
+    def _leave(self, host: str) -> None:
+        with self._per_client_lock:
+            left = self._per_client.get(host, 1) - 1
+            if left > 0:
+                self._per_client[host] = left
+            else:
+                self._per_client.pop(host, None)
+
+    def _refuse(self, host: str) -> None:
+        """Count a refused connection; say so in the journal now and then (a flood of them locks
+        viewers and checks out, and was silent)."""
+        self.refused += 1
+        now = time.monotonic()
+        if self._refused_said is None or now - self._refused_said[0] >= REFUSED_SAY_S:
+            since = self.refused - (self._refused_said[1] if self._refused_said else 0)
+            self._refused_said = (now, self.refused)
+            _log.warning(
+                "web view: refused %d connection(s) (at most %d at once, %d from one address; the last "
+                "from %s): a client or a scan holding connections open?",
+                since,
+                MAX_CONNECTIONS,
+                MAX_PER_CLIENT,
+                host,
+            )
 
     def handle_error(self, request, client_address) -> None:
         """A request that failed: one line in the journal, not the standard library's traceback on
