@@ -626,7 +626,7 @@ def test_a_key_that_does_nothing_here_is_said_by_name(tmp_path: Path, toml: str,
         "[http]\nlisten = ':8080'\ntoken = 'abcdefghijklmnopqrstuvwx'\n",
         "[output]\nevents = 'v.jsonl'\nevents_keep = 3\n",
         "[output]\nheatmap = true\nrecord = 'a.mp4'\n",
-        "[output]\nheatmap = true\nsnapshots = 'snaps'\n",
+        "[output]\nheatmap = true\n[http]\nlisten = '127.0.0.1:8080'\n",  # (snapshots: drawn without it)
     ],
 )
 def test_keys_in_use_are_not_warned_about(tmp_path: Path, toml: str):

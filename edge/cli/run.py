@@ -920,6 +920,8 @@ def run(config: Config, config_path: Path | None = None) -> int:
         )
         for line in station.describe():
             print(f"{PROG}: {line}", flush=True)
+        for warning in secret_warnings(config):  # (the secrets read: how they are kept and sent)
+            warn(PROG, warning)
         log = next((s for s in built_sinks if isinstance(s, VerdictLog)), None)
         first_product = log.next_product if log else 1
         if config.trigger.kind == "every-frame":
@@ -1016,8 +1018,6 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         warn(PROG, f"{path}: {warning}")
     for warning in idle_warnings(config, list(overrides)):
         warn(PROG, f"{path}: {warning}")
-    for warning in secret_warnings(config):
-        warn(PROG, f"{path}: {warning}")
     if config.output.heatmap and not detector.metadata.has_heatmap:
         warn(PROG, f"{path}: {no_heatmap(detector)}")
     if config.source.kind == "picamera":  # checked where the run would start: warned, not refused
@@ -1045,6 +1045,8 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
             http_token(config.http)
     except StationError as exc:
         raise StationError(f"{path}: {exc}") from None
+    for warning in secret_warnings(config):  # (the secrets read: how they are kept and sent)
+        warn(PROG, f"{path}: {warning}")
     model = config.model.path.name if config.model.path else "the bundled model"
     o = config.output
     writes = [
@@ -1140,8 +1142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             for warning in relative_path_warnings(args.config, config):
                 warn(PROG, f"{args.config}: {warning}")
         for warning in idle_warnings(config, list(overrides)):
-            warn(PROG, warning)
-        for warning in secret_warnings(config):
             warn(PROG, warning)
         if getattr(args, "http_token", None):
             warn(
