@@ -645,6 +645,8 @@ class Config:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+            except RecursionError:  # (Python's TOML parser recurses into each nested list)
+                raise ConfigError(f"{path}: not a config: its values are nested too deeply") from None
         try:
             return cls.from_mapping(data, overrides, base=path.parent if path is not None else None)
         except ConfigError as exc:
@@ -793,12 +795,22 @@ def _checked_value(section: str, cls: type, key: str, value: Any) -> Any:
     if key not in fields:
         raise ConfigError(f"unknown key '{section}.{key}' (expected one of {', '.join(sorted(fields))})")
     where = f"{section}.{key}"
-    value = _coerce(value, typing.get_type_hints(cls)[key], where)
+    secret = fields[key].metadata.get("secret")
+    try:
+        value = _coerce(value, typing.get_type_hints(cls)[key], where)
+    except ConfigError:
+        if not secret:
+            raise
+        # (a token of another type was shown whole: token = 98765432101234)
+        kind = {bool: "true or false", int: "number", float: "number", dict: "table", list: "list"}
+        raise ConfigError(
+            f"{where}: expected a string, got a {kind.get(type(value), 'value of another type')}"
+        ) from None
     check = fields[key].metadata.get("check")
     if value is not None and check is not None:
         expected = check(value)
         if expected is not None:
-            shown = _secret_shown(value) if fields[key].metadata.get("secret") else _show(value)
+            shown = _secret_shown(value) if secret else _show(value)
             raise ConfigError(f"{where}: expected {expected}, got {shown}")
     return value
 

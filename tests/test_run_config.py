@@ -772,3 +772,21 @@ def test_secrets_sent_in_clear_or_readable_by_everyone_are_warned_of(tmp_path: P
     cfg.write_text(cfg.read_text().replace('username = "u"', 'username = "u"\ntls = true'))
     assert main(["--check-config", str(cfg)]) == 0
     assert "WARNING" not in capsys.readouterr().err
+
+
+def test_a_token_of_another_type_is_not_shown_and_a_deeply_nested_file_is_one_line(tmp_path: Path, capsys):
+    """A security review: `token = 98765432101234` (or a table) was printed whole in its error,
+    and a file of 5,000 nested lists ended in a RecursionError traceback."""
+    for value, kind in (("98765432101234", "number"), ('{ a = "Sup3rSecretTokenValueX" }', "table")):
+        cfg = tmp_path / "t.toml"
+        cfg.write_text(f'[http]\nlisten = "127.0.0.1:0"\ntoken = {value}\n')
+        assert main(["--check-config", str(cfg)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.endswith(f"http.token: expected a string, got a {kind}"), line
+        assert "98765432101234" not in line and "Sup3r" not in line
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    for argv in (["--check-config", str(deep)], ["--config", str(deep), "--max-frames", "1"]):
+        assert main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == f"edge-run: error: {deep}: not a config: its values are nested too deeply"

@@ -339,6 +339,18 @@ def test_odd_requests_get_plain_answers(tmp_path):
         with socket.create_connection(("127.0.0.1", view.port), timeout=5) as conn:
             conn.sendall(smuggled)
             assert conn.recv(1024).startswith(b"HTTP/1.1 400")
+        # two lengths, the first 0: the rest was served as a second request (a proxy in front
+        # reading the other length would pass it unchecked)
+        doubled = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 18\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", view.port), timeout=5) as conn:
+            conn.sendall(doubled + b"GET /api/status HTTP/1.1\r\n\r\n")
+            answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1") == 1, answer
+        # not to be framed by another site's page
+        assert (
+            headers["X-Frame-Options"] == "DENY"
+            and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        )
         assert (
             get(view.url + "thumb/%C2%B2.jpg")[0] == 404
             and get(view.url + "thumb/" + "9" * 40 + ".jpg")[0] == 404

@@ -1076,7 +1076,7 @@ def relative_path_warnings(path: Path, config: Config) -> list[str]:
 
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return []  # (Config.load has said what is wrong with it)
     out = []
     for key in STATE_PATHS:

@@ -427,8 +427,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         view = self.server.view
+        lengths = self.headers.get_all("Content-Length") or []
         if (
-            self.headers.get("Content-Length", "0").strip() not in ("", "0")
+            any(v.strip() not in ("", "0") for v in lengths)
+            or len(lengths) > 1  # two lengths: a proxy in front may read the other (smuggling)
             or "Transfer-Encoding" in self.headers
         ):
             self.close_connection = True  # a body is not read: it would be taken for the next request
@@ -491,9 +493,7 @@ class _Handler(BaseHTTPRequestHandler):
             if data is None:
                 self._send(HTTPStatus.NOT_FOUND, "no such thumbnail\n", "text/plain")
             else:
-                self._send(
-                    HTTPStatus.OK, data, "image/jpeg", extra={"Cache-Control": "private, max-age=3600"}
-                )
+                self._send(HTTPStatus.OK, data, "image/jpeg", extra={"Cache-Control": "private, no-store"})
         else:
             self._send(HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
 
@@ -505,6 +505,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")  # the page is not to be framed by another site
+        self.send_header("Content-Security-Policy", "frame-ancestors 'none'")
         if "Cache-Control" not in (extra or {}):
             self.send_header("Cache-Control", "no-store")
         for key, value in (extra or {}).items():
