@@ -166,7 +166,12 @@ def test_the_token_guards_everything_but_healthz(station):
     assert code == 303 and headers["Location"] == "./?x=1"  # relative: a proxy's sub-path too
     assert "SameSite=Lax" in headers["Set-Cookie"]  # a link from a wiki or dashboard opens the view
     cookie = headers["Set-Cookie"].split(";")[0]
-    assert "HttpOnly" in headers["Set-Cookie"] and cookie == f"stampline_token={TOKEN}"
+    port = urllib.parse.urlsplit(station).port  # per port: two lines' views on one host kept apart
+    assert "HttpOnly" in headers["Set-Cookie"] and cookie == f"stampline_token_{port}={TOKEN}"
+    assert "Secure" not in headers["Set-Cookie"]  # plain HTTP here; behind an HTTPS proxy, Secure:
+    _, proxied = raw_get(station + f"?token={TOKEN}", {"X-Forwarded-Proto": "https"})
+    assert proxied["Set-Cookie"].endswith("; Secure")
+    assert get(station, {"Cookie": f"stampline_token_{port + 1}={TOKEN}"})[0] == 401  # another line's
     code, _, body = get(station, {"Cookie": cookie})
     assert code == 200 and b"<title>Stampline" in body and TOKEN.encode() not in body
     assert get(station + "api/status", {"Cookie": cookie})[0] == 200

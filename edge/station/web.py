@@ -250,6 +250,12 @@ class WebView:
         return text.replace("{station}", html.escape(self.status.station or "")).encode("utf-8")
 
     @property
+    def cookie_name(self) -> str:
+        """The token's cookie, named for the port: a browser keeps cookies per host, not per port,
+        so two lines' views on one Pi (edge-run@line1, @line2) overwrote each other's."""
+        return f"{COOKIE}_{self.port}"
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
@@ -377,7 +383,7 @@ class WebView:
         scheme, _, credentials = headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() == "bearer":  # (the scheme's name is case-insensitive)
             return hmac.compare_digest(credentials.strip().encode(), self.token.encode()), False
-        cookie = cookie_value(headers.get("Cookie", ""), COOKIE)
+        cookie = cookie_value(headers.get("Cookie", ""), self.cookie_name)
         if cookie is not None:
             return hmac.compare_digest(cookie.encode(), self.token.encode()), False
         return False, False
@@ -462,7 +468,11 @@ class _Handler(BaseHTTPRequestHandler):
         cookie = {}
         if set_cookie:
             # Lax: a link to the view on a wiki or dashboard (another site) opens it; the view only reads
-            cookie["Set-Cookie"] = f"{COOKIE}={view.token}; Path=/; HttpOnly; SameSite=Lax"
+            # (Secure where a proxy in front says the browser came over HTTPS: never sent in clear)
+            https = self.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
+            cookie["Set-Cookie"] = f"{view.cookie_name}={view.token}; Path=/; HttpOnly; SameSite=Lax" + (
+                "; Secure" if https else ""
+            )
             if path in ("/", "/index.html"):  # the token off the address bar (history, screenshots)
                 rest = {k: v for k, v in query.items() if k != "token"}
                 target = "./" + (
