@@ -2036,15 +2036,14 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
         raise DatasetError(f"{subset}: lists no images (expected one image name a line)")
     keys = {parts for _, parts in wanted}
     depth = max((len(parts) for parts in keys), default=1)
-    kept, found = [], set()
-    by_key: dict[tuple[str, ...], list[Record]] = {}
+    kept: list[Record] = []
+    by_key: dict[tuple[str, ...], list[Record]] = {}  # each entry matched -> the images it matched
     for r in records:
         parts = r.image_path.absolute().parts  # an absolute entry matches whatever --data was
         stemmed = (*parts[:-1], r.image_path.stem)  # VOC ImageSets list names without the extension
         hits = {p[-k:] for p in (parts, stemmed) for k in range(1, min(depth, len(parts)) + 1)} & keys
         if hits:
             kept.append(r)
-            found |= hits
             for key in hits:
                 by_key.setdefault(key, []).append(r)
     for n, parts in wanted:  # same-named photos in two folders: which one is meant?
@@ -2056,18 +2055,18 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
                 f"({shown}{', ...' if len(named) > 3 else ''}); give the path of the one meant "
                 f"(e.g. {_rel(named[0].image_path, root)})"
             )
-    missing = [(n, written[n]) for n, parts in wanted if parts not in found]
+    missing = [(n, written[n]) for n, parts in wanted if parts not in by_key]
     if missing:  # a path from another machine (an export's data/obj_train_data/x.jpg, C:\\...\\x.jpg),
         # or a name in another case (RACCOON-1.JPG, as labels find their images): its file name,
         # in any case, where one image of the set has it
         by_name: dict[str, list[Record]] = {}
         for r in records:
-            by_name.setdefault(r.image_path.name.casefold(), []).append(r)
+            by_name.setdefault(_loose_name(r.image_path.name), []).append(r)
         chosen = {id(r) for r in kept}
         left = []
         for n, entry in missing:
             parts = Path(entry.replace("\\", "/")).parts
-            named = by_name.get(parts[-1].casefold(), [])
+            named = by_name.get(_loose_name(parts[-1]), [])
             if len(named) != 1:
                 left.append((n, entry))
             elif id(named[0]) not in chosen:

@@ -112,6 +112,10 @@ class ModelError(RuntimeError):
     """A model that cannot be loaded or run (missing, corrupt, unknown contract, no runtime)."""
 
 
+class NoRuntime(ModelError):
+    """No TFLite runtime to run a model with: the install's (or ``model.runtime``'s), not the model's."""
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     name: str
@@ -128,7 +132,7 @@ def find_runtime(prefer: str | None = None) -> RuntimeInfo:
     if prefer:
         candidates = [c for c in candidates if c[0] == prefer]
         if not candidates:
-            raise ModelError(f"unknown runtime {prefer!r} (expected ai_edge_litert or tflite_runtime)")
+            raise NoRuntime(f"unknown runtime {prefer!r} (expected ai_edge_litert or tflite_runtime)")
     errors = []
     for name, module in candidates:
         try:
@@ -150,7 +154,7 @@ def find_runtime(prefer: str | None = None) -> RuntimeInfo:
         fix = "install it with `pip install ai-edge-litert`, or leave the runtime to choose"
     else:
         fix = "install one with `pip install ai-edge-litert`, or `pip install tflite-runtime 'numpy<2'`"
-    raise ModelError(f"no usable TFLite runtime ({'; '.join(errors)}); {fix}")
+    raise NoRuntime(f"no usable TFLite runtime ({'; '.join(errors)}); {fix}")
 
 
 #: the most interpreter threads a tool or config accepts: more than any board has cores, and a

@@ -633,7 +633,7 @@ class SnapshotSink(_ClosingSink):
         self.failed = 0
         #: flagged products without snapshots: their disk was nearly full (``SNAPSHOT_MIN_FREE``)
         self.low_disk = 0
-        self._resumed = False
+        self._paused = False
         self._made: list[Path] = []
         self._lock_fd: int | None = None
 
@@ -704,8 +704,8 @@ class SnapshotSink(_ClosingSink):
         free = free_bytes(self.folder)
         if free is not None and free < SNAPSHOT_MIN_FREE:  # the verdict log must not starve
             self.low_disk += 1
-            if self.low_disk == 1 or self._resumed:
-                self._resumed = False
+            if not self._paused:
+                self._paused = True
                 _log.warning(
                     "%s: snapshots paused: %.1f MB free on its disk (below %.0f MB, kept for the verdict "
                     "log); they resume when space is freed",
@@ -714,8 +714,8 @@ class SnapshotSink(_ClosingSink):
                     SNAPSHOT_MIN_FREE / 1e6,
                 )
             return
-        if self.low_disk and not self._resumed:
-            self._resumed = True
+        if self._paused:
+            self._paused = False
             _log.warning("%s: snapshots resumed (%d flagged products had none)", self.folder, self.low_disk)
         stamp = dt.datetime.fromtimestamp(v.wall_time, tz=dt.UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
         stem = f"{stamp}_{v.seq:06d}_p{v.product_id}"

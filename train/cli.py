@@ -28,6 +28,7 @@ from edge.cli.common import (
     positive_int,
     tensorflow_problem,
     unit_float,
+    warn,
 )
 from edge.datasets import DatasetError, image_files, load_dataset
 from edge.files import clash, same_path
@@ -455,13 +456,13 @@ def run(args: argparse.Namespace) -> int:
     args.init = chosen
     stale = stale_conversions(args.out) if earlier else []
     if stale:
-        print(f"edge-train: WARNING: {stale_line(args.out, stale)}", file=sys.stderr, flush=True)
+        warn("edge-train", stale_line(args.out, stale))
     import_quietly("tensorflow")
     from train.loop import train_model
 
     status = train_model(args, prep, t_start)
     if stale and status == 0:  # said again where the run's last lines are read
-        print(f"edge-train: WARNING: {stale_line(args.out, stale)}", file=sys.stderr, flush=True)
+        warn("edge-train", stale_line(args.out, stale))
     return status
 
 

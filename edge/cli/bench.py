@@ -218,9 +218,8 @@ def load_config(args: argparse.Namespace) -> Config:
     config = Config.load(args.config, overrides)
     check_source_flags(args, config.source.kind)
     config = with_video_pace(config, args)
-    for warning in idle_warnings(config, list(overrides)):  # the source's: the bench drops the rest
-        if "source." in warning.partition(":")[0]:
-            warn(PROG, warning)
+    for warning in idle_warnings(config, list(overrides), "source"):  # the bench drops the rest
+        warn(PROG, warning)
     # the bench never writes where the station writes: its outputs go to a temporary folder;
     # nor does it drive the station's pins, serve its web view or publish to its broker
     return dataclasses.replace(

@@ -336,18 +336,18 @@ def no_heatmap(detector) -> str:
     )
 
 
-def idle_warnings(config: Config, given: Sequence[str] = ()) -> list[str]:
+def idle_warnings(config: Config, given: Sequence[str] = (), section: str | None = None) -> list[str]:
     """``edge.config.idle_settings`` as lines, each key with its flag when it has one; ``given``:
     the keys set by flags on this command line (the others came from the config file). A file's
     key left unused because a flag chose another source or trigger (a station's config run once
-    on a video) is expected, not said."""
+    on a video) is expected, not said. ``section``: only its keys (``source``)."""
     flags = {key: "--" + dest.replace("_", "-") for dest, key in OVERRIDES.items()}
     if config.source.kind == "video":  # --fps paces a video (with_video_pace)
         flags["source.pace_fps"] = "--fps"
         given = ["source.pace_fps" if key == "source.fps" else key for key in given]
     out = []
     for key, why, because in idle_settings(config):
-        if because in given and key not in given:
+        if (because in given and key not in given) or (section and not key.startswith(f"{section}.")):
             continue
         if key in given and key in flags:
             key = f"{flags[key]} ({key})"
@@ -993,7 +993,7 @@ def config_key_of(message: str, config: Config, overrides: Mapping[str, object])
 def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
     """``--check-config``: the config file at ``path`` (with the flags given) checked as the
     service would find it at its start, and the line saying it is fine."""
-    from edge.runtime import ModelError, TFLiteDetector, model_warnings
+    from edge.runtime import ModelError, NoRuntime, TFLiteDetector, model_warnings
 
     overrides = overrides_from(args)
     config = with_video_pace(Config.load(path, overrides), args)
@@ -1002,7 +1002,7 @@ def check_config(path: Path, args: argparse.Namespace) -> tuple[Config, str]:
         try:  # loaded as the run loads it: a file cut short past its metadata, tensors of another model
             detector = TFLiteDetector(config.model.path, 1, config.model.runtime)
         except ModelError as exc:
-            runtime = "TFLite runtime" in str(exc) or str(exc).startswith("unknown runtime")
+            runtime = isinstance(exc, NoRuntime)
             key = ("model.runtime" if config.model.runtime else "the install") if runtime else "model.path"
             raise ConfigError(f"{key}: {exc}") from None
         check_source_paths(config)

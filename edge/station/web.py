@@ -89,16 +89,14 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         host = client_address[0]
-        with self._per_client_lock:
-            mine = self._per_client.get(host, 0)
-            if mine < MAX_PER_CLIENT:
-                self._per_client[host] = mine + 1
-        if mine >= MAX_PER_CLIENT or not self._slots.acquire(blocking=False):
-            if mine < MAX_PER_CLIENT:
-                self._leave(host)
+        with self._per_client_lock:  # (only this, the accepting thread, adds; handler threads take away)
+            crowded = self._per_client.get(host, 0) >= MAX_PER_CLIENT
+        if crowded or not self._slots.acquire(blocking=False):
             self._refuse(host)
             self.shutdown_request(request)
             return
+        with self._per_client_lock:
+            self._per_client[host] = self._per_client.get(host, 0) + 1
         try:
             super().process_request(request, client_address)
         except BaseException:
