@@ -302,19 +302,29 @@ def test_a_source_too_short_for_the_frames_asked_for_is_reported(tmp_path: Path,
     assert json.loads(out.read_text())["warnings"] == []
 
 
-def test_its_warnings_carry_its_name(tmp_path: Path):
+def test_its_warnings_carry_its_name_and_are_kept_in_the_json(tmp_path: Path):
+    """What the source said while measuring (a photo it could not read) is on stderr once, with the
+    bench's name, and in the report's ``warnings``: a JSON read alone would not know of it."""
     folder = tmp_path / "imgs"
     folder.mkdir()
-    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    for name in "acd":
+        cv2.imwrite(str(folder / f"{name}.jpg"), np.full((120, 160, 3), (40, 90, 160), np.uint8))
     (folder / "b.jpg").write_text("not an image")
+    out = tmp_path / "bench.json"
+    argv = ["--images", str(folder), "--frames", "2", "--warmup", "1", "--json", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli.bench", "--images", str(folder), "--frames", "1"],
+        [sys.executable, "-m", "edge.cli.bench", *argv],
         capture_output=True,
         text=True,
         timeout=120,
     )
     said = [line for line in proc.stderr.splitlines() if "not a readable image" in line]
-    assert said and all(line.startswith("edge-bench: WARNING: ") for line in said), proc.stderr
+    assert len(said) == 1 and said[0].startswith("edge-bench: WARNING: "), proc.stderr
+    report = json.loads(out.read_text())
+    assert [w for w in report["warnings"] if "not a readable image" in w] == [
+        said[0].removeprefix("edge-bench: WARNING: ")
+    ]
+    assert bench.validate_report(report) == []
 
 
 def test_decode_threads_apply_to_video_files_only():

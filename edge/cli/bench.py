@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import platform
@@ -45,6 +46,7 @@ from edge.cli.common import (
     remove_made_folders,
     thread_count,
     warn,
+    warnings_kept,
     write_json,
 )
 from edge.cli.run import (
@@ -70,6 +72,7 @@ from edge.files import clash
 from edge.runtime import REFINE_MODES
 
 PROG = "edge-bench"
+_log = logging.getLogger(__name__)
 #: frames per run at most (--frames, --block, --warmup): each frame's stage times are kept in
 #: memory, about 100 bytes a frame (a million frames: about half an hour as fast as possible here)
 MAX_FRAMES = 1_000_000
@@ -219,7 +222,7 @@ def load_config(args: argparse.Namespace) -> Config:
     check_source_flags(args, config.source.kind)
     config = with_video_pace(config, args)
     for warning in idle_warnings(config, list(overrides), "source"):  # the bench drops the rest
-        warn(PROG, warning)
+        _log.warning("%s", warning)  # logged, so that the report's warnings keep it
     # the bench never writes where the station writes: its outputs go to a temporary folder;
     # nor does it drive the station's pins, serve its web view or publish to its broker
     return dataclasses.replace(
@@ -614,6 +617,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     log_to_stderr(PROG)
+    with warnings_kept() as said:  # what the config and the source say, for the report to keep
+        return _main(args, said)
+
+
+def _main(args: argparse.Namespace, said: list[str]) -> int:
     from edge.bench import format_report
     from edge.pipeline import stop_signals
     from edge.runtime import ModelError
@@ -652,13 +660,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         remove_made_folders()
         print(f"{PROG}: interrupted before anything was measured; nothing written", file=sys.stderr)
         return 130
+    own = list(report["warnings"])  # the others are on stderr already
+    report["warnings"] += said
     if args.json is not None:  # first: a reader of the table that goes away must not lose it
         try:
             write_json(args.json, report)
         except OSError as exc:
             return fail(PROG, exc)
     print(format_report(report), flush=True)
-    for warning in report["warnings"]:
+    for warning in own:
         warn(PROG, warning)
     return 130 if report["interrupted"] else 0
 

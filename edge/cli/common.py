@@ -94,6 +94,25 @@ def log_to_stderr(prog: str, verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
+@contextlib.contextmanager
+def warnings_kept(name: str = "edge"):
+    """The texts of the warnings the logger ``name`` and its children give inside the block (they
+    are logged as usual too): for a report that must hold what stderr said (edge-bench's JSON)."""
+    kept: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record.getMessage())
+
+    handler = _Keep(logging.WARNING)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield kept
+    finally:
+        logger.removeHandler(handler)
+
+
 #: the exit status of a tool whose reader went away (``edge-eval ... | head -1``), as a C tool
 #: killed by SIGPIPE gives
 PIPE_CLOSED = 128 + 13
