@@ -1088,7 +1088,6 @@ class _Product:
     fullest: tuple[float, Frame, Prediction] | None = None
     truths: Counter = field(default_factory=Counter)
     truth_of: dict = field(default_factory=dict)
-    hits: int = 0
 
 
 def expect_problem(expect: str, labels: Sequence[str], class_head: bool = True) -> str | None:
@@ -1139,8 +1138,21 @@ class Decider:
         return self._current.pid if self._current is not None else None
 
     def hits_so_far(self) -> int:
-        """Frames of the product in progress that saw the stamp (for the overlay)."""
-        return self._current.hits if self._current is not None else 0
+        """Frames of the product in progress that saw the stamp among those its verdict would
+        judge if it ended now (for the overlay: it counted every frame, and a product shown
+        "inspecting (3 hits)" could end MISSING with 1 hit in its log)."""
+        if self._current is None:
+            return 0
+        return sum(s.presence >= self.threshold for s in self._judged(self._current.seen))
+
+    def _judged(self, seen: Sequence[_Seen]) -> list[_Seen]:
+        """The frames a verdict rests on: those whose occupancy is at least ``judge_share`` of
+        the fullest view's (all of them when the trigger gives no occupancy)."""
+        occs = [s.occupancy for s in seen if s.occupancy is not None]
+        if not occs:
+            return list(seen)
+        floor = self.config.judge_share * max(occs)
+        return [s for s in seen if s.occupancy is None or s.occupancy >= floor]
 
     def update(self, frame: Frame, state: TriggerState, prediction: Prediction | None) -> Verdict | None:
         """Add this frame to its product; a Verdict when a product ended with it (or, the frames
@@ -1193,7 +1205,6 @@ class Decider:
                 state.leaving,
             )
         )
-        cur.hits += pred.presence >= self.threshold
         occ = state.occupancy if state.occupancy is not None else 1.0
         if cur.fullest is None or occ > cur.fullest[0]:
             cur.fullest = (occ, frame, pred)
@@ -1213,12 +1224,7 @@ class Decider:
 
     def _judge(self, product: _Product, interrupted_s: float | None = None) -> Verdict:
         seen = product.seen
-        occs = [s.occupancy for s in seen if s.occupancy is not None]
-        if occs:
-            floor = self.config.judge_share * max(occs)
-            judged = [s for s in seen if s.occupancy is None or s.occupancy >= floor]
-        else:
-            judged = list(seen)
+        judged = self._judged(seen)
         hits = sum(s.presence >= self.threshold for s in judged)
         need = min(max(self.config.min_hits, math.ceil(self.config.min_hit_share * len(judged))), len(judged))
         outcome = Outcome.OK if hits >= need else Outcome.MISSING

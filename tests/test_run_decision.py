@@ -78,6 +78,22 @@ def test_judged_frames_are_those_where_the_product_fills_the_region():
     assert v.evidence is not None and v.evidence.index == 3
 
 
+def test_the_hits_shown_while_inspecting_are_those_the_verdict_would_count():
+    """The overlay's "inspecting (N hits)": the frames entering the region saw the stamp (false
+    hits), the full views not; N drops to what the verdict will count once fuller views come."""
+    decider = Decider(0.5, DecisionConfig(min_hits=2, judge_share=0.8))
+    presences = [0.9, 0.8, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9]
+    occupancies = [0.5, 0.6, 0.9, 0.95, 0.93, 0.9, 0.55, 0.5]
+    shown = []
+    for i, (p, occ) in enumerate(zip(presences, occupancies, strict=True)):
+        decider.update(frame(i), TriggerState(product=7, occupancy=occ), pred(p))
+        shown.append(decider.hits_so_far())
+    assert shown == [1, 2, 0, 0, 0, 0, 0, 0]  # the entering views count until a fuller one comes
+    verdict = decider.update(frame(8), TriggerState(ended=7, occupancy=0.0), None)
+    assert verdict is not None and verdict.hits == shown[-1] == 0
+    assert decider.hits_so_far() == 0  # no product in progress
+
+
 def test_ok_evidence_is_the_best_judged_frame_and_seq_counts_on():
     decider = Decider(0.5, DecisionConfig(), first_seq=41)
     verdicts = []
