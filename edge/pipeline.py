@@ -21,7 +21,7 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -147,6 +147,29 @@ FLAG_LINES_PER_S = 5
 #: products seen too briefly (``edge.decision.seen_too_briefly``) are said at once, then at most
 #: every this many seconds, with a count
 FEW_FRAMES_EVERY_S = 60.0
+
+
+class FrameRate:
+    """Frames per second over the last ``window_s`` of capture times: after a stall the burst of
+    frames that catches up counts with the stall it followed (a mean of 1/dt over frames, as the
+    overlay had, showed the burst's rate, some hundreds of fps, for a camera that had stopped)."""
+
+    def __init__(self, window_s: float = 2.0):
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def add(self, t_capture: float) -> None:
+        times = self._times
+        if times and t_capture < times[-1]:  # a clock that went back (a new source): start again
+            times.clear()
+        times.append(t_capture)
+        while len(times) > 2 and times[1] <= t_capture - self.window_s:
+            times.popleft()
+
+    @property
+    def fps(self) -> float:
+        span = self._times[-1] - self._times[0] if len(self._times) > 1 else 0.0
+        return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
 class FewFrames:
@@ -571,8 +594,7 @@ class Pipeline:
         first_index = last_index = None
         last_verdict: Verdict | None = None
         verdict_at = 0.0  # the line's time of the frame last_verdict was given on
-        fps_ema = 0.0
-        t_prev_frame: float | None = None
+        rate = FrameRate()
         ready = False
         t_start = time.monotonic()
         end = "end of stream"
@@ -587,7 +609,7 @@ class Pipeline:
                 interrupted += 1
                 _log.warning("%s", interrupted_line(verdict))
             elif self.few_frames is not None:
-                self.few_frames.add(verdict, state, fps_ema, self.source.stats.dropped)
+                self.few_frames.add(verdict, state, rate.fps, self.source.stats.dropped)
             if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
                 self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
             if self.truth is not None:
@@ -682,11 +704,7 @@ class Pipeline:
             if verdict is not None:
                 given(verdict, state)
                 verdict_at = frame.t_on_line
-            if t_prev_frame is not None:
-                dt = frame.t_capture - t_prev_frame
-                if dt > 0:
-                    fps_ema = 1.0 / dt if fps_ema == 0 else 0.9 * fps_ema + 0.1 / dt
-            t_prev_frame = frame.t_capture
+            rate.add(frame.t_capture)
             # the verdict shown, held from its frame (counted from its evidence frame, a product
             # slow to leave after its fullest view was never shown judged)
             if last_verdict is not None and frame.t_on_line - verdict_at > VERDICT_HOLD_S:
@@ -704,7 +722,7 @@ class Pipeline:
                     missing=verdict_counts[Outcome.MISSING],
                     wrong=verdict_counts[Outcome.WRONG],
                     expect=getattr(self.decider, "expect", None),
-                    fps=fps_ema,
+                    fps=rate.fps,
                     latency_ms=float(latencies[(frames - 1) % LATENCY_WINDOW]) if frames else 0.0,
                     learning=state.learning,
                     held=state.held is not None,
@@ -742,7 +760,7 @@ class Pipeline:
                 ready = True
             self.notifier.watchdog(
                 time.monotonic(),
-                lambda fps=fps_ema: (
+                lambda fps=rate.fps: (
                     f"{verdict_counts.total()} inspected, {verdict_counts[Outcome.MISSING]} missing, "
                     + (f"{verdict_counts[Outcome.WRONG]} wrong, " if verdict_counts[Outcome.WRONG] else "")
                     + f"{fps:.1f} fps"
