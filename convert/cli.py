@@ -577,7 +577,7 @@ def run(args: argparse.Namespace) -> int:
     side = keras_sidecar(args.model)
     kind = infer_kind(model)
     labels = tuple(side.get("labels") or contract.DEFAULT_LABELS)
-    problem = keras_model_problem(args.model, model, labels)
+    problem = keras_model_problem(args.model, model, labels, side.get("kind"))
     if problem:
         raise ConversionError(problem)
     threshold = (

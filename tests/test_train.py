@@ -1135,6 +1135,19 @@ def test_edge_eval_refuses_a_keras_model_edge_convert_refuses(tmp_path, capsys):
             "class output has 3 labels, model.json lists 2",
         ),
         (build(tmp_path / "sidecar", sidecar="{not json"), "model.json: not valid JSON"),
+        # a model.json that does not fit its model, or holds a key of the wrong form: edge-convert
+        # wrote the first into a .tflite that every edge-run refused, the others were tracebacks
+        (
+            build(tmp_path / "headless", sidecar='{"kind": "box", "labels": ["qc-passed", "inspected"]}'),
+            "model.json lists 2 labels (qc-passed, inspected), but the model has no 'class' output",
+        ),
+        (build(tmp_path / "letters", sidecar='{"labels": "stamp"}'), "model.json: labels: labels must be"),
+        (
+            build(tmp_path / "high", sidecar='{"threshold": "high"}'),
+            "model.json: threshold: expected a number",
+        ),
+        (build(tmp_path / "prov", sidecar='{"provenance": [1, 2]}'), "model.json: provenance: expected an"),
+        (build(tmp_path / "kind", sidecar='{"kind": "center"}'), "model.json says kind 'center', but the"),
     ]
     plain = tmp_path / "sequential"  # a Sequential model never called: no output to name (an AttributeError)
     plain.mkdir()
@@ -1149,6 +1162,15 @@ def test_edge_eval_refuses_a_keras_model_edge_convert_refuses(tmp_path, capsys):
         assert evaluate.main(["--model", str(model), "--data", str(data)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+    from convert import cli as convert_cli
+
+    for model, message in cases[4:]:  # what edge-convert refuses alike (before converting)
+        out = model.with_suffix(".tflite")
+        argv = [str(model), "--out", str(out), "--quiet", "--no-verify", "--calibration", str(data)]
+        assert convert_cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists()
 
 
 def test_edge_eval_reads_photos_in_runs_bounded_by_their_decoded_size():

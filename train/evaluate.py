@@ -102,7 +102,7 @@ def load_detector(path: Path, threads: int = 1, runtime: str | None = None):
         except (CliError, ValueError) as exc:
             raise ModelError(str(exc)) from None
         labels = tuple(info.get("labels") or contract.DEFAULT_LABELS)
-        problem = keras_model_problem(path, model, labels)
+        problem = keras_model_problem(path, model, labels, info.get("kind"))
         if problem:
             raise ModelError(problem)
         kind = info.get("kind") or contract.kind_of_outputs(model.output_names)

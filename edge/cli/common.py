@@ -240,12 +240,38 @@ def keras_sidecar(model_path: Path) -> dict:
         ) from None
     if not isinstance(data, dict):
         raise CliError(f"{side}: expected a JSON object (the model.json edge-train writes beside its model)")
+    if problem := _sidecar_problem(data):
+        raise CliError(f"{side}: {problem} (the model.json edge-train writes beside its model)")
     return data
 
 
-def keras_model_problem(path: Path, model, labels: Sequence[str] | None = None) -> str | None:
-    """Why a loaded Keras ``model`` is not a Stampline model (for ``labels``, its model.json's,
-    when given): a message naming the file, or None."""
+def _sidecar_problem(data: dict) -> str | None:
+    """What is wrong with the keys of a ``model.json`` (None: nothing): each is optional, and
+    read as the embedded metadata's key of the same name would be."""
+    labels = data.get("labels")
+    if labels is not None:
+        try:
+            contract.ModelMetadata(labels=labels)
+        except contract.ContractError as exc:
+            return f"labels: {exc}"
+    kind = data.get("kind")
+    if kind is not None and kind not in contract.KIND_OUTPUTS:
+        return f"kind: expected one of {', '.join(contract.KIND_OUTPUTS)}, got {kind!r}"
+    threshold = data.get("threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1
+    ):
+        return f"threshold: expected a number between 0 and 1, got {threshold!r}"
+    if not isinstance(data.get("provenance", {}), dict):
+        return f"provenance: expected an object, got {data['provenance']!r}"
+    return None
+
+
+def keras_model_problem(
+    path: Path, model, labels: Sequence[str] | None = None, kind: str | None = None
+) -> str | None:
+    """Why a loaded Keras ``model`` is not a Stampline model (for ``labels`` and ``kind``, its
+    model.json's, when given): a message naming the file, or None."""
     try:  # (a Sequential model never called has no output: not ours either)
         names = list(model.output_names) if isinstance(model.output, dict) else []
     except (AttributeError, ValueError):
@@ -265,6 +291,23 @@ def keras_model_problem(path: Path, model, labels: Sequence[str] | None = None) 
         return (
             f"{path}: class output has {model.output[contract.CLASS].shape[-1]} labels, "
             f"model.json lists {len(labels)}"
+        )
+    if kind is not None and not (
+        set(contract.KIND_OUTPUTS[kind][0]) <= set(names)
+        or set(contract.KIND_DIRECT_OUTPUTS.get(kind, (None,))) <= set(names)
+    ):
+        return f"{path}: model.json says kind {kind!r}, but the model's outputs {sorted(names)} are not one's"
+    kind = kind or contract.kind_of_outputs(names)
+    if (
+        labels is not None
+        and len(labels) > 1
+        and kind is not None
+        and contract.CLASS in contract.KIND_OUTPUTS[kind][1]
+        and contract.CLASS not in names
+    ):
+        return (
+            f"{path}: model.json lists {len(labels)} labels ({', '.join(labels)}), but the model has no "
+            f"{contract.CLASS!r} output to tell them apart"
         )
     return None
 
