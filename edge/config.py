@@ -635,18 +635,7 @@ class Config:
         data: Mapping[str, Any] = {}
         if path is not None:
             path = Path(path)
-            try:
-                text = path.read_text(encoding="utf-8-sig")  # Notepad may start it with a BOM
-            except FileNotFoundError:
-                raise ConfigError(f"{path}: config file not found") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{path}: cannot read config ({exc})") from None
-            try:
-                data = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-            except RecursionError:  # (Python's TOML parser recurses into each nested list)
-                raise ConfigError(f"{path}: not a config: its values are nested too deeply") from None
+            data = read_config_file(path)
         try:
             return cls.from_mapping(data, overrides, base=path.parent if path is not None else None)
         except ConfigError as exc:
@@ -656,6 +645,23 @@ class Config:
             if path is None:
                 raise
             raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A config file's TOML as it is written (no defaults, nothing checked); ConfigError naming
+    the file when it cannot be read or is not TOML."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # Notepad may start it with a BOM
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:  # (Python's TOML parser recurses into each nested list)
+        raise ConfigError(f"{path}: not a config: its values are nested too deeply") from None
 
 
 #: source keys and the source kinds that read them (the rest are read by every kind)

@@ -584,6 +584,11 @@ def test_a_relative_log_path_left_in_the_working_directory_by_an_older_version_i
     )
     assert f"the working directory holds {var / 'verdicts.jsonl'}" in err
     assert f"writes verdicts {etc / 'verdicts.jsonl'})" in out
+    # the same file saved by Notepad (a BOM): the same warning (its second reading dropped it)
+    bom = etc / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())
+    (said,) = relative_path_warnings(bom, Config.load(bom))
+    assert "output.events = 'verdicts.jsonl' is taken from the config file's folder" in said
     # once the log is where the config says (or the path absolute), nothing to say
     (etc / "verdicts.jsonl").write_text('{"seq": 1}\n')
     assert relative_path_warnings(config, Config.load(config)) == []

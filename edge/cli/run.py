@@ -54,6 +54,7 @@ from edge.config import (
     idle_settings,
     parse_endpoint,
     pin_key,
+    read_config_file,
     secret_warnings,
 )
 from edge.files import clash, file_in_the_way, same_path
@@ -1072,11 +1073,9 @@ def relative_path_warnings(path: Path, config: Config) -> list[str]:
     from the working directory): where the working directory holds it and the file's folder does
     not (a station upgraded from then, its verdict log in /var/lib/stampline), say so, lest the
     numbering start again at 1 in a new log."""
-    import tomllib
-
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        raw = read_config_file(Path(path))  # as Config.load read it (a BOM too)
+    except ConfigError:
         return []  # (Config.load has said what is wrong with it)
     out = []
     for key in STATE_PATHS:
