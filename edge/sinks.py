@@ -185,6 +185,18 @@ def _valid_record(rec: object) -> bool:
     )
 
 
+def parse_verdict_line(line: bytes) -> dict | None:
+    """The record of one line of the verdict log (without or with its newline), None when it is
+    not a whole verdict record (torn, not JSON, not an object, or without whole, non-negative
+    ``seq`` and ``product_id``): the one reading of a line that the log, its restarts and the
+    MQTT publisher share."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return rec if _valid_record(rec) else None
+
+
 def read_last_record(path: Path) -> dict | None:
     """The last complete, well-formed verdict line of a log (None if there is none); lines that
     do not parse or lack whole-number ``seq`` and ``product_id`` are passed over."""
@@ -200,11 +212,7 @@ def last_record_in(fd: int) -> dict | None:
     size = os.fstat(fd).st_size
     tail = os.pread(fd, TAIL_BYTES, max(size - TAIL_BYTES, 0))
     for line in reversed(tail.split(b"\n")):
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if _valid_record(rec):
+        if (rec := parse_verdict_line(line)) is not None:
             return rec
     return None
 
@@ -240,11 +248,9 @@ def not_a_verdict_log(path: Path) -> str | None:
     if end < 0:  # one line: a first record torn anywhere (even within its first key), or not a log
         torn = head.startswith(RECORD_START) or RECORD_START.startswith(head)
         return None if torn and len(head) < TAIL_BYTES else "not a verdict log"
-    try:
-        first = json.loads(head[:end])
-    except (ValueError, RecursionError):
-        first = None
-    return None if _valid_record(first) else "not a verdict log (its first line is not a verdict record)"
+    if parse_verdict_line(head[:end]) is not None:
+        return None
+    return "not a verdict log (its first line is not a verdict record)"
 
 
 def rotated_log(path: Path, i: int) -> Path:
@@ -280,17 +286,6 @@ def rotated_files(path: Path) -> tuple[dict[int, int], list[Path]]:
         except OSError:
             continue
     return files, odd
-
-
-def _whole_record(line: bytes) -> bool:
-    """``line`` is a whole verdict record (JSON with its sequence and product numbers)."""
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        return False
-    return (
-        isinstance(rec, dict) and isinstance(rec.get("seq"), int) and isinstance(rec.get("product_id"), int)
-    )
 
 
 class VerdictLog(_ClosingSink):
@@ -495,7 +490,7 @@ class VerdictLog(_ClosingSink):
                 keep = size - len(tail) + cut + 1 if cut >= 0 else 0
                 f.seek(keep)
                 fragment = f.read()
-                if _whole_record(fragment):
+                if parse_verdict_line(fragment) is not None:
                     f.seek(0, os.SEEK_END)
                     f.write(b"\n")
                     f.flush()

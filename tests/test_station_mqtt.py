@@ -386,6 +386,21 @@ def test_an_unreachable_broker_does_not_stop_the_inspection(tmp_path, caplog):
     )
 
 
+def test_a_state_file_pointing_after_a_line_that_is_not_a_verdict_scans_the_log(tmp_path, caplog):
+    """The line before the state's offset is JSON but no verdict record (a bare number): the state
+    does not match, the log is read again from its start (it was an AttributeError in the
+    publisher's thread: no verdict ever sent)."""
+    events = tmp_path / "verdicts.jsonl"
+    records = [json.dumps({"seq": n, "product_id": n, "result": "OK"}) for n in (1, 2, 3)]
+    events.write_text("5\n" + "\n".join(records) + "\n")
+    (tmp_path / "verdicts.jsonl.mqtt").write_text(json.dumps({"seq": 5, "offset": 2}) + "\n")
+    cfg = MqttConfig(broker=f"127.0.0.1:{free_port()}", station="line9", reconnect_max_s=0.5)
+    with caplog.at_level(logging.WARNING, logger="edge.station.mqtt"):
+        with VerdictPublisher(cfg, events) as pub:
+            assert pub.unsent_at_start == 3  # seq 5 is above the log's 3: it started again, all go
+    assert "does not match the verdict log; scanning the log" in caplog.text
+
+
 @needs_model
 def test_a_broker_that_drops_each_connection_at_once_is_not_hammered(tmp_path, caplog):
     """A broker (or a firewall) that accepts and closes: the reconnects back off as after a

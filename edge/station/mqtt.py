@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import MqttConfig, parse_endpoint
-from edge.sinks import FrameResult, last_record_in, rotated_files, rotated_log
+from edge.sinks import FrameResult, last_record_in, parse_verdict_line, rotated_files, rotated_log
 from edge.station.common import StationError, missing, read_secret
 from edge.station.status import StationStatus
 
@@ -351,12 +351,8 @@ class LogFollower:
 
 def _seq_of(line: bytes) -> int | None:
     """The ``seq`` of a whole verdict line, else None."""
-    if not line.endswith(b"\n"):
-        return None
-    try:
-        return int(json.loads(line)["seq"])
-    except (ValueError, KeyError, TypeError):
-        return None
+    rec = parse_verdict_line(line) if line.endswith(b"\n") else None
+    return rec["seq"] if rec is not None else None
 
 
 def _line_before(path: Path, offset: int) -> dict | None:
@@ -372,11 +368,7 @@ def _line_before(path: Path, offset: int) -> dict | None:
         return None
     if not data.endswith(b"\n"):
         return None
-    line = data[:-1].rsplit(b"\n", 1)[-1]
-    try:
-        return json.loads(line)
-    except ValueError:
-        return None
+    return parse_verdict_line(data[:-1].rsplit(b"\n", 1)[-1])
 
 
 class VerdictPublisher:
