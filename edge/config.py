@@ -805,7 +805,7 @@ def _checked_value(section: str, cls: type, key: str, value: Any) -> Any:
     try:
         value = _coerce(value, typing.get_type_hints(cls)[key], where)
     except ConfigError:
-        if not secret:
+        if not secret or value == "":  # (an empty secret has nothing to hide)
             raise
         # (a token of another type was shown whole: token = 98765432101234)
         kind = {bool: "true or false", int: "number", float: "number", dict: "table", list: "list"}

@@ -1845,6 +1845,11 @@ def load_stamp(path: PathLike, label: str | None = None) -> Stamp:
             ]
     if max(img.shape[:2]) > MAX_STAMP_PICTURE:  # a phone's 4000x3000 photo: 7 s to key out, 48 MB kept
         f = MAX_STAMP_PICTURE / max(img.shape[:2])
+        if min(img.shape[:2]) * f < 8:  # a line, not a stamp (20000x20: it would be 2 px thin)
+            raise ValueError(
+                f"stamp image {p}: is {img.shape[1]}x{img.shape[0]} px, too long and thin for a stamp "
+                f"(shrunk to {MAX_STAMP_PICTURE} px on its longer side it would be under 8 px on the other)"
+            )
         img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
     if img.ndim == 2:
         img = img[..., None]

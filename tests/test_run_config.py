@@ -789,6 +789,10 @@ def test_a_token_of_another_type_is_not_shown_and_a_deeply_nested_file_is_one_li
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line.endswith(f"http.token: expected a string, got a {kind}"), line
         assert "98765432101234" not in line and "Sup3r" not in line
+    cfg.write_text('[http]\nlisten = "127.0.0.1:0"\ntoken = ""\n')  # a string: not "of another type"
+    assert main(["--check-config", str(cfg)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("http.token: expected a non-empty string, got ''"), line
     deep = tmp_path / "deep.toml"
     deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
     for argv in (["--check-config", str(deep)], ["--config", str(deep), "--max-frames", "1"]):

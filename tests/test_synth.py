@@ -870,6 +870,10 @@ def test_stamp_folders_say_what_they_skip_and_odd_names_are_refused(tmp_path: Pa
     cv2.imwrite(str(tmp_path / "dot.png"), np.full((3, 3, 4), 255, np.uint8))
     with pytest.raises(ValueError, match=r"dot.png: is 3x3 px, expected at least 8x8"):
         load_stamp(tmp_path / "dot.png")
+    line = np.zeros((20, 20000, 3), np.uint8)  # a rule, not a stamp: under 8 px once shrunk
+    cv2.imwrite(str(tmp_path / "rule.png"), line)
+    with pytest.raises(ValueError, match=r"rule.png: is 20000x20 px, too long and thin for a stamp"):
+        load_stamp(tmp_path / "rule.png")
 
 
 def test_a_stamp_every_varied_try_makes_invisible_is_inked_in_full_rather_than_ending_training():
