@@ -37,6 +37,7 @@ from edge.cli.common import (
     OneLineParser,
     check_output_file,
     fail,
+    interrupt,
     keras_file_problem,
     keras_model_problem,
     keras_sidecar,
@@ -636,7 +637,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConversionError(f"converted model needs non-builtin ops {bad_ops}; the device cannot run it")
     report: dict = {"mode": args.mode, "ops": ops}
     meta_args = dict(kind=kind, labels=labels, threshold=threshold)
-    fd, tmp_name = tempfile.mkstemp(suffix=".tflite", dir=args.out.parent)
+    # hidden, and removed on any error or stop (a stale .tflite to edge-train's --overwrite check)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{args.out.stem}.", suffix=".partial.tflite", dir=args.out.parent
+    )
     tmp = Path(tmp_name)
     try:
         if not args.no_verify:
@@ -828,8 +832,11 @@ def print_report(report: dict, loc: str, log) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_to_stderr("edge-convert")
+    from edge.pipeline import stop_signals
+
     try:
-        return run(args)
+        with stop_signals(interrupt):  # SIGTERM (timeout, kill) as Ctrl-C: its temporary file removed
+            return run(args)
     except (CliError, ConversionError, DatasetError, ModelError, contract.ContractError, OSError) as exc:
         return fail("edge-convert", exc)
     except KeyboardInterrupt:

@@ -929,3 +929,35 @@ def test_rounding_for_the_output_beats_nearest_rounding_and_the_converter_keeps_
     np.testing.assert_array_equal(
         interp.get_tensor(kernel["index"])[:, 0, 0, :], np.round(pw_grid).T.astype(np.int8)
     )
+
+
+def test_sigterm_while_proving_leaves_nothing_and_says_so(tiny_model_dir, blob_voc_dir, tmp_path):
+    """SIGTERM (timeout, kill) during the minutes of the proof: it killed edge-convert with its
+    temporary .tflite left beside the output (which edge-train's --overwrite then named as a
+    stale conversion). Now it ends as Ctrl-C does: nothing written, status 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [sys.executable, "-m", "convert.cli", str(tiny_model_dir / "model.keras"), "--out"]
+    argv += [str(out / "m.tflite"), "--calibration", str(blob_voc_dir), "--val", str(blob_voc_dir)]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 240
+        while (
+            not list(out.glob(".m.*.partial.tflite")) and time.monotonic() < deadline and proc.poll() is None
+        ):
+            time.sleep(0.02)
+        assert list(out.glob(".m.*.partial.tflite")), (
+            proc.stderr.read() if proc.poll() is not None else "none"
+        )
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.rstrip().endswith("edge-convert: interrupted; nothing written"), err
+    assert list(out.iterdir()) == []

@@ -928,7 +928,10 @@ def test_the_contact_sheet_draws_truth_green_prediction_red_and_names_a_wrong_va
     assert len(xs) > 20 and abs(xs.mean() - 0.19 * cell) <= 2 and abs(ys.mean() - 0.11 * 144) <= 2
 
 
-def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_path, stop):
+    """Ctrl-C, or SIGTERM (timeout, kill: it ended the training with nothing but the checkpoint,
+    no reports, and a model.json of that step at best)."""
     import signal
     import subprocess
     import sys
@@ -951,7 +954,7 @@ def test_ctrl_c_keeps_the_best_checkpoint_with_its_model_json_and_reports(tmp_pa
             proc.stderr.read() if proc.poll() is not None else "no checkpoint"
         )
         time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop))
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()

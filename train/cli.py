@@ -20,6 +20,7 @@ from edge.cli.common import (
     OneLineParser,
     fail,
     import_quietly,
+    interrupt,
     keras_file_problem,
     log_to_stderr,
     make_folder,
@@ -469,7 +470,7 @@ def run(args: argparse.Namespace) -> int:
 def stale_conversions(out: Path) -> list[str]:
     """The converted models in an earlier run's folder (edge-convert's ``--out`` beside it): they
     are the earlier model's, and --overwrite trains a new one beside them."""
-    return sorted(p.name for p in out.glob("*.tflite") if p.is_file())
+    return sorted(p.name for p in out.glob("*.tflite") if p.is_file() and not p.name.startswith("."))
 
 
 def stale_line(out: Path, stale: Sequence[str]) -> str:
@@ -487,8 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     log_to_stderr("edge-train")
     if args.steps is not None and args.epochs is not None:
         parser.error("give --steps or --epochs, not both")
+    from edge.pipeline import stop_signals
+
     try:
-        return run(args)
+        with stop_signals(interrupt):  # SIGTERM (timeout, kill) as Ctrl-C: the best checkpoint kept
+            return run(args)
     except (CliError, DatasetError, ValueError, FileNotFoundError) as exc:
         return fail("edge-train", exc)
     except KeyboardInterrupt:

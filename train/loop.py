@@ -94,6 +94,8 @@ def make_dataset(pool, output_names, batch_size: int, seed: int):
 #: run continued from a trained one (lr 0.001, 26,000 steps) stopped at step 10,800 after 8
 #: validations without a better one, with most of the decay still ahead.
 PATIENCE_FROM = 0.5
+#: the signals that stop a training as Ctrl-C does (the best checkpoint kept)
+STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 class WeightAverage:
@@ -137,16 +139,17 @@ class WeightAverage:
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Ctrl-C (SIGINT) waits until the block is done, then interrupts as usual."""
+    """Ctrl-C (SIGINT) or SIGTERM waits until the block is done, then interrupts as Ctrl-C."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda sig, _frame: got.append(sig))
+    old = {sig: signal.signal(sig, lambda sig, _frame: got.append(sig)) for sig in STOPS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if got:
         raise KeyboardInterrupt
 

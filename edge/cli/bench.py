@@ -38,6 +38,7 @@ from edge.cli.common import (
     check_output_file,
     fail,
     int_up_to,
+    interrupt,
     log_to_stderr,
     non_negative_int,
     number,
@@ -608,10 +609,6 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     }
 
 
-def _interrupt(signal_name: str) -> None:
-    raise KeyboardInterrupt(signal_name)
-
-
 @pipe_closed_quietly
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
@@ -652,7 +649,7 @@ def _main(args: argparse.Namespace, said: list[str]) -> int:
             inputs, images = read_paths(config, args.config, args.models or ())
             if problem := clash([("--json", args.json)], inputs, images):
                 raise CliError(problem)
-        with stop_signals(_interrupt):  # SIGTERM (systemctl stop, timeout) wherever it comes: as Ctrl-C
+        with stop_signals(interrupt):  # SIGTERM (systemctl stop, timeout) wherever it comes: as Ctrl-C
             report = bench(args, config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:
         return fail(PROG, exc)

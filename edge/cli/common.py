@@ -113,6 +113,12 @@ def warnings_kept(name: str = "edge"):
         logger.removeHandler(handler)
 
 
+def interrupt(signal_name: str) -> None:
+    """The ``on_stop`` of ``edge.pipeline.stop_signals`` for a tool that ends on a stop signal as on
+    Ctrl-C: SIGTERM (``timeout``, ``kill``, ``systemctl stop``) then runs its clean-up too."""
+    raise KeyboardInterrupt(signal_name)
+
+
 #: the exit status of a tool whose reader went away (``edge-eval ... | head -1``), as a C tool
 #: killed by SIGPIPE gives
 PIPE_CLOSED = 128 + 13
