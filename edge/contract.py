@@ -118,6 +118,18 @@ def kind_of_outputs(names: Sequence[str]) -> str | None:
     return None
 
 
+def has_class_head(kind: str, n_labels: int) -> bool:
+    """Whether a model of ``kind`` with ``n_labels`` labels carries the ``class`` output (its
+    scores over the stamp variants): models of a kind that may have one (box), of two or more
+    labels. The one rule for training, conversion, evaluation and the runtime."""
+    return CLASS in KIND_OUTPUTS[kind][1] and n_labels > 1
+
+
+def class_width(kind: str, n_labels: int) -> int:
+    """The width of a model's class output, 1 where it has none (``build_model``'s ``n_classes``)."""
+    return n_labels if has_class_head(kind, n_labels) else 1
+
+
 DEFAULT_LABELS = ("stamp",)
 DEFAULT_THRESHOLD = 0.5
 #: the runtime's second looks at a frame (``edge.runtime.look_again``): ``refine`` in a model's
@@ -314,8 +326,8 @@ class ModelMetadata:
 
     @staticmethod
     def default_outputs(kind: str, n_labels: int) -> dict[str, str]:
-        required, optional = KIND_OUTPUTS[kind]
-        names = list(required) + [o for o in optional if o == CLASS and n_labels > 1]
+        required = KIND_OUTPUTS[kind][0]
+        names = list(required) + ([CLASS] if has_class_head(kind, n_labels) else [])
         return {name: OUTPUT_MEANINGS[name] for name in names}
 
     def with_outputs(self, available: Sequence[str]) -> ModelMetadata:
@@ -323,7 +335,8 @@ class ModelMetadata:
         the direct-regression one."""
         direct = KIND_DIRECT_OUTPUTS.get(self.kind)
         if direct and all(n in available for n in direct) and not set(self.outputs) <= set(available):
-            names = [*direct, *([CLASS] if CLASS in available and len(self.labels) > 1 else [])]
+            head = CLASS in available and has_class_head(self.kind, len(self.labels))
+            names = [*direct, *([CLASS] if head else [])]
             return replace(self, outputs={n: OUTPUT_MEANINGS[n] for n in names})
         return self
 

@@ -333,3 +333,16 @@ def test_a_missed_object_has_no_centre_on_the_device_though_its_unshown_centre_i
     assert m["center_within_0_05_found"] == pytest.approx(0.5)
     assert m["center_error_mean"] == pytest.approx(0.0) and m["iou_mean"] == pytest.approx(1.0)
     assert summarize(preds, truths, 0.25)["center_within_0_05_found"] == pytest.approx(1.0)
+
+
+def test_the_class_head_rule_is_the_contracts_and_its_outputs_follow_it():
+    """A class output (the variants' scores) belongs to box models of two or more labels: the one
+    rule training, conversion and the runtime read (re-derived in five places before)."""
+    assert contract.has_class_head("box", 3) and contract.class_width("box", 3) == 3
+    assert not contract.has_class_head("box", 1) and contract.class_width("box", 1) == 1
+    for kind in ("center", "cam"):
+        assert not contract.has_class_head(kind, 3) and contract.class_width(kind, 3) == 1
+    for kind in contract.KIND_OUTPUTS:
+        for n in (1, 2, 4):
+            outputs = contract.ModelMetadata.default_outputs(kind, n)
+            assert (contract.CLASS in outputs) == contract.has_class_head(kind, n)

@@ -127,7 +127,7 @@ def keras_from_tflite(path: str | Path, images: np.ndarray) -> keras.Model:
         raise ValueError(str(exc)) from None
     graph = _Graph(raw, str(path))
     head = "grid" if graph.weights_of("cell_logits") is not None else "dense"
-    n_classes = len(meta.labels) if meta.kind == "box" else 1
+    n_classes = contract.class_width(meta.kind, len(meta.labels))
     try:
         model = build_model(meta.kind, n_classes, head=head)
     except ValueError as exc:

@@ -171,7 +171,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     tf.config.experimental.enable_op_determinism()
     out: Path = args.out
     save_preview(prep.train, out / "train_preview.png")
-    n_classes = len(prep.labels)
+    n_classes = contract.class_width(prep.kind, len(prep.labels))
     #: the model fine-tuned from, for the provenance: its path and the first 12 hex digits of its
     #: SHA-256 (so a deployed model can be traced to the run before it)
     init = None
@@ -187,9 +187,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         if contract.PRESENCE not in (getattr(model, "output_names", None) or ()):
             raise ValueError(f"{args.init}: not a Stampline model (no 'presence' output)")
         init_labels = labels_of(Path(args.init))
-        model, fresh, dropped = warm_start(
-            model, prep.kind, n_classes if prep.kind == "box" else 1, args.head, prep.labels, init_labels
-        )
+        model, fresh, dropped = warm_start(model, prep.kind, n_classes, args.head, prep.labels, init_labels)
         if fresh and not args.quiet:
             print(f"fine-tuning from {args.init}; new layers: {', '.join(fresh)}")
         if dropped and not args.quiet:
@@ -206,7 +204,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                 f"{list(prep.labels)} in another order; the class head follows them by name"
             )
     else:
-        model = build_model(prep.kind, n_classes if prep.kind == "box" else 1, args.weights, args.head)
+        model = build_model(prep.kind, n_classes, args.weights, args.head)
     total = steps_for(args, len(prep.train))
     # batch-norm statistics average over ~1/(1 - momentum) steps: Keras's 0.99 never settles in a
     # short run (a few hundred steps), so short runs average over a twentieth of their length
@@ -215,7 +213,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = momentum
             fuse_batch_norm(layer)  # the same maths in one kernel: steps 1.7-1.9x faster here
-    names = compile_model(model, args.lr / 10, n_classes)
+    names = compile_model(model, args.lr / 10)
     warmup = min(300 / total, 0.1)
     ds = make_dataset(prep.train, names, args.batch_size, args.seed)
     saved = inference_model(model)  # shares the layers: what is validated, saved and converted

@@ -369,7 +369,7 @@ def cells_loss(y_true, y_pred):
     return ops.sum(focal, axis=-1) / (ops.sum(target, axis=-1) + 1.0)
 
 
-def compile_model(model: keras.Model, learning_rate, n_classes: int = 1) -> list[str]:
+def compile_model(model: keras.Model, learning_rate) -> list[str]:
     """Compile with the losses the model's outputs call for; returns the outputs that take targets."""
     names = set(model.output_names)
     losses: dict[str, object] = {contract.PRESENCE: keras.losses.BinaryCrossentropy()}

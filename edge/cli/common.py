@@ -306,9 +306,8 @@ def keras_model_problem(
     kind = kind or contract.kind_of_outputs(names)
     if (
         labels is not None
-        and len(labels) > 1
         and kind is not None
-        and contract.CLASS in contract.KIND_OUTPUTS[kind][1]
+        and contract.has_class_head(kind, len(labels))
         and contract.CLASS not in names
     ):
         return (
