@@ -54,7 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.types import Prediction
+from edge.types import Prediction, box_center  # (the box convention's centre: re-exported)
 
 _log = logging.getLogger(__name__)
 #: the unknown metadata keys already warned of, by model file
@@ -128,6 +128,11 @@ def has_class_head(kind: str, n_labels: int) -> bool:
 def class_width(kind: str, n_labels: int) -> int:
     """The width of a model's class output, 1 where it has none (``build_model``'s ``n_classes``)."""
     return n_labels if has_class_head(kind, n_labels) else 1
+
+
+def label_of(labels: Sequence[str], class_scores: Sequence[float]) -> str:
+    """The variant a class head's scores (in the order of ``labels``) name."""
+    return labels[int(np.argmax(class_scores))]
 
 
 DEFAULT_LABELS = ("stamp",)
@@ -228,10 +233,6 @@ def decode_grid(
         shift = (2.0 * o - 1.0) * GRID_SHIFT / size
         return None, (float(np.clip(cx + shift[0], 0, 1)), float(np.clip(cy + shift[1], 0, 1)))
     return None, (float(cx), float(cy))
-
-
-def box_center(box: Sequence[float]) -> tuple[float, float]:
-    return (float(box[0] + box[2]) / 2.0, float(box[1] + box[3]) / 2.0)
 
 
 def heatmap_peak(heatmap: np.ndarray) -> tuple[float, float]:
@@ -486,7 +487,7 @@ def decode_outputs(outputs: Mapping[str, np.ndarray], meta: ModelMetadata) -> Pr
     if CLASS in outputs and CLASS in meta.outputs:
         probs = np.asarray(outputs[CLASS], dtype=np.float32).reshape(-1)
         scores = tuple(float(p) for p in probs)
-        label = meta.labels[int(np.argmax(probs))]
+        label = label_of(meta.labels, probs)
     elif len(meta.labels) == 1:
         label = meta.labels[0]
     return Prediction(

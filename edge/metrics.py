@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.types import Prediction
+from edge.types import Prediction, box_center
 
 CENTER_RADIUS = 0.05
 
@@ -42,8 +42,7 @@ class Truth:
         if self.present and self.box is None and self.center is None:
             raise ValueError("Truth: a present object needs a box or a centre")
         if self.box is not None and self.center is None:
-            b = self.box
-            object.__setattr__(self, "center", ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))
+            object.__setattr__(self, "center", box_center(self.box))
 
 
 def truth_for(record, width: int, height: int) -> Truth:

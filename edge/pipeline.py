@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.contract import prepare_input, roi_pixels
+from edge.contract import INPUT_HEIGHT, INPUT_WIDTH, prepare_input, roi_pixels
 from edge.decision import (
     FEW_FRAMES,
     LEARN_MOTION_FRAMES,
@@ -679,11 +679,13 @@ class Pipeline:
                     self._small_region_said = True
                     _log.warning(
                         "the region of interest is only %dx%d pixels of the %dx%d frame; the model sees "
-                        "it enlarged to its 128x128 input (check --roi, inspection.roi)",
+                        "it enlarged to its %dx%d input (check --roi, inspection.roi)",
                         roi_px[2],
                         roi_px[3],
                         image.shape[1],
                         image.shape[0],
+                        INPUT_WIDTH,
+                        INPUT_HEIGHT,
                     )
             view = prepare_input(image, self.roi)
             t2 = time.perf_counter()

@@ -502,7 +502,7 @@ def look_again(detector, image_bgr: np.ndarray, first: Prediction, mode: str) ->
         second = np.mean([p.class_scores for p in looks], axis=0)
         mean = (np.asarray(first.class_scores) + second) / 2
         scores = tuple(float(s) for s in mean)
-        label = detector.metadata.labels[int(np.argmax(mean))]
+        label = contract.label_of(detector.metadata.labels, mean)
     return dataclasses.replace(
         first,
         presence=(first.presence + again) / 2,

@@ -50,6 +50,11 @@ class Frame:
             raise ValueError(f"Frame.index: expected >= 0, got {self.index}")
 
 
+def box_center(box: tuple[float, ...] | list[float]) -> tuple[float, float]:
+    """The centre of a box ``(x_min, y_min, x_max, y_max)`` (the contract's convention)."""
+    return (float(box[0] + box[2]) / 2.0, float(box[1] + box[3]) / 2.0)
+
+
 def _check_unit(name: str, values: tuple[float, ...], n: int) -> None:
     if len(values) != n:
         raise ValueError(f"Prediction.{name}: expected {n} values, got {len(values)}")
@@ -85,7 +90,7 @@ class Prediction:
             box = (min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3]))
             object.__setattr__(self, "box", box)
             if self.center is None:
-                object.__setattr__(self, "center", ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+                object.__setattr__(self, "center", box_center(box))
         if self.center is not None:
             center = tuple(float(v) for v in self.center)
             _check_unit("center", center, 2)
