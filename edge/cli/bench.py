@@ -362,9 +362,8 @@ def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
 
 def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any]:
     from edge import bench as b
-    from edge.cli.run import build_sinks, build_source
+    from edge.cli.run import build_decider, build_sinks, build_source, build_trigger, inspection_roi
     from edge.contract import prepare_input
-    from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
     from edge.runtime import TFLiteDetector, cpu_has_amx, refine_for
     from edge.sources import EndOfStream
 
@@ -386,7 +385,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     live = s.kind in ("camera", "picamera", "url")
     # the source opens once here, so a bad one fails before anything is measured
     source, truth = build_source(config)
-    roi = config.inspection.roi if config.inspection.roi is not None else getattr(truth, "roi", None)
+    roi = inspection_roi(config, truth)
     with source:
         first = None
         while first is None:
@@ -404,8 +403,6 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
     log_ids = itertools.count()
 
     def parts_for(detector) -> b.PipelineParts:
-        threshold = config.model.threshold or detector.metadata.threshold
-
         def sinks(fps: float | None) -> list:
             # each run its own log and snapshots (a verdict log has one writer at a time)
             n = next(log_ids)
@@ -413,18 +410,11 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             out = build_sinks(dataclasses.replace(config, output=output), fps) if args.log else []
             return [*out, b.DrawEveryFrame()] if args.overlay else out
 
-        def trigger():
-            if config.trigger.kind == "every-frame":
-                return EveryFrameTrigger()
-            return OccupancyTrigger(config.trigger)
-
         return b.PipelineParts(
             build_source=lambda: build_source(config),
             detector=detector,
-            make_trigger=trigger,
-            make_decider=lambda: Decider(
-                threshold, config.decision, 1, detector.model_id, detector.metadata.labels
-            ),
+            make_trigger=lambda: build_trigger(config),
+            make_decider=lambda: build_decider(config, detector),
             make_sinks=sinks,
             roi=roi,
             refine=refine_of(detector),

@@ -803,6 +803,34 @@ def check_lines_apart(named: Sequence[tuple[Path, Config]]) -> None:
                 raise ConfigError(f"{other} and {path}: {'; '.join(said)}; each line needs its own")
 
 
+def inspection_roi(config: Config, truth: object | None) -> tuple[float, float, float, float] | None:
+    """The region inspected: the config's, else the demo line's (its camera looks at its belt
+    through it), else None (the whole frame)."""
+    return config.inspection.roi if config.inspection.roi is not None else getattr(truth, "roi", None)
+
+
+def build_trigger(config: Config, first_product: int = 1, station_trigger=None):
+    """The trigger ``trigger.kind`` names, numbering products from ``first_product``; a photo-eye's
+    (``station_trigger``, the station's GPIO) where the station has one."""
+    from edge.decision import EveryFrameTrigger, OccupancyTrigger
+
+    if config.trigger.kind == "every-frame":
+        return EveryFrameTrigger(first_product)
+    if station_trigger is not None:
+        station_trigger.start_numbering(first_product)
+        return station_trigger
+    return OccupancyTrigger(config.trigger, first_product)
+
+
+def build_decider(config: Config, detector, first_seq: int = 1):
+    """The decider of a run: ``model.threshold``, else the model's own, and ``[decision]``."""
+    from edge.decision import Decider
+
+    meta = detector.metadata
+    threshold = config.model.threshold or meta.threshold
+    return Decider(threshold, config.decision, first_seq, detector.model_id, meta.labels)
+
+
 def build_source(config: Config):
     """The configured source (not yet opened) and, for the demo, its ground truth."""
     from edge import sources
@@ -865,7 +893,6 @@ def build_sinks(config: Config, fps: float | None) -> list:
 
 
 def run(config: Config, config_path: Path | None = None) -> int:
-    from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
     from edge.pipeline import Pipeline, SystemdNotifier, stop_signals
     from edge.runtime import TFLiteDetector, model_warnings, refine_for
     from edge.sinks import VerdictLog
@@ -878,9 +905,7 @@ def run(config: Config, config_path: Path | None = None) -> int:
     if config.output.record is not None:
         check_output_file(config.output.record, "the recording")
     source, truth = build_source(config)
-    roi = config.inspection.roi
-    if roi is None and truth is not None:
-        roi = truth.roi  # the demo line's camera looks at its belt through this region
+    roi = inspection_roi(config, truth)
     with contextlib.ExitStack() as stack:
         # a stop asked for while starting up (systemctl stop) ends the run as soon as the loop
         # starts, with its summary, instead of killing it half-opened
@@ -895,7 +920,6 @@ def run(config: Config, config_path: Path | None = None) -> int:
         station = stack.enter_context(Station(config, source.stats))
         detector = TFLiteDetector(config.model.path, config.model.threads, config.model.runtime)
         meta_threshold = detector.metadata.threshold
-        threshold = config.model.threshold or meta_threshold
         refine = refine_for(detector.metadata, config.model.refine, str(detector.path))
         for warning in model_warnings(detector.metadata):
             print(
@@ -924,21 +948,8 @@ def run(config: Config, config_path: Path | None = None) -> int:
         for warning in secret_warnings(config):  # (the secrets read: how they are kept and sent)
             warn(PROG, warning)
         log = next((s for s in built_sinks if isinstance(s, VerdictLog)), None)
-        first_product = log.next_product if log else 1
-        if config.trigger.kind == "every-frame":
-            trigger = EveryFrameTrigger(first_product)
-        elif station.trigger is not None:
-            trigger = station.trigger
-            trigger.start_numbering(first_product)
-        else:
-            trigger = OccupancyTrigger(config.trigger, first_product)
-        decider = Decider(
-            threshold,
-            config.decision,
-            log.next_seq if log else 1,
-            detector.model_id,
-            detector.metadata.labels,
-        )
+        trigger = build_trigger(config, log.next_product if log else 1, station.trigger)
+        decider = build_decider(config, detector, log.next_seq if log else 1)
         pipeline = Pipeline(
             source,
             station.watch(detector, runtime),
