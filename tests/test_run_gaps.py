@@ -33,6 +33,15 @@ class DroppingStream:
         self.line, self.cut, self.resume, self.silent_s, self.end = line, cut, resume, silent_s, end
         self._t = 0
         self._silent_until: float | None = None
+        self.sent: list[float] = []  # when each frame was handed over
+        self._cut_at: int | None = None  # the index in sent of the first frame after the silence
+
+    def unplanned_stalls(self, stall_s: float) -> int:
+        """Times the frames stopped for ``stall_s`` besides the silence planned: a busy machine
+        that did not schedule the reading thread (each one is a gap the run rightly counts)."""
+        gaps = np.diff(self.sent) if len(self.sent) > 1 else np.zeros(0)
+        planned = self._cut_at - 1 if self._cut_at is not None else -1  # the gap after frame cut - 1
+        return sum(1 for i, gap in enumerate(gaps) if gap >= stall_s and i != planned)
 
     def open(self) -> None:  # a reopen does not rewind a live stream
         pass
@@ -45,10 +54,12 @@ class DroppingStream:
             return None
         if self._t == self.cut:
             self._t = self.resume
+            self._cut_at = len(self.sent)
         if self._t >= self.end:
             return None
         image = self.line.render(self._t)
         self._t += 1
+        self.sent.append(time.monotonic())
         return image
 
     def close(self) -> None:
@@ -98,6 +109,7 @@ def _run_dropping(cut: int, resume: int, caplog, silent_s: float = 1.2, duration
         )
         with caplog.at_level(logging.WARNING):
             summary = pipeline.run(duration=duration, max_frames=cut + 75)
+    results.extra_gaps = stream.unplanned_stalls(0.6)
     return results, summary
 
 
@@ -114,7 +126,8 @@ def test_a_product_in_view_when_the_frames_stop_is_judged_on_its_own_frames_and_
     # product 2 was in view when the frames came back: seen only from then on, and marked so
     assert second.product_id == 2 and second.outcome.value == "MISSING"
     assert second.interrupted_s >= 1.15 and min(second.frames) >= 84
-    assert (summary.gaps, summary.interrupted) == (1, 2) and summary.blind_s >= 1.1
+    assert summary.gaps == 1 + results.extra_gaps and summary.blind_s >= 1.1
+    assert summary.interrupted == 2 or (results.extra_gaps and summary.interrupted > 2)
     assert summary.frames == results.frames  # the verdict without a frame is not a frame
     seen = results.status.snapshot()
     assert (seen["frames"], seen["inspected"]) == (summary.frames, summary.products)
@@ -128,8 +141,9 @@ def test_a_product_in_view_when_the_frames_stop_is_judged_on_its_own_frames_and_
         )
     said = [r.getMessage() for r in caplog.records if "while it was in view" in r.getMessage()]
     assert said[0].startswith("product 1 OK on ") and "frames only: no frames for " in said[0]
-    assert said[1].startswith("product 2 MISSING on ") and len(said) == 2
-    assert "no frames 1x for " in summary.format() and "2 judged on part of their frames" in summary.format()
+    assert said[1].startswith("product 2 MISSING on ") and len(said) == summary.interrupted
+    text = summary.format()
+    assert f"no frames {summary.gaps}x for " in text and f"{summary.interrupted} judged on part of" in text
     assert np.isfinite(summary.latency_ms_p99)
     assert all(v.interrupted_s is None for v in verdicts[2:])  # products after that were seen whole
 
@@ -140,8 +154,8 @@ def test_a_product_in_view_when_the_frames_stop_for_good_is_judged_at_once(caplo
     results, summary = _run_dropping(84, 158, caplog, silent_s=60.0, duration=3.0)
     assert [v.product_id for v in results.verdicts] == [1] and results.stopped == [True]
     assert results.verdicts[0].interrupted_s >= 0.6
-    assert summary.gaps == 1 and summary.blind_s >= 1.5 and summary.unfinished == 0
-    assert "no frames 1x for " in summary.format()
+    assert summary.gaps == 1 + results.extra_gaps and summary.blind_s >= 1.5 and summary.unfinished == 0
+    assert f"no frames {summary.gaps}x for " in summary.format()
 
 
 def test_a_product_still_in_view_when_the_frames_come_back_gets_two_marked_verdicts(caplog):
@@ -150,7 +164,7 @@ def test_a_product_still_in_view_when_the_frames_come_back_gets_two_marked_verdi
     first, second = results.verdicts[:2]
     assert (first.product_id, second.product_id) == (1, 2)
     assert first.interrupted_s is not None and second.interrupted_s is not None
-    assert summary.interrupted == 2
+    assert summary.interrupted == 2 or (results.extra_gaps and summary.interrupted > 2)
 
 
 def test_the_mark_of_the_frames_stopping_survives_a_frame_dropped_after_it():
