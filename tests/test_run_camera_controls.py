@@ -247,12 +247,16 @@ def test_a_camera_gets_its_controls_at_every_opening_and_warns_once(monkeypatch,
     flicker = [r.getMessage() for r in caplog.records if "flicker periods" in r.getMessage()]
     assert len(flicker) == 1 and flicker[0].startswith("camera 0: source.exposure_ms: exposure 4 ms")
     # replugged, it now refuses the exposure: said then, and no longer claimed on the start line
-    monkeypatch.setattr(
-        v4l2, "apply", lambda camera, **kw: ({"mains_hz": 50}, ["source.exposure_ms: refused"])
-    )
+    refusing = FakeV4L2()
+    refusing.controls[v4l2.CID_EXPOSURE_ABSOLUTE]["refuse"] = True
+    monkeypatch.setattr(v4l2, "apply", refusing.apply)
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="edge.sources"):
         camera.open()
-    assert "camera 0: source.exposure_ms: refused" in caplog.text and camera.describe() == "mains 50 Hz"
+    said = [r.getMessage() for r in caplog.records if "source.exposure_ms" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("camera 0: source.exposure_ms: "), said
+    assert camera.describe() == "mains 50 Hz"
+    assert refusing.controls[v4l2.CID_POWER_LINE_FREQUENCY]["value"] == 1  # the rest still taken
 
 
 @linux_only

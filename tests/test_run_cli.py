@@ -483,17 +483,19 @@ def test_the_loop_survives_odd_frames_and_counts_them():
 def test_a_log_that_cannot_be_written_ends_the_run_with_its_summary_and_exit_2(
     tmp_path: Path, monkeypatch, capsys, caplog
 ):
-    from edge import sinks
+    import errno
 
-    real_write = sinks.VerdictLog.write
-
-    def disk_fills_after_two(self, result):  # the disk, not our code, is what is faked
-        if result.verdict is not None and self.written == 2:
-            raise sinks.SinkError(f"{self.path}: cannot write the verdict log (No space left on device)")
-        real_write(self, result)
-
-    monkeypatch.setattr(sinks.VerdictLog, "write", disk_fills_after_two)
     events, summary = tmp_path / "v.jsonl", tmp_path / "s.json"
+    real_write, lines = os.write, []
+
+    def disk_fills_after_two(fd, data):  # the disk is what is faked: the log's file takes two lines
+        if os.path.realpath(f"/proc/self/fd/{fd}") == str(events.resolve()):
+            if len(lines) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            lines.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", disk_fills_after_two)
     argv = ["--demo", "--seed", "0", "--as-fast-as-possible", "--max-frames", "900"]
     assert main([*argv, "--events", str(events), "--summary", str(summary)]) == 2
     out, err = capsys.readouterr()
@@ -507,7 +509,7 @@ def test_a_log_that_cannot_be_written_ends_the_run_with_its_summary_and_exit_2(
     report = json.loads(summary.read_text())
     assert report["end"].startswith("error: ") and report["products"] == 3
     assert report["unlogged"] == 1 and "1 not in the verdict log" in out
-    assert len(events.read_text().splitlines()) == 2
+    assert [json.loads(line)["seq"] for line in events.read_text().splitlines()] == [1, 2]  # whole lines
     # the product judged on the last frame counts against the truth: its verdict is right, not extra
     assert (report["truth_products"], report["correct"], report["extra"]) == (3, 3, 0)
 

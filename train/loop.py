@@ -94,6 +94,32 @@ def make_dataset(pool, output_names, batch_size: int, seed: int):
 #: run continued from a trained one (lr 0.001, 26,000 steps) stopped at step 10,800 after 8
 #: validations without a better one, with most of the decay still ahead.
 PATIENCE_FROM = 0.5
+
+
+class Patience:
+    """Early stopping: a run stops after ``patience`` validations in a row without a better score,
+    and only once ``from_progress`` of its schedule is done (before, the learning rate is high and
+    a plateau says little)."""
+
+    def __init__(self, patience: int, from_progress: float = PATIENCE_FROM):
+        self.patience, self.from_progress = patience, from_progress
+        self.best: tuple[float, float] = (-math.inf, -math.inf)  # the first score is always better
+        self.bad = 0
+
+    def better(self, score: tuple[float, float]) -> bool:
+        """Whether ``score`` beats every one before it (then it is the best, and patience starts
+        again)."""
+        if score > self.best:
+            self.best, self.bad = score, 0
+            return True
+        self.bad += 1
+        return False
+
+    def stop(self, progress: float) -> bool:
+        """Whether to stop at ``progress`` (0-1) of the schedule."""
+        return self.bad >= self.patience and progress >= self.from_progress
+
+
 #: the signals that stop a training as Ctrl-C does (the best checkpoint kept)
 STOPS = (signal.SIGINT, signal.SIGTERM)
 
@@ -227,8 +253,8 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
 
     ema = WeightAverage(model.trainable_variables, args.ema) if args.ema else None
     history: list[dict[str, float]] = []
-    best: dict = {"score": (-math.inf, -math.inf)}  # the first checkpoint is always saved
-    bad = 0
+    best: dict = {}  # the step, metrics and score of the checkpoint in model.keras
+    patience = Patience(args.patience)
     every = min(args.eval_every, total)
     with native_stderr_muted():  # tf.data's "NodeDef mentions attribute use_unbounded_threadpool"
         it = iter(ds)
@@ -283,7 +309,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                 with interrupts_deferred():
                     m = validate() if len(val_images) else {}
                 score = score_of(prep.kind, m) if m else (-float(logs.get("loss", 0)), 0.0)
-                improved = score > best["score"]
+                improved = patience.better(score)
                 if improved:
                     with interrupts_deferred():  # the checkpoint, its record and model.json together
                         partial = out / ".model.partial.keras"  # a kill mid-save leaves model.keras whole
@@ -291,9 +317,6 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                         os.replace(partial, out / "model.keras")
                         best = {"score": score, "step": step, "metrics": m}
                         write_json(out / "model.json", model_json())
-                    bad = 0
-                else:
-                    bad += 1
             row = {"step": step, "minutes": (time.perf_counter() - t_train) / 60, "step_s": step_s}
             row.update({f"train_{k}": float(v) for k, v in logs.items()})
             row.update({f"val_{k}": v for k, v in m.items()})
@@ -313,7 +336,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             if deadline and time.perf_counter() > deadline:
                 stop_reason = f"time budget of {args.minutes} min"
                 break
-            if bad >= args.patience and progress >= PATIENCE_FROM:
+            if patience.stop(progress):
                 stop_reason = f"no improvement in {args.patience} validations"
                 break
     except KeyboardInterrupt:  # Ctrl-C: keep the best checkpoint so far, with its reports
