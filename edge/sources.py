@@ -73,6 +73,13 @@ def _say_once(message: str) -> None:
 
 #: frames with a side below this are skipped (nothing to inspect), above MAX_SIDE downscaled
 MIN_SIDE = 16
+#: frames that stop for this long, or for GAP_FRAMES of the source's usual intervals where that is
+#: longer (at most ``stall_s``), are frames lost: the product in view is judged on what was seen
+#: of it and marked, and the frames after begin afresh. With ``stall_s`` alone (3 s), a stream
+#: that froze for 1.5 s while one product left and the next came in merged the two into one
+#: verdict: an unstamped product passed on the stamped one's frames, and nothing was said
+GAP_MIN_S = 0.5
+GAP_FRAMES = 8
 MAX_SIDE = 4096
 DEFAULT_VIDEO_FPS = 30.0
 BACKOFF_START_S = 0.5
@@ -443,7 +450,8 @@ class Source:
         self.truth = truth
         self.stats = SourceStats()
         self._index = 0
-        self._last_t: float | None = None  # when the last frame was captured
+        self._last_t: float | None = None  # when the last frame was captured (a file's: its timestamp)
+        self._intervals: deque[float] = deque(maxlen=31)  # the usual ones between frames
         self._grey_frames = 0  # of the first GREY_CHECK_FRAMES (of photos: of all) those without colour
         self.prefetch = int(prefetch)
         self._slot: LatestFrame | FrameQueue = FrameQueue(prefetch) if prefetch else LatestFrame(self.stats)
@@ -556,9 +564,7 @@ class Source:
             if index == GREY_CHECK_FRAMES - 1 and self._grey_frames == GREY_CHECK_FRAMES:
                 _say_once(f"{self.device.name}: {GREY_WARNING}")
         truth = self.truth(index) if self.truth is not None else None
-        gap = t - self._last_t if self._last_t is not None and self.device.live else 0.0
-        self._last_t = t
-        gap = gap if gap >= self.stall_s else 0.0  # frames lost: a stall, a dropped stream, a reopen
+        gap = self._gap(t)
         t_line = None
         if not (self.pace or self.device.live) and self.device.fps:  # a recording, as fast as possible
             offset = self._position(index)
@@ -576,6 +582,36 @@ class Source:
             t_line=t_line,
             source_scale=scale if scale > 1.0 else 1.0,
         )
+
+    def gap_limit(self) -> float:
+        """How long the frames may stop before frames count as lost (``GAP_MIN_S``)."""
+        if len(self._intervals) >= 5:
+            usual = float(np.median(self._intervals))
+        elif self.device.fps:
+            usual = 1.0 / self.device.fps
+        else:  # not yet known (a camera's first frames): only a stall
+            return self.stall_s
+        return min(self.stall_s, max(GAP_MIN_S, GAP_FRAMES * usual))
+
+    def _gap(self, t: float) -> float:
+        """For how long frames were lost before this one (0: none): a live source's frames that
+        stopped (a stall, a dropped stream, a reopen), or a recording's timestamps that jump (its
+        recorder lost them)."""
+        if self.device.live:
+            now = t
+        else:  # a file's own time, where its frames carry timestamps
+            now = getattr(self.device, "position_s", None)
+            if now is None:
+                self._last_t = None
+                return 0.0
+        gap = now - self._last_t if self._last_t is not None else 0.0
+        self._last_t = now
+        if gap <= 0.0:
+            return 0.0
+        if gap >= self.gap_limit():
+            return gap
+        self._intervals.append(gap)
+        return 0.0
 
     def _run(self) -> None:
         last_frame = time.monotonic()

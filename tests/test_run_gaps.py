@@ -81,14 +81,16 @@ class Results:
             self.stopped.append(result.stopped)
 
 
-def _run_dropping(cut: int, resume: int, caplog, silent_s: float = 1.2, duration: float = 12.0):
+def _run_dropping(
+    cut: int, resume: int, caplog, silent_s: float = 1.2, duration: float = 12.0, stall_s: float = 0.6
+):
     line = DemoLine(0)  # product 1 (stamped) crosses the region in frames 79-90, 2 (unstamped) 155-165
     # the stream goes on past the frames the run takes (a busy machine drops some: the run must end
     # on max_frames or duration, not on frames that stop)
     stream = DroppingStream(line, cut=cut, resume=resume, silent_s=silent_s, end=resume + 10_000)
     detector = TFLiteDetector()
     results = Results()
-    with Source(stream, threaded=True, stall_s=0.6) as src:
+    with Source(stream, threaded=True, stall_s=stall_s) as src:
         # what the web view and /metrics count, fed alike
         results.status = StationStatus(source_stats=src.stats)
         sinks = [results, results.status]
@@ -109,7 +111,7 @@ def _run_dropping(cut: int, resume: int, caplog, silent_s: float = 1.2, duration
         )
         with caplog.at_level(logging.WARNING):
             summary = pipeline.run(duration=duration, max_frames=cut + 75)
-    results.extra_gaps = stream.unplanned_stalls(0.6)
+        results.extra_gaps = stream.unplanned_stalls(src.gap_limit())
     return results, summary
 
 
@@ -156,6 +158,20 @@ def test_a_product_in_view_when_the_frames_stop_for_good_is_judged_at_once(caplo
     assert results.verdicts[0].interrupted_s >= 0.6
     assert summary.gaps == 1 + results.extra_gaps and summary.blind_s >= 1.5 and summary.unfinished == 0
     assert f"no frames {summary.gaps}x for " in summary.format()
+
+
+def test_a_freeze_shorter_than_a_stall_between_two_products_does_not_merge_them(caplog):
+    """A stream that froze for 1.5 s (under the 3 s after which it is reopened) while the unstamped
+    product 2 left and the stamped product 3 came in: one verdict, OK, on both products' frames
+    (nothing said). Frames lost for GAP_MIN_S are frames lost: two verdicts, each marked."""
+    results, summary = _run_dropping(165, 215, caplog, silent_s=1.5, stall_s=3.0)
+    by_id = {v.product_id: v for v in results.verdicts}
+    second, third = by_id[2], by_id[3]
+    assert second.outcome.value == "MISSING" and max(second.frames) < 165
+    assert third.outcome.value == "OK" and min(third.frames) >= 165
+    assert second.interrupted_s is not None and third.interrupted_s is not None
+    assert third.interrupted_s >= 1.4  # seen only after the frames came back
+    assert summary.gaps >= 1 and summary.blind_s >= 1.4
 
 
 def test_a_product_still_in_view_when_the_frames_come_back_gets_two_marked_verdicts(caplog):

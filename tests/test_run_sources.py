@@ -761,3 +761,55 @@ def test_an_image_folder_is_read_in_the_order_of_the_frame_numbers(tmp_path: Pat
         "frame_100.png",
     ]
     assert [int(folder.grab()[0, 0, 0]) for _ in range(3)] == [1, 2, 9]
+
+
+class _Timed:
+    """A device whose frames carry times (a recording's timestamps, or a camera's capture times
+    through a fake clock): the hardware boundary."""
+
+    live = False
+
+    def __init__(self, times: list[float], fps: float | None = 30.0):
+        self.name, self.fps, self.times, self.i, self.position_s = "timed", fps, times, 0, None
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def grab(self):
+        if self.i >= len(self.times):
+            return None
+        self.position_s = self.times[self.i]
+        self.i += 1
+        return BGR
+
+
+def _gaps(device) -> list[float]:
+    with Source(device, threaded=False) as src:
+        out = []
+        with pytest.raises(EndOfStream):
+            while True:
+                out.append(src.read(1.0).gap_s)
+    return out
+
+
+def test_frames_lost_for_half_a_second_are_a_gap_though_shorter_than_a_stall(monkeypatch):
+    """A recording whose timestamps jump 1.5 s (its recorder lost the frames), or a camera whose
+    frames stopped for 1.5 s: frames lost, though under the 3 s after which a camera is reopened
+    (two products merged into one verdict across such a hole). A slow camera's usual intervals
+    are not gaps."""
+    times = [i / 30 for i in range(10)] + [9 / 30 + 1.5 + i / 30 for i in range(10)]
+    gaps = _gaps(_Timed(times))
+    assert gaps[10] == pytest.approx(1.5) and sum(g > 0 for g in gaps) == 1
+    assert _gaps(_Timed([i / 30 for i in range(20)])) == [0.0] * 20  # no hole: no gap
+    # a live camera of unknown rate delivering every 0.6 s: its rhythm, learnt, is not a gap;
+    # a stop of 8 of its intervals (4.8 s, past the 3 s stall too) is one
+    clock = iter([0.6 * i for i in range(12)] + [6.6 + 4.8 + 0.6 * i for i in range(3)])
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    camera = _Timed([0.0] * 15, fps=None)
+    camera.live = True
+    with Source(camera, threaded=False) as src:
+        gaps = [src.read(1.0).gap_s for _ in range(15)]
+    assert gaps[:12] == [0.0] * 12 and gaps[12] == pytest.approx(4.8) and gaps[13:] == [0.0, 0.0]
