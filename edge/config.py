@@ -716,10 +716,10 @@ def idle_settings(config: Config) -> list[tuple[str, str, str]]:
         kinds = SOURCE_KEY_KINDS.get(name, (kind,))
         if kind not in kinds:
             why = f"not used by the {kind} source (only by {' and '.join(kinds)})"
+            if kind == "video" and name == "fps":  # (a video's own rate is another key)
+                why += "; a video's frame rate is source.pace_fps"
             out.append((f"source.{name}", why, "source.kind"))
-    if kind == "video" and config.source.as_fast_as_possible and config.source.pace_fps is not None:
-        why = "not used when the video is read as fast as possible (source.as_fast_as_possible)"
-        out.append(("source.pace_fps", why, "source.as_fast_as_possible"))
+    # (a video's pace_fps read as fast as possible is still its time base: the line's clock)
     if kind != "demo":
         unused("demo", None, f"not used by the {kind} source (only by the demo line)", "source.kind")
     if trigger != "occupancy":

@@ -282,6 +282,8 @@ class Summary:
     dropped: int = 0
     converted: int = 0
     skipped: int = 0
+    #: a video's frames that could not be decoded (a corrupt stretch: read on past it)
+    undecodable: int = 0
     reopens: int = 0
     #: frames a stream handed over only when its read timed out (seconds old: dropped)
     stale: int = 0
@@ -335,7 +337,15 @@ class Summary:
         return data
 
     def format(self) -> str:
-        odd = [f"{n} {what}" for n, what in ((self.converted, "converted"), (self.skipped, "skipped")) if n]
+        odd = [
+            f"{n} {what}"
+            for n, what in (
+                (self.converted, "converted"),
+                (self.skipped, "skipped"),
+                (self.undecodable, "undecodable"),
+            )
+            if n
+        ]
         lines = [
             f"source      {self.source}, until {self.end}",
             f"model       {self.model_id} on {self.runtime}, threshold {self.threshold:g}, "
@@ -803,6 +813,7 @@ class Pipeline:
             dropped=stats.dropped,
             converted=stats.converted,
             skipped=stats.skipped,
+            undecodable=getattr(self.source.device, "undecodable", 0),
             reopens=stats.reopens,
             stale=stats.stale,
             gaps=gaps,

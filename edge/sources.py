@@ -1049,6 +1049,7 @@ class VideoFile(_OpenCVCapture):
         #: ``fps``: the pace, instead of the file's own rate (a raw stream's guessed one, a wrong header)
         self.pace_fps = fps
         self.fps: float | None = None
+        self._header_fps: float | None = None
         self._first: np.ndarray | None = None
         #: frames the container says it holds (None: it does not say), decoded and skipped ones
         self.declared_frames: int | None = None
@@ -1087,6 +1088,7 @@ class VideoFile(_OpenCVCapture):
             raise SourceError(f"{self.path}: not a readable video (OpenCV cannot decode a frame of it)")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else DEFAULT_VIDEO_FPS
+        self._header_fps = float(fps) if fps and fps >= 1000 else None  # not believed
         if self.pace_fps:
             self.fps = float(self.pace_fps)
         declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -1100,7 +1102,14 @@ class VideoFile(_OpenCVCapture):
         """The frames it delivers, for the start-up line: size (as decoded: a file with rotation
         metadata comes turned) and rate."""
         size = f"{self._first.shape[1]}x{self._first.shape[0]}, " if self._first is not None else ""
-        return f"{size}{self.fps:g} fps{' (pace given)' if self.pace_fps else ''}"
+        if self.pace_fps:
+            return f"{size}{self.fps:g} fps (pace given)"
+        if self._header_fps:  # (a 1000 fps header: its frames are paced by their timestamps)
+            return (
+                f"{size}its header's {self._header_fps:g} fps not believed: paced by its timestamps, "
+                f"else {self.fps:g} fps (--fps gives its rate)"
+            )
+        return f"{size}{self.fps:g} fps"
 
     def _note_position(self) -> None:
         """``position_s`` of the frame just read: its timestamp from the file's first, while the

@@ -653,12 +653,17 @@ def test_the_example_config_and_a_station_file_run_on_a_video_warn_of_nothing(tm
     overrides = overrides_from(args)
     config = with_video_pace(Config.load(cam, overrides), args)
     assert config.source.pace_fps == 10 and idle_warnings(config, list(overrides)) == []
-    # a pace with a video read as fast as possible: ignored, and said (was: silently)
+    # a rate with a video read as fast as possible is still its time base (a wrong header's
+    # products "in view for 30 s" otherwise): used, not warned of as ignored (it was, wrongly)
     args = build_parser().parse_args(["--video", "line.mp4", "--fps", "10", "--as-fast-as-possible"])
     overrides = overrides_from(args)
     config = with_video_pace(Config.load(None, overrides), args)
-    (warning,) = idle_warnings(config, list(overrides))
-    assert warning.startswith("--fps (source.pace_fps): not used when the video is read as fast as possible")
+    assert idle_warnings(config, list(overrides)) == [] and config.source.pace_fps == 10
+    # a camera's rate key in a video's config: named, with the key a video's rate is
+    video = tmp_path / "video.toml"
+    video.write_text('[source]\nkind = "video"\nvideo = "line.mp4"\nfps = 30\n')
+    (warning,) = idle_warnings(Config.load(video))
+    assert "source.fps (--fps): not used by the video source" in warning and "is source.pace_fps" in warning
 
 
 def test_flags_that_do_nothing_are_named_as_flags_and_the_run_goes_on(tmp_path: Path, capsys):

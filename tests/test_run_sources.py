@@ -420,14 +420,16 @@ class _Capture:
     """OpenCV's capture as far as VideoFile uses it, failing the reads named in ``bad``; frame
     ``i``'s timestamp is ``times_ms[i]`` (default: none, as a raw stream gives)."""
 
-    def __init__(self, frames: int, bad: set[int] = frozenset(), times_ms: list[float] | None = None):
-        self.frames, self.bad, self.at, self.times_ms = frames, bad, 0, times_ms
+    def __init__(
+        self, frames: int, bad: set[int] = frozenset(), times_ms: list[float] | None = None, side: int = 8
+    ):
+        self.frames, self.bad, self.at, self.times_ms, self.side = frames, bad, 0, times_ms, side
 
     def read(self):
         i, self.at = self.at, self.at + 1
         if i >= self.frames or i in self.bad:
             return False, None
-        return True, np.full((8, 8, 3), i, np.uint8)
+        return True, np.full((self.side, self.side, 3), i, np.uint8)
 
     def get(self, prop):
         assert prop == cv2.CAP_PROP_POS_MSEC
@@ -813,3 +815,19 @@ def test_frames_lost_for_half_a_second_are_a_gap_though_shorter_than_a_stall(mon
     with Source(camera, threaded=False) as src:
         gaps = [src.read(1.0).gap_s for _ in range(15)]
     assert gaps[:12] == [0.0] * 12 and gaps[12] == pytest.approx(4.8) and gaps[13:] == [0.0, 0.0]
+
+
+def test_a_runs_summary_counts_the_frames_its_video_could_not_decode(tmp_path: Path):
+    """29 frames of 900 lost to a corrupt stretch were 29 warnings and nothing in the summary."""
+    from edge.decision import Decider, EveryFrameTrigger
+    from edge.pipeline import Pipeline
+    from edge.runtime import TFLiteDetector
+
+    _mjpg_video(tmp_path / "v.avi", 3)
+    video = VideoFile(tmp_path / "v.avi")
+    with Source(video, threaded=False) as src:
+        video._first, video._cap = None, _Capture(40, bad={10, 11, 12, 30}, side=64)  # OpenCV's reads
+        video._timed, video.decoded = False, 0
+        summary = Pipeline(src, TFLiteDetector(), EveryFrameTrigger(), Decider(0.5)).run()
+    assert summary.frames == 36 and summary.undecodable == 4
+    assert "4 undecodable" in summary.format() and summary.to_dict()["undecodable"] == 4
