@@ -622,6 +622,7 @@ class SnapshotSink(_ClosingSink):
         self.numbering = numbering
         self.max_count = int(max_count)
         self.max_bytes = int(max_bytes)
+        self._said_too_small = False
         self._kept: list[tuple[str, int]] = []  # (stem, bytes of both files), oldest first
         self.written = 0
         self.removed = 0
@@ -742,6 +743,15 @@ class SnapshotSink(_ClosingSink):
 
     def _prune(self) -> None:
         total = self.bytes
+        if self._kept and self._kept[-1][1] > self.max_bytes and not self._said_too_small:
+            self._said_too_small = True  # (each product's pictures were written and removed at once)
+            _log.warning(
+                "%s: one product's snapshots take %.2f MB, more than snapshot_max_mb (%.2f MB): none "
+                "is kept; raise output.snapshot_max_mb (--snapshot-max-mb)",
+                self.folder,
+                self._kept[-1][1] / 2**20,
+                self.max_bytes / 2**20,
+            )
         while self._kept and (len(self._kept) > self.max_count or total > self.max_bytes):
             stem, size = self._kept.pop(0)
             for kind in ("clean", "annotated"):

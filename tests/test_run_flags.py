@@ -115,6 +115,18 @@ def test_events_max_mb_0_never_rotates_and_snapshot_max_mb_bounds_the_snapshot_f
     assert all(kinds == {"clean", "annotated"} for kinds in kept.values())
 
 
+@needs_model
+def test_a_snapshot_max_mb_below_one_products_snapshots_is_said(tmp_path: Path, plain_photos: Path, caplog):
+    """Each product's pictures were written and removed at once: an empty folder, nothing said."""
+    snaps = tmp_path / "S"
+    argv = ["--images", str(plain_photos), "--refine", "off", "--max-frames", "3"]
+    with caplog.at_level("WARNING", logger="edge.sinks"):
+        assert main([*argv, "--snapshots", str(snaps), "--snapshot-max-mb", "0.001"]) == 0
+    said = [r.getMessage() for r in caplog.records if "none is kept" in r.getMessage()]
+    assert len(said) == 1 and "more than snapshot_max_mb (0.00 MB)" in said[0], said
+    assert list(snaps.iterdir()) == []
+
+
 # -- 2. every flag of OVERRIDES sets its config key ---------------------------------------------
 
 #: a valid sample for a flag of each type: (the text given, the value the config holds)

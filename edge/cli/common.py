@@ -91,7 +91,9 @@ def log_to_stderr(prog: str, verbose: bool = False) -> None:
     set the bare ``WARNING:edge.synth:...`` format for every line after."""
     handler = _CurrentStderr()
     handler.setFormatter(_JournalFormatter(f"{prog}: %(levelname)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger().setLevel(level)  # (where logging was set up before, as in a program embedding it)
 
 
 @contextlib.contextmanager
