@@ -227,6 +227,8 @@ class SourceStats:
     converted: int = 0
     skipped: int = 0
     reopens: int = 0
+    #: attempts to reopen a stalled live device that failed (its back-off going on)
+    failed_reopens: int = 0
     #: frames that came only when a live device's read timed out (dropped: seconds old)
     stale: int = 0
 
@@ -530,6 +532,11 @@ class Source:
             self._stop.wait(due - now)
         elif now - due > 1.0:
             self._t0 = now - offset  # fell behind: do not race to catch up
+            _say_once(
+                f"{self.name}: read slower than its own frame rate (over 1 s behind): it plays in slow "
+                "motion, and a live camera of this size would lose frames here; --as-fast-as-possible "
+                "judges every frame of a file"
+            )
         return raw
 
     def _to_frame(self, raw: np.ndarray) -> Frame | None:
@@ -667,6 +674,7 @@ class Source:
                 self.device.close()
                 self.device.open()
             except Exception as exc:
+                self.stats.failed_reopens += 1
                 _log.warning(
                     "%s: reopen attempt %d failed (%s); next in %.1f s", self.name, attempt, exc, delay
                 )
@@ -1070,6 +1078,11 @@ class VideoFile(_OpenCVCapture):
                 url = f"{scheme.group(1)}://{str(self.path)[scheme.end() :]}"
                 raise SourceError(
                     f"{shown_url(url)}: a stream's address, not a file: give it with --url (source.url)"
+                )
+            if "%" in self.path.name and self.path.parent.is_dir():  # frame_%05d.jpg, as FFmpeg writes
+                raise SourceError(
+                    f"{self.path}: video file not found (a pattern of numbered images? give their "
+                    f"folder: --images {self.path.parent})"
                 )
             raise SourceError(f"{self.path}: video file not found")
         if not self.path.is_file():

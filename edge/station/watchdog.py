@@ -143,9 +143,10 @@ class FaultMonitor:
                 status.set_fault("inference", f"one invoke has run for {now - busy:.1f} s")
                 status.set_fault("camera", None)
             else:
-                reopens = status.source_stats.reopens
+                stats = status.source_stats
                 since = "since start" if status.last_frame_t is None else f"for {age:.1f} s"
-                status.set_fault("camera", f"no frame {since} (camera reopened {reopens}x so far)")
+                tries = f", {stats.failed_reopens} attempt(s) failed" if stats.failed_reopens else ""
+                status.set_fault("camera", f"no frame {since} (reopened {stats.reopens}x{tries} so far)")
                 status.set_fault("inference", None)
         else:
             status.set_fault("camera", None)
