@@ -283,6 +283,21 @@ class BriefProducts:
         return brief, dropping
 
 
+@dataclass(frozen=True)
+class TriggerCounts:
+    """What a trigger counted over a run, for the summary (0 where it has no such thing): times
+    it learned the empty belt again, products it began and found were none, products in view far
+    longer than the recent ones, frames that moved while the first belt was learned, flicker
+    episodes and steps of the light."""
+
+    relearned: int = 0
+    voided: int = 0
+    long_products: int = 0
+    moved_while_learning: int = 0
+    flicker_episodes: int = 0
+    light_steps: int = 0
+
+
 class Trigger(Protocol):
     """Frame (and the model's view of its region, 128x128 RGB) -> which product it belongs to.
 
@@ -294,6 +309,8 @@ class Trigger(Protocol):
     def update(self, frame: Frame, view: np.ndarray) -> TriggerState: ...
 
     def idle(self, now: float, stopped: bool) -> TriggerState | None: ...
+
+    def counts(self) -> TriggerCounts: ...
 
 
 class EveryFrameTrigger:
@@ -309,6 +326,9 @@ class EveryFrameTrigger:
 
     def idle(self, now: float, stopped: bool) -> TriggerState | None:
         return None  # each frame's product ended with it
+
+    def counts(self) -> TriggerCounts:
+        return TriggerCounts()
 
 
 def white_gain(ratios: np.ndarray) -> np.ndarray | None:
@@ -589,6 +609,16 @@ class OccupancyTrigger:
             return None
         ended, self._product = self._product, None
         return TriggerState(ended=ended, interrupted=True)
+
+    def counts(self) -> TriggerCounts:
+        return TriggerCounts(
+            relearned=self.relearned,
+            voided=self.voided,
+            long_products=self.long_products,
+            moved_while_learning=self.moved_while_learning,
+            flicker_episodes=self.flicker_episodes,
+            light_steps=self.light_steps,
+        )
 
     def _step(self, frame: Frame, view: np.ndarray) -> TriggerState:
         cfg = self.config

@@ -802,7 +802,7 @@ class Pipeline:
         elif unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
         window = latencies[: min(frames, LATENCY_WINDOW)]
-        stats = self.source.stats
+        stats, counts = self.source.stats, self.trigger.counts()
         summary = Summary(
             source=self.source.name,
             model_id=self.model_id,
@@ -820,12 +820,12 @@ class Pipeline:
             blind_s=round(blind_s, 1),
             interrupted=interrupted,
             few_frames=self.few_frames.count if self.few_frames is not None else 0,
-            relearned=getattr(self.trigger, "relearned", 0),
-            dropped_products=getattr(self.trigger, "voided", 0),
-            long_products=getattr(self.trigger, "long_products", 0),
-            moved_while_learning=getattr(self.trigger, "moved_while_learning", 0),
-            flicker=getattr(self.trigger, "flicker_episodes", 0),
-            light_steps=getattr(self.trigger, "light_steps", 0),
+            relearned=counts.relearned,
+            dropped_products=counts.voided,
+            long_products=counts.long_products,
+            moved_while_learning=counts.moved_while_learning,
+            flicker=counts.flicker_episodes,
+            light_steps=counts.light_steps,
             suggested_roi=suggested,
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.config import OUTPUT_PINS, GpioConfig, pin_key
-from edge.decision import TriggerState
+from edge.decision import TriggerCounts, TriggerState
 from edge.sinks import FrameResult
 from edge.station.common import StationError, missing
 from edge.types import Frame, Outcome, Verdict
@@ -271,6 +271,9 @@ class GpioTrigger:
                 return None
             self._current = None
         return TriggerState(ended=cur.pid, interrupted=stopped)
+
+    def counts(self) -> TriggerCounts:
+        return TriggerCounts()  # (a photo-eye learns no belt and sees no light)
 
     def expire(self, now: float | None = None, grace_s: float = 0.5) -> None:
         """Windows that ended more than ``grace_s`` ago without a frame are unjudged (called by
