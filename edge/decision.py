@@ -291,10 +291,10 @@ class TriggerCounts:
     episodes and steps of the light."""
 
     relearned: int = 0
-    voided: int = 0
+    dropped_products: int = 0
     long_products: int = 0
     moved_while_learning: int = 0
-    flicker_episodes: int = 0
+    flicker: int = 0
     light_steps: int = 0
 
 
@@ -612,12 +612,12 @@ class OccupancyTrigger:
 
     def counts(self) -> TriggerCounts:
         return TriggerCounts(
-            relearned=self.relearned,
-            voided=self.voided,
-            long_products=self.long_products,
-            moved_while_learning=self.moved_while_learning,
-            flicker_episodes=self.flicker_episodes,
-            light_steps=self.light_steps,
+            self.relearned,
+            self.voided,
+            self.long_products,
+            self.moved_while_learning,
+            self.flicker_episodes,
+            self.light_steps,
         )
 
     def _step(self, frame: Frame, view: np.ndarray) -> TriggerState:

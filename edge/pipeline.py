@@ -802,7 +802,7 @@ class Pipeline:
         elif unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
         window = latencies[: min(frames, LATENCY_WINDOW)]
-        stats, counts = self.source.stats, self.trigger.counts()
+        stats = self.source.stats
         summary = Summary(
             source=self.source.name,
             model_id=self.model_id,
@@ -820,12 +820,7 @@ class Pipeline:
             blind_s=round(blind_s, 1),
             interrupted=interrupted,
             few_frames=self.few_frames.count if self.few_frames is not None else 0,
-            relearned=counts.relearned,
-            dropped_products=counts.voided,
-            long_products=counts.long_products,
-            moved_while_learning=counts.moved_while_learning,
-            flicker=counts.flicker_episodes,
-            light_steps=counts.light_steps,
+            **asdict(self.trigger.counts()),  # (its fields are the summary's)
             suggested_roi=suggested,
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],

@@ -518,27 +518,9 @@ def test_a_file_whose_count_overstates_its_frames_is_not_called_truncated_if_it_
 def test_a_jump_ahead_in_a_files_timestamps_is_not_waited_out():
     """Recordings joined end to end (a DVR's segments) jump minutes ahead: go on, do not sleep."""
 
-    class Joined:
-        name, live, fps = "joined", False, 30.0
-
-        def __init__(self):
-            self.i, self.position_s = 0, None
-
-        def open(self):
-            pass
-
-        def close(self):
-            pass
-
-        def grab(self):
-            if self.i >= 6:
-                return None
-            self.position_s = self.i / 30 + (600.0 if self.i >= 3 else 0.0)
-            self.i += 1
-            return BGR
-
+    joined = _Timed([i / 30 + (600.0 if i >= 3 else 0.0) for i in range(6)])
     t0 = time.monotonic()
-    with Source(Joined(), threaded=False, pace=True) as src:
+    with Source(joined, threaded=False, pace=True) as src:
         frames = 0
         with pytest.raises(EndOfStream):
             while True:
@@ -772,8 +754,9 @@ class _Timed:
 
     live = False
 
-    def __init__(self, times: list[float], fps: float | None = 30.0):
+    def __init__(self, times: list[float], fps: float | None = 30.0, decode_s: float = 0.0):
         self.name, self.fps, self.times, self.i, self.position_s = "timed", fps, times, 0, None
+        self.decode_s = decode_s
 
     def open(self):
         pass
@@ -784,6 +767,7 @@ class _Timed:
     def grab(self):
         if self.i >= len(self.times):
             return None
+        time.sleep(self.decode_s)
         self.position_s = self.times[self.i]
         self.i += 1
         return BGR
@@ -842,29 +826,11 @@ def test_a_pattern_of_numbered_images_given_as_a_video_points_to_its_folder(tmp_
 def test_a_file_read_slower_than_its_own_rate_is_said_to_play_in_slow_motion(caplog):
     """A 4K file decoded at half its rate played in slow motion with nothing said (3 dropped)."""
 
-    class SlowToDecode:
-        name, live, fps = "video slow.mp4", False, 200.0
-
-        def __init__(self):
-            self.i, self.position_s = 0, None
-
-        def open(self):
-            pass
-
-        def close(self):
-            pass
-
-        def grab(self):
-            if self.i >= 120:
-                return None
-            time.sleep(0.02)  # four of its frame intervals to decode each frame
-            self.i += 1
-            return BGR
-
+    slow = _Timed([i / 200 for i in range(120)], fps=200.0, decode_s=0.02)  # four intervals a frame
     with caplog.at_level(logging.WARNING, logger="edge.sources"):
-        with Source(SlowToDecode(), threaded=False, pace=True) as src:
+        with Source(slow, threaded=False, pace=True) as src:
             with pytest.raises(EndOfStream):
                 while True:
                     src.read(1.0)
     said = [r.getMessage() for r in caplog.records if "slow motion" in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith("video slow.mp4: read slower than its own frame rate")
+    assert len(said) == 1 and said[0].startswith("timed: read slower than its own frame rate")
