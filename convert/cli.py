@@ -44,6 +44,7 @@ from edge.cli.common import (
     log_to_stderr,
     native_stderr_muted,
     non_negative_float,
+    path_arg,
     pipe_closed_quietly,
     positive_int,
     presence_threshold,
@@ -85,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a trained Keras model to TFLite (int8 by default) and prove it still agrees.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("model", type=Path, help="trained model (.keras)")
-    p.add_argument("--out", type=Path, required=True, help="output .tflite")
+    p.add_argument("model", type=path_arg, help="trained model (.keras)")
+    p.add_argument("--out", type=path_arg, required=True, help="output .tflite")
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -96,17 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal = p.add_argument_group("calibration and validation data (default: the synthetic recipe)")
     cal.add_argument(
-        "--calibration", type=Path, default=None, help="labelled or plain image folder for calibration"
+        "--calibration", type=path_arg, default=None, help="labelled or plain image folder for calibration"
     )
-    cal.add_argument("--subset", type=Path, default=None, help="restrict --calibration to the images listed")
+    cal.add_argument(
+        "--subset", type=path_arg, default=None, help="restrict --calibration to the images listed"
+    )
     cal.add_argument(
         "--calibration-size",
         type=positive_int,
         default=300,
         help="representative images (>= 200 for the int8 modes)",
     )
-    cal.add_argument("--val", type=Path, default=None, help="labelled validation set (default: synthetic)")
-    cal.add_argument("--val-subset", type=Path, default=None, help="restrict --val to the images listed")
+    cal.add_argument(
+        "--val", type=path_arg, default=None, help="labelled validation set (default: synthetic)"
+    )
+    cal.add_argument("--val-subset", type=path_arg, default=None, help="restrict --val to the images listed")
     cal.add_argument(
         "--val-size",
         type=positive_int,
@@ -116,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--stamp",
         action="append",
-        type=Path,
+        type=path_arg,
         default=[],
         help="stamp image(s) for the synthetic recipe (default: the ones the model was trained with, "
         "from config.json beside it, where they still are)",
@@ -130,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument(
         "--backgrounds",
-        type=Path,
+        type=path_arg,
         default=None,
         help="product photos for the synthetic recipe (default: as --stamp, from config.json)",
     )
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "model (off, zoom, zoom-flip for a box model; off, tiles for a centre or cam model with a "
         "heatmap), still measured and reported (default: auto)",
     )
-    p.add_argument("--report", type=Path, default=None, help="write the agreement report as JSON")
+    p.add_argument("--report", type=path_arg, default=None, help="write the agreement report as JSON")
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads for the check")
     p.add_argument("--quiet", action="store_true", help="no progress bars or report on stderr")
     return p
@@ -302,7 +307,7 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         raise CliError(f"--out {args.out}: expected a .tflite path")
     check_output_file(args.out, "the converted model")
     if args.report is not None:
-        check_output_file(args.report, "the report")
+        check_output_file(args.report, "the report", json_report=True)
     if args.mode in INTEGER_MODES and args.calibration_size < 200:
         n = args.calibration_size
         raise CliError(f"--calibration-size {n}: at least 200 representative images are needed")

@@ -869,6 +869,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_WHOLE:  # (10**20 frames to learn from: an OverflowError deep inside)
+                raise ConfigError(f"{where}: expected at most {MAX_WHOLE:,}, got {_show(value)}")
             return value
     elif hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -883,6 +885,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, list | tuple):
             return tuple(_coerce(v, args[0], where) for v in value)
     raise ConfigError(f"{where}: expected {_name(hint)}, got {_show(value)}")
+
+
+#: the largest whole number a key or flag takes (what C's int holds: OpenCV's and numpy's calls)
+MAX_WHOLE = 2**31 - 1
 
 
 def _name(hint: Any) -> str:

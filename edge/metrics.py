@@ -190,8 +190,16 @@ def no_skill_warning(m: Mapping[str, float]) -> str | None:
     commoner answer (a model that says "present" on every image), else None. Needs images with
     and without the object to tell."""
     n, pos = (int(m.get(k, 0)) for k in PRESENCE_COUNTS)
-    if not 0 < pos < n or math.isnan(m["presence_accuracy"]):
+    if math.isnan(m.get("presence_accuracy", math.nan)) or not n:
         return None
+    if pos in (0, n):  # one kind of image only: a model wrong on most of them has learnt nothing
+        if m["presence_accuracy"] >= 0.5:
+            return None
+        what = "with the object" if pos else "without it"
+        return (
+            f"presence accuracy {m['presence_accuracy']:.3f} on {n} images all {what}: the model "
+            f"says {'absent' if pos else 'present'} on most of them (train longer, or check the data)"
+        )
     base = max(pos, n - pos) / n
     if m["presence_accuracy"] > base + NO_SKILL_MARGIN:
         return None

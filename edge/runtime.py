@@ -354,6 +354,12 @@ def model_warnings(metadata: ModelMetadata) -> list[str]:
             f"{mode if isinstance(mode, str) else 'converted'} answers were never compared with the "
             "trained model's; convert it again without --no-verify before it judges products"
         )
+    if prov.get("training_negatives") == 0:
+        said.append(
+            "it never saw an image without the stamp in training: it says 'present' on everything, so "
+            "no product is judged MISSING; train it with images without the stamp (edge-train "
+            "--stamp ... --backgrounds ... --synthetic N)"
+        )
     for key in ("validation_tflite", "validation"):
         figures = prov.get(key)
         if isinstance(figures, Mapping) and isinstance(figures.get("presence_accuracy"), float):

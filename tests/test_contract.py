@@ -221,6 +221,9 @@ def test_a_model_that_always_says_present_is_called_out():
     assert (
         no_skill_warning(summarize([Prediction(0.9)] * 2, [Truth(True, center=(0.5, 0.5))] * 2, 0.5)) is None
     )
+    # a set of one kind only (a centre-point list: all with the object) and a model wrong on most
+    lost = no_skill_warning(summarize([Prediction(0.1)] * 4, [Truth(True, center=(0.5, 0.5))] * 4, 0.5))
+    assert lost is not None and "all with the object: the model says absent on most of them" in lost
 
 
 def test_class_figures_count_only_the_labels_the_model_knows():

@@ -674,3 +674,50 @@ def test_under_systemd_each_stderr_line_carries_its_priority_for_the_journal(tmp
             # (the warnings: the idle flag's, printed, and the flagged products', logged)
             assert lines and (kind == "error" or any("--http-token" in x for x in lines)), err
             assert all(x.startswith(prefix + "edge-run: ") for x in lines), (kind, journal, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--demo", "--model", ""],
+        ["--images", ""],
+        ["--demo", "--snapshots", " "],
+        ["--config", ""],
+        ["--camera", str(10**20)],
+    ],
+)
+def test_an_empty_path_or_an_impossible_number_is_a_usage_error(argv, capsys):
+    """``--model ''`` was the current folder (a ValueError traceback), ``--images ''`` inspected
+    it, ``--snapshots ''`` wrote into it; camera 10**20 was OpenCV's traceback."""
+    try:
+        status = main([*argv, "--max-frames", "1"])
+    except SystemExit as exit_:  # (argparse's usage error)
+        status = exit_.code
+    assert status == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert any(
+        said in line
+        for said in ("expected a path, got an empty one", "expected at most", "expected a whole number")
+    ), line
+
+
+@needs_model
+def test_a_summary_or_report_never_replaces_a_file_that_is_not_a_report(tmp_path: Path, capsys):
+    """--summary onto an earlier run's verdict log, edge-bench's --json onto a model: each was
+    replaced without a word (a report replaces an earlier report only)."""
+    from edge.cli.bench import main as bench_main
+    from edge.runtime import BUNDLED_MODEL
+
+    log, summary = tmp_path / "verdicts.jsonl", tmp_path / "s.json"
+    argv = ["--demo", "--as-fast-as-possible", "--max-frames", "300"]
+    assert main([*argv, "--events", str(log), "--summary", str(summary)]) == 0
+    kept = log.read_bytes()
+    assert main([*argv, "--summary", str(log)]) == 2
+    assert "verdicts.jsonl: holds something other than a JSON report" in capsys.readouterr().err
+    assert log.read_bytes() == kept
+    assert main([*argv, "--summary", str(summary)]) == 0  # an earlier summary: replaced, as asked
+    model = tmp_path / "m.tflite"
+    model.write_bytes(BUNDLED_MODEL.read_bytes())
+    assert bench_main(["--frames", "20", "--json", str(model)]) == 2
+    assert "m.tflite: holds something other than a JSON report" in capsys.readouterr().err
+    assert model.read_bytes() == BUNDLED_MODEL.read_bytes()

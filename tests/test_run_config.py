@@ -547,6 +547,11 @@ def test_check_config_loads_the_model_as_the_run_does_and_warns_of_an_unproven_o
     assert "its int8 answers were never compared" in said[0]  # the bundled model's mode
     float_said = model_warnings(dataclasses.replace(unproven, provenance={**prov, "mode": "float32"}))
     assert "its float32 answers were never compared" in float_said[0]  # said int8 for every model
+    # trained on images that all held the stamp (a centre-point list): it never says MISSING
+    never_absent = model_warnings(
+        dataclasses.replace(meta, provenance={**meta.provenance, "training_negatives": 0})
+    )
+    assert len(never_absent) == 1 and "never saw an image without the stamp in training" in never_absent[0]
     (tmp_path / "m.tflite").write_bytes(embed_metadata(data, unproven))
     assert main(["--check-config", str(config)]) == 0
     out, err = capsys.readouterr()

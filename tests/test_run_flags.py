@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.cli.common import non_negative_int, number, number_or_auto, positive_int, thread_count
+from edge.cli.common import non_negative_int, number, number_or_auto, path_arg, positive_int, thread_count
 from edge.cli.run import OVERRIDES, _pin, _roi, _trigger, build_parser, main, overrides_from
 from edge.config import Config, DecisionConfig, camera_device
 from edge.runtime import BUNDLED_MODEL
@@ -138,7 +138,7 @@ TYPE_SAMPLES: dict[object, tuple[str, object]] = {
     number: ("0.25", 0.25),
     number_or_auto: ("8.5", 8.5),
     camera_device: ("2", 2),
-    Path: ("some/where", Path("some/where")),
+    path_arg: ("some/where", Path("some/where")),
     _roi: ("0.1,0.2,0.5,0.6", (0.1, 0.2, 0.5, 0.6)),
     _trigger: ("every-frame", "every-frame"),
     _pin: ("17", 17),

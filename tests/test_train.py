@@ -311,6 +311,19 @@ def test_weak_patches_hold_the_object_or_keep_clear_of_it(tmp_path):
         assert share > 0.003 if present else share < 0.001  # a stray noise pixel may pass the colour test
 
 
+def test_a_direct_centre_model_of_a_list_without_negatives_is_said_never_to_learn_absent(tmp_path, capsys):
+    """A labels.txt holds only images with the object: its direct model said 'present' on
+    everything (every product OK on a line, unstamped ones too), and nothing said so."""
+    labels = _write_blob_centres(tmp_path / "c", 12, 3)
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--data", str(labels), "--steps", "2", "--eval-every", "2"]
+    assert train_main([*argv, "--batch-size", "4", "--copies", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("edge-train: WARNING: no training image is without the object") == 2, err
+    model_meta = json.loads((out / "model.json").read_text())
+    assert model_meta["kind"] == "center" and model_meta["provenance"]["training_negatives"] == 0
+
+
 def test_cells_loss_prefers_the_cells_at_the_stamp(tmp_path):
     from train.model import GRID, cells_loss
 
@@ -343,6 +356,7 @@ def test_weak_cam_centre_of_a_tiny_model_lands_on_the_blob(tmp_path, capsys):
     assert metrics["val"]["center_within_0_05"] >= 0.8, metrics["val"]
     model_meta = json.loads((out / "model.json").read_text())
     assert model_meta["kind"] == "cam"
+    assert model_meta["provenance"]["training_negatives"] > 0  # the patches clear of the blob
 
 
 def _grid_model_with_a_varied_grid(kind: str):

@@ -24,12 +24,14 @@ from edge.cli.common import (
     keras_file_problem,
     log_to_stderr,
     make_folder,
+    path_arg,
     pipe_closed_quietly,
     positive_float,
     positive_int,
     tensorflow_problem,
     unit_float,
     warn,
+    worker_count,
 )
 from edge.datasets import DatasetError, image_files, load_dataset
 from edge.files import clash, same_path
@@ -54,26 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--stamp",
         action="append",
-        type=Path,
+        type=path_arg,
         default=[],
         help="stamp image or folder (repeat for variants); default: the procedural seal",
     )
     src.add_argument(
         "--backgrounds",
-        type=Path,
+        type=path_arg,
         default=None,
         help="folder of product photos; default: procedural surfaces",
     )
     src.add_argument(
-        "--data", type=Path, default=None, help="labelled photos (VOC, YOLO, COCO, CSV, labels.txt)"
+        "--data", type=path_arg, default=None, help="labelled photos (VOC, YOLO, COCO, CSV, labels.txt)"
     )
-    src.add_argument("--subset", type=Path, default=None, help="train only on the images listed in this file")
     src.add_argument(
-        "--val", type=Path, default=None, help="labelled validation set (default: split from --data)"
+        "--subset", type=path_arg, default=None, help="train only on the images listed in this file"
+    )
+    src.add_argument(
+        "--val", type=path_arg, default=None, help="labelled validation set (default: split from --data)"
     )
     src.add_argument(
         "--val-subset",
-        type=Path,
+        type=path_arg,
         default=None,
         help="restrict --val (or --data when --val is absent) to these images",
     )
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--weights",
-        type=Path,
+        type=path_arg,
         default=None,
         help="local MobileNet weights (.h5) to start from (default: none, random)",
     )
@@ -181,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate and save an exponential moving average of the weights (e.g. 0.998: about the "
         "last 500 steps), which overfits a small photo set later than the weights themselves",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=path_arg, required=True, help="output folder")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -196,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=worker_count,
         default=os.cpu_count() or 1,
         help="processes generating synthetic data (default: one per core, here %(default)s)",
     )

@@ -31,6 +31,7 @@ from edge.cli.common import (
     keras_model_problem,
     keras_sidecar,
     log_to_stderr,
+    path_arg,
     pipe_closed_quietly,
     presence_threshold,
     tensorflow_problem,
@@ -327,18 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a .tflite or .keras model on labelled photos.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--model", type=Path, required=True, help=".tflite or .keras model")
+    p.add_argument("--model", type=path_arg, required=True, help=".tflite or .keras model")
     p.add_argument(
-        "--data", type=Path, required=True, help="labelled data (VOC, YOLO, COCO, CSV, labels.txt)"
+        "--data", type=path_arg, required=True, help="labelled data (VOC, YOLO, COCO, CSV, labels.txt)"
     )
-    p.add_argument("--subset", type=Path, default=None, help="evaluate only the images listed in this file")
+    p.add_argument(
+        "--subset", type=path_arg, default=None, help="evaluate only the images listed in this file"
+    )
     p.add_argument(
         "--threshold", type=presence_threshold, default=None, help="presence threshold (default: the model's)"
     )
-    p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON")
+    p.add_argument("--json", type=path_arg, default=None, help="write the metrics as JSON")
     p.add_argument(
         "--sheet",
-        type=Path,
+        type=path_arg,
         default=None,
         help=f"write a contact sheet of {SHEET_LIMIT} images (.png or .jpg; see --sheet-order)",
     )
@@ -351,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--per-image",
-        type=Path,
+        type=path_arg,
         default=None,
         metavar="FILE.csv",
         help="write one CSV row per image: " + ", ".join(PER_IMAGE_COLUMNS),
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     log_to_stderr("edge-eval")
     try:
         if args.json is not None:
-            check_output_file(args.json, "the metrics")
+            check_output_file(args.json, "the metrics", json_report=True)
         if args.sheet is not None:
             check_output_file(args.sheet, "the contact sheet")
             if args.sheet.suffix.lower() not in SHEET_SUFFIXES:

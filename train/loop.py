@@ -120,6 +120,14 @@ class Patience:
         return self.bad >= self.patience and progress >= self.from_progress
 
 
+#: a training set with no image without the object (a centre-point list holds none)
+NO_NEGATIVES = (
+    "no training image is without the object (a centre-point labels.txt holds none): the model "
+    "learns to say 'present' on everything, and edge-run then never says MISSING; add images "
+    "without it (--stamp STAMP --backgrounds PHOTOS --synthetic N composites some, or labelled "
+    "photos of products without it)"
+)
+
 #: the signals that stop a training as Ctrl-C does (the best checkpoint kept)
 STOPS = (signal.SIGINT, signal.SIGTERM)
 
@@ -259,6 +267,9 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     with native_stderr_muted():  # tf.data's "NodeDef mentions attribute use_unbounded_threadpool"
         it = iter(ds)
         it = itertools.chain([next(it)], it)
+    negatives = int(np.sum(np.asarray(prep.train.presence) < 0.5))  # training images without it
+    if not negatives:
+        print(f"edge-train: WARNING: {NO_NEGATIVES}", file=sys.stderr, flush=True)
     t_train = time.perf_counter()
     deadline = t_train + args.minutes * 60 if args.minutes else None
     if not args.quiet:
@@ -280,7 +291,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         the two match whenever the run ends: steps done, Ctrl-C, or killed)."""
         partial = {"data": prep.description, "seed": args.seed, "date": now(), "best_step": best.get("step")}
         partial["val"] = best.get("metrics", {})
-        partial["init"] = init
+        partial["init"], partial["negatives"] = init, negatives
         return {"kind": prep.kind, "labels": list(prep.labels), "provenance": provenance(partial)}
 
     try:
@@ -367,6 +378,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
         "seed": args.seed,
         "date": now(),
         "init": init,
+        "negatives": negatives,
         "environment": environment(),
     }
     write_json(out / "metrics.json", result)
@@ -380,6 +392,8 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
     plot_curves(history, out / "curves.png")
     if result["val"] and (warning := metrics.no_skill_warning(result["val"])):
         print(f"edge-train: WARNING: {warning}", file=sys.stderr)
+    if not negatives:  # (said again at the end, where the engineer looks)
+        print(f"edge-train: WARNING: {NO_NEGATIVES}", file=sys.stderr)
     if not args.quiet:
         v = result["val"]
         print(
@@ -412,6 +426,8 @@ def provenance(result: dict) -> dict:
         "trained": result["date"],
         "steps": result["best_step"],
         **({"init": result["init"]} if result.get("init") else {}),
+        # images without the object it trained on: none, and its presence never learnt "absent"
+        **({"training_negatives": result["negatives"]} if "negatives" in result else {}),
         # with the counts, which tell a figure's skill (edge.metrics.no_skill_warning)
         "validation": {
             k: v

@@ -53,10 +53,10 @@ def build_model(
     if kind not in contract.KIND_OUTPUTS:
         raise ValueError(f"model kind {kind!r} is unknown (expected one of {sorted(contract.KIND_OUTPUTS)})")
     head = head or DEFAULT_HEAD[kind]
-    if head not in HEADS or (kind == "cam" and head != "grid"):
-        raise ValueError(
-            f"head {head!r} does not fit model kind {kind!r} (expected one of {HEADS}; cam: grid)"
-        )
+    if head not in HEADS:
+        raise ValueError(f"head {head!r} is unknown (expected one of {', '.join(HEADS)})")
+    if kind == "cam" and head != "grid":  # (a --init model's own head, when --head was not given)
+        raise ValueError(f"a weak (cam) model needs the grid head, not {head!r}: give --head grid")
     L = keras.layers
     inp = keras.Input(contract.INPUT_SHAPE, name="image")
     x = L.Rescaling(contract.PIXEL_SCALE, contract.PIXEL_OFFSET, name="scale_pixels")(inp)

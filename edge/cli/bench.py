@@ -42,6 +42,7 @@ from edge.cli.common import (
     log_to_stderr,
     non_negative_int,
     number,
+    path_arg,
     pipe_closed_quietly,
     positive_int,
     remove_made_folders,
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         help="an edge-run config file: its source, region, decision and model (its trigger settings "
         "with --trigger occupancy; else every frame is judged)",
     )
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument(
         "--model",
         dest="models",
-        type=Path,
+        type=path_arg,
         nargs="+",
         action="extend",
         metavar="M",
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also start edge-run K times per model and thread count: process start to first verdict "
         "(default: not measured)",
     )
-    run.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    run.add_argument("--json", type=path_arg, metavar="FILE", help="write the report as JSON")
     return p
 
 
@@ -639,6 +640,7 @@ def _main(args: argparse.Namespace, said: list[str]) -> int:
             inputs, images = read_paths(config, args.config, args.models or ())
             if problem := clash([("--json", args.json)], inputs, images):
                 raise CliError(problem)
+            check_output_file(args.json, "the report", json_report=True)  # (after: the clash says more)
         with stop_signals(interrupt):  # SIGTERM (systemctl stop, timeout) wherever it comes: as Ctrl-C
             report = bench(args, config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:

@@ -354,11 +354,15 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(USAGE_ERROR)
 
 
-def check_output_file(path: Path, what: str) -> None:
+def check_output_file(path: Path, what: str, json_report: bool = False) -> None:
     """Fail now, not after the run, when ``path`` cannot be written: its folder is made if
-    missing; a folder in its place or a read-only folder is a CliError naming the path."""
+    missing; a folder in its place or a read-only folder is a CliError naming the path. A
+    ``json_report`` replaces only an earlier JSON report (or an empty file): a model, a verdict
+    log or notes there were replaced without a word."""
     if path.is_dir():
         raise CliError(f"{path}: is a folder (expected a file for {what})")
+    if json_report and (held := _not_a_report(path)):
+        raise CliError(f"{path}: holds {held}, which {what} would replace; give another path (or remove it)")
     parent = path.parent
     try:
         make_folder(parent)
@@ -379,11 +383,60 @@ def check_output_file(path: Path, what: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _whole_number(text: str) -> int:
+#: an earlier report larger than this is not read to tell what it is
+REPORT_READ_MAX = 64 << 20
+
+
+def _not_a_report(path: Path) -> str | None:
+    """What a file that is not a JSON report holds (None: a report, empty, or not a file)."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        if path.stat().st_size > REPORT_READ_MAX:
+            return "a file too large for a report"
+        data = json.loads(path.read_bytes())
+    except OSError:
+        return None  # (writing it says why)
+    except (ValueError, RecursionError):
+        return "something other than a JSON report (a verdict log, a model, notes?)"
+    if not isinstance(data, dict):
+        return "JSON that is not a report"
+    if "seq" in data and "product_id" in data:
+        return "a verdict log"
+    return None
+
+
+def _int_of(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _whole_number(text: str) -> int:
+    from edge.config import MAX_WHOLE
+
+    value = _int_of(text)
+    if abs(value) > MAX_WHOLE:  # (a camera 10**20: an OpenCV traceback; a batch of it, TensorFlow's)
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_WHOLE:,}, got {text}")
+    return value
+
+
+def path_arg(text: str) -> Path:
+    """A path given on the command line (an empty one, ``--model ''``, is not the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return Path(text)
+
+
+#: processes generating synthetic images at most (edge-synth, edge-train --workers): each one a
+#: Python process of some 200 MB; a typo of 10**20 spawned thousands before anything failed
+MAX_WORKERS = 64
+
+
+def worker_count(text: str) -> int:
+    """A number of worker processes, 1 to ``MAX_WORKERS``."""
+    return int_up_to(MAX_WORKERS, "worker processes")(text)
 
 
 def positive_int(text: str) -> int:
@@ -405,7 +458,7 @@ def int_up_to(limit: int, what: str, low: int = 1) -> Callable[[str], int]:
     """An argparse type: a whole number from ``low`` to ``limit`` (``what`` says why the limit)."""
 
     def parse(text: str) -> int:
-        value = _whole_number(text)
+        value = _int_of(text)  # (its own limit said, not the general one)
         if value < low:
             raise argparse.ArgumentTypeError(
                 f"expected a number {'> 0' if low == 1 else f'>= {low}'}, got {value}"

@@ -30,6 +30,7 @@ from edge.cli.common import (
     non_negative_int,
     number,
     number_or_auto,
+    path_arg,
     pipe_closed_quietly,
     positive_int,
     thread_count,
@@ -224,11 +225,11 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
         help="Raspberry Pi camera (picamera2); N: its number, 1 for a second camera port (default: "
         "the config's source.camera, else 0)",
     )
-    one.add_argument("--video", type=Path, default=S, metavar="FILE", help="a video file")
+    one.add_argument("--video", type=path_arg, default=S, metavar="FILE", help="a video file")
     one.add_argument("--url", default=S, help="an RTSP/HTTP stream")
     one.add_argument(
         "--images",
-        type=Path,
+        type=path_arg,
         default=S,
         metavar="DIR",
         help="a folder of images, in the order of their numbers (frame_2 before frame_10); each image "
@@ -291,7 +292,7 @@ def add_source_arguments(p: argparse.ArgumentParser, default: str) -> argparse._
     )
     variants.add_argument(
         "--demo-stamps",
-        type=Path,
+        type=path_arg,
         default=S,
         metavar="DIR",
         help="demo products carry one of the stamp images in DIR (labels: file stems), as --demo-variants",
@@ -365,10 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect products for their stamp: live frames -> boxes -> one verdict per product.",
         epilog="Flags override the config file. Exit status 2: bad input (one line on stderr).",
     )
-    p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
+    p.add_argument("--config", type=path_arg, help="TOML config file (flags override it)")
     p.add_argument(
         "--check-config",
-        type=Path,
+        type=path_arg,
         nargs="+",
         metavar="FILE",
         help="validate a config file and exit; several: the stations of one machine, also checked "
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_source_arguments(p, "camera 0")
     mod = p.add_argument_group("model")
-    mod.add_argument("--model", type=Path, default=S, help="a .tflite model (default: the bundled one)")
+    mod.add_argument("--model", type=path_arg, default=S, help="a .tflite model (default: the bundled one)")
     mod.add_argument("--threads", type=thread_count, default=S, help="interpreter threads (default 2)")
     mod.add_argument(
         "--runtime", choices=RUNTIMES, default=S, help="default: ai_edge_litert, else tflite_runtime"
@@ -423,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out = p.add_argument_group("output")
     out.add_argument(
-        "--events", type=Path, default=S, metavar="FILE", help="verdict log (JSON lines, appended)"
+        "--events", type=path_arg, default=S, metavar="FILE", help="verdict log (JSON lines, appended)"
     )
     out.add_argument(
         "--events-max-mb",
@@ -439,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rotated verdict logs kept (default {OutputConfig.events_keep})",
     )
     out.add_argument(
-        "--snapshots", type=Path, default=S, metavar="DIR", help="snapshots of MISSING and WRONG products"
+        "--snapshots", type=path_arg, default=S, metavar="DIR", help="snapshots of MISSING and WRONG products"
     )
     out.add_argument(
         "--snapshot-max-count",
@@ -453,8 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help=f"megabytes kept in --snapshots (default {OutputConfig.snapshot_max_mb:g})",
     )
-    out.add_argument("--summary", type=Path, default=S, metavar="FILE", help="the run's summary as JSON")
-    out.add_argument("--record", type=Path, default=S, metavar="FILE.mp4", help="record the annotated stream")
+    out.add_argument("--summary", type=path_arg, default=S, metavar="FILE", help="the run's summary as JSON")
+    out.add_argument(
+        "--record", type=path_arg, default=S, metavar="FILE.mp4", help="record the annotated stream"
+    )
     out.add_argument("--display", action="store_true", default=S, help="show a window (needs a display)")
     out.add_argument(
         "--heatmap", action="store_true", default=S, help="overlay the model's heatmap (where it looks)"
@@ -901,7 +904,7 @@ def run(config: Config, config_path: Path | None = None) -> int:
     check_model(config)
     check_paths_apart(config, config_path)
     if config.output.summary is not None:
-        check_output_file(config.output.summary, "the summary")
+        check_output_file(config.output.summary, "the summary", json_report=True)
     if config.output.record is not None:
         check_output_file(config.output.record, "the recording")
     source, truth = build_source(config)

@@ -31,9 +31,11 @@ from edge.cli.common import (
     fail,
     log_to_stderr,
     non_negative_int,
+    path_arg,
     pipe_closed_quietly,
     positive_int,
     unit_float,
+    worker_count,
 )
 from edge.datasets import FORMATS, DatasetWriter, ObjectLabel
 from edge.files import clash
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="folder to write; must be absent or empty (see --overwrite); required unless --write-stamps",
     )
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--stamp",
         action="append",
-        type=Path,
+        type=path_arg,
         metavar="PNG",
         help="stamp image (PNG with transparency, or on a plain background) or a folder of them; "
         "repeatable; labels are the file stems (default: a procedural 'QC PASSED' seal, 'stamp')",
@@ -92,14 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--write-stamps",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help=f"write the procedural variants (--variants, default {DEFAULT_VARIANTS}) as PNGs with "
         "transparency named <label>.png, for edge-train --stamp DIR; with --out, also the data set",
     )
     p.add_argument(
         "--backgrounds",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="folder of product photos without stamps (default: procedural)",
     )
@@ -127,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of images without the stamp (the centers format cannot hold them: 0 there)",
     )
-    p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="processes generating images")
+    p.add_argument("--workers", type=worker_count, default=1, metavar="N", help="processes generating images")
     p.add_argument(
         "--overwrite",
         action="store_true",
