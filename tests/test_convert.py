@@ -109,11 +109,18 @@ def test_agreement_check_fails_on_a_model_calibrated_on_blank_images(keras_model
     )
     assert not report["passed"]
     ag = report["agreement"]
+    # the why names each bar the model missed, with its figure, and no other
+    drop = report["keras"]["iou_mean"] - report["tflite"]["iou_mean"]
+    assert report["metric"] == "iou_mean" and report["drop"] == pytest.approx(drop)
+    reasons = [f"iou_mean fell {drop:.4f} (> 0.01)"] if drop > 0.01 else []
     if ag["presence_agreement"] < 0.995:  # the why counts the images decided otherwise
-        assert (
+        reasons.append(
+            f"presence agreement {ag['presence_agreement']:.4f} (< 0.995): "
             f"{ag['presence_disagree']} of {len(images)} images decided otherwise, "
-            f"{ag['presence_disagree_unsure']} of them scored by the Keras model within 0.1"
-        ) in report["why"]
+            f"{ag['presence_disagree_unsure']} of them scored by the Keras model within 0.1 of the "
+            "threshold 0.5"
+        )
+    assert reasons and report["why"] == "; ".join(reasons)
 
 
 @pytest.mark.parametrize(
@@ -961,3 +968,164 @@ def test_sigterm_while_proving_leaves_nothing_and_says_so(tiny_model_dir, blob_v
     assert proc.returncode == 130, err
     assert err.rstrip().endswith("edge-convert: interrupted; nothing written"), err
     assert list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def keras_on_blobs(keras_model, blobs):
+    """The box metadata of the Keras model and its predictions on the blob images, to compare with."""
+    meta = contract.ModelMetadata(kind="box", labels=("stamp",), provenance={"seed": 0})
+    meta = meta.with_outputs(keras_model.output_names)
+    det = CallableDetector(lambda x: keras_model(x.astype(np.float32), training=False), meta)
+    return meta, det.predict_batch(blobs[0])
+
+
+def _graph(raw: bytes) -> dict:
+    """What the flatbuffer of a converted model holds: its ops in the order they run, each as
+    (name, input types, output types, input tensors), the types of the model's inputs and outputs,
+    and its constant tensors (the weights) as (type, shape)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(raw), 0)
+    g = m.subgraphs[0]
+    op_name = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_name = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
+
+    def types(indices) -> list[str]:
+        return [type_name[g.tensors[i].type] for i in indices if i >= 0]
+
+    ops = [
+        (op_name[codes[op.opcodeIndex]], types(op.inputs), types(op.outputs), [int(i) for i in op.inputs])
+        for op in g.operators
+    ]
+    constants = [
+        (type_name[t.type], tuple(int(n) for n in t.shape))
+        for t in g.tensors
+        if t.buffer and m.buffers[t.buffer].data is not None and len(m.buffers[t.buffer].data)
+    ]
+    return {
+        "ops": ops,
+        "inputs": types(g.inputs),
+        "outputs": types(g.outputs),
+        "input_index": [int(i) for i in g.inputs],
+        "constants": constants,
+    }
+
+
+def _assert_float_stem(raw: bytes) -> None:
+    """uint8 pixels in, read by a DEQUANTIZE only; the first convolution in float32 (its input,
+    weights, bias and output); every later convolution and dense layer on int8; uint8 outputs."""
+    graph = _graph(raw)
+    assert graph["inputs"] == ["UINT8"] and set(graph["outputs"]) == {"UINT8"}, graph
+    (pixels,) = graph["input_index"]
+    assert [op[0] for op in graph["ops"] if pixels in op[3]] == ["DEQUANTIZE"], graph["ops"][:4]
+    layers = [op for op in graph["ops"] if op[0] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    stem, *rest = layers
+    assert stem[0] == "CONV_2D" and set(stem[1]) | set(stem[2]) == {"FLOAT32"}, stem
+    assert rest and all(op[1][:2] == ["INT8", "INT8"] and op[2] == ["INT8"] for op in rest), rest
+
+
+def test_int8_float_stem_takes_camera_pixels_keeps_the_first_convolution_in_float_and_agrees_with_keras(
+    keras_model, keras_on_blobs, tiny_model_dir, blobs, tmp_path
+):
+    """edge-convert --mode int8-float-stem, as edge-convert converts (a copy equalized on the
+    calibration images): the flatbuffer rewrite gives the device's input contract, a float stem
+    and an int8 rest, only builtin ops, and through the edge runtime it agrees with the Keras model
+    as int8 must (test_int8_round_trip_agrees_with_keras_through_the_edge_runtime)."""
+    from convert.equalize import equalize
+
+    images, truths = blobs
+    meta, kp = keras_on_blobs
+    equalized = load_keras(tiny_model_dir / "model.keras")
+    equalize(equalized, images[:200])
+    raw = convert(equalized, "int8-float-stem", lambda: images[:200])
+    assert not [o for o in op_names(raw) if "FLEX" in o.upper() or o.startswith("CUSTOM")], op_names(raw)
+    _assert_float_stem(raw)
+    lite = TFLiteDetector(_write(tmp_path, embed_metadata(raw, meta), "stem.tflite"))
+    assert lite.input_dtype == np.uint8 and lite._in_q == (1.0, 0)  # camera pixels go in unchanged
+    lp = lite.predict_batch(images)
+    agree = metrics.agreement(kp, lp, 0.5)
+    assert agree["presence_agreement"] >= 0.99 and agree["box_abs_diff_mean"] < 0.05, agree
+    mk, ml = metrics.summarize(kp, truths, 0.5), metrics.summarize(lp, truths, 0.5)
+    assert mk["presence_accuracy"] > 0.9
+    assert abs(mk["iou_mean"] - ml["iou_mean"]) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("mode", "weights", "box_bar"),
+    [
+        # half-precision weights, float32 arithmetic: 0.0025 measured
+        ("float16", "FLOAT16", 0.01),
+        # int8 weights (per channel), float activations: 0.0097 measured; a third of int8's bar,
+        # which rounds the activations too
+        ("dynamic", "INT8", 0.03),
+    ],
+)
+def test_float16_and_dynamic_agree_with_keras_and_hold_their_weights_as_the_mode_says(
+    keras_model, keras_on_blobs, blobs, tmp_path, mode, weights, box_bar
+):
+    images, _ = blobs
+    meta, kp = keras_on_blobs
+    raw = convert(keras_model, mode)
+    graph = _graph(raw)
+    assert graph["inputs"] == ["FLOAT32"] and set(graph["outputs"]) == {"FLOAT32"}, graph
+    kernels = [(t, int(np.prod(shape))) for t, shape in graph["constants"] if len(shape) >= 2]
+    held = {t: sum(n for u, n in kernels if u == t) for t, _ in kernels}
+    if mode == "float16":  # every kernel, the small ones too
+        assert set(held) == {"FLOAT16"}, held
+    else:  # the converter leaves kernels of under 1024 weights in float32: the first layers' few
+        assert set(held) <= {"INT8", "FLOAT32"} and held.get("INT8", 0) > 0.95 * sum(held.values()), held
+    lp = TFLiteDetector(_write(tmp_path, embed_metadata(raw, meta), f"{mode}.tflite")).predict_batch(images)
+    agree = metrics.agreement(kp, lp, 0.5)
+    assert agree["presence_agreement"] >= 0.99 and agree["box_abs_diff_mean"] < box_bar, agree
+
+
+def test_cli_int8_float_stem_writes_a_float_stem_model_and_records_its_mode(
+    tiny_model_dir, blob_voc_dir, tmp_path, capsys
+):
+    out = tmp_path / "m.tflite"
+    argv = [str(tiny_model_dir / "model.keras"), "--out", str(out), "--quiet", "--mode", "int8-float-stem"]
+    argv += ["--calibration", str(blob_voc_dir), "--no-verify"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    raw = out.read_bytes()
+    _assert_float_stem(raw)
+    provenance = contract.read_embedded_metadata(raw, str(out)).provenance
+    assert provenance["mode"] == "int8-float-stem"
+    assert provenance["calibration"] == f"300 images from {blob_voc_dir}"
+    # the weights rounded for int8's grid: the 13 depthwise and 13 pointwise convolutions, not the
+    # first one, which stays in float (int8 rounds 27)
+    assert provenance["rounded"]["layers"] == 26 and provenance["equalized"]["chains"] == 11
+
+
+def test_cli_min_agreement_and_threshold_change_the_proof_and_the_model(
+    tiny_model_dir, blob_voc_dir, tmp_path, capsys
+):
+    """A model calibrated on near-black frames decides presence otherwise on some validation
+    images: refused at the default --min-agreement (0.995), written at a lower one; --threshold is
+    the one the proof decides presence at, and the one stored in the model."""
+    import re
+
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        cv2.imwrite(str(dark / f"{i}.png"), rng.integers(0, 12, (96, 128, 3), dtype=np.uint8))
+    out = tmp_path / "m.tflite"
+    argv = [str(tiny_model_dir / "model.keras"), "--out", str(out), "--quiet", "--calibration", str(dark)]
+    argv += ["--calibration-size", "200", "--no-equalize", "--no-round", "--val", str(blob_voc_dir)]
+    argv += ["--max-iou-drop", "1", "--threshold", "0.6"]  # the IoU's bar out of the way
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    said = re.search(
+        r"presence agreement (0\.\d{4}) \(< 0\.995\): \d+ of 300 images decided otherwise, \d+ of them "
+        r"scored by the Keras model within 0\.1 of the threshold 0\.6",
+        err,
+    )
+    assert rc == 2 and said and "fell" not in err and not out.exists(), err
+    report = tmp_path / "r.json"
+    assert cli.main([*argv, "--min-agreement", "0.5", "--report", str(report)]) == 0, capsys.readouterr().err
+    meta = TFLiteDetector(out).metadata
+    assert meta.threshold == 0.6  # model.json gives none: else 0.5
+    agreement = meta.provenance["agreement"]["presence_agreement"]
+    assert 0.5 <= agreement < 0.995 and f"{agreement:.4f}" == said.group(1)
+    assert json.loads(report.read_text())["passed"]
