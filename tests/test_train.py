@@ -1262,3 +1262,15 @@ def test_without_tensorflow_the_training_tools_say_what_to_install_before_any_wo
         assert line.startswith(f"{prog}: error: ") and "needs TensorFlow, which is not installed" in line
         assert line.endswith("pip install 'stampline[train]'"), line
     assert not (tmp_path / "run").exists() and not (tmp_path / "m.tflite").exists()
+
+
+def test_a_training_that_diverges_says_to_lower_the_learning_rate(tmp_path, capsys):
+    """--lr 1e20: the loss turns NaN at once; it was a "Prediction.presence: expected a
+    probability, got nan" error from deep inside validation."""
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--synthetic", "64", "--val-size", "16", "--steps", "6", "--eval-every", "3"]
+    argv += ["--batch-size", "8", "--workers", "1", "--quiet", "--init", "none", "--lr", "1e20"]
+    assert train_main(argv) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error" in x]
+    assert line.startswith("edge-train: error: training diverged by step ")
+    assert "lower --lr (it was 1e+20)" in line

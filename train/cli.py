@@ -20,6 +20,7 @@ from edge.cli.common import (
     OneLineParser,
     fail,
     import_quietly,
+    int_up_to,
     interrupt,
     keras_file_problem,
     log_to_stderr,
@@ -155,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--epochs", type=positive_int, default=None, help="passes over the training pool (default 12)"
     )
-    m.add_argument("--batch-size", type=positive_int, default=64, help="images a training step")
+    m.add_argument(
+        "--batch-size", type=int_up_to(4096, "images a step"), default=64, help="images a training step"
+    )
     m.add_argument(
         "--lr",
         type=positive_float,
@@ -497,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals(interrupt):  # SIGTERM (timeout, kill) as Ctrl-C: the best checkpoint kept
             return run(args)
-    except (CliError, DatasetError, ValueError, FileNotFoundError) as exc:
+    except (CliError, DatasetError, ValueError, OSError) as exc:  # (OSError: a full disk, named)
         return fail("edge-train", exc)
     except KeyboardInterrupt:
         print("edge-train: interrupted", file=sys.stderr)

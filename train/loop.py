@@ -316,6 +316,12 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                 if deadline and time.perf_counter() > deadline:
                     break
             step_s = (time.perf_counter() - t0) / max(step - first, 1)
+            loss = float(logs.get("loss", 0.0))
+            if not math.isfinite(loss):  # (was "Prediction.presence: expected a probability, got nan")
+                raise CliError(
+                    f"training diverged by step {step} (loss {loss}): lower --lr (it was {args.lr:g})"
+                    + (f"; the best checkpoint so far stays in {out / 'model.keras'}" if best else "")
+                )
             with ema.applied() if ema is not None else contextlib.nullcontext():
                 with interrupts_deferred():
                     m = validate() if len(val_images) else {}

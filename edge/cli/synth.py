@@ -29,6 +29,7 @@ from edge.cli.common import (
     DefaultsHelpFormatter,
     OneLineParser,
     fail,
+    int_up_to,
     log_to_stderr,
     non_negative_int,
     path_arg,
@@ -55,6 +56,8 @@ from edge.synth import (
 )
 
 PROG = "edge-synth"
+#: images a set at most (10**20 ran until killed, and would have filled the disk)
+MAX_IMAGES = 10_000_000
 #: what DatasetWriter lays out for edge-synth; --overwrite deletes these and refuses to delete
 #: anything else: index files, and in the folders (or beside the index, for centre points) only
 #: files named as edge-synth names its images and their labels
@@ -75,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder to write; must be absent or empty (see --overwrite); required unless --write-stamps",
     )
-    p.add_argument("--n", type=positive_int, metavar="N", help="number of images (required with --out)")
+    p.add_argument(
+        "--n",
+        type=int_up_to(MAX_IMAGES, "images a set"),
+        metavar="N",
+        help="number of images (required with --out)",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--stamp",
@@ -262,6 +270,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.format == "centers":
         if stamps is not None and len(stamps) > 1:
             raise CliError(f"the centers format holds one class, got {len(stamps)} stamps")
+        if negatives > 0 and negatives != SynthConfig().negative_share:  # asked for: not dropped unsaid
+            raise CliError(
+                f"--negatives {negatives:g}: the centers format cannot hold images without the stamp "
+                "(give --negatives 0, or another --format)"
+            )
         if negatives > 0:
             print(
                 f"{PROG}: note: the centers format cannot hold negatives; writing stamps only",
