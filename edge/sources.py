@@ -615,7 +615,7 @@ class Source:
         self._last_t = now
         if gap <= 0.0:
             return 0.0
-        if gap >= self.gap_limit():
+        if gap >= min(GAP_MIN_S, self.stall_s) and gap >= self.gap_limit():  # (the median: rarely)
             return gap
         self._intervals.append(gap)
         return 0.0
