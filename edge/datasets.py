@@ -76,6 +76,7 @@ Choices
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -320,6 +321,20 @@ class Dataset:
     @property
     def negatives(self) -> int:
         return sum(1 for r in self.records if r.is_negative)
+
+    def only(self, labels: Sequence[str]) -> tuple[Dataset, int]:
+        """This set with the objects of ``labels`` alone (a barcode or product box beside the stamp
+        left out: the largest box, another class's, was taken for the stamp), and how many images
+        that left with no object (negatives now)."""
+        kept = tuple(label for label in self.labels if label in labels)
+        records = tuple(
+            dataclasses.replace(r, objects=tuple(o for o in r.objects if o.label in kept))
+            for r in self.records
+        )
+        turned = sum(
+            1 for old, new in zip(self.records, records, strict=True) if old.objects and not new.objects
+        )
+        return dataclasses.replace(self, records=records, labels=kept), turned
 
     def folders(self) -> list[Path]:
         """Where a file added would be read as part of it next time: its folder, when it was

@@ -1274,3 +1274,31 @@ def test_a_training_that_diverges_says_to_lower_the_learning_rate(tmp_path, caps
     (line,) = [x for x in capsys.readouterr().err.splitlines() if "error" in x]
     assert line.startswith("edge-train: error: training diverged by step ")
     assert "lower --lr (it was 1e+20)" in line
+
+
+def test_labels_choose_the_stamp_classes_of_a_set_that_labels_others_too(tmp_path, capsys):
+    """A set that also boxes a barcode: every class became a variant, and the barcode's larger
+    box was taken for the stamp; --labels keeps the stamps' objects, and an image with only a
+    barcode is a negative."""
+    rng = np.random.default_rng(3)
+    with DatasetWriter(tmp_path / "d", "voc", ["stamp", "barcode"]) as w:
+        for i in range(12):
+            img = rng.integers(30, 110, (96, 160, 3)).astype(np.uint8)
+            objects = [ObjectLabel("barcode", (10, 10, 150, 60))]  # larger than any stamp
+            if i % 3:
+                img[65:90, 20:45] = (40, 230, 250)
+                objects.append(ObjectLabel("stamp", (20, 65, 45, 90)))
+            w.add(f"img{i:03d}", img, objects)
+    data = load_dataset(tmp_path / "d")
+    stamps, turned = data.only(["stamp"])
+    assert stamps.labels == ("stamp",) and turned == 4 and stamps.negatives == 4
+    assert all(o.label == "stamp" for r in stamps.records for o in r.objects)
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--data", str(tmp_path / "d"), "--steps", "2", "--eval-every", "2"]
+    argv += ["--batch-size", "4", "--copies", "1", "--init", "none"]
+    assert train_main([*argv, "--labels", "stamp"]) == 0
+    err = capsys.readouterr().err
+    assert "--labels stamp: the other classes' objects are left out; 4 image(s) with only those" in err
+    assert json.loads((out / "model.json").read_text())["labels"] == ["stamp"]
+    assert train_main([*argv, "--overwrite", "--quiet", "--labels", "stamp,qr"]) == 2
+    assert "--labels: 'qr': expected names of the classes of" in capsys.readouterr().err

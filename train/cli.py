@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--subset", type=path_arg, default=None, help="train only on the images listed in this file"
     )
     src.add_argument(
+        "--labels",
+        type=lambda text: [x.strip() for x in text.split(",") if x.strip()],
+        default=None,
+        metavar="A,B",
+        help="the classes of --data that are stamps (default: all): the objects of the others (a "
+        "barcode, the product) are left out, and an image with only those is a negative",
+    )
+    src.add_argument(
         "--val", type=path_arg, default=None, help="labelled validation set (default: split from --data)"
     )
     src.add_argument(
@@ -283,6 +291,27 @@ class Prepared:
     synth_rate: float | None
 
 
+def only_labels(dataset, labels: Sequence[str], data: Path | None, quiet: bool):
+    """``dataset`` with the objects of ``labels`` alone (``--labels``); CliError for a name the
+    data does not hold."""
+    if dataset is None:
+        raise CliError("--labels needs --data")
+    unknown = [label for label in labels if label not in dataset.labels]
+    if unknown or not labels:
+        raise CliError(
+            f"--labels: {', '.join(map(repr, unknown)) or 'none given'}: expected names of the "
+            f"classes of {data} ({', '.join(dataset.labels)})"
+        )
+    dataset, turned = dataset.only(labels)
+    if not quiet:
+        print(
+            f"edge-train: --labels {','.join(dataset.labels)}: the other classes' objects are left out; "
+            f"{turned} image(s) with only those are negatives",
+            file=sys.stderr,
+        )
+    return dataset
+
+
 def prepare_data(args: argparse.Namespace) -> Prepared:
     from edge.synth import Backgrounds, Synthesizer, load_stamps
     from train import data as D
@@ -303,6 +332,15 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     if stamps and not args.quiet:  # what a stamp folder held, what a file was taken as
         print(
             f"edge-train: {len(stamps)} stamp{'s' * (len(stamps) > 1)}: {', '.join(s.label for s in stamps)}",
+            file=sys.stderr,
+        )
+    if args.labels is not None:
+        dataset = only_labels(dataset, args.labels, args.data, args.quiet)
+    elif dataset is not None and len(dataset.labels) > 1 and not args.stamp and not args.quiet:
+        print(
+            f"edge-train: the data's classes {list(dataset.labels)} are trained as stamp variants (a "
+            "class head tells them apart); if some are not stamps (a barcode, the product), give "
+            "--labels with the stamps' names",
             file=sys.stderr,
         )
     data_labels = list(dataset.labels) if dataset else []
@@ -357,6 +395,8 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     if dataset is not None:
         if args.val is not None:
             train_ds, val_ds = dataset, load_dataset(args.val, subset=args.val_subset)
+            if args.labels is not None:  # (measured on the stamps alone too)
+                val_ds = val_ds.only(args.labels)[0]
             unknown = [name for name in val_ds.labels if name not in labels]
             if len(labels) > 1 and unknown:  # its class accuracy could not be measured
                 raise CliError(
@@ -365,6 +405,8 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
                 )
         elif args.val_subset is not None:  # validation: these images of --data, never trained on
             val_ds = load_dataset(args.data, subset=args.val_subset)
+            if args.labels is not None:
+                val_ds = val_ds.only(args.labels)[0]
             held = {r.image_path.resolve() for r in val_ds.records}
             train_ds = dataclasses.replace(
                 dataset, records=[r for r in dataset.records if r.image_path.resolve() not in held]

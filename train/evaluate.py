@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import math
 import sys
 from collections.abc import Sequence
@@ -395,13 +394,7 @@ def the_models_objects(dataset: Dataset, model_labels: Sequence[str]) -> Dataset
         return dataset
     if not others:
         return dataset
-    records = tuple(
-        dataclasses.replace(r, objects=tuple(o for o in r.objects if o.label in kept))
-        for r in dataset.records
-    )
-    turned = sum(
-        1 for old, new in zip(dataset.records, records, strict=True) if old.objects and not new.objects
-    )
+    dataset, turned = dataset.only(kept)
     print(
         f"edge-eval: WARNING: the data's labels {others} are not the model's {list(model_labels)}: "
         f"their objects are left out, and the {turned} image(s) with only those count as negatives (the "
@@ -409,7 +402,7 @@ def the_models_objects(dataset: Dataset, model_labels: Sequence[str]) -> Dataset
         "is measured on a set of that variant alone (its objects then count as stamps)",
         file=sys.stderr,
     )
-    return dataclasses.replace(dataset, records=records, labels=kept)
+    return dataset
 
 
 @pipe_closed_quietly
