@@ -809,3 +809,28 @@ def test_a_token_of_another_type_is_not_shown_and_a_deeply_nested_file_is_one_li
         assert main(argv) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line == f"edge-run: error: {deep}: not a config: its values are nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ('record = "line.txt"', "output.record .*line.txt: cannot record to this file type"),
+        ('record = "folder"', "output.record .*folder: is a folder"),
+        ('summary = "folder"', "output.summary .*folder: is a folder"),
+        ('summary = "notes.txt"', "notes.txt: holds something other than a JSON report"),
+    ],
+)
+def test_check_config_refuses_the_outputs_a_run_refuses(tmp_path: Path, capsys, output, message):
+    """--check-config said ok, and the service failed at its start (a helper's comparison, run
+    by run); the check and the run now share these checks."""
+    from edge.cli.run import main
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.txt").write_text("our notes\n")
+    config = tmp_path / "station.toml"
+    config.write_text(f'[source]\nkind = "demo"\n[output]\n{output}\n')
+    for argv in (["--check-config", str(config)], ["--config", str(config), "--max-frames", "5"]):
+        assert main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert re.search(message, line), line
+    assert (tmp_path / "notes.txt").read_text() == "our notes\n"

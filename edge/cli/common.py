@@ -361,7 +361,7 @@ def check_output_file(path: Path, what: str, json_report: bool = False) -> None:
     log or notes there were replaced without a word."""
     if path.is_dir():
         raise CliError(f"{path}: is a folder (expected a file for {what})")
-    if json_report and (held := _not_a_report(path)):
+    if json_report and (held := not_a_report(path)):
         raise CliError(f"{path}: holds {held}, which {what} would replace; give another path (or remove it)")
     parent = path.parent
     try:
@@ -387,7 +387,7 @@ def check_output_file(path: Path, what: str, json_report: bool = False) -> None:
 REPORT_READ_MAX = 64 << 20
 
 
-def _not_a_report(path: Path) -> str | None:
+def not_a_report(path: Path) -> str | None:
     """What a file that is not a JSON report holds (None: a report, empty, or not a file)."""
     try:
         if not path.is_file() or path.stat().st_size == 0:

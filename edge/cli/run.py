@@ -28,6 +28,7 @@ from edge.cli.common import (
     fail,
     log_to_stderr,
     non_negative_int,
+    not_a_report,
     number,
     number_or_auto,
     path_arg,
@@ -660,6 +661,16 @@ def check_paths_apart(config: Config, config_path: Path | None = None) -> None:
     ):
         if p is not None and (file := file_in_the_way(p if folder else p.parent)) is not None:
             raise ConfigError(f"{key} {p}: {file} is a file, not a folder")
+        if p is not None and not folder and p.is_dir():
+            raise ConfigError(f"{key} {p}: is a folder (expected a file)")
+    # what the run refused only once started, --check-config refuses too
+    from edge.sinks import RECORD_SUFFIXES
+
+    if o.record is not None and o.record.suffix.lower() not in RECORD_SUFFIXES:
+        raise ConfigError(
+            f"output.record {o.record}: cannot record to this file type "
+            f"(expected {', '.join(RECORD_SUFFIXES)})"
+        )
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
@@ -1144,6 +1155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             checked = [(path, check_config(path, args)) for path in args.check_config]
             if len(checked) > 1:
                 check_lines_apart([(path, config) for path, (config, _said) in checked])
+            for path, (config, _said) in checked:  # (after the lines' clashes, which say more)
+                summary = config.output.summary
+                if summary is not None and (held := not_a_report(summary)):
+                    raise ConfigError(
+                        f"{path}: output.summary {summary}: holds {held}, which the summary would replace"
+                    )
             for _path, (_config, said) in checked:
                 print(said)
             return 0
