@@ -307,7 +307,7 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
         raise CliError(f"--out {args.out}: expected a .tflite path")
     check_output_file(args.out, "the converted model")
     if args.report is not None:
-        check_output_file(args.report, "the report", json_report=True)
+        check_output_file(args.report, "the report")
     if args.mode in INTEGER_MODES and args.calibration_size < 200:
         n = args.calibration_size
         raise CliError(f"--calibration-size {n}: at least 200 representative images are needed")
@@ -449,6 +449,8 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     folders += [("--stamp", stamp) for stamp in args.stamp or () if stamp.is_dir()]
     if problem := clash([("--out", args.out), ("--report", args.report)], inputs, read, folders):
         raise CliError(problem)
+    if args.report is not None:  # (after the clash, which says more)
+        check_output_file(args.report, "the report", json_report=True)
     return ds, cal_paths
 
 

@@ -82,6 +82,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import struct
 import unicodedata
@@ -2099,6 +2100,14 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
 # -- writing --------------------------------------------------------------------------------------
 
 
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` as ``path``, whole or not at all: a stop mid-write (edge-synth's SIGTERM) left an
+    empty annotation that made the set unreadable; a hidden part-file is passed over when read."""
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, path)
+
+
 class DatasetWriter:
     """Writes a labelled data set in one of ``FORMATS``, in a layout ``load_dataset`` detects.
 
@@ -2191,10 +2200,10 @@ class DatasetWriter:
         self._entries.append((filename, width, height, objs))
         if self.format == "voc":
             text = format_voc(filename, width, height, objs)
-            (self.out_dir / "annotations" / f"{name}.xml").write_text(text, encoding="utf-8")
+            _write_whole(self.out_dir / "annotations" / f"{name}.xml", text)
         elif self.format == "yolo":
             text = format_yolo_labels(objs, self.classes, width, height)
-            (self.out_dir / "labels" / f"{name}.txt").write_text(text, encoding="utf-8")
+            _write_whole(self.out_dir / "labels" / f"{name}.txt", text)
 
     def close(self) -> None:
         """Write the index files (once); further ``add`` calls are refused."""
