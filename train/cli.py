@@ -336,13 +336,6 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
         )
     if args.labels is not None:
         dataset = only_labels(dataset, args.labels, args.data, args.quiet)
-    elif dataset is not None and len(dataset.labels) > 1 and not args.stamp and not args.quiet:
-        print(
-            f"edge-train: the data's classes {list(dataset.labels)} are trained as stamp variants (a "
-            "class head tells them apart); if some are not stamps (a barcode, the product), give "
-            "--labels with the stamps' names",
-            file=sys.stderr,
-        )
     data_labels = list(dataset.labels) if dataset else []
     if stamps and len(stamps) == 1 and len(data_labels) == 1 and stamps[0].label != data_labels[0]:
         # one stamp and photos of one labelled class are the same thing to find, whatever the
@@ -446,6 +439,13 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
             f"edge-train: WARNING: no validation images ({len(dataset.records) if dataset else 0} labelled, "
             f"--val-split {args.val_split}); the checkpoint kept is the one with the lowest training loss, "
             "never measured on images it did not train on",
+            file=sys.stderr,
+        )
+    if dataset is not None and args.labels is None and len(dataset.labels) > 1 and not args.quiet:
+        print(  # (once the data is found fit: not before an error)
+            f"edge-train: the data's classes {list(dataset.labels)} are trained as stamp variants (a "
+            "class head tells them apart); if some are not stamps (a barcode, the product), give "
+            "--labels with the stamps' names",
             file=sys.stderr,
         )
     return Prepared(D.Pool.concat(pools), val_pool, labels, kind, "; ".join(desc), rate)
