@@ -285,16 +285,20 @@ class BriefProducts:
 
 @dataclass(frozen=True)
 class TriggerCounts:
-    """What a trigger counted over a run, for the summary (0 where it has no such thing): times
-    it learned the empty belt again, products it began and found were none, products in view far
-    longer than the recent ones, frames that moved while the first belt was learned, flicker
-    episodes and steps of the light."""
+    """What a trigger counted over a run, for the summary (0 where it has no such thing)."""
 
+    #: the occupancy trigger: times it learned the empty belt again (the region differed from it
+    #: for max_product_s), "products" it dropped (a stopped product leaving the belt learned with
+    #: it in view), and products in view far longer than the recent ones (several merged?)
     relearned: int = 0
     dropped_products: int = 0
     long_products: int = 0
+    #: frames in which things moved through the region while the first empty belt was learned
+    #: (from ``LEARN_MOTION_FRAMES`` on, said: a product then passed unjudged)
     moved_while_learning: int = 0
+    #: times the light began to flicker (bands or pulses the trigger takes for products)
     flicker: int = 0
+    #: times the light stepped (switched on or off) and the empty belt's reference followed it
     light_steps: int = 0
 
 

@@ -36,6 +36,7 @@ from edge.decision import (
     Decider,
     OccupancyTrigger,
     Trigger,
+    TriggerCounts,
     TriggerState,
     no_product_hint,
 )
@@ -295,19 +296,8 @@ class Summary:
     interrupted: int = 0
     #: products seen in fewer than FEW_FRAMES frames (too few to be sure of their verdicts)
     few_frames: int = 0
-    #: the occupancy trigger: times it learned the empty belt again (the region differed from it
-    #: for max_product_s), "products" it dropped (a stopped product leaving the belt learned with
-    #: it in view), and products in view far longer than the recent ones (several merged?)
-    relearned: int = 0
-    dropped_products: int = 0
-    long_products: int = 0
-    #: frames in which things moved through the region while the first empty belt was learned
-    #: (from ``LEARN_MOTION_FRAMES`` on, said: a product then passed unjudged)
-    moved_while_learning: int = 0
-    #: times the light began to flicker (bands or pulses the trigger takes for products)
-    flicker: int = 0
-    #: times the light stepped (switched on or off) and the empty belt's reference followed it
-    light_steps: int = 0
+    #: what the trigger counted (its keys are the summary JSON's own, at its top level)
+    trigger: TriggerCounts = field(default_factory=TriggerCounts)
     #: a region of one product's size in the middle of where things moved through the frame
     #: (``edge.region``; None: too little moved, or another trigger than occupancy)
     suggested_roi: tuple[float, float, float, float] | None = None
@@ -331,6 +321,7 @@ class Summary:
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
+        data.update(data.pop("trigger"))
         truth = data.pop("truth")
         if truth is not None:
             data.update(truth)
@@ -377,19 +368,20 @@ class Summary:
                 else ""
             ),
         ]
+        t = self.trigger
         said = [
             what
             for n, what in (
-                (self.relearned, f"learned the empty belt again {self.relearned}x"),
-                (self.dropped_products, f"dropped {self.dropped_products} (a stopped product leaving)"),
-                (self.long_products, f"{self.long_products} in view far longer than usual (merged?)"),
+                (t.relearned, f"learned the empty belt again {t.relearned}x"),
+                (t.dropped_products, f"dropped {t.dropped_products} (a stopped product leaving)"),
+                (t.long_products, f"{t.long_products} in view far longer than usual (merged?)"),
                 (
-                    self.moved_while_learning >= LEARN_MOTION_FRAMES,
+                    t.moved_while_learning >= LEARN_MOTION_FRAMES,
                     f"things moved through the region while the empty belt was learned "
-                    f"({self.moved_while_learning} frames): a product then was not judged",
+                    f"({t.moved_while_learning} frames): a product then was not judged",
                 ),
-                (self.flicker, f"the light flickered ({self.flicker}x; fix the camera's exposure)"),
-                (self.light_steps, f"the light changed at once {self.light_steps}x (followed)"),
+                (t.flicker, f"the light flickered ({t.flicker}x; fix the camera's exposure)"),
+                (t.light_steps, f"the light changed at once {t.light_steps}x (followed)"),
             )
             if n
         ]
@@ -820,7 +812,7 @@ class Pipeline:
             blind_s=round(blind_s, 1),
             interrupted=interrupted,
             few_frames=self.few_frames.count if self.few_frames is not None else 0,
-            **asdict(self.trigger.counts()),  # (its fields are the summary's)
+            trigger=self.trigger.counts(),
             suggested_roi=suggested,
             products=verdict_counts.total(),
             ok=verdict_counts[Outcome.OK],

@@ -499,18 +499,22 @@ def test_started_with_products_passing_it_learns_the_belt_between_them(caplog):
 
 
 def test_the_summary_says_what_the_trigger_relearned_dropped_and_found_merged():
+    from edge.decision import TriggerCounts
     from edge.pipeline import Summary
 
-    plain = Summary(source="s", model_id="m", runtime="r", moved_while_learning=2)
+    plain = Summary(source="s", model_id="m", runtime="r", trigger=TriggerCounts(moved_while_learning=2))
     assert "trigger" not in plain.format()  # two frames: noise, not a product
-    moved = Summary(source="s", model_id="m", runtime="r", moved_while_learning=29)
+    moved = Summary(source="s", model_id="m", runtime="r", trigger=TriggerCounts(moved_while_learning=29))
     assert moved.format().splitlines()[-1] == (
         "trigger     things moved through the region while the empty belt was learned (29 frames): "
         "a product then was not judged"
     )
     assert moved.to_dict()["moved_while_learning"] == 29
     s = Summary(
-        source="s", model_id="m", runtime="r", relearned=2, dropped_products=1, long_products=3, flicker=1
+        source="s",
+        model_id="m",
+        runtime="r",
+        trigger=TriggerCounts(relearned=2, dropped_products=1, long_products=3, flicker=1),
     )
     line = next(x for x in s.format().splitlines() if x.startswith("trigger"))
     assert line == (
