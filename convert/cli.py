@@ -48,6 +48,7 @@ from edge.cli.common import (
     pipe_closed_quietly,
     positive_int,
     presence_threshold,
+    refuse_non_report,
     tensorflow_problem,
     thread_count,
     unit_float,
@@ -450,7 +451,7 @@ def check_flags(args: argparse.Namespace) -> tuple[Dataset | None, list[Path] | 
     if problem := clash([("--out", args.out), ("--report", args.report)], inputs, read, folders):
         raise CliError(problem)
     if args.report is not None:  # (after the clash, which says more)
-        check_output_file(args.report, "the report", json_report=True)
+        refuse_non_report(args.report, "the report")
     return ds, cal_paths
 
 

@@ -771,6 +771,13 @@ RECORD_MIN_FREE = 16_000_000
 RECORD_FREE_EVERY = 30
 
 
+def record_type_problem(path: Path) -> str | None:
+    """Why a recording cannot be written as ``path``'s file type (None: it can)."""
+    if path.suffix.lower() in RECORD_SUFFIXES:
+        return None
+    return f"cannot record to this file type (expected {', '.join(RECORD_SUFFIXES)})"
+
+
 class VideoRecorder(_ClosingSink):
     """The annotated stream as a video file (``mp4v``), opened at the first frame's size. Stops
     recording, with one warning, before its disk is full (``RECORD_MIN_FREE``)."""
@@ -799,10 +806,8 @@ class VideoRecorder(_ClosingSink):
         return f"{free / 1e6:.1f} MB free on its disk (it stops below {RECORD_MIN_FREE / 1e6:.0f} MB)"
 
     def __enter__(self) -> VideoRecorder:
-        if self.path.suffix.lower() not in RECORD_SUFFIXES:
-            raise SinkError(
-                f"{self.path}: cannot record to this file type (expected {', '.join(RECORD_SUFFIXES)})"
-            )
+        if problem := record_type_problem(self.path):
+            raise SinkError(f"{self.path}: {problem}")
         if not self.path.parent.is_dir():
             raise SinkError(f"{self.path}: folder {self.path.parent} does not exist")
         existed = self.path.exists()

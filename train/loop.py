@@ -10,16 +10,14 @@ import hashlib
 import itertools
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from edge import contract, metrics
-from edge.cli.common import CliError, keras_sidecar, native_stderr_muted, write_json
+from edge.cli.common import CliError, keras_sidecar, native_stderr_muted, stops_deferred, write_json
 from edge.runtime import CallableDetector
 from train.cli import Prepared, environment, learning_rate, steps_for
 from train.data import model_targets, save_preview
@@ -128,9 +126,6 @@ NO_NEGATIVES = (
     "photos of products without it)"
 )
 
-#: the signals that stop a training as Ctrl-C does (the best checkpoint kept)
-STOPS = (signal.SIGINT, signal.SIGTERM)
-
 
 class WeightAverage:
     """An exponential moving average of a model's trainable weights (decay warmed up as
@@ -169,23 +164,6 @@ class WeightAverage:
         finally:
             for t, v in zip(trained, self.variables, strict=True):
                 v.assign(t)
-
-
-@contextlib.contextmanager
-def interrupts_deferred():
-    """Ctrl-C (SIGINT) or SIGTERM waits until the block is done, then interrupts as Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    old = {sig: signal.signal(sig, lambda sig, _frame: got.append(sig)) for sig in STOPS}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if got:
-        raise KeyboardInterrupt
 
 
 def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int:
@@ -306,7 +284,7 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                 progress = step / total
                 if deadline:
                     progress = max(progress, (time.perf_counter() - t_train) / (deadline - t_train))
-                with interrupts_deferred():  # Ctrl-C between steps, not inside TensorFlow's calls
+                with stops_deferred():  # Ctrl-C between steps, not inside TensorFlow's calls
                     model.optimizer.learning_rate.assign(learning_rate(args.lr, progress, warmup))
                     x, y, w = next(it)
                     logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
@@ -323,12 +301,12 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
                     + (f"; the best checkpoint so far stays in {out / 'model.keras'}" if best else "")
                 )
             with ema.applied() if ema is not None else contextlib.nullcontext():
-                with interrupts_deferred():
+                with stops_deferred():
                     m = validate() if len(val_images) else {}
                 score = score_of(prep.kind, m) if m else (-float(logs.get("loss", 0)), 0.0)
                 improved = patience.better(score)
                 if improved:
-                    with interrupts_deferred():  # the checkpoint, its record and model.json together
+                    with stops_deferred():  # the checkpoint, its record and model.json together
                         partial = out / ".model.partial.keras"  # a kill mid-save leaves model.keras whole
                         saved.save(partial)
                         os.replace(partial, out / "model.keras")

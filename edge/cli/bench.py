@@ -45,6 +45,7 @@ from edge.cli.common import (
     path_arg,
     pipe_closed_quietly,
     positive_int,
+    refuse_non_report,
     remove_made_folders,
     thread_count,
     warn,
@@ -640,7 +641,7 @@ def _main(args: argparse.Namespace, said: list[str]) -> int:
             inputs, images = read_paths(config, args.config, args.models or ())
             if problem := clash([("--json", args.json)], inputs, images):
                 raise CliError(problem)
-            check_output_file(args.json, "the report", json_report=True)  # (after: the clash says more)
+            refuse_non_report(args.json, "the report")  # (after the clash, which says more)
         with stop_signals(interrupt):  # SIGTERM (systemctl stop, timeout) wherever it comes: as Ctrl-C
             report = bench(args, config)
     except (CliError, ConfigError, ModelError, SourceError, SinkError, OSError) as exc:

@@ -12,7 +12,9 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -113,6 +115,32 @@ def warnings_kept(name: str = "edge"):
         yield kept
     finally:
         logger.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def stops_deferred():
+    """Ctrl-C (SIGINT) or SIGTERM waits until the block is done, then goes to the handler that was
+    in force (as if it came then; KeyboardInterrupt where that was the system's default): for a
+    step that must be whole (a checkpoint with its record, an image with its annotation)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {sig: signal.signal(sig, lambda sig, _frame: got.append(sig)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    handler = old[got[0]] if got else signal.SIG_IGN
+    if callable(handler):
+        handler(got[0], None)
+    elif handler == signal.SIG_DFL:
+        raise KeyboardInterrupt
+
+
+#: the signals that stop a tool as Ctrl-C does (``stops_deferred``)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def interrupt(signal_name: str) -> None:
@@ -361,8 +389,8 @@ def check_output_file(path: Path, what: str, json_report: bool = False) -> None:
     log or notes there were replaced without a word."""
     if path.is_dir():
         raise CliError(f"{path}: is a folder (expected a file for {what})")
-    if json_report and (held := not_a_report(path)):
-        raise CliError(f"{path}: holds {held}, which {what} would replace; give another path (or remove it)")
+    if json_report:
+        refuse_non_report(path, what)
     parent = path.parent
     try:
         make_folder(parent)
@@ -385,6 +413,12 @@ def check_output_file(path: Path, what: str, json_report: bool = False) -> None:
 
 #: an earlier report larger than this is not read to tell what it is
 REPORT_READ_MAX = 64 << 20
+
+
+def refuse_non_report(path: Path, what: str) -> None:
+    """CliError where ``path`` holds something a JSON report (``what``) must not replace."""
+    if held := not_a_report(path):
+        raise CliError(f"{path}: holds {held}, which {what} would replace; give another path (or remove it)")
 
 
 def not_a_report(path: Path) -> str | None:
@@ -434,11 +468,6 @@ def path_arg(text: str) -> Path:
 MAX_WORKERS = 64
 
 
-def worker_count(text: str) -> int:
-    """A number of worker processes, 1 to ``MAX_WORKERS``."""
-    return int_up_to(MAX_WORKERS, "worker processes")(text)
-
-
 def positive_int(text: str) -> int:
     value = _whole_number(text)
     if value <= 0:
@@ -468,6 +497,10 @@ def int_up_to(limit: int, what: str, low: int = 1) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+#: a number of worker processes, 1 to ``MAX_WORKERS``
+worker_count = int_up_to(MAX_WORKERS, "worker processes")
 
 
 def non_negative_int(text: str) -> int:

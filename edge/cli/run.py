@@ -663,14 +663,11 @@ def check_paths_apart(config: Config, config_path: Path | None = None) -> None:
             raise ConfigError(f"{key} {p}: {file} is a file, not a folder")
         if p is not None and not folder and p.is_dir():
             raise ConfigError(f"{key} {p}: is a folder (expected a file)")
-    # what the run refused only once started, --check-config refuses too
-    from edge.sinks import RECORD_SUFFIXES
+    # what the recorder refused only once started, --check-config refuses too
+    from edge.sinks import record_type_problem
 
-    if o.record is not None and o.record.suffix.lower() not in RECORD_SUFFIXES:
-        raise ConfigError(
-            f"output.record {o.record}: cannot record to this file type "
-            f"(expected {', '.join(RECORD_SUFFIXES)})"
-        )
+    if o.record is not None and (problem := record_type_problem(o.record)):
+        raise ConfigError(f"output.record {o.record}: {problem}")
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:

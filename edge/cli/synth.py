@@ -35,6 +35,7 @@ from edge.cli.common import (
     path_arg,
     pipe_closed_quietly,
     positive_int,
+    stops_deferred,
     unit_float,
     worker_count,
 )
@@ -297,9 +298,10 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 for index, sample in _samples(synth, args.seed, args.n, args.workers):
                     objects = [] if sample.box is None else [ObjectLabel(sample.label, box=sample.box)]
-                    writer.add(f"synth_{index:0{digits}d}", sample.image, objects)
-                    written += 1
-                    positives += bool(objects)
+                    with stops_deferred():  # an image, its annotation and the count together
+                        writer.add(f"synth_{index:0{digits}d}", sample.image, objects)
+                        written += 1
+                        positives += bool(objects)
                     bar.update()
             except (KeyboardInterrupt, _Terminated) as exc:  # stop, and close the set cleanly
                 stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
