@@ -24,7 +24,9 @@ import contextlib
 import functools
 import logging
 import math
+import multiprocessing
 import numbers
+import signal
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -63,9 +65,10 @@ __all__ = [
     "key_out_background",
     "load_stamp",
     "load_stamps",
-    "opencv_fork_safe",
     "procedural_background",
+    "synth_pool",
     "variant_stamps",
+    "worker_synthesizer",
     "write_stamps",
 ]
 
@@ -303,15 +306,43 @@ class SynthSample:
 # -- small helpers -----------------------------------------------------------------------------------
 
 
+_worker_synth: Synthesizer | None = None
+
+
+def _start_worker(synth: Synthesizer) -> None:
+    global _worker_synth
+    cv2.setNumThreads(1)
+    # the parent's signal handlers came with the fork. The parent stops the run (Ctrl-C and a closed
+    # terminal reach the whole group); the pool ends its workers with SIGTERM at every end, not only
+    # a stop, and a worker whose inherited handler caught it could go on or die holding the task
+    # queue's lock, hanging the parent for good (edge-train under its SIGTERM handler did)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _worker_synth = synth
+
+
+def worker_synthesizer() -> Synthesizer:
+    """The synthesizer of a worker process of :func:`synth_pool`."""
+    if _worker_synth is None:
+        raise RuntimeError("worker_synthesizer: only in a worker of synth_pool")
+    return _worker_synth
+
+
 @contextlib.contextmanager
-def opencv_fork_safe():
-    """Fork worker processes inside this. OpenCV's thread pool is not fork-safe: once it has run
-    in this process (resizing a large photo, say), a forked child that touches it can hang for
-    good. With one thread while the workers are forked there is no pool for them to inherit."""
+def synth_pool(synth: Synthesizer, workers: int):
+    """A pool of ``workers`` forked processes whose tasks get ``synth`` from
+    :func:`worker_synthesizer`. OpenCV's thread pool is not fork-safe: once it has run in this
+    process (resizing a large photo, say), a forked child that touches it can hang for good, so the
+    workers are forked while OpenCV has one thread (no pool for them to inherit)."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        yield
+        with multiprocessing.get_context("fork").Pool(
+            workers, initializer=_start_worker, initargs=(synth,)
+        ) as pool:
+            yield pool
     finally:
         cv2.setNumThreads(threads)
 

@@ -937,3 +937,48 @@ def test_a_set_written_by_several_workers_stops_cleanly_and_loads(tmp_path: Path
     written = int(out_text.split("wrote ")[1].split(" images")[0])
     assert 0 < written < 5000 and f"after {written} of 5000 images" in err
     assert len(load_dataset(out)) == written
+
+
+def _what_a_worker_has(_: int) -> tuple[bool, object, object]:
+    import signal
+
+    from edge.synth import worker_synthesizer
+
+    return (
+        worker_synthesizer() is not None,
+        signal.getsignal(signal.SIGINT),
+        signal.getsignal(signal.SIGTERM),
+    )
+
+
+def test_pool_workers_under_a_tools_stop_handlers_die_by_sigterm_and_leave_ctrl_c_to_the_parent() -> None:
+    """edge-train's workers inherited its SIGTERM handler (a KeyboardInterrupt): the pool ends its
+    workers with SIGTERM at every end, and one caught it and hung the training for good (CI, once in
+    some hundred runs). Every pool of synthetic images now gives its workers SIGTERM's default and
+    ignores Ctrl-C there (the parent stops the run), whatever handlers the parent had."""
+    import signal
+
+    from edge.cli.common import interrupt
+    from edge.pipeline import stop_signals
+    from edge.synth import synth_pool
+
+    with stop_signals(interrupt), synth_pool(Synthesizer(), 2) as pool:
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        seen = pool.map(_what_a_worker_has, range(8), chunksize=1)
+    assert seen and all(s == (True, signal.SIG_IGN, signal.SIG_DFL) for s in seen), seen
+
+
+def test_synthetic_images_from_several_workers_are_the_ones_one_process_makes() -> None:
+    """The pool's workers make exactly the images of the single-process path, also under the stop
+    handlers edge-train runs them in (ten pools in a row, each ended with SIGTERM to its workers)."""
+    from edge.cli.common import interrupt
+    from edge.pipeline import stop_signals
+    from train.data import synthetic_pool
+
+    synth_ = Synthesizer()
+    one, _ = synthetic_pool(synth_, 3, 12, workers=1, progress=False)
+    with stop_signals(interrupt):
+        for _ in range(10):
+            two, _ = synthetic_pool(synth_, 3, 12, workers=2, progress=False)
+            np.testing.assert_array_equal(two.images, one.images)
+            np.testing.assert_array_equal(two.boxes, one.boxes)

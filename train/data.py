@@ -7,7 +7,6 @@ work, no TensorFlow) and deterministic for a seed: sample ``i`` depends only on 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from tqdm import tqdm
 from edge import contract
 from edge.datasets import Dataset, read_image, write_image
 from edge.metrics import Truth
-from edge.synth import Synthesizer, generate_arrays, opencv_fork_safe
+from edge.synth import Synthesizer, generate_arrays, synth_pool, worker_synthesizer
 
 
 @dataclass
@@ -70,19 +69,10 @@ class Pool:
 
 # -- synthetic ------------------------------------------------------------------------------------
 
-_WORKER_SYNTH: Synthesizer | None = None
-
-
-def _init_worker(synth: Synthesizer) -> None:
-    global _WORKER_SYNTH
-    _WORKER_SYNTH = synth
-    cv2.setNumThreads(1)
-
 
 def _synth_chunk(args: tuple[int, int, int]) -> dict[str, np.ndarray]:
     seed, start, count = args
-    assert _WORKER_SYNTH is not None
-    return generate_arrays(_WORKER_SYNTH, seed, start, count)
+    return generate_arrays(worker_synthesizer(), seed, start, count)
 
 
 def synthetic_pool(
@@ -101,15 +91,11 @@ def synthetic_pool(
     parts: list[dict[str, np.ndarray]] = []
     with tqdm(total=n, desc=desc, unit="img", leave=False, disable=not progress) as bar:
         if workers <= 1:
-            _init_worker(synth)
-            for job in jobs:
-                parts.append(_synth_chunk(job))
-                bar.update(job[2])
+            for seed_, start, count in jobs:
+                parts.append(generate_arrays(synth, seed_, start, count))
+                bar.update(count)
         else:
-            with (
-                opencv_fork_safe(),
-                mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool,
-            ):
+            with synth_pool(synth, workers) as pool:
                 for part in pool.imap(_synth_chunk, jobs):
                     parts.append(part)
                     bar.update(len(part["images"]))

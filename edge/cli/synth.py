@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
 import re
 import shutil
 import signal
@@ -21,7 +20,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
 from edge.cli.common import (
@@ -51,8 +49,9 @@ from edge.synth import (
     Synthesizer,
     SynthSample,
     load_stamps,
-    opencv_fork_safe,
+    synth_pool,
     variant_stamps,
+    worker_synthesizer,
     write_stamps,
 )
 
@@ -182,24 +181,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
             entry.unlink()
 
 
-_worker_synth: Synthesizer | None = None
-
-
-def _init_worker(synth: Synthesizer) -> None:
-    global _worker_synth
-    cv2.setNumThreads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run
-    # the parent's SIGTERM handler came with the fork: the pool ends its workers with SIGTERM (at
-    # every end, not only a stop), and one that caught it could die holding the task queue's lock,
-    # hanging the parent for good
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _worker_synth = synth
-
-
 def _worker_sample(job: tuple[int, int]) -> tuple[int, SynthSample]:
-    assert _worker_synth is not None
     seed, index = job
-    return index, _worker_synth.sample_at(seed, index)
+    return index, worker_synthesizer().sample_at(seed, index)
 
 
 def _samples(synth: Synthesizer, seed: int, n: int, workers: int) -> Iterator[tuple[int, SynthSample]]:
@@ -207,10 +191,7 @@ def _samples(synth: Synthesizer, seed: int, n: int, workers: int) -> Iterator[tu
         for index in range(n):
             yield index, synth.sample_at(seed, index)
         return
-    with (
-        opencv_fork_safe(),
-        multiprocessing.Pool(workers, initializer=_init_worker, initargs=(synth,)) as pool,
-    ):
+    with synth_pool(synth, workers) as pool:
         yield from pool.imap(_worker_sample, ((seed, i) for i in range(n)), chunksize=8)
 
 
