@@ -14,7 +14,9 @@ to 30 s), logged each time; the run goes on. On a device whose reads time out (a
 longer) is a stall too, not a frame: when a stream goes silent, FFmpeg's read times out and hands
 over what its decoder still held, seconds old (it would have been judged as a new product, and
 each such frame put the reopening off by another ``stall_s``). It is dropped, counted
-(``SourceStats.stale``), and the device reopened at once.
+(``SourceStats.stale``), and the device reopened at once. On such a device, reads that fail at
+once (``CLOSED_READS`` in a row, after frames came) are a stream its server closed: reopened at
+once too, not after ``stall_s`` (a product passed unseen in those seconds).
 
 ``prefetch`` (files, folders and the demo read as fast as possible): a capture thread decodes up
 to that many frames ahead into a FIFO (:class:`FrameQueue`) and waits when it is full, so
@@ -117,6 +119,9 @@ def picamera_problem() -> str | None:
 
 #: a read that took this share of its device's read timeout or more returned a stale frame
 STALE_READ = 0.9
+#: reads in a row that failed at once (well within the read timeout), after frames came, on a
+#: device whose reads time out: its server closed the stream (a restart, a dropped connection)
+CLOSED_READS = 3
 
 
 @dataclass(frozen=True)
@@ -624,6 +629,8 @@ class Source:
         last_frame = time.monotonic()
         opened = True  # the first read after opening may wait for the device: not a stale frame
         timeout = getattr(self.device, "read_timeout_s", None)  # a device whose reads time out
+        failed_at_once = 0  # reads in a row that failed at once since the last frame
+        had_frame = False  # since the device was (re)opened: else its failing reads wait for a stall
         try:
             while not self._stop.is_set():
                 began = time.monotonic()
@@ -643,18 +650,24 @@ class Source:
                     self._reopen(
                         f"a frame came only when the read timed out ({timeout:g} s): the stream froze"
                     )
-                    last_frame, opened = time.monotonic(), True
+                    last_frame, opened, had_frame = time.monotonic(), True, False
                     continue
                 if raw is None:
                     if not self.device.live:
                         break
-                    if time.monotonic() - last_frame >= self.stall_s:
-                        self._reopen()
+                    if timeout and had_frame and time.monotonic() - began < STALE_READ * timeout:
+                        failed_at_once += 1
+                    if failed_at_once >= CLOSED_READS:
+                        failed_at_once, had_frame = 0, False
+                        self._reopen(f"{CLOSED_READS} reads failed at once: the stream was closed")
                         last_frame, opened = time.monotonic(), True
+                    elif time.monotonic() - last_frame >= self.stall_s:
+                        self._reopen()
+                        last_frame, opened, had_frame = time.monotonic(), True, False
                     else:
                         self._stop.wait(0.01)
                     continue
-                last_frame = time.monotonic()
+                last_frame, failed_at_once, had_frame = time.monotonic(), 0, True
                 frame = self._to_frame(raw)
                 if frame is not None:
                     self._slot.put(frame)

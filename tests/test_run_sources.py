@@ -241,6 +241,44 @@ def test_frames_a_stream_hands_over_when_its_read_times_out_are_dropped_and_it_i
     assert seen[5].gap_s >= 0.3 and not any(f.gap_s for f in seen[:5] + seen[6:])
 
 
+class ClosingStream(FakeCamera):
+    """The hardware boundary as a stream through FFmpeg whose server closes the connection after
+    ``close_after`` frames (a restart): reads then fail at once, not after the read timeout.
+    ``cured``: reopening brings frames again; else every connection closes before its first frame."""
+
+    def __init__(self, close_after: int, cured: bool = True, connect_s: float = 0.6):
+        super().__init__(rate=200, stall_after=close_after)
+        self.cured, self.connect_s = cured, connect_s
+        self.read_timeout_s = 2.0  # as StreamURL's: its reads time out
+
+    def open(self) -> None:
+        if self.opened:
+            time.sleep(self.connect_s)  # connecting again
+        super().open()
+        if not self.cured:
+            self.stall_after = 0
+
+
+def test_a_stream_its_server_closed_is_reopened_at_once_not_after_a_stall():
+    """A stream closed by its server waited ``stall_s`` (3 s) for its reopening: products passed
+    unseen meanwhile. Reads that fail at once, in a row, after frames came, reopen it at once; the
+    frames lost while it reconnects are a gap (the product in view judged on what was seen)."""
+    cam = ClosingStream(close_after=10)
+    with Source(cam, threaded=True, stall_s=3.0) as src:
+        seen = read_frames(src, 15, within_s=2.0)
+    assert len(seen) == 15 and src.stats.reopens == 1 and cam.opened == 2
+    assert seen[10].gap_s >= 0.5 and not any(f.gap_s for f in seen[:10] + seen[11:])
+
+
+def test_a_stream_that_closes_before_any_frame_is_reopened_only_at_each_stall():
+    """A server that takes the connection and closes it before a frame: reopening at once would
+    hammer it; its reopenings keep the stall's pace."""
+    cam = ClosingStream(close_after=0, cured=False, connect_s=0.0)
+    with Source(cam, threaded=True, stall_s=0.3) as src:
+        assert read_frames(src, 1, within_s=1.0) == []
+    assert 1 <= cam.opened - 1 <= 4
+
+
 def test_a_slow_camera_whose_reads_do_not_time_out_keeps_every_frame():
     """One frame every 0.95 x stall_s (a slow camera, a busy machine): frames, not a stall."""
     cam = FakeCamera(rate=1 / 0.19)
