@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -414,6 +415,18 @@ def _deref(buf: bytes, pos: int) -> int:
 def _vector(buf: bytes, pos: int) -> tuple[int, int]:
     start = _deref(buf, pos)
     return start + 4, struct.unpack_from("<I", buf, start)[0]
+
+
+def read_model(path: str | Path) -> bytes:
+    """A model file's bytes. ContractError when the path names no regular file (a pipe such as
+    ``--model <(...)``, a device, a socket: a tool reads its model more than once, the pipe's
+    second reading is empty); OSError as reading raises it."""
+    path = Path(path)
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ContractError(f"{path}: {kind}, not a model file: give the path of the .tflite file")
+    return path.read_bytes()
 
 
 def read_embedded_metadata(model: bytes, source: str = "model") -> ModelMetadata:

@@ -174,11 +174,13 @@ class TFLiteDetector:
     ):
         self.path = Path(path) if path is not None else BUNDLED_MODEL
         try:
-            model_bytes = self.path.read_bytes()
+            model_bytes = contract.read_model(self.path)
         except FileNotFoundError:
             raise ModelError(f"{self.path}: model file not found") from None
         except OSError as exc:
             raise ModelError(f"{self.path}: cannot read model ({exc.strerror})") from None
+        except ContractError as exc:
+            raise ModelError(str(exc)) from None
         try:
             self.metadata = contract.read_embedded_metadata(model_bytes, str(self.path))
         except ContractError as exc:

@@ -399,6 +399,20 @@ def test_a_model_refused_at_start_leaves_no_empty_outputs_and_keeps_what_was_the
     assert (old / "snaps").is_dir()
 
 
+def test_a_model_given_through_a_pipe_is_refused_in_one_line_naming_it(tmp_path: Path, capsys):
+    """``--model <(cat m.tflite)`` said "empty file (0 bytes)" (the model is read more than once
+    at start, the pipe's second reading is empty), and a pipe nobody wrote to hung the run."""
+    pipe = tmp_path / "model.pipe"
+    os.mkfifo(pipe)
+    assert main(["--demo", "--max-frames", "5", "--model", str(pipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{pipe}: a pipe, not a model file" in err, err
+    config = tmp_path / "station.toml"
+    config.write_text(f'[source]\nkind = "demo"\n[model]\npath = "{pipe}"\n')
+    assert main(["--check-config", str(config)]) == 2
+    assert f"{pipe}: a pipe" in capsys.readouterr().err
+
+
 @needs_model
 def test_odd_frames_are_converted_or_skipped_and_counted(tmp_path: Path, caplog):
     rng = np.random.default_rng(1)

@@ -259,11 +259,13 @@ def init_problem(path: Path) -> str | None:
     if path.suffix != ".tflite":
         return keras_file_problem(path)
     try:
-        raw = path.read_bytes()
+        raw = contract.read_model(path)
     except FileNotFoundError:
         return f"{path}: model file not found"
     except OSError as exc:
         return f"{path}: cannot read the model ({exc.strerror})"
+    except contract.ContractError as exc:
+        return str(exc)
     try:
         meta = contract.read_embedded_metadata(raw, str(path))
     except contract.ContractError as exc:

@@ -118,9 +118,11 @@ def keras_from_tflite(path: str | Path, images: np.ndarray) -> keras.Model:
 
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = contract.read_model(path)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the model ({exc.strerror})") from None
+    except contract.ContractError as exc:
+        raise ValueError(str(exc)) from None
     try:
         meta = contract.read_embedded_metadata(raw, str(path))
     except contract.ContractError as exc:

@@ -43,7 +43,7 @@ def labels_of(path: Path) -> list[str] | None:
     they cannot be told."""
     try:
         if path.suffix.lower() == ".tflite":
-            return list(contract.read_embedded_metadata(path.read_bytes(), str(path)).labels)
+            return list(contract.read_embedded_metadata(contract.read_model(path), str(path)).labels)
         labels = keras_sidecar(path).get("labels")
     except (OSError, CliError, contract.ContractError):
         return None

@@ -516,13 +516,13 @@ def check_model(config: Config, strict: bool = False) -> str | None:
     Reads only the model's embedded metadata, so it runs before anything is opened. A model that
     cannot be read is left to the detector to report, unless ``strict`` (``--check-config``, which
     opens nothing else): then it is the error."""
-    from edge.contract import CLASS, ContractError, read_embedded_metadata
+    from edge.contract import CLASS, ContractError, read_embedded_metadata, read_model
     from edge.decision import expect_problem
     from edge.runtime import ModelError, refine_for
 
     path = config.model.path or BUNDLED_MODEL
     try:
-        meta = read_embedded_metadata(path.read_bytes(), str(path))
+        meta = read_embedded_metadata(read_model(path), str(path))
     except OSError as exc:
         if strict:
             raise ConfigError(f"model.path: cannot read {path} ({exc.strerror or exc})") from None
