@@ -82,7 +82,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import struct
 import unicodedata
@@ -96,6 +95,7 @@ import cv2
 import numpy as np
 
 from edge.contract import DEFAULT_LABELS
+from edge.files import write_whole
 
 __all__ = [
     "BOX_TOLERANCE_PX",
@@ -1427,7 +1427,7 @@ def write_image(path: Path | str, image: np.ndarray, params: Sequence[int] = ())
     except cv2.error:
         return False
     if ok:
-        Path(path).write_bytes(buf.tobytes())
+        write_whole(path, buf.tobytes())  # whole or not at all; an OSError names the file
     return bool(ok)
 
 
@@ -2100,14 +2100,6 @@ def _apply_subset(records: Sequence[Record], subset: Path, root: Path) -> list[R
 # -- writing --------------------------------------------------------------------------------------
 
 
-def _write_whole(path: Path, text: str) -> None:
-    """``text`` as ``path``, whole or not at all: a stop mid-write (edge-synth's SIGTERM) left an
-    empty annotation that made the set unreadable; a hidden part-file is passed over when read."""
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
-
-
 class DatasetWriter:
     """Writes a labelled data set in one of ``FORMATS``, in a layout ``load_dataset`` detects.
 
@@ -2195,15 +2187,19 @@ class DatasetWriter:
         filename = f"{name}.jpg"
         if not write_image(self._image_dir / filename, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
             raise OSError(f"DatasetWriter.add: OpenCV could not write {self._image_dir / filename}")
-        self._names.add(name)
         objs = tuple(checked)
+        try:
+            if self.format == "voc":
+                text = format_voc(filename, width, height, objs)
+                write_whole(self.out_dir / "annotations" / f"{name}.xml", text)
+            elif self.format == "yolo":
+                text = format_yolo_labels(objs, self.classes, width, height)
+                write_whole(self.out_dir / "labels" / f"{name}.txt", text)
+        except OSError:  # (a full disk): no image without its annotation, which would read as a negative
+            (self._image_dir / filename).unlink(missing_ok=True)
+            raise
+        self._names.add(name)
         self._entries.append((filename, width, height, objs))
-        if self.format == "voc":
-            text = format_voc(filename, width, height, objs)
-            _write_whole(self.out_dir / "annotations" / f"{name}.xml", text)
-        elif self.format == "yolo":
-            text = format_yolo_labels(objs, self.classes, width, height)
-            _write_whole(self.out_dir / "labels" / f"{name}.txt", text)
 
     def close(self) -> None:
         """Write the index files (once); further ``add`` calls are refused."""

@@ -65,6 +65,35 @@ def native_stderr_held(keep: Callable[[str], bool] = lambda line: False):
                 sys.stderr.flush()
 
 
+def write_whole(path: Path | str, data: bytes | str, sync: bool = False) -> None:
+    """``data`` (text as UTF-8) as ``path``, whole or not at all: into a hidden temporary file
+    beside it, renamed over it, so a full disk or a stop mid-write leaves the previous file (or none),
+    never a cut one (data sets' loaders pass hidden files over). ``sync``: flushed to the disk
+    first. An OSError names ``path`` (a full disk's has no file name). A path that names no regular
+    file (``/dev/stdout``) is written as it is."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    in_place = path.exists() and not path.is_file()
+    target = path if in_place else path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync and not in_place:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not in_place:
+            os.replace(target, path)
+    except OSError as exc:
+        if not in_place:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
 def missing_paths(path: Path) -> list[Path]:
     """``path`` and those of its folders that do not exist yet, deepest first: what opening it
     (after ``mkdir(parents=True)``) would create."""

@@ -982,3 +982,40 @@ def test_synthetic_images_from_several_workers_are_the_ones_one_process_makes() 
             two, _ = synthetic_pool(synth_, 3, 12, workers=2, progress=False)
             np.testing.assert_array_equal(two.images, one.images)
             np.testing.assert_array_equal(two.boxes, one.boxes)
+
+
+@pytest.mark.parametrize("fills_at", ["images", "annotations"])
+def test_a_disk_that_fills_ends_edge_synth_naming_the_file_with_a_set_that_loads(
+    tmp_path: Path, monkeypatch, capsys, fills_at: str
+) -> None:
+    """A full disk said only "No space left on device" and left a cut image (or an image without
+    its annotation, read as a negative): now the file and the count are named, and the images
+    written before form a set that loads, with no part-file left."""
+    import errno
+
+    from edge.datasets import load_dataset
+
+    out = tmp_path / "set"
+    real_write, files = os.write, set()
+
+    def disk_fills_at_the_eleventh(fd: int, data) -> int:  # the disk is what is faked
+        name = os.path.realpath(f"/proc/self/fd/{fd}")
+        if f"/{fills_at}/" in name:
+            files.add(name)
+            if len(files) > 10:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", disk_fills_at_the_eleventh)
+    argv = ["--out", str(out), "--n", "40", "--workers", "1", "--negatives", "0"]
+    assert synth_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    suffix = "jpg" if fills_at == "images" else "xml"
+    assert err == (
+        f"edge-synth: error: {out / fills_at / f'synth_000010.{suffix}'}: "
+        f"{os.strerror(errno.ENOSPC)} (after 10 of 40 images)"
+    ), err
+    monkeypatch.undo()
+    assert len(load_dataset(out)) == 10
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"synth_{i:06d}.jpg" for i in range(10)]
+    assert not [p for p in out.rglob(".*")]

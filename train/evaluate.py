@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import sys
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ from edge.cli.common import (
 )
 from edge.config import RUNTIMES
 from edge.datasets import Dataset, DatasetError, Record, load_dataset, read_image, write_image
-from edge.files import clash
+from edge.files import clash, write_whole
 from edge.metrics import Truth
 from edge.overlay import drawable, score_text
 from edge.runtime import REFINE_MODES, ModelError, TFLiteDetector, look_again, refine_for
@@ -284,13 +285,14 @@ def write_per_image(path: Path, names: Sequence[str], results: Sequence[metrics.
             return int(v)
         return f"{v:.4f}" if isinstance(v, float) else v
 
-    with path.open("w", newline="") as f:
-        out = csv.writer(f, lineterminator="\n")
-        out.writerow(PER_IMAGE_COLUMNS)
-        for name, r in zip(names, results, strict=True):
-            present = r.outcome in ("hit", "missed")
-            row = (name, present, r.presence, r.outcome, r.iou, r.center_error, r.true_label, r.label)
-            out.writerow([cell(v) for v in (*row, r.label_right, r.wrong)])
+    text = io.StringIO()
+    out = csv.writer(text, lineterminator="\n")
+    out.writerow(PER_IMAGE_COLUMNS)
+    for name, r in zip(names, results, strict=True):
+        present = r.outcome in ("hit", "missed")
+        row = (name, present, r.presence, r.outcome, r.iou, r.center_error, r.true_label, r.label)
+        out.writerow([cell(v) for v in (*row, r.label_right, r.wrong)])
+    write_whole(path, text.getvalue())  # whole or not at all; an OSError names the file
 
 
 #: the per-label table's columns: (heading, ``metrics.LABEL_KEYS`` key)

@@ -23,7 +23,7 @@ from types import ModuleType
 import numpy as np
 
 from edge import contract
-from edge.files import missing_paths, native_stderr_held, remove_if_empty, why_no_folder
+from edge.files import missing_paths, native_stderr_held, remove_if_empty, why_no_folder, write_whole
 from edge.runtime import MAX_THREADS
 
 USAGE_ERROR = 2
@@ -580,19 +580,4 @@ def write_json(path: Path, data: object) -> None:
     none), never an empty or cut one. An OSError names ``path`` (a full disk's has no file name).
     A path that is not a regular file (``/dev/stdout``) is written as it is."""
     text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    path = Path(path)
-    in_place = path.exists() and not path.is_file()
-    target = path if in_place else path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(target, "w", encoding="utf-8") as f:
-            f.write(text)
-            if not in_place:
-                f.flush()
-                os.fsync(f.fileno())
-        if not in_place:
-            os.replace(target, path)
-    except OSError as exc:
-        if not in_place:
-            with contextlib.suppress(OSError):
-                target.unlink()
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    write_whole(path, text, sync=True)

@@ -30,6 +30,7 @@ from edge.cli.common import (
     int_up_to,
     log_to_stderr,
     non_negative_int,
+    os_error_text,
     path_arg,
     pipe_closed_quietly,
     positive_int,
@@ -286,6 +287,8 @@ def _run(args: argparse.Namespace) -> int:
                     bar.update()
             except (KeyboardInterrupt, _Terminated) as exc:  # stop, and close the set cleanly
                 stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+            except OSError as exc:  # a full disk: which file, and how far it got
+                raise CliError(f"{os_error_text(exc)} (after {written} of {args.n} images)") from None
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
