@@ -477,7 +477,7 @@ class PipelineRun:
         self._judged = 0
 
     def _open(self) -> None:
-        from edge.pipeline import Pipeline
+        from edge.pipeline import Pipeline, RunOptions
 
         source, truth = self.parts.build_source()
         source, self._timed = _timed_source(source, self.parts.prefetch, self.parts.decode_threads)
@@ -491,11 +491,13 @@ class PipelineRun:
                 self.trigger,
                 self.decider,
                 sinks,
-                roi=roi,
+                RunOptions(
+                    roi=roi,
+                    refine=self.parts.refine,
+                    flag_lines=False,  # a measurement, not a station: no journal line per product
+                    last_run=False,  # blocks of frames from one source
+                ),
                 hooks=[self._recorder],
-                refine=self.parts.refine,
-                flag_lines=False,  # a measurement, not a station: no journal line per product
-                last_run=False,  # blocks of frames from one source
             )
             self._stack, self._source = stack.pop_all(), source
 

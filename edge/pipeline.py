@@ -479,6 +479,32 @@ def stop_signals(on_stop: Callable[[str], object]):
 NO_PRODUCT_SAY_S = 60.0
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a :class:`Pipeline` looks and what it says, besides its parts."""
+
+    #: the region inspected (normalised x, y, w, h; None: the whole frame)
+    roi: tuple[float, ...] | None = None
+    #: second looks at each judged frame (``edge.runtime.look_again``)
+    refine: str = "off"
+    #: the model's heatmap drawn on the overlay
+    heatmap: bool = False
+    #: the model and interpreter, for the verdict log and the summary
+    model_id: str = ""
+    runtime: str = ""
+    #: a station's journal lines: one per flagged product, and products seen in too few frames
+    #: (off for a measurement)
+    flag_lines: bool = True
+    #: the source gives its frames to this run only: when the loop ends its capture stops, so a
+    #: reopen still under way is not counted after the summary (edge-bench runs blocks of frames
+    #: from one source: False)
+    last_run: bool = True
+
+    def __post_init__(self) -> None:
+        if self.roi is not None:
+            object.__setattr__(self, "roi", tuple(float(v) for v in self.roi))
+
+
 class Pipeline:
     """The loop over built parts; :meth:`run` returns the :class:`Summary`."""
 
@@ -489,26 +515,18 @@ class Pipeline:
         trigger: Trigger,
         decider: Decider,
         sinks: Sequence[Sink] = (),
-        roi: Sequence[float] | None = None,
+        options: RunOptions | None = None,
         truth: GroundTruth | None = None,
         notifier: SystemdNotifier | None = None,
         hooks: Sequence[Callable[[FrameResult, np.ndarray], None]] = (),
-        model_id: str = "",
-        runtime: str = "",
-        heatmap: bool = False,
-        refine: str = "off",
-        flag_lines: bool = True,
-        last_run: bool = True,
     ):
-        self.heatmap = heatmap
-        #: the source gives its frames to this run only: when the loop ends its capture stops, so a
-        #: reopen still under way is not counted after the summary (edge-bench runs blocks of
-        #: frames from one source: False)
-        self.last_run = last_run
+        options = options or RunOptions()
+        self.heatmap = options.heatmap
+        self.last_run = options.last_run
         #: a log line per flagged product (at most ``FLAG_LINES_PER_S`` a second)
-        self.flag_lines = FlagLines() if flag_lines else None
+        self.flag_lines = FlagLines() if options.flag_lines else None
         #: products seen in too few frames (a loop too slow for the line; off with flag_lines)
-        self.few_frames = FewFrames() if flag_lines else None
+        self.few_frames = FewFrames() if options.flag_lines else None
         self._small_region_said = False
         #: where things moved through the frame, said once (a pipeline may run block after block)
         self._region_said = False
@@ -518,19 +536,18 @@ class Pipeline:
         self.end_hint: str | None = None
         #: products judged by earlier runs with the same trigger (edge-bench's blocks), for the hint
         self.judged_before = 0
-        #: second looks at each judged frame (edge.runtime.look_again)
-        self.refine = refine
+        self.refine = options.refine
         self.source = source
         self.detector = detector
         self.trigger = trigger
         self.decider = decider
         self.sinks = list(sinks)
-        self.roi = tuple(roi) if roi is not None else None
+        self.roi = options.roi
         self.truth = truth
         self.notifier = notifier or SystemdNotifier({})
         self.hooks = list(hooks)
-        self.model_id = model_id
-        self.runtime = runtime
+        self.model_id = options.model_id
+        self.runtime = options.runtime
         self._stop = threading.Event()
         self._stop_reason = ""
         #: the sink error that ended the last run (its summary is still returned)

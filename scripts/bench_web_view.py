@@ -27,7 +27,7 @@ import numpy as np
 from edge.config import Config
 from edge.decision import Decider, EveryFrameTrigger, OccupancyTrigger
 from edge.demo import DemoCamera, DemoLine
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, RunOptions
 from edge.runtime import TFLiteDetector
 from edge.sources import Source
 from edge.station.station import Station
@@ -108,9 +108,9 @@ def main() -> int:
             EveryFrameTrigger() if args.trigger == "every-frame" else OccupancyTrigger(config.trigger),
             Decider(detector.metadata.threshold, config.decision),
             station.sinks,
-            roi=line.roi,
+            # every frame is a product here: no journal lines for the missing ones
+            RunOptions(roi=line.roi, flag_lines=False),
             hooks=[hook],
-            flag_lines=False,  # every frame is a product here: no journal lines for the missing ones
         )
         threading.Thread(target=control, daemon=True).start()
         pipeline.run(duration=total + 30)

@@ -480,13 +480,14 @@ class OddCamera:
 @needs_model
 def test_the_loop_survives_odd_frames_and_counts_them():
     from edge.decision import Decider, EveryFrameTrigger
-    from edge.pipeline import Pipeline
+    from edge.pipeline import Pipeline, RunOptions
     from edge.runtime import TFLiteDetector
     from edge.sources import Source
 
     detector = TFLiteDetector()
     with Source(OddCamera(), threaded=False) as source:
-        pipeline = Pipeline(source, detector, EveryFrameTrigger(), Decider(0.5), roi=(0.1, 0.1, 0.8, 0.8))
+        options = RunOptions(roi=(0.1, 0.1, 0.8, 0.8))
+        pipeline = Pipeline(source, detector, EveryFrameTrigger(), Decider(0.5), options=options)
         summary = pipeline.run()
     assert (summary.frames, summary.products) == (7, 7)
     assert (summary.converted, summary.skipped) == (5, 2)

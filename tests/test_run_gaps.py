@@ -12,7 +12,7 @@ import pytest
 from edge.config import TriggerConfig
 from edge.decision import Decider, OccupancyTrigger
 from edge.demo import DemoLine
-from edge.pipeline import FrameRate, Pipeline
+from edge.pipeline import FrameRate, Pipeline, RunOptions
 from edge.runtime import TFLiteDetector
 from edge.sinks import verdict_record
 from edge.sources import Source
@@ -107,7 +107,7 @@ def _run_dropping(
             OccupancyTrigger(TriggerConfig()),
             Decider(detector.metadata.threshold),
             sinks=sinks,
-            roi=line.roi,
+            options=RunOptions(roi=line.roi),
         )
         with caplog.at_level(logging.WARNING):
             summary = pipeline.run(duration=duration, max_frames=cut + 75)
@@ -237,7 +237,7 @@ def test_products_judged_on_too_few_frames_say_the_loop_is_too_slow_for_the_line
                 OccupancyTrigger(TriggerConfig()),
                 Decider(detector.metadata.threshold),
                 sinks=[status],
-                roi=line.roi,
+                options=RunOptions(roi=line.roi),
             )
             with caplog.at_level(logging.WARNING):
                 summary = pipeline.run(max_frames=1200 // n)
@@ -294,7 +294,7 @@ def test_a_station_stopped_with_a_product_in_view_names_it_in_the_journal(caplog
     detector = TFLiteDetector()
     with Source(stream, threaded=True, stall_s=0.6) as src:
         trigger, decider = OccupancyTrigger(TriggerConfig()), Decider(detector.metadata.threshold)
-        pipeline = Pipeline(src, detector, trigger, decider, roi=line.roi)
+        pipeline = Pipeline(src, detector, trigger, decider, options=RunOptions(roi=line.roi))
         with caplog.at_level(logging.WARNING):
             summary = pipeline.run(max_frames=85)  # ended in the middle of product 1
     assert (summary.products, summary.unfinished) == (0, 1)
@@ -335,7 +335,7 @@ def test_on_a_slow_line_each_verdict_is_shown_for_its_hold_from_the_frame_it_was
     detector = TFLiteDetector()
     with source:
         trigger, decider = OccupancyTrigger(TriggerConfig()), Decider(detector.metadata.threshold)
-        Pipeline(source, detector, trigger, decider, sinks=[Shown()], roi=line.roi).run()
+        Pipeline(source, detector, trigger, decider, sinks=[Shown()], options=RunOptions(roi=line.roi)).run()
     given = [(i, v) for i, v, _ in shown if v is not None]
     assert [v.outcome.value for _, v in given] == ["OK", "MISSING"]
     for i, v in given:

@@ -311,7 +311,7 @@ def test_photo_eye_station_end_to_end_one_verdict_per_edge_and_pulses_for_missin
     as each product reaches the middle of the view, the bundled model, the decider, the
     outputs: one right verdict per edge, a reject pulse for each MISSING one and no other."""
     from edge.demo import DemoLine
-    from edge.pipeline import Pipeline
+    from edge.pipeline import Pipeline, RunOptions
     from edge.runtime import TFLiteDetector
     from edge.sources import Source
 
@@ -386,7 +386,7 @@ def test_photo_eye_station_end_to_end_one_verdict_per_edge_and_pulses_for_missin
             busy.clear_states()
             base_reject, base_busy = reject._last_change, busy._last_change
             decider = Decider(detector.metadata.threshold)
-            Pipeline(src, detector, trigger, decider, [Collect(), outputs], roi=line.roi).run()
+            Pipeline(src, detector, trigger, decider, [Collect(), outputs], RunOptions(roi=line.roi)).run()
             edges = [trigger.edge_time(v.product_id) for v in verdicts]
             time.sleep(0.5)  # the last pulse
             last_light = factory.pin(6).state

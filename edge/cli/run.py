@@ -904,7 +904,7 @@ def build_sinks(config: Config, fps: float | None) -> list:
 
 
 def run(config: Config, config_path: Path | None = None) -> int:
-    from edge.pipeline import Pipeline, SystemdNotifier, stop_signals
+    from edge.pipeline import Pipeline, RunOptions, SystemdNotifier, stop_signals
     from edge.runtime import TFLiteDetector, model_warnings, refine_for
     from edge.sinks import VerdictLog
     from edge.station.station import Station
@@ -967,13 +967,15 @@ def run(config: Config, config_path: Path | None = None) -> int:
             trigger,
             decider,
             [*built_sinks, *station.sinks],
-            roi=roi,
+            RunOptions(
+                roi=roi,
+                refine=refine,
+                heatmap=config.output.heatmap,
+                model_id=detector.model_id,
+                runtime=runtime,
+            ),
             truth=truth,
             notifier=SystemdNotifier(),
-            model_id=detector.model_id,
-            runtime=runtime,
-            heatmap=config.output.heatmap,
-            refine=refine,
         )
         if pending:
             pipeline.stop(pending[0])
