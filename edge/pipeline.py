@@ -479,6 +479,45 @@ def stop_signals(on_stop: Callable[[str], object]):
 NO_PRODUCT_SAY_S = 60.0
 
 
+@dataclass
+class _Tally:
+    """What one run of the loop counts, for its summary."""
+
+    t_start: float
+    end: str = "end of stream"
+    frames: int = 0
+    #: the frames stopped: times, seconds, products in view then
+    gaps: int = 0
+    blind_s: float = 0.0
+    interrupted: int = 0
+    #: verdicts the verdict log did not take (its disk full)
+    unlogged: int = 0
+    verdicts: Counter[Outcome] = field(default_factory=Counter)
+    #: (the demo's product, the verdict) of each verdict, against the ground truth
+    judged: list[tuple[object | None, Outcome]] = field(default_factory=list)
+    first_index: int | None = None
+    last_index: int | None = None
+    latencies: np.ndarray = field(default_factory=lambda: np.zeros(LATENCY_WINDOW, np.float32))
+    stage_total: np.ndarray = field(default_factory=lambda: np.zeros(len(STAGES)))
+
+    def frame_done(self, frame: Frame, stage_ms: np.ndarray) -> None:
+        self.latencies[self.frames % LATENCY_WINDOW] = (time.monotonic() - frame.t_capture) * 1e3
+        self.frames += 1
+        self.stage_total += stage_ms
+
+    def last_latency_ms(self) -> float:
+        return float(self.latencies[(self.frames - 1) % LATENCY_WINDOW]) if self.frames else 0.0
+
+    def status_line(self, fps: float) -> str:
+        """The run's counts as systemd's status line shows them."""
+        wrong = self.verdicts[Outcome.WRONG]
+        return (
+            f"{self.verdicts.total()} inspected, {self.verdicts[Outcome.MISSING]} missing, "
+            + (f"{wrong} wrong, " if wrong else "")
+            + f"{fps:.1f} fps"
+        )
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How a :class:`Pipeline` looks and what it says, besides its parts."""
@@ -598,72 +637,26 @@ class Pipeline:
             self.notifier.notify("STOPPING=1")
 
     def _loop(self, duration: float | None, max_frames: int | None) -> Summary:
-        n_stages = len(STAGES)
-        stage_ms = np.zeros(n_stages)
-        stage_total = np.zeros(n_stages)
-        latencies = np.zeros(LATENCY_WINDOW, np.float32)
-        verdict_counts: Counter[Outcome] = Counter()
-        judged: list[tuple[object | None, Outcome]] = []
-        frames = 0
-        gaps, blind_s, interrupted = 0, 0.0, 0  # the frames stopped: times, seconds, products in view
-        unlogged = 0
+        tally = _Tally(t_start=time.monotonic())
+        stage_ms = np.zeros(len(STAGES))
         stop_counted = False  # the frames have stopped for stall_s, and that was counted in gaps
         last_frame: Frame | None = None
         last_roi = (0, 0, 0, 0)
-        first_index = last_index = None
         last_verdict: Verdict | None = None
         verdict_at = 0.0  # the line's time of the frame last_verdict was given on
         rate = FrameRate()
         ready = False
-        t_start = time.monotonic()
-        end = "end of stream"
         self._no_product_since = None
-
-        def given(verdict: Verdict, state: TriggerState) -> None:
-            """Count a verdict, and say what the journal should about it."""
-            nonlocal last_verdict, interrupted
-            verdict_counts[verdict.outcome] += 1
-            last_verdict = verdict
-            if verdict.interrupted_s is not None:
-                interrupted += 1
-                _log.warning("%s", interrupted_line(verdict))
-            elif self.few_frames is not None:
-                self.few_frames.add(verdict, state, rate.fps, self.source.stats.dropped)
-            if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
-                self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
-            if self.truth is not None:
-                judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
-
-        def write_all(result: FrameResult) -> bool:
-            """Hand a result to every sink; False where one failed (e.g. a full disk: the run
-            stops, but still with its summary, which counts a verdict the log did not take)."""
-            nonlocal end, unlogged
-            done = 0
-            try:
-                for sink in self.sinks:
-                    sink.write(result)
-                    done += 1
-            except SinkError as exc:
-                self.failure = exc
-                end = f"error: {exc}"
-                v = result.verdict
-                if v is not None and any(isinstance(s, VerdictLog) for s in self.sinks[done:]):
-                    unlogged += 1  # the journal keeps it: the operator can add it by hand
-                    _log.warning(
-                        "product %d %s is not in the verdict log: %s", v.product_id, v.outcome.value, exc
-                    )
-                return False
-            return True
 
         while True:
             if self._stop.is_set():
-                end = self._stop_reason
+                tally.end = self._stop_reason
                 break
-            if duration is not None and time.monotonic() - t_start >= duration:
-                end = f"duration {duration:g} s"
+            if duration is not None and time.monotonic() - tally.t_start >= duration:
+                tally.end = f"duration {duration:g} s"
                 break
-            if max_frames is not None and frames >= max_frames:
-                end = f"max frames {max_frames}"
+            if max_frames is not None and tally.frames >= max_frames:
+                tally.end = f"max frames {max_frames}"
                 break
             t0 = time.perf_counter()
             try:
@@ -677,43 +670,30 @@ class Pipeline:
                 stopped_s = now - last_frame.t_capture
                 stopped = self.source.live and stopped_s >= self.source.stall_s
                 if stopped and not stop_counted:  # counted now: the frames may never come back
-                    gaps, stop_counted = gaps + 1, True
+                    tally.gaps, stop_counted = tally.gaps + 1, True
                 state = self.trigger.idle(now, stopped)
                 verdict = self.decider.end(state, stopped_s) if state is not None else None
                 if verdict is not None:
-                    given(verdict, state)
-                    verdict_at = last_frame.t_on_line + stopped_s
-                    if not write_all(FrameResult(last_frame, last_roi, None, state, verdict, stopped=True)):
+                    self._count(tally, verdict, state, rate.fps)
+                    last_verdict, verdict_at = verdict, last_frame.t_on_line + stopped_s
+                    result = FrameResult(last_frame, last_roi, None, state, verdict, stopped=True)
+                    if not self._write_all(tally, result):
                         break
                 continue
             t1 = time.perf_counter()
             if frame.gap_s:
-                gaps, blind_s = gaps + (not stop_counted), blind_s + frame.gap_s
+                tally.gaps, tally.blind_s = tally.gaps + (not stop_counted), tally.blind_s + frame.gap_s
             stop_counted = False
             image = frame.image
-            roi_px = self._roi_px.get(image.shape)
-            if roi_px is None:
-                roi_px = self._roi_px[image.shape] = roi_pixels(image.shape, self.roi)
-                if min(roi_px[2:]) < MIN_REGION_PX and not self._small_region_said:
-                    self._small_region_said = True
-                    _log.warning(
-                        "the region of interest is only %dx%d pixels of the %dx%d frame; the model sees "
-                        "it enlarged to its %dx%d input (check --roi, inspection.roi)",
-                        roi_px[2],
-                        roi_px[3],
-                        image.shape[1],
-                        image.shape[0],
-                        INPUT_WIDTH,
-                        INPUT_HEIGHT,
-                    )
+            roi_px = self._region_px(image.shape)
             view = prepare_input(image, self.roi)
             t2 = time.perf_counter()
             state = self.trigger.update(frame, view)
             if self.region is not None:
                 self.region.update(image)
-                quiet = not verdict_counts and state.product is None and not state.learning
+                quiet = not tally.verdicts and state.product is None and not state.learning
                 if quiet and not self._region_said:
-                    self._region_said = self._say_region(frame, frames)
+                    self._region_said = self._say_region(frame, tally.frames)
             t3 = time.perf_counter()
             prediction = self.detector.predict(view) if state.product is not None else None
             if prediction is not None and self.refine != "off":
@@ -723,8 +703,8 @@ class Pipeline:
             verdict = self.decider.update(frame, state, prediction)
             t5 = time.perf_counter()
             if verdict is not None:
-                given(verdict, state)
-                verdict_at = frame.t_on_line
+                self._count(tally, verdict, state, rate.fps)
+                last_verdict, verdict_at = verdict, frame.t_on_line
             rate.add(frame.t_capture)
             # the verdict shown, held from its frame (counted from its evidence frame, a product
             # slow to leave after its fullest view was never shown judged)
@@ -739,12 +719,12 @@ class Pipeline:
                     product=state.product if state.ended != state.product else None,
                     hits=self.decider.hits_so_far(),
                     verdict=last_verdict,
-                    inspected=verdict_counts.total(),
-                    missing=verdict_counts[Outcome.MISSING],
-                    wrong=verdict_counts[Outcome.WRONG],
+                    inspected=tally.verdicts.total(),
+                    missing=tally.verdicts[Outcome.MISSING],
+                    wrong=tally.verdicts[Outcome.WRONG],
                     expect=getattr(self.decider, "expect", None),
                     fps=rate.fps,
-                    latency_ms=float(latencies[(frames - 1) % LATENCY_WINDOW]) if frames else 0.0,
+                    latency_ms=tally.last_latency_ms(),
                     learning=state.learning,
                     held=state.held is not None,
                     heatmap=self.heatmap,
@@ -753,14 +733,12 @@ class Pipeline:
             t6 = time.perf_counter()
             result = FrameResult(frame, roi_px, prediction, state, verdict, annotated, shown=last_verdict)
             last_frame, last_roi = frame, roi_px
-            first_index = frame.index if first_index is None else first_index
-            last_index = frame.index  # judged, written or not: its product counts against the truth
-            if not write_all(result):
+            tally.first_index = frame.index if tally.first_index is None else tally.first_index
+            tally.last_index = frame.index  # judged, written or not: its product counts against the truth
+            if not self._write_all(tally, result):
                 break
             t7 = time.perf_counter()
 
-            latencies[frames % LATENCY_WINDOW] = (time.monotonic() - frame.t_capture) * 1e3
-            frames += 1
             timings = prediction.timings if prediction is not None else {}
             stage_ms[:] = (
                 (t1 - t0) * 1e3,
@@ -773,31 +751,82 @@ class Pipeline:
                 (t6 - t5) * 1e3,
                 (t7 - t6) * 1e3,
             )
-            stage_total += stage_ms
+            tally.frame_done(frame, stage_ms)
             for hook in self.hooks:
                 hook(result, stage_ms)
             if not ready:
                 self.notifier.notify("READY=1")
                 ready = True
-            self.notifier.watchdog(
-                time.monotonic(),
-                lambda fps=rate.fps: (
-                    f"{verdict_counts.total()} inspected, {verdict_counts[Outcome.MISSING]} missing, "
-                    + (f"{verdict_counts[Outcome.WRONG]} wrong, " if verdict_counts[Outcome.WRONG] else "")
-                    + f"{fps:.1f} fps"
-                ),
-            )
+            self.notifier.watchdog(time.monotonic(), lambda fps=rate.fps: tally.status_line(fps))
 
         if self.last_run:
             self.source.stop()
-        elapsed = time.monotonic() - t_start
         if stop_counted and last_frame is not None:  # the frames had stopped, and did not come back
-            blind_s += time.monotonic() - last_frame.t_capture
+            tally.blind_s += time.monotonic() - last_frame.t_capture
+        return self._summary(tally)
+
+    def _region_px(self, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The region of interest in pixels of a frame of ``shape`` (a small one said once)."""
+        roi_px = self._roi_px.get(shape)
+        if roi_px is None:
+            roi_px = self._roi_px[shape] = roi_pixels(shape, self.roi)
+            if min(roi_px[2:]) < MIN_REGION_PX and not self._small_region_said:
+                self._small_region_said = True
+                _log.warning(
+                    "the region of interest is only %dx%d pixels of the %dx%d frame; the model sees "
+                    "it enlarged to its %dx%d input (check --roi, inspection.roi)",
+                    roi_px[2],
+                    roi_px[3],
+                    shape[1],
+                    shape[0],
+                    INPUT_WIDTH,
+                    INPUT_HEIGHT,
+                )
+        return roi_px
+
+    def _count(self, tally: _Tally, verdict: Verdict, state: TriggerState, fps: float) -> None:
+        """Count a verdict, and say what the journal should about it."""
+        tally.verdicts[verdict.outcome] += 1
+        if verdict.interrupted_s is not None:
+            tally.interrupted += 1
+            _log.warning("%s", interrupted_line(verdict))
+        elif self.few_frames is not None:
+            self.few_frames.add(verdict, state, fps, self.source.stats.dropped)
+        if verdict.outcome is not Outcome.OK and self.flag_lines is not None:
+            self.flag_lines.add(verdict, self.decider.expect)  # flagged: a line in the journal too
+        if self.truth is not None:
+            tally.judged.append((verdict.truth.get("product") if verdict.truth else None, verdict.outcome))
+
+    def _write_all(self, tally: _Tally, result: FrameResult) -> bool:
+        """Hand a result to every sink; False where one failed (e.g. a full disk: the run stops,
+        but still with its summary, which counts a verdict the log did not take)."""
+        done = 0
+        try:
+            for sink in self.sinks:
+                sink.write(result)
+                done += 1
+        except SinkError as exc:
+            self.failure = exc
+            tally.end = f"error: {exc}"
+            v = result.verdict
+            if v is not None and any(isinstance(s, VerdictLog) for s in self.sinks[done:]):
+                tally.unlogged += 1  # the journal keeps it: the operator can add it by hand
+                _log.warning(
+                    "product %d %s is not in the verdict log: %s", v.product_id, v.outcome.value, exc
+                )
+            return False
+        return True
+
+    def _summary(self, tally: _Tally) -> Summary:
+        """The run's summary, and what its end has to say (a product left unjudged, a region that
+        found none)."""
+        elapsed = time.monotonic() - tally.t_start
+        counts, frames, end = tally.verdicts, tally.frames, tally.end
         unfinished = 1 if self.decider.in_progress is not None else 0
         suggested = self.region.suggest() if self.region is not None else None
         note = self.region.note if self.region is not None else None
         self.end_hint = no_product_hint(
-            self.trigger, self.judged_before + verdict_counts.total() + unfinished, suggested, self.roi, note
+            self.trigger, self.judged_before + counts.total() + unfinished, suggested, self.roi, note
         )
         if self.end_hint and self.last_run:
             _log.warning(self.end_hint)
@@ -810,7 +839,7 @@ class Pipeline:
             )
         elif unfinished:
             _log.info("product %d was in view at the end: not judged", self.decider.in_progress)
-        window = latencies[: min(frames, LATENCY_WINDOW)]
+        window = tally.latencies[: min(frames, LATENCY_WINDOW)]
         stats = self.source.stats
         summary = Summary(
             source=self.source.name,
@@ -825,29 +854,30 @@ class Pipeline:
             undecodable=getattr(self.source.device, "undecodable", 0),
             reopens=stats.reopens,
             stale=stats.stale,
-            gaps=gaps,
-            blind_s=round(blind_s, 1),
-            interrupted=interrupted,
+            gaps=tally.gaps,
+            blind_s=round(tally.blind_s, 1),
+            interrupted=tally.interrupted,
             few_frames=self.few_frames.count if self.few_frames is not None else 0,
             trigger=self.trigger.counts(),
             suggested_roi=suggested,
-            products=verdict_counts.total(),
-            ok=verdict_counts[Outcome.OK],
-            missing=verdict_counts[Outcome.MISSING],
-            wrong=verdict_counts[Outcome.WRONG],
+            products=counts.total(),
+            ok=counts[Outcome.OK],
+            missing=counts[Outcome.MISSING],
+            wrong=counts[Outcome.WRONG],
             expect=getattr(self.decider, "expect", None),
             unfinished=unfinished,
-            unlogged=unlogged,
+            unlogged=tally.unlogged,
             duration_s=round(elapsed, 3),
             fps=round(frames / elapsed, 2) if elapsed > 0 else 0.0,
             latency_ms_p50=round(float(np.percentile(window, 50)), 2) if frames else 0.0,
             latency_ms_p99=round(float(np.percentile(window, 99)), 2) if frames else 0.0,
             stage_ms={
-                s: round(float(v) / max(frames, 1), 3) for s, v in zip(STAGES, stage_total, strict=True)
+                s: round(float(v) / max(frames, 1), 3) for s, v in zip(STAGES, tally.stage_total, strict=True)
             },
             end=end,
         )
-        if self.truth is not None and first_index is not None and last_index is not None:
-            crossed = self.truth.products_between(first_index, last_index, {pid for pid, _ in judged})
-            summary.truth = compare_with_truth(judged, crossed)
+        if self.truth is not None and tally.first_index is not None and tally.last_index is not None:
+            judged_ids = {pid for pid, _ in tally.judged}
+            crossed = self.truth.products_between(tally.first_index, tally.last_index, judged_ids)
+            summary.truth = compare_with_truth(tally.judged, crossed)
         return summary
