@@ -631,6 +631,7 @@ class Source:
         timeout = getattr(self.device, "read_timeout_s", None)  # a device whose reads time out
         failed_at_once = 0  # reads in a row that failed at once since the last frame
         had_frame = False  # since the device was (re)opened: else its failing reads wait for a stall
+        closed_at = -float("inf")  # the last reopen of a closed stream: at most one a stall_s at once
         try:
             while not self._stop.is_set():
                 began = time.monotonic()
@@ -657,8 +658,10 @@ class Source:
                         break
                     if timeout and had_frame and time.monotonic() - began < STALE_READ * timeout:
                         failed_at_once += 1
-                    if failed_at_once >= CLOSED_READS:
-                        failed_at_once, had_frame = 0, False
+                    if failed_at_once >= CLOSED_READS and began - closed_at >= self.stall_s:
+                        # (a server that closes each connection after a frame or a few, a camera's
+                        # snapshot address, is reopened at the stall's pace, not hammered)
+                        failed_at_once, had_frame, closed_at = 0, False, began
                         self._reopen(f"{CLOSED_READS} reads failed at once: the stream was closed")
                         last_frame, opened = time.monotonic(), True
                     elif time.monotonic() - last_frame >= self.stall_s:
@@ -1027,10 +1030,22 @@ class StreamURL(OpenCVCamera):
         if scheme.group(1).lower() == "file":
             raise SourceError(f"{url}: a file, not a stream's address: give it with --video (source.video)")
         rtsp_over_tcp()
+        began = time.monotonic()
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
+            if time.monotonic() - began >= 0.9 * self.timeout_ms / 1000:  # waited it out: a short look
+                why = why_no_stream(url, timeout_s=0.5)
+                raise SourceError(
+                    f"{self.name}: cannot open: no stream within {self.timeout_ms / 1000:g} s ({why})"
+                )
             raise SourceError(f"{self.name}: cannot open ({why_no_stream(url)})")
+        if not cap.get(cv2.CAP_PROP_FRAME_WIDTH) or not cap.get(cv2.CAP_PROP_FRAME_HEIGHT):
+            cap.release()  # FFmpeg opened it but found no picture size: nothing in it decodes
+            raise SourceError(
+                f"{self.name}: cannot open (no video it can decode: the stream gives no picture size; "
+                "its codec or content?)"
+            )
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         got_fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(got_fps) if got_fps and 0 < got_fps < 1000 else None

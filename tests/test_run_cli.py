@@ -580,8 +580,9 @@ def test_box_px_is_in_the_source_pixels_when_a_huge_frame_was_shrunk(tmp_path: P
 
 
 class DarkStream:
-    """The hardware boundary: OpenCV's capture of a stream that opens and never gives a frame (an
-    .mp4 served over HTTP that FFmpeg cannot read as a stream, a camera whose sensor died)."""
+    """The hardware boundary: OpenCV's capture of a stream that opens, says its picture size and
+    never gives a frame (a camera whose sensor died; one without a picture size is refused when
+    opened)."""
 
     def __init__(self, *args, **kwargs):
         pass
@@ -594,7 +595,7 @@ class DarkStream:
         return False, None
 
     def get(self, prop) -> float:
-        return 0.0
+        return {cv2.CAP_PROP_FRAME_WIDTH: 640.0, cv2.CAP_PROP_FRAME_HEIGHT: 480.0}.get(prop, 0.0)
 
     def set(self, prop, value) -> bool:
         return True

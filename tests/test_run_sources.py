@@ -279,6 +279,36 @@ def test_a_stream_that_closes_before_any_frame_is_reopened_only_at_each_stall():
     assert 1 <= cam.opened - 1 <= 4
 
 
+class SnapshotStream(FakeCamera):
+    """The hardware boundary as a camera's snapshot address (or a server crashing in a loop): each
+    connection gives one frame, then its reads fail at once."""
+
+    def __init__(self):
+        super().__init__(rate=200)
+        self.read_timeout_s = 2.0
+        self.given = 0
+
+    def open(self) -> None:
+        super().open()
+        self.given = 0
+
+    def grab(self):
+        time.sleep(1.0 / self.rate)
+        if self.given:
+            return None
+        self.given += 1
+        return np.full((32, 32, 3), self.opened % 256, np.uint8)
+
+
+def test_a_server_that_closes_after_every_frame_is_reopened_at_the_stalls_pace():
+    """Reopening a closed stream at once hammered a server that gives a frame and closes: 357
+    reopens in 8 s, two warnings each, against a snapshot address. One reopen at once a stall_s."""
+    cam = SnapshotStream()
+    with Source(cam, threaded=True, stall_s=0.3) as src:
+        read_frames(src, 1000, within_s=1.0)
+    assert 2 <= src.stats.reopens <= 5, src.stats.reopens
+
+
 def test_a_slow_camera_whose_reads_do_not_time_out_keeps_every_frame():
     """One frame every 0.95 x stall_s (a slow camera, a busy machine): frames, not a stall."""
     cam = FakeCamera(rate=1 / 0.19)
@@ -614,6 +644,22 @@ def test_a_stream_that_does_not_open_says_why(http_folder):
     )
 
 
+def test_a_silent_port_is_said_to_have_sent_nothing_within_the_time_waited():
+    """A port that takes the connection and never answers: FFmpeg waits out its open timeout, and
+    the look behind the error then waited 2 s more and said "no answer within 2 s" after 7 s."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        with pytest.raises(SourceError) as err:
+            StreamURL(f"http://127.0.0.1:{port}/live.mjpg", timeout_ms=1000).open()
+    # the open timeout, then a short look (0.5 s, not 2 s more)
+    said = f"cannot open: no stream within 1 s (no answer from 127.0.0.1:{port} within 0.5 s)"
+    assert said in str(err.value), str(err.value)
+
+
 def test_a_camera_that_asks_for_a_password_is_asked_with_the_addresses_own(tmp_path):
     """The look behind "cannot open" sends the address's user and password, as FFmpeg does: a
     wrong password is named as the server's 401, a right one is not blamed."""
@@ -759,11 +805,25 @@ def test_a_file_given_as_a_stream_points_to_video(url):
 
 def test_a_recording_served_over_http_is_said_not_to_be_a_live_camera(http_folder, caplog):
     folder, base = http_folder
-    (folder / "line.mp4").write_bytes((Path(__file__).parent / "fixtures" / "demo_line.mp4").read_bytes())
-    with Source(StreamURL(f"{base}/line.mp4"), threaded=False):
-        pass
+    writer = cv2.VideoWriter(str(folder / "line.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, (160, 120))
+    for i in range(20):
+        writer.write(np.full((120, 160, 3), 10 * i, np.uint8))
+    writer.release()
+    with Source(StreamURL(f"{base}/line.avi"), threaded=False) as src:
+        assert src.read(1.0) is not None
     said = [r.getMessage() for r in caplog.records if "has a length" in r.getMessage()]
-    assert len(said) == 1 and "not a live camera" in said[0]
+    assert len(said) == 1 and "not a live camera" in said[0] and "(20 frames)" in said[0]
+
+
+def test_a_stream_ffmpeg_opens_without_a_picture_it_can_decode_is_refused_at_once(http_folder):
+    """A stream FFmpeg opens but finds no picture size in (here an MP4 whose index is at its end,
+    from a web server that cannot send parts of a file; a helper's garbage MJPEG parts alike) read
+    nothing, waited for stalls and reopened for good: a run of 8 s took 12.6 s to end, every
+    reopen costing FFmpeg's 4 s probe again. It is refused when opened, in one line."""
+    folder, base = http_folder
+    (folder / "line.mp4").write_bytes((Path(__file__).parent / "fixtures" / "demo_line.mp4").read_bytes())
+    with pytest.raises(SourceError, match=r"cannot open \(no video it can decode"):
+        StreamURL(f"{base}/line.mp4").open()
 
 
 def test_an_image_folder_is_read_in_the_order_of_the_frame_numbers(tmp_path: Path):
