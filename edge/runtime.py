@@ -188,7 +188,8 @@ class TFLiteDetector:
         self.model_id = model_id(model_bytes)
         self.runtime = find_runtime(runtime)
         # AMX makes this network's int8 path slower, not faster (see deny_amx); allow it on request
-        self.amx_denied = (not amx) and cpu_has_amx() and deny_amx()
+        # (a denial is for the process's life: a detector built after one with it is denied too)
+        self.amx_denied = _AMX_DENIED or ((not amx) and cpu_has_amx() and deny_amx())
         try:
             with runtime_banners_dropped():  # XNNPACK announces itself when tensors are allocated
                 self._interp = self.runtime.interpreter_cls(

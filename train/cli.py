@@ -318,6 +318,8 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     from edge.synth import Backgrounds, Synthesizer, load_stamps
     from train import data as D
 
+    if (args.weak or args.kind == "cam") and args.head == "dense":  # told before the data is read
+        raise CliError("a weak (cam) model needs the grid head, not 'dense': give --head grid")
     dataset = None
     if args.data is not None:
         dataset = load_dataset(args.data, subset=args.subset)
