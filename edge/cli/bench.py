@@ -362,6 +362,84 @@ def bench(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     return report
 
 
+def _measure(loops: list, detectors: list, view, args: argparse.Namespace) -> tuple[int, bool]:
+    """Run the loops' blocks, interleaved (the order reversed every other round), until each has
+    ``args.frames`` frames; returns the rounds run and whether a stop signal cut them short (what
+    the blocks done so far measured stands)."""
+    from edge import bench as b
+
+    # a finite source that ends mid-block gives that block fewer frames: more rounds make up for it
+    planned = math.ceil(args.frames / args.block)
+    rounds = 0
+    try:
+        while rounds < 2 * planned + 2:
+            short = [k for k, (totals, _) in enumerate(loops) if totals.frames < args.frames]
+            if not short:
+                break
+            for k in short if rounds % 2 == 0 else short[::-1]:
+                totals, runner = loops[k]
+                n = min(args.block, args.frames - totals.frames)
+                if runner is None:
+                    block = b.run_invoke_block(detectors[k], view, n, args.warmup)
+                else:
+                    block = runner.block(n, args.warmup)
+                if block.stopped:  # the loop took the signal; the bench stops with it
+                    raise KeyboardInterrupt(block.stopped)
+                totals.add(block)
+            rounds += 1
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: report what the blocks done so far measured
+        return rounds, True
+    finally:
+        for _, runner in loops:
+            if runner is not None:
+                runner.close()
+    return rounds, False
+
+
+def _bench_warnings(
+    args: argparse.Namespace,
+    config: Config,
+    source_name: str,
+    runs: list[dict[str, Any]],
+    rounds: int,
+    interrupted: bool,
+    cold_interrupted: bool,
+) -> list[str]:
+    """What the figures rest on, where it is less than asked for."""
+    short_runs = sorted({r["frames"] for r in runs if r["frames"] < args.frames})
+    warnings = (
+        [
+            f"{source_name} gave {' or '.join(map(str, short_runs))} of the {args.frames} frames asked for "
+            f"per run in {rounds} rounds (each block of {args.block} skips {args.warmup} warm-up frames "
+            "and the source ended early); the figures rest on fewer frames"
+        ]
+        if short_runs and not interrupted
+        else []
+    )
+    if cold_interrupted:
+        started = sum("cold_start_s" in r for r in runs)
+        warnings.insert(
+            0,
+            f"interrupted during the cold starts: every block measured, the cold start of {started} of "
+            f"the {len(runs)} runs",
+        )
+    elif interrupted:
+        warnings.insert(
+            0,
+            f"interrupted in round {rounds + 1}: {' or '.join(str(r['frames']) for r in runs)} of the "
+            f"{args.frames} frames asked for per run measured"
+            + (", no cold start" if args.cold_start else "")
+            + "; the figures rest on fewer frames",
+        )
+    if not args.invoke_only and any(r["invoke_ms_p50"] is None for r in runs):
+        warnings.append(
+            f"the model never ran on the {args.frames} frames asked for (trigger {config.trigger.kind}: "
+            "no product in the region); the model's stages are null. Use --trigger every-frame, or a "
+            "source where products cross"
+        )
+    return warnings
+
+
 def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any]:
     from edge import bench as b
     from edge.cli.run import build_decider, build_sinks, build_source, build_trigger, inspection_roi
@@ -441,32 +519,8 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             loops.append(
                 (textbook[i], b.TextbookRun(textbook_device, detector, roi, pace, keep_open=unpaced))
             )
-    # a finite source that ends mid-block gives that block fewer frames: more rounds make up for it
-    planned = math.ceil(args.frames / args.block)
-    rounds = 0
-    interrupted = cold_interrupted = False
-    try:
-        while rounds < 2 * planned + 2:
-            short = [k for k, (totals, _) in enumerate(loops) if totals.frames < args.frames]
-            if not short:
-                break
-            for k in short if rounds % 2 == 0 else short[::-1]:
-                totals, runner = loops[k]
-                n = min(args.block, args.frames - totals.frames)
-                if runner is None:
-                    block = b.run_invoke_block(arms[k][2], view, n, args.warmup)
-                else:
-                    block = runner.block(n, args.warmup)
-                if block.stopped:  # the loop took the signal; the bench stops with it
-                    raise KeyboardInterrupt(block.stopped)
-                totals.add(block)
-            rounds += 1
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: report what the blocks done so far measured
-        interrupted = True
-    finally:
-        for _, runner in loops:
-            if runner is not None:
-                runner.close()
+    rounds, interrupted = _measure(loops, [d for _, _, d in arms], view, args)
+    cold_interrupted = False
     b.say_end_hints([runner for _, runner in loops])
     if interrupted:
         measured = [i for i in range(len(arms)) if ours[i].frames]
@@ -511,37 +565,7 @@ def _bench(args: argparse.Namespace, config: Config, tmp: Path) -> dict[str, Any
             except KeyboardInterrupt:  # the blocks measured stand; the cold starts left are not taken
                 interrupted = cold_interrupted = True
         runs.append(run)
-    short_runs = sorted({r["frames"] for r in runs if r["frames"] < args.frames})
-    warnings = (
-        [
-            f"{source_name} gave {' or '.join(map(str, short_runs))} of the {args.frames} frames asked for "
-            f"per run in {rounds} rounds (each block of {args.block} skips {args.warmup} warm-up frames "
-            "and the source ended early); the figures rest on fewer frames"
-        ]
-        if short_runs and not interrupted
-        else []
-    )
-    if cold_interrupted:
-        started = sum("cold_start_s" in r for r in runs)
-        warnings.insert(
-            0,
-            f"interrupted during the cold starts: every block measured, the cold start of {started} of "
-            f"the {len(runs)} runs",
-        )
-    elif interrupted:
-        warnings.insert(
-            0,
-            f"interrupted in round {rounds + 1}: {' or '.join(str(r['frames']) for r in runs)} of the "
-            f"{args.frames} frames asked for per run measured"
-            + (", no cold start" if args.cold_start else "")
-            + "; the figures rest on fewer frames",
-        )
-    if not args.invoke_only and any(r["invoke_ms_p50"] is None for r in runs):
-        warnings.append(
-            f"the model never ran on the {args.frames} frames asked for (trigger {config.trigger.kind}: "
-            "no product in the region); the model's stages are null. Use --trigger every-frame, or a "
-            "source where products cross"
-        )
+    warnings = _bench_warnings(args, config, source_name, runs, rounds, interrupted, cold_interrupted)
     runtime = arms[0][2].runtime
     has_amx = cpu_has_amx()
     denied = any(d.amx_denied for _, _, d in arms)
