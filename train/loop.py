@@ -166,26 +166,12 @@ class WeightAverage:
                 v.assign(t)
 
 
-def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int:
-    import keras
-    import tensorflow as tf
+def _starting_model(args: argparse.Namespace, prep: Prepared, n_classes: int):
+    """The model to train: built afresh, or the ``--init`` model fitted to this run's kind, head and
+    labels; and the ``init`` of the provenance (None, or its path and the first 12 hex digits of its
+    SHA-256, so a deployed model can be traced to the run before it)."""
+    from train.model import build_model, load_model, warm_start
 
-    from train.model import (
-        build_model,
-        compile_model,
-        fuse_batch_norm,
-        inference_model,
-        load_model,
-        warm_start,
-    )
-
-    keras.utils.set_random_seed(args.seed)
-    tf.config.experimental.enable_op_determinism()
-    out: Path = args.out
-    save_preview(prep.train, out / "train_preview.png")
-    n_classes = contract.class_width(prep.kind, len(prep.labels))
-    #: the model fine-tuned from, for the provenance: its path and the first 12 hex digits of its
-    #: SHA-256 (so a deployed model can be traced to the run before it)
     init = None
     if args.init is not None:
         init = f"{args.init} (sha256 {hashlib.sha256(Path(args.init).read_bytes()).hexdigest()[:12]})"
@@ -217,6 +203,21 @@ def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int
             )
     else:
         model = build_model(prep.kind, n_classes, args.weights, args.head)
+    return model, init
+
+
+def train_model(args: argparse.Namespace, prep: Prepared, t_start: float) -> int:
+    import keras
+    import tensorflow as tf
+
+    from train.model import compile_model, fuse_batch_norm, inference_model
+
+    keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
+    out: Path = args.out
+    save_preview(prep.train, out / "train_preview.png")
+    n_classes = contract.class_width(prep.kind, len(prep.labels))
+    model, init = _starting_model(args, prep, n_classes)
     total = steps_for(args, len(prep.train))
     # batch-norm statistics average over ~1/(1 - momentum) steps: Keras's 0.99 never settles in a
     # short run (a few hundred steps), so short runs average over a twentieth of their length
