@@ -9,7 +9,8 @@ thread (:class:`LatestFrame`) that keeps only the newest frame: a frame that was
 the next one arrived is dropped and counted, so the consumer never works on a backlog. OpenCV's
 own buffer is set to one frame (``CAP_PROP_BUFFERSIZE``) and drained by that thread. A live source
 that delivers nothing for ``stall_s`` seconds is closed and reopened with back-off (0.5 s doubling
-to 30 s), logged each time; the run goes on. On a device whose reads time out (a stream: its
+to ``BACKOFF_MAX_S``), logged (failed attempts: the first few, then once a minute); the run goes
+on. On a device whose reads time out (a stream: its
 ``read_timeout_s``), a frame that came only when the read timed out (``STALE_READ`` of it or
 longer) is a stall too, not a frame: when a stream goes silent, FFmpeg's read times out and hands
 over what its decoder still held, seconds old (it would have been judged as a new product, and
@@ -85,7 +86,13 @@ GAP_FRAMES = 8
 MAX_SIDE = 4096
 DEFAULT_VIDEO_FPS = 30.0
 BACKOFF_START_S = 0.5
-BACKOFF_MAX_S = 30.0
+#: the longest wait between attempts to reopen a live source: the station is blind for up to this
+#: long after the camera or its server is back (at 30 s, a 10 s outage of a stream server cost
+#: 5.5 s more; an attempt at a refused port or a missing device costs next to nothing)
+BACKOFF_MAX_S = 5.0
+#: failed reopen attempts said one by one; after them, one line a minute
+REOPEN_FAILURES_SAID = 5
+REOPEN_SAY_EVERY_S = 60.0
 #: picamera2: ask the ISP for a 4:3 stream about twice the model's input, so the ISP does the
 #: downscaling and our resize starts near its own 2x step (see contract.RESIZE_METHOD)
 PICAMERA_DEFAULT_SIZE = (320, 240)
@@ -683,6 +690,7 @@ class Source:
         """Close and reopen a stalled live device, backing off until it opens or we stop."""
         delay = BACKOFF_START_S
         attempt = 0
+        said_at = -REOPEN_SAY_EVERY_S
         _log.warning("%s: %s; reopening", self.name, why or f"no frame for {self.stall_s:.1f} s")
         while not self._stop.is_set():
             attempt += 1
@@ -691,9 +699,18 @@ class Source:
                 self.device.open()
             except Exception as exc:
                 self.stats.failed_reopens += 1
-                _log.warning(
-                    "%s: reopen attempt %d failed (%s); next in %.1f s", self.name, attempt, exc, delay
-                )
+                now = time.monotonic()
+                if attempt <= REOPEN_FAILURES_SAID or now - said_at >= REOPEN_SAY_EVERY_S:
+                    said_at = now
+                    then = "" if attempt < REOPEN_FAILURES_SAID else "; said once a minute from now on"
+                    _log.warning(
+                        "%s: reopen attempt %d failed (%s); next in %.1f s%s",
+                        self.name,
+                        attempt,
+                        exc,
+                        delay,
+                        then,
+                    )
                 self._stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue

@@ -197,6 +197,42 @@ class SlowToReopen(FakeCamera):
         super().open()
 
 
+class GoneCamera(FakeCamera):
+    """The hardware boundary as a camera that stalls, then fails to open ``fails`` times."""
+
+    def __init__(self, fails: int):
+        super().__init__(rate=200, stall_after=3)
+        self.fails = fails
+
+    def open(self) -> None:
+        if self.opened and self.fails:
+            self.fails -= 1
+            raise OSError("no such device")
+        super().open()
+
+
+def test_a_long_outage_is_retried_at_a_capped_pace_and_said_a_few_times_then_once_a_minute(
+    monkeypatch, caplog
+):
+    """Attempts backed off to 30 s (the station blind up to 30 s after its camera was back), and
+    each failed one was a journal line. The back-off is capped (5 s) and after the first few
+    failures one line a minute says the attempts go on (times scaled down here)."""
+    import edge.sources
+
+    assert edge.sources.BACKOFF_MAX_S <= 5.0
+    monkeypatch.setattr(edge.sources, "BACKOFF_START_S", 0.002)
+    monkeypatch.setattr(edge.sources, "BACKOFF_MAX_S", 0.01)
+    monkeypatch.setattr(edge.sources, "REOPEN_SAY_EVERY_S", 30.0)
+    cam = GoneCamera(fails=40)
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        with Source(cam, threaded=True, stall_s=0.1) as src:
+            seen = read_frames(src, 6, within_s=5.0)
+    assert len(seen) == 6 and src.stats.failed_reopens == 40 and src.stats.reopens == 1
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 5 and "said once a minute from now on" in failed[-1], failed
+    assert all("next in 0.0 s" in m for m in failed[3:])  # capped
+
+
 def test_a_reopen_that_completes_after_the_run_ended_is_neither_counted_nor_said(caplog):
     """The summary is out when the run ends: a reopen finishing later would contradict it."""
     cam = SlowToReopen(open_s=0.5)
