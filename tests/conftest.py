@@ -39,6 +39,24 @@ def blob_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return images, boxes, presence
 
 
+def write_blob_voc(root: Path, n: int, seed: int) -> Path:
+    """A small VOC set of bright yellow squares on noise, 160x96 (negatives every third image)."""
+    from edge.datasets import DatasetWriter, ObjectLabel
+
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root, "voc", ["stamp"]) as w:
+        for i in range(n):
+            img = rng.integers(30, 110, (96, 160, 3)).astype(np.uint8)
+            objects = []
+            if i % 3:
+                s = int(rng.integers(20, 40))
+                x, y = int(rng.integers(0, 160 - s)), int(rng.integers(0, 96 - s))
+                img[y : y + s, x : x + s] = (40, 230, 250)
+                objects.append(ObjectLabel("stamp", (x, y, x + s, y + s)))
+            w.add(f"img{i:03d}", img, objects)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A box model trained for a few hundred steps on blobs, saved as edge-train saves it."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import write_blob_voc
 
 from edge import contract
 from edge.datasets import DatasetWriter, ObjectLabel, load_dataset
@@ -19,24 +20,6 @@ from train import evaluate
 from train.cli import main as train_main
 
 pytestmark = pytest.mark.slow
-
-
-def _write_blob_voc(root, n: int, seed: int):
-    """A small VOC data set of bright squares on noise (negatives every third image)."""
-    import cv2  # noqa: F401  (DatasetWriter writes with OpenCV)
-
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(root, "voc", ["stamp"]) as w:
-        for i in range(n):
-            img = rng.integers(30, 110, (96, 160, 3)).astype(np.uint8)
-            objects = []
-            if i % 3:
-                s = int(rng.integers(20, 40))
-                x, y = int(rng.integers(0, 160 - s)), int(rng.integers(0, 96 - s))
-                img[y : y + s, x : x + s] = (40, 230, 250)
-                objects.append(ObjectLabel("stamp", (x, y, x + s, y + s)))
-            w.add(f"img{i:03d}", img, objects)
-    return root
 
 
 def test_edge_train_tiny_synthetic_run_then_edge_eval_loads_it(tmp_path, capsys, monkeypatch):
@@ -80,7 +63,7 @@ def test_edge_train_tiny_synthetic_run_then_edge_eval_loads_it(tmp_path, capsys,
     assert config["backgrounds"] == str(photos) and config["out"] == str(out)
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [3, 6]
-    data = _write_blob_voc(tmp_path / "voc", 12, 1)
+    data = write_blob_voc(tmp_path / "voc", 12, 1)
     js = tmp_path / "eval.json"
     sheet = tmp_path / "sheet.png"
     assert (
@@ -115,7 +98,7 @@ def test_edge_train_tiny_synthetic_run_then_edge_eval_loads_it(tmp_path, capsys,
 
 
 def test_edge_train_on_labelled_data_with_subset_and_time_budget(tmp_path, capsys):
-    data = _write_blob_voc(tmp_path / "voc", 30, 2)
+    data = write_blob_voc(tmp_path / "voc", 30, 2)
     subset = tmp_path / "train.txt"
     subset.write_text("\n".join(f"img{i:03d}.jpg" for i in range(20)) + "\n")
     out = tmp_path / "run"
@@ -162,7 +145,7 @@ def test_same_seed_same_pool(tmp_path):
 
 
 def test_labelled_pool_targets_and_augmentation_keep_the_object(tmp_path):
-    data = _write_blob_voc(tmp_path / "voc", 9, 3)
+    data = write_blob_voc(tmp_path / "voc", 9, 3)
     ds = load_dataset(data)
     plain = D.labelled_pool(ds, ("stamp",), 0, copies=0)
     assert len(plain) == 9 and plain.presence.sum() == 6
@@ -506,7 +489,7 @@ def _args(argv):
 def test_val_subset_without_val_holds_those_images_of_data_out(tmp_path):
     from train.cli import prepare_data
 
-    data = _write_blob_voc(tmp_path / "voc", 12, 3)
+    data = write_blob_voc(tmp_path / "voc", 12, 3)
     (tmp_path / "val.txt").write_text("img000.jpg\nimg001.jpg\nimg002.jpg\n")
     val = str(tmp_path / "val.txt")
     args = _args(["--out", str(tmp_path / "o"), "--data", str(data), "--val-subset", val])
@@ -524,7 +507,7 @@ def test_default_crops_per_photo_fill_a_pool_of_about_the_target_size(tmp_path, 
     assert D.default_copies(2000) == 15 and D.default_copies(10**6) == D.MIN_COPIES == 2
     monkeypatch.setattr(D, "LABELLED_POOL_TARGET", 50)
     monkeypatch.setattr(D, "MIN_COPIES", 1)
-    data = _write_blob_voc(tmp_path / "voc", 11, 3)
+    data = write_blob_voc(tmp_path / "voc", 11, 3)
     args = _args(["--out", str(tmp_path / "o"), "--data", str(data), "--val-split", "0.1", "--quiet"])
     prep = prepare_data(args)
     assert len(prep.train) == 10 * 5  # ten training photos, ceil(50 / 10) crops each
@@ -538,7 +521,7 @@ def test_one_stamp_and_photos_of_one_class_train_one_class(tmp_path, capsys):
 
     from train.cli import prepare_data
 
-    data = _write_blob_voc(tmp_path / "voc", 6, 4)
+    data = write_blob_voc(tmp_path / "voc", 6, 4)
     stamp = np.zeros((40, 40, 4), np.uint8)
     cv2.circle(stamp, (20, 20), 15, (30, 30, 200, 255), 4)
     cv2.imwrite(str(tmp_path / "my_seal.png"), stamp)
@@ -552,7 +535,7 @@ def test_one_stamp_and_photos_of_one_class_train_one_class(tmp_path, capsys):
 
 
 def test_without_validation_images_the_lowest_loss_checkpoint_is_saved(tmp_path, capsys):
-    data = _write_blob_voc(tmp_path / "voc", 6, 5)
+    data = write_blob_voc(tmp_path / "voc", 6, 5)
     out = tmp_path / "run"
     argv = ["--out", str(out), "--data", str(data), "--val-split", "0", "--copies", "2"]
     rc = train_main([*argv, "--steps", "4", "--eval-every", "2", "--batch-size", "4", "--quiet"])
@@ -685,7 +668,7 @@ def test_edge_train_refuses_an_out_file_and_an_init_that_is_not_a_model(tmp_path
     (tmp_path / "file").write_text("x")
     assert train_main(["--out", str(tmp_path / "file"), "--steps", "1"]) == 2
     assert "is a file (expected a folder" in capsys.readouterr().err
-    data = _write_blob_voc(tmp_path / "voc", 6, 6)
+    data = write_blob_voc(tmp_path / "voc", 6, 6)
     (tmp_path / "junk.keras").write_text("not a model")
     argv = ["--out", str(tmp_path / "o"), "--data", str(data), "--copies", "1", "--steps", "1"]
     assert train_main([*argv, "--init", str(tmp_path / "junk.keras"), "--quiet"]) == 2
@@ -764,7 +747,7 @@ def test_synthetic_workers_start_after_opencv_ran_threads_in_this_process(tmp_pa
     ],
 )
 def test_edge_eval_refuses_outputs_it_cannot_write_before_it_runs(tmp_path, capsys, extra, message):
-    data = _write_blob_voc(tmp_path / "voc", 3, 7)
+    data = write_blob_voc(tmp_path / "voc", 3, 7)
     (tmp_path / "junk.keras").write_text("not a model")
     (tmp_path / "none.json").write_text("{}")  # a record beside the model, as the bundled one has
     argv = ["--model", str(tmp_path / "none.tflite"), "--data", str(data)]
@@ -781,7 +764,7 @@ def test_edge_eval_keeps_its_outputs_out_of_a_voc_set_given_by_its_annotations_f
     """--data named a VOC set's annotations/ folder: a sheet went among its photos, and was read as
     an unlabelled image from then on. (Beside a label file given as --data, outputs are fine: the
     set reads what its label file names; see the CSV test below.)"""
-    voc = _write_blob_voc(tmp_path / "voc", 3, 7)
+    voc = write_blob_voc(tmp_path / "voc", 3, 7)
     argv = ["--model", str(tmp_path / "none.tflite"), "--data", str(voc / "annotations")]
     assert evaluate.main([*argv, "--sheet", str(voc / "images" / "s.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -1167,7 +1150,7 @@ def test_edge_eval_refuses_a_keras_model_edge_convert_refuses(tmp_path, capsys):
             (folder / "model.json").write_text(sidecar)
         return folder / "model.keras"
 
-    data = _write_blob_voc(tmp_path / "voc", 3, 7)
+    data = write_blob_voc(tmp_path / "voc", 3, 7)
     cases = [
         (build(tmp_path / "wide", side=224), "input (224, 224, 3) != expected (128, 128, 3)"),
         (build(tmp_path / "unnamed", named=False), "model outputs unnamed lack 'presence'"),
@@ -1250,7 +1233,7 @@ def test_without_tensorflow_the_training_tools_say_what_to_install_before_any_wo
     model = tmp_path / "model.keras"
     with zipfile.ZipFile(model, "w") as archive:  # a .keras archive, as far as can be told without Keras
         archive.writestr("config.json", "{}")
-    voc = _write_blob_voc(tmp_path / "voc", 3, 7)
+    voc = write_blob_voc(tmp_path / "voc", 3, 7)
     runs = {
         "edge-train": lambda: train_main_(["--out", str(tmp_path / "run"), "--minutes", "1"]),
         "edge-convert": lambda: convert_main([str(model), "--out", str(tmp_path / "m.tflite")]),

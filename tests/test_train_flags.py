@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import write_blob_voc
 
 from edge import contract
 from edge.datasets import DatasetWriter, ObjectLabel
@@ -124,22 +125,6 @@ def test_flip_mirrors_centre_point_labels_with_their_crops(tmp_path):
 # -- --epochs and --steps -------------------------------------------------------------------------
 
 
-def _blob_voc(root: Path, n: int, seed: int) -> Path:
-    """A small VOC set of bright squares on noise (negatives every third image)."""
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(root, "voc", ["stamp"]) as w:
-        for i in range(n):
-            img = rng.integers(30, 110, (96, 160, 3)).astype(np.uint8)
-            objects = []
-            if i % 3:
-                s = int(rng.integers(20, 40))
-                x, y = int(rng.integers(0, 160 - s)), int(rng.integers(0, 96 - s))
-                img[y : y + s, x : x + s] = YELLOW
-                objects.append(ObjectLabel("stamp", (x, y, x + s, y + s)))
-            w.add(f"img{i:03d}", img, objects)
-    return root
-
-
 def _train(out: Path, data: Path, *flags: str, capsys) -> int:
     argv = ["--out", str(out), "--data", str(data), "--batch-size", "8", "--workers", "1", "--quiet"]
     rc = train_main([*argv, *flags])
@@ -154,7 +139,7 @@ def test_epochs_runs_the_steps_that_many_passes_over_the_training_pool_take_and_
     not the photos): 3 epochs of 4 photos x 3 crops in batches of 8 are ceil(36 / 8) = 5 steps,
     not 4 (a last part-batch counts), and config.json, metrics.json and history.json (the curves)
     say so."""
-    data = _blob_voc(tmp_path / "voc", 6, 1)
+    data = write_blob_voc(tmp_path / "voc", 6, 1)
     out = tmp_path / "run"
     _train(
         out, data, "--val-split", "0.34", "--copies", "3", "--epochs", "3", "--eval-every", "2", capsys=capsys
@@ -218,7 +203,9 @@ def test_head_gives_the_model_written_the_outputs_of_that_head(tmp_path, capsys,
     its kind."""
     from train.model import head_of, load_model
 
-    data = _blob_voc(tmp_path / "voc", 6, 2) if labels == "voc" else _two_tone_centres(tmp_path / "c", 6, 3)
+    data = (
+        write_blob_voc(tmp_path / "voc", 6, 2) if labels == "voc" else _two_tone_centres(tmp_path / "c", 6, 3)
+    )
     out = tmp_path / "run"
     _train(out, data, "--head", head, "--copies", "2", "--steps", "1", capsys=capsys)
     model = load_model(out / "model.keras")
