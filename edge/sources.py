@@ -900,6 +900,8 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
                 status = conn.recv(256).split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
                 if len(status) >= 2 and status[1].isdigit() and int(status[1]) >= 400:
                     return f"the server answered {' '.join(status[1:])}"
+            if scheme == "tcp" and not conn.recv(1):  # a raw stream's server sends at once
+                return f"{host}:{port} closed the connection without sending anything"
             if scheme == "rtsp":
                 try:
                     why = _rtsp_refusal(conn, parts)

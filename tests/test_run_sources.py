@@ -29,6 +29,7 @@ from edge.sources import (
     VideoFile,
     normalize_image,
     shown_url,
+    why_no_stream,
 )
 
 RNG = np.random.default_rng(0)
@@ -691,6 +692,11 @@ def test_a_silent_port_is_said_to_have_sent_nothing_within_the_time_waited():
         port = listener.getsockname()[1]
         with pytest.raises(SourceError) as err:
             StreamURL(f"http://127.0.0.1:{port}/live.mjpg", timeout_ms=1000).open()
+        # a raw tcp:// stream's server sends at once: one that does not was called "there, but no
+        # video stream could be read from it"
+        assert (
+            why_no_stream(f"tcp://127.0.0.1:{port}", 0.2) == f"no answer from 127.0.0.1:{port} within 0.2 s"
+        )
     # the open timeout, then a short look (0.5 s, not 2 s more)
     said = f"cannot open: no stream within 1 s (no answer from 127.0.0.1:{port} within 0.5 s)"
     assert said in str(err.value), str(err.value)
