@@ -54,6 +54,11 @@ def cpu_has_amx() -> bool:
         return False
 
 
+def amx_denied_in_this_process() -> bool:
+    """Whether :func:`deny_amx` has refused AMX to this process (and so to children it starts)."""
+    return _AMX_DENIED
+
+
 def deny_amx() -> bool:
     """Refuse this process the AMX tile permission (a seccomp filter on one arch_prctl call).
 

@@ -15,6 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """Tests marked ``fresh_process`` first: they look at AMX's permission in child processes,
+    which inherit the refusal (a seccomp filter) of this process once it has built an interpreter."""
+    items.sort(key=lambda item: item.get_closest_marker("fresh_process") is None)
+
+
 @pytest.fixture(autouse=True)
 def _source_warnings_said_afresh():
     """Each test starts as a new process would: no source warning given yet

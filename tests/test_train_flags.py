@@ -285,7 +285,24 @@ def _x86_linux() -> bool:
     return sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
 
 
-needs_x86_linux = pytest.mark.skipif(not _x86_linux(), reason="arch_prctl's AMX permission is x86-64 Linux's")
+def _x86_linux_and_fresh() -> None:
+    """Skip off x86-64 Linux, and where this test process has refused AMX itself already: its
+    children inherit the refusal (run the file alone, or the suite, which runs these first)."""
+    from edge.runtime import amx_denied_in_this_process
+
+    if not _x86_linux():
+        pytest.skip("arch_prctl's AMX permission is x86-64 Linux's")
+    if amx_denied_in_this_process():
+        pytest.skip("this test process has refused AMX already (an interpreter was built before)")
+
+
+@pytest.fixture
+def _fresh_x86_linux() -> None:
+    _x86_linux_and_fresh()
+
+
+def needs_x86_linux(test):
+    return pytest.mark.fresh_process(pytest.mark.usefixtures("_fresh_x86_linux")(test))
 
 
 @needs_x86_linux
