@@ -253,17 +253,22 @@ class TriggerState:
 #: false hit passes it, and where the loop drops frames the gaps between products go unseen, so
 #: two merge into one)
 FEW_FRAMES = 3
+#: a product judged on fewer frames than this while the loop drops frames rests on a few looks:
+#: on a CPU slowed to a fifth of a Pi 4's (a helper's cgroup quota), the demo's products were
+#: judged on 2-6 frames (9-13 at full speed) and two verdicts of 155 flipped ("1 of 5 frames"),
+#: unsaid, before any product fell below ``FEW_FRAMES``
+SURE_FRAMES = 6
 
 
 def seen_too_briefly(verdict: Verdict, state: TriggerState, dropping: bool) -> bool:
     """A product of a trigger that spans frames (one with an occupancy), its frames not stopped
-    (that is ``interrupted_s``), seen in fewer than ``FEW_FRAMES`` frames, or judged on fewer
-    while the loop drops frames (``dropping``: then products also merge, and a merged one is seen
-    long but judged on its fullest few)."""
+    (that is ``interrupted_s``), seen in fewer than ``FEW_FRAMES`` frames, or judged on fewer than
+    ``SURE_FRAMES`` while the loop drops frames (``dropping``: the loop, not the line, left it so
+    few; then products also merge, and a merged one is seen long but judged on its fullest few)."""
     if state.occupancy is None or verdict.interrupted_s is not None:
         return False
     return (verdict.in_view or len(verdict.frames)) < FEW_FRAMES or (
-        dropping and len(verdict.frames) < FEW_FRAMES
+        dropping and len(verdict.frames) < SURE_FRAMES
     )
 
 

@@ -32,6 +32,7 @@ from edge.contract import INPUT_HEIGHT, INPUT_WIDTH, prepare_input, roi_pixels
 from edge.decision import (
     FEW_FRAMES,
     LEARN_MOTION_FRAMES,
+    SURE_FRAMES,
     BriefProducts,
     Decider,
     OccupancyTrigger,
@@ -174,7 +175,7 @@ class FrameRate:
 
 
 class FewFrames:
-    """Products of a trigger that spans frames seen in fewer than ``FEW_FRAMES`` of them: a
+    """Products of a trigger that spans frames seen or judged in too few (``seen_too_briefly``): a
     warning that the loop cannot keep up with the line (at once, then once a minute at most)."""
 
     def __init__(self) -> None:
@@ -202,13 +203,14 @@ class FewFrames:
                 else f"product {verdict.product_id} was judged on {judged} of the {seen} frames that saw it"
             )
             if self._since == 1
-            else f"{self._since} products were seen, or judged, in fewer than {FEW_FRAMES} frames"
+            else f"{self._since} products were seen, or judged, in too few frames"
         )
         if dropping:
             _log.warning(
                 "%s: the loop runs at %.1f frames/s (%d frames dropped so far), too slow for the line "
-                "to be sure (products then also merge); lighten it: --refine off, no --record, a "
-                "smaller region",
+                "to be sure (products then also merge); lighten it: --refine off, no --record, "
+                "model.threads 2 where the CPU has a core to spare, a lower camera resolution; where "
+                "products merge, trigger.exit_frames = 1",
                 what,
                 fps,
                 dropped,
@@ -294,7 +296,8 @@ class Summary:
     blind_s: float = 0.0
     #: products in view when the frames stopped, judged on the frames before (``interrupted_s``)
     interrupted: int = 0
-    #: products seen in fewer than FEW_FRAMES frames (too few to be sure of their verdicts)
+    #: products seen in fewer than FEW_FRAMES frames, or judged on fewer than SURE_FRAMES while the
+    #: loop dropped frames (too few to be sure of their verdicts)
     few_frames: int = 0
     #: what the trigger counted (its keys are the summary JSON's own, at its top level)
     trigger: TriggerCounts = field(default_factory=TriggerCounts)
@@ -363,7 +366,8 @@ class Summary:
                 else ""
             )
             + (
-                f"; {self.few_frames} seen in fewer than {FEW_FRAMES} frames (too few to be sure)"
+                f"; {self.few_frames} seen or judged in too few frames to be sure (fewer than "
+                f"{FEW_FRAMES} seen, or {SURE_FRAMES} judged while the loop dropped frames)"
                 if self.few_frames
                 else ""
             ),

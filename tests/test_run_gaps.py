@@ -250,7 +250,8 @@ def test_products_judged_on_too_few_frames_say_the_loop_is_too_slow_for_the_line
     assert summary.products >= 10 and summary.few_frames == 0 and not said
     summary, said = runs[6]
     assert summary.few_frames >= 3 and len(said) == 1  # at once, then not again within the minute
-    assert said[0].startswith("product ") and f"seen in fewer than {FEW_FRAMES} frames" in summary.format()
+    assert said[0].startswith("product ") and f"fewer than {FEW_FRAMES} seen" in summary.format()
+    assert "trigger.exit_frames = 1" in said[0] and "smaller region" not in said[0]  # (it made it worse)
 
 
 def test_a_product_seen_long_but_judged_on_few_frames_is_said_so(caplog):
@@ -282,6 +283,10 @@ def test_a_product_judged_on_one_frame_of_six_is_not_blamed_on_a_loop_that_keeps
     assert not seen_too_briefly(verdict(1, 6), spans, dropping=False)
     assert seen_too_briefly(verdict(1, 6), spans, dropping=True)  # then products merge: judged counts
     assert seen_too_briefly(verdict(2, 2), spans, dropping=False)  # seen in two frames only
+    # a loop dropping frames left it 5 of the 9-13 a product has at full speed: a few looks decide
+    assert seen_too_briefly(verdict(5, 5), spans, dropping=True)
+    assert not seen_too_briefly(verdict(6, 6), spans, dropping=True)
+    assert not seen_too_briefly(verdict(5, 5), spans, dropping=False)  # the line's pace, not the loop's
     assert not seen_too_briefly(verdict(1, 1), TriggerState(ended=1), dropping=True)  # every frame its own
     assert not seen_too_briefly(verdict(1, 1, 4.0), spans, dropping=True)  # interrupted: said so already
 
