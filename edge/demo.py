@@ -355,5 +355,9 @@ class DemoCamera:
         self._t += 1
         return image
 
+    def skip(self, n: int) -> None:
+        """Leave the next ``n`` frames out (a paced run drawn too slowly keeps the line's pace)."""
+        self._t += n
+
     def close(self) -> None:
         pass

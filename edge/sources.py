@@ -530,6 +530,17 @@ class Source:
         gives one, as a variable-rate file needs, else its number over ``fps``)."""
         if not (self.pace and self.device.fps):
             return self.device.grab()
+        skip = getattr(self.device, "skip", None)  # a device that can leave frames out (the demo)
+        if skip is not None and self._t0 is not None:
+            late = int((time.monotonic() - self._t0 - self._position(self._index)) * self.device.fps)
+            if late >= 1:  # as a camera's frames are lost to a reader too slow for them
+                skip(late)
+                self._index += late
+                self.stats.dropped += late
+                _say_once(
+                    f"{self.name}: drawn slower than its {self.device.fps:g} frames/s here: frames are "
+                    "left out as a camera's would be lost, and the line keeps its pace"
+                )
         raw = self.device.grab()
         if raw is None:
             return None
@@ -658,7 +669,7 @@ class Source:
                     self._reopen(
                         f"a frame came only when the read timed out ({timeout:g} s): the stream froze"
                     )
-                    last_frame, opened, had_frame = time.monotonic(), True, False
+                    last_frame, opened, had_frame, failed_at_once = time.monotonic(), True, False, 0
                     continue
                 if raw is None:
                     if not self.device.live:
@@ -673,7 +684,7 @@ class Source:
                         last_frame, opened = time.monotonic(), True
                     elif time.monotonic() - last_frame >= self.stall_s:
                         self._reopen()
-                        last_frame, opened, had_frame = time.monotonic(), True, False
+                        last_frame, opened, had_frame, failed_at_once = time.monotonic(), True, False, 0
                     else:
                         self._stop.wait(0.01)
                     continue
