@@ -2208,19 +2208,19 @@ class DatasetWriter:
         self._closed = True
         out, classes_txt = self.out_dir, "".join(c + "\n" for c in self.classes)
         if self.format == "yolo":
-            (out / "classes.txt").write_text(classes_txt, encoding="utf-8")
+            write_whole(out / "classes.txt", classes_txt)
         elif self.format == "coco":
-            (out / "annotations.json").write_text(format_coco(self._entries, self.classes), encoding="utf-8")
+            write_whole(out / "annotations.json", format_coco(self._entries, self.classes))
         elif self.format == "csv":
             rows = [(filename, objs) for filename, _, _, objs in self._entries]
-            (out / "labels.csv").write_text(format_csv(rows), encoding="utf-8")
+            write_whole(out / "labels.csv", format_csv(rows))
         elif self.format == "centers":
             rows = [
                 (filename, [normalised_center(o, w, h) for o in objs])
                 for filename, w, h, objs in self._entries
             ]
-            (out / "labels.txt").write_text(format_centers(rows), encoding="utf-8")
-            (out / "classes.txt").write_text(classes_txt, encoding="utf-8")
+            write_whole(out / "labels.txt", format_centers(rows))
+            write_whole(out / "classes.txt", classes_txt)
             if self.skipped_negatives:
                 _log.warning(
                     "%s: %d negative image(s) skipped: the centers format cannot hold images without a stamp",

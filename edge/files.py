@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -65,19 +66,48 @@ def native_stderr_held(keep: Callable[[str], bool] = lambda line: False):
                 sys.stderr.flush()
 
 
+def _written_in_place(path: Path) -> bool:
+    """Whether ``path`` names a stream rather than a file to replace: a device or a ``/proc`` file
+    (``/dev/stdout``, also through links to one: renamed over, a shell's redirection would lose
+    the output), or anything not a regular file."""
+    p, hops = path.absolute(), 0
+    while True:
+        if str(p).startswith(("/dev/", "/proc/")):
+            return True
+        if not p.is_symlink() or hops > 40:
+            break
+        link = Path(os.readlink(p))
+        p, hops = (link if link.is_absolute() else p.parent / link), hops + 1
+    return path.exists() and not path.is_file()
+
+
 def write_whole(path: Path | str, data: bytes | str, sync: bool = False) -> None:
     """``data`` (text as UTF-8) as ``path``, whole or not at all: into a hidden temporary file
     beside it, renamed over it, so a full disk or a stop mid-write leaves the previous file (or none),
-    never a cut one (data sets' loaders pass hidden files over). ``sync``: flushed to the disk
-    first. An OSError names ``path`` (a full disk's has no file name). A path that names no regular
-    file (``/dev/stdout``) is written as it is."""
+    never a cut one (data sets' loaders pass hidden files over). A link is written through (the
+    file it names is replaced), an existing file keeps its permissions, and one in a folder that
+    takes no new file is written in place. ``sync``: flushed to the disk first. An OSError names
+    ``path`` (a full disk's has no file name). A device or stream (``/dev/stdout``) is written as
+    it is."""
     path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    in_place = path.exists() and not path.is_file()
-    target = path if in_place else path.with_name(f".{path.name}.{os.getpid()}.part")
+    in_place = _written_in_place(path)
+    final = path if in_place else path.resolve()
+    mode = None
+    if not in_place and final.is_file():
+        mode = stat.S_IMODE(final.stat().st_mode)
+    target = final if in_place else final.with_name(f".{final.name}.{os.getpid()}.part")
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        except PermissionError:
+            if in_place or mode is None or not os.access(final, os.W_OK):
+                raise
+            target, in_place = final, True  # a folder closed to new files: the file itself, as before
+            fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+        try:
+            if mode is not None and not in_place:
+                os.fchmod(fd, mode)
             view = memoryview(raw)
             while view:
                 view = view[os.write(fd, view) :]
@@ -86,7 +116,7 @@ def write_whole(path: Path | str, data: bytes | str, sync: bool = False) -> None
         finally:
             os.close(fd)
         if not in_place:
-            os.replace(target, path)
+            os.replace(target, final)
     except OSError as exc:
         if not in_place:
             with contextlib.suppress(OSError):

@@ -698,3 +698,41 @@ def test_a_torn_last_line_is_kept_beside_the_log_and_a_whole_one_without_newline
         log.write(make_result(3))
     assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1, 2, 3]
     assert (tmp_path / "verdicts.jsonl.torn").read_bytes() == torn + b"\n"  # nothing more cut
+
+
+def test_a_whole_write_goes_through_links_keeps_permissions_and_writes_streams_in_place(tmp_path: Path):
+    """A review's findings in the one writer of reports, images and annotations: it replaced a link
+    with a file (the file the link named kept its old content), gave an existing 0640 file 0644,
+    and renamed a file over a link to ``/proc/self/fd/1`` (``--json /dev/stdout`` redirected to a
+    file: the output was lost, and as root the system's /dev/stdout link was replaced)."""
+    import stat
+
+    from edge.files import write_whole
+
+    real = tmp_path / "store" / "per_image.csv"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "per_image.csv"
+    link.symlink_to(real)
+    write_whole(link, "new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"
+
+    kept = tmp_path / "sheet.png"
+    kept.write_bytes(b"x")
+    kept.chmod(0o640)
+    write_whole(kept, b"y")
+    assert kept.read_bytes() == b"y" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+    redirected = tmp_path / "redirected.json"
+    with redirected.open("w") as out:
+        stdout = tmp_path / "dev_stdout"  # what /dev/stdout is: a link to the process's fd
+        stdout.symlink_to(f"/proc/self/fd/{out.fileno()}")
+        write_whole(stdout, '{"a": 1}\n')
+    assert stdout.is_symlink() and redirected.read_text() == '{"a": 1}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dev_stdout",
+        "per_image.csv",
+        "redirected.json",
+        "sheet.png",
+        "store",
+    ]

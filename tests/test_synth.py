@@ -984,13 +984,23 @@ def test_synthetic_images_from_several_workers_are_the_ones_one_process_makes() 
             np.testing.assert_array_equal(two.boxes, one.boxes)
 
 
-@pytest.mark.parametrize("fills_at", ["images", "annotations"])
+@pytest.mark.parametrize(
+    ("fmt", "fills_at", "suffix"),
+    [
+        ("voc", "images", "jpg"),
+        ("voc", "annotations", "xml"),
+        ("yolo", "labels", "txt"),
+        ("coco", "images", "jpg"),
+        ("csv", "images", "jpg"),
+    ],
+)
 def test_a_disk_that_fills_ends_edge_synth_naming_the_file_with_a_set_that_loads(
-    tmp_path: Path, monkeypatch, capsys, fills_at: str
+    tmp_path: Path, monkeypatch, capsys, fmt: str, fills_at: str, suffix: str
 ) -> None:
     """A full disk said only "No space left on device" and left a cut image (or an image without
-    its annotation, read as a negative): now the file and the count are named, and the images
-    written before form a set that loads, with no part-file left."""
+    its annotation, read as a negative), and a COCO, CSV or YOLO set without its index (a review's
+    finding): now the file and the count are named, and the images written before form a set that
+    loads, its index written, with no part-file left."""
     import errno
 
     from edge.datasets import load_dataset
@@ -1007,13 +1017,12 @@ def test_a_disk_that_fills_ends_edge_synth_naming_the_file_with_a_set_that_loads
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", disk_fills_at_the_eleventh)
-    argv = ["--out", str(out), "--n", "40", "--workers", "1", "--negatives", "0"]
+    argv = ["--out", str(out), "--n", "40", "--workers", "1", "--negatives", "0", "--format", fmt]
     assert synth_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    suffix = "jpg" if fills_at == "images" else "xml"
     assert err == (
         f"edge-synth: error: {out / fills_at / f'synth_000010.{suffix}'}: "
-        f"{os.strerror(errno.ENOSPC)} (after 10 of 40 images)"
+        f"{os.strerror(errno.ENOSPC)} (after 10 of 40 images, a set that loads)"
     ), err
     monkeypatch.undo()
     assert len(load_dataset(out)) == 10

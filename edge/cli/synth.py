@@ -270,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
     digits = max(6, len(str(args.n - 1)))
     written = positives = 0
     stopped = None
+    failed: OSError | None = None  # a full disk: the set closed (its index written) on what was written
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
@@ -288,10 +289,19 @@ def _run(args: argparse.Namespace) -> int:
             except (KeyboardInterrupt, _Terminated) as exc:  # stop, and close the set cleanly
                 stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
             except OSError as exc:  # a full disk: which file, and how far it got
-                raise CliError(f"{os_error_text(exc)} (after {written} of {args.n} images)") from None
+                failed = exc
+    except OSError as exc:  # the set's index did not fit either
+        if failed is None:
+            raise
+        raise CliError(
+            f"{os_error_text(failed)} (after {written} of {args.n} images; the set's index could not be "
+            f"written either: {os_error_text(exc)})"
+        ) from None
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+    if failed is not None:
+        raise CliError(f"{os_error_text(failed)} (after {written} of {args.n} images, a set that loads)")
     labels = (
         f", stamp{'s' * (len(stamps) > 1)} {', '.join(s.label for s in stamps)}" if stamps is not None else ""
     )
