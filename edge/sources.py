@@ -92,6 +92,8 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 5.0
 #: failed reopen attempts said one by one; after them, one line a minute
 REOPEN_FAILURES_SAID = 5
+#: reopenings said one by one; after them, one line a minute with how many were not said
+REOPENS_SAID = 5
 REOPEN_SAY_EVERY_S = 60.0
 #: picamera2: ask the ISP for a 4:3 stream about twice the model's input, so the ISP does the
 #: downscaling and our resize starts near its own 2x step (see contract.RESIZE_METHOD)
@@ -472,6 +474,9 @@ class Source:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
+        self._reopenings = 0  # for the journal: the first few said, then once a minute
+        self._reopen_said_at = -float("inf")
+        self._reopens_unsaid = 0
 
     @property
     def fps(self) -> float | None:
@@ -702,7 +707,23 @@ class Source:
         delay = BACKOFF_START_S
         attempt = 0
         said_at = -REOPEN_SAY_EVERY_S
-        _log.warning("%s: %s; reopening", self.name, why or f"no frame for {self.stall_s:.1f} s")
+        # each reopening said the first few times, then once a minute with a count (a server that
+        # closes after every frame is reopened once a stall_s for good: two lines each)
+        self._reopenings += 1
+        now = time.monotonic()
+        say = self._reopenings <= REOPENS_SAID or now - self._reopen_said_at >= REOPEN_SAY_EVERY_S
+        if say:
+            more = (
+                f" ({self._reopens_unsaid} more reopening(s) since the last said)"
+                if self._reopens_unsaid
+                else ""
+            )
+            then = "; further reopenings said once a minute" if self._reopenings == REOPENS_SAID else ""
+            reason = why or f"no frame for {self.stall_s:.1f} s"
+            _log.warning("%s: %s; reopening%s%s", self.name, reason, more, then)
+            self._reopen_said_at, self._reopens_unsaid = now, 0
+        else:
+            self._reopens_unsaid += 1
         while not self._stop.is_set():
             attempt += 1
             try:
@@ -728,7 +749,8 @@ class Source:
             if self._stop.is_set():  # opened while the run ended: its summary is already out
                 return
             self.stats.reopens += 1
-            _log.warning("%s: reopened (attempt %d)", self.name, attempt)
+            if say:
+                _log.warning("%s: reopened (attempt %d)", self.name, attempt)
             return
 
 

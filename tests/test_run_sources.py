@@ -222,17 +222,19 @@ def test_a_long_outage_is_retried_at_a_capped_pace_and_said_a_few_times_then_onc
     import edge.sources
 
     assert edge.sources.BACKOFF_MAX_S <= 5.0
-    monkeypatch.setattr(edge.sources, "BACKOFF_START_S", 0.002)
-    monkeypatch.setattr(edge.sources, "BACKOFF_MAX_S", 0.01)
-    monkeypatch.setattr(edge.sources, "REOPEN_SAY_EVERY_S", 30.0)
-    cam = GoneCamera(fails=40)
+    monkeypatch.setattr(edge.sources, "BACKOFF_START_S", 0.1)
+    monkeypatch.setattr(edge.sources, "BACKOFF_MAX_S", 0.4)
+    monkeypatch.setattr(edge.sources, "REOPEN_SAY_EVERY_S", 1.0)
+    cam = GoneCamera(fails=8)  # waits 0.1, 0.2, then 0.4 s: 2.7 s in all
     with caplog.at_level(logging.WARNING, logger="edge.sources"):
         with Source(cam, threaded=True, stall_s=0.1) as src:
-            seen = read_frames(src, 6, within_s=5.0)
-    assert len(seen) == 6 and src.stats.failed_reopens == 40 and src.stats.reopens == 1
+            seen = read_frames(src, 6, within_s=10.0)
+    assert len(seen) == 6 and src.stats.failed_reopens == 8 and src.stats.reopens == 1
     failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
-    assert len(failed) == 5 and "said once a minute from now on" in failed[-1], failed
-    assert all("next in 0.0 s" in m for m in failed[3:])  # capped
+    waits = [m.split("next in ")[1].split(" s")[0] for m in failed]
+    assert waits[:5] == ["0.1", "0.2", "0.4", "0.4", "0.4"], failed  # doubling, capped
+    assert "said once a minute from now on" in failed[4]
+    assert 6 <= len(failed) <= 7, failed  # then one a "minute" (1 s here): not all eight
 
 
 def test_a_reopen_that_completes_after_the_run_ended_is_neither_counted_nor_said(caplog):
@@ -391,6 +393,26 @@ def test_a_server_that_closes_after_every_frame_is_reopened_at_the_stalls_pace()
     with Source(cam, threaded=True, stall_s=0.3) as src:
         read_frames(src, 1000, within_s=1.0)
     assert 2 <= src.stats.reopens <= 5, src.stats.reopens
+
+
+def test_reopenings_are_said_a_few_times_then_once_a_minute_with_a_count(monkeypatch, caplog):
+    """A server that closes after every frame is reopened once a stall_s for good, two journal
+    lines each (40 a minute at 3 s; a review's finding): the first five are said, then one line a
+    minute with how many were not (times scaled down here)."""
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "REOPEN_SAY_EVERY_S", 0.6)
+    cam = SnapshotStream()
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        with Source(cam, threaded=True, stall_s=0.05) as src:
+            read_frames(src, 10_000, within_s=1.5)
+    said = [r.getMessage() for r in caplog.records]
+    reopening = [m for m in said if "; reopening" in m]
+    assert src.stats.reopens >= 12, src.stats.reopens
+    assert 6 <= len(reopening) <= 5 + 3, reopening
+    assert "further reopenings said once a minute" in reopening[4]
+    assert "more reopening(s) since the last said" in reopening[5]
+    assert len([m for m in said if ": reopened (attempt" in m]) in (len(reopening), len(reopening) - 1)
 
 
 def test_a_slow_camera_whose_reads_do_not_time_out_keeps_every_frame():
