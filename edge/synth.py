@@ -25,11 +25,12 @@ import functools
 import logging
 import math
 import multiprocessing
+import multiprocessing.pool
 import numbers
 import signal
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -331,7 +332,7 @@ def worker_synthesizer() -> Synthesizer:
 
 
 @contextlib.contextmanager
-def synth_pool(synth: Synthesizer, workers: int):
+def synth_pool(synth: Synthesizer, workers: int) -> Iterator[multiprocessing.pool.Pool]:
     """A pool of ``workers`` forked processes whose tasks get ``synth`` from
     :func:`worker_synthesizer`. OpenCV's thread pool is not fork-safe: once it has run in this
     process (resizing a large photo, say), a forked child that touches it can hang for good, so the

@@ -217,12 +217,13 @@ def test_head_gives_the_model_written_the_outputs_of_that_head(tmp_path, capsys,
     assert json.loads((out / "config.json").read_text())["head"] == head
 
 
-def test_a_weak_model_with_the_dense_head_is_refused_in_one_line_with_exit_2(tmp_path, capsys):
+@pytest.mark.parametrize("head", [["--head", "dense"], ["--init", "bundled"]])
+def test_a_weak_model_with_the_dense_head_is_refused_in_one_line_with_exit_2(tmp_path, capsys, head):
     """--weak trains a cam model, whose presence is the peak of a grid's activation map: a dense
     head has no grid. The refusal is one line naming the fix, exit status 2, no model written."""
     labels = _two_tone_centres(tmp_path / "c", 6, 4)
     out = tmp_path / "run"
-    argv = ["--out", str(out), "--data", str(labels), "--weak", "--head", "dense", "--steps", "1"]
+    argv = ["--out", str(out), "--data", str(labels), "--weak", *head, "--steps", "1"]
     assert train_main([*argv, "--copies", "2", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -275,6 +275,21 @@ def init_problem(path: Path) -> str | None:
     return None
 
 
+def init_head(path: Path) -> str | None:
+    """The localization head of ``--init``'s model, told before TensorFlow loads ("grid" or
+    "dense"; None where it cannot be read: the model's own check says why later)."""
+    import zipfile
+
+    try:
+        if path.suffix == ".tflite":
+            meta = contract.read_embedded_metadata(contract.read_model(path), str(path))
+            return "grid" if contract.CELLS in meta.outputs else "dense"
+        with zipfile.ZipFile(path) as archive:
+            return "grid" if b'"cell_logits"' in archive.read("config.json") else "dense"
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 def ema_decay(text: str) -> float:
     """``--ema``: a decay in (0, 1)."""
     value = unit_float(text)
@@ -318,8 +333,14 @@ def prepare_data(args: argparse.Namespace) -> Prepared:
     from edge.synth import Backgrounds, Synthesizer, load_stamps
     from train import data as D
 
-    if (args.weak or args.kind == "cam") and args.head == "dense":  # told before the data is read
-        raise CliError("a weak (cam) model needs the grid head, not 'dense': give --head grid")
+    if args.weak or args.kind == "cam":  # told before the data is read
+        init = args.init if args.init not in (None, NO_INIT) else None
+        if args.head == "dense":
+            raise CliError("a weak (cam) model needs the grid head, not 'dense': give --head grid")
+        if args.head is None and init is not None and init_head(init) == "dense":
+            raise CliError(
+                f"a weak (cam) model needs the grid head; --init {init} has the dense one: give --head grid"
+            )
     dataset = None
     if args.data is not None:
         dataset = load_dataset(args.data, subset=args.subset)
