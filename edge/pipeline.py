@@ -687,6 +687,8 @@ class Pipeline:
             t1 = time.perf_counter()
             if frame.gap_s:
                 tally.gaps, tally.blind_s = tally.gaps + (not stop_counted), tally.blind_s + frame.gap_s
+                if self._no_product_since is not None:  # time without frames is not time without products
+                    self._no_product_since += frame.gap_s
             stop_counted = False
             image = frame.image
             roi_px = self._region_px(image.shape)

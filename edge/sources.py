@@ -706,7 +706,6 @@ class Source:
         """Close and reopen a stalled live device, backing off until it opens or we stop."""
         delay = BACKOFF_START_S
         attempt = 0
-        said_at = -REOPEN_SAY_EVERY_S
         # each reopening said the first few times, then once a minute with a count (a server that
         # closes after every frame is reopened once a stall_s for good: two lines each)
         self._reopenings += 1
@@ -732,9 +731,15 @@ class Source:
             except Exception as exc:
                 self.stats.failed_reopens += 1
                 now = time.monotonic()
-                if attempt <= REOPEN_FAILURES_SAID or now - said_at >= REOPEN_SAY_EVERY_S:
-                    said_at = now
-                    then = "" if attempt < REOPEN_FAILURES_SAID else "; said once a minute from now on"
+                # the first few of a reopening that was said; else one line a minute, shared with
+                # the reopenings' (a server crashing in a loop gave three lines every cycle)
+                if (
+                    say and attempt <= REOPEN_FAILURES_SAID
+                ) or now - self._reopen_said_at >= REOPEN_SAY_EVERY_S:
+                    self._reopen_said_at = now
+                    then = (
+                        "; said once a minute from now on" if say and attempt == REOPEN_FAILURES_SAID else ""
+                    )
                     _log.warning(
                         "%s: reopen attempt %d failed (%s); next in %.1f s%s",
                         self.name,
@@ -1105,7 +1110,14 @@ class StreamURL(OpenCVCamera):
         # a live stream has no length; an RTSP server plays a recording at its own pace (it may
         # give its length), a web server hands over the file as fast as it is read
         served_file = scheme.group(1).lower() in ("http", "https")
-        if length and length > 0 and served_file and not self._said_length:
+        if length == 1 and served_file and not self._said_length:  # a camera's snapshot address
+            self._said_length = True
+            _log.warning(
+                "%s: a single picture (a camera's snapshot address?), not a video stream: each one is "
+                "a reconnection, a few seconds apart; give the camera's video stream (RTSP or MJPEG)",
+                self.name,
+            )
+        elif length and length > 0 and served_file and not self._said_length:
             self._said_length = True
             _log.warning(
                 "%s: has a length (%d frames): a recording served as a file, not a live camera; it is "

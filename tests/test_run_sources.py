@@ -237,6 +237,40 @@ def test_a_long_outage_is_retried_at_a_capped_pace_and_said_a_few_times_then_onc
     assert 6 <= len(failed) <= 7, failed  # then one a "minute" (1 s here): not all eight
 
 
+class CrashingServer(FakeCamera):
+    """The hardware boundary as a stream server crashing in a loop: 3 frames a connection, then
+    silence; after that, two refused connections before it is back."""
+
+    def __init__(self):
+        super().__init__(rate=200)
+        self.refusals = 0
+
+    def open(self) -> None:
+        if self.opened and self.refusals < 2:
+            self.refusals += 1
+            raise OSError("connection refused")
+        self.refusals = 0
+        super().open()
+        self.stall_after, self.grabs = 3, 0
+
+
+def test_a_server_crashing_in_a_loop_is_said_a_few_times_then_once_a_minute(monkeypatch, caplog):
+    """Failed attempts were thinned within one reopening only: each crash of a server restarting in
+    a loop said its first attempts again, unbounded (18 lines a minute in a helper's run)."""
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "BACKOFF_START_S", 0.005)
+    monkeypatch.setattr(edge.sources, "REOPEN_SAY_EVERY_S", 30.0)
+    cam = CrashingServer()
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        with Source(cam, threaded=True, stall_s=0.03) as src:
+            read_frames(src, 10_000, within_s=1.5)
+    said = [r.getMessage() for r in caplog.records]
+    assert src.stats.reopens >= 8, src.stats.reopens
+    assert len([m for m in said if "; reopening" in m]) == 5
+    assert len([m for m in said if "failed" in m]) == 5 * 2, said
+
+
 def test_a_reopen_that_completes_after_the_run_ended_is_neither_counted_nor_said(caplog):
     """The summary is out when the run ends: a reopen finishing later would contradict it."""
     cam = SlowToReopen(open_s=0.5)
