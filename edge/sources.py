@@ -37,6 +37,7 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -1110,7 +1111,8 @@ class StreamURL(OpenCVCamera):
         # a live stream has no length; an RTSP server plays a recording at its own pace (it may
         # give its length), a web server hands over the file as fast as it is read
         served_file = scheme.group(1).lower() in ("http", "https")
-        if length == 1 and served_file and not self._said_length:  # a camera's snapshot address
+        picture = Path(urllib.parse.urlsplit(url).path).suffix.lower() in IMAGE_EXTENSIONS
+        if served_file and (length == 1 or picture) and not self._said_length:  # a snapshot address
             self._said_length = True
             _log.warning(
                 "%s: a single picture (a camera's snapshot address?), not a video stream: each one is "

@@ -960,6 +960,18 @@ def test_a_recording_served_over_http_is_said_not_to_be_a_live_camera(http_folde
     assert len(said) == 1 and "not a live camera" in said[0] and "(20 frames)" in said[0]
 
 
+def test_a_cameras_snapshot_address_is_said_to_be_one_picture(http_folder, caplog):
+    """A camera's snapshot address gives one picture a connection: it was called "a recording
+    served as a file" with the advice to use --video."""
+    folder, base = http_folder
+    cv2.imwrite(str(folder / "snapshot.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    with Source(StreamURL(f"{base}/snapshot.jpg"), threaded=False) as src:
+        assert src.read(1.0) is not None
+    said = [r.getMessage() for r in caplog.records if "snapshot" in r.getMessage()]
+    assert len(said) == 1 and "a single picture (a camera's snapshot address?)" in said[0], said
+    assert "--video" not in said[0]
+
+
 def test_a_stream_ffmpeg_opens_without_a_picture_it_can_decode_is_refused_at_once(http_folder):
     """A stream FFmpeg opens but finds no picture size in (here an MP4 whose index is at its end,
     from a web server that cannot send parts of a file; a helper's garbage MJPEG parts alike) read
