@@ -475,6 +475,7 @@ class Source:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
+        self._left_out = 0  # frames a paced device that can leave frames out (the demo) left out
         self._reopenings = 0  # for the journal: the first few said, then once a minute
         self._reopen_said_at = -float("inf")
         self._reopens_unsaid = 0
@@ -543,10 +544,12 @@ class Source:
                 skip(late)
                 self._index += late
                 self.stats.dropped += late
-                _say_once(
-                    f"{self.name}: drawn slower than its {self.device.fps:g} frames/s here: frames are "
-                    "left out as a camera's would be lost, and the line keeps its pace"
-                )
+                self._left_out += late
+                if self._left_out >= self.device.fps:  # a second's frames, not a hiccup's few
+                    _say_once(
+                        f"{self.name}: drawn slower than its {self.device.fps:g} frames/s here: frames "
+                        "are left out as a camera's would be lost, and the line keeps its pace"
+                    )
         raw = self.device.grab()
         if raw is None:
             return None
@@ -559,7 +562,7 @@ class Source:
             self._t0 = now - offset  # a jump ahead in the timestamps (joined recordings): go on now
         elif due > now:
             self._stop.wait(due - now)
-        elif now - due > 1.0:
+        elif now - due > 1.0 and skip is None:  # (one that can leave frames out catches up so)
             self._t0 = now - offset  # fell behind: do not race to catch up
             _say_once(
                 f"{self.name}: read slower than its own frame rate (over 1 s behind): it plays in slow "
