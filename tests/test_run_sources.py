@@ -26,6 +26,7 @@ from edge.sources import (
     PiCamera,
     Source,
     SourceError,
+    SourceStats,
     StreamURL,
     VideoFile,
     normalize_image,
@@ -176,6 +177,14 @@ def read_frames(src: Source, n: int, within_s: float = 5.0) -> list:
     return seen
 
 
+def journal_of(device, caplog, stall_s: float, within_s: float = 1.5) -> tuple[SourceStats, list[str]]:
+    """A threaded source on ``device`` read for ``within_s``: its counts and the journal's lines."""
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        with Source(device, threaded=True, stall_s=stall_s) as src:
+            read_frames(src, 10_000, within_s=within_s)
+    return src.stats, [r.getMessage() for r in caplog.records]
+
+
 def test_a_live_source_that_stalls_is_reopened_and_keeps_delivering():
     cam = FakeCamera(rate=200, stall_after=5)
     with Source(cam, threaded=True, stall_s=0.2) as src:
@@ -261,12 +270,8 @@ def test_a_server_crashing_in_a_loop_is_said_a_few_times_then_once_a_minute(monk
 
     monkeypatch.setattr(edge.sources, "BACKOFF_START_S", 0.005)
     monkeypatch.setattr(edge.sources, "REOPEN_SAY_EVERY_S", 30.0)
-    cam = CrashingServer()
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
-        with Source(cam, threaded=True, stall_s=0.03) as src:
-            read_frames(src, 10_000, within_s=1.5)
-    said = [r.getMessage() for r in caplog.records]
-    assert src.stats.reopens >= 8, src.stats.reopens
+    stats, said = journal_of(CrashingServer(), caplog, stall_s=0.03)
+    assert stats.reopens >= 8, stats.reopens
     assert len([m for m in said if "; reopening" in m]) == 5
     assert len([m for m in said if "failed" in m]) == 5 * 2, said
 
@@ -436,13 +441,9 @@ def test_reopenings_are_said_a_few_times_then_once_a_minute_with_a_count(monkeyp
     import edge.sources
 
     monkeypatch.setattr(edge.sources, "REOPEN_SAY_EVERY_S", 0.6)
-    cam = SnapshotStream()
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
-        with Source(cam, threaded=True, stall_s=0.05) as src:
-            read_frames(src, 10_000, within_s=1.5)
-    said = [r.getMessage() for r in caplog.records]
+    stats, said = journal_of(SnapshotStream(), caplog, stall_s=0.05)
     reopening = [m for m in said if "; reopening" in m]
-    assert src.stats.reopens >= 12, src.stats.reopens
+    assert stats.reopens >= 12, stats.reopens
     assert 6 <= len(reopening) <= 5 + 3, reopening
     assert "further reopenings said once a minute" in reopening[4]
     assert "more reopening(s) since the last said" in reopening[5]
