@@ -138,9 +138,10 @@ def test_edge_train_fine_tunes_from_a_tflite_and_from_the_bundled_model(
     assert train_main(["--out", str(tmp_path / "a"), "--init", str(out / "int8.tflite"), *short]) == 0
     prov = json.loads((tmp_path / "a" / "model.json").read_text())["provenance"]
     assert prov["init"].startswith(f"{out / 'int8.tflite'} (sha256 ")
-    assert train_main(["--out", str(tmp_path / "b"), "--init", "bundled", *short]) == 0
-    prov = json.loads((tmp_path / "b" / "model.json").read_text())["provenance"]
-    assert prov["init"].startswith(f"{BUNDLED_MODEL} (sha256 ")
+    # "bundled" names the bundled model (trained from in the customer-stamp test below)
+    from train.cli import build_parser
+
+    assert build_parser().parse_args(["--out", "x", "--init", "bundled"]).init == BUNDLED_MODEL
     # a .tflite that is not a converted Stampline model is refused before the data are prepared
     (tmp_path / "junk.tflite").write_bytes(b"\0" * 64)
     capsys.readouterr()
