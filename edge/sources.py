@@ -668,6 +668,7 @@ class Source:
                     _log.warning("%s: capture failed (%s)", self.name, exc)
                     raw = None
                 first, opened = opened, False
+                why = None  # a reason to reopen the device ("": no frame for stall_s)
                 if (
                     raw is not None
                     and timeout
@@ -675,12 +676,8 @@ class Source:
                     and time.monotonic() - began >= STALE_READ * timeout
                 ):
                     self.stats.stale += 1  # what the decoder held when the read timed out
-                    self._reopen(
-                        f"a frame came only when the read timed out ({timeout:g} s): the stream froze"
-                    )
-                    last_frame, opened, had_frame, failed_at_once = time.monotonic(), True, False, 0
-                    continue
-                if raw is None:
+                    why = f"a frame came only when the read timed out ({timeout:g} s): the stream froze"
+                elif raw is None:
                     if not self.device.live:
                         break
                     if timeout and had_frame and time.monotonic() - began < STALE_READ * timeout:
@@ -688,14 +685,15 @@ class Source:
                     if failed_at_once >= CLOSED_READS and began - closed_at >= self.stall_s:
                         # (a server that closes each connection after a frame or a few, a camera's
                         # snapshot address, is reopened at the stall's pace, not hammered)
-                        failed_at_once, had_frame, closed_at = 0, False, began
-                        self._reopen(f"{CLOSED_READS} reads failed at once: the stream was closed")
-                        last_frame, opened = time.monotonic(), True
+                        closed_at, why = began, f"{CLOSED_READS} reads failed at once: the stream was closed"
                     elif time.monotonic() - last_frame >= self.stall_s:
-                        self._reopen()
-                        last_frame, opened, had_frame, failed_at_once = time.monotonic(), True, False, 0
+                        why = ""
                     else:
                         self._stop.wait(0.01)
+                        continue
+                if why is not None:  # each reopen starts the counts afresh
+                    self._reopen(why)
+                    last_frame, opened, had_frame, failed_at_once = time.monotonic(), True, False, 0
                     continue
                 last_frame, failed_at_once, had_frame = time.monotonic(), 0, True
                 frame = self._to_frame(raw)
