@@ -246,6 +246,8 @@ class SourceStats:
     failed_reopens: int = 0
     #: frames that came only when a live device's read timed out (dropped: seconds old)
     stale: int = 0
+    #: a reopening of the live device is under way (closing, opening, backing off)
+    reopening: bool = False
 
 
 class FrameSource(Protocol):
@@ -706,8 +708,6 @@ class Source:
 
     def _reopen(self, why: str = "") -> None:
         """Close and reopen a stalled live device, backing off until it opens or we stop."""
-        delay = BACKOFF_START_S
-        attempt = 0
         # each reopening said the first few times, then once a minute with a count (a server that
         # closes after every frame is reopened once a stall_s for good: two lines each)
         self._reopenings += 1
@@ -725,6 +725,15 @@ class Source:
             self._reopen_said_at, self._reopens_unsaid = now, 0
         else:
             self._reopens_unsaid += 1
+        self.stats.reopening = True
+        try:
+            self._reopen_attempts(say)
+        finally:
+            self.stats.reopening = False
+
+    def _reopen_attempts(self, say: bool) -> None:
+        """Close and open the device until it opens (backing off) or the run ends."""
+        delay, attempt = BACKOFF_START_S, 0
         while not self._stop.is_set():
             attempt += 1
             try:

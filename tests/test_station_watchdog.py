@@ -323,3 +323,34 @@ def test_a_trigger_holding_while_things_move_is_a_fault_and_a_stopped_line_is_no
     assert s["healthy"] and s["faults"] == {} and s["trigger_held"] == stopped
     s = frame(TriggerState(occupancy=0.0))
     assert s["healthy"] and s["trigger_held"] is None
+
+
+def test_the_camera_fault_says_what_the_source_did_and_nothing_it_did_not():
+    """The FAULT line and /healthz name the reopenings, the failed attempts and one under way,
+    and no "reopened 0x" before any (an RTSP open can take seconds)."""
+    from edge.sources import SourceStats
+    from edge.station.status import StationStatus
+    from edge.station.watchdog import FaultMonitor
+
+    stats = SourceStats()
+    status = StationStatus(stats, stall_s=1.0, clock=lambda: 0.0)
+    monitor = FaultMonitor(status, exit=lambda code: None, clock=lambda: 0.0)
+
+    def fault_at(now: float) -> str:
+        monitor.check(now)
+        return status.faults.get("camera", "")
+
+    assert fault_at(0.5) == ""  # under stall_s
+    assert fault_at(2.0) == "no frame since start"
+    stats.reopening = True
+    assert fault_at(3.0) == "no frame since start (reopening now)"
+    stats.failed_reopens = 2
+    assert fault_at(4.0) == "no frame since start (2 reopen attempt(s) failed; reopening now)"
+    stats.reopening, stats.reopens = False, 1
+    status.last_frame_t = 5.0
+    assert fault_at(7.5) == "no frame for 2.5 s (reopened 1x so far; 2 reopen attempt(s) failed)"
+    assert status.health(7.5) == (
+        False,
+        "camera: no frame for 2.5 s (reopened 1x so far; 2 reopen attempt(s) failed)",
+    )
+    assert fault_at(5.5) == ""  # frames flow again: the fault clears

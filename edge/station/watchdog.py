@@ -31,6 +31,7 @@ import numpy as np
 
 from edge.config import EXIT_INFERENCE_STALLED
 from edge.runtime import ModelError
+from edge.sources import SourceStats
 from edge.station.status import StationStatus
 from edge.types import Prediction
 
@@ -145,8 +146,7 @@ class FaultMonitor:
             else:
                 stats = status.source_stats
                 since = "since start" if status.last_frame_t is None else f"for {age:.1f} s"
-                tries = f", {stats.failed_reopens} attempt(s) failed" if stats.failed_reopens else ""
-                status.set_fault("camera", f"no frame {since} (reopened {stats.reopens}x{tries} so far)")
+                status.set_fault("camera", f"no frame {since}{_reopenings(stats)}")
                 status.set_fault("inference", None)
         else:
             status.set_fault("camera", None)
@@ -166,3 +166,13 @@ class FaultMonitor:
                 _log.warning("fault cleared: the station inspects again")
             if self.on_fault is not None:
                 self.on_fault(faulty)
+
+
+def _reopenings(stats: SourceStats) -> str:
+    """What the source did about it, for the camera fault: nothing said of what has not happened."""
+    said = [f"reopened {stats.reopens}x so far"] if stats.reopens else []
+    if stats.failed_reopens:
+        said.append(f"{stats.failed_reopens} reopen attempt(s) failed")
+    if stats.reopening:
+        said.append("reopening now")
+    return f" ({'; '.join(said)})" if said else ""
