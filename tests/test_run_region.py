@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 
 import cv2
@@ -11,10 +13,12 @@ import pytest
 
 from edge.cli.run import main
 from edge.config import TriggerConfig
-from edge.decision import OccupancyTrigger, no_product_hint
+from edge.decision import Decider, OccupancyTrigger, no_product_hint
 from edge.demo import ROI, DemoLine
-from edge.pipeline import Summary
+from edge.pipeline import Pipeline, Summary
 from edge.region import RegionFinder, region_iou
+from edge.runtime import TFLiteDetector
+from edge.sources import Source
 
 #: the demo line shrunk to half and set in a frame of the demo's size: its products fill about a
 #: quarter of the frame (too little for the whole frame as the region), its region is here
@@ -185,3 +189,83 @@ def test_an_arm_reaching_in_now_and_then_does_not_move_the_suggestion():
     suggested = finder.suggest()
     lane = (110 / 320, 70 / 240, 100 / 320, 100 / 240)  # a box's size, in the middle of its path
     assert suggested is not None and region_iou(suggested, lane) >= 0.6, suggested
+
+
+class SilentWhile:
+    """The hardware boundary: a live camera on the shrunk line (``frames``, cycled) every
+    ``every_s``, silent for ``silent_s`` after ``before`` frames."""
+
+    live, fps, name = True, None, "camera"
+
+    def __init__(self, frames: list[np.ndarray], before: int, silent_s: float, every_s: float = 0.003):
+        self.frames, self.before, self.silent_s, self.every_s = frames, before, silent_s, every_s
+        self.sent, self._silent_until = 0, None
+
+    def open(self) -> None:  # a reopen does not rewind a live camera
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def grab(self):
+        time.sleep(self.every_s)
+        if self.sent == self.before and self._silent_until is None:
+            self._silent_until = time.monotonic() + self.silent_s
+        if self._silent_until is not None and time.monotonic() < self._silent_until:
+            return None
+        image = self.frames[self.sent % len(self.frames)]
+        self.sent += 1
+        return image.copy()
+
+
+class SeenAt(logging.Handler):
+    """The line's time of the last frame the run saw when it said each line."""
+
+    def __init__(self, seen: list[float]) -> None:
+        super().__init__()
+        self.seen, self.said = seen, []
+        self.then = lambda: None  # (the run stopped once a line was said)
+
+    def emit(self, record) -> None:
+        self.said.append((record.getMessage(), self.seen[-1] if self.seen else None))
+        self.then()
+
+
+def test_time_without_frames_is_not_counted_as_time_without_a_product(monkeypatch):
+    """A camera silent for longer than the wait before the region's hint does not bring the hint
+    forward: it comes after that long of frames without a product, the silence left out."""
+    import edge.pipeline
+
+    monkeypatch.setattr(edge.pipeline, "NO_PRODUCT_SAY_S", 1.0)  # (60 s on a station)
+    frames = list(shrunk_line(300))  # a suggestion needs about 270 frames: none before the silence
+    camera = SilentWhile(frames, before=200, silent_s=1.5)
+    seen: list[float] = []
+    gaps: list[float] = []
+
+    class Seen:
+        needs_annotated = False
+
+        def write(self, result) -> None:
+            if not result.stopped:
+                seen.append(result.frame.t_on_line)
+                gaps.append(result.frame.gap_s)
+
+    handler = SeenAt(seen)
+    logging.getLogger("edge.pipeline").addHandler(handler)
+    try:
+        with Source(camera, threaded=True, stall_s=0.3) as src:
+            detector = TFLiteDetector()
+            pipeline = Pipeline(
+                src, detector, OccupancyTrigger(TriggerConfig()), Decider(0.5), sinks=[Seen()]
+            )
+            handler.then = pipeline.stop
+            pipeline.run(duration=6.0)
+    finally:
+        logging.getLogger("edge.pipeline").removeHandler(handler)
+    said = [(m, t) for m, t in handler.said if m.startswith("1 s without a product: ")]
+    assert max(gaps) >= 1.0, "the silence was not seen as one"
+    assert len(said) == 1 and "--roi " in said[0][0], handler.said
+    at = said[0][1]
+    blind = sum(g for g, t in zip(gaps, seen, strict=True) if t <= at)
+    assert blind >= 1.0  # said after the silence ...
+    assert at - seen[0] - blind >= 1.0 - 0.05  # ... once a second of frames had come without a product
