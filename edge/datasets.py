@@ -37,7 +37,10 @@ A folder is detected in this order: ``images/`` + ``labels/`` (or labels beside 
 -> YOLO; ``.xml`` files in ``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``,
 ``.csv`` or ``.json`` in it (or ``.json`` in its ``annotations/``).
 The root of an export made of split folders (``train/``, ``valid/``, ``test/``, as Roboflow writes
-every format) is refused with the splits named: pass one of them. The CSV and JSON exports of VIA
+every format; also ``train2017``, ``validation``), a YOLO ``images/`` of several, and a VOC set whose
+``ImageSets/Main`` lists several (``train.txt``, ``val.txt``) are refused with the splits named:
+pass one of them (for VOC, its list with ``--subset``). Subfolders linked in from elsewhere are
+read as the set's own. The CSV and JSON exports of VIA
 and Label Studio (their own forms, not COCO) and CVAT's "CVAT for images" XML are recognised and
 refused, naming the export to use.
 
@@ -46,7 +49,9 @@ Choices
 - Negatives are images whose labels say "nothing here": a VOC file without ``<object>``, an empty
   YOLO label file, a COCO image without annotations, a CSV row with empty box fields. An image
   that no label file mentions is *not* a negative (it may simply not be labelled yet): in VOC and
-  YOLO folders it is skipped, listed in ``Dataset.unlabelled`` and counted in a logged warning.
+  YOLO folders, and beside a COCO, CSV or centres file given by its folder (Roboflow's CSV has no
+  row for a photo without the stamp), it is skipped, listed in ``Dataset.unlabelled`` and counted
+  in a logged warning.
 - Boxes are pixels ``x_min, y_min, x_max, y_max`` as the files state them (VOC's 1-based
   convention is not shifted, so VOC and CSV exports of one set agree). A box may overhang the image
   by up to ``BOX_TOLERANCE_PX`` or ``BOX_TOLERANCE_SHARE`` of its side, whichever is more, and is
@@ -68,7 +73,9 @@ Choices
   where no object is a ``kit`` has no ``kit`` label.
 - Records are in label-file order (COCO, CSV, centres) or sorted by path (VOC, YOLO).
 - VOC ``difficult``/``truncated`` are not interpreted; COCO ``iscrowd`` annotations (a box over
-  many objects) are left out, with a logged warning.
+  many objects) are left out, with a logged warning, and an image with nothing else is left out
+  too (something is there: no negative). Two COCO categories may share a name only where objects
+  use at most one of them (Roboflow's project category 0 beside its one class).
 - The centres format cannot hold negatives: the writer skips them and counts them
   (``DatasetWriter.skipped_negatives``, logged at close).
 """
@@ -82,6 +89,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import struct
 import unicodedata
@@ -168,10 +176,30 @@ UNREAD_PHOTOS = {
 UNREAD_PHOTO_HINT = "not read here: convert it to JPEG or PNG"
 
 
+def walk(folder: Path, pattern: str = "*") -> Iterator[Path]:
+    """The entries of ``folder`` and of its subfolders matching ``pattern``, as ``Path.rglob``
+    gives them, but through linked subfolders too (a batch of photos linked in from elsewhere;
+    Python before 3.13 passes them over in silence), each real folder once (a link to a folder
+    above is no loop)."""
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        here = Path(top)
+        for name in (*dirs, *files):
+            entry = here / name
+            if entry.match(pattern):
+                yield entry
+
+
 def unread_photos(folder: Path | str, recursive: bool = False) -> list[Path]:
     """The photos of a folder in formats OpenCV does not read (:data:`UNREAD_PHOTOS`), sorted."""
     folder = Path(folder)
-    found = folder.rglob("*") if recursive else folder.iterdir()
+    found = walk(folder) if recursive else folder.iterdir()
     return sorted(
         p for p in found if p.suffix.lower() in UNREAD_PHOTOS and p.is_file() and not hidden_file(p)
     )
@@ -306,7 +334,8 @@ class Dataset:
     records: tuple[Record, ...]
     labels: tuple[str, ...]
     source: Path | None = None
-    #: images found in a VOC/YOLO folder with no label file; skipped, not negatives
+    #: images found in a VOC/YOLO folder with no label file (or beside a label file given by its
+    #: folder, not in it); skipped, not negatives
     unlabelled: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
@@ -350,7 +379,7 @@ class Dataset:
         if self.source is not None and self.source.is_file():
             return [*out, self.source]
         suffixes = LABEL_SUFFIXES[self.format]
-        return out + [p for p in self.root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
+        return out + [p for p in walk(self.root) if p.suffix.lower() in suffixes and p.is_file()]
 
 
 @dataclass(frozen=True)
@@ -363,6 +392,8 @@ class ImageLabels:
     height: int | None = None
     where: str = ""  # where the labels were read ("labels.csv line 7"), for messages about the image
     places: tuple[str, ...] = ()  # where each object was read
+    #: listed, but nothing to learn from: neither objects nor a negative (COCO crowds alone)
+    left_out: bool = False
 
 
 def normalised_box(obj: ObjectLabel, width: int, height: int) -> tuple[float, float, float, float]:
@@ -801,9 +832,8 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         if cat_id in names:
             raise DatasetError(f"{where}.id: {cat_id!r} is used twice; expected unique ids")
         names[cat_id] = _label_name(str(_coco_field(cat, "name", where, (str,))), f"{where}.name")
-    _check_unique(list(names.values()), f"{source} categories")
     entries: dict[object, dict] = {}
-    crowd = 0
+    used: set[object] = set()  # the categories some object is of
     for i, image in enumerate(images):
         where = f"{source} images[{i}]"
         image_id = _coco_field(image, "id", where, (int, str))
@@ -816,7 +846,14 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         for k, key in enumerate(("width", "height")):
             if image.get(key) not in (None, 0, "0", ""):  # 0: not known to the exporter, as in VOC
                 size[k] = _positive_int(image[key], f"{where}.{key}", key)
-        entries[image_id] = {"name": file_name, "size": size, "where": where, "objects": [], "places": []}
+        entries[image_id] = {
+            "name": file_name,
+            "size": size,
+            "where": where,
+            "objects": [],
+            "places": [],
+            "crowd": 0,
+        }
     for i, ann in enumerate(annotations):
         where = f"{source} annotations[{i}]"
         image_id = _coco_field(ann, "image_id", where, (int, str))
@@ -826,7 +863,7 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         if cat_id not in names:
             raise DatasetError(f"{where}.category_id: {cat_id!r} is not the id of any category")
         if ann.get("iscrowd") in (1, True, "1"):  # a crowd region (many objects, one box): no object
-            crowd += 1
+            entries[image_id]["crowd"] += 1
             continue
         bbox = _coco_field(ann, "bbox", where, (list,))
         if len(bbox) != 4 or not all(
@@ -840,18 +877,44 @@ def parse_coco(data: str | bytes, source: str) -> tuple[tuple[str, ...], list[Im
         box: tuple[float, ...] = (x, y, x + w, y + h)  # bounds: checked against the image (_to_record)
         entry["objects"].append(ObjectLabel(names[cat_id], box=box))
         entry["places"].append(f"{where}.bbox")
-    if crowd:
-        _log.warning(
-            "%s: %d crowd annotation(s) (iscrowd 1) left out: a crowd box is no one object", source, crowd
-        )
+        used.add(cat_id)
+    # two categories of one name: an error where objects use both (which is meant?); Roboflow's
+    # project category 0, which no object uses, may share its name with the one class
+    _check_unique([name for cat_id, name in names.items() if cat_id in used], f"{source} categories")
+    _say_crowds(list(entries.values()), source)
     labels = [
         ImageLabels(
-            e["name"], tuple(e["objects"]), e["size"][0], e["size"][1], e["where"], tuple(e["places"])
+            e["name"],
+            tuple(e["objects"]),
+            e["size"][0],
+            e["size"][1],
+            e["where"],
+            tuple(e["places"]),
+            left_out=bool(e["crowd"] and not e["objects"]),  # something is there, but no one object
         )
         for e in entries.values()
     ]
     _check_pixel_boxes(labels, source)
-    return tuple(names.values()), labels
+    return tuple(dict.fromkeys(names.values())), labels
+
+
+def _say_crowds(entries: Sequence[dict], source: str) -> None:
+    """Crowd annotations (``iscrowd`` 1) are left out, and an image with nothing else with them:
+    it is neither a negative (something is there) nor one object's box (a tool may write a mask
+    so, as CVAT does one drawn with its brush: export such shapes as polygons or boxes)."""
+    crowd = sum(e["crowd"] for e in entries)
+    if not crowd:
+        return
+    only = [e for e in entries if e["crowd"] and not e["objects"]]
+    _log.warning(
+        "%s: %d crowd annotation(s) (iscrowd 1) left out: a crowd box is no one object%s",
+        source,
+        crowd,
+        f"; {len(only)} image(s) with nothing else left out too (not negatives), e.g. {only[0]['name']}: "
+        "if they are masks of single objects, export them as polygons or boxes"
+        if only
+        else "",
+    )
 
 
 def format_coco(images: Sequence[tuple[str, int, int, Sequence[ObjectLabel]]], classes: Sequence[str]) -> str:
@@ -1495,7 +1558,7 @@ def image_files(folder: Path | str, recursive: bool = False) -> list[Path]:
     """The image files of a folder (and of its subfolders when ``recursive``), sorted; hidden ones
     (macOS's ``._x.png`` AppleDouble files, which are not images) left out."""
     folder = Path(folder)
-    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if _is_image(p))
+    return sorted(p for p in (walk(folder) if recursive else folder.iterdir()) if _is_image(p))
 
 
 def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
@@ -1527,7 +1590,7 @@ def _voc_files(folder: Path, every: bool = False) -> Iterator[Path]:
     and unless ``every`` (an ``annotations/`` folder, where each is one, in subfolders too, as
     CVAT exports a task's folders) those :func:`_may_be_voc` rules out. Lazy, so a look for any
     reads one file."""
-    for p in sorted(folder.rglob("*.xml") if every else folder.glob("*.xml")):
+    for p in sorted(walk(folder, "*.xml") if every else folder.glob("*.xml")):
         if not hidden_file(p) and p.is_file() and (every or _may_be_voc(p)):
             yield p
 
@@ -1603,14 +1666,20 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
 
 def _export_splits(folder: Path) -> list[str]:
     """The split folders (``train/``, ``valid/``, ...) of an export's root that hold labels."""
-    return [q.name for q in sorted(folder.iterdir()) if q.name in YOLO_SPLITS and _holds_labels(q)]
+    return [q.name for q in sorted(folder.iterdir()) if is_split(q) and _holds_labels(q)]
 
 
 #: A YOLO set's class list files: given as --data, they stand for the set.
 _YOLO_CLASS_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
 
-#: The split folders exports are made of (YOLO's, and Roboflow's in every format).
-YOLO_SPLITS = ("train", "valid", "val", "test")
+#: The split folders exports are made of (YOLO's, and Roboflow's in every format), also with a
+#: year or number (COCO's train2017, val2017) or spelled out (training, validation)
+SPLIT_NAME = re.compile(r"(train|training|val|valid|validation|test|testing|dev)([-_]?\d+)?", re.IGNORECASE)
+
+
+def is_split(folder: Path) -> bool:
+    """A folder named as one split of a data set (``train``, ``valid``, ``val2017``, ...)."""
+    return folder.is_dir() and SPLIT_NAME.fullmatch(folder.name) is not None
 
 
 def _label_files(path: Path) -> list[Path]:
@@ -1681,8 +1750,8 @@ def _yolo_dirs(path: Path) -> tuple[Path, Path, tuple[Path, ...]] | None:
         return subsets[0], subsets[0], (path,)
     darknet = path.parent if _DARKNET_DIR.match(path.name) and (path.parent / "obj.names").is_file() else None
     if darknet is not None:  # CVAT keeps a task's folders inside: obj_train_data/grp0/x.jpg + x.txt
-        stems = {p.with_suffix("") for p in path.rglob("*.txt")}
-        if any(p.with_suffix("") in stems and _is_image(p) for p in path.rglob("*")):
+        stems = {p.with_suffix("") for p in walk(path, "*.txt")}
+        if any(p.with_suffix("") in stems and _is_image(p) for p in walk(path)):
             return path, path, (path, darknet)
     if (path / "classes.txt").is_file() or (path / "obj.names").is_file():
         stems = {p.stem for p in path.glob("*.txt")}
@@ -1758,8 +1827,8 @@ def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:
                 else ""
             )
         )
-    # a turn the stated size cannot confirm (none stated, or a turn that keeps the size)
-    unchecked = orientation != 1 and not (stated and orientation in TURNED_SIDEWAYS)
+    # a turn the stated size cannot confirm (none stated, a turn that keeps the size, or a square)
+    unchecked = orientation != 1 and not (stated and orientation in TURNED_SIDEWAYS and width != height)
     objects = tuple(
         ObjectLabel(obj.label, box=_check_bounds(obj.box, place, width, height), center=obj.center)
         if obj.box is not None
@@ -1769,16 +1838,36 @@ def _to_record(entry: ImageLabels, image: Path, size_where: str) -> Record:
     return Record(image, objects, width, height, turn_unchecked=orientation if unchecked else 0)
 
 
-def _unlabelled(root: Path, found: Sequence[Path], labelled: set[Path]) -> tuple[Path, ...]:
+def _unlabelled(
+    root: Path, found: Sequence[Path], labelled: set[Path], why: str = "have no label file"
+) -> tuple[Path, ...]:
     skipped = tuple(p for p in found if p not in labelled)
     if skipped:
         _log.warning(
-            "%s: %d image(s) have no label file and were skipped (not negatives), e.g. %s",
+            "%s: %d image(s) %s and were skipped (not negatives), e.g. %s",
             root,
             len(skipped),
+            why,
             _rel(skipped[0], root),
         )
     return skipped
+
+
+#: how a label file of each format says a photo shows no stamp
+_NEGATIVE_SAID = {
+    "coco": "an entry in its images with no annotation",
+    "csv": "a row with its box fields empty",
+}
+
+
+def _not_listed(source: Path, dirs: Sequence[Path], named: set[Path], fmt: str) -> tuple[Path, ...]:
+    """The photos in the folders a label file's images are looked for in (not their subfolders)
+    that it does not list: said, as VOC's and YOLO's photos without labels are (Roboflow's CSV
+    leaves its photos without a stamp out, which would be the set's negatives)."""
+    found = sorted({p for d in dict.fromkeys(dirs) if d.is_dir() for p in d.iterdir() if _is_image(p)})
+    negative = _NEGATIVE_SAID.get(fmt)
+    why = f"are not in {source.name}" + (f" (a photo without the stamp needs {negative})" if negative else "")
+    return _unlabelled(source.parent, found, named, why)
 
 
 def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
@@ -1812,7 +1901,7 @@ def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
         records.append(_to_record(entry, image, f"{shown} <size>"))
     # an images folder of its own is the set's in its subfolders too; photos beside the labels are
     # the top level's
-    found = sorted(p for p in (img_dir.rglob("*") if img_dir != root else img_dir.iterdir()) if _is_image(p))
+    found = sorted(p for p in (walk(img_dir) if img_dir != root else img_dir.iterdir()) if _is_image(p))
     return records, _unlabelled(root, found, set(owner))
 
 
@@ -1821,7 +1910,7 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
     dirs = _yolo_dirs(root)
     assert dirs is not None, root  # detect_format said so
     img_dir, lbl_dir, homes = dirs
-    splits = sorted(q.name for q in img_dir.iterdir() if q.is_dir() and q.name in YOLO_SPLITS)
+    splits = sorted(q.name for q in img_dir.iterdir() if is_split(q))
     if whole and len(splits) > 1:  # train and val mixed would be a test on training images
         raise _pass_one_split(img_dir, splits, ", or pick images with --subset")
     lists: list[tuple[str, tuple[str, ...]]] = []  # (where, class names): all must agree
@@ -1849,9 +1938,9 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
         if names != lists[0][1]:
             raise DatasetError(f"{where}: {list(names)} differ from {lists[0][0]} {list(lists[0][1])}")
     classes = lists[0][1]
-    images = sorted(p for p in img_dir.rglob("*") if _is_image(p))
+    images = sorted(p for p in walk(img_dir) if _is_image(p))
     by_label: dict[Path, Path] = {}
-    label_files = sorted(lbl_dir.rglob("*.txt"))
+    label_files = sorted(walk(lbl_dir, "*.txt"))
     folded: dict[str, list[Path]] = {}  # label files by name in any case, as VOC, CSV and COCO match
     for label_path in label_files:
         folded.setdefault(label_path.relative_to(lbl_dir).with_suffix("").as_posix().casefold(), []).append(
@@ -1898,7 +1987,10 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
     return records, classes, _unlabelled(root, images, labelled)
 
 
-def _records_from_entries(entries: Sequence[ImageLabels], dirs: Sequence[Path], root: Path) -> list[Record]:
+def _records_from_entries(
+    entries: Sequence[ImageLabels], dirs: Sequence[Path], root: Path
+) -> tuple[list[Record], set[Path]]:
+    """The records of a label file's entries, and every image it names (those left out too)."""
     records, seen = [], {}
     for entry in entries:
         image = _find_image(entry.name, dirs)
@@ -1908,8 +2000,9 @@ def _records_from_entries(entries: Sequence[ImageLabels], dirs: Sequence[Path], 
         if image in seen:
             raise DatasetError(f"{entry.where}: image {image.name!r} is already listed at {seen[image]}")
         seen[image] = entry.where
-        records.append(_to_record(entry, image, entry.where))
-    return records
+        if not entry.left_out:
+            records.append(_to_record(entry, image, entry.where))
+    return records, set(seen)
 
 
 def _first_seen_labels(records: Sequence[Record]) -> tuple[str, ...]:
@@ -1940,6 +2033,20 @@ def _used_labels(listed: Sequence[str], records: Sequence[Record], source: Path)
     return kept
 
 
+def _refuse_voc_splits(root: Path) -> None:
+    """A VOC set whose ``ImageSets/Main`` lists several splits (the devkit's train, val, test;
+    CVAT's subsets) is not loaded whole: training on all of it would test on training images."""
+    main = root / "ImageSets" / "Main"
+    # (the devkit's lists of one class are named class_split.txt)
+    lists = sorted(p.name for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
+    if len(lists) > 1:
+        example = main / next((n for n in lists if "train" in n), lists[0])
+        raise DatasetError(
+            f"{root}: its ImageSets/Main lists the splits {', '.join(lists)}; pick one with "
+            f"--subset (e.g. --subset {example})"
+        )
+
+
 def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
     """Load a labelled data set, its format detected from ``path`` (see the module docstring).
 
@@ -1958,6 +2065,8 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
     classes: tuple[str, ...] | None = None
     unlabelled: tuple[Path, ...] = ()
     if fmt == "voc":
+        if subset is None:
+            _refuse_voc_splits(root)
         records, unlabelled = _load_voc(root)
     elif fmt == "yolo":
         records, classes, unlabelled = _load_yolo(root, whole=subset is None)
@@ -1967,10 +2076,10 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
         except OSError as exc:
             raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
         classes, entries = parse_coco(data, shown)
-        records = _records_from_entries(entries, image_dirs, root)
+        records, named = _records_from_entries(entries, image_dirs, root)
     elif fmt == "csv":
         entries = parse_csv(_read_text(source, shown), shown)
-        records = _records_from_entries(entries, image_dirs, root)
+        records, named = _records_from_entries(entries, image_dirs, root)
     else:
         label = DEFAULT_LABEL
         if (root / "classes.txt").is_file():
@@ -1979,7 +2088,9 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
                 raise DatasetError(f"classes.txt: expected one class name beside {shown}, got {len(names)}")
             label = names[0]
         entries = parse_centers(_read_text(source, shown), shown, label)
-        records = _records_from_entries(entries, image_dirs, root)
+        records, named = _records_from_entries(entries, image_dirs, root)
+    if fmt in ("coco", "csv", "centers") and Path(path).is_dir():  # the folder given, not the file
+        unlabelled = _not_listed(source, image_dirs, named, fmt)
     labels = _used_labels(classes if classes is not None else _first_seen_labels(records), records, source)
     if subset is not None:
         records = _apply_subset(records, Path(subset), root)

@@ -128,6 +128,22 @@ def test_cvat_voc_export_with_a_tasks_subfolders_loads_whole(tmp_path, caplog):
     assert "1 image(s) have no label file" in caplog.text
 
 
+def test_a_voc_set_whose_imagesets_list_several_splits_is_loaded_one_split_at_a_time(tmp_path):
+    """The devkit's (and CVAT's with subsets) ImageSets/Main/train.txt, val.txt: train and val
+    mixed in silence would test on training images. One list, or a class's lists, say nothing."""
+    files: dict[str, object] = {f"JPEGImages/{n}.jpg": (W, H) for n in "abc"}
+    files.update({f"Annotations/{n}.xml": _voc(f"{n}.jpg", [("stamp", 1, 2, 11, 12)]) for n in "abc"})
+    files.update({"ImageSets/Main/default.txt": "a\nb\nc\n", "ImageSets/Main/stamp_train.txt": "a 1\n"})
+    _build(tmp_path, files)
+    assert len(load_dataset(tmp_path)) == 3
+    _build(tmp_path, {"ImageSets/Main/train.txt": "a\nb\n", "ImageSets/Main/val.txt": "c\n"})
+    (tmp_path / "ImageSets/Main/default.txt").unlink()
+    with pytest.raises(DatasetError, match=r"lists the splits train.txt, val.txt; pick one with --subset"):
+        load_dataset(tmp_path)
+    val = load_dataset(tmp_path, subset=tmp_path / "ImageSets/Main/val.txt")
+    assert [r.name for r in val.records] == ["c.jpg"]
+
+
 def test_voc_xml_beside_images_falls_back_to_xml_stem(tmp_path):
     _build(
         tmp_path,
@@ -325,6 +341,11 @@ def test_yolo_exports_split_roboflow_and_ultralytics_style_load_one_split(tmp_pa
     assert val.records[0].objects[0].label == "square" and val.records[1].is_negative
     with pytest.raises(DatasetError, match=r"images: holds the splits train, val; pass one of them"):
         load_dataset(ultra)  # train and val at once would test on training images
+    for folder in ("images", "labels"):  # COCO's split names, as Ultralytics' coco.yaml has them
+        (ultra / folder / "train").rename(ultra / folder / "train2017")
+        (ultra / folder / "val").rename(ultra / folder / "val2017")
+    with pytest.raises(DatasetError, match=r"images: holds the splits train2017, val2017; pass one"):
+        load_dataset(ultra)
 
 
 def test_labels_are_the_listed_classes_some_object_uses(tmp_path, caplog):
@@ -562,6 +583,92 @@ def test_coco_crowd_annotations_are_left_out(tmp_path, caplog):
     (record,) = load_dataset(tmp_path / "a.json").records
     assert record.objects == (ObjectLabel("stamp", (1, 1, 11, 11)),)
     assert "1 crowd annotation(s) (iscrowd 1) left out" in caplog.text
+
+
+def test_a_coco_image_with_only_crowd_annotations_is_left_out_not_taken_for_a_negative(tmp_path, caplog):
+    """Something is there (CVAT writes a mask drawn with its brush as a crowd): no negative."""
+    images = [{"id": i, "file_name": f"{n}.jpg", "width": W, "height": H} for i, n in enumerate("abc")]
+    doc = _coco(
+        images=images,
+        annotations=[
+            {"id": 1, "image_id": 0, "category_id": 1, "bbox": [0, 0, 60, 40], "iscrowd": 1},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]},
+        ],
+    )
+    _build(tmp_path, {"images/a.jpg": (W, H), "images/b.jpg": (W, H), "images/c.jpg": (W, H), "a.json": doc})
+    ds = load_dataset(tmp_path / "a.json")
+    assert [(r.name, r.is_negative) for r in ds.records] == [("b.jpg", False), ("c.jpg", True)]
+    assert "1 image(s) with nothing else left out too (not negatives), e.g. a.jpg" in caplog.text
+
+
+def test_roboflows_unused_coco_category_may_share_the_class_name_but_two_used_ones_may_not(tmp_path):
+    """Roboflow's category 0 is named after the project, which may be the class's own name."""
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]}]
+    categories = [{"id": 0, "name": "stamp", "supercategory": "none"}, {"id": 1, "name": "stamp"}]
+    _build(
+        tmp_path, {"images/a.jpg": (W, H), "a.json": _coco(annotations=annotations, categories=categories)}
+    )
+    ds = load_dataset(tmp_path / "a.json")
+    assert ds.labels == ("stamp",) and ds.records[0].objects == (ObjectLabel("stamp", (1, 1, 11, 11)),)
+    annotations.append({"id": 2, "image_id": 1, "category_id": 0, "bbox": [20, 2, 10, 10]})
+    (tmp_path / "a.json").write_text(_coco(annotations=annotations, categories=categories))
+    with pytest.raises(DatasetError, match="'stamp' appears twice"):
+        load_dataset(tmp_path / "a.json")
+
+
+def test_subfolders_linked_in_from_elsewhere_are_part_of_the_set_and_a_loop_is_no_trouble(tmp_path):
+    """A batch of photos linked into images/ and labels/ (Python before 3.13 passes linked
+    folders over in silence: half the set gone, or "no image for these labels")."""
+    _build(
+        tmp_path,
+        {
+            "yolo/classes.txt": "stamp\n",
+            "yolo/images/a.jpg": (W, H),
+            "yolo/labels/a.txt": "0 0.5 0.5 0.25 0.25\n",
+            "store/images/b.jpg": (W, H),
+            "store/labels/b.txt": "",
+            "voc/annotations/a.xml": _voc("a.jpg", [("stamp", 1, 2, 11, 12)]),
+            "voc/images/a.jpg": (W, H),
+            "store/voc/b.xml": _voc("b.jpg", []),
+        },
+    )
+    (tmp_path / "yolo/images/batch2").symlink_to(tmp_path / "store/images")
+    (tmp_path / "yolo/labels/batch2").symlink_to(tmp_path / "store/labels")
+    (tmp_path / "yolo/images/batch2/up").symlink_to(tmp_path / "yolo/images")  # a loop
+    ds = load_dataset(tmp_path / "yolo")
+    assert [(r.name, r.is_negative) for r in ds.records] == [("a.jpg", False), ("b.jpg", True)]
+    (tmp_path / "voc/annotations/batch2").symlink_to(tmp_path / "store/voc")
+    (tmp_path / "voc/images/batch2").symlink_to(tmp_path / "store/images")
+    ds = load_dataset(tmp_path / "voc")
+    assert [(r.name, r.is_negative) for r in ds.records] == [("a.jpg", False), ("b.jpg", True)]
+
+
+def test_photos_beside_a_label_file_it_does_not_list_are_said_when_the_folder_is_given(tmp_path, caplog):
+    """Roboflow's CSV export has no row for its photos without a stamp: the set's negatives,
+    gone without a word. Given the file itself, what it lists is the set."""
+    _build(
+        tmp_path,
+        {
+            "a.jpg": (W, H),
+            "b.jpg": (W, H),
+            "c.jpg": (W, H),
+            "_annotations.csv": "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+            "a.jpg,64,48,stamp,1,2,11,12\n",
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        ds = load_dataset(tmp_path)
+    assert [r.name for r in ds.records] == ["a.jpg"] and ds.unlabelled == (
+        tmp_path / "b.jpg",
+        tmp_path / "c.jpg",
+    )
+    said = [r.getMessage() for r in caplog.records if "skipped (not negatives)" in r.getMessage()]
+    assert len(said) == 1 and "2 image(s) are not in _annotations.csv" in said[0]
+    assert "needs a row with its box fields empty" in said[0] and "e.g. b.jpg" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge.datasets"):
+        assert load_dataset(tmp_path / "_annotations.csv").unlabelled == ()
+    assert "skipped" not in caplog.text
 
 
 def test_a_name_in_the_other_unicode_form_finds_its_image(tmp_path):
@@ -1668,6 +1775,15 @@ def test_labels_made_on_a_phone_photo_as_stored_are_named_and_unconfirmable_turn
     with caplog.at_level("WARNING"):
         assert len(load_dataset(voc)) == 1  # the size confirms the turn: nothing to say
     assert "EXIF" not in caplog.text
+    square = tmp_path / "square"  # a square photo's size confirms nothing
+    square.mkdir()
+    (square / "q.jpg").write_bytes(
+        _with_exif_orientation(cv2.imencode(".jpg", stored[:, :30])[1].tobytes(), 6)
+    )
+    (square / "q.xml").write_text(_voc("q.jpg", [("stamp", 5, 10, 25, 20)], size=(30, 30)))
+    with caplog.at_level("WARNING"):
+        assert load_dataset(square).records[0].turn_unchecked == 6
+    assert "1 of 1 labelled photos carry an EXIF orientation tag" in caplog.text
 
     yolo = tmp_path / "yolo"
     (yolo / "images").mkdir(parents=True)
