@@ -1164,7 +1164,7 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
             filename, {"size": [None, None], "objects": [], "places": [], "negative": None, "where": where}
         )
         for k, key in enumerate(("width", "height")):
-            if cell.get(key):
+            if cell.get(key) and cell[key].strip() not in ("0", "0.0"):  # 0: not known, as in VOC
                 value = _positive_int(cell[key], where, names[key])
                 if entry["size"][k] is not None and entry["size"][k] != value:
                     raise DatasetError(

@@ -543,7 +543,7 @@ def test_csv_with_header_reordered_columns_negative_row_and_images_folder(tmp_pa
         "class,filename,ymin,xmin,ymax,xmax,width,height\n"
         "cat,a.jpg,2,1,12,11,64,48\n"
         "dog,a.jpg,10,10,40,60,64,48\n"
-        ",b.jpg,,,,,64,48\n"
+        ",b.jpg,,,,,0,0\n"  # 0: a size the exporter did not know, as in VOC and COCO
     )
     _build(tmp_path, {"images/a.jpg": (W, H), "images/b.jpg": (W, H), "labels.csv": text})
     ds = load_dataset(tmp_path)
