@@ -946,7 +946,10 @@ def why_no_stream(url: str, timeout_s: float = 2.0) -> str:
                 if parts.username is not None:  # as FFmpeg sends them: the server judges them, not us
                     auth = f"Authorization: {_basic(*_credentials(parts))}\r\n"
                 conn.sendall(f"GET {target} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n".encode())
-                status = conn.recv(256).split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+                answer = conn.recv(256)
+                if not answer:
+                    return f"{host}:{port} closed the connection without answering an HTTP request"
+                status = answer.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
                 if len(status) >= 2 and status[1].isdigit() and int(status[1]) >= 400:
                     return f"the server answered {' '.join(status[1:])}"
             if scheme == "tcp" and not conn.recv(1):  # a raw stream's server sends at once

@@ -786,6 +786,35 @@ def test_a_stream_that_does_not_open_says_why(http_folder):
     )
 
 
+def test_an_http_server_that_closes_at_once_is_said_to_have_closed_without_answering():
+    """A web server that takes the connection and closes it (a camera's full connection table, a
+    proxy with no backend): "there, but no video stream could be read" sent one to the path."""
+    import socket
+    import threading
+
+    from edge.sources import why_no_stream
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+
+        def close_each() -> None:
+            for reads in (True, False):  # the request read (http), or none sent (tcp)
+                conn, _ = listener.accept()
+                if reads:
+                    conn.recv(1024)
+                conn.close()
+
+        thread = threading.Thread(target=close_each, daemon=True)
+        thread.start()
+        said = why_no_stream(f"http://127.0.0.1:{port}/video.mjpg")
+        assert said == f"127.0.0.1:{port} closed the connection without answering an HTTP request"
+        said = why_no_stream(f"tcp://127.0.0.1:{port}")
+        assert said == f"127.0.0.1:{port} closed the connection without sending anything"
+        thread.join(5.0)
+
+
 def test_a_silent_port_is_said_to_have_sent_nothing_within_the_time_waited():
     """A port that takes the connection and never answers: FFmpeg waits out its open timeout, and
     the look behind the error then waited 2 s more and said "no answer within 2 s" after 7 s."""
