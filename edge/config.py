@@ -171,6 +171,10 @@ class SourceConfig:
     as_fast_as_possible: bool = False
     #: a live source that delivers nothing for this long is closed and reopened (with back-off)
     stall_s: float = _opt(3.0, _seconds(above=True))
+    #: a stream (``url``): how long opening it may take, its first key frame included (an IP
+    #: camera sends one every few seconds, a "smart codec" up to every 10 s or more; the picture
+    #: size comes with it where the camera does not state it beforehand)
+    open_timeout_s: float = _opt(15.0, _seconds(above=True))
     #: cameras: a fixed exposure time in ms, short enough that a moving product does not smear;
     #: under lights on the mains, a whole number of their flicker periods (10 ms at 50 Hz, 8.33 ms
     #: at 60 Hz) or frames pulse. "auto": the camera's automatic exposure. Left out: not touched

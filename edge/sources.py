@@ -1060,21 +1060,43 @@ def _rtsp_refusal(conn, parts) -> str | None:
     return None
 
 
-def rtsp_over_tcp() -> None:
-    """RTSP over TCP, said to FFmpeg through OpenCV's options unless they say otherwise: OpenCV
-    asks for TCP only while ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is unset, and any other option there
-    made it UDP, which a firewall may drop (every open then succeeded and no frame ever came)."""
+#: the most of a stream FFmpeg reads while it looks for the picture size (bytes): its default, 5 MB,
+#: is 5 s of a 8 Mbit/s camera, too little to reach a late key frame
+PROBE_BYTES = 32_000_000
+
+
+def ffmpeg_options(open_timeout_ms: int) -> None:
+    """Say to FFmpeg, through OpenCV's options, what it does not do by itself, unless those options
+    say otherwise (a service sets them in its unit's ``Environment=``):
+
+    - RTSP over TCP: OpenCV asks for TCP only while ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is unset, and
+      any other option there made it UDP, which a firewall may drop (every open then succeeded
+      and no frame ever came);
+    - look for the picture size as long as the open may take (``analyzeduration``, and enough
+      bytes for it): a camera that states no size beforehand gives it with its first key frame,
+      which may come seconds later (FFmpeg's 5 s made such a camera be refused at every open)."""
     options = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
-    if "rtsp_transport" not in options:
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(filter(None, [options, "rtsp_transport;tcp"]))
+    added = [
+        f"{key};{value}"
+        for key, value in (
+            ("rtsp_transport", "tcp"),
+            ("analyzeduration", str(int(open_timeout_ms) * 1000)),  # microseconds
+            ("probesize", str(PROBE_BYTES)),
+        )
+        if key not in options
+    ]
+    if added:
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(filter(None, [options, *added]))
 
 
 class StreamURL(OpenCVCamera):
     """An RTSP/HTTP stream through OpenCV's FFmpeg backend, with open and read timeouts: a read
     that waits longer than ``read_timeout_ms`` (give the source's ``stall_s``) gives up, so a stream
-    that stalls is noticed then (with FFmpeg's default of 5 s, a 3 s ``stall_s`` took 8 s)."""
+    that stalls is noticed then (with FFmpeg's default of 5 s, a 3 s ``stall_s`` took 8 s); an
+    open may take ``timeout_ms``, the wait for the first key frame included (see
+    :func:`ffmpeg_options`)."""
 
-    def __init__(self, url: str, timeout_ms: int = 5000, read_timeout_ms: int | None = None):
+    def __init__(self, url: str, timeout_ms: int = 15000, read_timeout_ms: int | None = None):
         super().__init__(camera=url)
         self.name = f"stream {shown_url(url)}"
         self.timeout_ms = int(timeout_ms)
@@ -1100,7 +1122,7 @@ class StreamURL(OpenCVCamera):
             )
         if scheme.group(1).lower() == "file":
             raise SourceError(f"{url}: a file, not a stream's address: give it with --video (source.video)")
-        rtsp_over_tcp()
+        ffmpeg_options(self.timeout_ms)
         began = time.monotonic()
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
@@ -1113,6 +1135,12 @@ class StreamURL(OpenCVCamera):
             raise SourceError(f"{self.name}: cannot open ({why_no_stream(url)})")
         if not cap.get(cv2.CAP_PROP_FRAME_WIDTH) or not cap.get(cv2.CAP_PROP_FRAME_HEIGHT):
             cap.release()  # FFmpeg opened it but found no picture size: nothing in it decodes
+            if time.monotonic() - began >= 0.9 * self.timeout_ms / 1000:  # looked for it till the end
+                raise SourceError(
+                    f"{self.name}: cannot open (no picture size within {self.timeout_ms / 1000:g} s: no "
+                    "key frame came, or no video it can decode; a camera that sends a key frame less "
+                    "often needs a longer source.open_timeout_s)"
+                )
             raise SourceError(
                 f"{self.name}: cannot open (no video it can decode: the stream gives no picture size; "
                 "its codec or content?)"

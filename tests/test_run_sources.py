@@ -952,21 +952,32 @@ def test_an_rtsp_camera_that_refuses_says_whether_the_password_or_the_path_is_wr
     assert shown_url("rtsp://cam.local/live?owner=ops@plant") == "rtsp://cam.local/live?owner=ops@plant"
 
 
+LOOK = "analyzeduration;15000000|probesize;32000000"  # the open's 15 s, for a late key frame
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (None, "rtsp_transport;tcp"),
-        ("fflags;nobuffer", "fflags;nobuffer|rtsp_transport;tcp"),  # alone, it made FFmpeg use UDP
-        ("rtsp_transport;udp", "rtsp_transport;udp"),  # asked for: kept
+        (None, f"rtsp_transport;tcp|{LOOK}"),
+        ("fflags;nobuffer", f"fflags;nobuffer|rtsp_transport;tcp|{LOOK}"),  # alone, it made FFmpeg use UDP
+        ("rtsp_transport;udp", f"rtsp_transport;udp|{LOOK}"),  # asked for: kept
+        (
+            "analyzeduration;2000000|rtsp_transport;udp",
+            "analyzeduration;2000000|rtsp_transport;udp|probesize;32000000",
+        ),
     ],
 )
-def test_rtsp_goes_over_tcp_unless_ffmpegs_options_say_otherwise(monkeypatch, options, expected):
-    from edge.sources import rtsp_over_tcp
+def test_rtsp_goes_over_tcp_and_waits_for_a_key_frame_unless_ffmpegs_options_say_otherwise(
+    monkeypatch, options, expected
+):
+    from edge.sources import ffmpeg_options
 
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", options or "")  # put back as it was after
     if options is None:
         monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-    rtsp_over_tcp()
+    ffmpeg_options(15000)
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == expected
+    ffmpeg_options(15000)  # at each reopening: nothing added twice
     assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == expected
 
 

@@ -864,7 +864,9 @@ def build_source(config: Config):
         device = sources.PiCamera(s.width, s.height, s.fps, number=int(s.camera), controls=controls)
         return sources.Source(device, threaded=True, stall_s=s.stall_s), None
     if s.kind == "url":
-        stream = sources.StreamURL(s.url, read_timeout_ms=round(s.stall_s * 1000))
+        stream = sources.StreamURL(
+            s.url, timeout_ms=round(s.open_timeout_s * 1000), read_timeout_ms=round(s.stall_s * 1000)
+        )
         return sources.Source(stream, threaded=True, stall_s=s.stall_s), None
     if s.kind == "video":
         paced = not s.as_fast_as_possible
