@@ -1076,6 +1076,7 @@ def ffmpeg_options(open_timeout_ms: int) -> None:
       bytes for it): a camera that states no size beforehand gives it with its first key frame,
       which may come seconds later (FFmpeg's 5 s made such a camera be refused at every open)."""
     options = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    given = {part.split(";", 1)[0].strip() for part in options.split("|")}  # key;value|key;value
     added = [
         f"{key};{value}"
         for key, value in (
@@ -1083,7 +1084,7 @@ def ffmpeg_options(open_timeout_ms: int) -> None:
             ("analyzeduration", str(int(open_timeout_ms) * 1000)),  # microseconds
             ("probesize", str(PROBE_BYTES)),
         )
-        if key not in options
+        if key not in given
     ]
     if added:
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(filter(None, [options, *added]))
