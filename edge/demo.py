@@ -23,7 +23,7 @@ interest in a frame, :meth:`DemoLine.products_between` which products crossed it
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -45,6 +45,9 @@ PRODUCT_H = (330, 380)
 GAP = (330, 640)
 #: the belt is empty for this many frames at the start (the trigger learns it)
 LEAD_IN_FRAMES = 45
+#: layouts of the products that have left the view kept behind the first in view (a frame asked
+#: for again, a little back, finds them; older ones are drawn afresh)
+LAYOUTS_KEPT_BEHIND = 16
 MISSING_SHARE = 0.25
 #: of the products without a stamp, the share with a distractor mark; of those with, the share
 MISSING_DISTRACTOR_SHARE = 0.4
@@ -126,7 +129,10 @@ class DemoLine:
         self.width, self.height, self.fps, self.roi = WIDTH, HEIGHT, FPS, ROI
         rx, ry, rw, rh = ROI
         self.roi_px = (round(rx * WIDTH), round(ry * HEIGHT), round(rw * WIDTH), round(rh * HEIGHT))
+        #: the layouts from product ``_first_kept`` on (those far behind the view are dropped: a
+        #: demo left running for weeks kept one per product, 0.5 KB each)
         self._layouts: list[_Layout] = []
+        self._first_kept = 0
         self._hint = 0
         self._images: dict[int, tuple[np.ndarray, tuple[float, float, float, float] | None]] = {}
         if stamps is None:
@@ -152,23 +158,42 @@ class DemoLine:
     # -- layout -----------------------------------------------------------------------------------
 
     def _layout(self, i: int) -> _Layout:
-        while len(self._layouts) <= i:
-            k = len(self._layouts)
-            rng = np.random.default_rng([self.seed, k, 1])
-            w = int(rng.integers(PRODUCT_W[0], PRODUCT_W[1] + 1))
-            h = int(rng.integers(PRODUCT_H[0], PRODUCT_H[1] + 1))
-            if k == 0:
-                offset = SPEED * LEAD_IN_FRAMES
-            else:
-                prev = self._layouts[-1]
-                offset = prev.offset + prev.width + float(rng.integers(GAP[0], GAP[1] + 1))
-            belt_mid = (BELT_Y[0] + BELT_Y[1]) // 2
-            y = belt_mid - h // 2 + int(rng.integers(-8, 9))
-            stamp = bool(rng.random() >= MISSING_SHARE)
-            distractor = bool(rng.random() < (OK_DISTRACTOR_SHARE if stamp else MISSING_DISTRACTOR_SHARE))
-            label = self._variant(k) if stamp else None
-            self._layouts.append(_Layout(k, offset, w, h, y, stamp, distractor, label))
-        return self._layouts[i]
+        if i < self._first_kept:  # dropped: drawn again from the first (the run's truth, at its end)
+            return next(p for p in self.layouts() if p.id == i)
+        while self._first_kept + len(self._layouts) <= i:
+            self._layouts.append(self._next_layout(self._layouts[-1] if self._layouts else None))
+        return self._layouts[i - self._first_kept]
+
+    def layouts(self) -> Iterator[_Layout]:
+        """Every product's layout from the first on, drawn afresh (none kept)."""
+        prev = None
+        while True:
+            prev = self._next_layout(prev)
+            yield prev
+
+    def _forget_layouts_before(self, i: int) -> None:
+        """Drop the layouts of products before ``i`` less a margin (they have left the view)."""
+        drop = i - LAYOUTS_KEPT_BEHIND - self._first_kept
+        if drop > LAYOUTS_KEPT_BEHIND:  # now and then, not at every frame
+            del self._layouts[:drop]
+            self._first_kept += drop
+
+    def _next_layout(self, prev: _Layout | None) -> _Layout:
+        """The layout of the product after ``prev`` (the first one after None)."""
+        k = prev.id + 1 if prev is not None else 0
+        rng = np.random.default_rng([self.seed, k, 1])
+        w = int(rng.integers(PRODUCT_W[0], PRODUCT_W[1] + 1))
+        h = int(rng.integers(PRODUCT_H[0], PRODUCT_H[1] + 1))
+        if prev is None:
+            offset = SPEED * LEAD_IN_FRAMES
+        else:
+            offset = prev.offset + prev.width + float(rng.integers(GAP[0], GAP[1] + 1))
+        belt_mid = (BELT_Y[0] + BELT_Y[1]) // 2
+        y = belt_mid - h // 2 + int(rng.integers(-8, 9))
+        stamp = bool(rng.random() >= MISSING_SHARE)
+        distractor = bool(rng.random() < (OK_DISTRACTOR_SHARE if stamp else MISSING_DISTRACTOR_SHARE))
+        label = self._variant(k) if stamp else None
+        return _Layout(k, offset, w, h, y, stamp, distractor, label)
 
     def _variant(self, k: int) -> str | None:
         """The stamp variant of product ``k`` (None on a single-stamp line)."""
@@ -193,6 +218,7 @@ class DemoLine:
         while self._x(self._layout(i), t) >= WIDTH:
             i += 1
         self._hint = i
+        self._forget_layouts_before(i)
         out = []
         while self._x(p := self._layout(i), t) + p.width > 0:
             out.append(p)
@@ -303,14 +329,13 @@ class DemoLine:
         those of ``judged`` (product numbers) that entered from ``first`` on: a trigger may end a
         product a frame or two before its last pixels leave the region, and a run may stop there."""
         out = []
-        i = 0
-        while True:
-            truth = self._truth(self._layout(i))
+        for p in self.layouts():  # (drawn afresh: those that have left the view are not kept)
+            truth = self._truth(p)
             if truth.first_frame > last:
                 return out
             if truth.first_frame >= first and (truth.last_frame <= last or truth.number in judged):
                 out.append(truth)
-            i += 1
+        raise AssertionError("unreachable: the line's products never end")
 
 
 def belt_contrast(image: np.ndarray) -> float:

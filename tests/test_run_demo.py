@@ -62,3 +62,17 @@ def test_a_frame_is_cheap_once_its_products_are_rendered():
     per_frame = (time.perf_counter() - t0) / 60
     assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
     assert per_frame < 0.02  # a pasted product, not a re-rendered one (about 1 ms here)
+
+
+def test_a_line_run_for_long_keeps_a_bounded_few_product_layouts_and_the_same_truth():
+    """A demo left running for weeks kept every product's layout (0.5 KB each, a soak's finding);
+    those that left the view are dropped, and the run's truth at its end is drawn afresh."""
+    line, fresh = DemoLine(4), DemoLine(4)
+    sizes = []
+    for t in range(0, 40_000, 5):  # about 600 products pass
+        line.truth_at(t)
+        sizes.append(len(line._layouts))
+    assert max(sizes) <= 40 and line._first_kept > 500
+    crossed = line.products_between(20_000, 39_000)
+    assert crossed == fresh.products_between(20_000, 39_000) and len(crossed) > 250
+    assert line.truth_at(39_000) == fresh.truth_at(39_000)
