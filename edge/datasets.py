@@ -37,7 +37,8 @@ A folder is detected in this order: ``images/`` + ``labels/`` (or labels beside 
 -> YOLO; ``.xml`` files in ``annotations/`` or in the folder -> VOC; else exactly one ``labels.txt``,
 ``.csv`` or ``.json`` in it (or ``.json`` in its ``annotations/``).
 The root of an export made of split folders (``train/``, ``valid/``, ``test/``, as Roboflow writes
-every format; also ``train2017``, ``validation``), a YOLO ``images/`` of several, and a VOC set whose
+every format; also ``train2017``, ``validation``), a YOLO ``images/`` of several kinds (train beside
+val or test: ``train1/`` and ``train2/`` are two batches of one set), and a VOC set whose
 ``ImageSets/Main`` lists several (``train.txt``, ``val.txt``) are refused with the splits named:
 pass one of them (for VOC, its list with ``--subset``). Subfolders linked in from elsewhere are
 read as the set's own. The CSV and JSON exports of VIA
@@ -94,7 +95,7 @@ import re
 import struct
 import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -1164,7 +1165,7 @@ def parse_csv(text: str, source: str) -> list[ImageLabels]:
             filename, {"size": [None, None], "objects": [], "places": [], "negative": None, "where": where}
         )
         for k, key in enumerate(("width", "height")):
-            if cell.get(key) and cell[key].strip() not in ("0", "0.0"):  # 0: not known, as in VOC
+            if cell.get(key) and not _is_zero(cell[key]):  # 0: not known to the exporter, as in VOC
                 value = _positive_int(cell[key], where, names[key])
                 if entry["size"][k] is not None and entry["size"][k] != value:
                     raise DatasetError(
@@ -1223,6 +1224,13 @@ def format_csv(rows: Sequence[tuple[str, Sequence[ObjectLabel]]]) -> str:
 
 
 # -- centre points ------------------------------------------------------------------------------------
+
+
+def _is_zero(text: str) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 
 
 def _is_number(text: str) -> bool:
@@ -1682,6 +1690,22 @@ def is_split(folder: Path) -> bool:
     return folder.is_dir() and SPLIT_NAME.fullmatch(folder.name) is not None
 
 
+def _split_kind(name: str) -> str:
+    """train, val or test: what a split folder's name says it is for."""
+    word = SPLIT_NAME.fullmatch(name)
+    assert word is not None, name
+    return {"training": "train", "valid": "val", "validation": "val", "dev": "val", "testing": "test"}.get(
+        word.group(1).lower(), word.group(1).lower()
+    )
+
+
+def _splits(folders: Iterable[Path]) -> list[str]:
+    """The split folders among ``folders`` where they are splits of more than one kind (train
+    beside val or test; ``train1``, ``train2`` are two batches of one), else none."""
+    named = sorted(q.name for q in folders if is_split(q))
+    return named if len({_split_kind(n) for n in named}) > 1 else []
+
+
 def _label_files(path: Path) -> list[Path]:
     """The files in a folder that may be its one label file (COCO, CSV, centres), and the COCO
     files in its ``annotations/`` (CVAT's COCO export: ``annotations/instances_default.json``)."""
@@ -1865,9 +1889,10 @@ def _not_listed(source: Path, dirs: Sequence[Path], named: set[Path], fmt: str) 
     that it does not list: said, as VOC's and YOLO's photos without labels are (Roboflow's CSV
     leaves its photos without a stamp out, which would be the set's negatives)."""
     found = sorted({p for d in dict.fromkeys(dirs) if d.is_dir() for p in d.iterdir() if _is_image(p)})
+    listed = {p.resolve() for p in named}  # (named ../images/x.jpg, or by an absolute path)
     negative = _NEGATIVE_SAID.get(fmt)
     why = f"are not in {source.name}" + (f" (a photo without the stamp needs {negative})" if negative else "")
-    return _unlabelled(source.parent, found, named, why)
+    return _unlabelled(source.parent, [p for p in found if p.resolve() not in listed], set(), why)
 
 
 def _load_voc(root: Path) -> tuple[list[Record], tuple[Path, ...]]:
@@ -1910,8 +1935,8 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
     dirs = _yolo_dirs(root)
     assert dirs is not None, root  # detect_format said so
     img_dir, lbl_dir, homes = dirs
-    splits = sorted(q.name for q in img_dir.iterdir() if is_split(q))
-    if whole and len(splits) > 1:  # train and val mixed would be a test on training images
+    splits = _splits(img_dir.iterdir())
+    if whole and splits:  # train and val mixed would be a test on training images
         raise _pass_one_split(img_dir, splits, ", or pick images with --subset")
     lists: list[tuple[str, tuple[str, ...]]] = []  # (where, class names): all must agree
     txt = next((t for t in (root / "classes.txt", lbl_dir / "classes.txt") if t.is_file()), None)
@@ -1989,9 +2014,10 @@ def _load_yolo(root: Path, whole: bool = True) -> tuple[list[Record], tuple[str,
 
 def _records_from_entries(
     entries: Sequence[ImageLabels], dirs: Sequence[Path], root: Path
-) -> tuple[list[Record], set[Path]]:
-    """The records of a label file's entries, and every image it names (those left out too)."""
-    records, seen = [], {}
+) -> tuple[list[Record], set[Path], list[Record]]:
+    """The records of a label file's entries, every image it names, and the records of those it
+    leaves out (``ImageLabels.left_out``: a subset may list them)."""
+    records, seen, left = [], {}, []
     for entry in entries:
         image = _find_image(entry.name, dirs)
         if image is None:
@@ -2000,9 +2026,8 @@ def _records_from_entries(
         if image in seen:
             raise DatasetError(f"{entry.where}: image {image.name!r} is already listed at {seen[image]}")
         seen[image] = entry.where
-        if not entry.left_out:
-            records.append(_to_record(entry, image, entry.where))
-    return records, set(seen)
+        (left if entry.left_out else records).append(_to_record(entry, image, entry.where))
+    return records, set(seen), left
 
 
 def _first_seen_labels(records: Sequence[Record]) -> tuple[str, ...]:
@@ -2064,6 +2089,7 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
         image_dirs += [root / "images" / subset_name, root / "images"]
     classes: tuple[str, ...] | None = None
     unlabelled: tuple[Path, ...] = ()
+    left_out: list[Record] = []  # listed, but left out (COCO crowds alone): a subset may name them
     if fmt == "voc":
         if subset is None:
             _refuse_voc_splits(root)
@@ -2076,10 +2102,10 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
         except OSError as exc:
             raise DatasetError(f"{shown}: cannot read ({exc.strerror or exc})") from None
         classes, entries = parse_coco(data, shown)
-        records, named = _records_from_entries(entries, image_dirs, root)
+        records, named, left_out = _records_from_entries(entries, image_dirs, root)
     elif fmt == "csv":
         entries = parse_csv(_read_text(source, shown), shown)
-        records, named = _records_from_entries(entries, image_dirs, root)
+        records, named, left_out = _records_from_entries(entries, image_dirs, root)
     else:
         label = DEFAULT_LABEL
         if (root / "classes.txt").is_file():
@@ -2088,12 +2114,15 @@ def load_dataset(path: Path | str, subset: Path | str | None = None) -> Dataset:
                 raise DatasetError(f"classes.txt: expected one class name beside {shown}, got {len(names)}")
             label = names[0]
         entries = parse_centers(_read_text(source, shown), shown, label)
-        records, named = _records_from_entries(entries, image_dirs, root)
+        records, named, left_out = _records_from_entries(entries, image_dirs, root)
     if fmt in ("coco", "csv", "centers") and Path(path).is_dir():  # the folder given, not the file
         unlabelled = _not_listed(source, image_dirs, named, fmt)
     labels = _used_labels(classes if classes is not None else _first_seen_labels(records), records, source)
     if subset is not None:
-        records = _apply_subset(records, Path(subset), root)
+        left = {r.image_path for r in left_out}
+        records = [
+            r for r in _apply_subset([*records, *left_out], Path(subset), root) if r.image_path not in left
+        ]
     _say_turned(records, source)
     _say_cornered(records, source)
     return Dataset(root, fmt, tuple(records), labels, source, unlabelled)

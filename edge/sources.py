@@ -504,9 +504,17 @@ class Source:
         if self._thread is not None:
             if self.prefetch:
                 self._slot.close()  # wakes a capture thread waiting for room in the queue
-            self._thread.join(timeout=10.0)
-            if self._thread.is_alive():  # stuck in a driver call: releasing under it could crash
-                _log.warning("%s: capture thread did not stop; leaving the device to the OS", self.name)
+            # an open under way is not waited out (a stream's may take its open timeout, 15 s, and
+            # systemd's stop gives the service 20 s in all)
+            opening = self.stats.reopening
+            self._thread.join(timeout=1.0 if opening else 10.0)
+            if self._thread.is_alive():  # in a driver call: releasing under it could crash
+                if opening:
+                    _log.warning(
+                        "%s: stopped while reopening it; the open under way ends with the process", self.name
+                    )
+                else:
+                    _log.warning("%s: capture thread did not stop; leaving the device to the OS", self.name)
                 return
         self.device.close()
 
@@ -1076,18 +1084,25 @@ def ffmpeg_options(open_timeout_ms: int) -> None:
       bytes for it): a camera that states no size beforehand gives it with its first key frame,
       which may come seconds later (FFmpeg's 5 s made such a camera be refused at every open)."""
     options = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
-    given = {part.split(";", 1)[0].strip() for part in options.split("|")}  # key;value|key;value
-    added = [
-        f"{key};{value}"
-        for key, value in (
-            ("rtsp_transport", "tcp"),
-            ("analyzeduration", str(int(open_timeout_ms) * 1000)),  # microseconds
-            ("probesize", str(PROBE_BYTES)),
-        )
-        if key not in given
-    ]
-    if added:
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(filter(None, [options, *added]))
+    parts = [part.split(";", 1) for part in options.split("|") if part.strip()]  # key;value|key;value
+    given = {kv[0].strip(): i for i, kv in enumerate(parts)}
+    for key, value in (
+        ("rtsp_transport", "tcp"),
+        ("analyzeduration", str(int(open_timeout_ms) * 1000)),  # microseconds
+        ("probesize", str(PROBE_BYTES)),
+    ):
+        if key not in given:
+            parts.append([key, value])
+        elif _OPTIONS_SET.get(key) == parts[given[key]][-1]:  # ours, from an open with another timeout
+            parts[given[key]] = [key, value]
+        else:
+            continue
+        _OPTIONS_SET[key] = value
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(";".join(kv) for kv in parts)
+
+
+#: the FFmpeg options :func:`ffmpeg_options` set, and to what (the others are the user's)
+_OPTIONS_SET: dict[str, str] = {}
 
 
 class StreamURL(OpenCVCamera):

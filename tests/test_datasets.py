@@ -346,6 +346,9 @@ def test_yolo_exports_split_roboflow_and_ultralytics_style_load_one_split(tmp_pa
         (ultra / folder / "val").rename(ultra / folder / "val2017")
     with pytest.raises(DatasetError, match=r"images: holds the splits train2017, val2017; pass one"):
         load_dataset(ultra)
+    for folder in ("images", "labels"):  # two batches of training photos are one set
+        (ultra / folder / "val2017").rename(ultra / folder / "train2")
+    assert len(load_dataset(ultra)) == 3
 
 
 def test_labels_are_the_listed_classes_some_object_uses(tmp_path, caplog):
@@ -543,7 +546,7 @@ def test_csv_with_header_reordered_columns_negative_row_and_images_folder(tmp_pa
         "class,filename,ymin,xmin,ymax,xmax,width,height\n"
         "cat,a.jpg,2,1,12,11,64,48\n"
         "dog,a.jpg,10,10,40,60,64,48\n"
-        ",b.jpg,,,,,0,0\n"  # 0: a size the exporter did not know, as in VOC and COCO
+        ",b.jpg,,,,,0.00,0\n"  # 0: a size the exporter did not know, as in VOC and COCO
     )
     _build(tmp_path, {"images/a.jpg": (W, H), "images/b.jpg": (W, H), "labels.csv": text})
     ds = load_dataset(tmp_path)
@@ -599,6 +602,10 @@ def test_a_coco_image_with_only_crowd_annotations_is_left_out_not_taken_for_a_ne
     ds = load_dataset(tmp_path / "a.json")
     assert [(r.name, r.is_negative) for r in ds.records] == [("b.jpg", False), ("c.jpg", True)]
     assert "1 image(s) with nothing else left out too (not negatives), e.g. a.jpg" in caplog.text
+    (tmp_path / "sub.txt").write_text("a.jpg\nb.jpg\n")  # a list made before the export names it
+    assert [r.name for r in load_dataset(tmp_path / "a.json", subset=tmp_path / "sub.txt").records] == [
+        "b.jpg"
+    ]
 
 
 def test_roboflows_unused_coco_category_may_share_the_class_name_but_two_used_ones_may_not(tmp_path):
@@ -643,7 +650,9 @@ def test_subfolders_linked_in_from_elsewhere_are_part_of_the_set_and_a_loop_is_n
     assert [(r.name, r.is_negative) for r in ds.records] == [("a.jpg", False), ("b.jpg", True)]
 
 
-def test_photos_beside_a_label_file_it_does_not_list_are_said_when_the_folder_is_given(tmp_path, caplog):
+def test_photos_beside_a_label_file_it_does_not_list_are_said_when_the_folder_is_given(
+    tmp_path, caplog, monkeypatch
+):
     """Roboflow's CSV export has no row for its photos without a stamp: the set's negatives,
     gone without a word. Given the file itself, what it lists is the set."""
     _build(
@@ -653,15 +662,16 @@ def test_photos_beside_a_label_file_it_does_not_list_are_said_when_the_folder_is
             "b.jpg": (W, H),
             "c.jpg": (W, H),
             "_annotations.csv": "filename,width,height,class,xmin,ymin,xmax,ymax\n"
-            "a.jpg,64,48,stamp,1,2,11,12\n",
+            "a.jpg,64,48,stamp,1,2,11,12\n"
+            f"{tmp_path / 'd.jpg'},64,48,stamp,1,2,11,12\n",  # listed by its absolute path
+            "d.jpg": (W, H),
         },
     )
     with caplog.at_level(logging.WARNING, logger="edge.datasets"):
-        ds = load_dataset(tmp_path)
-    assert [r.name for r in ds.records] == ["a.jpg"] and ds.unlabelled == (
-        tmp_path / "b.jpg",
-        tmp_path / "c.jpg",
-    )
+        monkeypatch.chdir(tmp_path.parent)  # given relative, a photo listed by its absolute path
+        ds = load_dataset(Path(tmp_path.name))
+    assert [r.name for r in ds.records] == ["a.jpg", "d.jpg"]
+    assert ds.unlabelled == (Path(tmp_path.name, "b.jpg"), Path(tmp_path.name, "c.jpg"))
     said = [r.getMessage() for r in caplog.records if "skipped (not negatives)" in r.getMessage()]
     assert len(said) == 1 and "2 image(s) are not in _annotations.csv" in said[0]
     assert "needs a row with its box fields empty" in said[0] and "e.g. b.jpg" in said[0]

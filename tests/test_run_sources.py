@@ -292,6 +292,22 @@ def test_a_reopen_that_completes_after_the_run_ended_is_neither_counted_nor_said
     assert "reopening" in caplog.text and "reopened" not in caplog.text
 
 
+def test_a_stop_while_a_slow_open_goes_on_does_not_wait_it_out(caplog):
+    """A stream's open may take its 15 s timeout: a stop (systemd gives 20 s) does not wait for
+    it, and says so rather than blaming a stuck driver."""
+    cam = SlowToReopen(open_s=4.0)
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        src = Source(cam, threaded=True, stall_s=0.1)
+        with src:
+            read_frames(src, 3)
+            assert cam.reopening.wait(5.0)
+            began = time.monotonic()
+        took = time.monotonic() - began
+    assert took < 2.5, took
+    assert "stopped while reopening it; the open under way ends with the process" in caplog.text
+    assert "did not stop" not in caplog.text
+
+
 class FreezingStream(FakeCamera):
     """The hardware boundary as an RTSP camera through FFmpeg that freezes after ``freeze_after``
     frames: each read then waits for the read timeout and hands over a frame the decoder still
@@ -979,6 +995,9 @@ def test_rtsp_goes_over_tcp_and_waits_for_a_key_frame_unless_ffmpegs_options_say
     assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == expected
     ffmpeg_options(15000)  # at each reopening: nothing added twice
     assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == expected
+    ffmpeg_options(25000)  # a stream with a longer open timeout: ours follows it, the user's stays
+    longer = expected.replace("analyzeduration;15000000", "analyzeduration;25000000")
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == longer
 
 
 @pytest.mark.parametrize("url", ["/data/line.mp4", "file:///data/line.mp4", "line.mp4"])
