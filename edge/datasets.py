@@ -1674,7 +1674,7 @@ def detect_format(path: Path | str) -> tuple[str, Path]:
 
 def _export_splits(folder: Path) -> list[str]:
     """The split folders (``train/``, ``valid/``, ...) of an export's root that hold labels."""
-    return [q.name for q in sorted(folder.iterdir()) if is_split(q) and _holds_labels(q)]
+    return [q.name for q in sorted(folder.iterdir()) if split_kind(q) is not None and _holds_labels(q)]
 
 
 #: A YOLO set's class list files: given as --data, they stand for the set.
@@ -1685,25 +1685,23 @@ _YOLO_CLASS_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
 SPLIT_NAME = re.compile(r"(train|training|val|valid|validation|test|testing|dev)([-_]?\d+)?", re.IGNORECASE)
 
 
-def is_split(folder: Path) -> bool:
-    """A folder named as one split of a data set (``train``, ``valid``, ``val2017``, ...)."""
-    return folder.is_dir() and SPLIT_NAME.fullmatch(folder.name) is not None
-
-
-def _split_kind(name: str) -> str:
-    """train, val or test: what a split folder's name says it is for."""
-    word = SPLIT_NAME.fullmatch(name)
-    assert word is not None, name
+def split_kind(folder: Path) -> str | None:
+    """What a folder named as one split of a data set is for (``train``, ``val`` or ``test``:
+    ``train``, ``valid``, ``val2017``, ``validation``, ...); None for any other folder."""
+    word = SPLIT_NAME.fullmatch(folder.name)
+    if word is None or not folder.is_dir():
+        return None
+    kind = word.group(1).lower()
     return {"training": "train", "valid": "val", "validation": "val", "dev": "val", "testing": "test"}.get(
-        word.group(1).lower(), word.group(1).lower()
+        kind, kind
     )
 
 
 def _splits(folders: Iterable[Path]) -> list[str]:
     """The split folders among ``folders`` where they are splits of more than one kind (train
     beside val or test; ``train1``, ``train2`` are two batches of one), else none."""
-    named = sorted(q.name for q in folders if is_split(q))
-    return named if len({_split_kind(n) for n in named}) > 1 else []
+    kinds = {q.name: kind for q in folders if (kind := split_kind(q)) is not None}
+    return sorted(kinds) if len(set(kinds.values())) > 1 else []
 
 
 def _label_files(path: Path) -> list[Path]:

@@ -509,12 +509,12 @@ class Source:
             opening = self.stats.reopening
             self._thread.join(timeout=1.0 if opening else 10.0)
             if self._thread.is_alive():  # in a driver call: releasing under it could crash
-                if opening:
-                    _log.warning(
-                        "%s: stopped while reopening it; the open under way ends with the process", self.name
-                    )
-                else:
-                    _log.warning("%s: capture thread did not stop; leaving the device to the OS", self.name)
+                left = (
+                    "stopped while reopening it; the open under way ends with the process"
+                    if opening
+                    else "capture thread did not stop; leaving the device to the OS"
+                )
+                _log.warning("%s: %s", self.name, left)
                 return
         self.device.close()
 
@@ -1072,6 +1072,9 @@ def _rtsp_refusal(conn, parts) -> str | None:
 #: is 5 s of a 8 Mbit/s camera, too little to reach a late key frame
 PROBE_BYTES = 32_000_000
 
+#: the FFmpeg options :func:`ffmpeg_options` set, and to what (the others are the user's)
+_OPTIONS_SET: dict[str, str] = {}
+
 
 def ffmpeg_options(open_timeout_ms: int) -> None:
     """Say to FFmpeg, through OpenCV's options, what it does not do by itself, unless those options
@@ -1099,10 +1102,6 @@ def ffmpeg_options(open_timeout_ms: int) -> None:
             continue
         _OPTIONS_SET[key] = value
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(";".join(kv) for kv in parts)
-
-
-#: the FFmpeg options :func:`ffmpeg_options` set, and to what (the others are the user's)
-_OPTIONS_SET: dict[str, str] = {}
 
 
 class StreamURL(OpenCVCamera):
@@ -1141,9 +1140,10 @@ class StreamURL(OpenCVCamera):
         ffmpeg_options(self.timeout_ms)
         began = time.monotonic()
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        waited_out = time.monotonic() - began >= 0.9 * self.timeout_ms / 1000  # the open's whole time
         if not cap.isOpened():
             cap.release()
-            if time.monotonic() - began >= 0.9 * self.timeout_ms / 1000:  # waited it out: a short look
+            if waited_out:  # a short look behind it
                 why = why_no_stream(url, timeout_s=0.5)
                 raise SourceError(
                     f"{self.name}: cannot open: no stream within {self.timeout_ms / 1000:g} s ({why})"
@@ -1151,7 +1151,7 @@ class StreamURL(OpenCVCamera):
             raise SourceError(f"{self.name}: cannot open ({why_no_stream(url)})")
         if not cap.get(cv2.CAP_PROP_FRAME_WIDTH) or not cap.get(cv2.CAP_PROP_FRAME_HEIGHT):
             cap.release()  # FFmpeg opened it but found no picture size: nothing in it decodes
-            if time.monotonic() - began >= 0.9 * self.timeout_ms / 1000:  # looked for it till the end
+            if waited_out:  # looked for it till the end
                 raise SourceError(
                     f"{self.name}: cannot open (no picture size within {self.timeout_ms / 1000:g} s: no "
                     "key frame came, or no video it can decode; a camera that sends a key frame less "
